@@ -1,0 +1,179 @@
+// Package clientapi is the HTTP edge for /_matrix/client: it routes, checks
+// access tokens, runs user-interactive auth and rate limits, and turns
+// requests into calls on the domain packages. No SQL and no business rule
+// lives here that another edge would have to repeat.
+package clientapi
+
+import (
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/sirupsen/logrus"
+
+	"github.com/tessera-hs/tessera/internal/config"
+	"github.com/tessera-hs/tessera/internal/httpx"
+	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/internal/ratelimit"
+	"github.com/tessera-hs/tessera/users"
+)
+
+// API is the Client-Server API edge.
+type API struct {
+	cfg   *config.Config
+	log   logrus.FieldLogger
+	users *users.Service
+	uia   *uiaSessions
+	// nonces for shared-secret registration
+	nonces *nonceStore
+
+	// Rate limiters; nil when limits are off (a nil limiter allows all).
+	loginPerAddress, loginPerAccount, loginFailures, registerPerAddress *ratelimit.Limiter
+}
+
+// New builds the edge.
+func New(cfg *config.Config, log logrus.FieldLogger, us *users.Service) *API {
+	a := &API{
+		cfg:    cfg,
+		log:    log,
+		users:  us,
+		uia:    newUIASessions(30 * time.Minute),
+		nonces: newNonceStore(time.Minute),
+	}
+	if rl := cfg.RateLimits; rl.Enabled {
+		a.loginPerAddress = ratelimit.New(rl.LoginPerAddress.PerSecond, rl.LoginPerAddress.Burst)
+		a.loginPerAccount = ratelimit.New(rl.LoginPerAccount.PerSecond, rl.LoginPerAccount.Burst)
+		a.loginFailures = ratelimit.New(rl.LoginFailures.PerSecond, rl.LoginFailures.Burst)
+		a.registerPerAddress = ratelimit.New(rl.RegisterPerAddress.PerSecond, rl.RegisterPerAddress.Burst)
+	}
+	return a
+}
+
+// route is one endpoint: its method, its path below the client prefix, and
+// whether it needs an access token and accepts guests.
+type route struct {
+	method, path string
+	h            httpx.HandlerFunc
+}
+
+// Register adds every client endpoint to r.
+func (a *API) Register(r *mux.Router) {
+	add := func(prefix string, routes []route) {
+		for _, rt := range routes {
+			r.Handle(prefix+rt.path, httpx.JSON(a.log, rt.h)).Methods(rt.method)
+		}
+	}
+	r.Handle("/_matrix/client/versions", httpx.JSON(a.log, a.versions)).Methods(http.MethodGet)
+	r.Handle("/.well-known/matrix/client", httpx.JSON(a.log, a.wellKnown)).Methods(http.MethodGet)
+	// Every v3 endpoint is also served at r0 for older clients, as Synapse does.
+	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
+		add(prefix, a.v3Routes())
+	}
+	add("/_matrix/client/v1", []route{
+		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},
+	})
+	add("/_synapse/admin/v1", []route{
+		{http.MethodGet, "/register", a.sharedSecretNonce},
+		{http.MethodPost, "/register", a.sharedSecretRegister},
+	})
+}
+
+func (a *API) v3Routes() []route {
+	const get, post, put, del = http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
+	return []route{
+		{get, "/capabilities", a.authed(a.capabilities, guestOK)},
+
+		{get, "/login", a.loginFlows},
+		{post, "/login", a.login},
+		{post, "/refresh", a.refresh},
+		{post, "/logout", a.authed(a.logout, guestOK)},
+		{post, "/logout/all", a.authed(a.logoutAll, guestOK)},
+
+		{post, "/register", a.register},
+		{get, "/register/available", a.registerAvailable},
+		{post, "/register/email/requestToken", threePIDDenied},
+		{post, "/register/msisdn/requestToken", threePIDDenied},
+
+		{get, "/account/whoami", a.authed(a.whoami, guestOK)},
+		{post, "/account/password", a.authed(a.changePassword, noGuests)},
+		{post, "/account/password/email/requestToken", threePIDDenied},
+		{post, "/account/password/msisdn/requestToken", threePIDDenied},
+		{post, "/account/deactivate", a.authed(a.deactivate, noGuests)},
+		{get, "/account/3pid", a.authed(a.threePIDs, noGuests)},
+		{post, "/account/3pid", a.authed(threePIDDeniedAuthed, noGuests)},
+		{post, "/account/3pid/add", a.authed(threePIDDeniedAuthed, noGuests)},
+		{post, "/account/3pid/bind", a.authed(threePIDDeniedAuthed, noGuests)},
+		{post, "/account/3pid/delete", a.authed(threePIDNotFound, noGuests)},
+		{post, "/account/3pid/unbind", a.authed(threePIDNotFound, noGuests)},
+		{post, "/account/3pid/email/requestToken", a.authed(threePIDDeniedAuthed, noGuests)},
+		{post, "/account/3pid/msisdn/requestToken", a.authed(threePIDDeniedAuthed, noGuests)},
+
+		{get, "/devices", a.authed(a.listDevices, guestOK)},
+		{get, "/devices/{deviceId}", a.authed(a.getDevice, guestOK)},
+		{put, "/devices/{deviceId}", a.authed(a.updateDevice, guestOK)},
+		{del, "/devices/{deviceId}", a.authed(a.deleteDevice, noGuests)},
+		{post, "/delete_devices", a.authed(a.deleteDevices, noGuests)},
+
+		{get, "/profile/{userId}", a.getProfile},
+		{get, "/profile/{userId}/{keyName}", a.getProfileField},
+		{put, "/profile/{userId}/{keyName}", a.authed(a.setProfileField, guestOK)},
+		{del, "/profile/{userId}/{keyName}", a.authed(a.deleteProfileField, guestOK)},
+
+		{post, "/user/{userId}/filter", a.authed(a.createFilter, guestOK)},
+		{get, "/user/{userId}/filter/{filterId}", a.authed(a.getFilter, guestOK)},
+	}
+}
+
+// pathVar returns a path variable, percent-decoded. The router matches on
+// the encoded path so that IDs containing '/' (encoded as %2F) stay whole.
+func pathVar(r *http.Request, name string) string {
+	v := mux.Vars(r)[name]
+	if dec, err := url.PathUnescape(v); err == nil {
+		return dec
+	}
+	return v
+}
+
+// clientIP is the client's address, for rate limits and device info.
+func (a *API) clientIP(r *http.Request) string {
+	if a.cfg.HTTP.TrustForwardedFor {
+		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+			first, _, _ := strings.Cut(xff, ",")
+			return strings.TrimSpace(first)
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func (a *API) clientInfo(r *http.Request) users.ClientInfo {
+	return users.ClientInfo{IP: a.clientIP(r), UserAgent: r.UserAgent()}
+}
+
+// limit takes a token from l for key, or returns 429 M_LIMIT_EXCEEDED.
+func limit(l *ratelimit.Limiter, key string) error {
+	if ok, wait := l.Allow(key); !ok {
+		return mxerr.LimitExceeded(wait.Milliseconds())
+	}
+	return nil
+}
+
+// NotFound answers requests no route matches.
+func NotFound(log logrus.FieldLogger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteError(w, r, log, mxerr.Unrecognized("Unrecognized request"))
+	})
+}
+
+// MethodNotAllowed answers a known path called with the wrong method.
+func MethodNotAllowed(log logrus.FieldLogger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteError(w, r, log, mxerr.MethodNotAllowed())
+	})
+}

@@ -1,0 +1,62 @@
+package clientapi
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/tessera-hs/tessera/users"
+)
+
+// supportedVersions are the spec versions whose client API we serve.
+// Versions from v1.11 on make authenticated media mandatory, so they are
+// listed once the media repository is served.
+var supportedVersions = []string{
+	"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+}
+
+// versions: GET /_matrix/client/versions.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientversions
+func (a *API) versions(r *http.Request) (any, error) {
+	return map[string]any{
+		"versions":          supportedVersions,
+		"unstable_features": map[string]bool{},
+	}, nil
+}
+
+// baseURL is the public URL of this server.
+func (a *API) baseURL(r *http.Request) string {
+	if a.cfg.PublicBaseURL != "" {
+		return strings.TrimRight(a.cfg.PublicBaseURL, "/")
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// wellKnown: GET /.well-known/matrix/client.
+// https://spec.matrix.org/v1.19/client-server-api/#getwell-knownmatrixclient
+func (a *API) wellKnown(r *http.Request) (any, error) {
+	return map[string]any{
+		"m.homeserver": map[string]string{"base_url": a.baseURL(r) + "/"},
+	}, nil
+}
+
+// capabilities: GET /_matrix/client/v3/capabilities. Room versions are
+// listed here once the room server serves rooms.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3capabilities
+func (a *API) capabilities(r *http.Request, who *users.Requester) (any, error) {
+	enabled := func(b bool) map[string]bool { return map[string]bool{"enabled": b} }
+	return map[string]any{
+		"capabilities": map[string]any{
+			"m.change_password":    enabled(!who.IsGuest),
+			"m.set_displayname":    enabled(true),
+			"m.set_avatar_url":     enabled(true),
+			"m.3pid_changes":       enabled(false),
+			"m.get_login_token":    enabled(false),
+			"m.profile_fields":     enabled(true),
+			"m.account_moderation": map[string]bool{"lock": false, "suspend": false},
+		},
+	}, nil
+}

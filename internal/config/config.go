@@ -1,0 +1,330 @@
+// Package config loads and validates tessera.yaml. Every setting is
+// documented in config.sample.yaml at the repository root; an unknown key or
+// a bad value is an error that names the key and what is expected.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	ServerName     string       `yaml:"server_name"`
+	PublicBaseURL  string       `yaml:"public_baseurl"`
+	Listen         string       `yaml:"listen"`
+	DataDir        string       `yaml:"data_dir"`
+	SigningKeyPath string       `yaml:"signing_key_path"`
+	Database       Database     `yaml:"database"`
+	Logging        Logging      `yaml:"logging"`
+	HTTP           HTTP         `yaml:"http"`
+	Registration   Registration `yaml:"registration"`
+	Passwords      Passwords    `yaml:"passwords"`
+	Auth           Auth         `yaml:"auth"`
+	RateLimits     RateLimits   `yaml:"rate_limits"`
+}
+
+type Database struct {
+	// Path of the SQLite file; empty means DATA_DIR/tessera.db.
+	Path string `yaml:"path"`
+}
+
+type Logging struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+type HTTP struct {
+	MaxRequestBodyBytes int64 `yaml:"max_request_body_bytes"`
+	// TrustForwardedFor takes the client address from X-Forwarded-For (only
+	// behind a reverse proxy that sets it), for rate limits and device info.
+	TrustForwardedFor bool     `yaml:"trust_forwarded_for"`
+	ShutdownTimeout   Duration `yaml:"shutdown_timeout"`
+}
+
+type Registration struct {
+	// Open lets anyone register with /register (m.login.dummy).
+	Open bool `yaml:"open"`
+	// Tokens, when set, are required to register (m.login.registration_token),
+	// whether or not Open is set.
+	Tokens []RegistrationToken `yaml:"tokens"`
+	// SharedSecret enables /_synapse/admin/v1/register. Empty disables it.
+	SharedSecret string `yaml:"shared_secret"`
+	AllowGuests  bool   `yaml:"allow_guests"`
+}
+
+type RegistrationToken struct {
+	Token string `yaml:"token"`
+	// UsesAllowed limits completed registrations; 0 is unlimited.
+	UsesAllowed int `yaml:"uses_allowed"`
+	// Expires, in RFC 3339; empty never expires.
+	Expires string `yaml:"expires"`
+}
+
+type Passwords struct {
+	MinLength        int  `yaml:"min_length"`
+	RequireDigit     bool `yaml:"require_digit"`
+	RequireLowercase bool `yaml:"require_lowercase"`
+	RequireUppercase bool `yaml:"require_uppercase"`
+	RequireSymbol    bool `yaml:"require_symbol"`
+	// Argon2id cost. Lower only for tests.
+	HashMemoryKiB  uint32 `yaml:"hash_memory_kib"`
+	HashIterations uint32 `yaml:"hash_iterations"`
+}
+
+type Auth struct {
+	// AccessTokenLifetime applies to clients that ask for a refresh token;
+	// others get tokens that do not expire, as the spec requires.
+	AccessTokenLifetime Duration `yaml:"access_token_lifetime"`
+	// RefreshTokenLifetime; 0 means refresh tokens do not expire.
+	RefreshTokenLifetime Duration `yaml:"refresh_token_lifetime"`
+}
+
+type RateLimits struct {
+	Enabled bool `yaml:"enabled"`
+	// Login attempts per client address and per account, and failed
+	// attempts per account (repeated wrong passwords back off).
+	LoginPerAddress    Rate `yaml:"login_per_address"`
+	LoginPerAccount    Rate `yaml:"login_per_account"`
+	LoginFailures      Rate `yaml:"login_failures"`
+	RegisterPerAddress Rate `yaml:"register_per_address"`
+}
+
+// Rate is a token bucket: Burst requests at once, refilled at PerSecond.
+type Rate struct {
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst"`
+}
+
+// Duration is a time.Duration written as "5m", "1h30m" or "0".
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("expected a duration such as \"5m\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("expected a duration such as \"5m\", got %q", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Std is the value as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// Default is the configuration with every default filled in.
+func Default() Config {
+	return Config{
+		ServerName: "localhost",
+		Listen:     "127.0.0.1:8008",
+		DataDir:    "./data",
+		Logging:    Logging{Level: "info", Format: "text"},
+		HTTP: HTTP{
+			MaxRequestBodyBytes: 4 << 20,
+			ShutdownTimeout:     Duration(10 * time.Second),
+		},
+		Passwords: Passwords{MinLength: 8, HashMemoryKiB: 64 * 1024, HashIterations: 2},
+		Auth:      Auth{AccessTokenLifetime: Duration(5 * time.Minute)},
+		RateLimits: RateLimits{
+			Enabled: true,
+			// Synapse's defaults (rc_login, rc_registration).
+			LoginPerAddress:    Rate{PerSecond: 0.003, Burst: 5},
+			LoginPerAccount:    Rate{PerSecond: 0.003, Burst: 5},
+			LoginFailures:      Rate{PerSecond: 0.17, Burst: 3},
+			RegisterPerAddress: Rate{PerSecond: 0.17, Burst: 3},
+		},
+	}
+}
+
+// Load reads, decodes and validates the file at path. Relative paths in it
+// are taken relative to the file's directory.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("config file %s does not exist (create one with `tessera generate-config`)", path)
+		}
+		return nil, fmt.Errorf("read config file: %w", err)
+	}
+	cfg, err := Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	cfg.resolvePaths(filepath.Dir(path))
+	return cfg, nil
+}
+
+var yamlLineErr = regexp.MustCompile(`line (\d+): field (\S+) not found in type config\.(\w+)`)
+
+// Parse decodes and validates YAML.
+func Parse(raw []byte) (*Config, error) {
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, friendlyYAMLError(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// friendlyYAMLError turns yaml.v3's type errors into one line that names the
+// key, e.g. "line 4: unknown key \"lsten\"".
+func friendlyYAMLError(err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg := te.Errors[0]
+		if m := yamlLineErr.FindStringSubmatch(msg); m != nil {
+			return fmt.Errorf("line %s: unknown key %q", m[1], m[2])
+		}
+		msg = strings.ReplaceAll(msg, "cannot unmarshal !!str", "expected another type, got string")
+		return errors.New(msg)
+	}
+	return err
+}
+
+// Validate checks every value, naming the key of the first bad one.
+func (c *Config) Validate() error {
+	if err := validServerName(c.ServerName); err != nil {
+		return fmt.Errorf("server_name: %w", err)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen: expected HOST:PORT, got %q", c.Listen)
+	}
+	if c.PublicBaseURL != "" {
+		u, err := url.Parse(c.PublicBaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("public_baseurl: expected an http(s) URL, got %q", c.PublicBaseURL)
+		}
+	}
+	if c.DataDir == "" {
+		return errors.New("data_dir: must not be empty")
+	}
+	switch c.Logging.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("logging.level: expected one of debug, info, warn, error, got %q", c.Logging.Level)
+	}
+	switch c.Logging.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("logging.format: expected text or json, got %q", c.Logging.Format)
+	}
+	if c.HTTP.MaxRequestBodyBytes < 1024 {
+		return fmt.Errorf("http.max_request_body_bytes: expected at least 1024, got %d", c.HTTP.MaxRequestBodyBytes)
+	}
+	for i, t := range c.Registration.Tokens {
+		key := fmt.Sprintf("registration.tokens[%d]", i)
+		if t.Token == "" || len(t.Token) > 64 || !regTokenRe.MatchString(t.Token) {
+			return fmt.Errorf("%s.token: expected 1-64 characters from [A-Za-z0-9._~-]", key)
+		}
+		if t.UsesAllowed < 0 {
+			return fmt.Errorf("%s.uses_allowed: expected 0 (unlimited) or more, got %d", key, t.UsesAllowed)
+		}
+		if t.Expires != "" {
+			if _, err := time.Parse(time.RFC3339, t.Expires); err != nil {
+				return fmt.Errorf("%s.expires: expected an RFC 3339 time, got %q", key, t.Expires)
+			}
+		}
+	}
+	if c.Passwords.MinLength < 0 {
+		return fmt.Errorf("passwords.min_length: expected 0 or more, got %d", c.Passwords.MinLength)
+	}
+	if c.Passwords.HashMemoryKiB < 8 || c.Passwords.HashIterations < 1 {
+		return errors.New("passwords.hash_memory_kib / hash_iterations: expected at least 8 KiB and 1 iteration")
+	}
+	for name, r := range map[string]Rate{
+		"login_per_address": c.RateLimits.LoginPerAddress, "login_per_account": c.RateLimits.LoginPerAccount,
+		"login_failures": c.RateLimits.LoginFailures, "register_per_address": c.RateLimits.RegisterPerAddress,
+	} {
+		if r.PerSecond <= 0 || r.Burst < 1 {
+			return fmt.Errorf("rate_limits.%s: expected per_second > 0 and burst >= 1", name)
+		}
+	}
+	return nil
+}
+
+var (
+	regTokenRe = regexp.MustCompile(`^[A-Za-z0-9._~-]+$`)
+	portRe     = regexp.MustCompile(`^[0-9]{1,5}$`)
+	dnsNameRe  = regexp.MustCompile(`^[A-Za-z0-9.-]{1,255}$`)
+)
+
+// validServerName checks the spec's server name grammar: a DNS name or IP
+// literal with an optional port.
+// https://spec.matrix.org/v1.19/appendices/#server-name
+func validServerName(name string) error {
+	host := name
+	if h, p, err := net.SplitHostPort(name); err == nil {
+		if !portRe.MatchString(p) {
+			return fmt.Errorf("bad port in %q", name)
+		}
+		host = h
+		if strings.Contains(h, ":") {
+			host = "[" + h + "]"
+		}
+	}
+	switch {
+	case host == "":
+		return errors.New("must not be empty")
+	case strings.HasPrefix(host, "["):
+		if !strings.HasSuffix(host, "]") || net.ParseIP(host[1:len(host)-1]) == nil {
+			return fmt.Errorf("bad IPv6 literal in %q", name)
+		}
+	case !dnsNameRe.MatchString(host):
+		return fmt.Errorf("expected a DNS name or IP address with optional :port, got %q", name)
+	}
+	return nil
+}
+
+// resolvePaths fills derived paths and makes relative ones relative to dir.
+func (c *Config) resolvePaths(dir string) {
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		if a, err := filepath.Abs(filepath.Join(dir, p)); err == nil {
+			return a
+		}
+		return filepath.Join(dir, p)
+	}
+	c.DataDir = abs(c.DataDir)
+	if c.Database.Path == "" {
+		c.Database.Path = filepath.Join(c.DataDir, "tessera.db")
+	} else {
+		c.Database.Path = abs(c.Database.Path)
+	}
+	if c.SigningKeyPath == "" {
+		c.SigningKeyPath = filepath.Join(c.DataDir, "signing.key")
+	} else {
+		c.SigningKeyPath = abs(c.SigningKeyPath)
+	}
+}
+
+// Finalize fills derived paths for a config built in code (tests), relative
+// to the working directory.
+func (c *Config) Finalize() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	c.resolvePaths(".")
+	return nil
+}

@@ -1,0 +1,179 @@
+package config
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"text/template"
+
+	"github.com/tessera-hs/tessera/internal/signingkey"
+)
+
+// GenerateOptions are the choices `tessera generate-config` takes.
+type GenerateOptions struct {
+	ServerName   string
+	DataDir      string
+	Listen       string
+	SharedSecret string // empty: a fresh random secret
+	OpenRegister bool
+}
+
+// Generate writes a complete, commented config file to outPath and a fresh
+// signing key under the data directory, and returns the config as loaded
+// back from the file (so what was written is known to be valid).
+func Generate(opts GenerateOptions, outPath string) (*Config, error) {
+	if opts.SharedSecret == "" {
+		opts.SharedSecret = RandomSecret()
+	}
+	raw, err := Render(opts)
+	if err != nil {
+		return nil, err
+	}
+	// Validate before writing anything.
+	if _, err := Parse(raw); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(outPath), 0o755); err != nil {
+		return nil, fmt.Errorf("create config directory: %w", err)
+	}
+	// The file holds the registration secret: owner-only.
+	if err := os.WriteFile(outPath, raw, 0o600); err != nil {
+		return nil, fmt.Errorf("write config: %w", err)
+	}
+	cfg, err := Load(outPath)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(cfg.SigningKeyPath); os.IsNotExist(err) {
+		key, err := signingkey.Generate()
+		if err != nil {
+			return nil, err
+		}
+		if err := key.Write(cfg.SigningKeyPath); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// RandomSecret returns 32 random bytes in URL-safe base64.
+func RandomSecret() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// Render fills the config template. The same template, with placeholder
+// values, is config.sample.yaml; a test keeps the two in step.
+func Render(opts GenerateOptions) ([]byte, error) {
+	var buf bytes.Buffer
+	err := configTemplate.Execute(&buf, map[string]string{
+		"ServerName":   strconv.Quote(opts.ServerName),
+		"DataDir":      strconv.Quote(opts.DataDir),
+		"Listen":       strconv.Quote(opts.Listen),
+		"SharedSecret": strconv.Quote(opts.SharedSecret),
+		"Open":         strconv.FormatBool(opts.OpenRegister),
+	})
+	return buf.Bytes(), err
+}
+
+var configTemplate = template.Must(template.New("config").Parse(`# Tessera configuration. Every setting is listed here with its default.
+# Relative paths are relative to this file's directory.
+
+# The name of this homeserver: the part after the colon in @user:server_name.
+# It cannot be changed once users exist.
+server_name: {{.ServerName}}
+
+# The URL clients reach this server at, served in /.well-known/matrix/client.
+# Empty means http://<listen>/.
+public_baseurl: ""
+
+# Address and port to serve HTTP on.
+listen: {{.Listen}}
+
+# Holds the database, the signing key and (later) the media store. A backup
+# is a copy of this directory taken while the server is stopped.
+data_dir: {{.DataDir}}
+
+# The server's ed25519 signing key. Empty means <data_dir>/signing.key.
+signing_key_path: ""
+
+database:
+  # SQLite database file. Empty means <data_dir>/tessera.db.
+  path: ""
+
+logging:
+  # debug, info, warn or error.
+  level: info
+  # text or json.
+  format: text
+
+http:
+  # Largest request body accepted, in bytes (413 M_TOO_LARGE beyond it).
+  max_request_body_bytes: 4194304
+  # Take the client address from X-Forwarded-For. Only behind a reverse
+  # proxy that sets it, or clients can pick their own address.
+  trust_forwarded_for: false
+  # How long in-flight requests may take to finish on shutdown.
+  shutdown_timeout: 10s
+
+registration:
+  # Let anyone create an account through /register.
+  open: {{.Open}}
+  # Registration tokens. When any are listed, /register requires one
+  # (m.login.registration_token), whether or not registration is open.
+  # Each: token (1-64 of [A-Za-z0-9._~-]), uses_allowed (0 = unlimited),
+  # expires (RFC 3339, empty = never). Example:
+  #   tokens:
+  #     - token: "invite-2026"
+  #       uses_allowed: 10
+  #       expires: "2026-12-31T23:59:59Z"
+  tokens: []
+  # Secret for Synapse-compatible shared-secret registration
+  # (/_synapse/admin/v1/register). Empty disables it.
+  shared_secret: {{.SharedSecret}}
+  # Allow guest accounts (/register?kind=guest).
+  allow_guests: false
+
+passwords:
+  # Rules a new password must meet (M_WEAK_PASSWORD otherwise).
+  min_length: 8
+  require_digit: false
+  require_lowercase: false
+  require_uppercase: false
+  require_symbol: false
+  # Argon2id cost for password hashes.
+  hash_memory_kib: 65536
+  hash_iterations: 2
+
+auth:
+  # Lifetime of access tokens for clients that ask for a refresh token.
+  # Clients that do not get tokens that never expire.
+  access_token_lifetime: 5m
+  # Lifetime of refresh tokens; 0 means they do not expire.
+  refresh_token_lifetime: "0"
+
+rate_limits:
+  # Answer 429 M_LIMIT_EXCEEDED when a client goes over these rates.
+  enabled: true
+  # Each is a token bucket: burst requests at once, refilled at per_second.
+  login_per_address:
+    per_second: 0.003
+    burst: 5
+  login_per_account:
+    per_second: 0.003
+    burst: 5
+  # Failed logins per account: repeated wrong passwords back off.
+  login_failures:
+    per_second: 0.17
+    burst: 3
+  register_per_address:
+    per_second: 0.17
+    burst: 3
+`))

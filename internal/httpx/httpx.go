@@ -1,0 +1,203 @@
+// Package httpx holds the HTTP plumbing every edge shares: JSON handlers that
+// return a body or an error, request decoding with the spec's error codes,
+// and the middleware for CORS, body limits, panics and request logs.
+package httpx
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/tessera-hs/tessera/internal/mxerr"
+)
+
+// Response lets a handler choose a status other than 200.
+type Response struct {
+	Status int
+	Body   any
+}
+
+// HandlerFunc answers a request with a JSON body (or a *Response) or an error.
+// A *mxerr.Error is sent as is; any other error is logged and becomes a 500.
+type HandlerFunc func(r *http.Request) (any, error)
+
+// JSON adapts a HandlerFunc to http.Handler.
+func JSON(log logrus.FieldLogger, fn HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := fn(r)
+		if err != nil {
+			WriteError(w, r, log, err)
+			return
+		}
+		status := http.StatusOK
+		if resp, ok := body.(*Response); ok {
+			status, body = resp.Status, resp.Body
+		}
+		WriteJSON(w, status, body)
+	})
+}
+
+// WriteJSON writes body as JSON with the given status.
+func WriteJSON(w http.ResponseWriter, status int, body any) {
+	buf, err := json.Marshal(body)
+	if err != nil {
+		status = http.StatusInternalServerError
+		buf = []byte(`{"errcode":"M_UNKNOWN","error":"Internal server error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf)
+}
+
+// WriteError writes err as the spec's error body. Errors that are not Matrix
+// errors are internal: their detail goes to the log, never to the client.
+func WriteError(w http.ResponseWriter, r *http.Request, log logrus.FieldLogger, err error) {
+	if me, ok := mxerr.As(err); ok {
+		WriteJSON(w, me.Status, me.Body())
+		return
+	}
+	log.WithError(err).WithFields(logrus.Fields{"method": r.Method, "path": r.URL.Path}).
+		Error("internal error handling request")
+	WriteJSON(w, http.StatusInternalServerError, mxerr.Unknown(http.StatusInternalServerError, "Internal server error").Body())
+}
+
+// DecodeJSON reads a JSON object from the request body into v.
+// Syntax errors are M_NOT_JSON, values of the wrong type M_BAD_JSON, a body
+// over the limit M_TOO_LARGE. An empty body decodes as {} when allowEmpty.
+func DecodeJSON(r *http.Request, v any, allowEmpty bool) error {
+	raw, err := ReadBody(r)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		if allowEmpty {
+			raw = []byte("{}")
+		} else {
+			return mxerr.NotJSON("Request body is empty")
+		}
+	}
+	return Unmarshal(raw, v)
+}
+
+// Unmarshal decodes a JSON object with the same error mapping as DecodeJSON.
+func Unmarshal(raw []byte, v any) error {
+	if !json.Valid(raw) {
+		return mxerr.NotJSON("Request body is not valid JSON")
+	}
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return mxerr.BadJSON("Request body must be a JSON object")
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return mxerr.BadJSON("Field %q has the wrong type: expected %s", te.Field, te.Type)
+		}
+		return mxerr.BadJSON("Request body has the wrong shape: %v", err)
+	}
+	return nil
+}
+
+// ReadBody reads the whole body, mapping an over-limit body to M_TOO_LARGE.
+func ReadBody(r *http.Request) ([]byte, error) {
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, mxerr.TooLarge("Request body is larger than %d bytes", mbe.Limit)
+		}
+		return nil, mxerr.Unknown(http.StatusBadRequest, "Could not read request body")
+	}
+	return raw, nil
+}
+
+// CORS answers every preflight and adds the headers the spec asks for to
+// every response, so browser clients such as Element Web work.
+// https://spec.matrix.org/v1.19/client-server-api/#web-browser-clients
+func CORS(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization, Date")
+		if r.Method == http.MethodOptions {
+			WriteJSON(w, http.StatusOK, struct{}{})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// LimitBody caps request bodies. A declared Content-Length over the limit is
+// refused before anything is read.
+func LimitBody(limit int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			WriteJSON(w, http.StatusRequestEntityTooLarge,
+				mxerr.TooLarge("Request body is larger than %d bytes", limit).Body())
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// statusRecorder remembers the status a handler wrote, for the request log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer (for
+// flushing and hijacking, which the WebSocket sync stream needs).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Logging writes one line per request: method, path, status, duration.
+// It logs the path only: the query string may carry an access token.
+// A panic in a handler is logged with its stack and answered with a 500.
+func Logging(log logrus.FieldLogger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				log.WithFields(logrus.Fields{"panic": p, "stack": string(debug.Stack())}).
+					Error("handler panicked")
+				if rec.status == 0 {
+					WriteJSON(rec, http.StatusInternalServerError,
+						mxerr.Unknown(http.StatusInternalServerError, "Internal server error").Body())
+				}
+			}
+			log.WithFields(logrus.Fields{
+				"method":      r.Method,
+				"path":        r.URL.Path,
+				"status":      rec.status,
+				"duration_ms": float64(time.Since(start).Microseconds()) / 1000,
+			}).Info("request")
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}

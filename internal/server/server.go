@@ -1,0 +1,172 @@
+// Package server wires the domains and edges into one HTTP server. The
+// binary and the test harness both start Tessera through it, so tests run
+// exactly what operators run.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/tessera-hs/tessera/clientapi"
+	"github.com/tessera-hs/tessera/internal/config"
+	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/httpx"
+	"github.com/tessera-hs/tessera/internal/signingkey"
+	"github.com/tessera-hs/tessera/users"
+)
+
+// Server is a running (or ready to run) Tessera.
+type Server struct {
+	cfg     *config.Config
+	log     *logrus.Logger
+	db      *database.DB
+	key     *signingkey.Key
+	Users   *users.Service
+	handler http.Handler
+	http    *http.Server
+}
+
+// NewLogger builds the logger the config asks for, writing to w.
+func NewLogger(cfg config.Logging, w io.Writer) *logrus.Logger {
+	log := logrus.New()
+	log.SetOutput(w)
+	if cfg.Format == "json" {
+		log.SetFormatter(&logrus.JSONFormatter{})
+	} else {
+		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	}
+	lvl, err := logrus.ParseLevel(cfg.Level)
+	if err != nil {
+		lvl = logrus.InfoLevel
+	}
+	log.SetLevel(lvl)
+	return log
+}
+
+// New opens the database, runs migrations and builds the HTTP handler.
+func New(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*Server, error) {
+	key, err := signingkey.Load(cfg.SigningKeyPath)
+	if err != nil {
+		return nil, err
+	}
+	db, err := database.Open(cfg.Database.Path, database.Options{})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, db: db, key: key}
+	if err := s.init(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) init(ctx context.Context) error {
+	us, err := NewUsers(ctx, s.cfg, s.db)
+	if err != nil {
+		return err
+	}
+	s.Users = us
+	api := clientapi.New(s.cfg, s.log, us)
+
+	r := mux.NewRouter().UseEncodedPath()
+	api.Register(r)
+	r.NotFoundHandler = clientapi.NotFound(s.log)
+	r.MethodNotAllowedHandler = clientapi.MethodNotAllowed(s.log)
+
+	var h http.Handler = r
+	h = httpx.LimitBody(s.cfg.HTTP.MaxRequestBodyBytes, h)
+	h = httpx.CORS(h)
+	h = httpx.Logging(s.log, h)
+	s.handler = h
+	return nil
+}
+
+// NewUsers builds the users domain from the config; the register-user
+// command uses it without starting the server.
+func NewUsers(ctx context.Context, cfg *config.Config, db *database.DB) (*users.Service, error) {
+	return users.New(ctx, db, users.Config{
+		ServerName:           spec.ServerName(cfg.ServerName),
+		Passwords:            cfg.Passwords,
+		AccessTokenLifetime:  cfg.Auth.AccessTokenLifetime.Std(),
+		RefreshTokenLifetime: cfg.Auth.RefreshTokenLifetime.Std(),
+		RegistrationTokens:   cfg.Registration.Tokens,
+	})
+}
+
+// Handler is the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve answers requests on l until Shutdown. It returns nil after a
+// graceful shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	s.http = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		ErrorLog:          nil,
+	}
+	s.log.WithFields(logrus.Fields{
+		"server_name": s.cfg.ServerName,
+		"address":     l.Addr().String(),
+		"database":    s.db.Path(),
+	}).Info("Tessera is listening")
+	if err := s.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting requests, waits (up to ctx) for those in flight,
+// and closes the database.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	if s.http != nil {
+		if err := s.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+	}
+	if err := s.db.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close database: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Run listens on the configured address and serves until ctx ends, then
+// shuts down gracefully.
+func Run(ctx context.Context, cfg *config.Config, log *logrus.Logger) error {
+	s, err := New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		s.Shutdown(context.Background())
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(l) }()
+	select {
+	case err := <-errc:
+		s.Shutdown(context.Background())
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout.Std())
+	defer cancel()
+	err = s.Shutdown(sctx)
+	if err == nil {
+		log.Info("shut down cleanly")
+	}
+	return err
+}
