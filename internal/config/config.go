@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -170,7 +171,10 @@ func Load(path string) (*Config, error) {
 	return cfg, nil
 }
 
-var yamlLineErr = regexp.MustCompile(`line (\d+): field (\S+) not found in type config\.(\w+)`)
+var (
+	yamlUnknownKey = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
+	yamlTypeErr    = regexp.MustCompile(`^line (\d+): cannot unmarshal !!(\w+) ` + "`" + `([^` + "`" + `]*)` + "`" + ` into (\S+)`)
+)
 
 // Parse decodes and validates YAML.
 func Parse(raw []byte) (*Config, error) {
@@ -178,7 +182,7 @@ func Parse(raw []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, friendlyYAMLError(err)
+		return nil, friendlyYAMLError(raw, err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -186,19 +190,74 @@ func Parse(raw []byte) (*Config, error) {
 	return &cfg, nil
 }
 
-// friendlyYAMLError turns yaml.v3's type errors into one line that names the
-// key, e.g. "line 4: unknown key \"lsten\"".
-func friendlyYAMLError(err error) error {
+// friendlyYAMLError turns yaml.v3's errors into one line that names the
+// full key, e.g. `line 4: unknown key "logging.levle"`.
+func friendlyYAMLError(raw []byte, err error) error {
 	var te *yaml.TypeError
-	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msg := te.Errors[0]
-		if m := yamlLineErr.FindStringSubmatch(msg); m != nil {
-			return fmt.Errorf("line %s: unknown key %q", m[1], m[2])
-		}
-		msg = strings.ReplaceAll(msg, "cannot unmarshal !!str", "expected another type, got string")
-		return errors.New(msg)
+	if !errors.As(err, &te) || len(te.Errors) == 0 {
+		return errors.New(strings.ReplaceAll(err.Error(), "\n", " "))
 	}
-	return err
+	msg := te.Errors[0]
+	var root yaml.Node
+	_ = yaml.Unmarshal(raw, &root)
+	if m := yamlUnknownKey.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		if key := keyAtLine(&root, line, ""); key != "" {
+			return fmt.Errorf("line %s: unknown key %q", m[1], key)
+		}
+		return fmt.Errorf("line %s: unknown key %q", m[1], m[2])
+	}
+	if m := yamlTypeErr.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return fmt.Errorf("line %s: %s: expected %s, got %q", m[1], keyAtLine(&root, line, ""), describeType(m[4]), m[3])
+	}
+	return errors.New(msg)
+}
+
+// keyAtLine finds the dotted path of the key on a line of the document.
+func keyAtLine(n *yaml.Node, line int, prefix string) string {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if k := keyAtLine(c, line, prefix); k != "" {
+				return k
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			path := prefix + k.Value
+			if k.Line == line {
+				return path
+			}
+			if found := keyAtLine(v, line, path+"."); found != "" {
+				return found
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if found := keyAtLine(c, line, fmt.Sprintf("%s[%d].", strings.TrimSuffix(prefix, "."), i)); found != "" {
+				return found
+			}
+		}
+	}
+	return ""
+}
+
+func describeType(goType string) string {
+	switch {
+	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"):
+		return "a whole number"
+	case strings.HasPrefix(goType, "float"):
+		return "a number"
+	case goType == "bool":
+		return "true or false"
+	case goType == "string":
+		return "a string"
+	case strings.HasPrefix(goType, "[]"):
+		return "a list"
+	}
+	return "a " + goType
 }
 
 // Validate checks every value, naming the key of the first bad one.

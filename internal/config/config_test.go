@@ -1,0 +1,128 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sampleOptions are the values config.sample.yaml is rendered with.
+var sampleOptions = GenerateOptions{ServerName: "example.org", DataDir: "./data", Listen: "127.0.0.1:8008"}
+
+// TestSampleMatchesTemplate keeps config.sample.yaml identical to what
+// generate-config writes, so the documented file is the real one.
+// Regenerate with: go test ./internal/config -run TestSampleMatchesTemplate -update
+func TestSampleMatchesTemplate(t *testing.T) {
+	want, err := Render(sampleOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join("..", "..", "config.sample.yaml")
+	if os.Getenv("UPDATE_SAMPLE") == "1" {
+		if err := os.WriteFile(path, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatalf("config.sample.yaml is out of date; regenerate with UPDATE_SAMPLE=1 go test ./internal/config")
+	}
+	if _, err := Parse(got); err != nil {
+		t.Fatalf("config.sample.yaml does not parse: %v", err)
+	}
+}
+
+// TestEveryKeyDocumented checks that every field of Config appears in the
+// template, so no setting is undocumented.
+func TestEveryKeyDocumented(t *testing.T) {
+	raw, _ := Render(sampleOptions)
+	text := string(raw)
+	var walk func(reflect.Type, string)
+	walk = func(ty reflect.Type, prefix string) {
+		for i := 0; i < ty.NumField(); i++ {
+			f := ty.Field(i)
+			key := strings.Split(f.Tag.Get("yaml"), ",")[0]
+			if !strings.Contains(text, key+":") {
+				t.Errorf("config key %s%s is not in the template", prefix, key)
+			}
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(Duration(0)) {
+				walk(f.Type, prefix+key+".")
+			}
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown key", "server_name: a.b\nlsten: x\n", `line 2: unknown key "lsten"`},
+		{"unknown nested key", "logging:\n  levle: info\n", `line 2: unknown key "logging.levle"`},
+		{"bad level", "logging:\n  level: loud\n", "logging.level: expected one of debug, info, warn, error"},
+		{"bad format", "logging:\n  format: xml\n", "logging.format: expected text or json"},
+		{"bad listen", "listen: nope\n", "listen: expected HOST:PORT"},
+		{"bad server name", "server_name: 'bad name'\n", "server_name:"},
+		{"bad duration", "auth:\n  access_token_lifetime: soon\n", "expected a duration"},
+		{"bad type", "http:\n  max_request_body_bytes: lots\n", `line 2: http.max_request_body_bytes: expected a whole number, got "lots"`},
+		{"small body limit", "http:\n  max_request_body_bytes: 10\n", "http.max_request_body_bytes: expected at least 1024"},
+		{"bad token", "registration:\n  tokens:\n    - token: 'has space'\n", "registration.tokens[0].token"},
+		{"bad expiry", "registration:\n  tokens:\n    - token: ok\n      expires: tomorrow\n", "registration.tokens[0].expires"},
+		{"bad rate", "rate_limits:\n  login_failures:\n    per_second: 0\n    burst: 1\n", "rate_limits.login_failures"},
+		{"bad public url", "public_baseurl: ftp://x\n", "public_baseurl"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Parse error = %v, want one containing %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error is not one line: %q", err)
+			}
+		})
+	}
+}
+
+func TestParseDefaultsAndValues(t *testing.T) {
+	cfg, err := Parse([]byte("server_name: 'chat.example.org:8448'\nauth:\n  access_token_lifetime: 90s\n  refresh_token_lifetime: 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ServerName != "chat.example.org:8448" || cfg.Auth.AccessTokenLifetime.Std() != 90*time.Second ||
+		cfg.Auth.RefreshTokenLifetime != 0 || cfg.Logging.Level != "info" || !cfg.RateLimits.Enabled {
+		t.Fatalf("unexpected config: %+v", cfg)
+	}
+	empty, err := Parse(nil)
+	if err != nil || empty.ServerName != "localhost" {
+		t.Fatalf("empty file: %+v, %v", empty, err)
+	}
+}
+
+func TestLoadResolvesPaths(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "t.yaml")
+	cfg, err := Generate(GenerateOptions{ServerName: "x.test", DataDir: "d", Listen: "127.0.0.1:0"}, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != filepath.Join(dir, "d") || cfg.Database.Path != filepath.Join(dir, "d", "tessera.db") ||
+		cfg.SigningKeyPath != filepath.Join(dir, "d", "signing.key") {
+		t.Fatalf("paths: %s %s %s", cfg.DataDir, cfg.Database.Path, cfg.SigningKeyPath)
+	}
+	if cfg.Registration.SharedSecret == "" || cfg.Registration.Open {
+		t.Fatalf("defaults: secret %q open %v", cfg.Registration.SharedSecret, cfg.Registration.Open)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("config file mode: %v %v", fi, err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("missing file error: %v", err)
+	}
+}

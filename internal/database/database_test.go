@@ -1,0 +1,111 @@
+package database
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+)
+
+func openTest(t *testing.T) *DB {
+	t.Helper()
+	db, err := Open(filepath.Join(t.TempDir(), "test.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestRewrite(t *testing.T) {
+	db := &DB{}
+	tests := []struct{ in, want string }{
+		{"SELECT $1", "SELECT ?1"},
+		{"UPDATE t SET a = $2 WHERE b = $1", "UPDATE t SET a = ?2 WHERE b = ?1"},
+		{"SELECT '$1' || $1", "SELECT '$1' || ?1"},
+		{"SELECT $12, $3", "SELECT ?12, ?3"},
+		{"SELECT 'it''s $1', $1", "SELECT 'it''s $1', ?1"},
+		{"SELECT $a", "SELECT $a"},
+	}
+	for _, tt := range tests {
+		if got := db.rewrite(tt.in); got != tt.want {
+			t.Errorf("rewrite(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestPlaceholdersBindByNumber is why rewrite exists: with $N the driver
+// binds by order of appearance, so $2 before $1 would swap the values.
+func TestPlaceholdersBindByNumber(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO kv (v, k) VALUES ($2, $1)`, "key", "value"); err != nil {
+		t.Fatal(err)
+	}
+	var v string
+	if err := db.QueryRowContext(ctx, `SELECT v FROM kv WHERE k = $1`, "key").Scan(&v); err != nil || v != "value" {
+		t.Fatalf("v = %q, %v; want \"value\"", v, err)
+	}
+}
+
+func TestMigrateOnceAndInOrder(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	migs := []Migration{
+		{Version: 1, SQL: `CREATE TABLE a (x INTEGER); INSERT INTO a VALUES (1);`},
+		{Version: 2, SQL: `INSERT INTO a VALUES (2);`},
+	}
+	for i := 0; i < 3; i++ {
+		if err := db.Migrate(ctx, "test", migs); err != nil {
+			t.Fatalf("migrate run %d: %v", i, err)
+		}
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM a`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("rows = %d, %v; want 2 (each migration once)", n, err)
+	}
+	bad := append(migs, Migration{Version: 4, SQL: `SELECT 1`})
+	if err := db.Migrate(ctx, "test", bad); err == nil {
+		t.Fatal("a gap in migration numbers was accepted")
+	}
+	failing := append(migs, Migration{Version: 3, SQL: `INSERT INTO a VALUES (3); INSERT INTO nope VALUES (1);`})
+	if err := db.Migrate(ctx, "test", failing); err == nil {
+		t.Fatal("a failing migration reported success")
+	}
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM a`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("a failed migration left rows behind: %d, %v", n, err)
+	}
+}
+
+func TestWithTxRollsBack(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE a (x INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	err := db.WithTx(ctx, func(tx *Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO a VALUES ($1)`, 1); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want boom", err)
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM a`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("rows after rollback = %d, %v", n, err)
+	}
+}
+
+func TestReadersAreReadOnly(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	if _, err := db.QueryContext(ctx, `CREATE TABLE b (x INTEGER)`); err == nil {
+		t.Fatal("a write through the reader pool succeeded")
+	}
+}
