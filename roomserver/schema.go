@@ -1,0 +1,112 @@
+package roomserver
+
+import "github.com/tessera-hs/tessera/internal/database"
+
+// migrations are the room server's tables. Released migrations are never
+// edited; a schema change is a new entry.
+var migrations = []database.Migration{
+	{Version: 1, SQL: `
+CREATE TABLE rooms (
+	room_id      TEXT PRIMARY KEY,
+	room_version TEXT NOT NULL,
+	created_ts   INTEGER NOT NULL,
+	-- Published in the public room directory.
+	published    INTEGER NOT NULL DEFAULT 0,
+	-- The state group of the room's current state.
+	state_group  INTEGER NOT NULL DEFAULT 0
+);
+
+-- Every event, as the canonical JSON it was created or received with.
+-- stream_pos is the global order sync follows; (depth, stream_pos) is the
+-- per-room topological order /messages follows.
+CREATE TABLE events (
+	stream_pos  INTEGER PRIMARY KEY,
+	event_id    TEXT NOT NULL UNIQUE,
+	room_id     TEXT NOT NULL,
+	type        TEXT NOT NULL,
+	state_key   TEXT,
+	sender      TEXT NOT NULL,
+	depth       INTEGER NOT NULL,
+	origin_ts   INTEGER NOT NULL,
+	-- The state after this event (for a non-state event, the state it was
+	-- sent in).
+	state_group INTEGER NOT NULL,
+	json        TEXT NOT NULL,
+	-- Server-side unsigned data: prev_content and replaces_state.
+	unsigned    TEXT,
+	-- Set when a redaction of this event is accepted; json then holds the
+	-- redacted form and the original is gone.
+	redacted_by TEXT
+);
+CREATE INDEX events_room_topo ON events(room_id, depth, stream_pos);
+CREATE INDEX events_room_ts ON events(room_id, origin_ts);
+
+CREATE TABLE event_edges (
+	event_id      TEXT NOT NULL,
+	prev_event_id TEXT NOT NULL,
+	PRIMARY KEY (event_id, prev_event_id)
+);
+
+-- The events nothing points to yet: the next local event's prev_events.
+CREATE TABLE forward_extremities (
+	room_id  TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	PRIMARY KEY (room_id, event_id)
+);
+
+-- State snapshots. A group lists the state entries that differ from
+-- prev_group (or all of them when prev_group is NULL); chains are cut with
+-- a full snapshot every so often so a read walks only a few groups.
+CREATE TABLE state_groups (
+	group_id   INTEGER PRIMARY KEY,
+	room_id    TEXT NOT NULL,
+	prev_group INTEGER,
+	chain_len  INTEGER NOT NULL
+);
+CREATE TABLE state_group_entries (
+	group_id  INTEGER NOT NULL,
+	type      TEXT NOT NULL,
+	state_key TEXT NOT NULL,
+	event_id  TEXT NOT NULL,
+	PRIMARY KEY (group_id, type, state_key)
+);
+
+-- The room's current state, for quick reads.
+CREATE TABLE current_state (
+	room_id   TEXT NOT NULL,
+	type      TEXT NOT NULL,
+	state_key TEXT NOT NULL,
+	event_id  TEXT NOT NULL,
+	PRIMARY KEY (room_id, type, state_key)
+);
+
+-- Current membership of each user in each room.
+CREATE TABLE memberships (
+	room_id    TEXT NOT NULL,
+	user_id    TEXT NOT NULL,
+	membership TEXT NOT NULL,
+	event_id   TEXT NOT NULL,
+	stream_pos INTEGER NOT NULL,
+	forgotten  INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (room_id, user_id)
+);
+CREATE INDEX memberships_user ON memberships(user_id, membership);
+
+-- Local room aliases (#name:server) and who created them.
+CREATE TABLE room_aliases (
+	alias   TEXT PRIMARY KEY,
+	room_id TEXT NOT NULL,
+	creator TEXT NOT NULL
+);
+CREATE INDEX room_aliases_room ON room_aliases(room_id);
+
+-- Transaction IDs of client requests, for idempotent retries.
+CREATE TABLE txn_ids (
+	user_id   TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	txn_id    TEXT NOT NULL,
+	event_id  TEXT NOT NULL,
+	PRIMARY KEY (user_id, device_id, txn_id)
+);
+`},
+}
