@@ -1,0 +1,427 @@
+package roomserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/tessera-hs/tessera/internal/mxerr"
+)
+
+// EventRequest is an event a local user wants to send.
+type EventRequest struct {
+	Sender   string
+	Type     string
+	StateKey *string
+	Content  json.RawMessage
+	Redacts  string // for m.room.redaction in room versions before 11
+	Txn      *TxnKey
+}
+
+// TxnKey makes a client request idempotent: the same key always yields the
+// same event.
+// https://spec.matrix.org/v1.19/client-server-api/#transaction-identifiers
+type TxnKey struct {
+	UserID, DeviceID, TxnID string
+}
+
+// checkFunc is a rule the request must meet against the current state,
+// beyond the auth rules (for example: redacting needs the target to exist).
+type checkFunc func(ctx context.Context, rs *roomState) error
+
+type buildReq struct {
+	ctx   context.Context
+	ev    EventRequest
+	check checkFunc
+	// content, if set, makes the event's content after check has run
+	// (for content that depends on what check found).
+	content func() (json.RawMessage, error)
+	resp    chan buildResult
+}
+
+type buildResult struct {
+	ev  *Event
+	err error
+}
+
+// pendingEvent is a built, authorised event waiting to be committed.
+type pendingEvent struct {
+	ev         *Event
+	stateGroup int64
+	newGroup   *newStateGroup
+	redaction  *redaction
+	txn        *TxnKey
+}
+
+type newStateGroup struct {
+	id, prev int64 // prev 0: a full snapshot
+	chainLen int
+	entries  stateIDs
+}
+
+type redaction struct {
+	targetID     string
+	redactedJSON []byte
+}
+
+// room is the sequencer of one room. Only its goroutine touches st.
+type room struct {
+	id   string
+	reqs chan *buildReq
+	st   *roomState // nil until loaded (or after a failed commit)
+}
+
+// maxBatch bounds how many requests one sequencer turn takes.
+const maxBatch = 256
+
+// submit queues a request on the room's sequencer and waits for the event
+// to be committed.
+func (s *Service) submit(ctx context.Context, roomID string, ev EventRequest, check checkFunc) (*Event, error) {
+	return s.submitBuilt(ctx, roomID, ev, check, nil)
+}
+
+// submitBuilt is submit with content made by content after check has run.
+func (s *Service) submitBuilt(ctx context.Context, roomID string, ev EventRequest, check checkFunc, content func() (json.RawMessage, error)) (*Event, error) {
+	req := &buildReq{ctx: ctx, ev: ev, check: check, content: content, resp: make(chan buildResult, 1)}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errors.New("room server is shutting down")
+	}
+	r := s.rooms[roomID]
+	if r == nil {
+		r = &room{id: roomID, reqs: make(chan *buildReq, maxBatch)}
+		s.rooms[roomID] = r
+		s.wg.Add(1)
+		go s.runRoom(r)
+	}
+	s.mu.Unlock()
+	select {
+	case r.reqs <- req:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	// Once queued, wait for the outcome even if the client goes away: the
+	// event may already be committed, and the sequencer must not block.
+	res := <-req.resp
+	return res.ev, res.err
+}
+
+func (s *Service) runRoom(r *room) {
+	defer s.wg.Done()
+	for first := range r.reqs {
+		batch := []*buildReq{first}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case req, ok := <-r.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, req)
+			default:
+				break drain
+			}
+		}
+		s.processBatch(r, batch)
+	}
+}
+
+func (s *Service) processBatch(r *room, batch []*buildReq) {
+	ctx := context.Background()
+	if r.st == nil {
+		st, err := s.loadRoomState(ctx, r.id)
+		if err == nil && st == nil {
+			err = mxerr.NotFound("Unknown room %s", r.id)
+		}
+		if err != nil {
+			for _, req := range batch {
+				req.resp <- buildResult{err: err}
+			}
+			return
+		}
+		r.st = st
+	}
+	results := make([]buildResult, len(batch))
+	var pending []*pendingEvent
+	pendingIdx := map[int]int{}   // batch index -> pending index
+	batchTxns := map[TxnKey]int{} // txn -> batch index, for repeats within a batch
+	for i, req := range batch {
+		if req.ev.Txn != nil {
+			if j, ok := batchTxns[*req.ev.Txn]; ok {
+				results[i] = buildResult{err: sameTxnErr{index: j}}
+				continue
+			}
+			if id, err := s.txnEvent(ctx, *req.ev.Txn); err != nil || id != "" {
+				if err == nil {
+					results[i].ev, results[i].err = s.event(ctx, id)
+				} else {
+					results[i].err = err
+				}
+				continue
+			}
+			batchTxns[*req.ev.Txn] = i
+		}
+		if req.check != nil {
+			if err := req.check(req.ctx, r.st); err != nil {
+				results[i].err = err
+				continue
+			}
+		}
+		if req.content != nil {
+			c, err := req.content()
+			if err != nil {
+				results[i].err = err
+				continue
+			}
+			req.ev.Content = c
+		}
+		pe, err := s.build(ctx, r.st, req.ev)
+		if err != nil {
+			results[i].err = err
+			continue
+		}
+		pe.txn = req.ev.Txn
+		s.apply(r.st, pe)
+		pendingIdx[i] = len(pending)
+		pending = append(pending, pe)
+	}
+	if len(pending) > 0 {
+		err := s.commit.submit(&commitReq{
+			roomID: r.id, events: pending, extremities: r.st.extremities, stateGroup: r.st.group,
+		})
+		if err != nil {
+			// The in-memory state ran ahead of the database: reload it.
+			r.st = nil
+			s.log.WithError(err).WithField("room_id", r.id).Error("commit failed")
+		}
+		for i, j := range pendingIdx {
+			if err != nil {
+				results[i] = buildResult{err: fmt.Errorf("commit event: %w", err)}
+			} else {
+				results[i] = buildResult{ev: pending[j].ev}
+			}
+		}
+	}
+	for i, req := range batch {
+		if e, ok := results[i].err.(sameTxnErr); ok {
+			results[i] = results[e.index]
+		}
+		req.resp <- results[i]
+	}
+}
+
+// sameTxnErr marks a request that repeats an earlier one in the batch; it
+// gets that request's result.
+type sameTxnErr struct{ index int }
+
+func (sameTxnErr) Error() string { return "duplicate transaction" }
+
+// build creates, signs and auth-checks an event on top of rs.
+func (s *Service) build(ctx context.Context, rs *roomState, er EventRequest) (*pendingEvent, error) {
+	if len(rs.extremities) > 20 {
+		// More prev_events than this is a sign of a badly forked DAG;
+		// referencing the newest is enough to merge it.
+		rs.extremities = rs.extremities[len(rs.extremities)-20:]
+	}
+	proto := &gomatrixserverlib.ProtoEvent{
+		SenderID:   er.Sender,
+		RoomID:     rs.roomID,
+		Type:       er.Type,
+		StateKey:   er.StateKey,
+		Content:    spec.RawJSON(er.Content),
+		Redacts:    er.Redacts,
+		PrevEvents: append([]string(nil), rs.extremities...),
+		Depth:      rs.depth + 1,
+	}
+	isCreate := er.Type == spec.MRoomCreate && er.StateKey != nil && *er.StateKey == ""
+	if isCreate && rs.version.DomainlessRoomIDs() {
+		proto.RoomID = "" // the room ID is derived from the create event's ID
+	}
+	b := rs.version.NewEventBuilderFromProtoEvent(proto)
+	if err := b.AddAuthEvents(rs); err != nil {
+		return nil, mxerr.BadJSON("Cannot build event: %v", err)
+	}
+	pdu, err := b.Build(time.Now(), s.cfg.ServerName, s.cfg.KeyID, s.cfg.PrivateKey)
+	if err != nil {
+		var ve gomatrixserverlib.EventValidationError
+		if errors.As(err, &ve) {
+			if strings.Contains(strings.ToLower(ve.Message), "too large") || strings.Contains(ve.Message, "exceeds") {
+				return nil, mxerr.TooLarge("%s", ve.Message)
+			}
+			return nil, mxerr.BadJSON("%s", ve.Message)
+		}
+		return nil, mxerr.BadJSON("Invalid event: %v", err)
+	}
+	if err := gomatrixserverlib.Allowed(pdu, rs, userIDForSender); err != nil {
+		return nil, mxerr.Forbidden("%s", err.Error())
+	}
+	roomID := rs.roomID
+	if isCreate {
+		roomID = pdu.RoomID().String()
+	}
+	pe := &pendingEvent{ev: &Event{PDU: pdu, RoomID: roomID}, stateGroup: rs.group}
+	if er.Txn != nil {
+		pe.ev.TxnUser, pe.ev.TxnDevice, pe.ev.TxnID = er.Txn.UserID, er.Txn.DeviceID, er.Txn.TxnID
+	}
+	if sk := pdu.StateKey(); sk != nil {
+		if prev := rs.get(pdu.Type(), *sk); prev != nil {
+			pe.ev.ReplacesState = prev.EventID()
+			pe.ev.PrevContent = prev.Content()
+			pe.ev.PrevSender = string(prev.SenderID())
+		}
+	}
+	if pdu.Type() == spec.MRoomRedaction {
+		red, err := s.redactionFor(ctx, rs, pdu)
+		if err != nil {
+			return nil, err
+		}
+		pe.redaction = red
+	}
+	return pe, nil
+}
+
+// apply moves rs forward past a built event: extremities, depth, state.
+func (s *Service) apply(rs *roomState, pe *pendingEvent) {
+	pdu := pe.ev.PDU
+	if rs.roomID == "" {
+		rs.roomID = pe.ev.RoomID
+	}
+	rs.extremities = []string{pdu.EventID()}
+	rs.depth = max(rs.depth, pdu.Depth())
+	if sk := pdu.StateKey(); sk != nil {
+		t := tuple{pdu.Type(), *sk}
+		g := &newStateGroup{id: s.nextGroupID()}
+		if rs.group == 0 || rs.chainLen+1 >= maxChainLen {
+			// A full snapshot.
+			g.entries = make(stateIDs, len(rs.state)+1)
+			for k, ev := range rs.state {
+				g.entries[k] = ev.EventID()
+			}
+			g.entries[t] = pdu.EventID()
+		} else {
+			g.prev, g.chainLen = rs.group, rs.chainLen+1
+			g.entries = stateIDs{t: pdu.EventID()}
+		}
+		rs.state[t] = pe.ev
+		rs.group, rs.chainLen = g.id, g.chainLen
+		pe.newGroup = g
+		pe.stateGroup = g.id
+	}
+	pe.ev.StateGroup = pe.stateGroup
+	if red := pe.redaction; red != nil {
+		// A redacted state event keeps applying in its redacted form.
+		for t, ev := range rs.state {
+			if ev.EventID() == red.targetID {
+				if p, err := rs.version.NewEventFromTrustedJSON(red.redactedJSON, true); err == nil {
+					rs.state[t] = &Event{PDU: p, RoomID: ev.RoomID, StreamPos: ev.StreamPos, StateGroup: ev.StateGroup, RedactedBy: pdu.EventID()}
+				}
+			}
+		}
+	}
+}
+
+func (s *Service) nextGroupID() int64 { return atomic.AddInt64(&s.lastGroupID, 1) }
+
+// txnEvent returns the event ID an earlier request with this transaction
+// key produced, or "".
+func (s *Service) txnEvent(ctx context.Context, k TxnKey) (string, error) {
+	var id string
+	err := s.db.QueryRowContext(ctx, `SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3`,
+		k.UserID, k.DeviceID, k.TxnID).Scan(&id)
+	if isNoRows(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up transaction: %w", err)
+	}
+	return id, nil
+}
+
+// redactionFor checks a local redaction and prepares its effect. Room
+// versions 3+ leave it to the server to check that the redacter may redact
+// the target: the original sender may, and so may anyone at the room's
+// redact power level.
+// https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3roomsroomidredacteventidtxnid
+func (s *Service) redactionFor(ctx context.Context, rs *roomState, red gomatrixserverlib.PDU) (*redaction, error) {
+	targetID := red.Redacts()
+	if targetID == "" {
+		var c struct {
+			Redacts string `json:"redacts"`
+		}
+		_ = json.Unmarshal(red.Content(), &c)
+		targetID = c.Redacts
+	}
+	target, err := s.event(ctx, targetID)
+	if err != nil || target.RoomID != rs.roomID {
+		return nil, mxerr.NotFound("Event to redact not found in this room")
+	}
+	if target.SenderID() != red.SenderID() {
+		pl, err := powerLevels(rs)
+		if err != nil {
+			return nil, err
+		}
+		if pl.UserLevel(red.SenderID()) < pl.Redact {
+			return nil, mxerr.Forbidden("You may redact only your own events at your power level")
+		}
+	}
+	if target.Redacted() {
+		return nil, nil // already redacted: nothing more to strip
+	}
+	redacted, err := rs.version.RedactEventJSON(target.JSON())
+	if err != nil {
+		return nil, fmt.Errorf("redact %s: %w", targetID, err)
+	}
+	return &redaction{targetID: targetID, redactedJSON: redacted}, nil
+}
+
+// powerLevels returns the room's power levels, with the spec's defaults
+// when there is no power levels event, and creators at their level.
+func powerLevels(rs *roomState) (*gomatrixserverlib.PowerLevelContent, error) {
+	if ev := rs.get(spec.MRoomPowerLevels, ""); ev != nil {
+		pl, err := ev.PowerLevels()
+		if err != nil {
+			return nil, err
+		}
+		return withCreators(rs, pl), nil
+	}
+	var pl gomatrixserverlib.PowerLevelContent
+	pl.Defaults()
+	if create := rs.get(spec.MRoomCreate, ""); create != nil {
+		pl.Users = map[string]int64{string(create.SenderID()): 100}
+	}
+	return withCreators(rs, &pl), nil
+}
+
+// withCreators gives room creators their unlimited level in room versions
+// with privileged creators (v12): they are not listed in the power levels.
+func withCreators(rs *roomState, pl *gomatrixserverlib.PowerLevelContent) *gomatrixserverlib.PowerLevelContent {
+	if !rs.version.PrivilegedCreators() {
+		return pl
+	}
+	create := rs.get(spec.MRoomCreate, "")
+	if create == nil {
+		return pl
+	}
+	users := make(map[string]int64, len(pl.Users)+1)
+	for k, v := range pl.Users {
+		users[k] = v
+	}
+	users[string(create.SenderID())] = gomatrixserverlib.CreatorPowerLevel
+	var c gomatrixserverlib.CreateContent
+	if json.Unmarshal(create.Content(), &c) == nil {
+		for _, u := range c.AdditionalCreators {
+			users[u] = gomatrixserverlib.CreatorPowerLevel
+		}
+	}
+	cp := *pl
+	cp.Users = users
+	return &cp
+}
