@@ -1,0 +1,220 @@
+package roomserver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/tessera-hs/tessera/internal/database"
+)
+
+// commitReq is one room's batch of events, written atomically.
+type commitReq struct {
+	roomID      string
+	newRoom     string // room version, when the batch creates the room
+	events      []*pendingEvent
+	extremities []string // the room's forward extremities after the batch
+	stateGroup  int64    // the room's current state group after the batch
+	done        chan error
+}
+
+// committer is the single writer of events. It takes every batch waiting
+// when it starts a transaction and commits them together: one fsync for
+// all of them. That is group commit: the busier the server, the more events
+// share each fsync.
+type committer struct {
+	s       *Service
+	reqs    chan *commitReq
+	stopped chan struct{}
+	lastPos int64 // last stream position written; owned by the loop
+}
+
+// maxCommitEvents bounds one transaction.
+const maxCommitEvents = 4096
+
+func newCommitter(ctx context.Context, s *Service) (*committer, error) {
+	c := &committer{s: s, reqs: make(chan *commitReq, 1024), stopped: make(chan struct{})}
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM events`).Scan(&c.lastPos); err != nil {
+		return nil, fmt.Errorf("read stream position: %w", err)
+	}
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(group_id), 0) FROM state_groups`).Scan(&s.lastGroupID); err != nil {
+		return nil, fmt.Errorf("read state group id: %w", err)
+	}
+	go c.loop()
+	return c, nil
+}
+
+// submit queues a batch and waits until it is committed or has failed.
+func (c *committer) submit(req *commitReq) error {
+	req.done = make(chan error, 1)
+	c.reqs <- req
+	return <-req.done
+}
+
+func (c *committer) close() {
+	close(c.reqs)
+	<-c.stopped
+}
+
+func (c *committer) loop() {
+	defer close(c.stopped)
+	for first := range c.reqs {
+		batch := []*commitReq{first}
+		n := len(first.events)
+	drain:
+		for n < maxCommitEvents {
+			select {
+			case req, ok := <-c.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, req)
+				n += len(req.events)
+			default:
+				break drain
+			}
+		}
+		c.commit(batch)
+	}
+}
+
+func (c *committer) commit(batch []*commitReq) {
+	ctx := context.Background()
+	startPos := c.lastPos
+	err := c.s.db.WithTx(ctx, func(tx *database.Tx) error {
+		pos := startPos
+		for _, req := range batch {
+			if err := c.writeRoomBatch(ctx, tx, req, &pos); err != nil {
+				return fmt.Errorf("room %s: %w", req.roomID, err)
+			}
+		}
+		c.lastPos = pos
+		return nil
+	})
+	if err != nil {
+		c.lastPos = startPos
+		// One bad batch must not fail the others: retry each on its own.
+		if len(batch) > 1 {
+			for _, req := range batch {
+				c.commit([]*commitReq{req})
+			}
+			return
+		}
+		batch[0].done <- err
+		return
+	}
+	var all []*Event
+	for _, req := range batch {
+		for _, pe := range req.events {
+			c.s.cache.put(pe.ev)
+			if pe.redaction != nil {
+				c.s.cache.forget(pe.redaction.targetID)
+			}
+			all = append(all, pe.ev)
+		}
+	}
+	for _, req := range batch {
+		req.done <- nil
+	}
+	c.s.publish(all)
+}
+
+func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *commitReq, pos *int64) error {
+	if req.newRoom != "" {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO rooms (room_id, room_version, created_ts) VALUES ($1, $2, $3)`,
+			req.roomID, req.newRoom, int64(req.events[0].ev.OriginServerTS())); err != nil {
+			return fmt.Errorf("insert room: %w", err)
+		}
+	}
+	for _, pe := range req.events {
+		*pos++
+		pe.ev.StreamPos = *pos
+		if err := writeEvent(ctx, tx, pe); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, req.roomID); err != nil {
+		return err
+	}
+	for _, id := range req.extremities {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, req.roomID, id); err != nil {
+			return err
+		}
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE rooms SET state_group = $1 WHERE room_id = $2`, req.stateGroup, req.roomID)
+	return err
+}
+
+func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
+	ev := pe.ev
+	var unsigned *string
+	if ev.ReplacesState != "" {
+		b, _ := json.Marshal(unsignedExtra{PrevContent: ev.PrevContent, PrevSender: ev.PrevSender, ReplacesState: ev.ReplacesState})
+		s := string(b)
+		unsigned = &s
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO events
+		(stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts, state_group, json, unsigned)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		ev.StreamPos, ev.EventID(), ev.RoomID, ev.Type(), ev.StateKey(), string(ev.SenderID()), ev.Depth(),
+		int64(ev.OriginServerTS()), pe.stateGroup, string(ev.JSON()), unsigned)
+	if err != nil {
+		return fmt.Errorf("insert event: %w", err)
+	}
+	for _, prev := range ev.PrevEventIDs() {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)`, ev.EventID(), prev); err != nil {
+			return fmt.Errorf("insert edge: %w", err)
+		}
+	}
+	if g := pe.newGroup; g != nil {
+		var prev *int64
+		if g.prev != 0 {
+			prev = &g.prev
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)`,
+			g.id, ev.RoomID, prev, g.chainLen); err != nil {
+			return fmt.Errorf("insert state group: %w", err)
+		}
+		for t, id := range g.entries {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,
+				g.id, t.Type, t.StateKey, id); err != nil {
+				return fmt.Errorf("insert state entry: %w", err)
+			}
+		}
+	}
+	if sk := ev.StateKey(); sk != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id`,
+			ev.RoomID, ev.Type(), *sk, ev.EventID()); err != nil {
+			return fmt.Errorf("update current state: %w", err)
+		}
+		if ev.Type() == spec.MRoomMember {
+			m, err := ev.Membership()
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten)
+				VALUES ($1, $2, $3, $4, $5, 0)
+				ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
+					event_id = excluded.event_id, stream_pos = excluded.stream_pos, forgotten = 0`,
+				ev.RoomID, *sk, m, ev.EventID(), ev.StreamPos); err != nil {
+				return fmt.Errorf("update membership: %w", err)
+			}
+		}
+	}
+	if red := pe.redaction; red != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3`,
+			string(red.redactedJSON), ev.EventID(), red.targetID); err != nil {
+			return fmt.Errorf("apply redaction: %w", err)
+		}
+	}
+	if t := pe.txn; t != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO txn_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)`,
+			t.UserID, t.DeviceID, t.TxnID, ev.EventID()); err != nil {
+			return fmt.Errorf("record transaction: %w", err)
+		}
+	}
+	return nil
+}
