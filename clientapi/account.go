@@ -64,8 +64,10 @@ func (a *API) deactivate(r *http.Request, who *users.Requester) (any, error) {
 		return nil, err
 	}
 	a.log.WithField("user_id", who.UserID).Info("deactivated user")
-	// We never bind 3PIDs to an identity server, so there is nothing to unbind.
-	return map[string]string{"id_server_unbind_result": "no-support"}, nil
+	// We never bind 3PIDs to an identity server, so there is nothing to
+	// unbind, and the spec says the result "must be success if the
+	// homeserver has no identifiers to unbind for the user".
+	return map[string]string{"id_server_unbind_result": "success"}, nil
 }
 
 // threePIDs: GET /account/3pid. This server does not support 3PIDs, so the

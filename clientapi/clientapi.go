@@ -18,6 +18,7 @@ import (
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/internal/ratelimit"
+	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/users"
 )
 
@@ -26,6 +27,7 @@ type API struct {
 	cfg   *config.Config
 	log   logrus.FieldLogger
 	users *users.Service
+	rooms *roomserver.Service
 	uia   *uiaSessions
 	// nonces for shared-secret registration
 	nonces *nonceStore
@@ -35,11 +37,12 @@ type API struct {
 }
 
 // New builds the edge.
-func New(cfg *config.Config, log logrus.FieldLogger, us *users.Service) *API {
+func New(cfg *config.Config, log logrus.FieldLogger, us *users.Service, rs *roomserver.Service) *API {
 	a := &API{
 		cfg:    cfg,
 		log:    log,
 		users:  us,
+		rooms:  rs,
 		uia:    newUIASessions(30 * time.Minute),
 		nonces: newNonceStore(time.Minute),
 	}
@@ -71,6 +74,7 @@ func (a *API) Register(r *mux.Router) {
 	// Every v3 endpoint is also served at r0 for older clients, as Synapse does.
 	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
 		add(prefix, a.v3Routes())
+		add(prefix, a.roomRoutes())
 	}
 	add("/_matrix/client/v1", []route{
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},
@@ -159,6 +163,16 @@ func (a *API) clientInfo(r *http.Request) users.ClientInfo {
 // limit takes a token from l for key, or returns 429 M_LIMIT_EXCEEDED.
 func limit(l *ratelimit.Limiter, key string) error {
 	if ok, wait := l.Allow(key); !ok {
+		return mxerr.LimitExceeded(wait.Milliseconds())
+	}
+	return nil
+}
+
+// checkLimit returns 429 M_LIMIT_EXCEEDED if l has no token left for key,
+// without taking one: for limits that count outcomes (accounts created,
+// failed attempts) rather than requests.
+func checkLimit(l *ratelimit.Limiter, key string) error {
+	if ok, wait := l.Check(key); !ok {
 		return mxerr.LimitExceeded(wait.Milliseconds())
 	}
 	return nil

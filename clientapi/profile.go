@@ -67,11 +67,15 @@ func (a *API) setProfileField(r *http.Request, who *users.Requester) (any, error
 	if err != nil {
 		return nil, err
 	}
+	// An invalid key is reported as such, even if the body lacks it too.
+	key := pathVar(r, "keyName")
+	if err := users.ValidateProfileKey(key); err != nil {
+		return nil, err
+	}
 	var body map[string]json.RawMessage
 	if err := httpx.DecodeJSON(r, &body, false); err != nil {
 		return nil, err
 	}
-	key := pathVar(r, "keyName")
 	value, ok := body[key]
 	if !ok {
 		return nil, mxerr.MissingParam("The body must contain the field %q", key)
@@ -104,12 +108,15 @@ func (a *API) deleteProfileField(r *http.Request, who *users.Requester) (any, er
 }
 
 func (a *API) ownProfile(r *http.Request, who *users.Requester) (string, error) {
+	// Permission first: changing anyone else's profile, remote users'
+	// included, is the spec's 403, not a 404 about where they live.
+	raw := pathVar(r, "userId")
+	if raw != who.UserID && !who.IsAdmin {
+		return "", mxerr.Forbidden("You cannot change another user's profile")
+	}
 	userID, err := a.profileUser(r)
 	if err != nil {
 		return "", err
-	}
-	if userID != who.UserID && !who.IsAdmin {
-		return "", mxerr.Forbidden("You cannot change another user's profile")
 	}
 	if _, err := a.users.Profile(r.Context(), userID); err != nil {
 		return "", err

@@ -43,7 +43,11 @@ func (a *API) register(r *http.Request) (any, error) {
 	default:
 		return nil, mxerr.Forbidden("Registration is not enabled on this server")
 	}
-	if err := limit(a.registerPerAddress, a.clientIP(r)); err != nil {
+	// The per-address limit counts accounts created (and failed token
+	// attempts), as Synapse's rc_registration does, not requests: every
+	// registration takes at least two requests (the UIA challenge, then
+	// the auth), so counting requests would halve the configured burst.
+	if err := checkLimit(a.registerPerAddress, a.clientIP(r)); err != nil {
 		return nil, err
 	}
 
@@ -66,6 +70,13 @@ func (a *API) register(r *http.Request) (any, error) {
 	if err := a.users.CheckPasswordPolicy(req.Password); err != nil {
 		return nil, err
 	}
+	// Checked before the account is created: refused after, it would leave
+	// an account behind whose name the client cannot register again.
+	if !req.InhibitLogin {
+		if err := users.ValidateDeviceID(req.DeviceID); err != nil {
+			return nil, err
+		}
+	}
 
 	res, err := a.checkUIA(r, req.Auth, uiaRequest{operation: "POST /register", flows: flows})
 	if err != nil {
@@ -77,6 +88,7 @@ func (a *API) register(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.registerPerAddress.Allow(a.clientIP(r))
 	a.log.WithField("user_id", acc.UserID).Info("registered user")
 	return a.loginAfterRegister(r, acc, &req)
 }
@@ -131,8 +143,11 @@ func (a *API) registerAvailable(r *http.Request) (any, error) {
 // Rate limited like registration, since it is what a token guesser would call.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv1registermloginregistration_tokenvalidity
 func (a *API) registrationTokenValidity(r *http.Request) (any, error) {
-	if !a.users.RegistrationTokensRequired() {
-		return nil, mxerr.Forbidden("Registration tokens are not in use on this server")
+	// The spec's 403 is for a server that does not permit registration at
+	// all. With open registration and no tokens configured, registration is
+	// permitted and every token is simply invalid (as in Synapse).
+	if !a.users.RegistrationTokensRequired() && !a.cfg.Registration.Open {
+		return nil, mxerr.Forbidden("Registration is not enabled on this server")
 	}
 	token := r.URL.Query().Get("token")
 	if token == "" {

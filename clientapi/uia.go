@@ -167,6 +167,10 @@ func (a *API) checkUIA(r *http.Request, auth *authDict, req uiaRequest) (*uiaRes
 			return nil, err
 		}
 		if !ok {
+			// A wrong token counts against the registration limit, so
+			// /register cannot be used to guess tokens faster than the
+			// validity endpoint allows.
+			a.registerPerAddress.Allow(a.clientIP(r))
 			return nil, uiaChallenge(sess, req.flows, mxerr.Unauthorized("Invalid registration token"))
 		}
 		regToken = auth.Token

@@ -50,13 +50,14 @@ func (a *API) capabilities(r *http.Request, who *users.Requester) (any, error) {
 	enabled := func(b bool) map[string]bool { return map[string]bool{"enabled": b} }
 	return map[string]any{
 		"capabilities": map[string]any{
-			"m.change_password":    enabled(!who.IsGuest),
-			"m.set_displayname":    enabled(true),
-			"m.set_avatar_url":     enabled(true),
-			"m.3pid_changes":       enabled(false),
-			"m.get_login_token":    enabled(false),
-			"m.profile_fields":     enabled(true),
-			"m.account_moderation": map[string]bool{"lock": false, "suspend": false},
+			"m.change_password": enabled(!who.IsGuest),
+			"m.set_displayname": enabled(true),
+			"m.set_avatar_url":  enabled(true),
+			"m.3pid_changes":    enabled(false),
+			"m.get_login_token": enabled(false),
+			"m.profile_fields":  enabled(true),
+			// m.account_moderation is left out: the spec says to omit it
+			// when both lock and suspend would be false.
 		},
 	}, nil
 }

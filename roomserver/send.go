@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -127,8 +128,7 @@ func (s *Service) Redact(ctx context.Context, roomID, sender, eventID, reason st
 	return s.submit(ctx, roomID, req, nil)
 }
 
+// roomVersionNumber is the number of a stable room version ("11" -> 11).
 func roomVersionNumber(v gomatrixserverlib.RoomVersion) (int, error) {
-	var n int
-	_, err := fmtSscan(string(v), &n)
-	return n, err
+	return strconv.Atoi(string(v))
 }

@@ -238,7 +238,7 @@ func (s *Service) build(ctx context.Context, rs *roomState, er EventRequest) (*p
 		StateKey:   er.StateKey,
 		Content:    spec.RawJSON(er.Content),
 		Redacts:    er.Redacts,
-		PrevEvents: append([]string(nil), rs.extremities...),
+		PrevEvents: append([]string{}, rs.extremities...),
 		Depth:      rs.depth + 1,
 	}
 	isCreate := er.Type == spec.MRoomCreate && er.StateKey != nil && *er.StateKey == ""

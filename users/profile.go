@@ -55,13 +55,22 @@ func (s *Service) profileFields(ctx context.Context, q database.Querier, userID 
 	return fields, rows.Err()
 }
 
-// ValidateProfileField checks a key and value for PUT /profile.
-func ValidateProfileField(key string, value json.RawMessage) error {
+// ValidateProfileKey checks a profile key against the spec's grammar and
+// length limit.
+func ValidateProfileKey(key string) error {
 	if len(key) > maxProfileKey {
 		return &mxerr.Error{Status: 400, Code: "M_KEY_TOO_LARGE", Message: "Profile key is longer than 255 bytes"}
 	}
 	if !profileKeyRe.MatchString(key) {
 		return mxerr.InvalidParam("Invalid profile key %q", key)
+	}
+	return nil
+}
+
+// ValidateProfileField checks a key and value for PUT /profile.
+func ValidateProfileField(key string, value json.RawMessage) error {
+	if err := ValidateProfileKey(key); err != nil {
+		return err
 	}
 	switch key {
 	case "displayname", "avatar_url", "m.tz":
@@ -101,11 +110,8 @@ func (s *Service) SetProfileField(ctx context.Context, userID, key string, value
 
 // DeleteProfileField removes one profile field (absent is not an error).
 func (s *Service) DeleteProfileField(ctx context.Context, userID, key string) error {
-	if len(key) > maxProfileKey {
-		return &mxerr.Error{Status: 400, Code: "M_KEY_TOO_LARGE", Message: "Profile key is longer than 255 bytes"}
-	}
-	if !profileKeyRe.MatchString(key) {
-		return mxerr.InvalidParam("Invalid profile key %q", key)
+	if err := ValidateProfileKey(key); err != nil {
+		return err
 	}
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM profile_fields WHERE user_id = $1 AND field = $2`, userID, key); err != nil {
 		return fmt.Errorf("delete profile field: %w", err)

@@ -49,6 +49,15 @@ type NewSession struct {
 
 const maxDeviceIDBytes = 255
 
+// ValidateDeviceID checks a device ID a client asks for, so that an edge can
+// refuse it before acting on the rest of the request.
+func ValidateDeviceID(deviceID string) error {
+	if len(deviceID) > maxDeviceIDBytes {
+		return mxerr.InvalidParam("device_id is longer than %d bytes", maxDeviceIDBytes)
+	}
+	return nil
+}
+
 func hashToken(token string) []byte {
 	h := sha256.Sum256([]byte(token))
 	return h[:]
@@ -58,8 +67,8 @@ func hashToken(token string) []byte {
 // tokens. Per the spec, any tokens the device already had are revoked.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3login
 func (s *Service) CreateSession(ctx context.Context, ns NewSession) (*Session, error) {
-	if len(ns.DeviceID) > maxDeviceIDBytes {
-		return nil, mxerr.InvalidParam("device_id is longer than %d bytes", maxDeviceIDBytes)
+	if err := ValidateDeviceID(ns.DeviceID); err != nil {
+		return nil, err
 	}
 	if ns.DeviceID == "" {
 		ns.DeviceID = randomString(10, upperAlpha)

@@ -5,7 +5,9 @@ package users
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"math/big"
 	"runtime"
@@ -92,3 +94,5 @@ func randomToken(prefix string) string {
 	}
 	return prefix + base64.RawURLEncoding.EncodeToString(b)
 }
+
+func isNoRowsErr(err error) bool { return errors.Is(err, sql.ErrNoRows) }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -59,6 +60,12 @@ func WriteJSON(w http.ResponseWriter, status int, body any) {
 // errors are internal: their detail goes to the log, never to the client.
 func WriteError(w http.ResponseWriter, r *http.Request, log logrus.FieldLogger, err error) {
 	if me, ok := mxerr.As(err); ok {
+		// The spec lets a 429 carry Retry-After (whole seconds) besides
+		// retry_after_ms; HTTP libraries honour the header on their own.
+		// https://spec.matrix.org/v1.19/client-server-api/#rate-limiting
+		if ms, ok := me.Extra["retry_after_ms"].(int64); ok && me.Status == http.StatusTooManyRequests && ms > 0 {
+			w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
+		}
 		WriteJSON(w, me.Status, me.Body())
 		return
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/signingkey"
+	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/users"
 )
 
@@ -31,6 +32,7 @@ type Server struct {
 	db      *database.DB
 	key     *signingkey.Key
 	Users   *users.Service
+	Rooms   *roomserver.Service
 	handler http.Handler
 	http    *http.Server
 }
@@ -76,7 +78,16 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	s.Users = us
-	api := clientapi.New(s.cfg, s.log, us)
+	rs, err := roomserver.New(ctx, s.db, roomserver.Config{
+		ServerName: spec.ServerName(s.cfg.ServerName),
+		KeyID:      s.key.ID,
+		PrivateKey: s.key.PrivateKey,
+	}, us, s.log)
+	if err != nil {
+		return err
+	}
+	s.Rooms = rs
+	api := clientapi.New(s.cfg, s.log, us, rs)
 
 	r := mux.NewRouter().UseEncodedPath()
 	api.Register(r)
@@ -134,6 +145,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if err := s.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
+	}
+	if s.Rooms != nil {
+		// After HTTP has drained: finish queued events, then close.
+		s.Rooms.Close()
 	}
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close database: %w", err))

@@ -1,0 +1,565 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/tessera-hs/tessera/internal/httpx"
+	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/roomserver"
+	"github.com/tessera-hs/tessera/users"
+)
+
+func (a *API) roomRoutes() []route {
+	const get, post, put, del = http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
+	return []route{
+		{post, "/createRoom", a.authed(a.createRoom, noGuests)},
+		{post, "/join/{roomIdOrAlias}", a.authed(a.joinRoomIDOrAlias, guestOK)},
+		{post, "/rooms/{roomId}/join", a.authed(a.joinRoom, guestOK)},
+		{post, "/knock/{roomIdOrAlias}", a.authed(a.knock, noGuests)},
+		{post, "/rooms/{roomId}/invite", a.authed(a.invite, noGuests)},
+		{post, "/rooms/{roomId}/leave", a.authed(a.leave, guestOK)},
+		{post, "/rooms/{roomId}/forget", a.authed(a.forget, guestOK)},
+		{post, "/rooms/{roomId}/kick", a.authed(a.kick, noGuests)},
+		{post, "/rooms/{roomId}/ban", a.authed(a.ban, noGuests)},
+		{post, "/rooms/{roomId}/unban", a.authed(a.unban, noGuests)},
+		{get, "/joined_rooms", a.authed(a.joinedRooms, guestOK)},
+
+		{put, "/rooms/{roomId}/send/{eventType}/{txnId}", a.authed(a.sendMessage, guestOK)},
+		{get, "/rooms/{roomId}/state", a.authed(a.getState, guestOK)},
+		{get, "/rooms/{roomId}/state/{eventType}", a.authed(a.getStateEvent, guestOK)},
+		{get, "/rooms/{roomId}/state/{eventType}/{stateKey:.*}", a.authed(a.getStateEvent, guestOK)},
+		{put, "/rooms/{roomId}/state/{eventType}", a.authed(a.putState, noGuests)},
+		{put, "/rooms/{roomId}/state/{eventType}/{stateKey:.*}", a.authed(a.putState, noGuests)},
+		{put, "/rooms/{roomId}/redact/{eventId}/{txnId}", a.authed(a.redact, noGuests)},
+		{get, "/rooms/{roomId}/event/{eventId}", a.authed(a.getEvent, guestOK)},
+		{get, "/rooms/{roomId}/members", a.authed(a.members, guestOK)},
+		{get, "/rooms/{roomId}/joined_members", a.authed(a.joinedMembers, guestOK)},
+		{get, "/rooms/{roomId}/messages", a.authed(a.messages, guestOK)},
+		{get, "/rooms/{roomId}/context/{eventId}", a.authed(a.context, guestOK)},
+
+		{get, "/directory/room/{roomAlias}", a.getAlias},
+		{put, "/directory/room/{roomAlias}", a.authed(a.putAlias, noGuests)},
+		{del, "/directory/room/{roomAlias}", a.authed(a.deleteAlias, noGuests)},
+		{get, "/rooms/{roomId}/aliases", a.authed(a.roomAliases, guestOK)},
+		{get, "/directory/list/room/{roomId}", a.getVisibility},
+		{put, "/directory/list/room/{roomId}", a.authed(a.putVisibility, noGuests)},
+	}
+}
+
+// roomID reads and checks the {roomId} path variable.
+func roomID(r *http.Request) (string, error) {
+	id := pathVar(r, "roomId")
+	if !strings.HasPrefix(id, "!") {
+		return "", mxerr.InvalidParam("Invalid room ID %q", id)
+	}
+	return id, nil
+}
+
+// clientEvents formats events for the viewer.
+func (a *API) clientEvents(r *http.Request, who *users.Requester, evs []*roomserver.Event) []roomserver.ClientEvent {
+	out := make([]roomserver.ClientEvent, len(evs))
+	for i, ev := range evs {
+		out[i] = a.clientEvent(r, who, ev)
+	}
+	return out
+}
+
+func (a *API) clientEvent(r *http.Request, who *users.Requester, ev *roomserver.Event) roomserver.ClientEvent {
+	return ev.ToClient(roomserver.Viewer{UserID: who.UserID, DeviceID: who.DeviceID}, a.rooms.Redaction(r.Context(), ev))
+}
+
+func (a *API) createRoom(r *http.Request, who *users.Requester) (any, error) {
+	var req roomserver.CreateRoomRequest
+	if err := httpx.DecodeJSON(r, &req, true); err != nil {
+		return nil, err
+	}
+	id, err := a.rooms.CreateRoom(r.Context(), who.UserID, req)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"room_id": id}, nil
+}
+
+type reasonBody struct {
+	Reason string `json:"reason"`
+}
+
+func (a *API) joinRoomIDOrAlias(r *http.Request, who *users.Requester) (any, error) {
+	return a.doJoin(r, who, pathVar(r, "roomIdOrAlias"))
+}
+
+func (a *API) joinRoom(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.doJoin(r, who, id)
+}
+
+func (a *API) doJoin(r *http.Request, who *users.Requester, target string) (any, error) {
+	var body reasonBody
+	if err := httpx.DecodeJSON(r, &body, true); err != nil {
+		return nil, err
+	}
+	if who.IsGuest {
+		id, err := a.rooms.ResolveRoom(r.Context(), target)
+		if err != nil {
+			return nil, err
+		}
+		if ok, err := a.rooms.GuestsCanJoin(r.Context(), id); err != nil || !ok {
+			if err != nil {
+				return nil, err
+			}
+			return nil, mxerr.GuestAccessForbidden()
+		}
+	}
+	id, err := a.rooms.Join(r.Context(), who.UserID, target, body.Reason)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"room_id": id}, nil
+}
+
+func (a *API) knock(r *http.Request, who *users.Requester) (any, error) {
+	var body reasonBody
+	if err := httpx.DecodeJSON(r, &body, true); err != nil {
+		return nil, err
+	}
+	id, err := a.rooms.Knock(r.Context(), who.UserID, pathVar(r, "roomIdOrAlias"), body.Reason)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"room_id": id}, nil
+}
+
+type targetBody struct {
+	UserID   string `json:"user_id"`
+	Reason   string `json:"reason"`
+	IsDirect bool   `json:"is_direct"`
+}
+
+// targetOp runs a membership change that names a target user.
+func (a *API) targetOp(r *http.Request, who *users.Requester, op func(roomID string, b targetBody) error) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	var body targetBody
+	if err := httpx.DecodeJSON(r, &body, false); err != nil {
+		return nil, err
+	}
+	if body.UserID == "" {
+		return nil, mxerr.MissingParam("user_id is required")
+	}
+	if err := op(id, body); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
+func (a *API) invite(r *http.Request, who *users.Requester) (any, error) {
+	return a.targetOp(r, who, func(id string, b targetBody) error {
+		return a.rooms.Invite(r.Context(), who.UserID, id, b.UserID, b.Reason, b.IsDirect)
+	})
+}
+
+func (a *API) kick(r *http.Request, who *users.Requester) (any, error) {
+	return a.targetOp(r, who, func(id string, b targetBody) error {
+		return a.rooms.Kick(r.Context(), who.UserID, id, b.UserID, b.Reason)
+	})
+}
+
+func (a *API) ban(r *http.Request, who *users.Requester) (any, error) {
+	return a.targetOp(r, who, func(id string, b targetBody) error {
+		return a.rooms.Ban(r.Context(), who.UserID, id, b.UserID, b.Reason)
+	})
+}
+
+func (a *API) unban(r *http.Request, who *users.Requester) (any, error) {
+	return a.targetOp(r, who, func(id string, b targetBody) error {
+		return a.rooms.Unban(r.Context(), who.UserID, id, b.UserID, b.Reason)
+	})
+}
+
+func (a *API) leave(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	var body reasonBody
+	if err := httpx.DecodeJSON(r, &body, true); err != nil {
+		return nil, err
+	}
+	if err := a.rooms.Leave(r.Context(), who.UserID, id, body.Reason); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
+func (a *API) forget(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.rooms.Forget(r.Context(), who.UserID, id); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
+func (a *API) joinedRooms(r *http.Request, who *users.Requester) (any, error) {
+	ids, err := a.rooms.JoinedRooms(r.Context(), who.UserID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string][]string{"joined_rooms": ids}, nil
+}
+
+// readContent reads an event content body: a JSON object.
+func readContent(r *http.Request) (json.RawMessage, error) {
+	raw, err := httpx.ReadBody(r)
+	if err != nil {
+		return nil, err
+	}
+	var obj map[string]json.RawMessage
+	if err := httpx.Unmarshal(raw, &obj); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+func (a *API) sendMessage(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	content, err := readContent(r)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := a.rooms.Send(r.Context(), roomserver.SendRequest{
+		RoomID: id, Sender: who.UserID, Type: pathVar(r, "eventType"), Content: content,
+		Txn: &roomserver.TxnKey{UserID: who.UserID, DeviceID: who.DeviceID, TxnID: "send:" + pathVar(r, "txnId")},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"event_id": ev.EventID()}, nil
+}
+
+func (a *API) putState(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	content, err := readContent(r)
+	if err != nil {
+		return nil, err
+	}
+	key := pathVar(r, "stateKey")
+	ev, err := a.rooms.Send(r.Context(), roomserver.SendRequest{
+		RoomID: id, Sender: who.UserID, Type: pathVar(r, "eventType"), StateKey: &key, Content: content,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"event_id": ev.EventID()}, nil
+}
+
+func (a *API) getState(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := a.rooms.State(r.Context(), id, who.UserID)
+	if err != nil {
+		return nil, err
+	}
+	return a.clientEvents(r, who, evs), nil
+}
+
+// getStateEvent returns the content of a state event, or the whole event
+// with ?format=event.
+func (a *API) getStateEvent(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := a.rooms.StateEvent(r.Context(), id, who.UserID, pathVar(r, "eventType"), pathVar(r, "stateKey"))
+	if err != nil {
+		return nil, err
+	}
+	if r.URL.Query().Get("format") == "event" {
+		return a.clientEvent(r, who, ev), nil
+	}
+	return json.RawMessage(ev.Content()), nil
+}
+
+func (a *API) redact(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	var body reasonBody
+	if err := httpx.DecodeJSON(r, &body, true); err != nil {
+		return nil, err
+	}
+	ev, err := a.rooms.Redact(r.Context(), id, who.UserID, pathVar(r, "eventId"), body.Reason,
+		&roomserver.TxnKey{UserID: who.UserID, DeviceID: who.DeviceID, TxnID: "redact:" + pathVar(r, "txnId")})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"event_id": ev.EventID()}, nil
+}
+
+func (a *API) getEvent(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := a.rooms.Event(r.Context(), id, who.UserID, pathVar(r, "eventId"))
+	if err != nil {
+		return nil, err
+	}
+	return a.clientEvent(r, who, ev), nil
+}
+
+func optionalToken(q string) (*roomserver.Token, error) {
+	if q == "" {
+		return nil, nil
+	}
+	t, err := roomserver.ParseToken(q)
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+func (a *API) members(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	at, err := optionalToken(q.Get("at"))
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range []string{"membership", "not_membership"} {
+		switch q.Get(p) {
+		case "", "join", "invite", "knock", "leave", "ban":
+		default:
+			return nil, mxerr.InvalidParam("%s must be one of join, invite, knock, leave, ban", p)
+		}
+	}
+	evs, err := a.rooms.Members(r.Context(), id, who.UserID, at, q.Get("membership"), q.Get("not_membership"))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"chunk": a.clientEvents(r, who, evs)}, nil
+}
+
+func (a *API) joinedMembers(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	m, err := a.rooms.JoinedMembers(r.Context(), id, who.UserID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"joined": m}, nil
+}
+
+// parseLimit reads a limit parameter: def when absent, capped at max.
+func parseLimit(s string, def, max int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, mxerr.InvalidParam("limit must be a non-negative integer")
+	}
+	return min(n, max), nil
+}
+
+// parseEventFilter reads the filter query parameter of /messages and
+// /context: a RoomEventFilter as JSON.
+func parseEventFilter(s string) (*roomserver.EventFilter, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var f users.RoomEventFilter
+	if err := httpx.Unmarshal([]byte(s), &f); err != nil {
+		return nil, mxerr.InvalidParam("filter is not a valid RoomEventFilter")
+	}
+	return &roomserver.EventFilter{
+		Types: f.Types, NotTypes: f.NotTypes, Senders: f.Senders, NotSenders: f.NotSenders,
+		ContainsURL: f.ContainsURL, LazyLoadMembers: f.LazyLoadMembers, IncludeRedundant: f.IncludeRedundantMembers,
+	}, nil
+}
+
+// messages: GET /rooms/{roomId}/messages.
+func (a *API) messages(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	req := roomserver.MessagesRequest{RoomID: id, UserID: who.UserID}
+	switch q.Get("dir") {
+	case "b":
+		req.Backwards = true
+	case "f":
+	case "":
+		return nil, mxerr.MissingParam("dir is required")
+	default:
+		return nil, mxerr.InvalidParam("dir must be \"b\" or \"f\"")
+	}
+	if req.From, err = optionalToken(q.Get("from")); err != nil {
+		return nil, err
+	}
+	if req.To, err = optionalToken(q.Get("to")); err != nil {
+		return nil, err
+	}
+	if req.Limit, err = parseLimit(q.Get("limit"), 10, 1000); err != nil {
+		return nil, err
+	}
+	if req.Filter, err = parseEventFilter(q.Get("filter")); err != nil {
+		return nil, err
+	}
+	resp, err := a.rooms.Messages(r.Context(), req)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{
+		"chunk": a.clientEvents(r, who, resp.Chunk),
+		"start": resp.Start.String(),
+	}
+	if resp.End != nil {
+		out["end"] = resp.End.String()
+	}
+	if len(resp.State) > 0 {
+		out["state"] = a.clientEvents(r, who, resp.State)
+	}
+	return out, nil
+}
+
+// context: GET /rooms/{roomId}/context/{eventId}.
+func (a *API) context(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	limit, err := parseLimit(r.URL.Query().Get("limit"), 10, 1000)
+	if err != nil {
+		return nil, err
+	}
+	filter, err := parseEventFilter(r.URL.Query().Get("filter"))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := a.rooms.Context(r.Context(), id, who.UserID, pathVar(r, "eventId"), limit, filter)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"event":         a.clientEvent(r, who, resp.Event),
+		"events_before": a.clientEvents(r, who, resp.Before),
+		"events_after":  a.clientEvents(r, who, resp.After),
+		"start":         resp.Start.String(),
+		"end":           resp.End.String(),
+		"state":         a.clientEvents(r, who, resp.State),
+	}, nil
+}
+
+// Room aliases: GET/PUT/DELETE /directory/room/{roomAlias}.
+// https://spec.matrix.org/v1.19/client-server-api/#room-aliases
+func (a *API) getAlias(r *http.Request) (any, error) {
+	alias := pathVar(r, "roomAlias")
+	id, err := a.rooms.ResolveAlias(r.Context(), alias)
+	if err != nil {
+		return nil, err
+	}
+	if id == "" {
+		return nil, mxerr.NotFound("Room alias %s not found", alias)
+	}
+	return map[string]any{"room_id": id, "servers": []string{a.cfg.ServerName}}, nil
+}
+
+func (a *API) putAlias(r *http.Request, who *users.Requester) (any, error) {
+	var body struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := httpx.DecodeJSON(r, &body, false); err != nil {
+		return nil, err
+	}
+	if body.RoomID == "" {
+		return nil, mxerr.MissingParam("room_id is required")
+	}
+	if err := a.rooms.SetAlias(r.Context(), pathVar(r, "roomAlias"), body.RoomID, who.UserID); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
+func (a *API) deleteAlias(r *http.Request, who *users.Requester) (any, error) {
+	if err := a.rooms.DeleteAlias(r.Context(), pathVar(r, "roomAlias"), who.UserID, who.IsAdmin); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
+func (a *API) roomAliases(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.rooms.State(r.Context(), id, who.UserID); err != nil {
+		return nil, err
+	}
+	aliases, err := a.rooms.Aliases(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	return map[string][]string{"aliases": aliases}, nil
+}
+
+// Room directory visibility: GET/PUT /directory/list/room/{roomId}.
+func (a *API) getVisibility(r *http.Request) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	p, err := a.rooms.Published(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"visibility": map[bool]string{true: "public", false: "private"}[p]}, nil
+}
+
+func (a *API) putVisibility(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Visibility string `json:"visibility"`
+	}
+	if err := httpx.DecodeJSON(r, &body, false); err != nil {
+		return nil, err
+	}
+	if body.Visibility != "public" && body.Visibility != "private" {
+		return nil, mxerr.InvalidParam("visibility must be \"public\" or \"private\"")
+	}
+	if err := a.rooms.CheckCanPublish(r.Context(), id, who.UserID, who.IsAdmin); err != nil {
+		return nil, err
+	}
+	if err := a.rooms.SetPublished(r.Context(), id, body.Visibility == "public"); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}

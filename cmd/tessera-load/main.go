@@ -1,0 +1,219 @@
+// Command tessera-load is a load generator for Matrix homeservers.
+//
+// It speaks only the public Client-Server API (plus Synapse's shared-secret
+// registration, to create its users), so the same run can be pointed at
+// Tessera, Synapse or Dendrite and the figures compared.
+//
+//	tessera-load -hs URL [-shared-secret S | -register-open] SCENARIO [flags]
+//
+// Each scenario prints a human-readable summary and then one line of JSON
+// with every figure, for scripts. See docs/benchmarks.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitFail  = 1 // the run failed or a check did not pass
+	exitUsage = 2
+)
+
+// scenario is one kind of load. A fresh value is made for each run.
+type scenario interface {
+	// addFlags adds the scenario's own flags to fs.
+	addFlags(fs *flag.FlagSet)
+	// check validates the flag values.
+	check() error
+	// conns is how many requests the scenario keeps in flight at most, so
+	// the connection pool can keep that many connections alive.
+	conns() int
+	// run sets up, measures and returns the report. It may return a report
+	// and an error together: the figures are worth printing even when some
+	// requests failed or a check did not pass.
+	run(ctx context.Context, e *env) (report, error)
+}
+
+// report is a scenario's result; it is marshalled as the final JSON line.
+type report interface {
+	human() string
+}
+
+var scenarios = map[string]func() scenario{
+	"send":     func() scenario { return &sendScenario{} },
+	"rooms":    func() scenario { return &roomsScenario{} },
+	"messages": func() scenario { return &messagesScenario{} },
+}
+
+// env is what a scenario works with.
+type env struct {
+	hs    string
+	c     *client
+	users *userSource
+	runID string // makes this run's user names and txn IDs unique
+	logf  func(format string, args ...any)
+}
+
+// options are the flags common to every scenario.
+type options struct {
+	hs           string
+	sharedSecret string
+	registerOpen bool
+	timeout      time.Duration
+	deadline     time.Duration
+	jsonOnly     bool
+}
+
+// addFlags adds the common flags to fs. They are added both before and after
+// SCENARIO, so `-json-only` works in either place; the defaults are the
+// current values so that the second flag set keeps what the first parsed.
+func (o *options) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.hs, "hs", o.hs, "homeserver base URL, e.g. http://127.0.0.1:8008 (required)")
+	fs.StringVar(&o.sharedSecret, "shared-secret", o.sharedSecret,
+		"create users with Synapse-compatible shared-secret registration (/_synapse/admin/v1/register)")
+	fs.BoolVar(&o.registerOpen, "register-open", o.registerOpen,
+		"create users with open registration (/_matrix/client/v3/register, m.login.dummy)")
+	fs.DurationVar(&o.timeout, "timeout", o.timeout, "timeout of each request")
+	fs.DurationVar(&o.deadline, "deadline", o.deadline, "the whole run, setup included, must end within this")
+	fs.BoolVar(&o.jsonOnly, "json-only", o.jsonOnly, "print only the final JSON line (errors still go to stderr)")
+}
+
+func (o *options) check() error {
+	if o.hs == "" {
+		return errors.New("-hs is required")
+	}
+	u, err := url.Parse(o.hs)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("-hs %q: want an http:// or https:// URL", o.hs)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("-hs %q: want a plain base URL, without credentials, query or fragment", o.hs)
+	}
+	if (o.sharedSecret == "") == !o.registerOpen {
+		return errors.New("give exactly one of -shared-secret S and -register-open")
+	}
+	if o.timeout <= 0 || o.deadline <= 0 {
+		return errors.New("-timeout and -deadline must be positive")
+	}
+	return nil
+}
+
+const usageHead = `usage: tessera-load -hs URL [-shared-secret S | -register-open] SCENARIO [flags]
+
+scenarios:
+  send     [-c 8] [-m 250] [-verify]        C users each send M messages into one room
+  rooms    [-c 8] [-n 200]                  C workers create R rooms in total
+  messages [-n 2000] [-limit 100] [-c 8]    page backwards through a room of N messages
+                                            (-c: parallel sends while filling it)
+
+common flags (before or after SCENARIO):
+`
+
+// run is main without the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	opts := options{timeout: 30 * time.Second, deadline: 10 * time.Minute}
+	fs := flag.NewFlagSet("tessera-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageHead)
+		fs.PrintDefaults()
+	}
+	opts.addFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "tessera-load: no scenario given")
+		fs.Usage()
+		return exitUsage
+	}
+	name := fs.Arg(0)
+	newScenario, ok := scenarios[name]
+	if !ok {
+		fmt.Fprintf(stderr, "tessera-load: unknown scenario %q\n", name)
+		fs.Usage()
+		return exitUsage
+	}
+	sc := newScenario()
+	sfs := flag.NewFlagSet("tessera-load "+name, flag.ContinueOnError)
+	sfs.SetOutput(stderr)
+	opts.addFlags(sfs)
+	sc.addFlags(sfs)
+	if err := sfs.Parse(fs.Args()[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if sfs.NArg() > 0 {
+		fmt.Fprintf(stderr, "tessera-load %s: unexpected argument %q\n", name, sfs.Arg(0))
+		return exitUsage
+	}
+	for _, check := range []func() error{opts.check, sc.check} {
+		if err := check(); err != nil {
+			fmt.Fprintf(stderr, "tessera-load %s: %v\n", name, err)
+			return exitUsage
+		}
+	}
+
+	logf := func(format string, args ...any) {
+		if !opts.jsonOnly {
+			fmt.Fprintf(stderr, format+"\n", args...)
+		}
+	}
+	c := newClient(opts.hs, opts.timeout, sc.conns(), logf)
+	runID := newRunID()
+	e := &env{
+		hs: c.base, c: c, runID: runID, logf: logf,
+		users: &userSource{c: c, sharedSecret: opts.sharedSecret, runID: runID},
+	}
+
+	ctx, cancel := context.WithTimeoutCause(ctx, opts.deadline,
+		fmt.Errorf("the run's -deadline of %v passed", opts.deadline))
+	defer cancel()
+	logf("tessera-load %s: run %s against %s", name, runID, c.base)
+	rep, err := sc.run(ctx, e)
+	if rep != nil {
+		if !opts.jsonOnly {
+			fmt.Fprint(stdout, rep.human())
+		}
+		line, jerr := json.Marshal(rep)
+		if jerr != nil {
+			err = errors.Join(err, jerr)
+		} else {
+			fmt.Fprintln(stdout, string(line))
+		}
+	}
+	if err != nil {
+		// A request cut short by the deadline only says "context deadline
+		// exceeded"; name the deadline that did it.
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w (%v)", err, cause)
+		}
+		fmt.Fprintf(stderr, "tessera-load %s: %v\n", name, err)
+		return exitFail
+	}
+	return exitOK
+}
