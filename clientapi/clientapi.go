@@ -75,6 +75,8 @@ func (a *API) Register(r *mux.Router) {
 	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
 		add(prefix, a.v3Routes())
 		add(prefix, a.roomRoutes())
+		add(prefix, a.roomExtraRoutes())
+		add(prefix, a.accountDataRoutes())
 	}
 	add("/_matrix/client/v1", []route{
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},
