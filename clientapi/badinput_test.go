@@ -88,6 +88,9 @@ func TestBadInput(t *testing.T) {
 		{"preflight of any path", req{Method: "OPTIONS", Path: "/_matrix/client/v3/rooms/!r:x/send/m.room.message/1"},
 			http.StatusOK, ""},
 		{"a normal success", req{Method: "GET", Path: v3 + "/login"}, http.StatusOK, ""},
+		{"the r0 prefix older clients use", req{Method: "GET", Path: "/_matrix/client/r0/login"}, http.StatusOK, ""},
+		{"an error under r0", req{Method: "GET", Path: "/_matrix/client/r0/account/whoami"},
+			http.StatusUnauthorized, "M_MISSING_TOKEN"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
