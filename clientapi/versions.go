@@ -2,6 +2,8 @@ package clientapi
 
 import (
 	"net/http"
+
+	"github.com/matrix-org/gomatrixserverlib"
 	"strings"
 
 	"github.com/tessera-hs/tessera/users"
@@ -43,13 +45,20 @@ func (a *API) wellKnown(r *http.Request) (any, error) {
 	}, nil
 }
 
-// capabilities: GET /_matrix/client/v3/capabilities. Room versions are
-// listed here once the room server serves rooms.
+// capabilities: GET /_matrix/client/v3/capabilities.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3capabilities
 func (a *API) capabilities(r *http.Request, who *users.Requester) (any, error) {
 	enabled := func(b bool) map[string]bool { return map[string]bool{"enabled": b} }
+	available := map[string]string{}
+	for v := range gomatrixserverlib.StableRoomVersions() {
+		available[string(v)] = "stable"
+	}
 	return map[string]any{
 		"capabilities": map[string]any{
+			"m.room_versions": map[string]any{
+				"default":   string(a.rooms.DefaultRoomVersion()),
+				"available": available,
+			},
 			"m.change_password": enabled(!who.IsGuest),
 			"m.set_displayname": enabled(true),
 			"m.set_avatar_url":  enabled(true),

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"gopkg.in/yaml.v3"
 )
 
@@ -34,6 +35,12 @@ type Config struct {
 	Passwords      Passwords    `yaml:"passwords"`
 	Auth           Auth         `yaml:"auth"`
 	RateLimits     RateLimits   `yaml:"rate_limits"`
+	Rooms          Rooms        `yaml:"rooms"`
+}
+
+type Rooms struct {
+	// DefaultRoomVersion is the version of rooms created without one.
+	DefaultRoomVersion string `yaml:"default_room_version"`
 }
 
 type Database struct {
@@ -141,6 +148,7 @@ func Default() Config {
 			ShutdownTimeout:     Duration(10 * time.Second),
 		},
 		Passwords: Passwords{MinLength: 8, HashMemoryKiB: 64 * 1024, HashIterations: 2},
+		Rooms:     Rooms{DefaultRoomVersion: "12"},
 		Auth:      Auth{AccessTokenLifetime: Duration(5 * time.Minute)},
 		RateLimits: RateLimits{
 			Enabled: true,
@@ -309,6 +317,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Passwords.HashMemoryKiB < 8 || c.Passwords.HashIterations < 1 {
 		return errors.New("passwords.hash_memory_kib / hash_iterations: expected at least 8 KiB and 1 iteration")
+	}
+	if _, ok := gomatrixserverlib.StableRoomVersions()[gomatrixserverlib.RoomVersion(c.Rooms.DefaultRoomVersion)]; !ok {
+		return fmt.Errorf("rooms.default_room_version: expected a stable room version (1-12), got %q", c.Rooms.DefaultRoomVersion)
 	}
 	for name, r := range map[string]Rate{
 		"login_per_address": c.RateLimits.LoginPerAddress, "login_per_account": c.RateLimits.LoginPerAccount,

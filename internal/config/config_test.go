@@ -76,6 +76,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad expiry", "registration:\n  tokens:\n    - token: ok\n      expires: tomorrow\n", "registration.tokens[0].expires"},
 		{"bad rate", "rate_limits:\n  login_failures:\n    per_second: 0\n    burst: 1\n", "rate_limits.login_failures"},
 		{"bad public url", "public_baseurl: ftp://x\n", "public_baseurl"},
+		{"bad room version", "rooms:\n  default_room_version: '99'\n", "rooms.default_room_version: expected a stable room version"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

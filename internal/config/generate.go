@@ -176,4 +176,9 @@ rate_limits:
   register_per_address:
     per_second: 0.17
     burst: 3
+
+rooms:
+  # The version of new rooms that do not ask for one (1-12). 12 is the
+  # spec's recommendation.
+  default_room_version: "12"
 `))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
@@ -82,6 +83,8 @@ func (s *Server) init(ctx context.Context) error {
 		ServerName: spec.ServerName(s.cfg.ServerName),
 		KeyID:      s.key.ID,
 		PrivateKey: s.key.PrivateKey,
+
+		DefaultRoomVersion: gomatrixserverlib.RoomVersion(s.cfg.Rooms.DefaultRoomVersion),
 	}, us, s.log)
 	if err != nil {
 		return err
