@@ -1,6 +1,8 @@
 package clientapi_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"slices"
 	"testing"
@@ -203,5 +205,46 @@ func TestThreePIDs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			post(t, srv, v3+tc.path, tc.token, tc.body).expect(t, tc.status, tc.errcode)
 		})
+	}
+}
+
+// TestUIARetryAfterCompletion: retrying a completed UIA session must not run
+// the operation again; the spec allows the 401 that lists the completed
+// stages.
+func TestUIARetryAfterCompletion(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	c := srv.Register("retry", "correct horse")
+	call := func(b map[string]any) (int, map[string]any) {
+		raw, _ := json.Marshal(b)
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/_matrix/client/v3/account/password", bytes.NewReader(raw))
+		req.Header.Set("Authorization", "Bearer "+c.AccessToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	body := map[string]any{"new_password": "battery staple", "logout_devices": false}
+	_, challenge := call(body)
+	body["auth"] = map[string]any{
+		"type": "m.login.password", "session": challenge["session"], "password": "correct horse",
+		"identifier": map[string]string{"type": "m.id.user", "user": "retry"},
+	}
+	if status, out := call(body); status != 200 {
+		t.Fatalf("completing UIA: %d %v", status, out)
+	}
+	status, out := call(body)
+	if status != 401 {
+		t.Fatalf("retry: status %d (%v), want 401", status, out)
+	}
+	if _, ok := out["errcode"]; ok {
+		t.Fatalf("retry answer has an errcode: %v", out)
+	}
+	if c, _ := out["completed"].([]any); len(c) != 1 || c[0] != "m.login.password" {
+		t.Fatalf("retry answer does not list the completed stage: %v", out)
 	}
 }

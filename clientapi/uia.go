@@ -49,6 +49,13 @@ type uiaSession struct {
 	mu        sync.Mutex // guards completed and regToken
 	completed []string
 	regToken  string // the token that passed m.login.registration_token
+	done      bool   // a flow was completed and the operation ran
+}
+
+func (s *uiaSession) isDone() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.done
 }
 
 // uiaSessions keeps sessions in memory: they live for minutes, and a client
@@ -111,12 +118,6 @@ func (s *uiaSession) snapshot() []string {
 	return slices.Clone(s.completed)
 }
 
-func (u *uiaSessions) delete(id string) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	delete(u.sessions, id)
-}
-
 // uiaRequest describes what a UIA-protected endpoint needs.
 type uiaRequest struct {
 	operation string     // e.g. "POST /account/password"
@@ -141,6 +142,13 @@ func (a *API) checkUIA(r *http.Request, auth *authDict, req uiaRequest) (*uiaRes
 		}
 		if sess.operation != req.operation || sess.userID != req.userID {
 			return nil, mxerr.Forbidden("The UIA session was started for a different request")
+		}
+		if sess.isDone() {
+			// The operation already ran with this session. Completed
+			// stages cannot be retried; the spec lets the server answer a
+			// retry with the 401 that lists them, which cannot repeat the
+			// operation (a second account, say).
+			return nil, uiaChallenge(sess, req.flows, nil)
 		}
 	} else {
 		sess = a.uia.create(req.operation, req.userID)
@@ -178,9 +186,9 @@ func (a *API) checkUIA(r *http.Request, auth *authDict, req uiaRequest) (*uiaRes
 	completed := a.uia.update(sess, auth.Type, regToken)
 	for _, flow := range req.flows {
 		if containsAll(completed, flow) {
-			a.uia.delete(sess.id)
 			sess.mu.Lock()
 			defer sess.mu.Unlock()
+			sess.done = true // kept until it expires, to answer retries
 			return &uiaResult{regToken: sess.regToken}, nil
 		}
 	}
