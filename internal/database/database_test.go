@@ -109,3 +109,27 @@ func TestReadersAreReadOnly(t *testing.T) {
 		t.Fatal("a write through the reader pool succeeded")
 	}
 }
+
+// TestDurabilitySettings: an acknowledged write must survive a crash, which
+// needs WAL with synchronous=FULL (fsync on every commit) on the writer.
+func TestDurabilitySettings(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	var mode string
+	var sync, fk int
+	err := db.WithTx(ctx, func(tx *Tx) error {
+		if err := tx.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+			return err
+		}
+		if err := tx.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&sync); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `PRAGMA foreign_keys`).Scan(&fk)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode != "wal" || sync != 2 || fk != 1 {
+		t.Fatalf("journal_mode=%s synchronous=%d foreign_keys=%d; want wal, 2 (FULL), 1", mode, sync, fk)
+	}
+}
