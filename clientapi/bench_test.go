@@ -71,3 +71,43 @@ func BenchmarkPagingCold(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSend measures one room under 8 concurrent senders, through the
+// whole HTTP path and durable group commit. One op is one acknowledged event.
+func BenchmarkSend(b *testing.B) {
+	srv := testserver.Start(b)
+	owner, roomID := benchRoom(b, srv, 0)
+	bg := context.Background()
+	var senders []*mautrix.Client
+	for w := 0; w < 8; w++ {
+		senders = append(senders, srv.Register(fmt.Sprintf("bench%d", w), "benchmark password"))
+		if _, err := senders[w].JoinRoom(bg, roomID.String(), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_ = owner
+	b.ResetTimer()
+	var next int64
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, c := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				if next >= int64(b.N) {
+					mu.Unlock()
+					return
+				}
+				next++
+				mu.Unlock()
+				if _, err := c.SendText(bg, roomID, "benchmark message"); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
