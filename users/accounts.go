@@ -242,7 +242,7 @@ func (s *Service) SetPassword(ctx context.Context, userID, newPassword, keepDevi
 // every device and token deleted, and with erase its profile too. The user
 // ID is never handed out again.
 func (s *Service) Deactivate(ctx context.Context, userID string, erase bool) error {
-	return s.db.WithTx(ctx, func(tx *database.Tx) error {
+	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET deactivated = 1, password_hash = NULL WHERE user_id = $1`, userID); err != nil {
 			return fmt.Errorf("deactivate: %w", err)
 		}
@@ -256,6 +256,13 @@ func (s *Service) Deactivate(ctx context.Context, userID string, erase bool) err
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	if s.hooks.Deactivated != nil {
+		s.hooks.Deactivated(ctx, userID)
+	}
+	return nil
 }
 
 // RegistrationTokensRequired reports whether /register needs a token.

@@ -90,7 +90,7 @@ func (s *Service) SetProfileField(ctx context.Context, userID, key string, value
 	if err := ValidateProfileField(key, value); err != nil {
 		return err
 	}
-	return s.db.WithTx(ctx, func(tx *database.Tx) error {
+	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
 		fields, err := s.profileFields(ctx, tx, userID)
 		if err != nil {
 			return err
@@ -106,6 +106,11 @@ func (s *Service) SetProfileField(ctx context.Context, userID, key string, value
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	s.profileChanged(ctx, userID, key)
+	return nil
 }
 
 // DeleteProfileField removes one profile field (absent is not an error).
@@ -116,5 +121,6 @@ func (s *Service) DeleteProfileField(ctx context.Context, userID, key string) er
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM profile_fields WHERE user_id = $1 AND field = $2`, userID, key); err != nil {
 		return fmt.Errorf("delete profile field: %w", err)
 	}
+	s.profileChanged(ctx, userID, key)
 	return nil
 }

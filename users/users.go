@@ -36,6 +36,7 @@ type Service struct {
 	// hashSlots bounds concurrent password hashing: each Argon2id run holds
 	// hash_memory_kib of memory, so a burst of logins cannot exhaust RAM.
 	hashSlots chan struct{}
+	hooks     Hooks
 	// dummyHash is verified against when an account does not exist, so a
 	// login for a missing user takes as long as a wrong password.
 	dummyHash string

@@ -90,6 +90,18 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	s.Rooms = rs
+	us.SetHooks(users.Hooks{
+		ProfileChanged: func(ctx context.Context, userID string) {
+			if err := rs.UpdateMemberProfile(ctx, userID); err != nil {
+				s.log.WithError(err).WithField("user_id", userID).Error("updating member events after a profile change")
+			}
+		},
+		Deactivated: func(ctx context.Context, userID string) {
+			if err := rs.LeaveAll(ctx, userID); err != nil {
+				s.log.WithError(err).WithField("user_id", userID).Error("leaving rooms after deactivation")
+			}
+		},
+	})
 	api := clientapi.New(s.cfg, s.log, us, rs)
 
 	r := mux.NewRouter().UseEncodedPath()

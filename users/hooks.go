@@ -1,0 +1,24 @@
+package users
+
+import "context"
+
+// Hooks let other domains react to account changes without this package
+// depending on them; internal/server wires them. A hook runs after the
+// change has committed and cannot undo it, so it reports its own failures.
+type Hooks struct {
+	// ProfileChanged runs after a user's display name or avatar changes
+	// (the room server re-sends their member events).
+	ProfileChanged func(ctx context.Context, userID string)
+	// Deactivated runs after an account is deactivated (the room server
+	// makes it leave its rooms).
+	Deactivated func(ctx context.Context, userID string)
+}
+
+// SetHooks installs hooks; call it once, before serving requests.
+func (s *Service) SetHooks(h Hooks) { s.hooks = h }
+
+func (s *Service) profileChanged(ctx context.Context, userID, field string) {
+	if (field == "displayname" || field == "avatar_url") && s.hooks.ProfileChanged != nil {
+		s.hooks.ProfileChanged(ctx, userID)
+	}
+}
