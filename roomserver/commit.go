@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -29,6 +30,9 @@ type committer struct {
 	reqs    chan *commitReq
 	stopped chan struct{}
 	lastPos int64 // last stream position written; owned by the loop
+	// published is the last stream position whose events have committed
+	// (read atomically by sync).
+	published int64
 }
 
 // maxCommitEvents bounds one transaction.
@@ -42,6 +46,7 @@ func newCommitter(ctx context.Context, s *Service) (*committer, error) {
 	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(group_id), 0) FROM state_groups`).Scan(&s.lastGroupID); err != nil {
 		return nil, fmt.Errorf("read state group id: %w", err)
 	}
+	c.published = c.lastPos
 	go c.loop()
 	return c, nil
 }
@@ -115,6 +120,7 @@ func (c *committer) commit(batch []*commitReq) {
 			all = append(all, pe.ev)
 		}
 	}
+	atomic.StoreInt64(&c.published, c.lastPos)
 	for _, req := range batch {
 		req.done <- nil
 	}

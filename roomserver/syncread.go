@@ -1,0 +1,167 @@
+package roomserver
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync/atomic"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+)
+
+// Reads for /sync. Positions are stream positions: every committed event
+// has one, in commit order, across all rooms.
+
+// CurrentPos is the stream position of the last committed event.
+func (s *Service) CurrentPos() int64 { return atomic.LoadInt64(&s.commit.published) }
+
+// MembershipChange is a user's current membership of a room and the
+// stream position of the event that set it.
+type MembershipChange struct {
+	RoomID     string
+	Membership string
+	EventID    string
+	StreamPos  int64
+}
+
+// Memberships returns the user's current membership of every room they
+// have not forgotten.
+func (s *Service) Memberships(ctx context.Context, userID string) ([]MembershipChange, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT room_id, membership, event_id, stream_pos FROM memberships
+		WHERE user_id = $1 AND forgotten = 0`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("memberships: %w", err)
+	}
+	defer rows.Close()
+	var out []MembershipChange
+	for rows.Next() {
+		var m MembershipChange
+		if err := rows.Scan(&m.RoomID, &m.Membership, &m.EventID, &m.StreamPos); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// Timeline returns, in stream order, the last limit events of a room with
+// from < stream_pos <= to that the user may see, and whether older events
+// in the range were left out.
+func (s *Service) Timeline(ctx context.Context, roomID, userID string, from, to int64, limit int) ([]*Event, bool, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT event_id FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3
+		ORDER BY stream_pos DESC LIMIT $4`, roomID, from, to, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("timeline: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, false, err
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, false, err
+	}
+	limited := len(ids) > limit
+	if limited {
+		ids = ids[:limit]
+	}
+	evs, err := s.events(ctx, s.db, ids)
+	if err != nil {
+		return nil, false, err
+	}
+	out := make([]*Event, 0, len(ids))
+	for i := len(ids) - 1; i >= 0; i-- {
+		if ev, ok := evs[ids[i]]; ok {
+			out = append(out, ev)
+		}
+	}
+	vf, err := s.newVisibilityFilter(ctx, roomID, userID)
+	if err != nil {
+		return nil, false, err
+	}
+	out, err = vf.filter(ctx, out)
+	return out, limited, err
+}
+
+// StateAt returns the state of a room just after stream position pos (the
+// state after the room's last event at or before pos), as events.
+func (s *Service) StateAt(ctx context.Context, roomID string, pos int64) (map[StateKey]*Event, error) {
+	var group int64
+	err := s.db.QueryRowContext(ctx, `SELECT state_group FROM events WHERE room_id = $1 AND stream_pos <= $2
+		ORDER BY stream_pos DESC LIMIT 1`, roomID, pos).Scan(&group)
+	if err != nil && !isNoRows(err) {
+		return nil, fmt.Errorf("state at %d: %w", pos, err)
+	}
+	ids, err := s.stateOfGroup(ctx, s.db, group)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := s.stateEvents(ctx, s.db, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[StateKey]*Event, len(evs))
+	for t, ev := range evs {
+		out[StateKey(t)] = ev
+	}
+	return out, nil
+}
+
+// StateBefore returns the state a timeline starts from: the state after
+// the event before ev.
+func (s *Service) StateBefore(ctx context.Context, roomID string, ev *Event) (map[StateKey]*Event, error) {
+	return s.StateAt(ctx, roomID, ev.StreamPos-1)
+}
+
+// StateKey is a state tuple: (event type, state key).
+type StateKey struct{ Type, StateKey string }
+
+// SortByStream returns the events of a state map in stream order.
+func SortByStream(m map[StateKey]*Event) []*Event {
+	out := make([]*Event, 0, len(m))
+	for _, ev := range m {
+		out = append(out, ev)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].StreamPos < out[j].StreamPos })
+	return out
+}
+
+// StrippedState is the state an invited or knocking user is shown: enough
+// to render the invite.
+// https://spec.matrix.org/v1.19/client-server-api/#stripped-state
+func (s *Service) StrippedState(ctx context.Context, roomID string, pos int64) ([]*Event, error) {
+	st, err := s.StateAt(ctx, roomID, pos)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Event
+	for _, t := range []string{spec.MRoomCreate, spec.MRoomJoinRules, "m.room.name", "m.room.avatar",
+		"m.room.canonical_alias", "m.room.encryption", "m.room.topic"} {
+		if ev, ok := st[StateKey{t, ""}]; ok {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
+// JoinedUsers lists a room's joined users, for the notifier.
+func (s *Service) JoinedUsers(ctx context.Context, roomID string) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT user_id FROM memberships WHERE room_id = $1 AND membership = 'join'`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("joined users: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
