@@ -19,6 +19,7 @@ import (
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/internal/ratelimit"
 	"github.com/tessera-hs/tessera/roomserver"
+	"github.com/tessera-hs/tessera/syncapi"
 	"github.com/tessera-hs/tessera/users"
 )
 
@@ -28,6 +29,7 @@ type API struct {
 	log   logrus.FieldLogger
 	users *users.Service
 	rooms *roomserver.Service
+	syncs *syncapi.Service
 	uia   *uiaSessions
 	// nonces for shared-secret registration
 	nonces *nonceStore
@@ -37,12 +39,13 @@ type API struct {
 }
 
 // New builds the edge.
-func New(cfg *config.Config, log logrus.FieldLogger, us *users.Service, rs *roomserver.Service) *API {
+func New(cfg *config.Config, log logrus.FieldLogger, us *users.Service, rs *roomserver.Service, ss *syncapi.Service) *API {
 	a := &API{
 		cfg:    cfg,
 		log:    log,
 		users:  us,
 		rooms:  rs,
+		syncs:  ss,
 		uia:    newUIASessions(30 * time.Minute),
 		nonces: newNonceStore(time.Minute),
 	}
@@ -77,6 +80,7 @@ func (a *API) Register(r *mux.Router) {
 		add(prefix, a.roomRoutes())
 		add(prefix, a.roomExtraRoutes())
 		add(prefix, a.accountDataRoutes())
+		add(prefix, a.syncRoutes())
 	}
 	add("/_matrix/client/v1", []route{
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},

@@ -65,6 +65,9 @@ type EventFilter struct {
 	IncludeRedundant    bool
 }
 
+// Match reports whether ev passes the filter (a nil filter passes all).
+func (f *EventFilter) Match(ev *Event) bool { return f.match(ev) }
+
 func (f *EventFilter) match(ev *Event) bool {
 	if f == nil {
 		return true

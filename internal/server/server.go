@@ -23,19 +23,23 @@ import (
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/signingkey"
 	"github.com/tessera-hs/tessera/roomserver"
+	"github.com/tessera-hs/tessera/syncapi"
 	"github.com/tessera-hs/tessera/users"
 )
 
 // Server is a running (or ready to run) Tessera.
 type Server struct {
-	cfg     *config.Config
-	log     *logrus.Logger
-	db      *database.DB
-	key     *signingkey.Key
-	Users   *users.Service
-	Rooms   *roomserver.Service
-	handler http.Handler
-	http    *http.Server
+	cfg   *config.Config
+	log   *logrus.Logger
+	db    *database.DB
+	key   *signingkey.Key
+	Users *users.Service
+	Rooms *roomserver.Service
+	Sync  *syncapi.Service
+
+	notifier *syncapi.Notifier
+	handler  http.Handler
+	http     *http.Server
 }
 
 // NewLogger builds the logger the config asks for, writing to w.
@@ -102,7 +106,9 @@ func (s *Server) init(ctx context.Context) error {
 			}
 		},
 	})
-	api := clientapi.New(s.cfg, s.log, us, rs)
+	s.notifier = syncapi.NewNotifier(s.log, rs.JoinedUsers)
+	s.Sync = syncapi.New(rs, s.notifier)
+	api := clientapi.New(s.cfg, s.log, us, rs, s.Sync)
 
 	r := mux.NewRouter().UseEncodedPath()
 	api.Register(r)
@@ -156,6 +162,9 @@ func (s *Server) Serve(l net.Listener) error {
 // and closes the database.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
+	if s.Sync != nil {
+		s.Sync.Stop() // long-polls answer now instead of at their timeout
+	}
 	if s.http != nil {
 		if err := s.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
@@ -164,6 +173,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.Rooms != nil {
 		// After HTTP has drained: finish queued events, then close.
 		s.Rooms.Close()
+	}
+	if s.notifier != nil {
+		s.notifier.Close()
 	}
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close database: %w", err))

@@ -1,0 +1,69 @@
+package clientapi
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/syncapi"
+	"github.com/tessera-hs/tessera/users"
+)
+
+func (a *API) syncRoutes() []route {
+	return []route{{http.MethodGet, "/sync", a.authed(a.sync, guestOK)}}
+}
+
+// maxSyncTimeout bounds a long-poll, so a client cannot hold a request
+// open for ever.
+const maxSyncTimeout = 5 * time.Minute
+
+// sync: GET /sync.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
+func (a *API) sync(r *http.Request, who *users.Requester) (any, error) {
+	q := r.URL.Query()
+	req := syncapi.Request{UserID: who.UserID, DeviceID: who.DeviceID}
+	if s := q.Get("since"); s != "" {
+		t, err := syncapi.ParseToken(s)
+		if err != nil {
+			return nil, err
+		}
+		req.Since = &t
+	}
+	if s := q.Get("timeout"); s != "" {
+		ms, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || ms < 0 {
+			return nil, mxerr.InvalidParam("timeout must be a non-negative integer of milliseconds")
+		}
+		req.Timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
+	}
+	switch q.Get("full_state") {
+	case "", "false":
+	case "true":
+		req.FullState = true
+	default:
+		return nil, mxerr.InvalidParam("full_state must be true or false")
+	}
+	switch q.Get("set_presence") {
+	case "", "online", "offline", "unavailable":
+	default:
+		return nil, mxerr.InvalidParam("set_presence must be online, offline or unavailable")
+	}
+	if s := q.Get("filter"); s != "" {
+		raw := []byte(s)
+		if !strings.HasPrefix(strings.TrimSpace(s), "{") {
+			stored, err := a.users.Filter(r.Context(), who.UserID, s)
+			if err != nil {
+				return nil, mxerr.InvalidParam("Unknown filter %q", s)
+			}
+			raw = stored
+		}
+		f, err := users.ParseFilter(raw)
+		if err != nil {
+			return nil, err
+		}
+		req.Filter = f
+	}
+	return a.syncs.Sync(r.Context(), req)
+}
