@@ -85,6 +85,7 @@ func (a *API) Register(r *mux.Router) {
 	add("/_matrix/client/v1", []route{
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},
 	})
+	a.roomExtraPrefixedRoutes(add)
 	add("/_synapse/admin/v1", []route{
 		{http.MethodGet, "/register", a.sharedSecretNonce},
 		{http.MethodPost, "/register", a.sharedSecretRegister},

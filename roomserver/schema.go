@@ -109,4 +109,20 @@ CREATE TABLE txn_ids (
 	PRIMARY KEY (user_id, device_id, txn_id)
 );
 `},
+	{Version: 2, SQL: `
+-- Reports of events and rooms, for the server's admins.
+-- https://spec.matrix.org/v1.19/client-server-api/#reporting-content
+CREATE TABLE reports (
+	id          INTEGER PRIMARY KEY,
+	room_id     TEXT NOT NULL,
+	-- NULL for a report of the whole room.
+	event_id    TEXT,
+	reporter    TEXT NOT NULL,
+	reason      TEXT,
+	-- The score clients sent before v1.18 of the spec dropped it.
+	score       INTEGER,
+	received_ts INTEGER NOT NULL
+);
+CREATE INDEX reports_received ON reports(received_ts);
+`},
 }

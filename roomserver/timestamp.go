@@ -1,0 +1,99 @@
+package roomserver
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/tessera-hs/tessera/internal/mxerr"
+)
+
+// timestampBatch is how many events one step of TimestampToEvent reads,
+// and maxTimestampScan how many it reads in all before giving up: events
+// the user may not see are skipped, and a user who left a busy room long
+// ago must not make the server read all of its later history.
+const (
+	timestampBatch   = 100
+	maxTimestampScan = 5000
+)
+
+// TimestampToEvent finds the event of a room closest to ts that userID may
+// see: the first at or after ts (forwards) or the last at or before it
+// (backwards), by origin_server_ts and then by arrival. None is 404
+// M_NOT_FOUND. The user must be able to read the room at all, as for
+// /messages: 403 M_FORBIDDEN otherwise.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv1roomsroomidtimestamp_to_event
+func (s *Service) TimestampToEvent(ctx context.Context, roomID, userID string, ts int64, backwards bool) (*Event, error) {
+	if _, err := s.checkCanRead(ctx, roomID, userID); err != nil {
+		return nil, err
+	}
+	vf, err := s.newVisibilityFilter(ctx, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	// The cursor is the (origin_ts, stream_pos) of the last event read; the
+	// first step starts just before ts (forwards) or just after it.
+	curTS, curPos := ts, int64(0)
+	q := `SELECT event_id, origin_ts, stream_pos FROM events WHERE room_id = $1
+		AND (origin_ts > $2 OR (origin_ts = $2 AND stream_pos > $3))
+		ORDER BY origin_ts ASC, stream_pos ASC LIMIT $4`
+	if backwards {
+		curPos = math.MaxInt64
+		q = `SELECT event_id, origin_ts, stream_pos FROM events WHERE room_id = $1
+			AND (origin_ts < $2 OR (origin_ts = $2 AND stream_pos < $3))
+			ORDER BY origin_ts DESC, stream_pos DESC LIMIT $4`
+	}
+	for scanned := 0; scanned < maxTimestampScan; {
+		ids, last, err := s.timestampStep(ctx, q, roomID, curTS, curPos)
+		if err != nil {
+			return nil, err
+		}
+		if len(ids) == 0 {
+			break
+		}
+		scanned += len(ids)
+		curTS, curPos = last[0], last[1]
+		evs, err := s.events(ctx, s.db, ids)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range ids {
+			ev, ok := evs[id]
+			if !ok {
+				continue
+			}
+			visible, err := vf.allowed(ctx, ev)
+			if err != nil {
+				return nil, err
+			}
+			if visible {
+				return ev, nil
+			}
+		}
+	}
+	dir := "forward"
+	if backwards {
+		dir = "backward"
+	}
+	return nil, mxerr.NotFound("Unable to find event from %d in %s direction", ts, dir)
+}
+
+// timestampStep reads one batch of event IDs in order, and the
+// (origin_ts, stream_pos) of the last.
+func (s *Service) timestampStep(ctx context.Context, q, roomID string, ts, pos int64) ([]string, [2]int64, error) {
+	var last [2]int64
+	rows, err := s.db.QueryContext(ctx, q, roomID, ts, pos, timestampBatch)
+	if err != nil {
+		return nil, last, fmt.Errorf("events by timestamp: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id, &last[0], &last[1]); err != nil {
+			return nil, last, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, last, rows.Err()
+}
