@@ -74,4 +74,48 @@ CREATE TABLE registration_token_uses (
 	completed INTEGER NOT NULL
 );
 `},
+	{Version: 2, SQL: `
+-- The position of each of the domain's sync streams: the last position
+-- handed out. A change takes the next one inside its own write transaction;
+-- as all writes go through one connection, positions commit in order and a
+-- reader that sees position N has seen everything before it.
+CREATE TABLE users_stream_positions (
+	stream TEXT PRIMARY KEY,
+	pos    INTEGER NOT NULL
+);
+INSERT INTO users_stream_positions (stream, pos) VALUES ('account_data', 0), ('receipts', 0);
+
+-- Account data: global (room_id '') and per room, including m.tag and
+-- m.fully_read. stream_pos is the account_data stream position of the
+-- latest change, for /sync.
+-- https://spec.matrix.org/v1.19/client-server-api/#client-config
+CREATE TABLE account_data (
+	user_id    TEXT NOT NULL REFERENCES accounts(user_id),
+	room_id    TEXT NOT NULL,
+	type       TEXT NOT NULL,
+	content    TEXT NOT NULL,
+	stream_pos INTEGER NOT NULL,
+	PRIMARY KEY (user_id, room_id, type)
+);
+CREATE INDEX account_data_stream ON account_data(user_id, stream_pos);
+
+-- Receipts: the latest event each user acknowledged per room, receipt type
+-- and thread (thread_id '' for an unthreaded receipt). event_pos is the
+-- event's room-server stream position, so a receipt only moves forward;
+-- stream_pos is the receipts stream position of the change, for /sync.
+-- https://spec.matrix.org/v1.19/client-server-api/#receipts
+CREATE TABLE receipts (
+	room_id      TEXT NOT NULL,
+	user_id      TEXT NOT NULL,
+	receipt_type TEXT NOT NULL,
+	thread_id    TEXT NOT NULL,
+	event_id     TEXT NOT NULL,
+	event_pos    INTEGER NOT NULL,
+	ts           INTEGER NOT NULL,
+	stream_pos   INTEGER NOT NULL,
+	PRIMARY KEY (room_id, user_id, receipt_type, thread_id)
+);
+CREATE INDEX receipts_stream ON receipts(stream_pos);
+CREATE INDEX receipts_room_stream ON receipts(room_id, stream_pos);
+`},
 }
