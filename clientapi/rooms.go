@@ -3,6 +3,7 @@ package clientapi
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -242,7 +243,10 @@ func (a *API) sendMessage(r *http.Request, who *users.Requester) (any, error) {
 	}
 	ev, err := a.rooms.Send(r.Context(), roomserver.SendRequest{
 		RoomID: id, Sender: who.UserID, Type: pathVar(r, "eventType"), Content: content,
-		Txn: &roomserver.TxnKey{UserID: who.UserID, DeviceID: who.DeviceID, TxnID: "send:" + pathVar(r, "txnId")},
+		// A transaction ID is scoped to its endpoint: room and event type
+		// are part of the key, so reusing an ID elsewhere is a new send.
+		Txn: &roomserver.TxnKey{UserID: who.UserID, DeviceID: who.DeviceID, TxnID: pathVar(r, "txnId"),
+			Endpoint: "send/" + url.PathEscape(id) + "/" + url.PathEscape(pathVar(r, "eventType"))},
 	})
 	if err != nil {
 		return nil, err
@@ -308,7 +312,8 @@ func (a *API) redact(r *http.Request, who *users.Requester) (any, error) {
 		return nil, err
 	}
 	ev, err := a.rooms.Redact(r.Context(), id, who.UserID, pathVar(r, "eventId"), body.Reason,
-		&roomserver.TxnKey{UserID: who.UserID, DeviceID: who.DeviceID, TxnID: "redact:" + pathVar(r, "txnId")})
+		&roomserver.TxnKey{UserID: who.UserID, DeviceID: who.DeviceID, TxnID: pathVar(r, "txnId"),
+			Endpoint: "redact/" + url.PathEscape(id) + "/" + url.PathEscape(pathVar(r, "eventId"))})
 	if err != nil {
 		return nil, err
 	}

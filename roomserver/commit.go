@@ -3,6 +3,7 @@ package roomserver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -13,13 +14,20 @@ import (
 
 // commitReq is one room's batch of events, written atomically.
 type commitReq struct {
-	roomID      string
-	newRoom     string // room version, when the batch creates the room
-	events      []*pendingEvent
-	extremities []string // the room's forward extremities after the batch
-	stateGroup  int64    // the room's current state group after the batch
-	done        chan error
+	roomID  string
+	newRoom string // room version, when the batch creates the room
+	// alias, when creating a room with room_alias_name: claimed in the
+	// same transaction, so that of two rooms created at once with one
+	// alias, the loser is not created at all.
+	alias, aliasCreator string
+	events              []*pendingEvent
+	extremities         []string // the room's forward extremities after the batch
+	stateGroup          int64    // the room's current state group after the batch
+	done                chan error
 }
+
+// errAliasTaken fails a room creation whose alias another room took first.
+var errAliasTaken = errors.New("room alias already taken")
 
 // committer is the single writer of events. It takes every batch waiting
 // when it starts a transaction and commits them together: one fsync for
@@ -134,6 +142,16 @@ func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *co
 			return fmt.Errorf("insert room: %w", err)
 		}
 	}
+	if req.alias != "" {
+		res, err := tx.ExecContext(ctx, `INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)
+			ON CONFLICT (alias) DO NOTHING`, req.alias, req.roomID, req.aliasCreator)
+		if err != nil {
+			return fmt.Errorf("insert alias: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errAliasTaken
+		}
+	}
 	for _, pe := range req.events {
 		*pos++
 		pe.ev.StreamPos = *pos
@@ -156,8 +174,12 @@ func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *co
 func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 	ev := pe.ev
 	var unsigned *string
-	if ev.ReplacesState != "" {
-		b, _ := json.Marshal(unsignedExtra{PrevContent: ev.PrevContent, PrevSender: ev.PrevSender, ReplacesState: ev.ReplacesState})
+	// The transaction ID is kept with the event so that the sending device
+	// still sees unsigned.transaction_id once the event has left the
+	// cache (or after a restart).
+	if ev.ReplacesState != "" || ev.TxnID != "" {
+		b, _ := json.Marshal(unsignedExtra{PrevContent: ev.PrevContent, PrevSender: ev.PrevSender, ReplacesState: ev.ReplacesState,
+			TxnUser: ev.TxnUser, TxnDevice: ev.TxnDevice, TxnID: ev.TxnID})
 		s := string(b)
 		unsigned = &s
 	}
@@ -218,7 +240,7 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 	}
 	if t := pe.txn; t != nil {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO txn_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)`,
-			t.UserID, t.DeviceID, t.TxnID, ev.EventID()); err != nil {
+			t.UserID, t.DeviceID, t.storeKey(), ev.EventID()); err != nil {
 			return fmt.Errorf("record transaction: %w", err)
 		}
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -214,7 +216,11 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 			return "", mxerr.BadJSON("Invalid content for %s", e.typ)
 		}
 		key := e.key
-		pe, err := s.build(ctx, rs, EventRequest{Sender: creator, Type: e.typ, StateKey: &key, Content: content})
+		er := EventRequest{Sender: creator, Type: e.typ, StateKey: &key, Content: content}
+		if e.typ == spec.MRoomCreate {
+			er.ts = s.createTime()
+		}
+		pe, err := s.build(ctx, rs, er)
 		if err != nil {
 			if me, ok := mxerr.As(err); ok && me.Code == "M_FORBIDDEN" {
 				// The creator may do anything at creation; a refusal means
@@ -229,14 +235,15 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 	err = s.commit.submit(&commitReq{
 		roomID: rs.roomID, newRoom: string(version), events: pending,
 		extremities: rs.extremities, stateGroup: rs.group,
+		// The alias is written with the room: checked above, it may
+		// still have been taken since by a concurrent createRoom.
+		alias: alias, aliasCreator: creator,
 	})
+	if errors.Is(err, errAliasTaken) {
+		return "", &mxerr.Error{Status: 400, Code: "M_ROOM_IN_USE", Message: "Room alias already taken"}
+	}
 	if err != nil {
 		return "", fmt.Errorf("create room: %w", err)
-	}
-	if alias != "" {
-		if err := s.SetAlias(ctx, alias, rs.roomID, creator); err != nil {
-			return "", err
-		}
 	}
 	if req.Visibility == "public" {
 		if err := s.SetPublished(ctx, rs.roomID, true); err != nil {
@@ -244,6 +251,21 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 		}
 	}
 	return rs.roomID, nil
+}
+
+// createTime returns the origin_server_ts of a new room's create event:
+// now, but always later than the last one handed out. From room version 12
+// the room ID is the create event's hash, so two rooms created by one user
+// with the same create content in the same millisecond would otherwise get
+// the same ID (and the second createRoom would fail).
+func (s *Service) createTime() time.Time {
+	for {
+		last := s.lastCreateMS.Load()
+		now := max(time.Now().UnixMilli(), last+1)
+		if s.lastCreateMS.CompareAndSwap(last, now) {
+			return time.UnixMilli(now)
+		}
+	}
 }
 
 func memberContent(membership, displayName, avatarURL, reason string, isDirect bool) map[string]any {

@@ -38,6 +38,11 @@ type unsignedExtra struct {
 	PrevContent   json.RawMessage `json:"prev_content,omitempty"`
 	PrevSender    string          `json:"prev_sender,omitempty"`
 	ReplacesState string          `json:"replaces_state,omitempty"`
+	// The client transaction that sent the event, for
+	// unsigned.transaction_id.
+	TxnUser   string `json:"txn_user,omitempty"`
+	TxnDevice string `json:"txn_device,omitempty"`
+	TxnID     string `json:"txn_id,omitempty"`
 }
 
 // ClientEvent is the spec's ClientEvent format.
@@ -180,6 +185,7 @@ func scanEvent(row interface{ Scan(...any) error }) (*Event, error) {
 		var u unsignedExtra
 		if err := json.Unmarshal([]byte(unsigned.String), &u); err == nil {
 			ev.PrevContent, ev.PrevSender, ev.ReplacesState = u.PrevContent, u.PrevSender, u.ReplacesState
+			ev.TxnUser, ev.TxnDevice, ev.TxnID = u.TxnUser, u.TxnDevice, u.TxnID
 		}
 	}
 	return ev, nil

@@ -190,7 +190,7 @@ func (s *Service) Messages(ctx context.Context, req MessagesRequest) (*MessagesR
 		resp.Chunk = append(resp.Chunk, kept...)
 	}
 	if req.Filter != nil && req.Filter.LazyLoadMembers && len(resp.Chunk) > 0 {
-		if resp.State, err = s.membersFor(ctx, resp.Chunk[0].StateGroup, resp.Chunk); err != nil {
+		if resp.State, err = s.membersFor(ctx, resp.Chunk); err != nil {
 			return nil, err
 		}
 	}
@@ -248,14 +248,12 @@ func (s *Service) scan(ctx context.Context, roomID string, pos Token, to *Token,
 	return out, nil
 }
 
-// membersFor returns, for lazy-loading clients, the member events (in the
-// state of group) of the senders of evs.
+// membersFor returns, for lazy-loading clients, the member events of the
+// senders of evs, each from the state at the sender's first event in evs.
+// (The state at any single event would miss senders who joined later in a
+// forward chunk.)
 // https://spec.matrix.org/v1.19/client-server-api/#lazy-loading-room-members
-func (s *Service) membersFor(ctx context.Context, group int64, evs []*Event) ([]*Event, error) {
-	st, err := s.stateOfGroup(ctx, s.db, group)
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) membersFor(ctx context.Context, evs []*Event) ([]*Event, error) {
 	seen := map[string]bool{}
 	var ids []string
 	for _, ev := range evs {
@@ -264,6 +262,10 @@ func (s *Service) membersFor(ctx context.Context, group int64, evs []*Event) ([]
 			continue
 		}
 		seen[sender] = true
+		st, err := s.stateOfGroup(ctx, s.db, ev.StateGroup)
+		if err != nil {
+			return nil, err
+		}
 		if id, ok := st[tuple{spec.MRoomMember, sender}]; ok {
 			ids = append(ids, id)
 		}
@@ -286,6 +288,12 @@ func (s *Service) membersFor(ctx context.Context, group int64, evs []*Event) ([]
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3roomsroomideventeventid
 func (s *Service) Event(ctx context.Context, roomID, userID, eventID string) (*Event, error) {
 	if _, err := s.checkCanRead(ctx, roomID, userID); err != nil {
+		// The spec gives this endpoint one refusal, 404, "not found or you
+		// do not have permission" (Synapse answers the same): a
+		// non-member learns nothing, not even that the room exists.
+		if me, ok := mxerr.As(err); ok && me.Status == 403 {
+			return nil, mxerr.NotFound("Event not found")
+		}
 		return nil, err
 	}
 	ev, err := s.event(ctx, eventID)
@@ -329,6 +337,11 @@ type ContextResponse struct {
 // Context returns an event with the events around it.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3roomsroomidcontexteventid
 func (s *Service) Context(ctx context.Context, roomID, userID, eventID string, limit int, filter *EventFilter) (*ContextResponse, error) {
+	// Like /messages, 403 for users who may not read the room at all;
+	// Event's 404 is for events that are missing or hidden.
+	if _, err := s.checkCanRead(ctx, roomID, userID); err != nil {
+		return nil, err
+	}
 	ev, err := s.Event(ctx, roomID, userID, eventID)
 	if err != nil {
 		return nil, err
@@ -366,7 +379,7 @@ func (s *Service) Context(ctx context.Context, roomID, userID, eventID string, l
 	// loading.
 	all := append(append([]*Event{ev}, resp.Before...), resp.After...)
 	if filter != nil && filter.LazyLoadMembers {
-		resp.State, err = s.membersFor(ctx, ev.StateGroup, all)
+		resp.State, err = s.membersFor(ctx, all)
 		return resp, err
 	}
 	st, err := s.stateOfGroup(ctx, s.db, ev.StateGroup)
@@ -452,11 +465,33 @@ func (s *Service) Members(ctx context.Context, roomID, userID string, at *Token,
 			return nil, err
 		}
 		var group int64
-		err = s.db.QueryRowContext(ctx, `SELECT state_group FROM events WHERE room_id = $1
+		var eventID string
+		err = s.db.QueryRowContext(ctx, `SELECT event_id FROM events WHERE room_id = $1
 			AND (depth < $2 OR (depth = $2 AND stream_pos <= $3)) ORDER BY depth DESC, stream_pos DESC LIMIT 1`,
-			roomID, at.Depth, at.Stream).Scan(&group)
+			roomID, at.Depth, at.Stream).Scan(&eventID)
 		if err != nil && !isNoRows(err) {
 			return nil, fmt.Errorf("members at: %w", err)
+		}
+		if eventID != "" {
+			// The state at a point of the timeline is only for those who
+			// may see the timeline there (as in Synapse): a user who left
+			// must not learn who joined after them.
+			ev, err := s.event(ctx, eventID)
+			if err != nil {
+				return nil, err
+			}
+			vf, err := s.newVisibilityFilter(ctx, roomID, userID)
+			if err != nil {
+				return nil, err
+			}
+			ok, err := vf.allowed(ctx, ev)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return nil, mxerr.Forbidden("You may not see the room's members at this point")
+			}
+			group = ev.StateGroup
 		}
 		ids, err := s.stateOfGroup(ctx, s.db, group)
 		if err != nil {

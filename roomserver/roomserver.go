@@ -14,6 +14,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -53,6 +54,9 @@ type Service struct {
 	groupCache *stateGroupCache
 	// lastGroupID is the last state group ID handed out (atomic).
 	lastGroupID int64
+	// lastCreateMS is the origin_server_ts of the last create event built
+	// (see createTime).
+	lastCreateMS atomic.Int64
 
 	mu        sync.Mutex
 	rooms     map[string]*room

@@ -90,7 +90,9 @@ func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, conten
 	}
 	for _, a := range aliases {
 		if err := validateAlias(a); err != nil {
-			return &mxerr.Error{Status: 400, Code: "M_BAD_ALIAS", Message: "Invalid alias " + a}
+			// Bad syntax is M_INVALID_PARAM; M_BAD_ALIAS is for aliases
+			// that do not point to the room (room_state.yaml, 400).
+			return mxerr.InvalidParam("Invalid alias %q in m.room.canonical_alias", a)
 		}
 		if !s.isLocal(a) {
 			continue // remote aliases cannot be checked without federation

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,14 +24,29 @@ type EventRequest struct {
 	Content  json.RawMessage
 	Redacts  string // for m.room.redaction in room versions before 11
 	Txn      *TxnKey
+	// ts, if set, is the event's origin_server_ts (default: now).
+	ts time.Time
 }
 
 // TxnKey makes a client request idempotent: the same key always yields the
 // same event.
 // https://spec.matrix.org/v1.19/client-server-api/#transaction-identifiers
 type TxnKey struct {
-	UserID, DeviceID, TxnID string
+	UserID, DeviceID string
+	// Endpoint is the request's path without the transaction ID (for
+	// example "send/!room:server/m.room.message"). The spec scopes a
+	// transaction ID to a device and an endpoint: the same ID sent to
+	// another room or with another event type is a new request, not a
+	// retry, and must not get the earlier event back.
+	Endpoint string
+	// TxnID is the client's transaction ID, as unsigned.transaction_id
+	// shows it to the sending device.
+	TxnID string
 }
+
+// storeKey is the key's txn_ids.txn_id column: the endpoint, escaped so it
+// holds no '/', then the client's ID, so that no two keys collide.
+func (k TxnKey) storeKey() string { return url.PathEscape(k.Endpoint) + "/" + k.TxnID }
 
 // checkFunc is a rule the request must meet against the current state,
 // beyond the auth rules (for example: redacting needs the target to exist).
@@ -249,7 +265,11 @@ func (s *Service) build(ctx context.Context, rs *roomState, er EventRequest) (*p
 	if err := b.AddAuthEvents(rs); err != nil {
 		return nil, mxerr.BadJSON("Cannot build event: %v", err)
 	}
-	pdu, err := b.Build(time.Now(), s.cfg.ServerName, s.cfg.KeyID, s.cfg.PrivateKey)
+	ts := er.ts
+	if ts.IsZero() {
+		ts = time.Now()
+	}
+	pdu, err := b.Build(ts, s.cfg.ServerName, s.cfg.KeyID, s.cfg.PrivateKey)
 	if err != nil {
 		var ve gomatrixserverlib.EventValidationError
 		if errors.As(err, &ve) {
@@ -335,7 +355,7 @@ func (s *Service) nextGroupID() int64 { return atomic.AddInt64(&s.lastGroupID, 1
 func (s *Service) txnEvent(ctx context.Context, k TxnKey) (string, error) {
 	var id string
 	err := s.db.QueryRowContext(ctx, `SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3`,
-		k.UserID, k.DeviceID, k.TxnID).Scan(&id)
+		k.UserID, k.DeviceID, k.storeKey()).Scan(&id)
 	if isNoRows(err) {
 		return "", nil
 	}

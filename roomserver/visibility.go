@@ -3,6 +3,7 @@ package roomserver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -35,7 +36,10 @@ type visibilityFilter struct {
 	s       *Service
 	userID  string
 	current string // the user's current membership of the room
-	byGroup map[int64]visibilityAt
+	// lastJoin is just after the user's latest join, when they have
+	// left since (nil if they never joined, or are joined now).
+	lastJoin *Token
+	byGroup  map[int64]visibilityAt
 }
 
 type visibilityAt struct {
@@ -47,7 +51,42 @@ func (s *Service) newVisibilityFilter(ctx context.Context, roomID, userID string
 	if err != nil {
 		return nil, err
 	}
-	return &visibilityFilter{s: s, userID: userID, current: m, byGroup: map[int64]visibilityAt{}}, nil
+	f := &visibilityFilter{s: s, userID: userID, current: m, byGroup: map[int64]visibilityAt{}}
+	if m == "leave" || m == "ban" {
+		if f.lastJoin, err = s.lastJoin(ctx, roomID, userID); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// lastJoin finds the user's latest join to the room by walking back their
+// member events (each names the one it replaced) from the current one.
+// nil if they never joined.
+func (s *Service) lastJoin(ctx context.Context, roomID, userID string) (*Token, error) {
+	var id string
+	err := s.db.QueryRowContext(ctx, `SELECT event_id FROM memberships WHERE room_id = $1 AND user_id = $2`, roomID, userID).Scan(&id)
+	if isNoRows(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("membership event: %w", err)
+	}
+	for id != "" {
+		ev, err := s.event(ctx, id)
+		if err != nil {
+			if me, ok := mxerr.As(err); ok && me.Code == "M_NOT_FOUND" {
+				return nil, nil
+			}
+			return nil, err
+		}
+		if m, _ := ev.Membership(); m == "join" {
+			t := after(ev)
+			return &t, nil
+		}
+		id = ev.ReplacesState
+	}
+	return nil, nil
 }
 
 func (f *visibilityFilter) at(ctx context.Context, group int64) (visibilityAt, error) {
@@ -106,12 +145,27 @@ func (f *visibilityFilter) allowed(ctx context.Context, ev *Event) (bool, error)
 		return true, nil
 	case v.membership == "join":
 		return true, nil
-	case vis == "shared" && f.current == "join":
+	case vis == "shared" && f.joinedSince(ev):
 		return true, nil
 	case vis == "invited" && v.membership == "invite":
 		return true, nil
 	}
 	return false, nil
+}
+
+// joinedSince reports whether the user joined the room at some point after
+// ev: the spec's rule for "shared". A user who has left keeps seeing what
+// came before their last join, as they could while joined.
+// https://spec.matrix.org/v1.19/client-server-api/#server-behaviour-7
+func (f *visibilityFilter) joinedSince(ev *Event) bool {
+	if f.current == "join" {
+		return true
+	}
+	if f.lastJoin == nil {
+		return false
+	}
+	d, p := ev.Depth(), ev.StreamPos
+	return d < f.lastJoin.Depth || (d == f.lastJoin.Depth && p < f.lastJoin.Stream)
 }
 
 // filter returns the events of evs the user may see, in order.
@@ -133,9 +187,18 @@ func (f *visibilityFilter) filter(ctx context.Context, evs []*Event) ([]*Event, 
 // Synapse: the user is or was a member of the room, or the room is world
 // readable. Anyone else gets 403 without learning anything of the room.
 func (s *Service) checkCanRead(ctx context.Context, roomID, userID string) (string, error) {
-	m, err := s.Membership(ctx, roomID, userID)
-	if err != nil {
-		return "", err
+	var m string
+	var forgotten bool
+	err := s.db.QueryRowContext(ctx, `SELECT membership, forgotten FROM memberships WHERE room_id = $1 AND user_id = $2`,
+		roomID, userID).Scan(&m, &forgotten)
+	if err != nil && !isNoRows(err) {
+		return "", fmt.Errorf("membership: %w", err)
+	}
+	if forgotten {
+		// After /forget "a user will no longer be able to retrieve
+		// history for this room": they read it as a non-member would.
+		// https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3roomsroomidforget
+		m = ""
 	}
 	switch m {
 	case "join", "leave", "ban":
