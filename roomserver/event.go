@@ -120,14 +120,47 @@ func (ev *Event) ToClient(viewer Viewer, redaction *Event) ClientEvent {
 
 // eventCache keeps recently used events in memory. Events are immutable
 // except for redaction, which drops the cached entry.
+//
+// A read that loaded an event from the database just before its redaction
+// committed must not put the unredacted copy back after the drop, or the
+// original would be served again. So every drop bumps a generation, and a
+// loaded event is cached only if it was not dropped after its read began.
 type eventCache struct {
 	mu     sync.Mutex
 	max    int
 	events map[string]*Event
+
+	gen       uint64            // bumped by every forget
+	forgotten map[string]uint64 // event ID -> generation of its last forget
+	floor     uint64            // forgets up to here are no longer remembered
 }
 
+// maxForgotten bounds the memory of recent forgets.
+const maxForgotten = 4096
+
 func newEventCache(max int) *eventCache {
-	return &eventCache{max: max, events: make(map[string]*Event, max)}
+	return &eventCache{max: max, events: make(map[string]*Event, max), forgotten: map[string]uint64{}}
+}
+
+// generation is taken before a database read, for putLoaded.
+func (c *eventCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// putLoaded caches an event read from the database by a read that began at
+// generation start, unless the event was dropped since (or may have been).
+func (c *eventCache) putLoaded(ev *Event, start uint64) {
+	c.mu.Lock()
+	stale := start < c.floor
+	if g, ok := c.forgotten[ev.EventID()]; ok && g > start {
+		stale = true
+	}
+	c.mu.Unlock()
+	if !stale {
+		c.put(ev)
+	}
 }
 
 func (c *eventCache) get(id string) *Event {
@@ -158,6 +191,13 @@ func (c *eventCache) forget(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.events, id)
+	c.gen++
+	if len(c.forgotten) >= maxForgotten {
+		// Forget the forgets; reads older than this are not cached.
+		clear(c.forgotten)
+		c.floor = c.gen
+	}
+	c.forgotten[id] = c.gen
 }
 
 const eventColumns = `e.event_id, e.room_id, e.stream_pos, e.state_group, e.json, e.unsigned, e.redacted_by, r.room_version`
@@ -203,6 +243,7 @@ func (s *Service) events(ctx context.Context, q database.Querier, ids []string) 
 			missing = append(missing, id)
 		}
 	}
+	start := s.cache.generation()
 	for len(missing) > 0 {
 		chunk := missing
 		if len(chunk) > 500 {
@@ -226,7 +267,7 @@ func (s *Service) events(ctx context.Context, q database.Querier, ids []string) 
 				rows.Close()
 				return nil, err
 			}
-			s.cache.put(ev)
+			s.cache.putLoaded(ev, start)
 			out[ev.EventID()] = ev
 		}
 		if err := rows.Close(); err != nil {
