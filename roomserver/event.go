@@ -277,6 +277,38 @@ func (s *Service) events(ctx context.Context, q database.Querier, ids []string) 
 	return out, nil
 }
 
+// queryEvents runs a query that selects event IDs and loads those events,
+// in the query's order.
+func (s *Service) queryEvents(ctx context.Context, query string, args ...any) ([]*Event, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	evs, err := s.events(ctx, s.db, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Event, 0, len(ids))
+	for _, id := range ids {
+		if ev, ok := evs[id]; ok {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
 // event loads one event by ID; M_NOT_FOUND if unknown.
 func (s *Service) event(ctx context.Context, id string) (*Event, error) {
 	evs, err := s.events(ctx, s.db, []string{id})

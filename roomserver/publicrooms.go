@@ -285,26 +285,10 @@ func (s *Service) roomInfos(ctx context.Context, where string, args ...any) (map
 		return infos, nil
 	}
 	// The types are constants of ours, so they can be literals.
-	rows, err = s.db.QueryContext(ctx, `SELECT cs.event_id FROM current_state cs JOIN rooms r ON r.room_id = cs.room_id
+	evs, err := s.queryEvents(ctx, `SELECT cs.event_id FROM current_state cs JOIN rooms r ON r.room_id = cs.room_id
 		WHERE cs.state_key = '' AND cs.type IN ('`+strings.Join(directoryTypes, "','")+`') AND `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read directory state: %w", err)
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	if err := rows.Close(); err != nil {
-		return nil, err
-	}
-	evs, err := s.events(ctx, s.db, ids)
-	if err != nil {
-		return nil, err
 	}
 	for _, ev := range evs {
 		if info := infos[ev.RoomID]; info != nil {

@@ -219,33 +219,11 @@ func (s *Service) scan(ctx context.Context, roomID string, pos Token, to *Token,
 	}
 	args = append(args, limit)
 	q += fmt.Sprintf(` LIMIT $%d`, len(args))
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	evs, err := s.queryEvents(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("scan room events: %w", err)
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	if err := rows.Close(); err != nil {
-		return nil, err
-	}
-	evs, err := s.events(ctx, s.db, ids)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*Event, 0, len(ids))
-	for _, id := range ids {
-		if ev, ok := evs[id]; ok {
-			out = append(out, ev)
-		}
-	}
-	return out, nil
+	return evs, nil
 }
 
 // membersFor returns, for lazy-loading clients, the member events of the

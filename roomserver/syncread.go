@@ -48,36 +48,18 @@ func (s *Service) Memberships(ctx context.Context, userID string) ([]MembershipC
 // from < stream_pos <= to that the user may see, and whether older events
 // in the range were left out.
 func (s *Service) Timeline(ctx context.Context, roomID, userID string, from, to int64, limit int) ([]*Event, bool, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT event_id FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3
+	newest, err := s.queryEvents(ctx, `SELECT event_id FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3
 		ORDER BY stream_pos DESC LIMIT $4`, roomID, from, to, limit+1)
 	if err != nil {
 		return nil, false, fmt.Errorf("timeline: %w", err)
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, false, err
-		}
-		ids = append(ids, id)
-	}
-	if err := rows.Close(); err != nil {
-		return nil, false, err
-	}
-	limited := len(ids) > limit
+	limited := len(newest) > limit
 	if limited {
-		ids = ids[:limit]
+		newest = newest[:limit]
 	}
-	evs, err := s.events(ctx, s.db, ids)
-	if err != nil {
-		return nil, false, err
-	}
-	out := make([]*Event, 0, len(ids))
-	for i := len(ids) - 1; i >= 0; i-- {
-		if ev, ok := evs[ids[i]]; ok {
-			out = append(out, ev)
-		}
+	out := make([]*Event, len(newest))
+	for i, ev := range newest {
+		out[len(newest)-1-i] = ev
 	}
 	vf, err := s.newVisibilityFilter(ctx, roomID, userID)
 	if err != nil {

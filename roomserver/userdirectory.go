@@ -85,26 +85,10 @@ func (s *Service) VisibleUsers(ctx context.Context, searcher string) ([]string, 
 // openRooms lists the rooms whose current join rule is public or whose
 // current history visibility is world_readable.
 func (s *Service) openRooms(ctx context.Context) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT event_id FROM current_state
+	evs, err := s.queryEvents(ctx, `SELECT event_id FROM current_state
 		WHERE state_key = '' AND type IN ($1, $2)`, spec.MRoomJoinRules, spec.MRoomHistoryVisibility)
 	if err != nil {
 		return nil, fmt.Errorf("open rooms: %w", err)
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("open rooms: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	if err := rows.Close(); err != nil {
-		return nil, err
-	}
-	evs, err := s.events(ctx, s.db, ids)
-	if err != nil {
-		return nil, err
 	}
 	open := map[string]bool{}
 	for _, ev := range evs {
