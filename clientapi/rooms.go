@@ -232,29 +232,24 @@ func readContent(r *http.Request) (json.RawMessage, error) {
 	return raw, nil
 }
 
+// sendMessage: PUT /rooms/{roomId}/send/{eventType}/{txnId}.
 func (a *API) sendMessage(r *http.Request, who *users.Requester) (any, error) {
-	id, err := roomID(r)
-	if err != nil {
-		return nil, err
-	}
-	content, err := readContent(r)
-	if err != nil {
-		return nil, err
-	}
-	ev, err := a.rooms.Send(r.Context(), roomserver.SendRequest{
-		RoomID: id, Sender: who.UserID, Type: pathVar(r, "eventType"), Content: content,
+	return a.sendEvent(r, who, nil, func(roomID string) *roomserver.TxnKey {
 		// A transaction ID is scoped to its endpoint: room and event type
 		// are part of the key, so reusing an ID elsewhere is a new send.
-		Txn: &roomserver.TxnKey{UserID: who.UserID, DeviceID: who.DeviceID, TxnID: pathVar(r, "txnId"),
-			Endpoint: "send/" + url.PathEscape(id) + "/" + url.PathEscape(pathVar(r, "eventType"))},
+		return &roomserver.TxnKey{UserID: who.UserID, DeviceID: who.DeviceID, TxnID: pathVar(r, "txnId"),
+			Endpoint: "send/" + url.PathEscape(roomID) + "/" + url.PathEscape(pathVar(r, "eventType"))}
 	})
-	if err != nil {
-		return nil, err
-	}
-	return map[string]string{"event_id": ev.EventID()}, nil
 }
 
+// putState: PUT /rooms/{roomId}/state/{eventType}/{stateKey}.
 func (a *API) putState(r *http.Request, who *users.Requester) (any, error) {
+	key := pathVar(r, "stateKey")
+	return a.sendEvent(r, who, &key, nil)
+}
+
+// sendEvent sends the request's body as an event of the path's type.
+func (a *API) sendEvent(r *http.Request, who *users.Requester, stateKey *string, txn func(roomID string) *roomserver.TxnKey) (any, error) {
 	id, err := roomID(r)
 	if err != nil {
 		return nil, err
@@ -263,10 +258,11 @@ func (a *API) putState(r *http.Request, who *users.Requester) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := pathVar(r, "stateKey")
-	ev, err := a.rooms.Send(r.Context(), roomserver.SendRequest{
-		RoomID: id, Sender: who.UserID, Type: pathVar(r, "eventType"), StateKey: &key, Content: content,
-	})
+	req := roomserver.SendRequest{RoomID: id, Sender: who.UserID, Type: pathVar(r, "eventType"), StateKey: stateKey, Content: content}
+	if txn != nil {
+		req.Txn = txn(id)
+	}
+	ev, err := a.rooms.Send(r.Context(), req)
 	if err != nil {
 		return nil, err
 	}
