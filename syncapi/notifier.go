@@ -114,6 +114,40 @@ func (n *Notifier) Wake(userID string) {
 	}
 }
 
+// WakeRoom wakes the joined members of a room (for ephemeral changes such
+// as receipts and typing).
+func (n *Notifier) WakeRoom(roomID string) {
+	members, err := n.roomMembers(roomID)
+	if err != nil {
+		n.log.WithError(err).WithField("room_id", roomID).Error("notifier: loading room members")
+		return
+	}
+	for _, u := range members {
+		n.Wake(u)
+	}
+}
+
+// roomMembers lists a room's joined users from the cache, loading it on a
+// miss.
+func (n *Notifier) roomMembers(roomID string) ([]string, error) {
+	n.mu.Lock()
+	members, ok := n.members[roomID]
+	if ok {
+		out := make([]string, 0, len(members))
+		for u := range members {
+			out = append(out, u)
+		}
+		n.mu.Unlock()
+		return out, nil
+	}
+	n.mu.Unlock()
+	list, err := n.joined(context.Background(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	return list, nil
+}
+
 // Changed returns a channel that is closed on the user's next change. Take
 // it before checking for news, so a change between the check and the wait
 // is not missed.

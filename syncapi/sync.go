@@ -3,7 +3,6 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,41 +15,73 @@ import (
 	"github.com/tessera-hs/tessera/users"
 )
 
-// Token is a sync token: a position in each stream. Positions are
-// persistent, so a token from before a restart still works after it.
-type Token struct {
-	Events int64
+// Token is a sync token: a position in each stream, in the order of
+// streamNames. Positions are persistent, so a token from before a restart
+// still works after it. Streams added later go at the end: an older token
+// lacks their positions and reads them as 0, which means "everything".
+type Token []int64
+
+// streamNames lists the streams in token order; events comes first.
+var streamNames = []string{"events", "account_data", "receipts"}
+
+func (t Token) String() string {
+	var b strings.Builder
+	b.WriteByte('s')
+	for i := range streamNames {
+		if i > 0 {
+			b.WriteByte('_')
+		}
+		b.WriteString(strconv.FormatInt(t.pos(i), 10))
+	}
+	return b.String()
 }
 
-func (t Token) String() string { return fmt.Sprintf("s%d", t.Events) }
+func (t Token) pos(i int) int64 {
+	if i < len(t) {
+		return t[i]
+	}
+	return 0
+}
 
 // ParseToken reads a since token.
 func ParseToken(s string) (Token, error) {
 	rest, ok := strings.CutPrefix(s, "s")
 	if !ok {
-		return Token{}, mxerr.InvalidParam("Invalid since token %q", s)
+		return nil, mxerr.InvalidParam("Invalid since token %q", s)
 	}
-	first, _, _ := strings.Cut(rest, "_")
-	pos, err := strconv.ParseInt(first, 10, 64)
-	if err != nil || pos < 0 {
-		return Token{}, mxerr.InvalidParam("Invalid since token %q", s)
+	parts := strings.Split(rest, "_")
+	t := make(Token, len(streamNames))
+	for i, p := range parts {
+		if i >= len(t) {
+			break // positions of streams this server does not have
+		}
+		v, err := strconv.ParseInt(p, 10, 64)
+		if err != nil || v < 0 {
+			return nil, mxerr.InvalidParam("Invalid since token %q", s)
+		}
+		t[i] = v
 	}
-	return Token{Events: pos}, nil
+	return t, nil
 }
 
 // Service computes sync responses.
 type Service struct {
 	rooms    *roomserver.Service
 	notifier *Notifier
+	// streams are the streams after events, in token order.
+	streams  []stream
 	stop     chan struct{}
 	stopOnce sync.Once
 }
 
 // New builds the sync service on the room server and subscribes its
 // notifier to committed events.
-func New(rooms *roomserver.Service, notifier *Notifier) *Service {
+func New(rooms *roomserver.Service, us *users.Service, notifier *Notifier) *Service {
 	rooms.Subscribe(notifier.OnEvents)
-	return &Service{rooms: rooms, notifier: notifier, stop: make(chan struct{})}
+	return &Service{
+		rooms: rooms, notifier: notifier, stop: make(chan struct{}),
+		streams: []stream{accountDataStream{us}, receiptStream{us}},
+	}
 }
 
 // Stop ends every waiting long-poll (each answers with what it has), so
@@ -111,6 +142,17 @@ type JoinedRoom struct {
 	AccountData         EventList      `json:"account_data"`
 	Summary             map[string]any `json:"summary"`
 	UnreadNotifications map[string]int `json:"unread_notifications"`
+}
+
+func emptyJoinedRoom() *JoinedRoom {
+	return &JoinedRoom{
+		Timeline:            Timeline{Events: []roomserver.ClientEvent{}},
+		State:               StateList{Events: []roomserver.ClientEvent{}},
+		Ephemeral:           EventList{Events: []any{}},
+		AccountData:         EventList{Events: []any{}},
+		Summary:             map[string]any{},
+		UnreadNotifications: map[string]int{},
+	}
 }
 
 type InvitedRoom struct {
@@ -185,19 +227,27 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 // compute builds the response for the changes between the since token and
 // now, and reports whether there were any.
 func (s *Service) compute(ctx context.Context, req Request) (*Response, bool, error) {
-	now := s.rooms.CurrentPos()
-	var since int64
+	nowTok := make(Token, len(streamNames))
+	nowTok[0] = s.rooms.CurrentPos()
+	for i, st := range s.streams {
+		p, err := st.current(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		nowTok[i+1] = p
+	}
 	initial := req.Since == nil
+	sinceTok := make(Token, len(streamNames))
 	if !initial {
-		since = req.Since.Events
-		if since > now {
-			// A token from the future (another server's, or a restored
-			// backup): treat it as now rather than wait for ever.
-			since = now
+		for i := range sinceTok {
+			// A position from the future (another server's token, or a
+			// restored backup) is taken as now rather than waited for.
+			sinceTok[i] = min(req.Since.pos(i), nowTok[i])
 		}
 	}
+	now, since := nowTok[0], sinceTok[0]
 	resp := &Response{
-		NextBatch: Token{Events: now}.String(),
+		NextBatch: nowTok.String(),
 		Rooms: Rooms{
 			Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{},
 			Leave: map[string]*LeftRoom{}, Knock: map[string]*KnockedRoom{},
@@ -214,6 +264,7 @@ func (s *Service) compute(ctx context.Context, req Request) (*Response, bool, er
 	if err != nil {
 		return nil, false, err
 	}
+	sc := &syncContext{req: req, resp: resp, initial: initial}
 	news := false
 	for _, m := range mems {
 		if !f.roomAllowed(m.RoomID) || m.StreamPos > now {
@@ -230,6 +281,7 @@ func (s *Service) compute(ctx context.Context, req Request) (*Response, bool, er
 				resp.Rooms.Join[m.RoomID] = jr
 				news = true
 			}
+			sc.joined = append(sc.joined, m.RoomID)
 		case "invite", "knock":
 			if !initial && !changedSince {
 				continue
@@ -271,6 +323,13 @@ func (s *Service) compute(ctx context.Context, req Request) (*Response, bool, er
 			news = true
 		}
 	}
+	for i, st := range s.streams {
+		n, err := st.fill(ctx, sc, sinceTok[i+1], nowTok[i+1])
+		if err != nil {
+			return nil, false, err
+		}
+		news = news || n
+	}
 	return resp, news, nil
 }
 
@@ -290,14 +349,8 @@ func (s *Service) joinedRoom(ctx context.Context, req Request, f *filter, viewer
 		return nil, false, nil
 	}
 	tl = f.timeline(tl)
-	jr := &JoinedRoom{
-		Timeline:            Timeline{Events: s.clientEvents(ctx, tl, viewer), Limited: limited},
-		State:               StateList{Events: []roomserver.ClientEvent{}},
-		Ephemeral:           EventList{Events: []any{}},
-		AccountData:         EventList{Events: []any{}},
-		Summary:             map[string]any{},
-		UnreadNotifications: map[string]int{},
-	}
+	jr := emptyJoinedRoom()
+	jr.Timeline = Timeline{Events: s.clientEvents(ctx, tl, viewer), Limited: limited}
 	// The state section is the state at the start of the timeline that the
 	// client does not have yet.
 	var start map[roomserver.StateKey]*roomserver.Event

@@ -128,9 +128,13 @@ func (s *Service) SetAccountData(ctx context.Context, userID, roomID, typ string
 	if err != nil {
 		return err
 	}
-	return s.db.WithTx(ctx, func(tx *database.Tx) error {
+	err = s.db.WithTx(ctx, func(tx *database.Tx) error {
 		return putAccountData(ctx, tx, userID, roomID, typ, content)
 	})
+	if err == nil {
+		s.accountDataChanged(ctx, userID)
+	}
+	return err
 }
 
 // putAccountData writes one account data entry at the next stream
@@ -332,6 +336,7 @@ func (s *Service) DeleteTag(ctx context.Context, userID, roomID, tag string) err
 // updateTags rewrites m.tag in one transaction with change applied; when
 // change reports no change nothing is written, so /sync sees nothing new.
 func (s *Service) updateTags(ctx context.Context, userID, roomID string, change func(map[string]json.RawMessage) bool) error {
+	defer s.accountDataChanged(ctx, userID)
 	return s.db.WithTx(ctx, func(tx *database.Tx) error {
 		raw, err := getAccountData(ctx, tx, userID, roomID, TypeTag)
 		if err != nil {

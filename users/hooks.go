@@ -12,10 +12,22 @@ type Hooks struct {
 	// Deactivated runs after an account is deactivated (the room server
 	// makes it leave its rooms).
 	Deactivated func(ctx context.Context, userID string)
+	// AccountDataChanged runs after a user's account data (or tags, or
+	// fully-read marker) may have changed, to wake their syncs.
+	AccountDataChanged func(ctx context.Context, userID string)
+	// ReceiptsChanged runs after receipts in a room may have changed, to
+	// wake the syncs of its members.
+	ReceiptsChanged func(ctx context.Context, roomID string)
 }
 
 // SetHooks installs hooks; call it once, before serving requests.
 func (s *Service) SetHooks(h Hooks) { s.hooks = h }
+
+func (s *Service) accountDataChanged(ctx context.Context, userID string) {
+	if s.hooks.AccountDataChanged != nil {
+		s.hooks.AccountDataChanged(ctx, userID)
+	}
+}
 
 func (s *Service) profileChanged(ctx context.Context, userID, field string) {
 	if (field == "displayname" || field == "avatar_url") && s.hooks.ProfileChanged != nil {

@@ -135,6 +135,12 @@ func (s *Service) moveMarkers(ctx context.Context, rooms ReceiptRooms, userID, r
 		}
 	}
 	ts := s.nowMS()
+	defer func() {
+		s.accountDataChanged(ctx, userID)
+		if s.hooks.ReceiptsChanged != nil {
+			s.hooks.ReceiptsChanged(ctx, roomID)
+		}
+	}()
 	return s.db.WithTx(ctx, func(tx *database.Tx) error {
 		for _, m := range ms {
 			var err error

@@ -100,6 +100,8 @@ func (s *Server) init(ctx context.Context) error {
 				s.log.WithError(err).WithField("user_id", userID).Error("updating member events after a profile change")
 			}
 		},
+		AccountDataChanged: func(_ context.Context, userID string) { s.notifier.Wake(userID) },
+		ReceiptsChanged:    func(_ context.Context, roomID string) { s.notifier.WakeRoom(roomID) },
 		Deactivated: func(ctx context.Context, userID string) {
 			if err := rs.LeaveAll(ctx, userID); err != nil {
 				s.log.WithError(err).WithField("user_id", userID).Error("leaving rooms after deactivation")
@@ -107,7 +109,7 @@ func (s *Server) init(ctx context.Context) error {
 		},
 	})
 	s.notifier = syncapi.NewNotifier(s.log, rs.JoinedUsers)
-	s.Sync = syncapi.New(rs, s.notifier)
+	s.Sync = syncapi.New(rs, us, s.notifier)
 	api := clientapi.New(s.cfg, s.log, us, rs, s.Sync)
 
 	r := mux.NewRouter().UseEncodedPath()
