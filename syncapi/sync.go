@@ -22,7 +22,7 @@ import (
 type Token []int64
 
 // streamNames lists the streams in token order; events comes first.
-var streamNames = []string{"events", "account_data", "receipts"}
+var streamNames = []string{"events", "account_data", "receipts", "typing", "presence", "to_device"}
 
 func (t Token) String() string {
 	var b strings.Builder
@@ -80,7 +80,8 @@ func New(rooms *roomserver.Service, us *users.Service, notifier *Notifier) *Serv
 	rooms.Subscribe(notifier.OnEvents)
 	return &Service{
 		rooms: rooms, notifier: notifier, stop: make(chan struct{}),
-		streams: []stream{accountDataStream{us}, receiptStream{us}},
+		// In the order of streamNames after "events".
+		streams: []stream{accountDataStream{us}, receiptStream{us}, newTypingStream(), newPresenceStream(), newToDeviceStream()},
 	}
 }
 
@@ -351,6 +352,9 @@ func (s *Service) joinedRoom(ctx context.Context, req Request, f *filter, viewer
 	tl = f.timeline(tl)
 	jr := emptyJoinedRoom()
 	jr.Timeline = Timeline{Events: s.clientEvents(ctx, tl, viewer), Limited: limited}
+	if jr.UnreadNotifications, err = s.unread(ctx, req.UserID, roomID); err != nil {
+		return nil, false, err
+	}
 	// The state section is the state at the start of the timeline that the
 	// client does not have yet.
 	var start map[roomserver.StateKey]*roomserver.Event
