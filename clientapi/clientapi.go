@@ -81,6 +81,8 @@ func (a *API) Register(r *mux.Router) {
 		add(prefix, a.roomExtraRoutes())
 		add(prefix, a.accountDataRoutes())
 		add(prefix, a.syncRoutes())
+		add(prefix, a.pushRoutes())
+		add(prefix, a.typingPresenceRoutes())
 	}
 	add("/_matrix/client/v1", []route{
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},

@@ -65,5 +65,8 @@ func (a *API) sync(r *http.Request, who *users.Requester) (any, error) {
 		}
 		req.Filter = f
 	}
+	// The sync keeps the user online (or idle, or leaves them alone) while
+	// it runs.
+	defer a.syncs.Presence().Syncing(r.Context(), who.UserID, q.Get("set_presence"))()
 	return a.syncs.Sync(r.Context(), req)
 }

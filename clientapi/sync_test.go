@@ -142,10 +142,11 @@ func TestSyncInitialAndLongPoll(t *testing.T) {
 	if len(evs) != 1 || fields(t, evs[0]).EventID != second.EventID.String() {
 		t.Fatalf("incremental timeline = %d events, want just the new message", len(evs))
 	}
-	// With nothing new and a short timeout, the answer is empty.
+	// With nothing new in the room and a short timeout, the room is not
+	// in the answer (other streams, such as presence, may still move).
 	empty := doSync(t, bob, url.Values{"since": {res.r.NextBatch}, "timeout": {"100"}})
-	if len(empty.Rooms.Join) != 0 || empty.NextBatch != res.r.NextBatch {
-		t.Fatalf("an idle sync returned rooms %v, next_batch %s", empty.Rooms.Join, empty.NextBatch)
+	if jr, ok := empty.Rooms.Join[room.RoomID.String()]; ok && len(jr.Timeline.Events) > 0 {
+		t.Fatalf("an idle sync returned timeline events %v", jr.Timeline.Events)
 	}
 }
 

@@ -81,7 +81,7 @@ func New(rooms *roomserver.Service, us *users.Service, notifier *Notifier) *Serv
 	return &Service{
 		rooms: rooms, notifier: notifier, stop: make(chan struct{}),
 		// In the order of streamNames after "events".
-		streams: []stream{accountDataStream{us}, receiptStream{us}, newTypingStream(), newPresenceStream(), newToDeviceStream()},
+		streams: []stream{accountDataStream{us}, receiptStream{us}, newTypingStream(notifier), newPresenceStream(us, rooms, notifier), newToDeviceStream()},
 	}
 }
 

@@ -1,13 +1,218 @@
 package syncapi
 
-import "context"
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
 
-// typingStream will deliver m.typing. Not served yet: it reports nothing.
-type typingStream struct{}
+	"github.com/tessera-hs/tessera/users"
+)
 
-func newTypingStream() stream { return typingStream{} }
+// Typing keeps who is typing in which room, and is the typing stream of
+// /sync, which delivers it as m.typing ephemeral events.
+// https://spec.matrix.org/v1.19/client-server-api/#typing-notifications
+//
+// Typing is ephemeral, so it lives in memory only. Each user's typing ends
+// on a timer (time.AfterFunc) at its timeout; nothing polls. Every change
+// of a room's set of typing users takes the next stream position and wakes
+// the room's members.
+//
+// Positions start at the clock's milliseconds when the server starts, not
+// at 0, so that they keep growing across a restart: a token from before a
+// restart is then older than every change after it, and a client that
+// syncs with one misses nothing. (Should the clock have gone back, the
+// token is from the future and sync takes it as now: the client misses
+// the typing changes of that one sync, but neither waits forever nor
+// loops.)
+type Typing struct {
+	notifier *Notifier
 
-func (typingStream) current(context.Context) (int64, error) { return 0, nil }
-func (typingStream) fill(context.Context, *syncContext, int64, int64) (bool, error) {
-	return false, nil
+	mu      sync.Mutex
+	pos     int64
+	rooms   map[string]*typingRoom
+	stopped bool
+}
+
+// typingRoom is a room's typing users. It stays after the last user stops,
+// so that a sync from before then learns that the set is now empty.
+type typingRoom struct {
+	users map[string]*typist
+	pos   int64 // position of the room's latest change
+}
+
+// typist is one user typing, until the timer fires.
+type typist struct {
+	timer *time.Timer
+}
+
+// maxTypingTimeout caps a typing timeout, as Synapse does (120 s): a
+// client that asks for more is typing for two minutes unless it says
+// again.
+const maxTypingTimeout = 2 * time.Minute
+
+func newTypingStream(n *Notifier) *Typing {
+	return &Typing{notifier: n, pos: time.Now().UnixMilli(), rooms: map[string]*typingRoom{}}
+}
+
+// Typing is the server's typing state.
+func (s *Service) Typing() *Typing {
+	for _, st := range s.streams {
+		if t, ok := st.(*Typing); ok {
+			return t
+		}
+	}
+	return nil
+}
+
+// Set starts (typing true) or ends a user's typing in a room. A timeout is
+// capped at two minutes; 0 or less ends the typing at once. Starting again
+// while typing only moves the end: the set of typing users, which is all
+// clients see, does not change. The caller checks that the user may type
+// in the room.
+func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) {
+	if typing && timeout <= 0 {
+		typing = false
+	}
+	timeout = min(timeout, maxTypingTimeout)
+	t.mu.Lock()
+	if t.stopped {
+		t.mu.Unlock()
+		return
+	}
+	room := t.rooms[roomID]
+	changed := false
+	if typing {
+		if room == nil {
+			room = &typingRoom{users: map[string]*typist{}}
+			t.rooms[roomID] = room
+		}
+		if old, ok := room.users[userID]; ok {
+			old.timer.Stop()
+		} else {
+			changed = true
+		}
+		tp := &typist{}
+		tp.timer = time.AfterFunc(timeout, func() { t.expire(roomID, userID, tp) })
+		room.users[userID] = tp
+	} else if room != nil {
+		if old, ok := room.users[userID]; ok {
+			old.timer.Stop()
+			delete(room.users, userID)
+			changed = true
+		}
+	}
+	if changed {
+		t.pos++
+		room.pos = t.pos
+	}
+	t.mu.Unlock()
+	if changed {
+		t.notifier.WakeRoom(roomID)
+	}
+}
+
+// expire ends a user's typing when its timer fires, unless the user has
+// started again (a new typist) or stopped since.
+func (t *Typing) expire(roomID, userID string, tp *typist) {
+	t.mu.Lock()
+	room := t.rooms[roomID]
+	if t.stopped || room == nil || room.users[userID] != tp {
+		t.mu.Unlock()
+		return
+	}
+	delete(room.users, userID)
+	t.pos++
+	room.pos = t.pos
+	t.mu.Unlock()
+	t.notifier.WakeRoom(roomID)
+}
+
+// Stop cancels every timer; later calls change nothing. For shutdown.
+func (t *Typing) Stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopped = true
+	for _, room := range t.rooms {
+		for _, tp := range room.users {
+			tp.timer.Stop()
+		}
+	}
+}
+
+// Users lists the users typing in a room, sorted.
+func (t *Typing) Users(roomID string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.usersLocked(t.rooms[roomID])
+}
+
+func (t *Typing) usersLocked(room *typingRoom) []string {
+	out := []string{}
+	if room == nil {
+		return out
+	}
+	for u := range room.users {
+		out = append(out, u)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (t *Typing) current(context.Context) (int64, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.pos, nil
+}
+
+// fill gives each joined room whose typing set changed after since its
+// current set: m.typing replaces what the client knew, so one event with
+// the set as it is now says everything. An initial sync gets the rooms
+// where someone is typing, and so does a room the user joined since the
+// token.
+func (t *Typing) fill(_ context.Context, sc *syncContext, since, now int64) (bool, error) {
+	if len(sc.joined) == 0 || !ephemeralWanted(sc.req.Filter, "m.typing") {
+		return false, nil
+	}
+	var joinedNow map[string]bool
+	if !sc.initial {
+		joinedNow, _ = joinsInResponse(sc)
+		if since >= now && len(joinedNow) == 0 {
+			return false, nil
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	news := false
+	for _, roomID := range sc.joined {
+		room := t.rooms[roomID]
+		if room == nil {
+			continue
+		}
+		switch {
+		case sc.initial || joinedNow[roomID]:
+			if len(room.users) == 0 {
+				continue
+			}
+		case room.pos <= since || room.pos > now:
+			// Unchanged, or changed after this response's token (the
+			// next sync has it).
+			continue
+		}
+		jr := sc.joinedRoom(roomID)
+		jr.Ephemeral.Events = append(jr.Ephemeral.Events, map[string]any{
+			"type": "m.typing", "content": map[string]any{"user_ids": t.usersLocked(room)},
+		})
+		news = true
+	}
+	return news, nil
+}
+
+// ephemeralWanted applies the room filter's ephemeral section to an
+// ephemeral event type.
+func ephemeralWanted(f *users.Filter, typ string) bool {
+	if f == nil || f.Room == nil || f.Room.Ephemeral == nil {
+		return true
+	}
+	return filterTypeWanted(&f.Room.Ephemeral.EventFilter, typ)
 }

@@ -118,4 +118,22 @@ CREATE TABLE receipts (
 CREATE INDEX receipts_stream ON receipts(stream_pos);
 CREATE INDEX receipts_room_stream ON receipts(room_id, stream_pos);
 `},
+	{Version: 3, SQL: `
+-- Presence: one row per local user who has had any, holding what was last
+-- published to other users (the in-memory copy in syncapi may have a newer
+-- last_active_ts that was not worth a notification). status_msg '' is none;
+-- last_active_ts 0 is never. stream_pos is the presence stream position of
+-- the latest published change, for /sync.
+-- https://spec.matrix.org/v1.19/client-server-api/#presence
+INSERT INTO users_stream_positions (stream, pos) VALUES ('presence', 0);
+CREATE TABLE presence (
+	user_id          TEXT PRIMARY KEY REFERENCES accounts(user_id),
+	presence         TEXT NOT NULL,
+	status_msg       TEXT NOT NULL,
+	last_active_ts   INTEGER NOT NULL,
+	currently_active INTEGER NOT NULL,
+	stream_pos       INTEGER NOT NULL
+);
+CREATE INDEX presence_stream ON presence(stream_pos);
+`},
 }

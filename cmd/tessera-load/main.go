@@ -62,6 +62,10 @@ var scenarios = map[string]func() scenario{
 	"send":     func() scenario { return &sendScenario{} },
 	"rooms":    func() scenario { return &roomsScenario{} },
 	"messages": func() scenario { return &messagesScenario{} },
+	// Long-poll /sync: delivery latency, initial sync, idle connections.
+	"fanout":      func() scenario { return &fanoutScenario{} },
+	"initialsync": func() scenario { return &initialSyncScenario{} },
+	"idle":        func() scenario { return &idleScenario{} },
 }
 
 // env is what a scenario works with.
@@ -124,6 +128,13 @@ scenarios:
   rooms    [-c 8] [-n 200]                  C workers create R rooms in total
   messages [-n 2000] [-limit 100] [-c 8]    page backwards through a room of N messages
                                             (-c: parallel sends while filling it)
+  fanout   [-s 50] [-n 100] [-interval 15ms] [-poll-timeout 30s] [-drain 10s]
+                                            S receivers long-poll /sync; one sender sends N
+                                            messages; latency of every delivery
+  initialsync [-k 50] [-n 50] [-r 5] [-c 8] one user in K rooms of N messages: initial /sync, R times
+  idle     [-s 1000] [-d 20] [-poll-timeout 60s] [-settle 2s]
+                                            S idle long-polls for D (sample the server meanwhile;
+                                            see docs/idle-bench.sh)
 
 common flags (before or after SCENARIO):
 `

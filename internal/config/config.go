@@ -36,6 +36,14 @@ type Config struct {
 	Auth           Auth         `yaml:"auth"`
 	RateLimits     RateLimits   `yaml:"rate_limits"`
 	Rooms          Rooms        `yaml:"rooms"`
+	Presence       Presence     `yaml:"presence"`
+}
+
+type Presence struct {
+	// Enabled tracks users' presence and sends it to those who share a
+	// room with them. When off, setting presence is accepted and ignored,
+	// everyone reads as offline, and /sync carries no presence.
+	Enabled bool `yaml:"enabled"`
 }
 
 type Rooms struct {
@@ -149,6 +157,7 @@ func Default() Config {
 		},
 		Passwords: Passwords{MinLength: 8, HashMemoryKiB: 64 * 1024, HashIterations: 2},
 		Rooms:     Rooms{DefaultRoomVersion: "12"},
+		Presence:  Presence{Enabled: true},
 		Auth:      Auth{AccessTokenLifetime: Duration(5 * time.Minute)},
 		RateLimits: RateLimits{
 			Enabled: true,

@@ -181,4 +181,10 @@ rooms:
   # The version of new rooms that do not ask for one (1-12). 12 is the
   # spec's recommendation.
   default_room_version: "12"
+
+presence:
+  # Track whether users are online and tell those who share a room with
+  # them. Off, setting presence is accepted and ignored and everyone reads
+  # as offline (as in Synapse with presence disabled).
+  enabled: true
 `))

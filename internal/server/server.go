@@ -22,6 +22,7 @@ import (
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/signingkey"
+	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/syncapi"
 	"github.com/tessera-hs/tessera/users"
@@ -36,6 +37,7 @@ type Server struct {
 	Users *users.Service
 	Rooms *roomserver.Service
 	Sync  *syncapi.Service
+	Push  *push.Service
 
 	notifier *syncapi.Notifier
 	handler  http.Handler
@@ -110,7 +112,17 @@ func (s *Server) init(ctx context.Context) error {
 	})
 	s.notifier = syncapi.NewNotifier(s.log, rs.JoinedUsers)
 	s.Sync = syncapi.New(rs, us, s.notifier)
+	if err := s.Sync.Presence().Start(ctx, s.cfg.Presence.Enabled); err != nil {
+		return err
+	}
+	ps, err := push.New(ctx, s.db, push.Config{ServerName: spec.ServerName(s.cfg.ServerName)}, rs, us, s.notifier.Wake, s.log)
+	if err != nil {
+		return err
+	}
+	s.Push = ps
+	s.Sync.SetUnreadCounter(ps)
 	api := clientapi.New(s.cfg, s.log, us, rs, s.Sync)
+	api.SetPush(ps)
 
 	r := mux.NewRouter().UseEncodedPath()
 	api.Register(r)
@@ -172,9 +184,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
 	}
+	if s.Sync != nil {
+		// No typing or presence timer fires once the database is closed.
+		s.Sync.Typing().Stop()
+		s.Sync.Presence().Stop()
+	}
 	if s.Rooms != nil {
 		// After HTTP has drained: finish queued events, then close.
 		s.Rooms.Close()
+	}
+	if s.Push != nil {
+		// After the room server: evaluate what it handed over, then stop.
+		s.Push.Close()
 	}
 	if s.notifier != nil {
 		s.notifier.Close()

@@ -1,0 +1,411 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http/httptrace"
+	"strings"
+	"sync"
+	"time"
+)
+
+// fanoutScenario: S receivers, each its own user and device, sit in one
+// room long-polling /sync; one sender sends N messages into the room, one
+// after another and a little apart. It measures how long each message takes
+// to reach each receiver: from just before its send request is issued until
+// the receiver has read the /sync response that holds its event_id. This is
+// the notifier and incremental-sync path a chat client lives on.
+type fanoutScenario struct {
+	receivers   int
+	messages    int
+	interval    time.Duration
+	pollTimeout time.Duration
+	drain       time.Duration
+}
+
+func (s *fanoutScenario) addFlags(fs *flag.FlagSet) {
+	fs.IntVar(&s.receivers, "s", 50, "receivers, each a separate user long-polling /sync")
+	fs.IntVar(&s.messages, "n", 100, "messages the sender sends, one after another")
+	fs.DurationVar(&s.interval, "interval", 15*time.Millisecond,
+		"time from the start of one send to the start of the next (later if a send takes longer)")
+	fs.DurationVar(&s.pollTimeout, "poll-timeout", 30*time.Second, "the timeout parameter of each long-poll /sync")
+	fs.DurationVar(&s.drain, "drain", 10*time.Second,
+		"after the last send, how long to wait for deliveries still outstanding")
+}
+
+func (s *fanoutScenario) check() error {
+	if s.receivers < 1 || s.receivers > 10_000 {
+		return errors.New("-s must be between 1 and 10000")
+	}
+	if s.messages < 1 || s.messages > 100_000 {
+		return errors.New("-n must be between 1 and 100000")
+	}
+	if s.interval < 0 || s.interval > time.Minute {
+		return errors.New("-interval must be between 0 and 1m")
+	}
+	if s.pollTimeout <= 0 || s.pollTimeout > maxPollTimeout {
+		return fmt.Errorf("-poll-timeout must be positive and at most %v", maxPollTimeout)
+	}
+	if s.drain <= 0 {
+		return errors.New("-drain must be positive")
+	}
+	return nil
+}
+
+// One long-poll per receiver and the sender's connection.
+func (s *fanoutScenario) conns() int { return s.receivers + 1 }
+
+type fanoutReport struct {
+	Scenario   string  `json:"scenario"`
+	HS         string  `json:"hs"`
+	Receivers  int     `json:"receivers"`
+	Messages   int     `json:"messages"` // planned
+	IntervalMS float64 `json:"interval_ms"`
+	Sent       int     `json:"sent"` // sends answered with an event_id
+	SendErrors int     `json:"send_errors"`
+	// Expected is sent × receivers; Deliveries the (message, receiver)
+	// pairs that arrived; Missing the ones that did not within -drain.
+	Expected   int `json:"expected"`
+	Deliveries int `json:"deliveries"`
+	Missing    int `json:"missing"`
+	// Duplicates are events a receiver was given more than once;
+	// Unexpected are m.room.message events in the room that no send of
+	// this run returned (a send that failed on the client but was stored).
+	Duplicates       int `json:"duplicates"`
+	Unexpected       int `json:"unexpected"`
+	LimitedResponses int `json:"limited_responses"` // timelines with limited: true (events skipped)
+	Polls            int `json:"polls"`             // /sync responses in the measured phase
+	PollErrors       int `json:"poll_errors"`
+	// Seconds is from the first send to the last delivery.
+	Seconds float64 `json:"seconds"`
+	// Delivery latency over every (message, receiver) pair.
+	latencyStats
+	// AllReceivers is, per message, the time until the last receiver had it
+	// (over the messages every receiver got).
+	AllReceivers latencyStats `json:"all_receivers"`
+	// Send is the latency of the sends themselves (until the event_id).
+	Send       latencyStats `json:"send"`
+	FirstError string       `json:"first_error,omitempty"`
+}
+
+func (r *fanoutReport) human() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "fanout: 1 sender, %d messages %s apart, to %d receivers long-polling /sync\n",
+		r.Messages, time.Duration(r.IntervalMS*float64(time.Millisecond)), r.Receivers)
+	fmt.Fprintf(&b, "  sent       %d ok, %d errors; send latency %s\n", r.Sent, r.SendErrors, r.Send)
+	fmt.Fprintf(&b, "  delivered  %d of %d (%d missing, %d duplicates, %d unexpected, %d limited timelines) in %s\n",
+		r.Deliveries, r.Expected, r.Missing, r.Duplicates, r.Unexpected, r.LimitedResponses, fmtSeconds(r.Seconds))
+	fmt.Fprintf(&b, "  polls      %d responses, %d errors\n", r.Polls, r.PollErrors)
+	fmt.Fprintf(&b, "  delivery   %s\n", r.latencyStats)
+	fmt.Fprintf(&b, "  to all     %s\n", r.AllReceivers)
+	if r.FirstError != "" {
+		fmt.Fprintf(&b, "  first error: %s\n", r.FirstError)
+	}
+	return b.String()
+}
+
+// fanoutReceiver is what one receiver saw.
+type fanoutReceiver struct {
+	mu       sync.Mutex
+	seen     map[string]time.Time // event ID -> when its /sync response was read
+	dups     int
+	limited  int
+	polls    int
+	errors   int
+	firstErr error
+}
+
+// errPollsStopped ends the long-polls once the measured phase is over.
+var errPollsStopped = errors.New("measured phase over")
+
+func (s *fanoutScenario) run(ctx context.Context, e *env) (report, error) {
+	names := []string{"sender"}
+	for i := range s.receivers {
+		names = append(names, fmt.Sprintf("recv%d", i))
+	}
+	e.logf("setup: registering %d users", len(names))
+	users, err := e.users.registerAll(ctx, names)
+	if err != nil {
+		return nil, fmt.Errorf("setup: %w", err)
+	}
+	sender, receivers := users[0], users[1:]
+	var roomID string
+	err = e.c.retry429(ctx, "createRoom", func() (err error) {
+		roomID, err = createRoom(ctx, e.c, sender.AccessToken, map[string]any{
+			"preset": "public_chat", "name": "tessera-load fanout " + e.runID,
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("setup: %w", err)
+	}
+	e.logf("setup: %d receivers joining %s", len(receivers), roomID)
+	err = forEach(ctx, len(receivers), joinParallel, func(ctx context.Context, i int) error {
+		return e.c.retry429(ctx, "join", func() error {
+			return joinRoom(ctx, e.c, receivers[i].AccessToken, roomID)
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("setup: %w", err)
+	}
+	// Each receiver starts from its own initial sync, made once everyone
+	// has joined, so the long-polls start with nothing to report.
+	e.logf("setup: %d initial syncs", len(receivers))
+	since, err := initialSyncs(ctx, e.c, receivers, func(i int, r *syncResponse) error {
+		if _, ok := r.Rooms.Join[roomID]; !ok {
+			return fmt.Errorf("the initial sync of %s does not list the room %s it joined", receivers[i].UserID, roomID)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("setup: %w", err)
+	}
+
+	// The long-polls.
+	pollCtx, stopPolls := context.WithCancelCause(ctx)
+	defer stopPolls(errPollsStopped)
+	recv := make([]*fanoutReceiver, s.receivers)
+	notify := make(chan struct{}, 1) // a receiver got room events
+	started := make(chan struct{}, s.receivers)
+	// Each response either carries news or comes at the end of a
+	// -poll-timeout, and the sender makes at most N pieces of news.
+	maxPolls := 4*s.messages + 100
+	var wg sync.WaitGroup
+	for i := range recv {
+		r := &fanoutReceiver{seen: make(map[string]time.Time, s.messages)}
+		recv[i] = r
+		wg.Go(func() {
+			var once sync.Once
+			first := httptrace.WithClientTrace(pollCtx, &httptrace.ClientTrace{
+				WroteRequest: func(httptrace.WroteRequestInfo) { once.Do(func() { started <- struct{}{} }) },
+			})
+			s.poll(pollCtx, first, e, receivers[i].AccessToken, roomID, since[i], maxPolls, r, stopPolls, notify)
+		})
+	}
+	e.logf("setup: waiting for %d long-polls to be sent", s.receivers)
+	waitStart := time.NewTimer(30 * time.Second)
+	for n := 0; n < s.receivers; n++ {
+		select {
+		case <-started:
+		case <-waitStart.C:
+			stopPolls(fmt.Errorf("setup: only %d of %d long-polls were sent within 30s", n, s.receivers))
+		case <-pollCtx.Done():
+		}
+		if pollCtx.Err() != nil {
+			break
+		}
+	}
+	waitStart.Stop()
+	// Let the server take them up before the first message.
+	sleepCtx(pollCtx, 200*time.Millisecond)
+	if pollCtx.Err() != nil {
+		stopPolls(errPollsStopped)
+		wg.Wait()
+		return nil, context.Cause(pollCtx)
+	}
+
+	e.logf("measuring: %d messages, %v apart, to %d receivers", s.messages, s.interval, s.receivers)
+	sendStart := make([]time.Time, s.messages)
+	ids := make([]string, s.messages)
+	var sendLat []time.Duration
+	sendErrors := 0
+	var firstErr error
+	t0 := time.Now()
+	for i := range s.messages {
+		if !sleepCtx(pollCtx, time.Until(t0.Add(time.Duration(i)*s.interval))) {
+			break
+		}
+		txnID := fmt.Sprintf("%s.fanout.%d", e.runID, i)
+		body := fmt.Sprintf("tessera-load %s: fanout message %d", e.runID, i)
+		start := time.Now()
+		id, err := sendText(pollCtx, e.c, sender.AccessToken, roomID, txnID, body)
+		if err != nil {
+			if pollCtx.Err() != nil {
+				break
+			}
+			sendErrors++
+			if firstErr == nil {
+				firstErr = fmt.Errorf("send: %w", err)
+			}
+			if isFatal(err) {
+				stopPolls(firstErr)
+				break
+			}
+			continue
+		}
+		sendLat = append(sendLat, time.Since(start))
+		sendStart[i], ids[i] = start, id
+	}
+
+	// Wait for the deliveries still on their way.
+	complete := func() bool {
+		for _, r := range recv {
+			r.mu.Lock()
+			for _, id := range ids {
+				if _, ok := r.seen[id]; !ok && id != "" {
+					r.mu.Unlock()
+					return false
+				}
+			}
+			r.mu.Unlock()
+		}
+		return true
+	}
+	drain := time.NewTimer(s.drain)
+wait:
+	for !complete() {
+		select {
+		case <-notify:
+		case <-drain.C:
+			e.logf("measuring: -drain of %v passed with deliveries missing", s.drain)
+			break wait
+		case <-pollCtx.Done():
+			break wait
+		}
+	}
+	drain.Stop()
+	stopPolls(errPollsStopped)
+	wg.Wait()
+	if cause := context.Cause(pollCtx); !errors.Is(cause, errPollsStopped) {
+		return nil, fmt.Errorf("measured phase stopped: %w", cause)
+	}
+
+	rep := &fanoutReport{
+		Scenario: "fanout", HS: e.hs, Receivers: s.receivers, Messages: s.messages,
+		IntervalMS: ms(s.interval), Sent: len(sendLat), SendErrors: sendErrors,
+		Expected: len(sendLat) * s.receivers, Send: summarize(sendLat),
+	}
+	sent := make(map[string]int, len(ids))
+	for i, id := range ids {
+		if id != "" {
+			if _, dup := sent[id]; dup {
+				rep.Duplicates++ // the server gave two sends one event ID
+			}
+			sent[id] = i
+		}
+	}
+	var lat []time.Duration
+	toAll := make([]time.Duration, s.messages)
+	gotAll := make([]int, s.messages)
+	var last time.Time
+	for _, r := range recv {
+		rep.Duplicates += r.dups
+		rep.LimitedResponses += r.limited
+		rep.Polls += r.polls
+		rep.PollErrors += r.errors
+		if firstErr == nil && r.firstErr != nil {
+			firstErr = r.firstErr
+		}
+		for i, id := range ids {
+			if id == "" {
+				continue
+			}
+			at, ok := r.seen[id]
+			if !ok {
+				rep.Missing++
+				continue
+			}
+			d := at.Sub(sendStart[i])
+			lat = append(lat, d)
+			toAll[i] = max(toAll[i], d)
+			gotAll[i]++
+			if at.After(last) {
+				last = at
+			}
+		}
+		for id := range r.seen {
+			if _, ok := sent[id]; !ok {
+				rep.Unexpected++
+			}
+		}
+	}
+	var all []time.Duration
+	for i, n := range gotAll {
+		if n == s.receivers {
+			all = append(all, toAll[i])
+		}
+	}
+	rep.Deliveries = len(lat)
+	rep.latencyStats = summarize(lat)
+	rep.AllReceivers = summarize(all)
+	if !last.IsZero() {
+		rep.Seconds = seconds(last.Sub(t0))
+	}
+	var failed error
+	if firstErr != nil {
+		rep.FirstError = firstErr.Error()
+		failed = fmt.Errorf("%d sends and %d polls failed; the first: %w", sendErrors, rep.PollErrors, firstErr)
+	}
+	if rep.Missing > 0 || rep.Duplicates > 0 || rep.Deliveries != s.messages*s.receivers {
+		failed = errors.Join(failed, fmt.Errorf("%d of %d deliveries arrived (%d missing, %d duplicates)",
+			rep.Deliveries, s.messages*s.receivers, rep.Missing, rep.Duplicates))
+	}
+	return rep, failed
+}
+
+// poll is one receiver: long-poll /sync from since, again at once after
+// each response, noting when each m.room.message event in the room arrived,
+// until ctx ends or maxPolls responses. The first request goes out with
+// firstCtx (which carries its trace). A fatal error stops the run.
+func (s *fanoutScenario) poll(ctx, firstCtx context.Context, e *env, token, roomID, since string, maxPolls int,
+	r *fanoutReceiver, stop context.CancelCauseFunc, notify chan<- struct{}) {
+	fail := func(err error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.errors++
+		if r.firstErr == nil {
+			r.firstErr = fmt.Errorf("sync: %w", err)
+		}
+	}
+	rctx := firstCtx
+	for range maxPolls {
+		var resp syncResponse
+		err := syncOnce(rctx, e.c, token, since, s.pollTimeout, &resp)
+		at := time.Now()
+		rctx = ctx
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil && resp.NextBatch == "" {
+			err = errors.New("GET /sync: response has no next_batch")
+		}
+		if err != nil {
+			fail(err)
+			if isFatal(err) {
+				stop(fmt.Errorf("sync: %w", err))
+				return
+			}
+			sleepCtx(ctx, 100*time.Millisecond) // do not spin on a failing server
+			continue
+		}
+		since = resp.NextBatch
+		jr, ok := resp.Rooms.Join[roomID]
+		r.mu.Lock()
+		r.polls++
+		if ok {
+			if jr.Timeline.Limited {
+				r.limited++
+			}
+			for _, ev := range jr.Timeline.Events {
+				if ev.Type != "m.room.message" {
+					continue
+				}
+				if _, dup := r.seen[ev.EventID]; dup {
+					r.dups++
+				} else {
+					r.seen[ev.EventID] = at
+				}
+			}
+		}
+		r.mu.Unlock()
+		if ok {
+			select {
+			case notify <- struct{}{}:
+			default:
+			}
+		}
+	}
+	fail(fmt.Errorf("still polling after %d responses", maxPolls))
+}

@@ -1,0 +1,238 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/roomserver"
+)
+
+// Unread counts and the notifications list.
+// https://spec.matrix.org/v1.19/client-server-api/#receiving-notifications
+// https://spec.matrix.org/v1.19/client-server-api/#marking-notifications-as-read
+
+// readUpTo is where a user has read a room up to: the unthreaded
+// position, and each thread's ("main" for the main timeline). A
+// notification is read when its event is at or before the later of the
+// unthreaded position and its thread's.
+type readUpTo struct {
+	unthreaded int64
+	threads    map[string]int64
+}
+
+func (r readUpTo) isRead(threadID string, pos int64) bool {
+	return pos <= r.unthreaded || pos <= r.threads[threadID]
+}
+
+// readPositions combines the user's read receipts (m.read and
+// m.read.private, whichever is further: "the receipt which is more
+// recent/ahead must be used") with the events they sent themselves, which
+// mark their thread read.
+func (s *Service) readPositions(ctx context.Context, userID, roomID string) (readUpTo, error) {
+	unthreaded, threads, err := s.users.ReadPositions(ctx, userID, roomID)
+	if err != nil {
+		return readUpTo{}, err
+	}
+	r := readUpTo{unthreaded: unthreaded, threads: map[string]int64{}}
+	for t, p := range threads {
+		r.threads[t] = p
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT thread_id, stream_pos FROM push_sent_marks WHERE user_id = $1 AND room_id = $2`,
+		userID, roomID)
+	if err != nil {
+		return readUpTo{}, fmt.Errorf("sent marks: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var t string
+		var p int64
+		if err := rows.Scan(&t, &p); err != nil {
+			return readUpTo{}, err
+		}
+		r.threads[t] = max(r.threads[t], p)
+	}
+	return r, rows.Err()
+}
+
+// Counts are a room's (or a thread's) unread notification counts.
+type Counts struct {
+	Notifications int `json:"notification_count"`
+	Highlights    int `json:"highlight_count"`
+}
+
+// UnreadCounts returns a user's unread notification counts in a joined
+// room: the whole room's, and each thread's (the main timeline under
+// "main"). It first waits, briefly, for events up to stream position pos
+// to be evaluated, so that a sync response that carries an event carries
+// the count it caused.
+func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, pos int64) (Counts, map[string]Counts, error) {
+	s.waitProcessed(ctx, pos)
+	read, err := s.readPositions(ctx, userID, roomID)
+	if err != nil {
+		return Counts{}, nil, err
+	}
+	byThread := map[string]Counts{}
+	rows, err := s.db.QueryContext(ctx, `SELECT thread_id, SUM(notify), SUM(highlight) FROM event_push_actions
+		WHERE user_id = $1 AND room_id = $2 AND stream_pos > $3 GROUP BY thread_id`, userID, roomID, read.unthreaded)
+	if err != nil {
+		return Counts{}, nil, fmt.Errorf("unread counts: %w", err)
+	}
+	for rows.Next() {
+		var t string
+		var c Counts
+		if err := rows.Scan(&t, &c.Notifications, &c.Highlights); err != nil {
+			rows.Close()
+			return Counts{}, nil, err
+		}
+		byThread[t] = c
+	}
+	if err := rows.Close(); err != nil {
+		return Counts{}, nil, err
+	}
+	// Threads read further than the unthreaded receipt count from there.
+	for t := range byThread {
+		p := read.threads[t]
+		if p <= read.unthreaded {
+			continue
+		}
+		var c Counts
+		err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(notify), 0), COALESCE(SUM(highlight), 0) FROM event_push_actions
+			WHERE user_id = $1 AND room_id = $2 AND thread_id = $3 AND stream_pos > $4`, userID, roomID, t, p).
+			Scan(&c.Notifications, &c.Highlights)
+		if err != nil {
+			return Counts{}, nil, fmt.Errorf("unread thread counts: %w", err)
+		}
+		byThread[t] = c
+	}
+	var total Counts
+	for t, c := range byThread {
+		if c.Notifications == 0 && c.Highlights == 0 {
+			delete(byThread, t)
+			continue
+		}
+		total.Notifications += c.Notifications
+		total.Highlights += c.Highlights
+	}
+	return total, byThread, nil
+}
+
+// Notification is one entry of GET /notifications.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3notifications
+type Notification struct {
+	Actions    []json.RawMessage `json:"actions"`
+	Event      json.RawMessage   `json:"event"`
+	ProfileTag string            `json:"profile_tag,omitempty"`
+	Read       bool              `json:"read"`
+	RoomID     string            `json:"room_id"`
+	TS         int64             `json:"ts"`
+}
+
+// NotificationsPage is the response of GET /notifications.
+type NotificationsPage struct {
+	NextToken     string         `json:"next_token,omitempty"`
+	Notifications []Notification `json:"notifications"`
+}
+
+// Limits of GET /notifications.
+const (
+	defaultNotificationsLimit = 50
+	maxNotificationsLimit     = 1000
+)
+
+// Notifications lists the events that notified a user, newest first.
+// from is the next_token of an earlier page ("" for the newest), limit
+// the page size (0 for the default), and onlyHighlight keeps only those
+// that highlighted. Events the user can no longer see are left out. Like
+// the counts, it first waits briefly for the evaluation of every event
+// committed so far.
+func (s *Service) Notifications(ctx context.Context, userID, from string, limit int, onlyHighlight bool) (*NotificationsPage, error) {
+	before := int64(-1)
+	if from != "" {
+		v, err := strconv.ParseInt(from, 10, 64)
+		if err != nil || v < 0 {
+			return nil, mxerr.InvalidParam("Invalid from token %q", from)
+		}
+		before = v
+	}
+	if limit <= 0 {
+		limit = defaultNotificationsLimit
+	}
+	limit = min(limit, maxNotificationsLimit)
+	s.waitProcessed(ctx, s.rooms.CurrentPos())
+	q := `SELECT room_id, event_id, stream_pos, thread_id, actions, ts FROM event_push_actions
+		WHERE user_id = $1 AND notify = 1 AND ($2 < 0 OR stream_pos < $2)`
+	if onlyHighlight {
+		q += ` AND highlight = 1`
+	}
+	q += ` ORDER BY stream_pos DESC LIMIT $3`
+	rows, err := s.db.QueryContext(ctx, q, userID, before, limit+1)
+	if err != nil {
+		return nil, fmt.Errorf("notifications: %w", err)
+	}
+	type row struct {
+		roomID, eventID, threadID, actions string
+		pos, ts                            int64
+	}
+	var list []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.roomID, &r.eventID, &r.pos, &r.threadID, &r.actions, &r.ts); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		list = append(list, r)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	page := &NotificationsPage{Notifications: []Notification{}}
+	if len(list) > limit {
+		list = list[:limit]
+		page.NextToken = strconv.FormatInt(list[len(list)-1].pos, 10)
+	}
+	reads := map[string]readUpTo{}
+	for _, r := range list {
+		ev, err := s.rooms.Event(ctx, r.roomID, userID, r.eventID)
+		if err != nil {
+			if _, ok := mxerr.As(err); ok {
+				continue // no longer visible to the user
+			}
+			return nil, err
+		}
+		read, ok := reads[r.roomID]
+		if !ok {
+			if read, err = s.readPositions(ctx, userID, r.roomID); err != nil {
+				return nil, err
+			}
+			reads[r.roomID] = read
+		}
+		evJSON, err := eventWithoutRoomID(ev.ToClient(roomserver.Viewer{UserID: userID}, s.rooms.Redaction(ctx, ev)))
+		if err != nil {
+			return nil, err
+		}
+		n := Notification{Event: evJSON, Read: read.isRead(r.threadID, r.pos), RoomID: r.roomID, TS: r.ts}
+		if err := json.Unmarshal([]byte(r.actions), &n.Actions); err != nil || n.Actions == nil {
+			n.Actions = []json.RawMessage{}
+		}
+		page.Notifications = append(page.Notifications, n)
+	}
+	return page, nil
+}
+
+// eventWithoutRoomID formats an event as the spec's
+// ClientEventWithoutRoomID: the notification carries room_id itself.
+func eventWithoutRoomID(ce roomserver.ClientEvent) (json.RawMessage, error) {
+	raw, err := json.Marshal(ce)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	delete(m, "room_id")
+	return json.Marshal(m)
+}

@@ -1,0 +1,355 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/roomserver"
+)
+
+// Evaluation of committed events.
+// https://spec.matrix.org/v1.19/client-server-api/#server-behaviour-11
+
+// OnEvents is the room server's listener. It runs on the committer's
+// goroutine, so it only hands the events over.
+func (s *Service) OnEvents(evs []*roomserver.Event) {
+	s.inMu.RLock()
+	defer s.inMu.RUnlock()
+	if !s.closed {
+		s.events <- evs
+	}
+}
+
+func (s *Service) loop() {
+	defer close(s.done)
+	for evs := range s.events {
+		if len(evs) == 0 {
+			continue
+		}
+		woken := s.processBatch(evs)
+		s.advance(evs[len(evs)-1].StreamPos)
+		for u := range woken {
+			s.wake(u)
+		}
+	}
+}
+
+// advance records that every event up to pos has been evaluated.
+func (s *Service) advance(pos int64) {
+	s.posMu.Lock()
+	defer s.posMu.Unlock()
+	if pos > s.processed {
+		s.processed = pos
+		close(s.advanced)
+		s.advanced = make(chan struct{})
+	}
+}
+
+// maxCountWait bounds how long a count waits for evaluation to catch up.
+const maxCountWait = 3 * time.Second
+
+// waitProcessed waits until events up to pos have been evaluated, the
+// wait bound passes, ctx ends or the service closes. "The updated
+// notification count from a new event MUST appear in the same /sync
+// response as the event itself": a sync that carries an event waits here
+// for its evaluation.
+func (s *Service) waitProcessed(ctx context.Context, pos int64) {
+	var timeout <-chan time.Time
+	for {
+		s.posMu.Lock()
+		p, ch := s.processed, s.advanced
+		s.posMu.Unlock()
+		if p >= pos {
+			return
+		}
+		if timeout == nil {
+			t := time.NewTimer(maxCountWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-ch:
+		case <-timeout:
+			return
+		case <-ctx.Done():
+			return
+		case <-s.done:
+			return
+		}
+	}
+}
+
+// actionRow is one recorded notification.
+type actionRow struct {
+	userID, roomID, eventID, threadID string
+	pos                               int64
+	outcome                           Outcome
+	actions                           []json.RawMessage
+}
+
+// sentMark is a local user's own event: it marks its thread read.
+type sentMark struct {
+	userID, roomID, threadID string
+	pos                      int64
+}
+
+// processBatch evaluates a batch of committed events, records the
+// results in one transaction and returns the users to wake.
+func (s *Service) processBatch(evs []*roomserver.Event) map[string]bool {
+	ctx := context.Background()
+	var rows []actionRow
+	var marks []sentMark
+	for _, ev := range evs {
+		r, m, err := s.processEvent(ctx, ev)
+		if err != nil {
+			s.log.WithError(err).WithFields(logrus.Fields{"event_id": ev.EventID(), "room_id": ev.RoomID}).
+				Error("push: evaluating push rules")
+			continue
+		}
+		rows = append(rows, r...)
+		marks = append(marks, m...)
+	}
+	if len(rows) == 0 && len(marks) == 0 {
+		return nil
+	}
+	ts := s.now().UnixMilli()
+	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
+		for _, r := range rows {
+			actions, err := json.Marshal(r.actions)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO event_push_actions
+				(user_id, room_id, event_id, stream_pos, notify, highlight, thread_id, actions, ts)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id, event_id) DO NOTHING`,
+				r.userID, r.roomID, r.eventID, r.pos, r.outcome.Notify, r.outcome.Highlight, r.threadID,
+				string(actions), ts); err != nil {
+				return err
+			}
+		}
+		// Events come in stream order, so a newer mark is always later.
+		for _, m := range marks {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO push_sent_marks (user_id, room_id, thread_id, stream_pos)
+				VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE
+				SET stream_pos = excluded.stream_pos`,
+				m.userID, m.roomID, m.threadID, m.pos); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.WithError(err).Error("push: recording notifications")
+		return nil
+	}
+	woken := map[string]bool{}
+	for _, r := range rows {
+		woken[r.userID] = true
+	}
+	for _, m := range marks {
+		woken[m.userID] = true
+	}
+	return woken
+}
+
+// processEvent evaluates one event for each local member of its room other
+// than its sender ("When receiving a new event homeservers process push
+// rules for each of the local users in the room (excluding the sender)"),
+// and for a local user it invites.
+func (s *Service) processEvent(ctx context.Context, ev *roomserver.Event) ([]actionRow, []sentMark, error) {
+	sender := string(ev.SenderID())
+	rc, err := s.roomContext(ctx, ev)
+	if err != nil {
+		return nil, nil, err
+	}
+	candidates := make([]string, 0, len(rc.members))
+	for u := range rc.members {
+		if u != sender && s.isLocal(u) {
+			candidates = append(candidates, u)
+		}
+	}
+	if ev.Type() == spec.MRoomMember && ev.StateKey() != nil {
+		target := *ev.StateKey()
+		if m, _ := ev.Membership(); m == spec.Invite && target != sender && s.isLocal(target) {
+			candidates = append(candidates, target)
+		}
+	}
+	threadID := ""
+	thread := func() string {
+		if threadID == "" {
+			threadID = s.threadOf(ctx, ev)
+		}
+		return threadID
+	}
+	var marks []sentMark
+	if s.isLocal(sender) {
+		marks = append(marks, sentMark{userID: sender, roomID: ev.RoomID, threadID: thread(), pos: ev.StreamPos})
+	}
+	if len(candidates) == 0 {
+		return nil, marks, nil
+	}
+	evMap, err := DecodeEvent(ev.JSON())
+	if err != nil {
+		return nil, nil, err
+	}
+	evMap["room_id"] = ev.RoomID
+	ec := &EvalContext{
+		Event: evMap, RoomID: ev.RoomID, Sender: sender, MemberCount: len(rc.members),
+		SenderLevel: rc.pl.UserLevel(spec.SenderID(sender)), NotificationLevel: rc.pl.NotificationLevel,
+	}
+	var rows []actionRow
+	for _, u := range candidates {
+		rs, err := s.ruleset(ctx, u)
+		if err != nil {
+			return nil, nil, err
+		}
+		ec.DisplayName = rc.members[u]
+		rule := rs.Match(ec)
+		if rule == nil {
+			continue
+		}
+		o := ActionsOutcome(rule.Actions)
+		if !o.Notify && !o.Highlight {
+			continue
+		}
+		rows = append(rows, actionRow{userID: u, roomID: ev.RoomID, eventID: ev.EventID(), threadID: thread(),
+			pos: ev.StreamPos, outcome: o, actions: rule.Actions})
+	}
+	return rows, marks, nil
+}
+
+// roomContext is what evaluation needs of a room's state.
+type roomContext struct {
+	members map[string]string // joined user -> display name in the room
+	pl      *gomatrixserverlib.PowerLevelContent
+}
+
+// maxRoomContexts bounds the cache of room contexts; it is emptied when
+// full. Events that change no state share their predecessor's state group,
+// so a run of messages loads the state once.
+const maxRoomContexts = 256
+
+// roomContext returns the state after ev, as evaluation needs it. Only the
+// evaluation goroutine calls it.
+func (s *Service) roomContext(ctx context.Context, ev *roomserver.Event) (*roomContext, error) {
+	if rc, ok := s.roomCtxs[ev.StateGroup]; ok && ev.StateGroup != 0 {
+		return rc, nil
+	}
+	st, err := s.rooms.StateAt(ctx, ev.RoomID, ev.StreamPos)
+	if err != nil {
+		return nil, err
+	}
+	rc := &roomContext{members: map[string]string{}}
+	for k, sev := range st {
+		if k.Type != spec.MRoomMember {
+			continue
+		}
+		if m, _ := sev.Membership(); m != spec.Join {
+			continue
+		}
+		var c struct {
+			DisplayName string `json:"displayname"`
+		}
+		_ = json.Unmarshal(sev.Content(), &c)
+		rc.members[k.StateKey] = c.DisplayName
+	}
+	rc.pl = powerLevels(st)
+	if ev.StateGroup != 0 {
+		if len(s.roomCtxs) >= maxRoomContexts {
+			s.roomCtxs = map[int64]*roomContext{}
+		}
+		s.roomCtxs[ev.StateGroup] = rc
+	}
+	return rc, nil
+}
+
+// powerLevels reads the power levels from a room's state, with the room
+// creators' unlimited level in room versions that have privileged
+// creators (v12), and the defaults when the room has no power levels.
+func powerLevels(st map[roomserver.StateKey]*roomserver.Event) *gomatrixserverlib.PowerLevelContent {
+	var pl *gomatrixserverlib.PowerLevelContent
+	if ev, ok := st[roomserver.StateKey{Type: spec.MRoomPowerLevels}]; ok {
+		if p, err := ev.PowerLevels(); err == nil {
+			pl = p
+		}
+	}
+	create := st[roomserver.StateKey{Type: spec.MRoomCreate}]
+	if pl == nil {
+		pl = &gomatrixserverlib.PowerLevelContent{}
+		pl.Defaults()
+		if create != nil {
+			pl.Users = map[string]int64{string(create.SenderID()): 100}
+		}
+	}
+	if create == nil {
+		return pl
+	}
+	var c struct {
+		RoomVersion        string   `json:"room_version"`
+		AdditionalCreators []string `json:"additional_creators"`
+	}
+	_ = json.Unmarshal(create.Content(), &c)
+	if c.RoomVersion == "" {
+		c.RoomVersion = "1"
+	}
+	v, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(c.RoomVersion))
+	if err != nil || !v.PrivilegedCreators() {
+		return pl
+	}
+	users := make(map[string]int64, len(pl.Users)+1+len(c.AdditionalCreators))
+	for k, lvl := range pl.Users {
+		users[k] = lvl
+	}
+	users[string(create.SenderID())] = gomatrixserverlib.CreatorPowerLevel
+	for _, u := range c.AdditionalCreators {
+		users[u] = gomatrixserverlib.CreatorPowerLevel
+	}
+	cp := *pl
+	cp.Users = users
+	return &cp
+}
+
+// maxThreadHops bounds the walk up relations to a thread root: "it is not
+// recommended that the server traverse infinitely. Instead,
+// implementations are encouraged to do a maximum of 3 hops".
+const maxThreadHops = 3
+
+// mainThread is the thread ID of the main timeline.
+const mainThread = "main"
+
+// threadOf returns the thread an event belongs to: the root of an
+// m.thread relation, found by following relations (a reaction to a
+// threaded message is in the thread), else "main".
+// https://spec.matrix.org/v1.19/client-server-api/#threaded-read-receipts
+func (s *Service) threadOf(ctx context.Context, ev *roomserver.Event) string {
+	content := ev.Content()
+	for hop := 0; hop <= maxThreadHops; hop++ {
+		var c struct {
+			RelatesTo struct {
+				RelType string `json:"rel_type"`
+				EventID string `json:"event_id"`
+			} `json:"m.relates_to"`
+		}
+		if json.Unmarshal(content, &c) != nil || c.RelatesTo.EventID == "" || c.RelatesTo.RelType == "" {
+			return mainThread
+		}
+		if c.RelatesTo.RelType == "m.thread" {
+			return c.RelatesTo.EventID
+		}
+		if hop == maxThreadHops {
+			break
+		}
+		parent, err := s.rooms.Event(ctx, ev.RoomID, string(ev.SenderID()), c.RelatesTo.EventID)
+		if err != nil {
+			return mainThread
+		}
+		content = parent.Content()
+	}
+	return mainThread
+}

@@ -1,0 +1,354 @@
+// Package push owns push rules, the notifications they produce and the
+// unread counts /sync reports, and pushers.
+// https://spec.matrix.org/v1.19/client-server-api/#push-notifications
+//
+// Every committed event is evaluated, in stream order on one goroutine,
+// against the push rules of each local member of its room other than its
+// sender; events whose actions notify or highlight are recorded in
+// event_push_actions. Unread counts are those records after where the user
+// has read up to (their read receipts, or their own last event).
+//
+// Pushers are stored and listed, but this server does not yet deliver
+// notifications to push gateways: nothing here calls one.
+package push
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/roomserver"
+)
+
+// TypePushRules is the global account data event that mirrors a user's
+// push rules: {"global": ruleset}.
+// https://spec.matrix.org/v1.19/client-server-api/#mpush_rules
+const TypePushRules = "m.push_rules"
+
+// Config is what the push domain needs from the configuration.
+type Config struct {
+	ServerName spec.ServerName
+}
+
+// Rooms is what the push domain needs from the room server;
+// *roomserver.Service satisfies it.
+type Rooms interface {
+	Subscribe(l roomserver.Listener)
+	CurrentPos() int64
+	StateAt(ctx context.Context, roomID string, pos int64) (map[roomserver.StateKey]*roomserver.Event, error)
+	Event(ctx context.Context, roomID, userID, eventID string) (*roomserver.Event, error)
+	Redaction(ctx context.Context, ev *roomserver.Event) *roomserver.Event
+}
+
+// Users is what the push domain needs from the users domain;
+// *users.Service satisfies it.
+type Users interface {
+	// AccountData reads global account data (404 M_NOT_FOUND if unset).
+	AccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error)
+	// SetPushRulesAccountData writes m.push_rules and wakes the user's
+	// syncs.
+	SetPushRulesAccountData(ctx context.Context, userID string, content json.RawMessage) error
+	// ReadPositions is where the user's read receipts in a room are: the
+	// stream position of the unthreaded one and of each thread's.
+	ReadPositions(ctx context.Context, userID, roomID string) (unthreaded int64, threads map[string]int64, err error)
+}
+
+// Service is the push domain.
+type Service struct {
+	db    *database.DB
+	cfg   Config
+	log   logrus.FieldLogger
+	rooms Rooms
+	users Users
+	wake  func(userID string)
+	now   func() time.Time
+
+	// writeMu serialises changes to rules and the writes of m.push_rules
+	// that mirror them, so the account data never goes back in time.
+	writeMu sync.Mutex
+
+	cacheMu sync.Mutex
+	cache   map[string]*Ruleset // user -> evaluated ruleset
+	gen     map[string]uint64   // user -> changes so far, to drop stale loads
+
+	// The evaluation goroutine's input and progress.
+	inMu      sync.RWMutex
+	closed    bool
+	events    chan []*roomserver.Event
+	done      chan struct{}
+	posMu     sync.Mutex
+	processed int64         // last stream position evaluated
+	advanced  chan struct{} // closed when processed moves
+	roomCtxs  map[int64]*roomContext
+}
+
+// maxCachedRulesets bounds the ruleset cache; it is emptied when full.
+const maxCachedRulesets = 100_000
+
+// New runs the domain's migrations, subscribes to the room server's
+// committed events and starts evaluating them. wake is called for each user
+// whose notifications changed.
+func New(ctx context.Context, db *database.DB, cfg Config, rooms Rooms, us Users, wake func(userID string), log logrus.FieldLogger) (*Service, error) {
+	if err := db.Migrate(ctx, "push", migrations); err != nil {
+		return nil, err
+	}
+	s := &Service{
+		db: db, cfg: cfg, log: log, rooms: rooms, users: us, wake: wake, now: time.Now,
+		cache: map[string]*Ruleset{}, gen: map[string]uint64{},
+		events: make(chan []*roomserver.Event, 1024), done: make(chan struct{}),
+		advanced: make(chan struct{}), roomCtxs: map[int64]*roomContext{},
+	}
+	// Subscribe before reading the position: an event committed in between
+	// is then both delivered and already counted as processed, never lost
+	// to a waiter.
+	rooms.Subscribe(s.OnEvents)
+	s.processed = rooms.CurrentPos()
+	go s.loop()
+	return s, nil
+}
+
+// Close stops evaluating once the events already handed over are done.
+// Close the room server first, so that none arrive after.
+func (s *Service) Close() {
+	s.inMu.Lock()
+	if s.closed {
+		s.inMu.Unlock()
+		return
+	}
+	s.closed = true
+	close(s.events)
+	s.inMu.Unlock()
+	<-s.done
+}
+
+// isLocal reports whether a user ID belongs to this server.
+func (s *Service) isLocal(userID string) bool {
+	return strings.HasSuffix(userID, ":"+string(s.cfg.ServerName))
+}
+
+// Rules returns a user's global ruleset. Reading the rules also writes
+// the m.push_rules account data if the user has none yet (see
+// EnsureAccountData).
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3pushrules
+func (s *Service) Rules(ctx context.Context, userID string) (*Ruleset, error) {
+	rs, err := s.ruleset(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.ensureAccountData(ctx, userID, rs); err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+// EnsureAccountData writes a user's m.push_rules account data if it is
+// missing or out of date (as after an upgrade that changed the default
+// rules), so that clients see the rules in /sync ("When a user changes
+// their push rules a m.push_rules event is sent to all clients"). Every
+// change to the rules rewrites it; reading the rules through the API
+// calls this. Call it when an account is created to have the rules in the
+// user's very first sync.
+func (s *Service) EnsureAccountData(ctx context.Context, userID string) error {
+	rs, err := s.ruleset(ctx, userID)
+	if err != nil {
+		return err
+	}
+	return s.ensureAccountData(ctx, userID, rs)
+}
+
+// Rule returns one rule; 404 M_NOT_FOUND if there is none.
+func (s *Service) Rule(ctx context.Context, userID, kind, ruleID string) (*Rule, error) {
+	if err := checkKind(kind); err != nil {
+		return nil, err
+	}
+	rs, err := s.ruleset(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	r := rs.Find(kind, ruleID)
+	if r == nil {
+		return nil, errRuleNotFound()
+	}
+	return r, nil
+}
+
+func errRuleNotFound() error { return mxerr.NotFound("The push rule was not found.") }
+
+// ruleset returns a user's ruleset from the cache, loading it on a miss.
+func (s *Service) ruleset(ctx context.Context, userID string) (*Ruleset, error) {
+	s.cacheMu.Lock()
+	if rs, ok := s.cache[userID]; ok {
+		s.cacheMu.Unlock()
+		return rs, nil
+	}
+	g := s.gen[userID]
+	s.cacheMu.Unlock()
+	rs, err := s.loadRuleset(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	s.cacheMu.Lock()
+	if s.gen[userID] == g {
+		if len(s.cache) >= maxCachedRulesets {
+			s.cache = map[string]*Ruleset{}
+		}
+		s.cache[userID] = rs
+	}
+	s.cacheMu.Unlock()
+	return rs, nil
+}
+
+// invalidate drops a user's cached ruleset after a change.
+func (s *Service) invalidate(userID string) {
+	s.cacheMu.Lock()
+	delete(s.cache, userID)
+	s.gen[userID]++
+	s.cacheMu.Unlock()
+}
+
+// accountDataContent is the content of m.push_rules for a ruleset.
+func accountDataContent(rs *Ruleset) (json.RawMessage, error) {
+	return json.Marshal(map[string]*Ruleset{"global": rs})
+}
+
+// ensureAccountData writes m.push_rules if it is missing or differs from
+// rs.
+func (s *Service) ensureAccountData(ctx context.Context, userID string, rs *Ruleset) error {
+	want, err := accountDataContent(rs)
+	if err != nil {
+		return err
+	}
+	cur, err := s.users.AccountData(ctx, userID, "", TypePushRules)
+	if err == nil && bytes.Equal(cur, want) {
+		return nil
+	}
+	if me, ok := mxerr.As(err); err != nil && (!ok || me.Status != 404) {
+		return err
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	return s.writeAccountData(ctx, userID, false)
+}
+
+// writeAccountData writes m.push_rules from the stored rules (unless it is
+// already current and force is false). The caller holds writeMu.
+func (s *Service) writeAccountData(ctx context.Context, userID string, force bool) error {
+	rs, err := s.loadRuleset(ctx, userID)
+	if err != nil {
+		return err
+	}
+	content, err := accountDataContent(rs)
+	if err != nil {
+		return err
+	}
+	if !force {
+		cur, err := s.users.AccountData(ctx, userID, "", TypePushRules)
+		if err == nil && bytes.Equal(cur, content) {
+			return nil
+		}
+	}
+	return s.users.SetPushRulesAccountData(ctx, userID, content)
+}
+
+// loadRuleset reads a user's rules and assembles the ruleset: the master
+// rule first, then the user's rules of each kind, then the other
+// server-default rules ("They operate at a lower priority than
+// user-defined rules, except for the .m.rule.master rule").
+func (s *Service) loadRuleset(ctx context.Context, userID string) (*Ruleset, error) {
+	user := map[string][]*Rule{}
+	rows, err := s.db.QueryContext(ctx, `SELECT kind, rule_id, rule_json, enabled FROM push_rules
+		WHERE user_id = $1 ORDER BY kind, position`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind, id, raw string
+		var enabled bool
+		if err := rows.Scan(&kind, &id, &raw, &enabled); err != nil {
+			return nil, err
+		}
+		var jr jsonRule
+		if err := json.Unmarshal([]byte(raw), &jr); err != nil {
+			s.log.WithError(err).WithFields(logrus.Fields{"user_id": userID, "rule_id": id}).Error("push: unreadable stored rule")
+			continue
+		}
+		r := &Rule{Kind: kind, RuleID: id, Enabled: enabled, Actions: jr.Actions, Pattern: jr.Pattern}
+		if kind == KindOverride || kind == KindUnderride {
+			r.Conditions = jr.Conditions
+			if r.Conditions == nil {
+				r.Conditions = []json.RawMessage{}
+			}
+		}
+		if r.Actions == nil {
+			r.Actions = []json.RawMessage{}
+		}
+		user[kind] = append(user[kind], r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	defaults := DefaultRules(userID)
+	if err := s.applyDefaultChanges(ctx, userID, defaults); err != nil {
+		return nil, err
+	}
+	byKind := map[string][]*Rule{}
+	for _, kind := range Kinds {
+		var out []*Rule
+		var rest []*Rule
+		for _, d := range defaults[kind] {
+			if d.RuleID == masterRuleID {
+				out = append(out, d)
+			} else {
+				rest = append(rest, d)
+			}
+		}
+		out = append(out, user[kind]...)
+		out = append(out, rest...)
+		byKind[kind] = out
+	}
+	return NewRuleset(byKind), nil
+}
+
+// applyDefaultChanges applies the user's changes to server-default rules.
+func (s *Service) applyDefaultChanges(ctx context.Context, userID string, defaults map[string][]*Rule) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT kind, rule_id, enabled, actions FROM push_rule_defaults WHERE user_id = $1`, userID)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind, id string
+		var enabled *bool
+		var actions *string
+		if err := rows.Scan(&kind, &id, &enabled, &actions); err != nil {
+			return err
+		}
+		for _, d := range defaults[kind] {
+			if d.RuleID != id {
+				continue
+			}
+			if enabled != nil {
+				d.Enabled = *enabled
+			}
+			if actions != nil {
+				var a []json.RawMessage
+				if json.Unmarshal([]byte(*actions), &a) == nil {
+					if a == nil {
+						a = []json.RawMessage{}
+					}
+					d.Actions = a
+				}
+			}
+		}
+	}
+	return rows.Err()
+}

@@ -1,0 +1,83 @@
+package push
+
+import "github.com/tessera-hs/tessera/internal/database"
+
+// migrations are the push domain's tables. Released migrations are never
+// edited; a schema change is a new entry.
+var migrations = []database.Migration{
+	{Version: 1, SQL: `
+-- User-defined push rules. position orders the rules of one kind, 0 being
+-- the most important; rule_json holds the rule's actions and its
+-- conditions (override, underride) or pattern (content).
+-- https://spec.matrix.org/v1.19/client-server-api/#push-rules
+CREATE TABLE push_rules (
+	user_id   TEXT NOT NULL,
+	kind      TEXT NOT NULL,
+	rule_id   TEXT NOT NULL,
+	position  INTEGER NOT NULL,
+	rule_json TEXT NOT NULL,
+	enabled   INTEGER NOT NULL,
+	PRIMARY KEY (user_id, kind, rule_id)
+);
+
+-- A user's changes to server-default rules: NULL keeps the default.
+CREATE TABLE push_rule_defaults (
+	user_id TEXT NOT NULL,
+	kind    TEXT NOT NULL,
+	rule_id TEXT NOT NULL,
+	enabled INTEGER,
+	actions TEXT,
+	PRIMARY KEY (user_id, kind, rule_id)
+);
+
+-- The outcome of evaluating push rules: one row per (user, event) whose
+-- actions notify or highlight. stream_pos is the event's room-server
+-- stream position, compared with receipts to count what is unread;
+-- thread_id is "main" or the thread root's event ID.
+-- https://spec.matrix.org/v1.19/client-server-api/#receiving-notifications
+CREATE TABLE event_push_actions (
+	user_id    TEXT NOT NULL,
+	room_id    TEXT NOT NULL,
+	event_id   TEXT NOT NULL,
+	stream_pos INTEGER NOT NULL,
+	notify     INTEGER NOT NULL,
+	highlight  INTEGER NOT NULL,
+	thread_id  TEXT NOT NULL,
+	actions    TEXT NOT NULL,
+	ts         INTEGER NOT NULL,
+	PRIMARY KEY (user_id, event_id)
+);
+CREATE INDEX event_push_actions_room ON event_push_actions(user_id, room_id, stream_pos);
+CREATE INDEX event_push_actions_user ON event_push_actions(user_id, stream_pos);
+
+-- The last event a local user sent in each room and thread: sending an
+-- event marks what came before it in that thread as read, as a receipt
+-- would.
+CREATE TABLE push_sent_marks (
+	user_id    TEXT NOT NULL,
+	room_id    TEXT NOT NULL,
+	thread_id  TEXT NOT NULL,
+	stream_pos INTEGER NOT NULL,
+	PRIMARY KEY (user_id, room_id, thread_id)
+);
+
+-- Pushers: where a user's notifications would be delivered. They are
+-- stored and listed only; this server does not call push gateways yet.
+-- https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3pushersset
+CREATE TABLE pushers (
+	user_id             TEXT NOT NULL,
+	app_id              TEXT NOT NULL,
+	pushkey             TEXT NOT NULL,
+	kind                TEXT NOT NULL,
+	app_display_name    TEXT NOT NULL,
+	device_display_name TEXT NOT NULL,
+	profile_tag         TEXT NOT NULL,
+	lang                TEXT NOT NULL,
+	data                TEXT NOT NULL,
+	device_id           TEXT NOT NULL,
+	created_ts          INTEGER NOT NULL,
+	PRIMARY KEY (user_id, app_id, pushkey)
+);
+CREATE INDEX pushers_key ON pushers(app_id, pushkey);
+`},
+}
