@@ -18,6 +18,7 @@ import (
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/internal/ratelimit"
+	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/syncapi"
 	"github.com/tessera-hs/tessera/users"
@@ -30,6 +31,7 @@ type API struct {
 	users *users.Service
 	rooms *roomserver.Service
 	syncs *syncapi.Service
+	push  *push.Service // nil until SetPush
 	uia   *uiaSessions
 	// nonces for shared-secret registration
 	nonces *nonceStore

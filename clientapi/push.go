@@ -2,10 +2,7 @@ package clientapi
 
 import (
 	"net/http"
-	"runtime"
 	"strconv"
-	"sync"
-	"weak"
 
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
@@ -19,26 +16,16 @@ import (
 // None is open to guests (the spec's guest list has none of them, and
 // Synapse refuses guests on each).
 
-// pushServices maps each API to its push service; weak keys let an API
-// that is no longer used be collected with its entry.
-var pushServices sync.Map // weak.Pointer[API] -> *push.Service
-
 // SetPush installs the push domain; call it before Register.
-func (a *API) SetPush(p *push.Service) {
-	key := weak.Make(a)
-	pushServices.Store(key, p)
-	runtime.AddCleanup(a, func(k weak.Pointer[API]) { pushServices.Delete(k) }, key)
-}
+func (a *API) SetPush(p *push.Service) { a.push = p }
 
 // pushService returns the push domain, or 404 M_UNRECOGNIZED if none was
 // installed.
 func (a *API) pushService() (*push.Service, error) {
-	if v, ok := pushServices.Load(weak.Make(a)); ok {
-		if p, ok := v.(*push.Service); ok && p != nil {
-			return p, nil
-		}
+	if a.push == nil {
+		return nil, mxerr.Unrecognized("Push notifications are not available")
 	}
-	return nil, mxerr.Unrecognized("Push notifications are not available")
+	return a.push, nil
 }
 
 func (a *API) pushRoutes() []route {

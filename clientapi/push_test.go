@@ -457,6 +457,14 @@ func TestUnreadCounts(t *testing.T) {
 	psWantCounts(t, srv, bob, group, 3, 2)
 	psWantCounts(t, srv, carol, group, 4, 0)
 
+	// Counts and notifications are kept in memory a moment before they are
+	// written; a restart writes them, and they read the same from disk,
+	// and then from disk and memory together.
+	srv.Restart()
+	psWantCounts(t, srv, bob, group, 3, 2)
+	psWantCounts(t, srv, carol, group, 4, 0)
+	psWantCounts(t, srv, bob, dm, 1, 0)
+
 	// The notifications list, newest first: the four messages, and the
 	// invite to the DM, read since bob joined (his own event).
 	n := get(t, srv, v3+"/notifications", bob.AccessToken).expect(t, http.StatusOK, "")

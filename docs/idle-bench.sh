@@ -104,8 +104,12 @@ mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 base_rss=$(rss_kib)
 echo "idle-bench: server pid $server_pid on $hs: RSS $(mib "$base_rss") MiB before any user exists" >&2
 
+# Long-polls of 60 s, as clients use, or longer if the wait and the idle
+# period would outlast them.
+poll_timeout=$((${SETTLE:-2} + D + 10))
+if ((poll_timeout < 60)); then poll_timeout=60; fi
 "$work/tessera-load" -hs "$hs" -shared-secret "$secret" -deadline 30m \
-	idle -s "$S" -d "$D" -settle "${SETTLE:-2}s" -poll-timeout "$((${SETTLE:-2} + D + 60))s" >"$work/load.out" 2>"$work/load.err" &
+	idle -s "$S" -d "$D" -settle "${SETTLE:-2}s" -poll-timeout "${poll_timeout}s" >"$work/load.out" 2>"$work/load.err" &
 load_pid=$!
 
 # Wait for a line on the tool's stderr, for at most $2 seconds.
@@ -127,10 +131,12 @@ wait_for 'idle: begin' 1800
 # polls, so tearing down the connections is not counted as idle CPU.
 t0=$(now) rss0=$(rss_kib) cpu0=$(cpu_ticks) thr0=$(threads)
 rss_max=$rss0
+rss_series=$(mib "$rss0")
 for _ in $(seq 1 $((D - 1))); do
 	sleep 1
 	r=$(rss_kib)
 	if ((r > rss_max)); then rss_max=$r; fi
+	rss_series+=" $(mib "$r")"
 done
 t1=$(now) rss1=$(rss_kib) cpu1=$(cpu_ticks) thr1=$(threads) hwm=$(hwm_kib)
 wait_for 'idle: end' $((D + 60))
@@ -146,6 +152,7 @@ cpu_pct=$(awk -v c="$cpu_s" -v e="$elapsed" 'BEGIN {printf "%.2f", 100 * c / e}'
 echo "idle-bench: $S idle long-polls for ${elapsed}s against tessera pid $server_pid"
 echo "  RSS at start of idle   $(mib "$rss0") MiB ($thr0 threads)"
 echo "  RSS at end of idle     $(mib "$rss1") MiB ($thr1 threads); highest of the samples each second $(mib "$rss_max") MiB"
+echo "  RSS each second (MiB)  $rss_series"
 echo "  RSS before any users   $(mib "$base_rss") MiB; peak of the whole run (VmHWM) $(mib "$hwm") MiB"
 echo "  CPU while idle         ${cpu_s}s of CPU in ${elapsed}s = ${cpu_pct}% of one core (tick ${clk_tck}/s)"
 echo "  tessera-load:"

@@ -32,6 +32,7 @@ func (r readUpTo) isRead(threadID string, pos int64) bool {
 // recent/ahead must be used") with the events they sent themselves, which
 // mark their thread read.
 func (s *Service) readPositions(ctx context.Context, userID, roomID string) (readUpTo, error) {
+	pendingMarks := s.pending.marksFor(userID, roomID)
 	unthreaded, threads, err := s.users.ReadPositions(ctx, userID, roomID)
 	if err != nil {
 		return readUpTo{}, err
@@ -39,6 +40,9 @@ func (s *Service) readPositions(ctx context.Context, userID, roomID string) (rea
 	r := readUpTo{unthreaded: unthreaded, threads: map[string]int64{}}
 	for t, p := range threads {
 		r.threads[t] = p
+	}
+	for t, p := range pendingMarks {
+		r.threads[t] = max(r.threads[t], p)
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT thread_id, stream_pos FROM push_sent_marks WHERE user_id = $1 AND room_id = $2`,
 		userID, roomID)
@@ -70,42 +74,16 @@ type Counts struct {
 // the count it caused.
 func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, pos int64) (Counts, map[string]Counts, error) {
 	s.waitProcessed(ctx, pos)
-	read, err := s.readPositions(ctx, userID, roomID)
-	if err != nil {
-		return Counts{}, nil, err
-	}
-	byThread := map[string]Counts{}
-	rows, err := s.db.QueryContext(ctx, `SELECT thread_id, SUM(notify), SUM(highlight) FROM event_push_actions
-		WHERE user_id = $1 AND room_id = $2 AND stream_pos > $3 GROUP BY thread_id`, userID, roomID, read.unthreaded)
-	if err != nil {
-		return Counts{}, nil, fmt.Errorf("unread counts: %w", err)
-	}
-	for rows.Next() {
-		var t string
-		var c Counts
-		if err := rows.Scan(&t, &c.Notifications, &c.Highlights); err != nil {
-			rows.Close()
+	byThread, ok := s.counts.lookup(userID, roomID)
+	if !ok {
+		e := s.counts.begin(userID, roomID)
+		var read readUpTo
+		var err error
+		byThread, read, err = s.countUnread(ctx, userID, roomID)
+		s.counts.finish(userID, roomID, e, read, byThread)
+		if err != nil {
 			return Counts{}, nil, err
 		}
-		byThread[t] = c
-	}
-	if err := rows.Close(); err != nil {
-		return Counts{}, nil, err
-	}
-	// Threads read further than the unthreaded receipt count from there.
-	for t := range byThread {
-		p := read.threads[t]
-		if p <= read.unthreaded {
-			continue
-		}
-		var c Counts
-		err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(notify), 0), COALESCE(SUM(highlight), 0) FROM event_push_actions
-			WHERE user_id = $1 AND room_id = $2 AND thread_id = $3 AND stream_pos > $4`, userID, roomID, t, p).
-			Scan(&c.Notifications, &c.Highlights)
-		if err != nil {
-			return Counts{}, nil, fmt.Errorf("unread thread counts: %w", err)
-		}
-		byThread[t] = c
 	}
 	var total Counts
 	for t, c := range byThread {
@@ -117,6 +95,65 @@ func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, pos i
 		total.Highlights += c.Highlights
 	}
 	return total, byThread, nil
+}
+
+// countUnread counts a user's unread notifications in a room by thread,
+// from the database up to the flushed position and the pending rows after
+// it, and returns the read positions it counted from.
+func (s *Service) countUnread(ctx context.Context, userID, roomID string) (map[string]Counts, readUpTo, error) {
+	flushed, pending, _ := s.pending.forUser(userID, roomID)
+	read, err := s.readPositions(ctx, userID, roomID)
+	if err != nil {
+		return nil, readUpTo{}, err
+	}
+	byThread := map[string]Counts{}
+	rows, err := s.db.QueryContext(ctx, `SELECT thread_id, SUM(notify), SUM(highlight) FROM event_push_actions
+		WHERE user_id = $1 AND room_id = $2 AND stream_pos > $3 AND stream_pos <= $4 GROUP BY thread_id`,
+		userID, roomID, read.unthreaded, flushed)
+	if err != nil {
+		return nil, readUpTo{}, fmt.Errorf("unread counts: %w", err)
+	}
+	for rows.Next() {
+		var t string
+		var c Counts
+		if err := rows.Scan(&t, &c.Notifications, &c.Highlights); err != nil {
+			rows.Close()
+			return nil, readUpTo{}, err
+		}
+		byThread[t] = c
+	}
+	if err := rows.Close(); err != nil {
+		return nil, readUpTo{}, err
+	}
+	// Threads read further than the unthreaded receipt count from there.
+	for t := range byThread {
+		p := read.threads[t]
+		if p <= read.unthreaded {
+			continue
+		}
+		var c Counts
+		err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(notify), 0), COALESCE(SUM(highlight), 0) FROM event_push_actions
+			WHERE user_id = $1 AND room_id = $2 AND thread_id = $3 AND stream_pos > $4 AND stream_pos <= $5`,
+			userID, roomID, t, p, flushed).Scan(&c.Notifications, &c.Highlights)
+		if err != nil {
+			return nil, readUpTo{}, fmt.Errorf("unread thread counts: %w", err)
+		}
+		byThread[t] = c
+	}
+	for _, r := range pending {
+		if read.isRead(r.threadID, r.pos) {
+			continue
+		}
+		c := byThread[r.threadID]
+		if r.outcome.Notify {
+			c.Notifications++
+		}
+		if r.outcome.Highlight {
+			c.Highlights++
+		}
+		byThread[r.threadID] = c
+	}
+	return byThread, read, nil
 }
 
 // Notification is one entry of GET /notifications.
@@ -162,31 +199,47 @@ func (s *Service) Notifications(ctx context.Context, userID, from string, limit 
 	}
 	limit = min(limit, maxNotificationsLimit)
 	s.waitProcessed(ctx, s.rooms.CurrentPos())
-	q := `SELECT room_id, event_id, stream_pos, thread_id, actions, ts FROM event_push_actions
-		WHERE user_id = $1 AND notify = 1 AND ($2 < 0 OR stream_pos < $2)`
-	if onlyHighlight {
-		q += ` AND highlight = 1`
-	}
-	q += ` ORDER BY stream_pos DESC LIMIT $3`
-	rows, err := s.db.QueryContext(ctx, q, userID, before, limit+1)
-	if err != nil {
-		return nil, fmt.Errorf("notifications: %w", err)
-	}
 	type row struct {
-		roomID, eventID, threadID, actions string
-		pos, ts                            int64
+		roomID, eventID, threadID string
+		actions                   []json.RawMessage
+		pos, ts                   int64
 	}
+	// The pending rows come first: they are newer than any written one.
+	flushed, pending, _ := s.pending.forUser(userID, "")
 	var list []row
-	for rows.Next() {
-		var r row
-		if err := rows.Scan(&r.roomID, &r.eventID, &r.pos, &r.threadID, &r.actions, &r.ts); err != nil {
-			rows.Close()
+	for i := len(pending) - 1; i >= 0 && len(list) <= limit; i-- {
+		r := pending[i]
+		if !r.outcome.Notify || (onlyHighlight && !r.outcome.Highlight) || (before >= 0 && r.pos >= before) {
+			continue
+		}
+		list = append(list, row{roomID: r.roomID, eventID: r.eventID, threadID: r.threadID, actions: r.actions, pos: r.pos, ts: r.ts})
+	}
+	if len(list) <= limit {
+		q := `SELECT room_id, event_id, stream_pos, thread_id, actions, ts FROM event_push_actions
+			WHERE user_id = $1 AND notify = 1 AND stream_pos <= $2 AND ($3 < 0 OR stream_pos < $3)`
+		if onlyHighlight {
+			q += ` AND highlight = 1`
+		}
+		q += ` ORDER BY stream_pos DESC LIMIT $4`
+		rows, err := s.db.QueryContext(ctx, q, userID, flushed, before, limit+1-len(list))
+		if err != nil {
+			return nil, fmt.Errorf("notifications: %w", err)
+		}
+		for rows.Next() {
+			var r row
+			var actions string
+			if err := rows.Scan(&r.roomID, &r.eventID, &r.pos, &r.threadID, &actions, &r.ts); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if err := json.Unmarshal([]byte(actions), &r.actions); err != nil || r.actions == nil {
+				r.actions = []json.RawMessage{}
+			}
+			list = append(list, r)
+		}
+		if err := rows.Close(); err != nil {
 			return nil, err
 		}
-		list = append(list, r)
-	}
-	if err := rows.Close(); err != nil {
-		return nil, err
 	}
 	page := &NotificationsPage{Notifications: []Notification{}}
 	if len(list) > limit {
@@ -213,11 +266,9 @@ func (s *Service) Notifications(ctx context.Context, userID, from string, limit 
 		if err != nil {
 			return nil, err
 		}
-		n := Notification{Event: evJSON, Read: read.isRead(r.threadID, r.pos), RoomID: r.roomID, TS: r.ts}
-		if err := json.Unmarshal([]byte(r.actions), &n.Actions); err != nil || n.Actions == nil {
-			n.Actions = []json.RawMessage{}
-		}
-		page.Notifications = append(page.Notifications, n)
+		page.Notifications = append(page.Notifications, Notification{
+			Actions: r.actions, Event: evJSON, Read: read.isRead(r.threadID, r.pos), RoomID: r.roomID, TS: r.ts,
+		})
 	}
 	return page, nil
 }

@@ -340,8 +340,24 @@ func scalarEqual(a, b any) bool {
 	return false
 }
 
-// matcher matches strings against a compiled glob.
-type matcher = *regexp.Regexp
+// matcher matches strings against a compiled glob. A whole-value pattern
+// without wildcards, the most common kind ("m.room.message"), is compared
+// without a regular expression: EqualFold folds case as (?i) does.
+type matcher = *globMatcher
+
+type globMatcher struct {
+	literal string // set for a whole-value pattern without * or ?
+	exact   bool
+	re      *regexp.Regexp
+}
+
+// MatchString reports whether s matches.
+func (m *globMatcher) MatchString(s string) bool {
+	if m.exact {
+		return strings.EqualFold(s, m.literal)
+	}
+	return m.re.MatchString(s)
+}
 
 // wordBoundary is what may sit either side of a match on content.body: a
 // word boundary is "the start or end of the value, or any character not
@@ -384,11 +400,14 @@ func cachedRegexp(key string, build func() string) *regexp.Regexp {
 // boundary (how content.body and content rules match).
 // https://spec.matrix.org/v1.19/appendices/#glob-style-matching
 func compileGlob(pattern string, words bool) matcher {
+	if !words && !strings.ContainsAny(pattern, "*?") {
+		return &globMatcher{literal: pattern, exact: true}
+	}
 	key := "g0" + pattern
 	if words {
 		key = "g1" + pattern
 	}
-	return cachedRegexp(key, func() string {
+	return regexpMatcher(cachedRegexp(key, func() string {
 		var b strings.Builder
 		b.WriteString(`(?is)`)
 		if words {
@@ -412,14 +431,23 @@ func compileGlob(pattern string, words bool) matcher {
 			b.WriteString(`$`)
 		}
 		return b.String()
-	})
+	}))
+}
+
+// regexpMatcher wraps a compiled pattern; nil (a pattern that did not
+// compile) stays nil, which never matches.
+func regexpMatcher(re *regexp.Regexp) matcher {
+	if re == nil {
+		return nil
+	}
+	return &globMatcher{re: re}
 }
 
 // compileLiteral matches a literal string (a display name) between word
 // boundaries, case-insensitively, as Synapse does for
 // contains_display_name.
 func compileLiteral(s string) matcher {
-	return cachedRegexp("l"+s, func() string {
+	return regexpMatcher(cachedRegexp("l"+s, func() string {
 		return `(?is)` + wordStart + regexp.QuoteMeta(s) + wordEnd
-	})
+	}))
 }

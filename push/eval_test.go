@@ -53,6 +53,8 @@ func TestConditions(t *testing.T) {
 		{"match type", `{"kind":"event_match","key":"type","pattern":"m.room.message"}`, true},
 		{"match type glob", `{"kind":"event_match","key":"type","pattern":"m.room.*"}`, true},
 		{"match is whole value", `{"kind":"event_match","key":"type","pattern":"m.room"}`, false},
+		{"match literal case-insensitive", `{"kind":"event_match","key":"type","pattern":"M.Room.MESSAGE"}`, true},
+		{"match literal is not a prefix", `{"kind":"event_match","key":"type","pattern":"m.room.message.x"}`, false},
 		{"match case-insensitive", `{"kind":"event_match","key":"content.topic","pattern":"LUNC?*"}`, true},
 		{"question mark needs a character", `{"kind":"event_match","key":"content.topic","pattern":"Lunch plans?"}`, false},
 		{"match sender", `{"kind":"event_match","key":"sender","pattern":"@bob:example.org"}`, true},

@@ -3,6 +3,9 @@ package push
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -26,9 +29,56 @@ func (s *Service) OnEvents(evs []*roomserver.Event) {
 	}
 }
 
+// maxBatchEvents bounds the events evaluated in one step.
+const maxBatchEvents = 4096
+
+// Evaluated notifications are kept in memory (pending) and written to the
+// database in the background: at most flushDelay after the first of them,
+// or at once when maxPendingRows build up, and on Close. Reads combine the
+// two (see pendingStore). Writing every evaluation at once would take one
+// write transaction, and one fsync, for each of the room server's commits,
+// and halved how many events a busy server could take in (measured with
+// tessera-load send); written this way, one flush covers many commits. The
+// price: a crash loses the notifications evaluated in its last flushDelay
+// (the events themselves are safe; only their counts are missed).
+const (
+	flushDelay     = 100 * time.Millisecond
+	maxPendingRows = 20_000
+)
+
+// loop evaluates events in stream order, taking every batch waiting when
+// it starts, and flushes what it evaluated.
 func (s *Service) loop() {
 	defer close(s.done)
-	for evs := range s.events {
+	timer := time.NewTimer(flushDelay)
+	timer.Stop()
+	armed := false
+	for {
+		var evs []*roomserver.Event
+		select {
+		case batch, ok := <-s.events:
+			if !ok {
+				s.flush()
+				return
+			}
+			evs = batch
+		case <-timer.C:
+			armed = false
+			s.flush()
+			continue
+		}
+	drain:
+		for len(evs) < maxBatchEvents {
+			select {
+			case more, ok := <-s.events:
+				if !ok {
+					break drain // flushed when the loop sees the close
+				}
+				evs = append(evs[:len(evs):len(evs)], more...)
+			default:
+				break drain
+			}
+		}
 		if len(evs) == 0 {
 			continue
 		}
@@ -37,7 +87,24 @@ func (s *Service) loop() {
 		for u := range woken {
 			s.wake(u)
 		}
+		switch n := s.pending.size(); {
+		case n >= maxPendingRows:
+			// Since Go 1.23 a stopped timer delivers no stale tick.
+			timer.Stop()
+			armed = false
+			s.flush()
+		case n > 0 && !armed:
+			timer.Reset(flushDelay)
+			armed = true
+		}
 	}
+}
+
+// processedPos is the last stream position evaluated.
+func (s *Service) processedPos() int64 {
+	s.posMu.Lock()
+	defer s.posMu.Unlock()
+	return s.processed
 }
 
 // advance records that every event up to pos has been evaluated.
@@ -88,9 +155,10 @@ func (s *Service) waitProcessed(ctx context.Context, pos int64) {
 // actionRow is one recorded notification.
 type actionRow struct {
 	userID, roomID, eventID, threadID string
-	pos                               int64
+	pos, ts                           int64
 	outcome                           Outcome
 	actions                           []json.RawMessage
+	actionsJSON                       string
 }
 
 // sentMark is a local user's own event: it marks its thread read.
@@ -99,8 +167,9 @@ type sentMark struct {
 	pos                      int64
 }
 
-// processBatch evaluates a batch of committed events, records the
-// results in one transaction and returns the users to wake.
+// processBatch evaluates a batch of committed events, adds the results
+// to the pending notifications and returns the users whose notifications
+// changed, to wake.
 func (s *Service) processBatch(evs []*roomserver.Event) map[string]bool {
 	ctx := context.Background()
 	var rows []actionRow
@@ -119,43 +188,101 @@ func (s *Service) processBatch(evs []*roomserver.Event) map[string]bool {
 		return nil
 	}
 	ts := s.now().UnixMilli()
-	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
-		for _, r := range rows {
-			actions, err := json.Marshal(r.actions)
-			if err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO event_push_actions
-				(user_id, room_id, event_id, stream_pos, notify, highlight, thread_id, actions, ts)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id, event_id) DO NOTHING`,
-				r.userID, r.roomID, r.eventID, r.pos, r.outcome.Notify, r.outcome.Highlight, r.threadID,
-				string(actions), ts); err != nil {
-				return err
-			}
-		}
-		// Events come in stream order, so a newer mark is always later.
-		for _, m := range marks {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO push_sent_marks (user_id, room_id, thread_id, stream_pos)
-				VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE
-				SET stream_pos = excluded.stream_pos`,
-				m.userID, m.roomID, m.threadID, m.pos); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		s.log.WithError(err).Error("push: recording notifications")
-		return nil
+	for i := range rows {
+		rows[i].ts = ts
 	}
+	s.pending.add(rows, marks)
+	s.counts.addRows(rows)
+	for _, m := range marks {
+		s.counts.invalidate(m.userID, m.roomID)
+	}
+	// A sender's own event wakes them already, and the sync that carries
+	// it waits for this evaluation: marks need no wake of their own.
 	woken := map[string]bool{}
 	for _, r := range rows {
 		woken[r.userID] = true
 	}
-	for _, m := range marks {
-		woken[m.userID] = true
-	}
 	return woken
+}
+
+// insertChunk is how many rows one INSERT writes (9 parameters each; SQLite
+// allows 32766 per statement, PostgreSQL 65535), and txRows about how many
+// one transaction writes: a flush of many rows is split so that it never
+// holds the database's one writer (which the room server's commits need)
+// for long.
+const (
+	insertChunk = 200
+	txRows      = 1000
+)
+
+// flush writes the pending notifications, in stream order, in
+// transactions of about txRows rows. Only the evaluation goroutine calls
+// it, so nothing is added meanwhile.
+func (s *Service) flush() {
+	rows, marks, upTo := s.pending.snapshot(s.processedPos())
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].pos < rows[j].pos })
+	ctx := context.Background()
+	for len(rows) > 0 || len(marks) > 0 {
+		// A transaction ends between two events, never inside one: the
+		// pending store is cut at a stream position.
+		n := min(txRows, len(rows))
+		for n < len(rows) && n > 0 && rows[n].pos == rows[n-1].pos {
+			n++
+		}
+		chunk, rest := rows[:n], rows[n:]
+		var chunkMarks []sentMark
+		if len(rest) == 0 {
+			chunkMarks = marks
+		}
+		if err := s.db.WithTx(ctx, func(tx *database.Tx) error {
+			return writeRows(ctx, tx, chunk, chunkMarks)
+		}); err != nil {
+			// Kept pending: the next flush tries again.
+			s.log.WithError(err).Error("push: recording notifications")
+			return
+		}
+		if len(rest) > 0 {
+			s.pending.flushedThrough(chunk[len(chunk)-1].pos)
+		}
+		rows, marks = rest, marks[len(chunkMarks):]
+	}
+	s.pending.flushed(upTo)
+}
+
+// writeRows inserts notification rows and sent marks.
+func writeRows(ctx context.Context, tx *database.Tx, rows []actionRow, marks []sentMark) error {
+	// Many rows per statement: one statement each would spend more time
+	// preparing than inserting.
+	for start := 0; start < len(rows); start += insertChunk {
+		chunk := rows[start:min(start+insertChunk, len(rows))]
+		var q strings.Builder
+		q.WriteString(`INSERT INTO event_push_actions
+			(user_id, room_id, event_id, stream_pos, notify, highlight, thread_id, actions, ts) VALUES `)
+		args := make([]any, 0, len(chunk)*9)
+		for i, r := range chunk {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			n := len(args)
+			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9)
+			args = append(args, r.userID, r.roomID, r.eventID, r.pos, r.outcome.Notify, r.outcome.Highlight,
+				r.threadID, r.actionsJSON, r.ts)
+		}
+		q.WriteString(` ON CONFLICT (user_id, stream_pos) DO NOTHING`)
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return err
+		}
+	}
+	for _, m := range marks {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO push_sent_marks (user_id, room_id, thread_id, stream_pos)
+			VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE
+			SET stream_pos = CASE WHEN excluded.stream_pos > push_sent_marks.stream_pos
+				THEN excluded.stream_pos ELSE push_sent_marks.stream_pos END`,
+			m.userID, m.roomID, m.threadID, m.pos); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // processEvent evaluates one event for each local member of its room other
@@ -214,12 +341,12 @@ func (s *Service) processEvent(ctx context.Context, ev *roomserver.Event) ([]act
 		if rule == nil {
 			continue
 		}
-		o := ActionsOutcome(rule.Actions)
+		o := rule.outcome
 		if !o.Notify && !o.Highlight {
 			continue
 		}
 		rows = append(rows, actionRow{userID: u, roomID: ev.RoomID, eventID: ev.EventID(), threadID: thread(),
-			pos: ev.StreamPos, outcome: o, actions: rule.Actions})
+			pos: ev.StreamPos, outcome: o, actions: rule.Actions, actionsJSON: rule.actionsJSON})
 	}
 	return rows, marks, nil
 }

@@ -5,8 +5,14 @@
 // Every committed event is evaluated, in stream order on one goroutine,
 // against the push rules of each local member of its room other than its
 // sender; events whose actions notify or highlight are recorded in
-// event_push_actions. Unread counts are those records after where the user
-// has read up to (their read receipts, or their own last event).
+// event_push_actions (kept in memory a moment first, see flushDelay).
+// Unread counts are those records after where the user has read up to
+// (their read receipts, or their own last event); the counts syncs ask for
+// are cached and kept current as notifications arrive (countCache).
+//
+// Evaluation starts from the room server's position at start-up: events
+// committed but not yet evaluated when the process died are not evaluated
+// later, so their notifications are missed (never the events).
 //
 // Pushers are stored and listed, but this server does not yet deliver
 // notifications to push gateways: nothing here calls one.
@@ -87,6 +93,8 @@ type Service struct {
 	posMu     sync.Mutex
 	processed int64         // last stream position evaluated
 	advanced  chan struct{} // closed when processed moves
+	pending   *pendingStore
+	counts    *countCache
 	roomCtxs  map[int64]*roomContext
 }
 
@@ -111,6 +119,8 @@ func New(ctx context.Context, db *database.DB, cfg Config, rooms Rooms, us Users
 	// to a waiter.
 	rooms.Subscribe(s.OnEvents)
 	s.processed = rooms.CurrentPos()
+	s.pending = newPendingStore(s.processed)
+	s.counts = newCountCache()
 	go s.loop()
 	return s, nil
 }
@@ -128,6 +138,10 @@ func (s *Service) Close() {
 	s.inMu.Unlock()
 	<-s.done
 }
+
+// ReceiptsChanged drops the cached unread counts of a room after its
+// receipts changed; call it before waking the room's syncs.
+func (s *Service) ReceiptsChanged(roomID string) { s.counts.invalidateRoom(roomID) }
 
 // isLocal reports whether a user ID belongs to this server.
 func (s *Service) isLocal(userID string) bool {

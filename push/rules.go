@@ -60,9 +60,12 @@ type Rule struct {
 	Pattern    *string           // content rules only
 
 	// conds are Conditions parsed for evaluation; pattern is Pattern
-	// compiled (nil when it cannot match).
-	conds   []*condition
-	pattern matcher
+	// compiled (nil when it cannot match); outcome and actionsJSON are
+	// what the actions mean and their JSON, worked out once.
+	conds       []*condition
+	pattern     matcher
+	outcome     Outcome
+	actionsJSON string
 }
 
 // MarshalJSON writes the spec's PushRule object.
@@ -97,6 +100,13 @@ func (r *Rule) compile() {
 	if r.Kind == KindContent && r.Pattern != nil {
 		r.pattern = compileGlob(*r.Pattern, true)
 	}
+	r.outcome = ActionsOutcome(r.Actions)
+	actions := r.Actions
+	if actions == nil {
+		actions = []json.RawMessage{}
+	}
+	b, _ := json.Marshal(actions)
+	r.actionsJSON = string(b)
 }
 
 // Ruleset is a user's global ruleset: each kind's rules, most important

@@ -80,4 +80,27 @@ CREATE TABLE pushers (
 );
 CREATE INDEX pushers_key ON pushers(app_id, pushkey);
 `},
+	{Version: 2, SQL: `
+-- event_push_actions keyed by (user_id, stream_pos): an event has one
+-- stream position, so that identifies a row, and the key serves
+-- /notifications; one index serves the per-room counts. One index fewer
+-- to write for every notification. The rows are carried over.
+CREATE TABLE event_push_actions_v2 (
+	user_id    TEXT NOT NULL,
+	stream_pos INTEGER NOT NULL,
+	room_id    TEXT NOT NULL,
+	event_id   TEXT NOT NULL,
+	notify     INTEGER NOT NULL,
+	highlight  INTEGER NOT NULL,
+	thread_id  TEXT NOT NULL,
+	actions    TEXT NOT NULL,
+	ts         INTEGER NOT NULL,
+	PRIMARY KEY (user_id, stream_pos)
+);
+INSERT INTO event_push_actions_v2 (user_id, stream_pos, room_id, event_id, notify, highlight, thread_id, actions, ts)
+	SELECT user_id, stream_pos, room_id, event_id, notify, highlight, thread_id, actions, ts FROM event_push_actions;
+DROP TABLE event_push_actions;
+ALTER TABLE event_push_actions_v2 RENAME TO event_push_actions;
+CREATE INDEX event_push_actions_room ON event_push_actions(user_id, room_id, stream_pos);
+`},
 }

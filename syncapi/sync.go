@@ -68,6 +68,8 @@ func ParseToken(s string) (Token, error) {
 type Service struct {
 	rooms    *roomserver.Service
 	notifier *Notifier
+	// unreadCounter gives unread_notifications (nil: none).
+	unreadCounter UnreadCounter
 	// streams are the streams after events, in token order.
 	streams  []stream
 	stop     chan struct{}
@@ -330,6 +332,15 @@ func (s *Service) compute(ctx context.Context, req Request) (*Response, bool, er
 			return nil, false, err
 		}
 		news = news || n
+	}
+	// Rooms that are here only for another stream's news (a receipt, say)
+	// still report their counts: a receipt is often what changed them.
+	for roomID, jr := range resp.Rooms.Join {
+		if len(jr.UnreadNotifications) == 0 {
+			if jr.UnreadNotifications, err = s.unread(ctx, req.UserID, roomID); err != nil {
+				return nil, false, err
+			}
+		}
 	}
 	return resp, news, nil
 }

@@ -2,9 +2,6 @@ package syncapi
 
 import (
 	"context"
-	"runtime"
-	"sync"
-	"weak"
 
 	"github.com/tessera-hs/tessera/push"
 )
@@ -16,28 +13,9 @@ type UnreadCounter interface {
 	UnreadCounts(ctx context.Context, userID, roomID string, pos int64) (push.Counts, map[string]push.Counts, error)
 }
 
-// unreadCounters maps each Service to its counter. It lives beside the
-// Service rather than in it so that this file alone holds the unread
-// counts; weak keys let a Service that is no longer used (a test server
-// that has stopped) be collected with its entry.
-var unreadCounters sync.Map // weak.Pointer[Service] -> UnreadCounter
-
 // SetUnreadCounter installs the source of unread counts; call it once,
 // before serving requests. Without one, rooms report no counts.
-func (s *Service) SetUnreadCounter(c UnreadCounter) {
-	key := weak.Make(s)
-	unreadCounters.Store(key, c)
-	runtime.AddCleanup(s, func(k weak.Pointer[Service]) { unreadCounters.Delete(k) }, key)
-}
-
-func (s *Service) unreadCounter() UnreadCounter {
-	v, ok := unreadCounters.Load(weak.Make(s))
-	if !ok {
-		return nil
-	}
-	c, _ := v.(UnreadCounter)
-	return c
-}
+func (s *Service) SetUnreadCounter(c UnreadCounter) { s.unreadCounter = c }
 
 // unread returns a joined room's unread_notifications: the notifications
 // and highlights after where the user has read up to.
@@ -47,7 +25,7 @@ func (s *Service) unreadCounter() UnreadCounter {
 // for them) are not reported yet: the counts are always the whole room's,
 // which is what a client that does not ask for them expects.
 func (s *Service) unread(ctx context.Context, userID, roomID string) (map[string]int, error) {
-	c := s.unreadCounter()
+	c := s.unreadCounter
 	if c == nil {
 		return map[string]int{}, nil
 	}

@@ -103,7 +103,12 @@ func (s *Server) init(ctx context.Context) error {
 			}
 		},
 		AccountDataChanged: func(_ context.Context, userID string) { s.notifier.Wake(userID) },
-		ReceiptsChanged:    func(_ context.Context, roomID string) { s.notifier.WakeRoom(roomID) },
+		ReceiptsChanged: func(_ context.Context, roomID string) {
+			if s.Push != nil {
+				s.Push.ReceiptsChanged(roomID) // before the wake: woken syncs count afresh
+			}
+			s.notifier.WakeRoom(roomID)
+		},
 		Deactivated: func(ctx context.Context, userID string) {
 			if err := rs.LeaveAll(ctx, userID); err != nil {
 				s.log.WithError(err).WithField("user_id", userID).Error("leaving rooms after deactivation")
