@@ -35,6 +35,8 @@ type API struct {
 	uia   *uiaSessions
 	// nonces for shared-secret registration
 	nonces *nonceStore
+	// stream keeps the open sync streams (WebSockets); see websocket.go.
+	stream *streamHub
 
 	// Rate limiters; nil when limits are off (a nil limiter allows all).
 	loginPerAddress, loginPerAccount, loginFailures, registerPerAddress *ratelimit.Limiter
@@ -83,6 +85,7 @@ func (a *API) Register(r *mux.Router) {
 		add(prefix, a.roomExtraRoutes())
 		add(prefix, a.accountDataRoutes())
 		add(prefix, a.syncRoutes())
+		add(prefix, a.toDeviceRoutes())
 		add(prefix, a.pushRoutes())
 		add(prefix, a.typingPresenceRoutes())
 	}
@@ -90,6 +93,7 @@ func (a *API) Register(r *mux.Router) {
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},
 	})
 	a.roomExtraPrefixedRoutes(add)
+	a.registerStream(r)
 	add("/_synapse/admin/v1", []route{
 		{http.MethodGet, "/register", a.sharedSecretNonce},
 		{http.MethodPost, "/register", a.sharedSecretRegister},

@@ -45,6 +45,21 @@ func (a *API) sync(r *http.Request, who *users.Requester) (any, error) {
 	default:
 		return nil, mxerr.InvalidParam("full_state must be true or false")
 	}
+	// use_state_after (MSC4222, in the spec since v1.16), also under its
+	// unstable name: the state section is then state_after, named as the
+	// parameter was.
+	for _, p := range [][2]string{
+		{"use_state_after", syncapi.StateAfterStable},
+		{"org.matrix.msc4222.use_state_after", syncapi.StateAfterUnstable},
+	} {
+		switch q.Get(p[0]) {
+		case "", "false":
+		case "true":
+			req.StateAfter = append(req.StateAfter, p[1])
+		default:
+			return nil, mxerr.InvalidParam("%s must be true or false", p[0])
+		}
+	}
 	switch q.Get("set_presence") {
 	case "", "online", "offline", "unavailable":
 	default:

@@ -157,6 +157,7 @@ echo "  RSS before any users   $(mib "$base_rss") MiB; peak of the whole run (Vm
 echo "  CPU while idle         ${cpu_s}s of CPU in ${elapsed}s = ${cpu_pct}% of one core (tick ${clk_tck}/s)"
 echo "  tessera-load:"
 sed 's/^/    /' "$work/load.out"
-printf '{"idle_bench":true,"users":%s,"idle_seconds":%s,"rss_start_kib":%s,"rss_end_kib":%s,"rss_max_kib":%s,"rss_base_kib":%s,"hwm_kib":%s,"cpu_seconds":%s,"cpu_percent":%s,"threads":%s,"load_exit":%s}\n' \
-	"$S" "$elapsed" "$rss0" "$rss1" "$rss_max" "$base_rss" "$hwm" "$cpu_s" "$cpu_pct" "$thr1" "$load_status"
+wakeups=$(grep -o '"wakeups":[0-9]*' "$work/load.out" | tail -n 1 | cut -d: -f2)
+printf '{"idle_bench":true,"users":%s,"idle_seconds":%s,"rss_start_kib":%s,"rss_end_kib":%s,"rss_max_kib":%s,"rss_base_kib":%s,"hwm_kib":%s,"cpu_seconds":%s,"cpu_percent":%s,"threads":%s,"wakeups":%s,"load_exit":%s}\n' \
+	"$S" "$elapsed" "$rss0" "$rss1" "$rss_max" "$base_rss" "$hwm" "$cpu_s" "$cpu_pct" "$thr1" "${wakeups:-null}" "$load_status"
 exit "$load_status"

@@ -23,6 +23,10 @@ type syncContext struct {
 	resp    *Response
 	initial bool
 	joined  []string // rooms the user is joined to
+	// next is the response's next_batch. A stream that sends only part of
+	// what is waiting lowers its own position in it, so that the next
+	// sync carries on from there.
+	next Token
 }
 
 // joinedRoom returns the response entry of a joined room, adding an empty
@@ -74,7 +78,13 @@ func (a accountDataStream) fill(ctx context.Context, sc *syncContext, since, now
 			continue
 		}
 		if !sc.isJoined(e.RoomID) {
-			continue // left rooms' account data comes with the leave
+			// A room the user has left has its account data in its leave
+			// section, when the response has one.
+			if lr, ok := sc.resp.Rooms.Leave[e.RoomID]; ok {
+				lr.AccountData.Events = append(lr.AccountData.Events, ev)
+				news = true
+			}
+			continue
 		}
 		jr := sc.joinedRoom(e.RoomID)
 		jr.AccountData.Events = append(jr.AccountData.Events, ev)

@@ -3,6 +3,7 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/users"
@@ -72,19 +74,27 @@ type Service struct {
 	unreadCounter UnreadCounter
 	// streams are the streams after events, in token order.
 	streams  []stream
+	lazy     *lazyMembers
 	stop     chan struct{}
 	stopOnce sync.Once
 }
 
-// New builds the sync service on the room server and subscribes its
-// notifier to committed events.
-func New(rooms *roomserver.Service, us *users.Service, notifier *Notifier) *Service {
+// New runs the sync domain's migrations, builds the sync service on the
+// room server and subscribes its notifier to committed events.
+func New(ctx context.Context, db *database.DB, rooms *roomserver.Service, us *users.Service, notifier *Notifier) (*Service, error) {
+	if err := db.Migrate(ctx, "syncapi", migrations); err != nil {
+		return nil, err
+	}
+	toDevice, err := newToDeviceStream(ctx, db, us, notifier)
+	if err != nil {
+		return nil, err
+	}
 	rooms.Subscribe(notifier.OnEvents)
 	return &Service{
-		rooms: rooms, notifier: notifier, stop: make(chan struct{}),
+		rooms: rooms, notifier: notifier, stop: make(chan struct{}), lazy: newLazyMembers(),
 		// In the order of streamNames after "events".
-		streams: []stream{accountDataStream{us}, receiptStream{us}, newTypingStream(notifier), newPresenceStream(us, rooms, notifier), newToDeviceStream()},
-	}
+		streams: []stream{accountDataStream{us}, receiptStream{us}, newTypingStream(notifier), newPresenceStream(us, rooms, notifier), toDevice},
+	}, nil
 }
 
 // Stop ends every waiting long-poll (each answers with what it has), so
@@ -98,7 +108,20 @@ type Request struct {
 	Timeout          time.Duration
 	FullState        bool
 	Filter           *users.Filter
+	// StateAfter asks for the state at the end of each timeline in place
+	// of the state at its start (use_state_after, MSC4222), under these
+	// names: "state_after", "org.matrix.msc4222.state_after" or both, as
+	// the request named the parameter. Empty: the classic state section.
+	// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
+	StateAfter []string
 }
+
+// StateAfterStable and StateAfterUnstable are the names of the state_after
+// section.
+const (
+	StateAfterStable   = "state_after"
+	StateAfterUnstable = "org.matrix.msc4222.state_after"
+)
 
 // Response is the spec's /sync response.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
@@ -110,6 +133,10 @@ type Response struct {
 	ToDevice    EventList      `json:"to_device"`
 	DeviceLists DeviceLists    `json:"device_lists"`
 	OTKCounts   map[string]int `json:"device_one_time_keys_count"`
+
+	// lazySent lists the member events sent to a lazy-loading client, to
+	// remember once the response is final.
+	lazySent []lazySent
 }
 
 type EventList struct {
@@ -128,16 +155,51 @@ type Rooms struct {
 	Knock  map[string]*KnockedRoom `json:"knock"`
 }
 
+// Timeline is a room's timeline section. The events are kept in the
+// client format, which the other streams read; format (the filter's
+// event_format and event_fields) is applied when it is written out.
 type Timeline struct {
 	Events    []roomserver.ClientEvent `json:"events"`
 	Limited   bool                     `json:"limited"`
 	PrevBatch string                   `json:"prev_batch,omitempty"`
+
+	raw    []*roomserver.Event // the stored events behind Events
+	format *eventFormat
 }
 
+func (t Timeline) MarshalJSON() ([]byte, error) {
+	type plain Timeline // without the method
+	if t.format == nil {
+		return json.Marshal(plain(t))
+	}
+	return json.Marshal(struct {
+		Events    []any  `json:"events"`
+		Limited   bool   `json:"limited"`
+		PrevBatch string `json:"prev_batch,omitempty"`
+	}{t.format.events(t.Events, t.raw), t.Limited, t.PrevBatch})
+}
+
+// StateList is a room's state (or state_after) section.
 type StateList struct {
 	Events []roomserver.ClientEvent `json:"events"`
+
+	raw    []*roomserver.Event
+	format *eventFormat
 }
 
+func (l StateList) MarshalJSON() ([]byte, error) {
+	type plain StateList
+	if l.format == nil {
+		return json.Marshal(plain(l))
+	}
+	return json.Marshal(struct {
+		Events []any `json:"events"`
+	}{l.format.events(l.Events, l.raw)})
+}
+
+// JoinedRoom is a joined room's entry. State holds the state section, or
+// the state_after section when the request asked for it (it is written
+// out under stateNames).
 type JoinedRoom struct {
 	Timeline            Timeline       `json:"timeline"`
 	State               StateList      `json:"state"`
@@ -145,6 +207,23 @@ type JoinedRoom struct {
 	AccountData         EventList      `json:"account_data"`
 	Summary             map[string]any `json:"summary"`
 	UnreadNotifications map[string]int `json:"unread_notifications"`
+
+	stateNames []string // nil: "state"
+}
+
+func (jr JoinedRoom) MarshalJSON() ([]byte, error) {
+	type plain JoinedRoom
+	if len(jr.stateNames) == 0 {
+		return json.Marshal(plain(jr))
+	}
+	m := map[string]any{
+		"timeline": jr.Timeline, "ephemeral": jr.Ephemeral, "account_data": jr.AccountData,
+		"summary": jr.Summary, "unread_notifications": jr.UnreadNotifications,
+	}
+	for _, name := range jr.stateNames {
+		m[name] = jr.State
+	}
+	return json.Marshal(m)
 }
 
 func emptyJoinedRoom() *JoinedRoom {
@@ -170,10 +249,26 @@ type KnockedRoom struct {
 	} `json:"knock_state"`
 }
 
+// LeftRoom is the entry of a room the user has left or was banned from:
+// its events up to the leave.
 type LeftRoom struct {
 	Timeline    Timeline  `json:"timeline"`
 	State       StateList `json:"state"`
 	AccountData EventList `json:"account_data"`
+
+	stateNames []string // nil: "state"
+}
+
+func (lr LeftRoom) MarshalJSON() ([]byte, error) {
+	type plain LeftRoom
+	if len(lr.stateNames) == 0 {
+		return json.Marshal(plain(lr))
+	}
+	m := map[string]any{"timeline": lr.Timeline, "account_data": lr.AccountData}
+	for _, name := range lr.stateNames {
+		m[name] = lr.State
+	}
+	return json.Marshal(m)
 }
 
 // StrippedEvent is the stripped state format for invites and knocks.
@@ -200,36 +295,54 @@ const defaultTimelineLimit = 10
 // token (or for an initial sync), else when something does or the timeout
 // ends.
 func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
+	f := newFilter(req.Filter)
+	lazy := f.lazyMembers && req.DeviceID != ""
+	if lazy {
+		var since *int64
+		if req.Since != nil {
+			p := req.Since.pos(0)
+			since = &p
+		}
+		s.lazy.begin(req.UserID, req.DeviceID, since)
+	}
 	var deadline <-chan time.Time
 	if req.Since != nil && req.Timeout > 0 {
 		t := time.NewTimer(req.Timeout)
 		defer t.Stop()
 		deadline = t.C
 	}
+	done := func(resp *Response) (*Response, error) {
+		if lazy {
+			if tok, err := ParseToken(resp.NextBatch); err == nil {
+				s.lazy.sent(req.UserID, req.DeviceID, tok.pos(0), resp.lazySent)
+			}
+		}
+		return resp, nil
+	}
 	for {
 		changed := s.notifier.Changed(req.UserID)
-		resp, news, err := s.compute(ctx, req)
+		resp, news, err := s.compute(ctx, req, f)
 		if err != nil {
 			return nil, err
 		}
 		if news || req.Since == nil || req.Timeout <= 0 || req.FullState {
-			return resp, nil
+			return done(resp)
 		}
 		select {
 		case <-changed:
 		case <-deadline:
-			return resp, nil
+			return done(resp)
 		case <-ctx.Done():
-			return resp, nil
+			return done(resp)
 		case <-s.stop:
-			return resp, nil
+			return done(resp)
 		}
 	}
 }
 
 // compute builds the response for the changes between the since token and
 // now, and reports whether there were any.
-func (s *Service) compute(ctx context.Context, req Request) (*Response, bool, error) {
+func (s *Service) compute(ctx context.Context, req Request, f *filter) (*Response, bool, error) {
 	nowTok := make(Token, len(streamNames))
 	nowTok[0] = s.rooms.CurrentPos()
 	for i, st := range s.streams {
@@ -250,7 +363,6 @@ func (s *Service) compute(ctx context.Context, req Request) (*Response, bool, er
 	}
 	now, since := nowTok[0], sinceTok[0]
 	resp := &Response{
-		NextBatch: nowTok.String(),
 		Rooms: Rooms{
 			Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{},
 			Leave: map[string]*LeftRoom{}, Knock: map[string]*KnockedRoom{},
@@ -261,14 +373,13 @@ func (s *Service) compute(ctx context.Context, req Request) (*Response, bool, er
 		DeviceLists: DeviceLists{Changed: []string{}, Left: []string{}},
 		OTKCounts:   map[string]int{},
 	}
-	f := newFilter(req.Filter)
-	viewer := roomserver.Viewer{UserID: req.UserID, DeviceID: req.DeviceID}
 	mems, err := s.rooms.Memberships(ctx, req.UserID)
 	if err != nil {
 		return nil, false, err
 	}
-	sc := &syncContext{req: req, resp: resp, initial: initial}
+	sc := &syncContext{req: req, resp: resp, initial: initial, next: append(Token(nil), nowTok...)}
 	news := false
+	roomNews := map[string]bool{}
 	for _, m := range mems {
 		if !f.roomAllowed(m.RoomID) || m.StreamPos > now {
 			continue
@@ -276,15 +387,20 @@ func (s *Service) compute(ctx context.Context, req Request) (*Response, bool, er
 		changedSince := m.StreamPos > since
 		switch m.Membership {
 		case "join":
-			jr, ok, err := s.joinedRoom(ctx, req, f, viewer, m.RoomID, since, now, initial || req.FullState || changedSince)
+			sc.joined = append(sc.joined, m.RoomID)
+			// A room joined since the token is new to the client: it gets
+			// the room's recent timeline and whole state.
+			fresh := initial || (changedSince && s.membershipAt(ctx, req.UserID, m, since) != "join")
+			rs := roomSpan{roomID: m.RoomID, since: since, upto: now, full: fresh || req.FullState, fromStart: fresh}
+			jr, ok, err := s.joinedRoom(ctx, sc, f, rs)
 			if err != nil {
 				return nil, false, err
 			}
 			if ok {
 				resp.Rooms.Join[m.RoomID] = jr
+				roomNews[m.RoomID] = true
 				news = true
 			}
-			sc.joined = append(sc.joined, m.RoomID)
 		case "invite", "knock":
 			if !initial && !changedSince {
 				continue
@@ -315,10 +431,19 @@ func (s *Service) compute(ctx context.Context, req Request) (*Response, bool, er
 			}
 			news = true
 		case "leave", "ban":
-			if !changedSince || (initial && !f.includeLeave) {
+			// A room left since the token is always reported; on an
+			// initial (or full_state) sync, the rooms left before only
+			// with include_leave.
+			everything := initial || req.FullState
+			if !changedSince && !(everything && f.includeLeave) {
 				continue
 			}
-			lr, err := s.leftRoom(ctx, req, f, viewer, m, since)
+			if initial && !f.includeLeave {
+				continue
+			}
+			fresh := initial || !changedSince || s.membershipAt(ctx, req.UserID, m, since) != "join"
+			rs := roomSpan{roomID: m.RoomID, since: since, upto: m.StreamPos, full: fresh || req.FullState, fromStart: fresh}
+			lr, err := s.leftRoom(ctx, sc, f, rs)
 			if err != nil {
 				return nil, false, err
 			}
@@ -333,6 +458,7 @@ func (s *Service) compute(ctx context.Context, req Request) (*Response, bool, er
 		}
 		news = news || n
 	}
+	s.applySectionFilters(sc, f, roomNews)
 	// Rooms that are here only for another stream's news (a receipt, say)
 	// still report their counts: a receipt is often what changed them.
 	for roomID, jr := range resp.Rooms.Join {
@@ -342,84 +468,433 @@ func (s *Service) compute(ctx context.Context, req Request) (*Response, bool, er
 			}
 		}
 	}
+	resp.NextBatch = sc.next.String()
 	return resp, news, nil
 }
 
-// joinedRoom builds a joined room's section. full asks for the room's
-// whole state (initial sync, full_state, or a room joined since the token).
-// It reports false when nothing changed in the room.
-func (s *Service) joinedRoom(ctx context.Context, req Request, f *filter, viewer roomserver.Viewer, roomID string, since, now int64, full bool) (*JoinedRoom, bool, error) {
-	from := since
-	if full {
+// applySectionFilters applies what the filter says of the sections the
+// streams filled (rooms' ephemeral and account data events, global account
+// data), drops the entries of rooms the filter leaves out, and names the
+// state sections.
+func (s *Service) applySectionFilters(sc *syncContext, f *filter, roomNews map[string]bool) {
+	resp := sc.resp
+	resp.AccountData.Events = limitEvents(f.accountDataF, resp.AccountData.Events)
+	roomAccountData := func(roomID string, evs []any) []any {
+		if !sectionRoomAllowed(f.roomAccountDataF, roomID) {
+			return []any{}
+		}
+		if f.roomAccountDataF != nil {
+			return limitEvents(&f.roomAccountDataF.EventFilter, evs)
+		}
+		return evs
+	}
+	for roomID, jr := range resp.Rooms.Join {
+		if !f.roomAllowed(roomID) {
+			delete(resp.Rooms.Join, roomID)
+			continue
+		}
+		before := len(jr.Ephemeral.Events) + len(jr.AccountData.Events)
+		if !sectionRoomAllowed(f.ephemeralF, roomID) {
+			jr.Ephemeral.Events = []any{}
+		} else if f.ephemeralF != nil {
+			jr.Ephemeral.Events = limitEvents(&f.ephemeralF.EventFilter, jr.Ephemeral.Events)
+		}
+		jr.AccountData.Events = roomAccountData(roomID, jr.AccountData.Events)
+		if !roomNews[roomID] && before > 0 && len(jr.Ephemeral.Events)+len(jr.AccountData.Events) == 0 {
+			delete(resp.Rooms.Join, roomID) // its only news was filtered out
+			continue
+		}
+		jr.stateNames = sc.req.StateAfter
+	}
+	for roomID, lr := range resp.Rooms.Leave {
+		lr.AccountData.Events = roomAccountData(roomID, lr.AccountData.Events)
+		lr.stateNames = sc.req.StateAfter
+	}
+}
+
+// membershipAt is the user's membership of a room just after stream
+// position pos ("" for none), found by following their member events back
+// from the current one. A chain too long to follow counts as no
+// membership, which makes the caller send the room afresh: more than
+// needed, never less.
+func (s *Service) membershipAt(ctx context.Context, userID string, m roomserver.MembershipChange, pos int64) string {
+	id := m.EventID
+	for i := 0; i < 20 && id != ""; i++ {
+		ev, err := s.rooms.Event(ctx, m.RoomID, userID, id)
+		if err != nil {
+			return ""
+		}
+		if ev.StreamPos <= pos {
+			membership, _ := ev.Membership()
+			return membership
+		}
+		id = ev.ReplacesState
+	}
+	return ""
+}
+
+// roomSpan is the part of a room's history a response covers.
+type roomSpan struct {
+	roomID      string
+	since, upto int64
+	// full asks for the whole state rather than the changes since the
+	// token; fromStart for the room's latest events rather than those
+	// after the token (a room new to the client).
+	full, fromStart bool
+}
+
+// roomEvents is what a response says of a room's events.
+type roomEvents struct {
+	timeline []*roomserver.Event
+	limited  bool
+	state    []*roomserver.Event // the state (or state_after) section
+	summary  map[string]any      // nil: unchanged
+}
+
+// joinedRoom builds a joined room's entry. It reports false when nothing
+// changed in the room.
+func (s *Service) joinedRoom(ctx context.Context, sc *syncContext, f *filter, rs roomSpan) (*JoinedRoom, bool, error) {
+	re, ok, err := s.roomEvents(ctx, sc, f, rs, true)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	jr := emptyJoinedRoom()
+	jr.Timeline, jr.State = s.sections(ctx, sc, f, re)
+	if re.summary != nil {
+		jr.Summary = re.summary
+	}
+	if jr.UnreadNotifications, err = s.unread(ctx, sc.req.UserID, rs.roomID); err != nil {
+		return nil, false, err
+	}
+	return jr, true, nil
+}
+
+// leftRoom builds the entry of a room the user left: its events up to the
+// leave, and the state there.
+func (s *Service) leftRoom(ctx context.Context, sc *syncContext, f *filter, rs roomSpan) (*LeftRoom, error) {
+	lr := &LeftRoom{
+		Timeline:    Timeline{Events: []roomserver.ClientEvent{}},
+		State:       StateList{Events: []roomserver.ClientEvent{}},
+		AccountData: EventList{Events: []any{}},
+	}
+	re, ok, err := s.roomEvents(ctx, sc, f, rs, false)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		lr.Timeline, lr.State = s.sections(ctx, sc, f, re)
+	}
+	return lr, nil
+}
+
+// sections formats a room's timeline and state sections.
+func (s *Service) sections(ctx context.Context, sc *syncContext, f *filter, re *roomEvents) (Timeline, StateList) {
+	viewer := roomserver.Viewer{UserID: sc.req.UserID, DeviceID: sc.req.DeviceID}
+	tl := Timeline{Events: s.clientEvents(ctx, re.timeline, viewer), Limited: re.limited, raw: re.timeline, format: f.format}
+	if len(re.timeline) > 0 {
+		first := re.timeline[0]
+		tl.PrevBatch = roomserver.Token{Depth: first.Depth(), Stream: first.StreamPos - 1}.String()
+	}
+	st := StateList{Events: s.clientEvents(ctx, re.state, viewer), raw: re.state, format: f.format}
+	return tl, st
+}
+
+// roomEvents works out a room's timeline, its state section and (for a
+// joined room) its summary. It reports false when there is nothing to
+// say of the room.
+//
+// The state section is, without use_state_after, the state at the start
+// of the timeline that the client does not have (all of it for a full
+// sync); with it, the state at the end of the timeline that the client
+// does not have, state events of the timeline included.
+func (s *Service) roomEvents(ctx context.Context, sc *syncContext, f *filter, rs roomSpan, joined bool) (*roomEvents, bool, error) {
+	userID, roomID := sc.req.UserID, rs.roomID
+	from := rs.since
+	if rs.fromStart {
 		from = 0
 	}
-	tl, limited, err := s.rooms.Timeline(ctx, roomID, req.UserID, from, now, f.timelineLimit)
+	tl, limited, sawAny, dropped, err := s.timeline(ctx, f, roomID, userID, from, rs.upto)
 	if err != nil {
 		return nil, false, err
 	}
-	if !full && len(tl) == 0 {
+	if !rs.full && !sawAny {
 		return nil, false, nil
 	}
-	tl = f.timeline(tl)
-	jr := emptyJoinedRoom()
-	jr.Timeline = Timeline{Events: s.clientEvents(ctx, tl, viewer), Limited: limited}
-	if jr.UnreadNotifications, err = s.unread(ctx, req.UserID, roomID); err != nil {
-		return nil, false, err
+	stateAfter := len(sc.req.StateAfter) > 0
+	// gapless: the timeline is every event since the token, so the client
+	// can follow the state through it.
+	gapless := !rs.full && !limited && !dropped
+	inTimeline := make(map[string]bool, len(tl))
+	for _, ev := range tl {
+		inTimeline[ev.EventID()] = true
 	}
-	// The state section is the state at the start of the timeline that the
-	// client does not have yet.
-	var start map[roomserver.StateKey]*roomserver.Event
-	if len(tl) > 0 {
-		if start, err = s.rooms.StateBefore(ctx, roomID, tl[0]); err != nil {
+
+	// base is the state at the point the section describes, loaded when
+	// needed.
+	var base map[roomserver.StateKey]*roomserver.Event
+	loadBase := func() error {
+		if base != nil {
+			return nil
+		}
+		var err error
+		if !stateAfter && len(tl) > 0 {
+			base, err = s.rooms.StateBefore(ctx, roomID, tl[0])
+		} else {
+			base, err = s.rooms.StateAt(ctx, roomID, rs.upto)
+		}
+		return err
+	}
+	var delta []*roomserver.Event
+	switch {
+	case rs.full:
+		if err := loadBase(); err != nil {
 			return nil, false, err
 		}
-		jr.Timeline.PrevBatch = roomserver.Token{Depth: tl[0].Depth(), Stream: tl[0].StreamPos - 1}.String()
-	} else if start, err = s.rooms.StateAt(ctx, roomID, now); err != nil {
-		return nil, false, err
+		delta = roomserver.SortByStream(base)
+	case gapless:
+		if stateAfter {
+			// Every state change is in the timeline: the latest of each.
+			latest := map[roomserver.StateKey]*roomserver.Event{}
+			for _, ev := range tl {
+				if sk := ev.StateKey(); sk != nil {
+					latest[roomserver.StateKey{Type: ev.Type(), StateKey: *sk}] = ev
+				}
+			}
+			delta = roomserver.SortByStream(latest)
+		}
+	default:
+		if err := loadBase(); err != nil {
+			return nil, false, err
+		}
+		old, err := s.rooms.StateAt(ctx, roomID, rs.since)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, ev := range roomserver.SortByStream(base) {
+			k := roomserver.StateKey{Type: ev.Type(), StateKey: *ev.StateKey()}
+			if o, ok := old[k]; !ok || o.EventID() != ev.EventID() {
+				delta = append(delta, ev)
+			}
+		}
 	}
-	if !full {
-		if !limited {
-			start = nil // every state change is in the timeline
-		} else {
-			old, err := s.rooms.StateAt(ctx, roomID, since)
-			if err != nil {
+	if !stateAfter {
+		// The timeline has its own events.
+		delta = dropEvents(delta, inTimeline)
+	}
+
+	re := &roomEvents{timeline: tl, limited: limited}
+	// The summary goes out when the members may have changed.
+	if joined && (rs.full || hasMember(tl) || (!gapless && hasMember(delta))) {
+		end := base
+		if !stateAfter || end == nil {
+			if end, err = s.rooms.StateAt(ctx, roomID, rs.upto); err != nil {
 				return nil, false, err
 			}
-			for k, ev := range start {
-				if o, ok := old[k]; ok && o.EventID() == ev.EventID() {
-					delete(start, k)
+		}
+		re.summary = summarize(end, userID)
+	}
+
+	// Lazy loading: a full section keeps only the member events the
+	// timeline needs (its senders', the heroes', the user's own); an
+	// incremental one keeps every member change since the token (the spec
+	// requires those of the gap) and adds the needed members the client
+	// may not have.
+	if f.lazyMembers {
+		needed := map[string]bool{}
+		for _, ev := range tl {
+			needed[string(ev.SenderID())] = true
+		}
+		if heroes, ok := re.summary["m.heroes"].([]string); ok {
+			for _, h := range heroes {
+				needed[h] = true
+			}
+		}
+		if rs.full {
+			needed[userID] = true
+			s.lazy.forgetRoom(userID, sc.req.DeviceID, roomID)
+			kept := delta[:0:0]
+			for _, ev := range delta {
+				if ev.Type() != spec.MRoomMember || needed[*ev.StateKey()] {
+					kept = append(kept, ev)
+				}
+			}
+			delta = kept
+		} else if len(needed) > 0 {
+			have := map[string]bool{}
+			for _, ev := range delta {
+				if ev.Type() == spec.MRoomMember {
+					have[*ev.StateKey()] = true
+				}
+			}
+			var missing []string
+			for u := range needed {
+				if !have[u] {
+					missing = append(missing, u)
+				}
+			}
+			if len(missing) > 0 {
+				if err := loadBase(); err != nil {
+					return nil, false, err
+				}
+				sort.Strings(missing)
+				for _, u := range missing {
+					ev, ok := base[roomserver.StateKey{Type: spec.MRoomMember, StateKey: u}]
+					if !ok || (!stateAfter && inTimeline[ev.EventID()]) {
+						continue
+					}
+					if !f.includeRedundant && s.lazy.has(userID, sc.req.DeviceID, roomID, u, ev.EventID()) {
+						continue // the client has it
+					}
+					delta = append(delta, ev)
+				}
+				sort.SliceStable(delta, func(i, j int) bool { return delta[i].StreamPos < delta[j].StreamPos })
+			}
+		}
+	}
+
+	// The state filter, last: it applies to member events as to any.
+	if !sectionRoomAllowed(f.stateF, roomID) {
+		delta = nil
+	}
+	for _, ev := range delta {
+		if f.stateWanted(ev) {
+			re.state = append(re.state, ev)
+		}
+	}
+	if f.lazyMembers {
+		for _, list := range [][]*roomserver.Event{re.state, tl} {
+			for _, ev := range list {
+				if ev.Type() == spec.MRoomMember && ev.StateKey() != nil {
+					sc.resp.lazySent = append(sc.resp.lazySent, lazySent{roomID: roomID, member: *ev.StateKey(), eventID: ev.EventID()})
 				}
 			}
 		}
 	}
-	inTimeline := map[string]bool{}
-	for _, ev := range tl {
-		inTimeline[ev.EventID()] = true
+	if !rs.full && len(tl) == 0 && len(re.state) == 0 && re.summary == nil {
+		return nil, false, nil // what changed was all filtered out
 	}
-	var state []*roomserver.Event
-	for _, ev := range roomserver.SortByStream(start) {
-		if !inTimeline[ev.EventID()] && f.stateWanted(ev, tl, req.UserID) {
-			state = append(state, ev)
-		}
-	}
-	jr.State.Events = s.clientEvents(ctx, state, viewer)
-	return jr, true, nil
+	return re, true, nil
 }
 
-func (s *Service) leftRoom(ctx context.Context, req Request, f *filter, viewer roomserver.Viewer, m roomserver.MembershipChange, since int64) (*LeftRoom, error) {
-	tl, limited, err := s.rooms.Timeline(ctx, m.RoomID, req.UserID, since, m.StreamPos, f.timelineLimit)
-	if err != nil {
-		return nil, err
+func dropEvents(evs []*roomserver.Event, drop map[string]bool) []*roomserver.Event {
+	out := evs[:0:0]
+	for _, ev := range evs {
+		if !drop[ev.EventID()] {
+			out = append(out, ev)
+		}
 	}
-	lr := &LeftRoom{
-		Timeline:    Timeline{Events: s.clientEvents(ctx, f.timeline(tl), viewer), Limited: limited},
-		State:       StateList{Events: []roomserver.ClientEvent{}},
-		AccountData: EventList{Events: []any{}},
+	return out
+}
+
+func hasMember(evs []*roomserver.Event) bool {
+	for _, ev := range evs {
+		if ev.Type() == spec.MRoomMember {
+			return true
+		}
 	}
-	if len(tl) > 0 {
-		lr.Timeline.PrevBatch = roomserver.Token{Depth: tl[0].Depth(), Stream: tl[0].StreamPos - 1}.String()
+	return false
+}
+
+// maxHeroes is how many members the summary names.
+const maxHeroes = 5
+
+// summarize is a joined room's summary: its joined and invited member
+// counts, and its heroes, the first members (other than the user) by
+// stream order who are joined or invited, or, when there are none, who
+// have left or were banned.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
+func summarize(state map[roomserver.StateKey]*roomserver.Event, userID string) map[string]any {
+	joined, invited := 0, 0
+	var present, gone []*roomserver.Event
+	for k, ev := range state {
+		if k.Type != spec.MRoomMember {
+			continue
+		}
+		membership, _ := ev.Membership()
+		switch membership {
+		case spec.Join:
+			joined++
+		case spec.Invite:
+			invited++
+		}
+		if k.StateKey == userID {
+			continue
+		}
+		switch membership {
+		case spec.Join, spec.Invite:
+			present = append(present, ev)
+		case spec.Leave, spec.Ban:
+			gone = append(gone, ev)
+		}
 	}
-	return lr, nil
+	candidates := present
+	if len(candidates) == 0 {
+		candidates = gone
+	}
+	sort.Slice(candidates, func(i, j int) bool { return candidates[i].StreamPos < candidates[j].StreamPos })
+	heroes := []string{}
+	for _, ev := range candidates {
+		if len(heroes) == maxHeroes {
+			break
+		}
+		heroes = append(heroes, *ev.StateKey())
+	}
+	return map[string]any{
+		"m.heroes":               heroes,
+		"m.joined_member_count":  joined,
+		"m.invited_member_count": invited,
+	}
+}
+
+// timeline returns the latest events of a room in (from, to] that the
+// user may see and the timeline filter lets through, at most the filter's
+// limit; whether older ones were left out (limited); whether there were
+// any events in the range at all; and whether the filter dropped any.
+// When the filter drops events it reads further back, a few windows at
+// most, to fill the limit.
+func (s *Service) timeline(ctx context.Context, f *filter, roomID, userID string, from, to int64) (tl []*roomserver.Event, limited, sawAny, dropped bool, err error) {
+	limit := f.timelineLimit
+	if !sectionRoomAllowed(f.timelineF, roomID) {
+		evs, more, err := s.rooms.Timeline(ctx, roomID, userID, from, to, 1)
+		any := len(evs) > 0 || more
+		return nil, any, any, any, err
+	}
+	if !f.timelineFiltered() {
+		evs, more, err := s.rooms.Timeline(ctx, roomID, userID, from, to, limit)
+		return evs, more, len(evs) > 0 || more, false, err
+	}
+	window := max(2*limit, 20)
+	hi := to
+	var out []*roomserver.Event
+	for round := 0; ; round++ {
+		batch, more, err := s.rooms.Timeline(ctx, roomID, userID, from, hi, window)
+		if err != nil {
+			return nil, false, false, false, err
+		}
+		if len(batch) > 0 || more {
+			sawAny = true
+		}
+		kept := make([]*roomserver.Event, 0, len(batch))
+		for _, ev := range batch {
+			if roomEventWanted(f.timelineF, ev) {
+				kept = append(kept, ev)
+			} else {
+				dropped = true
+			}
+		}
+		out = append(kept, out...)
+		if len(out) >= limit {
+			trimmed := len(out) > limit
+			return out[len(out)-limit:], trimmed || more, sawAny, dropped, nil
+		}
+		if !more {
+			return out, false, sawAny, dropped, nil
+		}
+		if len(batch) == 0 || round == 2 {
+			return out, true, sawAny, dropped, nil
+		}
+		hi = batch[0].StreamPos - 1
+	}
 }
 
 func (s *Service) clientEvents(ctx context.Context, evs []*roomserver.Event, viewer roomserver.Viewer) []roomserver.ClientEvent {

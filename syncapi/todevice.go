@@ -1,14 +1,301 @@
 package syncapi
 
-import "context"
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync/atomic"
+	"time"
 
-// toDeviceStream will deliver to-device messages. Not served yet: it
-// reports nothing.
-type toDeviceStream struct{}
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
-func newToDeviceStream() stream { return toDeviceStream{} }
+	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/users"
+)
 
-func (toDeviceStream) current(context.Context) (int64, error) { return 0, nil }
-func (toDeviceStream) fill(context.Context, *syncContext, int64, int64) (bool, error) {
-	return false, nil
+// ToDevice is send-to-device messaging: the queue of messages waiting for
+// each device, and the to-device stream of /sync that delivers them.
+// https://spec.matrix.org/v1.19/client-server-api/#send-to-device-messaging
+//
+// A message is stored once per recipient device with the next position of
+// the stream, and stays until the device acknowledges it: a sync whose
+// since token's to-device position is at or past the message's. So a
+// response that is lost (the client retries with the same since) delivers
+// the same messages again, and none is delivered after its
+// acknowledgement.
+type ToDevice struct {
+	db       *database.DB
+	users    *users.Service
+	notifier *Notifier
+	// pos is the stream's latest committed position. It is advanced only
+	// after the commit, so a sync that reads it finds every message up to
+	// it in the database.
+	pos atomic.Int64
 }
+
+// maxToDevicePerSync bounds the messages of one response, as the spec
+// recommends; the rest come with the next sync.
+const maxToDevicePerSync = 100
+
+// toDeviceTxnLifetime is how long a /sendToDevice transaction ID is
+// remembered: a retry after that is a new request.
+const toDeviceTxnLifetime = 24 * time.Hour
+
+// toDeviceIndex is the to-device stream's place in a token.
+var toDeviceIndex = slices.Index(streamNames, "to_device")
+
+func newToDeviceStream(ctx context.Context, db *database.DB, us *users.Service, n *Notifier) (*ToDevice, error) {
+	t := &ToDevice{db: db, users: us, notifier: n}
+	var pos int64
+	if err := db.QueryRowContext(ctx, `SELECT pos FROM syncapi_stream_positions WHERE stream = 'to_device'`).Scan(&pos); err != nil {
+		return nil, fmt.Errorf("to-device position: %w", err)
+	}
+	t.pos.Store(pos)
+	return t, nil
+}
+
+// ToDevice is the server's send-to-device messaging.
+func (s *Service) ToDevice() *ToDevice {
+	for _, st := range s.streams {
+		if t, ok := st.(*ToDevice); ok {
+			return t
+		}
+	}
+	return nil
+}
+
+// advance raises the stream position to pos (never lowers it: concurrent
+// senders may finish out of order).
+func (t *ToDevice) advance(pos int64) {
+	for {
+		cur := t.pos.Load()
+		if pos <= cur || t.pos.CompareAndSwap(cur, pos) {
+			return
+		}
+	}
+}
+
+// toDeviceMessage is one message for one device.
+type toDeviceMessage struct {
+	userID, deviceID string
+	content          json.RawMessage
+}
+
+// Send queues the messages of one /sendToDevice request: messages maps a
+// user ID to a map from device ID (or "*", every device of the user not
+// named on its own) to the content for that device. A transaction already
+// done by the sending device is not done again.
+//
+// Only local users get messages for now. The spec asks for messages to
+// remote users to be sent on over federation (Synapse queues them per
+// destination); Tessera has no federation yet, so they are dropped, as
+// are messages for devices that do not exist (as in Synapse).
+// https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3sendtodeviceeventtypetxnid
+func (t *ToDevice) Send(ctx context.Context, sender, senderDevice, txnID, evType string, messages map[string]map[string]json.RawMessage) error {
+	if evType == "" {
+		return mxerr.InvalidParam("Missing event type")
+	}
+	recipients := make([]string, 0, len(messages))
+	for userID, byDevice := range messages {
+		uid, err := spec.NewUserID(userID, true)
+		if err != nil {
+			return mxerr.InvalidParam("Invalid user ID %q in messages", userID)
+		}
+		for deviceID, content := range byDevice {
+			if !isJSONObject(content) {
+				return mxerr.BadJSON("The message for %s's device %q is not a JSON object", userID, deviceID)
+			}
+		}
+		if uid.Domain() == t.users.ServerName() {
+			recipients = append(recipients, userID)
+		}
+	}
+	sort.Strings(recipients)
+	var out []toDeviceMessage
+	for _, userID := range recipients {
+		byDevice := messages[userID]
+		devices, err := t.users.Devices(ctx, userID)
+		if err != nil {
+			return err
+		}
+		wildcard, hasWildcard := byDevice["*"]
+		for _, d := range devices { // sorted by device ID
+			content, ok := byDevice[d.DeviceID]
+			if !ok {
+				if !hasWildcard {
+					continue
+				}
+				content = wildcard
+			}
+			out = append(out, toDeviceMessage{userID: userID, deviceID: d.DeviceID, content: compactJSON(content)})
+		}
+	}
+	var last int64
+	err := t.db.WithTx(ctx, func(tx *database.Tx) error {
+		now := time.Now().UnixMilli()
+		if senderDevice != "" && txnID != "" {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM to_device_txns WHERE created_ts < $1`,
+				now-toDeviceTxnLifetime.Milliseconds()); err != nil {
+				return fmt.Errorf("prune to-device transactions: %w", err)
+			}
+			res, err := tx.ExecContext(ctx, `INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts)
+				VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id, txn_id) DO NOTHING`,
+				sender, senderDevice, txnID, now)
+			if err != nil {
+				return fmt.Errorf("record to-device transaction: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				out = nil // a retry: the messages are queued already
+				return nil
+			}
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		if err := tx.QueryRowContext(ctx, `UPDATE syncapi_stream_positions SET pos = pos + $1
+			WHERE stream = 'to_device' RETURNING pos`, len(out)).Scan(&last); err != nil {
+			return fmt.Errorf("next to-device position: %w", err)
+		}
+		pos := last - int64(len(out))
+		for _, m := range out {
+			pos++
+			if _, err := tx.ExecContext(ctx, `INSERT INTO to_device_messages
+				(stream_pos, user_id, device_id, sender, type, content) VALUES ($1, $2, $3, $4, $5, $6)`,
+				pos, m.userID, m.deviceID, sender, evType, string(m.content)); err != nil {
+				return fmt.Errorf("queue to-device message: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	t.advance(last)
+	woken := map[string]bool{}
+	for _, m := range out {
+		if !woken[m.userID] {
+			woken[m.userID] = true
+			t.notifier.Wake(m.userID)
+		}
+	}
+	return nil
+}
+
+// DevicesDeleted drops the queues (and remembered transactions) of
+// devices that no longer exist, so that a device created later with the
+// same ID does not receive its predecessor's messages.
+func (t *ToDevice) DevicesDeleted(ctx context.Context, userID string, deviceIDs []string) error {
+	return t.db.WithTx(ctx, func(tx *database.Tx) error {
+		for _, d := range deviceIDs {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2`, userID, d); err != nil {
+				return fmt.Errorf("delete to-device queue: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM to_device_txns WHERE user_id = $1 AND device_id = $2`, userID, d); err != nil {
+				return fmt.Errorf("delete to-device transactions: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+func (t *ToDevice) current(context.Context) (int64, error) { return t.pos.Load(), nil }
+
+// fill first drops the messages the device has acknowledged (those at or
+// before since), then delivers the next ones up to now, in order, at most
+// maxToDevicePerSync. When more are waiting, the response's token stops at
+// the last one delivered, so the next sync carries on from there.
+func (t *ToDevice) fill(ctx context.Context, sc *syncContext, since, now int64) (bool, error) {
+	userID, deviceID := sc.req.UserID, sc.req.DeviceID
+	if deviceID == "" {
+		return false, nil
+	}
+	if !sc.initial && since > 0 {
+		if err := t.ack(ctx, userID, deviceID, since); err != nil {
+			return false, err
+		}
+	}
+	if since >= now {
+		return false, nil
+	}
+	rows, err := t.db.QueryContext(ctx, `SELECT stream_pos, sender, type, content FROM to_device_messages
+		WHERE user_id = $1 AND device_id = $2 AND stream_pos > $3 AND stream_pos <= $4
+		ORDER BY stream_pos LIMIT $5`, userID, deviceID, since, now, maxToDevicePerSync+1)
+	if err != nil {
+		return false, fmt.Errorf("to-device messages: %w", err)
+	}
+	defer rows.Close()
+	n, lastPos := 0, int64(0)
+	for rows.Next() {
+		var (
+			pos                  int64
+			sender, typ, content string
+		)
+		if err := rows.Scan(&pos, &sender, &typ, &content); err != nil {
+			return false, fmt.Errorf("to-device messages: %w", err)
+		}
+		if n == maxToDevicePerSync {
+			// More are waiting: the token stops at the last one sent.
+			sc.next[toDeviceIndex] = lastPos
+			break
+		}
+		sc.resp.ToDevice.Events = append(sc.resp.ToDevice.Events, map[string]any{
+			"sender": sender, "type": typ, "content": json.RawMessage(content),
+		})
+		n, lastPos = n+1, pos
+	}
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("to-device messages: %w", err)
+	}
+	return n > 0, nil
+}
+
+// ack deletes the device's messages at or before pos. It looks before it
+// writes, as most syncs have nothing to acknowledge.
+func (t *ToDevice) ack(ctx context.Context, userID, deviceID string, pos int64) error {
+	var one int
+	err := t.db.QueryRowContext(ctx, `SELECT 1 FROM to_device_messages
+		WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3 LIMIT 1`, userID, deviceID, pos).Scan(&one)
+	if isNoRows(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("to-device acknowledgement: %w", err)
+	}
+	if _, err := t.db.ExecContext(ctx, `DELETE FROM to_device_messages
+		WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3`, userID, deviceID, pos); err != nil {
+		return fmt.Errorf("to-device acknowledgement: %w", err)
+	}
+	return nil
+}
+
+func isJSONObject(raw json.RawMessage) bool {
+	for _, c := range raw {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return json.Valid(raw)
+		}
+		return false
+	}
+	return false
+}
+
+func compactJSON(raw json.RawMessage) json.RawMessage {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return raw
+	}
+	return b.Bytes()
+}
+
+func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }

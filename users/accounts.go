@@ -226,27 +226,36 @@ func (s *Service) SetPassword(ctx context.Context, userID, newPassword, keepDevi
 	if err != nil {
 		return err
 	}
-	return s.db.WithTx(ctx, func(tx *database.Tx) error {
+	var deleted []string
+	err = s.db.WithTx(ctx, func(tx *database.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET password_hash = $1 WHERE user_id = $2`, hash, userID); err != nil {
 			return fmt.Errorf("set password: %w", err)
 		}
 		if keepOthers {
 			return nil
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id != $2`, userID, keepDevice)
+		var err error
+		deleted, err = deleteDevicesExcept(ctx, tx, userID, keepDevice)
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	s.devicesDeleted(ctx, userID, deleted)
+	return nil
 }
 
 // Deactivate makes an account unusable for good: its password is removed,
 // every device and token deleted, and with erase its profile too. The user
 // ID is never handed out again.
 func (s *Service) Deactivate(ctx context.Context, userID string, erase bool) error {
+	var deleted []string
 	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET deactivated = 1, password_hash = NULL WHERE user_id = $1`, userID); err != nil {
 			return fmt.Errorf("deactivate: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE user_id = $1`, userID); err != nil {
+		var err error
+		if deleted, err = deleteDevicesExcept(ctx, tx, userID, ""); err != nil {
 			return fmt.Errorf("deactivate: delete devices: %w", err)
 		}
 		if erase {
@@ -259,6 +268,7 @@ func (s *Service) Deactivate(ctx context.Context, userID string, erase bool) err
 	if err != nil {
 		return err
 	}
+	s.devicesDeleted(ctx, userID, deleted)
 	if s.hooks.Deactivated != nil {
 		s.hooks.Deactivated(ctx, userID)
 	}

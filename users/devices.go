@@ -68,20 +68,63 @@ func (s *Service) SetDeviceDisplayName(ctx context.Context, userID, deviceID, na
 // DeleteDevices logs devices out: each device and its tokens are deleted.
 // Unknown device IDs are ignored, as /delete_devices allows.
 func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error {
-	return s.db.WithTx(ctx, func(tx *database.Tx) error {
+	var deleted []string
+	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
+		deleted = deleted[:0]
 		for _, id := range deviceIDs {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id = $2`, userID, id); err != nil {
+			res, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id = $2`, userID, id)
+			if err != nil {
 				return fmt.Errorf("delete device: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				deleted = append(deleted, id)
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	s.devicesDeleted(ctx, userID, deleted)
+	return nil
 }
 
 // DeleteAllDevices logs a user out everywhere.
 func (s *Service) DeleteAllDevices(ctx context.Context, userID string) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM devices WHERE user_id = $1`, userID); err != nil {
+	var deleted []string
+	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
+		var err error
+		deleted, err = deleteDevicesExcept(ctx, tx, userID, "")
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("delete devices: %w", err)
 	}
+	s.devicesDeleted(ctx, userID, deleted)
 	return nil
+}
+
+// deleteDevicesExcept deletes every device of the user but keep ("" keeps
+// none) inside tx, and returns the IDs deleted.
+func deleteDevicesExcept(ctx context.Context, tx *database.Tx, userID, keep string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT device_id FROM devices WHERE user_id = $1 AND device_id != $2`, userID, keep)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id != $2`, userID, keep); err != nil {
+		return nil, err
+	}
+	return ids, nil
 }

@@ -18,6 +18,10 @@ type Hooks struct {
 	// ReceiptsChanged runs after receipts in a room may have changed, to
 	// wake the syncs of its members.
 	ReceiptsChanged func(ctx context.Context, roomID string)
+	// DevicesDeleted runs after devices were deleted (logout, device
+	// deletion, password change, deactivation), so that what other
+	// domains keep per device (to-device queues) goes with them.
+	DevicesDeleted func(ctx context.Context, userID string, deviceIDs []string)
 }
 
 // SetHooks installs hooks; call it once, before serving requests.
@@ -32,5 +36,11 @@ func (s *Service) accountDataChanged(ctx context.Context, userID string) {
 func (s *Service) profileChanged(ctx context.Context, userID, field string) {
 	if (field == "displayname" || field == "avatar_url") && s.hooks.ProfileChanged != nil {
 		s.hooks.ProfileChanged(ctx, userID)
+	}
+}
+
+func (s *Service) devicesDeleted(ctx context.Context, userID string, deviceIDs []string) {
+	if len(deviceIDs) > 0 && s.hooks.DevicesDeleted != nil {
+		s.hooks.DevicesDeleted(ctx, userID, deviceIDs)
 	}
 }

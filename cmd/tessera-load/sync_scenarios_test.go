@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -241,7 +242,10 @@ func TestIdle(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	wantFields(t, res, map[string]float64{"users": 20, "in_flight": 20, "early_returns": 0, "errors": 0, "poll_timeout_ms": 10000})
+	wantFields(t, res, map[string]float64{
+		"users": 20, "in_flight": 20, "in_flight_at_end": 20, "answered_before": 0, "wakeups": 0, "empty_wakeups": 0,
+		"errors": 0, "poll_timeout_ms": 10000,
+	})
 	if v, _ := res["idle_seconds"].(float64); v < 0.3 || v > 5 {
 		t.Errorf("idle_seconds = %v, want about 0.3", res["idle_seconds"])
 	}
@@ -256,23 +260,83 @@ func TestIdle(t *testing.T) {
 	}
 }
 
-// A server that answers long-polls at once is not idle, and the run says so.
-func TestIdleNoticesPollsAnsweredEarly(t *testing.T) {
+// A poll answered with news (here: a message in the user's room) is
+// followed by the next one, and counted as a wakeup, not a failure.
+func TestIdleRepollsAfterNews(t *testing.T) {
+	t.Parallel()
+	f := newSyncFake()
+	srv := httptest.NewServer(f.handler())
+	t.Cleanup(srv.Close)
+	var out, errOut syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- run(context.Background(), []string{"-hs", srv.URL, "-shared-secret", f.secret,
+			"idle", "-s", "3", "-d", "1s", "-settle", "0s", "-poll-timeout", "10s"}, &out, &errOut)
+	}()
+	// Once the idle period has begun, a user makes a room: news to itself.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(errOut.String(), "idle: begin") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no idle: begin:\n%s", errOut.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.mu.Lock()
+	var token string
+	for tok, u := range f.tokens {
+		if strings.HasSuffix(u, "-idle1:fake") {
+			token = tok
+		}
+	}
+	f.mu.Unlock()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/_matrix/client/v3/createRoom", strings.NewReader(`{"preset":"private_chat"}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("createRoom: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	if code := <-done; code != exitOK {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
+	}
+	res := lastJSON(t, out.String())
+	wantFields(t, res, map[string]float64{"in_flight": 3, "in_flight_at_end": 3, "wakeups": 1, "empty_wakeups": 0})
+}
+
+// A server that answers long-polls at once with nothing is not letting
+// them wait, and the run says so.
+func TestIdleNoticesEmptyAnswers(t *testing.T) {
 	t.Parallel()
 	f := newSyncFake()
 	f.noWaiting = true
-	code, res, _, stderr := runSyncTool(t, f, "idle", "-s", "3", "-d", "100ms", "-settle", "0s", "-poll-timeout", "10s")
+	code, res, _, stderr := runSyncTool(t, f, "idle", "-s", "3", "-d", "1500ms", "-settle", "0s", "-poll-timeout", "10s")
 	if code != exitFail {
 		t.Fatalf("exit %d, want %d\nstderr:\n%s", code, exitFail, stderr)
 	}
-	// Answered before the idle period began, or during it: all 3 either way.
-	inFlight, _ := res["in_flight"].(float64)
-	if early, _ := res["early_returns"].(float64); 3-inFlight+early != 3 {
-		t.Errorf("in_flight = %v, early_returns = %v: want all 3 polls counted as answered", inFlight, early)
+	if w, _ := res["empty_wakeups"].(float64); w < 3 {
+		t.Errorf("empty_wakeups = %v, want at least 3 (one a second for each user)", res["empty_wakeups"])
 	}
-	if !strings.Contains(stderr, "3 of 3 long-polls were answered before the end of the idle period") {
+	if !strings.Contains(stderr, "long-polls were answered with nothing new before their timeout") {
 		t.Errorf("stderr:\n%s", stderr)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while run writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestSyncScenarioUsage(t *testing.T) {

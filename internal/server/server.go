@@ -40,6 +40,7 @@ type Server struct {
 	Push  *push.Service
 
 	notifier *syncapi.Notifier
+	api      *clientapi.API
 	handler  http.Handler
 	http     *http.Server
 }
@@ -109,6 +110,11 @@ func (s *Server) init(ctx context.Context) error {
 			}
 			s.notifier.WakeRoom(roomID)
 		},
+		DevicesDeleted: func(ctx context.Context, userID string, deviceIDs []string) {
+			if err := s.Sync.ToDevice().DevicesDeleted(ctx, userID, deviceIDs); err != nil {
+				s.log.WithError(err).WithField("user_id", userID).Error("dropping the to-device queues of deleted devices")
+			}
+		},
 		Deactivated: func(ctx context.Context, userID string) {
 			if err := rs.LeaveAll(ctx, userID); err != nil {
 				s.log.WithError(err).WithField("user_id", userID).Error("leaving rooms after deactivation")
@@ -116,7 +122,9 @@ func (s *Server) init(ctx context.Context) error {
 		},
 	})
 	s.notifier = syncapi.NewNotifier(s.log, rs.JoinedUsers)
-	s.Sync = syncapi.New(rs, us, s.notifier)
+	if s.Sync, err = syncapi.New(ctx, s.db, rs, us, s.notifier); err != nil {
+		return err
+	}
 	if err := s.Sync.Presence().Start(ctx, s.cfg.Presence.Enabled); err != nil {
 		return err
 	}
@@ -131,6 +139,7 @@ func (s *Server) init(ctx context.Context) error {
 
 	r := mux.NewRouter().UseEncodedPath()
 	api.Register(r)
+	s.api = api
 	r.NotFoundHandler = clientapi.NotFound(s.log)
 	r.MethodNotAllowedHandler = clientapi.MethodNotAllowed(s.log)
 
@@ -183,6 +192,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	if s.Sync != nil {
 		s.Sync.Stop() // long-polls answer now instead of at their timeout
+	}
+	if s.api != nil {
+		// http.Server.Shutdown neither closes nor waits for WebSockets.
+		s.api.CloseStreams(ctx)
 	}
 	if s.http != nil {
 		if err := s.http.Shutdown(ctx); err != nil {

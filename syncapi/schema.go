@@ -1,0 +1,43 @@
+package syncapi
+
+import "github.com/tessera-hs/tessera/internal/database"
+
+// migrations are the sync domain's tables. Released migrations are never
+// edited; a schema change is a new entry.
+var migrations = []database.Migration{
+	{Version: 1, SQL: `
+-- The position of each of the domain's sync streams: the last position
+-- taken. As all writes go through one connection, positions commit in
+-- order.
+CREATE TABLE syncapi_stream_positions (
+	stream TEXT PRIMARY KEY,
+	pos    INTEGER NOT NULL
+);
+INSERT INTO syncapi_stream_positions (stream, pos) VALUES ('to_device', 0);
+
+-- Send-to-device messages waiting for their device: one row per
+-- recipient device, in arrival order (stream_pos, the to-device stream
+-- position). A row is deleted when the device acknowledges it by syncing
+-- with a token at or past its position, or when the device is deleted.
+CREATE TABLE to_device_messages (
+	stream_pos INTEGER PRIMARY KEY,
+	user_id    TEXT NOT NULL,
+	device_id  TEXT NOT NULL,
+	sender     TEXT NOT NULL,
+	type       TEXT NOT NULL,
+	content    TEXT NOT NULL
+);
+CREATE INDEX to_device_messages_device ON to_device_messages(user_id, device_id, stream_pos);
+
+-- The transactions of /sendToDevice already done, per sending device, so
+-- that a retry is not delivered twice. Kept for a day.
+CREATE TABLE to_device_txns (
+	user_id    TEXT NOT NULL,
+	device_id  TEXT NOT NULL,
+	txn_id     TEXT NOT NULL,
+	created_ts INTEGER NOT NULL,
+	PRIMARY KEY (user_id, device_id, txn_id)
+);
+CREATE INDEX to_device_txns_created ON to_device_txns(created_ts);
+`},
+}
