@@ -5,19 +5,21 @@
 # 127.0.0.1 (fresh data directory, rate limits off, logging at warn), runs
 # `tessera-load idle -s S -d D`, and samples the server's resident memory
 # (VmRSS and VmHWM in /proc/PID/status) and CPU time (utime+stime in
-# /proc/PID/stat) when the idle period begins and ends, and its RSS once a
-# second in between. Then it stops the server. Linux only (it reads /proc).
+# /proc/PID/stat) when the idle period begins and D-1 seconds later (just
+# before the tool closes its polls), and its RSS once a second in between.
+# Then it stops the server. Linux only (it reads /proc).
 #
 # usage: docs/idle-bench.sh [S [D]]        (defaults: S=1000, D=20 seconds)
 #   PORT=18008 docs/idle-bench.sh          listen on a given port instead of a free one
 #   KEEP=1 docs/idle-bench.sh              keep the work directory (binaries, config, logs)
 #   TESSERA=/path/to/tessera docs/idle-bench.sh   use that server binary instead of building one
-#   SETTLE=130 docs/idle-bench.sh          seconds between the last long-poll being sent and the idle
-#                                          period (tessera-load's -settle; default 2). Registering
-#                                          S users leaves the server's heap grown by its Argon2id
-#                                          hashing (64 MiB per hash); the Go runtime gives that back
-#                                          to the system only after a GC, which an idle server forces
-#                                          every 2 minutes: 130 lets it happen before sampling.
+#   SETTLE=30 docs/idle-bench.sh 1000 60   seconds between the last long-poll being sent and the idle
+#                                          period (tessera-load's -settle; default 2). The users'
+#                                          last activity is their initial sync just before; with
+#                                          presence on, each syncing user's presence changes a minute
+#                                          after it (and so wakes its poll), so SETTLE=30 with D=60
+#                                          shows a whole minute's cost, and the default a quiet window.
+#   PRESENCE=false docs/idle-bench.sh      run the server with presence.enabled: false
 set -euo pipefail
 
 S=${1:-1000}
@@ -77,6 +79,13 @@ grep -q '^  enabled: false$' "$work/tessera.yaml" && grep -q '^  level: warn$' "
 	echo "idle-bench: could not edit the generated config" >&2
 	exit 1
 }
+if [[ ${PRESENCE:-} == false ]]; then
+	sed -i '/^presence:/,/^[a-z]/ s/^  enabled: true$/  enabled: false/' "$work/tessera.yaml"
+	if [[ $(sed -n '/^presence:/,/^[a-z]/ p' "$work/tessera.yaml" | grep -c '^  enabled: false$') != 1 ]]; then
+		echo "idle-bench: could not turn presence off in the generated config" >&2
+		exit 1
+	fi
+fi
 
 "$work/tessera" run -config "$work/tessera.yaml" >"$work/server.log" 2>&1 &
 server_pid=$!

@@ -249,10 +249,18 @@ func (p *Presence) Syncing(ctx context.Context, userID, setPresence string) (don
 	now := p.nowMS()
 	e.syncing++
 	e.lastSync = now
+	// As in Synapse, a sync is not activity. It brings an offline user
+	// online (and active) and can set unavailable, but leaves an online or
+	// idle user as they are: were every poll to renew last_active, an idle
+	// client's own poll would turn currently_active back on each minute and
+	// wake itself, for ever. Real activity (sending, typing, PUT presence)
+	// renews it.
 	next := e.current()
-	next.Presence = setPresence
-	if setPresence == users.PresenceOnline {
-		next.LastActiveTS = now
+	switch {
+	case setPresence == users.PresenceUnavailable:
+		next.Presence = users.PresenceUnavailable
+	case next.Presence == users.PresenceOffline:
+		next.Presence, next.LastActiveTS = users.PresenceOnline, now
 	}
 	published, err := p.applyLocked(ctx, e, next, now)
 	p.scheduleLocked(userID, e, now)
