@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -67,7 +68,7 @@ type streamLimits struct {
 	// readLimit is the largest request message accepted (else close 1009).
 	readLimit int64
 	// syncTimeout is how long each wait of the sync loop lasts before it
-	// looks again (and re-checks the access token).
+	// computes again (an empty answer, not sent).
 	syncTimeout time.Duration
 }
 
@@ -87,6 +88,9 @@ var (
 	streamLimitsMu  sync.Mutex
 	newStreamLimits = defaultStreamLimits
 )
+
+// streamClosedHook, when set (by tests), is told why each stream closes.
+var streamClosedHook atomic.Pointer[func(code websocket.StatusCode, reason string)]
 
 // streamHub keeps the open streams of one API, so that shutdown can close
 // them: http.Server.Shutdown neither closes nor waits for hijacked
@@ -194,8 +198,8 @@ func (h *streamHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// The stream outlives nothing of the request but its values: the
-	// request's context must not be used after the hijack.
+	// The stream keeps the request context's values but not its
+	// cancellation: that context must not be used after the hijack.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
 	c := &streamConn{
@@ -208,7 +212,7 @@ func (h *streamHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The first response: for since (an initial sync without it), with
 	// every /sync parameter, at once.
-	first, nextBatch, toDevice, err := c.syncOnce(r.Context(), "", 0, true)
+	first, nextBatch, toDevice, _, err := c.syncOnce(r.Context(), "", 0, true)
 	if err != nil {
 		fail(err)
 		return
@@ -296,13 +300,31 @@ type outMessage struct {
 	written chan struct{}
 }
 
-// close ends the connection with a close frame (once; later calls do
-// nothing). It does not wait.
-func (c *streamConn) close(code websocket.StatusCode, reason string) {
+// close ends the connection with a close frame (once; later calls, and
+// abort, do nothing). It does not wait.
+func (c *streamConn) close(code websocket.StatusCode, reason string) { c.end(code, reason, false) }
+
+// abort ends the connection without a close frame, for when one cannot be
+// written: the writer is stuck on a client that does not read.
+func (c *streamConn) abort(code websocket.StatusCode, reason string) { c.end(code, reason, true) }
+
+// end records why the connection ends (the first reason wins), stops the
+// connection's goroutines and closes the socket. No call into the library
+// is given a deadline of its own (a deadline that passes makes it drop the
+// connection, and another goroutine would then record the wrong reason):
+// timeouts are timers that call abort.
+func (c *streamConn) end(code websocket.StatusCode, reason string, now bool) {
 	c.closeOnce.Do(func() {
 		c.cancel()
+		if f := streamClosedHook.Load(); f != nil {
+			(*f)(code, reason)
+		}
 		if code != websocket.StatusNormalClosure && code != websocket.StatusGoingAway {
 			c.log.WithFields(logrus.Fields{"code": int(code), "reason": reason}).Info("closing sync stream")
+		}
+		if now {
+			c.wg.Go(func() { _ = c.ws.CloseNow() })
+			return
 		}
 		// The close handshake takes up to 10 s against a peer that does
 		// not answer; it runs on its own so nothing waits for it but the
@@ -360,15 +382,11 @@ func (c *streamConn) writeLoop() {
 			return
 		case m := <-c.out:
 			timeout := l.writeTimeout + time.Duration(int64(len(m.data))/l.minWriteRate)*time.Second
-			wctx, cancel := context.WithTimeout(context.Background(), timeout)
-			err := c.ws.Write(wctx, websocket.MessageText, m.data)
-			cancel()
+			t := time.AfterFunc(timeout, func() { c.abort(websocket.StatusPolicyViolation, "slow reader: write timed out") })
+			err := c.ws.Write(context.Background(), websocket.MessageText, m.data)
+			t.Stop()
 			if err != nil {
-				if c.ctx.Err() == nil {
-					// A timed-out write has closed the connection already;
-					// this only records why.
-					c.close(websocket.StatusPolicyViolation, "slow reader: write timed out")
-				}
+				c.close(websocket.StatusInternalError, "write failed") // unless a reason is known
 				return
 			}
 			if m.written != nil {
@@ -391,14 +409,11 @@ func (c *streamConn) keepalive() {
 			return
 		case <-t.C:
 		}
-		pctx, cancel := context.WithTimeout(c.ctx, l.pingTimeout)
-		err := c.ws.Ping(pctx)
-		cancel()
-		if c.ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			c.close(websocket.StatusPolicyViolation, "keepalive: no pong")
+		// Ping returns when the pong comes or the connection closes.
+		pt := time.AfterFunc(l.pingTimeout, func() { c.close(websocket.StatusPolicyViolation, "keepalive: no pong") })
+		err := c.ws.Ping(context.Background())
+		pt.Stop()
+		if err != nil || c.ctx.Err() != nil {
 			return
 		}
 		if !c.checkToken() {
@@ -441,8 +456,9 @@ func (c *streamConn) clientIP() string {
 // so that every /sync parameter means here what it means there: since
 // replaced by the given token (none: the request's own), the wait by
 // timeout. full_state applies to the first response only. It returns the
-// response's JSON, its next_batch and whether it carries to-device events.
-func (c *streamConn) syncOnce(ctx context.Context, since string, timeout time.Duration, first bool) (data []byte, nextBatch string, toDevice bool, err error) {
+// response's JSON, its next_batch, whether it carries to-device events and
+// whether it has no news at all.
+func (c *streamConn) syncOnce(ctx context.Context, since string, timeout time.Duration, first bool) (data []byte, nextBatch string, toDevice, empty bool, err error) {
 	q := url.Values{}
 	for k, v := range c.query {
 		q[k] = v
@@ -457,15 +473,18 @@ func (c *streamConn) syncOnce(ctx context.Context, since string, timeout time.Du
 	}
 	r, err := http.NewRequestWithContext(ctx, http.MethodGet, "/_matrix/client/v3/sync?"+q.Encode(), nil)
 	if err != nil {
-		return nil, "", false, err
+		return nil, "", false, false, err
 	}
 	r.RemoteAddr, r.Header = c.remoteAddr, c.header
 	resp, err := c.hub.a.sync(r, c.who)
 	if err != nil {
-		return nil, "", false, err
+		return nil, "", false, false, err
 	}
 	if data, err = json.Marshal(resp); err != nil {
-		return nil, "", false, err
+		return nil, "", false, false, err
+	}
+	if sr, ok := resp.(*syncapi.Response); ok {
+		return data, sr.NextBatch, len(sr.ToDevice.Events) > 0, syncIsEmpty(resp, data), nil
 	}
 	var head struct {
 		NextBatch string `json:"next_batch"`
@@ -474,9 +493,9 @@ func (c *streamConn) syncOnce(ctx context.Context, since string, timeout time.Du
 		} `json:"to_device"`
 	}
 	if err := json.Unmarshal(data, &head); err != nil || head.NextBatch == "" {
-		return nil, "", false, errors.New("sync response without next_batch")
+		return nil, "", false, false, errors.New("sync response without next_batch")
 	}
-	return data, head.NextBatch, len(head.ToDevice.Events) > 0, nil
+	return data, head.NextBatch, len(head.ToDevice.Events) > 0, syncIsEmpty(resp, data), nil
 }
 
 // syncLoop sends the first response, then every later one that has news:
@@ -492,11 +511,8 @@ func (c *streamConn) syncLoop(first []byte, nextBatch string, toDevice bool) {
 		if !c.waitAck() {
 			return
 		}
-		if !c.checkToken() {
-			return
-		}
 		start := time.Now()
-		data, nb, td, err := c.syncOnce(c.ctx, since, l.syncTimeout, false)
+		data, nb, td, empty, err := c.syncOnce(c.ctx, since, l.syncTimeout, false)
 		if c.ctx.Err() != nil {
 			return
 		}
@@ -510,7 +526,7 @@ func (c *streamConn) syncLoop(first []byte, nextBatch string, toDevice bool) {
 			c.close(websocket.StatusInternalError, reason)
 			return
 		}
-		if syncIsEmpty(data) {
+		if empty {
 			// The wait ended without news: its timeout, or the sync
 			// service stopping (then the server is shutting down and
 			// will close this stream; do not spin meanwhile).
@@ -609,7 +625,16 @@ func (c *streamConn) ack(nextBatch string) error {
 // empty. next_batch and the device's key counts, which every response
 // carries, do not count. It reads the JSON rather than the Go type so that
 // sections added later count as news without a change here.
-func syncIsEmpty(data []byte) bool {
+func syncIsEmpty(resp any, data []byte) bool {
+	// Most responses the loop sees have news in a section it knows: no
+	// need to decode them to tell.
+	if r, ok := resp.(*syncapi.Response); ok {
+		if len(r.Rooms.Join)+len(r.Rooms.Invite)+len(r.Rooms.Leave)+len(r.Rooms.Knock) > 0 ||
+			len(r.AccountData.Events)+len(r.Presence.Events)+len(r.ToDevice.Events) > 0 ||
+			len(r.DeviceLists.Changed)+len(r.DeviceLists.Left) > 0 {
+			return false
+		}
+	}
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.UseNumber()
 	var top map[string]any

@@ -3,6 +3,8 @@ package clientapi
 import (
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // StreamLimits are the sync stream's limits that tests may lower; a zero
@@ -52,4 +54,11 @@ func SetStreamLimits(t testing.TB, l StreamLimits) {
 		newStreamLimits = old
 		streamLimitsMu.Unlock()
 	})
+}
+
+// OnStreamClose makes f be told, until the test ends, why each stream
+// the server closes closed. The same rule as SetStreamLimits applies.
+func OnStreamClose(t testing.TB, f func(code websocket.StatusCode, reason string)) {
+	streamClosedHook.Store(&f)
+	t.Cleanup(func() { streamClosedHook.Store(nil) })
 }

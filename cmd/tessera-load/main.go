@@ -66,6 +66,7 @@ var scenarios = map[string]func() scenario{
 	"fanout":      func() scenario { return &fanoutScenario{} },
 	"initialsync": func() scenario { return &initialSyncScenario{} },
 	"idle":        func() scenario { return &idleScenario{} },
+	"fanout-ws":   func() scenario { return &fanoutWSScenario{} }, // Tessera's sync stream (WebSocket)
 }
 
 // env is what a scenario works with.
