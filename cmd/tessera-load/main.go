@@ -132,6 +132,7 @@ scenarios:
   fanout   [-s 50] [-n 100] [-interval 15ms] [-poll-timeout 30s] [-drain 10s]
                                             S receivers long-poll /sync; one sender sends N
                                             messages; latency of every delivery
+  fanout-ws [-s 50] [-n 100]                the same over the WebSocket sync stream
   initialsync [-k 50] [-n 50] [-r 5] [-c 8] one user in K rooms of N messages: initial /sync, R times
   idle     [-s 1000] [-d 20] [-poll-timeout 60s] [-settle 2s]
                                             S idle long-polls for D (sample the server meanwhile;
