@@ -333,19 +333,7 @@ wait:
 		IntervalMS: ms(s.interval), Sent: len(sendLat), SendErrors: sendErrors,
 		Expected: len(sendLat) * s.receivers, Send: summarize(sendLat), Connect: summarize(connectLat),
 	}
-	sent := make(map[string]int, len(ids))
-	for i, id := range ids {
-		if id != "" {
-			if _, dup := sent[id]; dup {
-				rep.Duplicates++ // the server gave two sends one event ID
-			}
-			sent[id] = i
-		}
-	}
-	var lat []time.Duration
-	toAll := make([]time.Duration, s.messages)
-	gotAll := make([]int, s.messages)
-	var last time.Time
+	tl := newDeliveryTally(ids, sendStart)
 	for _, r := range recv {
 		rep.Duplicates += r.dups
 		rep.LimitedResponses += r.limited
@@ -356,41 +344,11 @@ wait:
 				firstErr = r.firstErr
 			}
 		}
-		for i, id := range ids {
-			if id == "" {
-				continue
-			}
-			at, ok := r.seen[id]
-			if !ok {
-				rep.Missing++
-				continue
-			}
-			d := at.Sub(sendStart[i])
-			lat = append(lat, d)
-			toAll[i] = max(toAll[i], d)
-			gotAll[i]++
-			if at.After(last) {
-				last = at
-			}
-		}
-		for id := range r.seen {
-			if _, ok := sent[id]; !ok {
-				rep.Unexpected++
-			}
-		}
+		tl.add(r.seen)
 	}
-	var all []time.Duration
-	for i, n := range gotAll {
-		if n == s.receivers {
-			all = append(all, toAll[i])
-		}
-	}
-	rep.Deliveries = len(lat)
-	rep.latencyStats = summarize(lat)
-	rep.AllReceivers = summarize(all)
-	if !last.IsZero() {
-		rep.Seconds = seconds(last.Sub(t0))
-	}
+	rep.Duplicates += tl.duplicates
+	rep.Missing, rep.Unexpected = tl.missing, tl.unexpected
+	rep.Deliveries, rep.latencyStats, rep.AllReceivers, rep.Seconds = tl.result(s.receivers, t0)
 	var failed error
 	if firstErr != nil {
 		rep.FirstError = firstErr.Error()

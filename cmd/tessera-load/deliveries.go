@@ -1,0 +1,77 @@
+package main
+
+import "time"
+
+// deliveryTally follows, across the receivers of a fan-out, when each sent message
+// reached each receiver. fanout and fanout-ws share it.
+type deliveryTally struct {
+	ids       []string    // event ID of message i; "" if its send failed
+	sendStart []time.Time // when message i's send began
+	sent      map[string]int
+	lat       []time.Duration // one per (message, receiver) delivery
+	toAll     []time.Duration // per message: until the last receiver had it
+	gotAll    []int           // per message: receivers that had it
+	last      time.Time       // the last delivery
+
+	duplicates, missing, unexpected int
+}
+
+func newDeliveryTally(ids []string, sendStart []time.Time) *deliveryTally {
+	t := &deliveryTally{
+		ids: ids, sendStart: sendStart, sent: make(map[string]int, len(ids)),
+		toAll: make([]time.Duration, len(ids)), gotAll: make([]int, len(ids)),
+	}
+	for i, id := range ids {
+		if id == "" {
+			continue
+		}
+		if _, dup := t.sent[id]; dup {
+			t.duplicates++ // the server gave two sends one event ID
+		}
+		t.sent[id] = i
+	}
+	return t
+}
+
+// add counts one receiver's deliveries: event ID -> when it arrived.
+func (t *deliveryTally) add(seen map[string]time.Time) {
+	for i, id := range t.ids {
+		if id == "" {
+			continue
+		}
+		at, ok := seen[id]
+		if !ok {
+			t.missing++
+			continue
+		}
+		d := at.Sub(t.sendStart[i])
+		t.lat = append(t.lat, d)
+		t.toAll[i] = max(t.toAll[i], d)
+		t.gotAll[i]++
+		if at.After(t.last) {
+			t.last = at
+		}
+	}
+	for id := range seen {
+		if _, ok := t.sent[id]; !ok {
+			t.unexpected++
+		}
+	}
+}
+
+// result is the delivery count, the per-delivery latencies, the latencies
+// until every receiver had a message, and the seconds from t0 to the last
+// delivery (0 if none).
+func (t *deliveryTally) result(receivers int, t0 time.Time) (int, latencyStats, latencyStats, float64) {
+	var all []time.Duration
+	for i, n := range t.gotAll {
+		if n == receivers {
+			all = append(all, t.toAll[i])
+		}
+	}
+	var secs float64
+	if !t.last.IsZero() {
+		secs = seconds(t.last.Sub(t0))
+	}
+	return len(t.lat), summarize(t.lat), summarize(all), secs
+}
