@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 
@@ -134,18 +135,7 @@ func (a *API) getPushRuleEnabled(r *http.Request, who *users.Requester) (any, er
 // putPushRuleEnabled: PUT /pushrules/global/{kind}/{ruleId}/enabled.
 // https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3pushrulesglobalkindruleidenabled
 func (a *API) putPushRuleEnabled(r *http.Request, who *users.Requester) (any, error) {
-	p, err := a.pushService()
-	if err != nil {
-		return nil, err
-	}
-	body, err := httpx.ReadBody(r)
-	if err != nil {
-		return nil, err
-	}
-	if err := p.SetEnabled(r.Context(), who.UserID, pathVar(r, "kind"), pathVar(r, "ruleId"), body); err != nil {
-		return nil, err
-	}
-	return struct{}{}, nil
+	return a.putRuleAttr(r, who, (*push.Service).SetEnabled)
 }
 
 // getPushRuleActions: GET /pushrules/global/{kind}/{ruleId}/actions.
@@ -161,6 +151,13 @@ func (a *API) getPushRuleActions(r *http.Request, who *users.Requester) (any, er
 // putPushRuleActions: PUT /pushrules/global/{kind}/{ruleId}/actions.
 // https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3pushrulesglobalkindruleidactions
 func (a *API) putPushRuleActions(r *http.Request, who *users.Requester) (any, error) {
+	return a.putRuleAttr(r, who, (*push.Service).SetActions)
+}
+
+// putRuleAttr runs a PUT of one attribute of a rule (enabled or actions):
+// the body goes to the push domain, which validates it.
+func (a *API) putRuleAttr(r *http.Request, who *users.Requester,
+	set func(*push.Service, context.Context, string, string, string, []byte) error) (any, error) {
 	p, err := a.pushService()
 	if err != nil {
 		return nil, err
@@ -169,7 +166,7 @@ func (a *API) putPushRuleActions(r *http.Request, who *users.Requester) (any, er
 	if err != nil {
 		return nil, err
 	}
-	if err := p.SetActions(r.Context(), who.UserID, pathVar(r, "kind"), pathVar(r, "ruleId"), body); err != nil {
+	if err := set(p, r.Context(), who.UserID, pathVar(r, "kind"), pathVar(r, "ruleId"), body); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil

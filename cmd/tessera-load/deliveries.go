@@ -1,6 +1,10 @@
 package main
 
-import "time"
+import (
+	"context"
+	"fmt"
+	"time"
+)
 
 // deliveryTally follows, across the receivers of a fan-out, when each sent message
 // reached each receiver. fanout and fanout-ws share it.
@@ -74,4 +78,39 @@ func (t *deliveryTally) result(receivers int, t0 time.Time) (int, latencyStats, 
 		secs = seconds(t.last.Sub(t0))
 	}
 	return len(t.lat), summarize(t.lat), summarize(all), secs
+}
+
+// fanoutSetup registers a sender and n receivers, has the sender create a
+// public room named for the scenario, and has every receiver join it.
+func fanoutSetup(ctx context.Context, e *env, n int, scenario string) (user, []user, string, error) {
+	names := []string{"sender"}
+	for i := range n {
+		names = append(names, fmt.Sprintf("recv%d", i))
+	}
+	e.logf("setup: registering %d users", len(names))
+	users, err := e.users.registerAll(ctx, names)
+	if err != nil {
+		return user{}, nil, "", fmt.Errorf("setup: %w", err)
+	}
+	sender, receivers := users[0], users[1:]
+	var roomID string
+	err = e.c.retry429(ctx, "createRoom", func() (err error) {
+		roomID, err = createRoom(ctx, e.c, sender.AccessToken, map[string]any{
+			"preset": "public_chat", "name": "tessera-load " + scenario + " " + e.runID,
+		})
+		return err
+	})
+	if err != nil {
+		return user{}, nil, "", fmt.Errorf("setup: %w", err)
+	}
+	e.logf("setup: %d receivers joining %s", len(receivers), roomID)
+	err = forEach(ctx, len(receivers), joinParallel, func(ctx context.Context, i int) error {
+		return e.c.retry429(ctx, "join", func() error {
+			return joinRoom(ctx, e.c, receivers[i].AccessToken, roomID)
+		})
+	})
+	if err != nil {
+		return user{}, nil, "", fmt.Errorf("setup: %w", err)
+	}
+	return sender, receivers, roomID, nil
 }

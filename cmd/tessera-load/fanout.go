@@ -121,34 +121,9 @@ type fanoutReceiver struct {
 var errPollsStopped = errors.New("measured phase over")
 
 func (s *fanoutScenario) run(ctx context.Context, e *env) (report, error) {
-	names := []string{"sender"}
-	for i := range s.receivers {
-		names = append(names, fmt.Sprintf("recv%d", i))
-	}
-	e.logf("setup: registering %d users", len(names))
-	users, err := e.users.registerAll(ctx, names)
+	sender, receivers, roomID, err := fanoutSetup(ctx, e, s.receivers, "fanout")
 	if err != nil {
-		return nil, fmt.Errorf("setup: %w", err)
-	}
-	sender, receivers := users[0], users[1:]
-	var roomID string
-	err = e.c.retry429(ctx, "createRoom", func() (err error) {
-		roomID, err = createRoom(ctx, e.c, sender.AccessToken, map[string]any{
-			"preset": "public_chat", "name": "tessera-load fanout " + e.runID,
-		})
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("setup: %w", err)
-	}
-	e.logf("setup: %d receivers joining %s", len(receivers), roomID)
-	err = forEach(ctx, len(receivers), joinParallel, func(ctx context.Context, i int) error {
-		return e.c.retry429(ctx, "join", func() error {
-			return joinRoom(ctx, e.c, receivers[i].AccessToken, roomID)
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("setup: %w", err)
+		return nil, err
 	}
 	// Each receiver starts from its own initial sync, made once everyone
 	// has joined, so the long-polls start with nothing to report.
