@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tessera-hs/tessera/internal/testserver"
+	"github.com/tessera-hs/tessera/push"
 )
 
 // Tests for push rules, unread notification counts, /notifications and
@@ -377,6 +378,31 @@ func psWantCounts(t testing.TB, srv *testserver.Server, s session, roomID string
 	}
 }
 
+// psThreadCounts reads a joined room's counts from an initial sync whose
+// filter asks for per-thread counts: the main timeline's, and each
+// thread's (nil when unread_thread_notifications is absent).
+func psThreadCounts(t testing.TB, srv *testserver.Server, s session, roomID string) (push.Counts, map[string]push.Counts) {
+	t.Helper()
+	filter := url.QueryEscape(`{"room":{"timeline":{"unread_thread_notifications":true}}}`)
+	r := get(t, srv, v3+"/sync?filter="+filter, s.AccessToken).expect(t, http.StatusOK, "")
+	var body struct {
+		Rooms struct {
+			Join map[string]struct {
+				Unread  *push.Counts           `json:"unread_notifications"`
+				Threads map[string]push.Counts `json:"unread_thread_notifications"`
+			} `json:"join"`
+		} `json:"rooms"`
+	}
+	if err := json.Unmarshal(r.Raw, &body); err != nil {
+		t.Fatal(err)
+	}
+	jr, ok := body.Rooms.Join[roomID]
+	if !ok || jr.Unread == nil {
+		t.Fatalf("room %s (or its unread_notifications) not in the sync response", roomID)
+	}
+	return *jr.Unread, jr.Threads
+}
+
 var psTxn atomic.Int64
 
 // psSend sends an event and returns its ID.
@@ -543,10 +569,24 @@ func TestUnreadCounts(t *testing.T) {
 	reply := psSend(t, srv, alice, group, "m.room.message", map[string]any{"msgtype": "m.text", "body": "in thread",
 		"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": main2}})
 	psWantCounts(t, srv, bob, group, 1, 0)
-	psReceipt(t, srv, bob, group, "m.read", reply, map[string]any{"thread_id": "main"})
+	// With unread_thread_notifications the thread is counted apart from
+	// the main timeline, keyed by its root.
+	mainAgain := psSend(t, srv, alice, group, "m.room.message", psText("main again"))
+	main3, threads := psThreadCounts(t, srv, bob, group)
+	if main3 != (push.Counts{Notifications: 1}) || len(threads) != 1 || threads[main2] != (push.Counts{Notifications: 1}) {
+		t.Fatalf("per-thread counts: main %+v, threads %+v; want 1 in main and 1 in %s", main3, threads, main2)
+	}
+	psWantCounts(t, srv, bob, group, 2, 0)
+	// Reading the main timeline past the thread's reply leaves the thread
+	// unread.
+	psReceipt(t, srv, bob, group, "m.read", mainAgain, map[string]any{"thread_id": "main"})
 	psWantCounts(t, srv, bob, group, 1, 0)
 	psReceipt(t, srv, bob, group, "m.read", reply, map[string]any{"thread_id": main2})
 	psWantCounts(t, srv, bob, group, 0, 0)
+	// No thread with notifications: the object is omitted.
+	if _, threads := psThreadCounts(t, srv, bob, group); threads != nil {
+		t.Fatalf("unread_thread_notifications with nothing unread: %+v", threads)
+	}
 
 	// Sending a message marks what came before it as read.
 	psSend(t, srv, alice, dm, "m.room.message", psText("are you there?"))

@@ -27,21 +27,21 @@ func TestCountCache(t *testing.T) {
 		t.Fatal("a second computation of the same count was registered")
 	}
 	read := readUpTo{unthreaded: 10, threads: map[string]int64{"$t": 20}}
-	c.finish("@a:x", "!r:x", e, read, map[string]Counts{mainThread: {Notifications: 1}})
+	c.finish("@a:x", "!r:x", e, read, map[string]Counts{MainThread: {Notifications: 1}})
 	c.addRows([]actionRow{
-		row("@a:x", "!r:x", mainThread, 11, true),
+		row("@a:x", "!r:x", MainThread, 11, true),
 		row("@a:x", "!r:x", "$t", 15, false), // read in its thread
 		row("@a:x", "!r:x", "$t", 21, false),
-		row("@b:x", "!r:x", mainThread, 11, false), // another user
-		row("@a:x", "!s:x", mainThread, 11, false), // another room
+		row("@b:x", "!r:x", MainThread, 11, false), // another user
+		row("@a:x", "!s:x", MainThread, 11, false), // another room
 	})
 	got, ok := c.lookup("@a:x", "!r:x")
-	if !ok || got[mainThread] != (Counts{Notifications: 2, Highlights: 1}) || got["$t"] != (Counts{Notifications: 1}) {
+	if !ok || got[MainThread] != (Counts{Notifications: 2, Highlights: 1}) || got["$t"] != (Counts{Notifications: 1}) {
 		t.Fatalf("counts after new rows: %v %v", got, ok)
 	}
 	// lookup returns a copy.
-	got[mainThread] = Counts{}
-	if again, _ := c.lookup("@a:x", "!r:x"); again[mainThread].Notifications != 2 {
+	got[MainThread] = Counts{}
+	if again, _ := c.lookup("@a:x", "!r:x"); again[MainThread].Notifications != 2 {
 		t.Fatal("lookup returned the cache's own map")
 	}
 	// A receipt in the room drops it.
@@ -52,7 +52,7 @@ func TestCountCache(t *testing.T) {
 
 	// Changes during a computation make its result stale: not kept.
 	for name, change := range map[string]func(){
-		"new row":  func() { c.addRows([]actionRow{row("@a:x", "!r:x", mainThread, 30, false)}) },
+		"new row":  func() { c.addRows([]actionRow{row("@a:x", "!r:x", MainThread, 30, false)}) },
 		"receipts": func() { c.invalidateRoom("!r:x") },
 		"sent":     func() { c.invalidate("@a:x", "!r:x") },
 	} {
@@ -73,14 +73,14 @@ func TestCountCache(t *testing.T) {
 
 func TestPendingStore(t *testing.T) {
 	p := newPendingStore(100)
-	p.add([]actionRow{row("@a:x", "!r:x", mainThread, 101, false), row("@b:x", "!r:x", mainThread, 101, false),
-		row("@a:x", "!s:x", mainThread, 102, false), row("@a:x", "!r:x", mainThread, 103, true)},
-		[]sentMark{{userID: "@a:x", roomID: "!r:x", threadID: mainThread, pos: 104}})
+	p.add([]actionRow{row("@a:x", "!r:x", MainThread, 101, false), row("@b:x", "!r:x", MainThread, 101, false),
+		row("@a:x", "!s:x", MainThread, 102, false), row("@a:x", "!r:x", MainThread, 103, true)},
+		[]sentMark{{userID: "@a:x", roomID: "!r:x", threadID: MainThread, pos: 104}})
 	if p.size() != 4 {
 		t.Fatalf("size %d", p.size())
 	}
 	flushed, rows, marks := p.forUser("@a:x", "!r:x")
-	if flushed != 100 || len(rows) != 2 || rows[0].pos != 101 || rows[1].pos != 103 || marks[mainThread] != 104 {
+	if flushed != 100 || len(rows) != 2 || rows[0].pos != 101 || rows[1].pos != 103 || marks[MainThread] != 104 {
 		t.Fatalf("forUser: %d %+v %v", flushed, rows, marks)
 	}
 	if _, all, _ := p.forUser("@a:x", ""); len(all) != 3 {
@@ -120,12 +120,12 @@ func TestFlushInParts(t *testing.T) {
 	for len(rows) < 2*txRows+50 {
 		pos++
 		for u := 0; u < 7; u++ {
-			r := row(fmt.Sprintf("@u%d:x", u), "!r:x", mainThread, pos, u == 0)
+			r := row(fmt.Sprintf("@u%d:x", u), "!r:x", MainThread, pos, u == 0)
 			r.eventID, r.actionsJSON = fmt.Sprintf("$e%d", pos), `["notify"]`
 			rows = append(rows, r)
 		}
 	}
-	s.pending.add(rows, []sentMark{{userID: "@u0:x", roomID: "!r:x", threadID: mainThread, pos: 3}})
+	s.pending.add(rows, []sentMark{{userID: "@u0:x", roomID: "!r:x", threadID: MainThread, pos: 3}})
 	s.processed = pos
 	s.flush()
 	if n := s.pending.size(); n != 0 {

@@ -447,8 +447,8 @@ func powerLevels(st map[roomserver.StateKey]*roomserver.Event) *gomatrixserverli
 // implementations are encouraged to do a maximum of 3 hops".
 const maxThreadHops = 3
 
-// mainThread is the thread ID of the main timeline.
-const mainThread = "main"
+// MainThread is the thread ID of the main timeline.
+const MainThread = "main"
 
 // threadOf returns the thread an event belongs to: the root of an
 // m.thread relation, found by following relations (a reaction to a
@@ -464,7 +464,7 @@ func (s *Service) threadOf(ctx context.Context, ev *roomserver.Event) string {
 			} `json:"m.relates_to"`
 		}
 		if json.Unmarshal(content, &c) != nil || c.RelatesTo.EventID == "" || c.RelatesTo.RelType == "" {
-			return mainThread
+			return MainThread
 		}
 		if c.RelatesTo.RelType == "m.thread" {
 			return c.RelatesTo.EventID
@@ -474,9 +474,9 @@ func (s *Service) threadOf(ctx context.Context, ev *roomserver.Event) string {
 		}
 		parent, err := s.rooms.Event(ctx, ev.RoomID, string(ev.SenderID()), c.RelatesTo.EventID)
 		if err != nil {
-			return mainThread
+			return MainThread
 		}
 		content = parent.Content()
 	}
-	return mainThread
+	return MainThread
 }

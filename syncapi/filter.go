@@ -25,6 +25,9 @@ type filter struct {
 	accountDataF     *users.EventFilter
 	lazyMembers      bool
 	includeRedundant bool
+	// threadCounts: the timeline filter's unread_thread_notifications,
+	// per-thread counts in unread_thread_notifications.
+	threadCounts bool
 	format           *eventFormat // nil: the client format with every field
 }
 
@@ -64,6 +67,7 @@ func newFilter(uf *users.Filter) *filter {
 			f.timelineLimit = *r.Timeline.Limit
 		}
 		f.timelineF = r.Timeline
+		f.threadCounts = r.Timeline.UnreadThreadNotifications
 	}
 	if r.State != nil {
 		f.stateF = r.State

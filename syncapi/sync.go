@@ -207,6 +207,9 @@ type JoinedRoom struct {
 	AccountData         EventList      `json:"account_data"`
 	Summary             map[string]any `json:"summary"`
 	UnreadNotifications map[string]int `json:"unread_notifications"`
+	// UnreadThreadNotifications: per-thread counts, when the filter asks
+	// for them and some thread has any.
+	UnreadThreadNotifications map[string]map[string]int `json:"unread_thread_notifications,omitempty"`
 
 	stateNames []string // nil: "state"
 }
@@ -219,6 +222,9 @@ func (jr JoinedRoom) MarshalJSON() ([]byte, error) {
 	m := map[string]any{
 		"timeline": jr.Timeline, "ephemeral": jr.Ephemeral, "account_data": jr.AccountData,
 		"summary": jr.Summary, "unread_notifications": jr.UnreadNotifications,
+	}
+	if jr.UnreadThreadNotifications != nil {
+		m["unread_thread_notifications"] = jr.UnreadThreadNotifications
 	}
 	for _, name := range jr.stateNames {
 		m[name] = jr.State
@@ -463,7 +469,7 @@ func (s *Service) compute(ctx context.Context, req Request, f *filter) (*Respons
 	// still report their counts: a receipt is often what changed them.
 	for roomID, jr := range resp.Rooms.Join {
 		if len(jr.UnreadNotifications) == 0 {
-			if jr.UnreadNotifications, err = s.unread(ctx, req.UserID, roomID); err != nil {
+			if jr.UnreadNotifications, jr.UnreadThreadNotifications, err = s.unread(ctx, req.UserID, roomID, f.threadCounts); err != nil {
 				return nil, false, err
 			}
 		}
@@ -563,7 +569,7 @@ func (s *Service) joinedRoom(ctx context.Context, sc *syncContext, f *filter, rs
 	if re.summary != nil {
 		jr.Summary = re.summary
 	}
-	if jr.UnreadNotifications, err = s.unread(ctx, sc.req.UserID, rs.roomID); err != nil {
+	if jr.UnreadNotifications, jr.UnreadThreadNotifications, err = s.unread(ctx, sc.req.UserID, rs.roomID, f.threadCounts); err != nil {
 		return nil, false, err
 	}
 	return jr, true, nil

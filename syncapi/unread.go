@@ -17,21 +17,40 @@ type UnreadCounter interface {
 // before serving requests. Without one, rooms report no counts.
 func (s *Service) SetUnreadCounter(c UnreadCounter) { s.unreadCounter = c }
 
-// unread returns a joined room's unread_notifications: the notifications
-// and highlights after where the user has read up to.
+// unread returns a joined room's unread_notifications, the notifications
+// and highlights after where the user has read up to, and, when the
+// filter asks for per-thread counts, its unread_thread_notifications.
 // https://spec.matrix.org/v1.19/client-server-api/#receiving-notifications
 //
-// Per-thread counts (unread_thread_notifications, for filters that ask
-// for them) are not reported yet: the counts are always the whole room's,
-// which is what a client that does not ask for them expects.
-func (s *Service) unread(ctx context.Context, userID, roomID string) (map[string]int, error) {
+// With per-thread counts, unread_notifications counts the main timeline
+// only and each thread (keyed by its root's event ID) is counted apart;
+// threads without notifications are left out, and the object is nil (so
+// omitted) when none has any.
+func (s *Service) unread(ctx context.Context, userID, roomID string, threads bool) (map[string]int, map[string]map[string]int, error) {
 	c := s.unreadCounter
 	if c == nil {
-		return map[string]int{}, nil
+		return map[string]int{}, nil, nil
 	}
-	total, _, err := c.UnreadCounts(ctx, userID, roomID, s.rooms.CurrentPos())
+	total, byThread, err := c.UnreadCounts(ctx, userID, roomID, s.rooms.CurrentPos())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return map[string]int{"notification_count": total.Notifications, "highlight_count": total.Highlights}, nil
+	if !threads {
+		return countsJSON(total), nil, nil
+	}
+	var perThread map[string]map[string]int
+	for t, n := range byThread {
+		if t == push.MainThread {
+			continue
+		}
+		if perThread == nil {
+			perThread = map[string]map[string]int{}
+		}
+		perThread[t] = countsJSON(n)
+	}
+	return countsJSON(byThread[push.MainThread]), perThread, nil
+}
+
+func countsJSON(c push.Counts) map[string]int {
+	return map[string]int{"notification_count": c.Notifications, "highlight_count": c.Highlights}
 }
