@@ -28,7 +28,7 @@ type filter struct {
 	// threadCounts: the timeline filter's unread_thread_notifications,
 	// per-thread counts in unread_thread_notifications.
 	threadCounts bool
-	format           *eventFormat // nil: the client format with every field
+	format       *eventFormat // nil: the client format with every field
 }
 
 func set(list []string) map[string]bool {
