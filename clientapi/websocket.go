@@ -10,13 +10,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/syncapi"
@@ -38,6 +38,10 @@ import (
 // StreamPath is where the sync stream is served.
 const StreamPath = "/_matrix/client/unstable/org.tessera.stream"
 
+// StreamClosedMessage is the message of the log entry written when the
+// server closes a stream; its fields "code" and "reason" say why.
+const StreamClosedMessage = "closing sync stream"
+
 // streamSubprotocol is the WebSocket subprotocol a client must ask for:
 // JSON text messages.
 const streamSubprotocol = "m.json"
@@ -51,7 +55,7 @@ const (
 )
 
 // streamLimits bound what one connection may hold and how long it may
-// stall.
+// stall. The operator sets most of them (sync_stream in the config).
 type streamLimits struct {
 	// queueLen bounds the outgoing messages waiting for the writer. The
 	// sync loop queues one message at a time and waits for it to be
@@ -65,32 +69,27 @@ type streamLimits struct {
 	// pingInterval is the keepalive period; pingTimeout how long a pong
 	// may take.
 	pingInterval, pingTimeout time.Duration
-	// readLimit is the largest request message accepted (else close 1009).
+	// readLimit is the largest request message accepted (else close 1009):
+	// the HTTP body limit, as a request over the stream is an HTTP
+	// request's body.
 	readLimit int64
 	// syncTimeout is how long each wait of the sync loop lasts before it
 	// computes again (an empty answer, not sent).
 	syncTimeout time.Duration
 }
 
-var defaultStreamLimits = streamLimits{
-	queueLen:     16,
-	writeTimeout: 15 * time.Second,
-	minWriteRate: 64 << 10,
-	pingInterval: 30 * time.Second,
-	pingTimeout:  20 * time.Second,
-	readLimit:    1 << 20,
-	syncTimeout:  5 * time.Minute,
+func newStreamLimits(cfg *config.Config) streamLimits {
+	ss := cfg.SyncStream
+	return streamLimits{
+		queueLen:     ss.QueueLength,
+		writeTimeout: ss.WriteTimeout.Std(),
+		minWriteRate: ss.MinWriteRate,
+		pingInterval: ss.PingInterval.Std(),
+		pingTimeout:  ss.PingTimeout.Std(),
+		readLimit:    cfg.HTTP.MaxRequestBodyBytes,
+		syncTimeout:  5 * time.Minute,
+	}
 }
-
-// streamLimitsMu guards newStreamLimits, which tests lower to provoke the
-// slow-reader and keepalive paths. A hub takes its copy when it is built.
-var (
-	streamLimitsMu  sync.Mutex
-	newStreamLimits = defaultStreamLimits
-)
-
-// streamClosedHook, when set (by tests), is told why each stream closes.
-var streamClosedHook atomic.Pointer[func(code websocket.StatusCode, reason string)]
 
 // streamHub keeps the open streams of one API, so that shutdown can close
 // them: http.Server.Shutdown neither closes nor waits for hijacked
@@ -110,13 +109,10 @@ type streamHub struct {
 // stream's requests to, with the same body limit as HTTP requests, so that
 // a request over the stream means exactly what the endpoint means.
 func (a *API) registerStream(r *mux.Router) {
-	streamLimitsMu.Lock()
-	limits := newStreamLimits
-	streamLimitsMu.Unlock()
 	a.stream = &streamHub{
 		a:        a,
 		dispatch: httpx.LimitBody(a.cfg.HTTP.MaxRequestBodyBytes, r),
-		limits:   limits,
+		limits:   newStreamLimits(a.cfg),
 		conns:    map[*streamConn]struct{}{},
 	}
 	r.Handle(StreamPath, a.stream).Methods(http.MethodGet)
@@ -316,11 +312,13 @@ func (c *streamConn) abort(code websocket.StatusCode, reason string) { c.end(cod
 func (c *streamConn) end(code websocket.StatusCode, reason string, now bool) {
 	c.closeOnce.Do(func() {
 		c.cancel()
-		if f := streamClosedHook.Load(); f != nil {
-			(*f)(code, reason)
-		}
+		// Info when the server ends the stream for a reason worth an
+		// operator's notice (tests watch for it too), debug otherwise.
+		entry := c.log.WithFields(logrus.Fields{"code": int(code), "reason": reason})
 		if code != websocket.StatusNormalClosure && code != websocket.StatusGoingAway {
-			c.log.WithFields(logrus.Fields{"code": int(code), "reason": reason}).Info("closing sync stream")
+			entry.Info(StreamClosedMessage)
+		} else {
+			entry.Debug(StreamClosedMessage)
 		}
 		if now {
 			c.wg.Go(func() { _ = c.ws.CloseNow() })

@@ -18,11 +18,13 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/tessera-hs/tessera/clientapi"
+	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
@@ -732,7 +734,7 @@ func TestStreamMessageTooBig(t *testing.T) {
 	alice := srv.Register("alice", "correct horse")
 	w := wsConnect(t, srv, alice.AccessToken, wsOpts{})
 	w.next(10 * time.Second)
-	big := `{"id": 1, "method": "ping", "params": {"pad": "` + strings.Repeat("x", 2<<20) + `"}}`
+	big := `{"id": 1, "method": "ping", "params": {"pad": "` + strings.Repeat("x", 5<<20) + `"}}`
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = w.c.Write(ctx, websocket.MessageText, []byte(big)) // may fail half way: the server hangs up
@@ -771,11 +773,8 @@ func TestStreamShutdownClosesPromptly(t *testing.T) {
 	}
 }
 
-// The tests below set the stream's limits, so they are not parallel.
-
 func TestStreamTokenRevoked(t *testing.T) {
-	clientapi.SetStreamLimits(t, clientapi.StreamLimits{PingInterval: 100 * time.Millisecond})
-	srv := testserver.Start(t)
+	srv := testserver.Start(t, streamLimits(func(l *config.SyncStream) { l.PingInterval = config.Duration(100 * time.Millisecond) }))
 	alice := srv.Register("alice", "correct horse")
 	w := wsConnect(t, srv, alice.AccessToken, wsOpts{})
 	w.next(10 * time.Second)
@@ -789,16 +788,35 @@ func TestStreamTokenRevoked(t *testing.T) {
 	}
 }
 
-// closeReasons collects why the server closed its streams.
-func closeReasons(t *testing.T) chan string {
+// streamLimits sets the server's sync_stream limits, and logs at info so
+// that closeReasons sees why streams close.
+func streamLimits(f func(*config.SyncStream)) testserver.Option {
+	return func(c *config.Config) {
+		f(&c.SyncStream)
+		c.Logging.Level = "info"
+	}
+}
+
+// closeReasons collects why the server closed its streams ("code reason"),
+// from the entries its log gets.
+func closeReasons(srv *testserver.Server) chan string {
 	reasons := make(chan string, 100)
-	clientapi.OnStreamClose(t, func(code websocket.StatusCode, reason string) {
+	srv.Log.AddHook(closeHook(reasons))
+	return reasons
+}
+
+type closeHook chan string
+
+func (closeHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h closeHook) Fire(e *logrus.Entry) error {
+	if e.Message == clientapi.StreamClosedMessage {
 		select {
-		case reasons <- fmt.Sprintf("%d %s", code, reason):
+		case h <- fmt.Sprintf("%v %v", e.Data["code"], e.Data["reason"]):
 		default:
 		}
-	})
-	return reasons
+	}
+	return nil
 }
 
 func waitReason(t *testing.T, reasons chan string, prefix string, timeout time.Duration) {
@@ -836,12 +854,11 @@ func readToEnd(t *testing.T, c *websocket.Conn, room id.RoomID) (events int, err
 }
 
 func TestStreamSlowReaderDisconnected(t *testing.T) {
-	clientapi.SetStreamLimits(t, clientapi.StreamLimits{
-		QueueLen: 2, WriteTimeout: 300 * time.Millisecond, MinWriteRate: 1 << 40,
-		PingInterval: time.Hour, // this test is about writes, not pongs
-	})
-	reasons := closeReasons(t)
-	srv := testserver.Start(t)
+	srv := testserver.Start(t, streamLimits(func(l *config.SyncStream) {
+		l.QueueLength, l.WriteTimeout, l.MinWriteRate = 2, config.Duration(300*time.Millisecond), 1<<40
+		l.PingInterval = config.Duration(time.Hour) // this test is about writes, not pongs
+	}))
+	reasons := closeReasons(srv)
 	alice := srv.Register("alice", "correct horse")
 	bob := srv.Register("bob", "correct horse")
 	room := wsRoom(t, alice, bob)
@@ -894,9 +911,10 @@ func TestStreamSlowReaderDisconnected(t *testing.T) {
 }
 
 func TestStreamKeepaliveDisconnectsNonReader(t *testing.T) {
-	clientapi.SetStreamLimits(t, clientapi.StreamLimits{PingInterval: 100 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
-	reasons := closeReasons(t)
-	srv := testserver.Start(t)
+	srv := testserver.Start(t, streamLimits(func(l *config.SyncStream) {
+		l.PingInterval, l.PingTimeout = config.Duration(100*time.Millisecond), config.Duration(200*time.Millisecond)
+	}))
+	reasons := closeReasons(srv)
 	alice := srv.Register("alice", "correct horse")
 
 	// A client that reads answers pings (the library does it as it

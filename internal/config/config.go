@@ -37,6 +37,23 @@ type Config struct {
 	RateLimits     RateLimits   `yaml:"rate_limits"`
 	Rooms          Rooms        `yaml:"rooms"`
 	Presence       Presence     `yaml:"presence"`
+	SyncStream     SyncStream   `yaml:"sync_stream"`
+}
+
+// SyncStream bounds each WebSocket sync stream (docs/websocket.md).
+type SyncStream struct {
+	// PingInterval is the keepalive period; PingTimeout how long a pong
+	// may take before the stream is closed.
+	PingInterval Duration `yaml:"ping_interval"`
+	PingTimeout  Duration `yaml:"ping_timeout"`
+	// WriteTimeout is how long one message may take to write (plus 1 s
+	// per 64 KiB of it) before a client that does not read is cut off.
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// MinWriteRate is the slowest a client may read a message, in bytes
+	// per second, beyond WriteTimeout.
+	MinWriteRate int64 `yaml:"min_write_bytes_per_second"`
+	// QueueLength bounds the messages waiting for the writer.
+	QueueLength int `yaml:"queue_length"`
 }
 
 type Presence struct {
@@ -158,7 +175,14 @@ func Default() Config {
 		Passwords: Passwords{MinLength: 8, HashMemoryKiB: 64 * 1024, HashIterations: 2},
 		Rooms:     Rooms{DefaultRoomVersion: "12"},
 		Presence:  Presence{Enabled: true},
-		Auth:      Auth{AccessTokenLifetime: Duration(5 * time.Minute)},
+		SyncStream: SyncStream{
+			PingInterval: Duration(30 * time.Second),
+			PingTimeout:  Duration(20 * time.Second),
+			WriteTimeout: Duration(15 * time.Second),
+			MinWriteRate: 64 << 10,
+			QueueLength:  16,
+		},
+		Auth: Auth{AccessTokenLifetime: Duration(5 * time.Minute)},
 		RateLimits: RateLimits{
 			Enabled: true,
 			// Synapse's defaults (rc_login, rc_registration).
@@ -329,6 +353,20 @@ func (c *Config) Validate() error {
 	}
 	if _, ok := gomatrixserverlib.StableRoomVersions()[gomatrixserverlib.RoomVersion(c.Rooms.DefaultRoomVersion)]; !ok {
 		return fmt.Errorf("rooms.default_room_version: expected a stable room version (1-12), got %q", c.Rooms.DefaultRoomVersion)
+	}
+	for name, d := range map[string]Duration{
+		"ping_interval": c.SyncStream.PingInterval, "ping_timeout": c.SyncStream.PingTimeout,
+		"write_timeout": c.SyncStream.WriteTimeout,
+	} {
+		if d <= 0 {
+			return fmt.Errorf("sync_stream.%s: expected a duration above 0", name)
+		}
+	}
+	if c.SyncStream.MinWriteRate < 1 {
+		return fmt.Errorf("sync_stream.min_write_bytes_per_second: expected 1 or more, got %d", c.SyncStream.MinWriteRate)
+	}
+	if c.SyncStream.QueueLength < 1 {
+		return fmt.Errorf("sync_stream.queue_length: expected 1 or more, got %d", c.SyncStream.QueueLength)
 	}
 	for name, r := range map[string]Rate{
 		"login_per_address": c.RateLimits.LoginPerAddress, "login_per_account": c.RateLimits.LoginPerAccount,

@@ -187,4 +187,18 @@ presence:
   # them. Off, setting presence is accepted and ignored and everyone reads
   # as offline (as in Synapse with presence disabled).
   enabled: true
+
+sync_stream:
+  # The WebSocket sync stream (docs/websocket.md). The server pings each
+  # stream this often and closes it (1008) when a pong takes longer than
+  # ping_timeout.
+  ping_interval: 30s
+  ping_timeout: 20s
+  # Writing one message may take write_timeout plus 1 s for every
+  # min_write_bytes_per_second bytes of it; a client that reads slower is
+  # disconnected (1008) rather than buffered for without limit, as is one
+  # whose queue of queue_length messages stays full for write_timeout.
+  write_timeout: 15s
+  min_write_bytes_per_second: 65536
+  queue_length: 16
 `))
