@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"sync/atomic"
 
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/httpx"
@@ -39,24 +40,64 @@ const (
 
 // nextStreamPos takes the next position of a stream inside tx. The single
 // writer connection serialises transactions, so positions become visible
-// in order: no reader sees position N+1 before N.
-func nextStreamPos(ctx context.Context, tx *database.Tx, stream string) (int64, error) {
+// in order: no reader sees position N+1 before N. The position is
+// published to streamPos's in-memory copy once tx commits.
+func (s *Service) nextStreamPos(ctx context.Context, tx *database.Tx, stream string) (int64, error) {
 	var pos int64
 	err := tx.QueryRowContext(ctx, `UPDATE users_stream_positions SET pos = pos + 1 WHERE stream = $1 RETURNING pos`,
 		stream).Scan(&pos)
 	if err != nil {
 		return 0, fmt.Errorf("next %s position: %w", stream, err)
 	}
+	tx.AfterCommit(func() { s.positions.publish(stream, pos) })
 	return pos, nil
 }
 
-func (s *Service) streamPos(ctx context.Context, stream string) (int64, error) {
-	var pos int64
-	err := s.db.QueryRowContext(ctx, `SELECT pos FROM users_stream_positions WHERE stream = $1`, stream).Scan(&pos)
-	if err != nil {
-		return 0, fmt.Errorf("%s position: %w", stream, err)
+// streamPos is the latest committed position of a stream. It is read on
+// every sync, so it comes from memory: loaded at start-up, then advanced
+// as each transaction that takes a position commits.
+func (s *Service) streamPos(_ context.Context, stream string) (int64, error) {
+	p, ok := s.positions[stream]
+	if !ok {
+		return 0, fmt.Errorf("unknown stream %q", stream)
 	}
-	return pos, nil
+	return p.Load(), nil
+}
+
+// streamPositions holds the committed position of each of the users
+// domain's streams.
+type streamPositions map[string]*atomic.Int64
+
+func loadStreamPositions(ctx context.Context, db *database.DB) (streamPositions, error) {
+	rows, err := db.QueryContext(ctx, `SELECT stream, pos FROM users_stream_positions`)
+	if err != nil {
+		return nil, fmt.Errorf("load stream positions: %w", err)
+	}
+	defer rows.Close()
+	p := streamPositions{}
+	for rows.Next() {
+		var stream string
+		var pos int64
+		if err := rows.Scan(&stream, &pos); err != nil {
+			return nil, fmt.Errorf("load stream positions: %w", err)
+		}
+		p[stream] = &atomic.Int64{}
+		p[stream].Store(pos)
+	}
+	return p, rows.Err()
+}
+
+// publish advances a stream's position to pos. Transactions commit in
+// position order, but their after-commit calls may run out of order:
+// the position only ever moves forward.
+func (p streamPositions) publish(stream string, pos int64) {
+	v := p[stream]
+	for {
+		cur := v.Load()
+		if pos <= cur || v.CompareAndSwap(cur, pos) {
+			return
+		}
+	}
 }
 
 // AccountDataPos is the latest position of the account data stream: a
@@ -129,7 +170,7 @@ func (s *Service) SetAccountData(ctx context.Context, userID, roomID, typ string
 		return err
 	}
 	err = s.db.WithTx(ctx, func(tx *database.Tx) error {
-		return putAccountData(ctx, tx, userID, roomID, typ, content)
+		return s.putAccountData(ctx, tx, userID, roomID, typ, content)
 	})
 	if err == nil {
 		s.accountDataChanged(ctx, userID)
@@ -139,8 +180,8 @@ func (s *Service) SetAccountData(ctx context.Context, userID, roomID, typ string
 
 // putAccountData writes one account data entry at the next stream
 // position. It bypasses CheckClientSettable: read markers and tags use it.
-func putAccountData(ctx context.Context, tx *database.Tx, userID, roomID, typ string, content json.RawMessage) error {
-	pos, err := nextStreamPos(ctx, tx, streamAccountData)
+func (s *Service) putAccountData(ctx context.Context, tx *database.Tx, userID, roomID, typ string, content json.RawMessage) error {
+	pos, err := s.nextStreamPos(ctx, tx, streamAccountData)
 	if err != nil {
 		return err
 	}
@@ -355,6 +396,6 @@ func (s *Service) updateTags(ctx context.Context, userID, roomID string, change 
 		if err != nil {
 			return fmt.Errorf("encode tags: %w", err)
 		}
-		return putAccountData(ctx, tx, userID, roomID, TypeTag, content)
+		return s.putAccountData(ctx, tx, userID, roomID, TypeTag, content)
 	})
 }

@@ -51,7 +51,7 @@ func (s *Service) PutPresence(ctx context.Context, p PresenceState) (int64, erro
 	var pos int64
 	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
 		var err error
-		if pos, err = nextStreamPos(ctx, tx, streamPresence); err != nil {
+		if pos, err = s.nextStreamPos(ctx, tx, streamPresence); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO presence

@@ -16,7 +16,7 @@ import (
 // https://spec.matrix.org/v1.19/client-server-api/#push-rules-events
 func (s *Service) SetPushRulesAccountData(ctx context.Context, userID string, content json.RawMessage) error {
 	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
-		return putAccountData(ctx, tx, userID, "", TypePushRules, content)
+		return s.putAccountData(ctx, tx, userID, "", TypePushRules, content)
 	})
 	if err == nil {
 		s.accountDataChanged(ctx, userID)

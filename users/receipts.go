@@ -145,9 +145,9 @@ func (s *Service) moveMarkers(ctx context.Context, rooms ReceiptRooms, userID, r
 		for _, m := range ms {
 			var err error
 			if m.typ == TypeFullyRead {
-				err = setFullyRead(ctx, tx, userID, roomID, m.eventID)
+				err = s.setFullyRead(ctx, tx, userID, roomID, m.eventID)
 			} else {
-				err = putReceipt(ctx, tx, roomID, userID, m, ts)
+				err = s.putReceipt(ctx, tx, roomID, userID, m, ts)
 			}
 			if err != nil {
 				return err
@@ -162,7 +162,7 @@ func (s *Service) moveMarkers(ctx context.Context, rooms ReceiptRooms, userID, r
 // as in Synapse: a user who marked too much as read can undo it. Setting
 // it to where it already is writes nothing.
 // https://spec.matrix.org/v1.19/client-server-api/#mfully_read
-func setFullyRead(ctx context.Context, tx *database.Tx, userID, roomID, eventID string) error {
+func (s *Service) setFullyRead(ctx context.Context, tx *database.Tx, userID, roomID, eventID string) error {
 	cur, err := getAccountData(ctx, tx, userID, roomID, TypeFullyRead)
 	if err != nil {
 		return err
@@ -177,13 +177,13 @@ func setFullyRead(ctx context.Context, tx *database.Tx, userID, roomID, eventID 
 	if err != nil {
 		return err
 	}
-	return putAccountData(ctx, tx, userID, roomID, TypeFullyRead, content)
+	return s.putAccountData(ctx, tx, userID, roomID, TypeFullyRead, content)
 }
 
 // putReceipt stores a receipt unless the user already has one of the same
 // type and thread at this event or a later one: receipts mean "read up to
 // here" and only move forward (Synapse ignores older ones the same way).
-func putReceipt(ctx context.Context, tx *database.Tx, roomID, userID string, m marker, ts int64) error {
+func (s *Service) putReceipt(ctx context.Context, tx *database.Tx, roomID, userID string, m marker, ts int64) error {
 	var curPos int64
 	err := tx.QueryRowContext(ctx, `SELECT event_pos FROM receipts
 		WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id = $4`,
@@ -194,7 +194,7 @@ func putReceipt(ctx context.Context, tx *database.Tx, roomID, userID string, m m
 	case err != nil && !isNoRowsErr(err):
 		return fmt.Errorf("read receipt: %w", err)
 	}
-	pos, err := nextStreamPos(ctx, tx, streamReceipts)
+	pos, err := s.nextStreamPos(ctx, tx, streamReceipts)
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,8 @@ type Service struct {
 	// dummyHash is verified against when an account does not exist, so a
 	// login for a missing user takes as long as a wrong password.
 	dummyHash string
+	// positions: the committed position of each stream (accountdata.go).
+	positions streamPositions
 }
 
 // New runs the domain's migrations and returns the service.
@@ -58,6 +60,9 @@ func New(ctx context.Context, db *database.DB, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.dummyHash = h
+	if s.positions, err = loadStreamPositions(ctx, db); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

@@ -29,6 +29,96 @@ type DB struct {
 	reader  *sql.DB
 	path    string
 	queries sync.Map // original query -> rewritten query
+
+	// Prepared statements, per query, on the reader pool and on the
+	// writer: SQLite then parses and plans each query once per
+	// connection rather than on every call.
+	readStmts, writeStmts stmtCache
+}
+
+// maxCachedStmts bounds each statement cache. Queries are mostly constant
+// strings, but some are built with a variable number of placeholders; past
+// the bound a new query runs unprepared rather than grow the cache.
+const maxCachedStmts = 512
+
+type stmtCache struct {
+	mu     sync.RWMutex
+	stmts  map[string]*sql.Stmt
+	closed bool
+	// pending: queries being prepared in the background.
+	pending map[string]bool
+}
+
+// lookup returns query's statement if it is prepared.
+func (c *stmtCache) lookup(query string) (*sql.Stmt, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	st, ok := c.stmts[query]
+	return st, ok
+}
+
+// preparing marks query as being prepared in the background, and reports
+// whether the caller should (no one else is, and it may be cached).
+func (c *stmtCache) preparing(query string) bool {
+	if strings.Contains(query, ";") {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.pending[query] || len(c.stmts)+len(c.pending) >= maxCachedStmts {
+		return false
+	}
+	if c.pending == nil {
+		c.pending = map[string]bool{}
+	}
+	c.pending[query] = true
+	return true
+}
+
+// get returns the prepared statement of query (already rewritten) on pool,
+// preparing it the first time; nil when the cache is full or closed, the
+// query may hold several statements, or it does not prepare (the caller
+// then runs the query unprepared and gets the error, if any, from that).
+func (c *stmtCache) get(ctx context.Context, pool *sql.DB, query string) *sql.Stmt {
+	if strings.Contains(query, ";") {
+		// Possibly several statements (a migration): a prepared
+		// statement would run only the first.
+		return nil
+	}
+	c.mu.RLock()
+	st, ok := c.stmts[query]
+	full := c.closed || len(c.stmts) >= maxCachedStmts
+	c.mu.RUnlock()
+	if ok || full {
+		return st
+	}
+	st, err := pool.PrepareContext(ctx, query)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pending, query)
+	if err != nil {
+		return nil
+	}
+	if prev, ok := c.stmts[query]; ok || c.closed || len(c.stmts) >= maxCachedStmts {
+		st.Close()
+		return prev
+	}
+	if c.stmts == nil {
+		c.stmts = map[string]*sql.Stmt{}
+	}
+	c.stmts[query] = st
+	return st
+}
+
+func (c *stmtCache) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, st := range c.stmts {
+		errs = append(errs, st.Close())
+	}
+	c.stmts, c.closed = nil, true
+	return errors.Join(errs...)
 }
 
 // Options tunes Open.
@@ -88,7 +178,7 @@ func (db *DB) Path() string { return db.path }
 // Close closes every connection. SQLite checkpoints the WAL when the last
 // connection closes, so a cleanly stopped server leaves one database file.
 func (db *DB) Close() error {
-	return errors.Join(db.reader.Close(), db.writer.Close())
+	return errors.Join(db.readStmts.close(), db.writeStmts.close(), db.reader.Close(), db.writer.Close())
 }
 
 // rewrite turns $1 placeholders into ?1, leaving string literals alone.
@@ -124,33 +214,79 @@ type Querier interface {
 
 // ExecContext runs a single write statement on the writer.
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return db.writer.ExecContext(ctx, db.rewrite(query), args...)
+	q := db.rewrite(query)
+	if st := db.writeStmts.get(ctx, db.writer, q); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return db.writer.ExecContext(ctx, q, args...)
 }
 
 // QueryContext runs a read on the reader pool.
 func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return db.reader.QueryContext(ctx, db.rewrite(query), args...)
+	q := db.rewrite(query)
+	if st := db.readStmts.get(ctx, db.reader, q); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return db.reader.QueryContext(ctx, q, args...)
 }
 
 // QueryRowContext runs a single-row read on the reader pool.
 func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return db.reader.QueryRowContext(ctx, db.rewrite(query), args...)
+	q := db.rewrite(query)
+	if st := db.readStmts.get(ctx, db.reader, q); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return db.reader.QueryRowContext(ctx, q, args...)
 }
 
 // Tx is a write transaction. Its reads see its own writes.
 type Tx struct {
-	tx *sql.Tx
-	db *DB
+	tx          *sql.Tx
+	db          *DB
+	afterCommit []func()
+}
+
+// AfterCommit runs f once the transaction has committed (not if it rolls
+// back), before WithTx returns: for in-memory state that must change only
+// with the data it mirrors.
+func (t *Tx) AfterCommit(f func()) { t.afterCommit = append(t.afterCommit, f) }
+
+// stmt returns the transaction's use of the writer's prepared statement
+// of query (database/sql reuses the one already prepared on the writer
+// connection), or nil to run the query unprepared. A query not prepared
+// yet cannot be prepared here: the transaction holds the only writer
+// connection. It runs unprepared, and is prepared in the background once
+// the connection is free.
+func (t *Tx) stmt(ctx context.Context, query string) *sql.Stmt {
+	if st, ok := t.db.writeStmts.lookup(query); ok {
+		return t.tx.StmtContext(ctx, st)
+	}
+	if t.db.writeStmts.preparing(query) {
+		go t.db.writeStmts.get(context.Background(), t.db.writer, query)
+	}
+	return nil
 }
 
 func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(ctx, t.db.rewrite(query), args...)
+	q := t.db.rewrite(query)
+	if st := t.stmt(ctx, q); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return t.tx.ExecContext(ctx, q, args...)
 }
 func (t *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return t.tx.QueryContext(ctx, t.db.rewrite(query), args...)
+	q := t.db.rewrite(query)
+	if st := t.stmt(ctx, q); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return t.tx.QueryContext(ctx, q, args...)
 }
 func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(ctx, t.db.rewrite(query), args...)
+	q := t.db.rewrite(query)
+	if st := t.stmt(ctx, q); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return t.tx.QueryRowContext(ctx, q, args...)
 }
 
 // WithTx runs fn in a write transaction on the writer connection, committing
@@ -160,12 +296,16 @@ func (db *DB) WithTx(ctx context.Context, fn func(tx *Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	if err := fn(&Tx{tx: sqlTx, db: db}); err != nil {
+	tx := &Tx{tx: sqlTx, db: db}
+	if err := fn(tx); err != nil {
 		_ = sqlTx.Rollback()
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {
 		return fmt.Errorf("commit transaction: %w", err)
+	}
+	for _, f := range tx.afterCommit {
+		f()
 	}
 	return nil
 }

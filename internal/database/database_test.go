@@ -3,8 +3,10 @@ package database
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func openTest(t *testing.T) *DB {
@@ -131,5 +133,61 @@ func TestDurabilitySettings(t *testing.T) {
 	}
 	if mode != "wal" || sync != 2 || fk != 1 {
 		t.Fatalf("journal_mode=%s synchronous=%d foreign_keys=%d; want wal, 2 (FULL), 1", mode, sync, fk)
+	}
+}
+
+// TestPreparedStatements: queries run through cached prepared statements
+// give the same results as unprepared ones, inside and outside
+// transactions, the cache stays bounded, and multi-statement scripts still
+// run every statement.
+func TestPreparedStatements(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	if _, err := db.ExecContext(ctx, `CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER); CREATE TABLE other (x INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO other (x) VALUES (1)`); err != nil {
+		t.Fatalf("second statement of the script did not run: %v", err)
+	}
+	for i := range 20 {
+		err := db.WithTx(ctx, func(tx *Tx) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO kv (k, v) VALUES ($1, $2)`, fmt.Sprint(i), i); err != nil {
+				return err
+			}
+			var n int
+			return tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM kv`).Scan(&n)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v int
+		if err := db.QueryRowContext(ctx, `SELECT v FROM kv WHERE k = $1`, fmt.Sprint(i)).Scan(&v); err != nil || v != i {
+			t.Fatalf("read %d back: %d, %v", i, v, err)
+		}
+	}
+	// Background preparation of the transaction's statements finishes.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok := db.writeStmts.lookup(db.rewrite(`INSERT INTO kv (k, v) VALUES ($1, $2)`)); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the transaction's statement was never prepared")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A bad query still reports its error.
+	if _, err := db.QueryContext(ctx, `SELECT nope FROM kv`); err == nil {
+		t.Fatal("a bad query succeeded")
+	}
+	// Many distinct queries: the cache stops growing, the queries still run.
+	for i := range maxCachedStmts + 50 {
+		var v int
+		if err := db.QueryRowContext(ctx, fmt.Sprintf(`SELECT %d`, i)).Scan(&v); err != nil || v != i {
+			t.Fatalf("query %d: %d, %v", i, v, err)
+		}
+	}
+	if n := len(db.readStmts.stmts); n > maxCachedStmts {
+		t.Fatalf("%d cached statements, bound %d", n, maxCachedStmts)
 	}
 }
