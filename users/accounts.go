@@ -235,7 +235,7 @@ func (s *Service) SetPassword(ctx context.Context, userID, newPassword, keepDevi
 			return nil
 		}
 		var err error
-		deleted, err = deleteDevicesExcept(ctx, tx, userID, keepDevice)
+		deleted, err = s.deleteDevicesExcept(ctx, tx, userID, keepDevice)
 		return err
 	})
 	if err != nil {
@@ -251,11 +251,12 @@ func (s *Service) SetPassword(ctx context.Context, userID, newPassword, keepDevi
 func (s *Service) Deactivate(ctx context.Context, userID string, erase bool) error {
 	var deleted []string
 	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
+		tx.AfterCommit(s.auth.invalidate)
 		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET deactivated = 1, password_hash = NULL WHERE user_id = $1`, userID); err != nil {
 			return fmt.Errorf("deactivate: %w", err)
 		}
 		var err error
-		if deleted, err = deleteDevicesExcept(ctx, tx, userID, ""); err != nil {
+		if deleted, err = s.deleteDevicesExcept(ctx, tx, userID, ""); err != nil {
 			return fmt.Errorf("deactivate: delete devices: %w", err)
 		}
 		if erase {

@@ -84,6 +84,7 @@ func (s *Service) CreateSession(ctx context.Context, ns NewSession) (*Session, e
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			// An existing device: its old tokens die with this login.
+			tx.AfterCommit(s.auth.invalidate)
 			if _, err := tx.ExecContext(ctx, `DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2`, ns.UserID, ns.DeviceID); err != nil {
 				return err
 			}
@@ -143,6 +144,14 @@ const lastSeenInterval = 5 * time.Minute
 // M_UNKNOWN_TOKEN; an expired one says soft_logout, so the client refreshes
 // or logs in again on the same device.
 func (s *Service) Authenticate(ctx context.Context, token string, client ClientInfo) (*Requester, error) {
+	hash := hashToken(token)
+	now := s.nowMS()
+	if e, ok := s.auth.get(string(hash)); ok && (e.expires == 0 || now < e.expires) &&
+		now-e.lastSeen <= lastSeenInterval.Milliseconds() {
+		r := e.r
+		return &r, nil
+	}
+	gen := s.auth.generation()
 	var (
 		r                 Requester
 		expires           int64
@@ -156,7 +165,7 @@ func (s *Service) Authenticate(ctx context.Context, token string, client ClientI
 		JOIN accounts a ON a.user_id = t.user_id
 		JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
 		LEFT JOIN refresh_tokens rt ON rt.id = t.refresh_id
-		WHERE t.token_hash = $1`, hashToken(token)).
+		WHERE t.token_hash = $1`, hash).
 		Scan(&r.UserID, &r.DeviceID, &expires, &refreshID, &prevID, &r.IsGuest, &r.IsAdmin, &deactivated, &lastSeen)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, mxerr.UnknownToken(false)
@@ -167,7 +176,6 @@ func (s *Service) Authenticate(ctx context.Context, token string, client ClientI
 	if deactivated {
 		return nil, mxerr.UnknownToken(false)
 	}
-	now := s.nowMS()
 	if expires != 0 && now >= expires {
 		return nil, mxerr.UnknownToken(true)
 	}
@@ -178,12 +186,17 @@ func (s *Service) Authenticate(ctx context.Context, token string, client ClientI
 			return nil, err
 		}
 	}
+	seen := lastSeen.Int64
 	if !lastSeen.Valid || now-lastSeen.Int64 > lastSeenInterval.Milliseconds() {
 		_, err := s.db.ExecContext(ctx, `UPDATE devices SET last_seen_ts = $1, last_seen_ip = $2, last_seen_user_agent = $3
 			WHERE user_id = $4 AND device_id = $5`, now, client.IP, client.UserAgent, r.UserID, r.DeviceID)
 		if err != nil {
 			return nil, fmt.Errorf("update last seen: %w", err)
 		}
+		seen = now
+	}
+	if !prevID.Valid {
+		s.auth.put(string(hash), authEntry{r: r, expires: expires, lastSeen: seen, gen: gen})
 	}
 	return &r, nil
 }
@@ -192,6 +205,7 @@ func (s *Service) Authenticate(ctx context.Context, token string, client ClientI
 // token issued with it) now that its successor id has been used.
 func (s *Service) revokeRefresh(ctx context.Context, id, prevID int64) error {
 	return s.db.WithTx(ctx, func(tx *database.Tx) error {
+		tx.AfterCommit(s.auth.invalidate)
 		if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE id = $1`, prevID); err != nil {
 			return fmt.Errorf("revoke refresh token: %w", err)
 		}
@@ -225,6 +239,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Session, e
 		if expires != 0 && s.nowMS() >= expires {
 			return mxerr.UnknownToken(true)
 		}
+		tx.AfterCommit(s.auth.invalidate)
 		if prevID.Valid { // this token's first use revokes its predecessor
 			if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE id = $1`, prevID.Int64); err != nil {
 				return err

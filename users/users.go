@@ -42,6 +42,8 @@ type Service struct {
 	dummyHash string
 	// positions: the committed position of each stream (accountdata.go).
 	positions streamPositions
+	// auth caches token lookups (authcache.go).
+	auth authCache
 }
 
 // New runs the domain's migrations and returns the service.
