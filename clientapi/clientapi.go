@@ -18,6 +18,8 @@ import (
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/internal/ratelimit"
+	"github.com/tessera-hs/tessera/keybackup"
+	"github.com/tessera-hs/tessera/keys"
 	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/syncapi"
@@ -32,6 +34,9 @@ type API struct {
 	rooms *roomserver.Service
 	syncs *syncapi.Service
 	push  *push.Service // nil until SetPush
+	// keys and keyBackup are the E2EE stores (SetKeys, SetKeyBackup).
+	keys      *keys.Service
+	keyBackup *keybackup.Service
 	uia   *uiaSessions
 	// nonces for shared-secret registration
 	nonces *nonceStore
@@ -88,6 +93,8 @@ func (a *API) Register(r *mux.Router) {
 		add(prefix, a.toDeviceRoutes())
 		add(prefix, a.pushRoutes())
 		add(prefix, a.typingPresenceRoutes())
+		add(prefix, a.keysRoutes())
+		add(prefix, a.keyBackupRoutes())
 	}
 	add("/_matrix/client/v1", []route{
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},

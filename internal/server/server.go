@@ -22,6 +22,8 @@ import (
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/signingkey"
+	"github.com/tessera-hs/tessera/keybackup"
+	"github.com/tessera-hs/tessera/keys"
 	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/syncapi"
@@ -38,6 +40,7 @@ type Server struct {
 	Rooms *roomserver.Service
 	Sync  *syncapi.Service
 	Push  *push.Service
+	Keys  *keys.Service
 
 	notifier *syncapi.Notifier
 	api      *clientapi.API
@@ -114,6 +117,9 @@ func (s *Server) init(ctx context.Context) error {
 			if err := s.Sync.ToDevice().DevicesDeleted(ctx, userID, deviceIDs); err != nil {
 				s.log.WithError(err).WithField("user_id", userID).Error("dropping the to-device queues of deleted devices")
 			}
+			if err := s.Keys.DevicesDeleted(ctx, userID, deviceIDs); err != nil {
+				s.log.WithError(err).WithField("user_id", userID).Error("deleting the keys of deleted devices")
+			}
 		},
 		Deactivated: func(ctx context.Context, userID string) {
 			if err := rs.LeaveAll(ctx, userID); err != nil {
@@ -134,8 +140,17 @@ func (s *Server) init(ctx context.Context) error {
 	}
 	s.Push = ps
 	s.Sync.SetUnreadCounter(ps)
+	if s.Keys, err = keys.New(ctx, s.db, us, s.log); err != nil {
+		return err
+	}
+	kb, err := keybackup.New(ctx, s.db)
+	if err != nil {
+		return err
+	}
 	api := clientapi.New(s.cfg, s.log, us, rs, s.Sync)
 	api.SetPush(ps)
+	api.SetKeys(s.Keys)
+	api.SetKeyBackup(kb)
 
 	r := mux.NewRouter().UseEncodedPath()
 	api.Register(r)
