@@ -12,7 +12,34 @@ import (
 )
 
 func (a *API) syncRoutes() []route {
-	return []route{{http.MethodGet, "/sync", a.authed(a.sync, guestOK)}}
+	return []route{
+		{http.MethodGet, "/sync", a.authed(a.sync, guestOK)},
+		{http.MethodGet, "/keys/changes", a.authed(a.keyChanges, guestOK)},
+	}
+}
+
+// keyChanges: GET /keys/changes?from=&to=, the device list changes between
+// two sync tokens.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3keyschanges
+func (a *API) keyChanges(r *http.Request, who *users.Requester) (any, error) {
+	q := r.URL.Query()
+	var toks [2]syncapi.Token
+	for i, name := range []string{"from", "to"} {
+		v := q.Get(name)
+		if v == "" {
+			return nil, mxerr.MissingParam("Missing %s parameter", name)
+		}
+		t, err := syncapi.ParseToken(v)
+		if err != nil {
+			return nil, mxerr.InvalidParam("Invalid %s token %q", name, v)
+		}
+		toks[i] = t
+	}
+	changed, left, err := a.syncs.KeyChanges(r.Context(), who.UserID, toks[0], toks[1])
+	if err != nil {
+		return nil, err
+	}
+	return map[string][]string{"changed": changed, "left": left}, nil
 }
 
 // maxSyncTimeout bounds a long-poll, so a client cannot hold a request

@@ -41,6 +41,10 @@ type committer struct {
 	// published is the last stream position whose events have committed
 	// (read atomically by sync).
 	published int64
+	// lastMember is the stream position of the latest committed
+	// membership change (read atomically): sync skips looking for
+	// membership changes in a window that ends before it.
+	lastMember atomic.Int64
 }
 
 // maxCommitEvents bounds one transaction.
@@ -55,6 +59,11 @@ func newCommitter(ctx context.Context, s *Service) (*committer, error) {
 		return nil, fmt.Errorf("read state group id: %w", err)
 	}
 	c.published = c.lastPos
+	var lastMember int64
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM memberships`).Scan(&lastMember); err != nil {
+		return nil, fmt.Errorf("read membership position: %w", err)
+	}
+	c.lastMember.Store(lastMember)
 	go c.loop()
 	return c, nil
 }
@@ -121,6 +130,9 @@ func (c *committer) commit(batch []*commitReq) {
 	var all []*Event
 	for _, req := range batch {
 		for _, pe := range req.events {
+			if pe.ev.Type() == spec.MRoomMember && pe.ev.StateKey() != nil {
+				c.lastMember.Store(max(c.lastMember.Load(), pe.ev.StreamPos))
+			}
 			c.s.cache.put(pe.ev)
 			if pe.redaction != nil {
 				c.s.cache.forget(pe.redaction.targetID)

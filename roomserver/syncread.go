@@ -2,6 +2,7 @@ package roomserver
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"sort"
 	"sync/atomic"
@@ -144,6 +145,66 @@ func (s *Service) JoinedUsers(ctx context.Context, roomID string) ([]string, err
 			return nil, err
 		}
 		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// SharedUsers returns every user joined to a room the user is joined to,
+// the user included: those whose device lists concern them.
+func (s *Service) SharedUsers(ctx context.Context, userID string) (map[string]bool, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT o.user_id FROM memberships m
+		JOIN memberships o ON o.room_id = m.room_id AND o.membership = 'join'
+		WHERE m.user_id = $1 AND m.membership = 'join'`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("users sharing a room: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{userID: true}
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out[u] = true
+	}
+	return out, rows.Err()
+}
+
+// MemberChange is a membership event of a room: who, and what it set.
+type MemberChange struct {
+	RoomID, UserID, Membership string
+}
+
+// MemberChanges returns the membership changes committed at stream
+// positions in (from, to] in the given rooms, oldest first.
+func (s *Service) MemberChanges(ctx context.Context, roomIDs []string, from, to int64) ([]MemberChange, error) {
+	if from >= to || from >= s.commit.lastMember.Load() || len(roomIDs) == 0 {
+		return nil, nil
+	}
+	rooms := make(map[string]bool, len(roomIDs))
+	for _, r := range roomIDs {
+		rooms[r] = true
+	}
+	// The window is short for an incremental sync: scanning its member
+	// events and keeping those of the user's rooms beats one query per room.
+	rows, err := s.db.QueryContext(ctx, `SELECT room_id, state_key, json_extract(json, '$.content.membership') FROM events
+		WHERE stream_pos > $1 AND stream_pos <= $2 AND type = 'm.room.member' AND state_key IS NOT NULL
+		ORDER BY stream_pos`, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("membership changes: %w", err)
+	}
+	defer rows.Close()
+	var out []MemberChange
+	for rows.Next() {
+		var c MemberChange
+		var m sql.NullString
+		if err := rows.Scan(&c.RoomID, &c.UserID, &m); err != nil {
+			return nil, err
+		}
+		if rooms[c.RoomID] {
+			c.Membership = m.String
+			out = append(out, c)
+		}
 	}
 	return out, rows.Err()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/users"
 )
 
@@ -22,7 +23,11 @@ type syncContext struct {
 	req     Request
 	resp    *Response
 	initial bool
-	joined  []string // rooms the user is joined to
+	joined  []string // rooms the user is joined to (that the filter allows)
+	// since and now are the response's window; memberships the user's
+	// memberships, whatever the filter says.
+	since, now  Token
+	memberships []roomserver.MembershipChange
 	// next is the response's next_batch. A stream that sends only part of
 	// what is waiting lowers its own position in it, so that the next
 	// sync carries on from there.

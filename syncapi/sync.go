@@ -3,6 +3,7 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,7 +25,10 @@ import (
 type Token []int64
 
 // streamNames lists the streams in token order; events comes first.
-var streamNames = []string{"events", "account_data", "receipts", "typing", "presence", "to_device"}
+var streamNames = []string{"events", "account_data", "receipts", "typing", "presence", "to_device", "device_lists"}
+
+// deviceListsIndex is the device_lists stream's place in a token.
+var deviceListsIndex = slices.Index(streamNames, "device_lists")
 
 func (t Token) String() string {
 	var b strings.Builder
@@ -72,6 +76,8 @@ type Service struct {
 	notifier *Notifier
 	// unreadCounter gives unread_notifications (nil: none).
 	unreadCounter UnreadCounter
+	// keys is the E2EE key store, for device_lists (nil: none).
+	keys KeyStore
 	// streams are the streams after events, in token order.
 	streams  []stream
 	lazy     *lazyMembers
@@ -90,11 +96,11 @@ func New(ctx context.Context, db *database.DB, rooms *roomserver.Service, us *us
 		return nil, err
 	}
 	rooms.Subscribe(notifier.OnEvents)
-	return &Service{
-		rooms: rooms, notifier: notifier, stop: make(chan struct{}), lazy: newLazyMembers(),
-		// In the order of streamNames after "events".
-		streams: []stream{accountDataStream{us}, receiptStream{us}, newTypingStream(notifier), newPresenceStream(us, rooms, notifier), toDevice},
-	}, nil
+	s := &Service{rooms: rooms, notifier: notifier, stop: make(chan struct{}), lazy: newLazyMembers()}
+	// In the order of streamNames after "events".
+	s.streams = []stream{accountDataStream{us}, receiptStream{us}, newTypingStream(notifier),
+		newPresenceStream(us, rooms, notifier), toDevice, deviceListStream{s}}
+	return s, nil
 }
 
 // Stop ends every waiting long-poll (each answers with what it has), so
@@ -133,6 +139,9 @@ type Response struct {
 	ToDevice    EventList      `json:"to_device"`
 	DeviceLists DeviceLists    `json:"device_lists"`
 	OTKCounts   map[string]int `json:"device_one_time_keys_count"`
+	// FallbackKeyTypes is absent only without a key store: a client reads
+	// its absence as a server without fallback keys.
+	FallbackKeyTypes []string `json:"device_unused_fallback_key_types,omitempty"`
 
 	// lazySent lists the member events sent to a lazy-loading client, to
 	// remember once the response is final.
@@ -383,7 +392,8 @@ func (s *Service) compute(ctx context.Context, req Request, f *filter) (*Respons
 	if err != nil {
 		return nil, false, err
 	}
-	sc := &syncContext{req: req, resp: resp, initial: initial, next: append(Token(nil), nowTok...)}
+	sc := &syncContext{req: req, resp: resp, initial: initial, next: append(Token(nil), nowTok...),
+		since: sinceTok, now: nowTok, memberships: mems}
 	news := false
 	roomNews := map[string]bool{}
 	for _, m := range mems {
