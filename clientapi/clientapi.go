@@ -37,7 +37,7 @@ type API struct {
 	// keys and keyBackup are the E2EE stores (SetKeys, SetKeyBackup).
 	keys      *keys.Service
 	keyBackup *keybackup.Service
-	uia   *uiaSessions
+	uia       *uiaSessions
 	// nonces for shared-secret registration
 	nonces *nonceStore
 	// stream keeps the open sync streams (WebSockets); see websocket.go.
@@ -100,6 +100,7 @@ func (a *API) Register(r *mux.Router) {
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},
 	})
 	a.roomExtraPrefixedRoutes(add)
+	a.dehydratedRoutes(add)
 	a.registerStream(r)
 	add("/_synapse/admin/v1", []route{
 		{http.MethodGet, "/register", a.sharedSecretNonce},

@@ -6,7 +6,9 @@ package keys
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
 
@@ -20,13 +22,27 @@ type Service struct {
 	users    *users.Service
 	log      logrus.FieldLogger
 	onChange func(ctx context.Context, userID string)
+	// pos is the device list stream's latest committed position.
+	pos atomic.Int64
 }
 
-var errTODO = errors.New("keys: not implemented yet")
+// streamDeviceLists is the name of the device list stream in
+// keys_stream_positions.
+const streamDeviceLists = "device_lists"
 
 // New runs the keys domain's migrations and builds the service.
 func New(ctx context.Context, db *database.DB, us *users.Service, log logrus.FieldLogger) (*Service, error) {
-	return &Service{db: db, users: us, log: log}, nil
+	if err := db.Migrate(ctx, "keys", migrations); err != nil {
+		return nil, err
+	}
+	s := &Service{db: db, users: us, log: log}
+	var pos int64
+	if err := db.QueryRowContext(ctx, `SELECT pos FROM keys_stream_positions WHERE stream = $1`,
+		streamDeviceLists).Scan(&pos); err != nil {
+		return nil, fmt.Errorf("load device list position: %w", err)
+	}
+	s.pos.Store(pos)
+	return s, nil
 }
 
 // SetChangeHook installs f, called after the commit of every change to a
@@ -36,27 +52,147 @@ func New(ctx context.Context, db *database.DB, us *users.Service, log logrus.Fie
 func (s *Service) SetChangeHook(f func(ctx context.Context, userID string)) { s.onChange = f }
 
 // StreamPos is the device list stream's latest committed position.
-func (s *Service) StreamPos() int64 { return 0 }
+func (s *Service) StreamPos() int64 { return s.pos.Load() }
+
+// publish advances the in-memory position to pos. After-commit calls may
+// run out of order: the position only moves forward.
+func (s *Service) publish(pos int64) {
+	for {
+		cur := s.pos.Load()
+		if pos <= cur || s.pos.CompareAndSwap(cur, pos) {
+			return
+		}
+	}
+}
+
+// changes collects the users whose device list a transaction changed.
+type changes struct {
+	users []string
+}
+
+// record takes the next device list position for userID inside tx (once
+// per user and transaction) and publishes it when tx commits.
+func (s *Service) record(ctx context.Context, tx *database.Tx, ch *changes, userID string) error {
+	if slices.Contains(ch.users, userID) {
+		return nil
+	}
+	var pos int64
+	if err := tx.QueryRowContext(ctx, `UPDATE keys_stream_positions SET pos = pos + 1 WHERE stream = $1 RETURNING pos`,
+		streamDeviceLists).Scan(&pos); err != nil {
+		return fmt.Errorf("next device list position: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO keys_device_list_changes (pos, user_id) VALUES ($1, $2)`,
+		pos, userID); err != nil {
+		return fmt.Errorf("record device list change: %w", err)
+	}
+	tx.AfterCommit(func() { s.publish(pos) })
+	ch.users = append(ch.users, userID)
+	return nil
+}
+
+// withTx runs fn in a write transaction and, once it has committed, calls
+// the change hook for every user whose device list it changed.
+func (s *Service) withTx(ctx context.Context, fn func(tx *database.Tx, ch *changes) error) error {
+	var ch changes
+	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
+		ch = changes{}
+		return fn(tx, &ch)
+	})
+	if err != nil {
+		return err
+	}
+	if s.onChange != nil {
+		for _, u := range ch.users {
+			s.onChange(context.WithoutCancel(ctx), u)
+		}
+	}
+	return nil
+}
 
 // ChangedUsers lists the users whose device list changed at a position in
 // (from, to].
 func (s *Service) ChangedUsers(ctx context.Context, from, to int64) ([]string, error) {
-	return nil, errTODO
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT user_id FROM keys_device_list_changes
+		WHERE pos > $1 AND pos <= $2 ORDER BY user_id`, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("changed users: %w", err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("changed users: %w", err)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
 }
 
 // OneTimeKeyCounts counts a device's unclaimed one-time keys by algorithm.
 func (s *Service) OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error) {
-	return nil, errTODO
+	return oneTimeKeyCounts(ctx, s.db, userID, deviceID)
+}
+
+func oneTimeKeyCounts(ctx context.Context, q database.Querier, userID, deviceID string) (map[string]int, error) {
+	rows, err := q.QueryContext(ctx, `SELECT algorithm, COUNT(*) FROM keys_one_time_keys
+		WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm`, userID, deviceID)
+	if err != nil {
+		return nil, fmt.Errorf("count one-time keys: %w", err)
+	}
+	defer rows.Close()
+	counts := map[string]int{}
+	for rows.Next() {
+		var alg string
+		var n int
+		if err := rows.Scan(&alg, &n); err != nil {
+			return nil, fmt.Errorf("count one-time keys: %w", err)
+		}
+		counts[alg] = n
+	}
+	return counts, rows.Err()
 }
 
 // UnusedFallbackKeyTypes lists the algorithms of a device's fallback keys
 // that have not been used.
 func (s *Service) UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error) {
-	return nil, errTODO
+	rows, err := s.db.QueryContext(ctx, `SELECT algorithm FROM keys_fallback_keys
+		WHERE user_id = $1 AND device_id = $2 AND used = 0 ORDER BY algorithm`, userID, deviceID)
+	if err != nil {
+		return nil, fmt.Errorf("unused fallback keys: %w", err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var alg string
+		if err := rows.Scan(&alg); err != nil {
+			return nil, fmt.Errorf("unused fallback keys: %w", err)
+		}
+		out = append(out, alg)
+	}
+	return out, rows.Err()
 }
 
 // DevicesDeleted deletes the keys of deleted devices and records the
 // change of their user's device list.
 func (s *Service) DevicesDeleted(ctx context.Context, userID string, deviceIDs []string) error {
-	return nil
+	if len(deviceIDs) == 0 {
+		return nil
+	}
+	return s.withTx(ctx, func(tx *database.Tx, ch *changes) error {
+		for _, d := range deviceIDs {
+			for _, q := range []string{
+				`DELETE FROM keys_device_keys WHERE user_id = $1 AND device_id = $2`,
+				`DELETE FROM keys_one_time_keys WHERE user_id = $1 AND device_id = $2`,
+				`DELETE FROM keys_fallback_keys WHERE user_id = $1 AND device_id = $2`,
+				`DELETE FROM keys_signatures WHERE target_user_id = $1 AND target_key_id = $2`,
+				`DELETE FROM keys_signatures WHERE signer_user_id = $1 AND signer_key_id = 'ed25519:' || $2`,
+			} {
+				if _, err := tx.ExecContext(ctx, q, userID, d); err != nil {
+					return fmt.Errorf("delete device keys: %w", err)
+				}
+			}
+		}
+		return s.record(ctx, tx, ch, userID)
+	})
 }

@@ -143,6 +143,20 @@ func (s *Server) init(ctx context.Context) error {
 	if s.Keys, err = keys.New(ctx, s.db, us, s.log); err != nil {
 		return err
 	}
+	s.Sync.SetKeyStore(s.Keys)
+	// A user's device list changed: wake them (their other devices) and
+	// everyone who shares a room with them.
+	s.Keys.SetChangeHook(func(ctx context.Context, userID string) {
+		s.notifier.Wake(userID)
+		rooms, err := rs.JoinedRooms(ctx, userID)
+		if err != nil {
+			s.log.WithError(err).WithField("user_id", userID).Error("waking syncs after a device list change")
+			return
+		}
+		for _, roomID := range rooms {
+			s.notifier.WakeRoom(roomID)
+		}
+	})
 	kb, err := keybackup.New(ctx, s.db)
 	if err != nil {
 		return err
