@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -299,3 +300,47 @@ func compactJSON(raw json.RawMessage) json.RawMessage {
 }
 
 func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+// DeviceEvents pages through the to-device messages of a device that does
+// not sync: a dehydrated device (MSC3814), drained by the login that
+// rehydrates it. nextBatch is "" for the first page, or the next_batch of
+// the page before, which acknowledges (deletes) what that page carried.
+// It returns up to maxToDevicePerSync messages and the token of the next
+// page; an empty page means the device has no more.
+func (t *ToDevice) DeviceEvents(ctx context.Context, userID, deviceID, nextBatch string) ([]map[string]any, string, error) {
+	var since int64
+	if nextBatch != "" {
+		v, err := strconv.ParseInt(nextBatch, 10, 64)
+		if err != nil || v < 0 {
+			return nil, "", mxerr.InvalidParam("Invalid next_batch %q", nextBatch)
+		}
+		since = min(v, t.pos.Load())
+		if err := t.ack(ctx, userID, deviceID, since); err != nil {
+			return nil, "", err
+		}
+	}
+	rows, err := t.db.QueryContext(ctx, `SELECT stream_pos, sender, type, content FROM to_device_messages
+		WHERE user_id = $1 AND device_id = $2 AND stream_pos > $3
+		ORDER BY stream_pos LIMIT $4`, userID, deviceID, since, maxToDevicePerSync)
+	if err != nil {
+		return nil, "", fmt.Errorf("to-device messages: %w", err)
+	}
+	defer rows.Close()
+	events := []map[string]any{}
+	last := since
+	for rows.Next() {
+		var (
+			pos                  int64
+			sender, typ, content string
+		)
+		if err := rows.Scan(&pos, &sender, &typ, &content); err != nil {
+			return nil, "", fmt.Errorf("to-device messages: %w", err)
+		}
+		events = append(events, map[string]any{"sender": sender, "type": typ, "content": json.RawMessage(content)})
+		last = pos
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("to-device messages: %w", err)
+	}
+	return events, strconv.FormatInt(last, 10), nil
+}

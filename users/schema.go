@@ -136,4 +136,15 @@ CREATE TABLE presence (
 );
 CREATE INDEX presence_stream ON presence(stream_pos);
 `},
+	{Version: 4, SQL: `
+-- Dehydrated devices (MSC3814): at most one per user, a device with no
+-- access token whose encrypted state (device_data, opaque to the server)
+-- a new login can rehydrate. The device itself is a row of devices, so
+-- its keys and to-device messages are kept like any device's.
+CREATE TABLE dehydrated_devices (
+	user_id     TEXT PRIMARY KEY REFERENCES accounts(user_id),
+	device_id   TEXT NOT NULL,
+	device_data TEXT NOT NULL
+);
+`},
 }
