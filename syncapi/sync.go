@@ -139,9 +139,9 @@ type Response struct {
 	ToDevice    EventList      `json:"to_device"`
 	DeviceLists DeviceLists    `json:"device_lists"`
 	OTKCounts   map[string]int `json:"device_one_time_keys_count"`
-	// FallbackKeyTypes is absent only without a key store: a client reads
-	// its absence as a server without fallback keys.
-	FallbackKeyTypes []string `json:"device_unused_fallback_key_types,omitempty"`
+	// FallbackKeyTypes is always present: a client reads its absence as
+	// a server without fallback keys.
+	FallbackKeyTypes []string `json:"device_unused_fallback_key_types"`
 
 	// lazySent lists the member events sent to a lazy-loading client, to
 	// remember once the response is final.
@@ -387,6 +387,8 @@ func (s *Service) compute(ctx context.Context, req Request, f *filter) (*Respons
 		ToDevice:    EventList{Events: []any{}},
 		DeviceLists: DeviceLists{Changed: []string{}, Left: []string{}},
 		OTKCounts:   map[string]int{},
+
+		FallbackKeyTypes: []string{},
 	}
 	mems, err := s.rooms.Memberships(ctx, req.UserID)
 	if err != nil {
