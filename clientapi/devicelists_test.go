@@ -281,3 +281,26 @@ func TestDehydratedDevice(t *testing.T) {
 		t.Fatalf("deleted dehydrated device still has keys: %s", q.Raw)
 	}
 }
+
+// TestDeactivationDropsKeys: a deactivated account's device and
+// cross-signing keys disappear from /keys/query.
+func TestDeactivationDropsKeys(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := kxNewDevice(t, registerUser(t, srv, "alice", "password1"))
+	bob := registerUser(t, srv, "bob", "password1")
+	alice.upload(t, srv, map[string]any{"device_keys": alice.deviceKeys(t)}).expect(t, http.StatusOK, "")
+	cs := kxNewCrossSigning(t, alice.UserID)
+	post(t, srv, kxCSPath, alice.AccessToken, cs.body(t)).expect(t, http.StatusOK, "")
+	q := kxQuery(t, srv, bob.AccessToken, map[string][]string{alice.UserID: {}})
+	if kxPath(q.Body, "master_keys", alice.UserID) == nil || kxPath(q.Body, "device_keys", alice.UserID, alice.DeviceID) == nil {
+		t.Fatalf("keys missing before deactivation: %s", q.Raw)
+	}
+	withPasswordUIA(t, srv, http.MethodPost, v3+"/account/deactivate", alice.AccessToken, nil, "alice", "password1").
+		expect(t, http.StatusOK, "")
+	q = kxQuery(t, srv, bob.AccessToken, map[string][]string{alice.UserID: {}})
+	if kxPath(q.Body, "master_keys", alice.UserID) != nil || kxPath(q.Body, "self_signing_keys", alice.UserID) != nil ||
+		kxPath(q.Body, "device_keys", alice.UserID, alice.DeviceID) != nil {
+		t.Fatalf("keys of a deactivated account: %s", q.Raw)
+	}
+}

@@ -196,3 +196,45 @@ func (s *Service) DevicesDeleted(ctx context.Context, userID string, deviceIDs [
 		return s.record(ctx, tx, ch, userID)
 	})
 }
+
+// UserDeactivated deletes a deactivated user's cross-signing keys and every
+// signature they made or that was made on their keys, as Synapse does: an
+// account that can never log in again must not keep vouching for anyone.
+// (Their devices, and with them the device keys, are deleted through
+// DevicesDeleted.) The users whose keys lose a signature are told their
+// device list changed.
+func (s *Service) UserDeactivated(ctx context.Context, userID string) error {
+	return s.withTx(ctx, func(tx *database.Tx, ch *changes) error {
+		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT target_user_id FROM keys_signatures
+			WHERE signer_user_id = $1 AND target_user_id != $1`, userID)
+		if err != nil {
+			return fmt.Errorf("signatures of a deactivated user: %w", err)
+		}
+		var targets []string
+		for rows.Next() {
+			var u string
+			if err := rows.Scan(&u); err != nil {
+				rows.Close()
+				return err
+			}
+			targets = append(targets, u)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		for _, q := range []string{
+			`DELETE FROM keys_cross_signing_keys WHERE user_id = $1`,
+			`DELETE FROM keys_signatures WHERE target_user_id = $1 OR signer_user_id = $1`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, userID); err != nil {
+				return fmt.Errorf("delete cross-signing keys: %w", err)
+			}
+		}
+		for _, u := range append(targets, userID) {
+			if err := s.record(ctx, tx, ch, u); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

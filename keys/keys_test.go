@@ -193,3 +193,43 @@ func TestDeviceListStream(t *testing.T) {
 		t.Fatalf("position after restart = %d, %v", s2.StreamPos(), err)
 	}
 }
+
+// TestUserDeactivated: a deactivated user's cross-signing keys and the
+// signatures they made or received go, and the users they had signed are
+// told their device list changed.
+func TestUserDeactivated(t *testing.T) {
+	s := newTestService(t)
+	for _, q := range []string{
+		`INSERT INTO keys_cross_signing_keys (user_id, key_type, public_key, key_json) VALUES ('@a:x', 'master', 'A', '{}')`,
+		`INSERT INTO keys_cross_signing_keys (user_id, key_type, public_key, key_json) VALUES ('@b:x', 'master', 'B', '{}')`,
+		`INSERT INTO keys_signatures VALUES ('@b:x', 'B', '@a:x', 'ed25519:AU', 'sig1')`,
+		`INSERT INTO keys_signatures VALUES ('@a:x', 'A', '@c:x', 'ed25519:CU', 'sig2')`,
+		`INSERT INTO keys_signatures VALUES ('@b:x', 'DEV', '@b:x', 'ed25519:BS', 'sig3')`,
+	} {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := s.StreamPos()
+	if err := s.UserDeactivated(ctx, "@a:x"); err != nil {
+		t.Fatal(err)
+	}
+	var keys, sigs int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM keys_cross_signing_keys WHERE user_id = '@a:x'`).Scan(&keys); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM keys_signatures`).Scan(&sigs); err != nil {
+		t.Fatal(err)
+	}
+	if keys != 0 || sigs != 1 {
+		t.Fatalf("after deactivation: %d cross-signing keys of @a:x, %d signatures (want 0 and bob's own 1)", keys, sigs)
+	}
+	changed, err := s.ChangedUsers(ctx, before, s.StreamPos())
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(changed)
+	if !slices.Equal(changed, []string{"@a:x", "@b:x"}) {
+		t.Fatalf("changed users %v, want @a:x and @b:x", changed)
+	}
+}

@@ -122,6 +122,10 @@ func (s *Server) init(ctx context.Context) error {
 			}
 		},
 		Deactivated: func(ctx context.Context, userID string) {
+			// Keys first, so that room-mates still hear of the change.
+			if err := s.Keys.UserDeactivated(ctx, userID); err != nil {
+				s.log.WithError(err).WithField("user_id", userID).Error("deleting cross-signing keys after deactivation")
+			}
 			if err := rs.LeaveAll(ctx, userID); err != nil {
 				s.log.WithError(err).WithField("user_id", userID).Error("leaving rooms after deactivation")
 			}
