@@ -42,6 +42,8 @@ type Server struct {
 	Push  *push.Service
 	Keys  *keys.Service
 
+	keyBackup *keybackup.Service
+
 	notifier *syncapi.Notifier
 	api      *clientapi.API
 	handler  http.Handler
@@ -126,6 +128,9 @@ func (s *Server) init(ctx context.Context) error {
 			if err := s.Keys.UserDeactivated(ctx, userID); err != nil {
 				s.log.WithError(err).WithField("user_id", userID).Error("deleting cross-signing keys after deactivation")
 			}
+			if err := s.keyBackup.DeleteAllForUser(ctx, userID); err != nil {
+				s.log.WithError(err).WithField("user_id", userID).Error("deleting key backups after deactivation")
+			}
 			if err := rs.LeaveAll(ctx, userID); err != nil {
 				s.log.WithError(err).WithField("user_id", userID).Error("leaving rooms after deactivation")
 			}
@@ -161,14 +166,13 @@ func (s *Server) init(ctx context.Context) error {
 			s.notifier.WakeRoom(roomID)
 		}
 	})
-	kb, err := keybackup.New(ctx, s.db)
-	if err != nil {
+	if s.keyBackup, err = keybackup.New(ctx, s.db); err != nil {
 		return err
 	}
 	api := clientapi.New(s.cfg, s.log, us, rs, s.Sync)
 	api.SetPush(ps)
 	api.SetKeys(s.Keys)
-	api.SetKeyBackup(kb)
+	api.SetKeyBackup(s.keyBackup)
 
 	r := mux.NewRouter().UseEncodedPath()
 	api.Register(r)
