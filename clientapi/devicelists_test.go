@@ -137,6 +137,17 @@ func TestDeviceListsInSync(t *testing.T) {
 		t.Fatalf("bob not told of his own new device: %v", bobSync.changed)
 	}
 
+	// Bob deletes his second device: its keys go, and Alice is told.
+	withPasswordUIA(t, srv, http.MethodDelete, v3+"/devices/"+bob2.DeviceID, bob.AccessToken, nil, "bob", "password1").
+		expect(t, http.StatusOK, "")
+	sDel := dlSyncFrom(t, srv, alice, woke.next)
+	wantUsers(t, "changed after bob deleted a device", sDel.changed, bob.UserID)
+	q := kxQuery(t, srv, alice.AccessToken, map[string][]string{bob.UserID: {}})
+	if kxPath(q.Body, "device_keys", bob.UserID, bob2.DeviceID) != nil {
+		t.Fatalf("a deleted device's keys: %s", q.Raw)
+	}
+	woke.next = sDel.next
+
 	// /keys/changes says what the sync said, between the same tokens.
 	changed, left := dlKeyChanges(t, srv, alice, s1.next, s2.next)
 	wantUsers(t, "keys/changes changed", changed, bob.UserID)
