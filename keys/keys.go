@@ -7,6 +7,7 @@ package keys
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync/atomic"
 
@@ -24,6 +25,8 @@ type Service struct {
 	onChange func(ctx context.Context, userID string)
 	// pos is the device list stream's latest committed position.
 	pos atomic.Int64
+	// counts caches each device's key counts (countcache.go).
+	counts countCache
 }
 
 // streamDeviceLists is the name of the device list stream in
@@ -96,6 +99,8 @@ func (s *Service) withTx(ctx context.Context, fn func(tx *database.Tx, ch *chang
 	var ch changes
 	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
 		ch = changes{}
+		// Whatever the transaction changes, cached key counts go.
+		tx.AfterCommit(s.counts.invalidate)
 		return fn(tx, &ch)
 	})
 	if err != nil {
@@ -131,7 +136,17 @@ func (s *Service) ChangedUsers(ctx context.Context, from, to int64) ([]string, e
 
 // OneTimeKeyCounts counts a device's unclaimed one-time keys by algorithm.
 func (s *Service) OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error) {
-	return oneTimeKeyCounts(ctx, s.db, userID, deviceID)
+	key := countKey(userID, deviceID)
+	if e := s.counts.get(key); e.hasOTK {
+		return maps.Clone(e.otk), nil
+	}
+	gen := s.counts.gen.Load()
+	counts, err := oneTimeKeyCounts(ctx, s.db, userID, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	s.counts.update(key, gen, func(e *deviceCounts) { e.otk, e.hasOTK = maps.Clone(counts), true })
+	return counts, nil
 }
 
 func oneTimeKeyCounts(ctx context.Context, q database.Querier, userID, deviceID string) (map[string]int, error) {
@@ -156,7 +171,21 @@ func oneTimeKeyCounts(ctx context.Context, q database.Querier, userID, deviceID 
 // UnusedFallbackKeyTypes lists the algorithms of a device's fallback keys
 // that have not been used.
 func (s *Service) UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT algorithm FROM keys_fallback_keys
+	key := countKey(userID, deviceID)
+	if e := s.counts.get(key); e.hasFB {
+		return slices.Clone(e.fallbacks), nil
+	}
+	gen := s.counts.gen.Load()
+	out, err := unusedFallbackKeyTypes(ctx, s.db, userID, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	s.counts.update(key, gen, func(e *deviceCounts) { e.fallbacks, e.hasFB = slices.Clone(out), true })
+	return out, nil
+}
+
+func unusedFallbackKeyTypes(ctx context.Context, db *database.DB, userID, deviceID string) ([]string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT algorithm FROM keys_fallback_keys
 		WHERE user_id = $1 AND device_id = $2 AND used = 0 ORDER BY algorithm`, userID, deviceID)
 	if err != nil {
 		return nil, fmt.Errorf("unused fallback keys: %w", err)
