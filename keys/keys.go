@@ -117,21 +117,12 @@ func (s *Service) withTx(ctx context.Context, fn func(tx *database.Tx, ch *chang
 // ChangedUsers lists the users whose device list changed at a position in
 // (from, to].
 func (s *Service) ChangedUsers(ctx context.Context, from, to int64) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT user_id FROM keys_device_list_changes
+	out, err := database.Strings(ctx, s.db, `SELECT DISTINCT user_id FROM keys_device_list_changes
 		WHERE pos > $1 AND pos <= $2 ORDER BY user_id`, from, to)
 	if err != nil {
 		return nil, fmt.Errorf("changed users: %w", err)
 	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, fmt.Errorf("changed users: %w", err)
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // OneTimeKeyCounts counts a device's unclaimed one-time keys by algorithm.
@@ -185,21 +176,12 @@ func (s *Service) UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID s
 }
 
 func unusedFallbackKeyTypes(ctx context.Context, db *database.DB, userID, deviceID string) ([]string, error) {
-	rows, err := db.QueryContext(ctx, `SELECT algorithm FROM keys_fallback_keys
+	out, err := database.Strings(ctx, db, `SELECT algorithm FROM keys_fallback_keys
 		WHERE user_id = $1 AND device_id = $2 AND used = 0 ORDER BY algorithm`, userID, deviceID)
 	if err != nil {
 		return nil, fmt.Errorf("unused fallback keys: %w", err)
 	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var alg string
-		if err := rows.Scan(&alg); err != nil {
-			return nil, fmt.Errorf("unused fallback keys: %w", err)
-		}
-		out = append(out, alg)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // DevicesDeleted deletes the keys of deleted devices and records the
@@ -234,22 +216,10 @@ func (s *Service) DevicesDeleted(ctx context.Context, userID string, deviceIDs [
 // device list changed.
 func (s *Service) UserDeactivated(ctx context.Context, userID string) error {
 	return s.withTx(ctx, func(tx *database.Tx, ch *changes) error {
-		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT target_user_id FROM keys_signatures
+		targets, err := database.Strings(ctx, tx, `SELECT DISTINCT target_user_id FROM keys_signatures
 			WHERE signer_user_id = $1 AND target_user_id != $1`, userID)
 		if err != nil {
 			return fmt.Errorf("signatures of a deactivated user: %w", err)
-		}
-		var targets []string
-		for rows.Next() {
-			var u string
-			if err := rows.Scan(&u); err != nil {
-				rows.Close()
-				return err
-			}
-			targets = append(targets, u)
-		}
-		if err := rows.Close(); err != nil {
-			return err
 		}
 		for _, q := range []string{
 			`DELETE FROM keys_cross_signing_keys WHERE user_id = $1`,

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/tessera-hs/tessera/internal/database"
 )
 
 // Reads for /sync. Positions are stream positions: every committed event
@@ -133,41 +135,28 @@ func (s *Service) StrippedState(ctx context.Context, roomID string, pos int64) (
 
 // JoinedUsers lists a room's joined users, for the notifier.
 func (s *Service) JoinedUsers(ctx context.Context, roomID string) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT user_id FROM memberships WHERE room_id = $1 AND membership = 'join'`, roomID)
+	out, err := database.Strings(ctx, s.db, `SELECT user_id FROM memberships WHERE room_id = $1 AND membership = 'join'`, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("joined users: %w", err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // SharedUsers returns every user joined to a room the user is joined to,
 // the user included: those whose device lists concern them.
 func (s *Service) SharedUsers(ctx context.Context, userID string) (map[string]bool, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT o.user_id FROM memberships m
+	users, err := database.Strings(ctx, s.db, `SELECT DISTINCT o.user_id FROM memberships m
 		JOIN memberships o ON o.room_id = m.room_id AND o.membership = 'join'
 		WHERE m.user_id = $1 AND m.membership = 'join'`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("users sharing a room: %w", err)
 	}
-	defer rows.Close()
-	out := map[string]bool{userID: true}
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, err
-		}
+	out := make(map[string]bool, len(users)+1)
+	out[userID] = true
+	for _, u := range users {
 		out[u] = true
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // MemberChange is a membership event of a room: who, and what it set.

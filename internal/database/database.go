@@ -352,3 +352,22 @@ func (db *DB) Migrate(ctx context.Context, domain string, migrations []Migration
 	}
 	return nil
 }
+
+// Strings runs a query whose rows are one text column and returns them in
+// order (an empty, non-nil slice when there are none).
+func Strings(ctx context.Context, q Querier, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
