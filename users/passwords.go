@@ -7,7 +7,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
+	"time"
 	"unicode"
 
 	"golang.org/x/crypto/argon2"
@@ -65,7 +67,31 @@ func (s *Service) acquireHashSlot(ctx context.Context) error {
 	}
 }
 
-func (s *Service) releaseHashSlot() { <-s.hashSlots }
+// releaseHashSlot frees a slot. When the last hash of a burst is done,
+// the memory the hashes used (hash_memory_kib each, 64 MiB by default) is
+// handed back to the system a moment later: the garbage collector would
+// keep it for minutes, and a server that has just registered a thousand
+// users would sit at several hundred MiB for no reason.
+func (s *Service) releaseHashSlot() {
+	<-s.hashSlots
+	if len(s.hashSlots) > 0 {
+		return
+	}
+	s.hashIdleMu.Lock()
+	defer s.hashIdleMu.Unlock()
+	if s.hashIdle == nil {
+		s.hashIdle = time.AfterFunc(hashIdleDelay, func() {
+			if len(s.hashSlots) == 0 {
+				debug.FreeOSMemory()
+			}
+		})
+		return
+	}
+	s.hashIdle.Reset(hashIdleDelay)
+}
+
+// hashIdleDelay is how long hashing must pause before its memory is freed.
+const hashIdleDelay = time.Second
 
 // hashPassword hashes with Argon2id into the PHC string format.
 func (s *Service) hashPassword(ctx context.Context, pw string) (string, error) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/big"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -36,7 +37,10 @@ type Service struct {
 	// hashSlots bounds concurrent password hashing: each Argon2id run holds
 	// hash_memory_kib of memory, so a burst of logins cannot exhaust RAM.
 	hashSlots chan struct{}
-	hooks     Hooks
+	// hashIdle frees hashing memory once hashing pauses (passwords.go).
+	hashIdleMu sync.Mutex
+	hashIdle   *time.Timer
+	hooks      Hooks
 	// dummyHash is verified against when an account does not exist, so a
 	// login for a missing user takes as long as a wrong password.
 	dummyHash string
