@@ -88,6 +88,9 @@ func TestDeviceListsInSync(t *testing.T) {
 	if len(start.changed)+len(start.left) > 0 {
 		t.Fatalf("an initial sync has device_lists: %+v", start)
 	}
+	if n, ok := start.otk["signed_curve25519"]; !ok || n != 0 {
+		t.Fatalf("device_one_time_keys_count without signed_curve25519: 0: %v", start.otk)
+	}
 
 	// Bob joins: he now shares a room with Alice, so his devices matter.
 	post(t, srv, v3+"/join/"+url.PathEscape(room), bob.AccessToken, map[string]any{}).expect(t, http.StatusOK, "")
