@@ -1,3 +1,5 @@
+//go:build goolm
+
 // Package e2eetest proves end-to-end encryption works against a real
 // Tessera: real clients (mautrix-go's crypto package, pure-Go goolm)
 // upload keys, cross-sign, exchange Olm-encrypted room keys over
