@@ -716,6 +716,17 @@ func TestPushers(t *testing.T) {
 		t.Fatalf("pushers after deleting: %v", got)
 	}
 
+	// Logging a device out deletes the pushers it set, not the others'.
+	phone := login(t, srv, "alice", psPassword, nil)
+	post(t, srv, v3+"/pushers/set", phone.AccessToken, pusher("phonekey", nil)).expect(t, http.StatusOK, "")
+	post(t, srv, v3+"/pushers/set", alice.AccessToken, pusher("mainkey", nil)).expect(t, http.StatusOK, "")
+	post(t, srv, v3+"/logout", phone.AccessToken, map[string]any{}).expect(t, http.StatusOK, "")
+	if got := list(alice); len(got) != 1 || got[0]["pushkey"] != "mainkey" {
+		t.Fatalf("pushers after the phone logged out: %v", got)
+	}
+	post(t, srv, v3+"/pushers/set", alice.AccessToken, map[string]any{"kind": nil, "app_id": "com.example.app.ios", "pushkey": "mainkey"}).
+		expect(t, http.StatusOK, "")
+
 	// Refusals.
 	for _, tc := range []struct {
 		name    string

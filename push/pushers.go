@@ -221,3 +221,15 @@ func checkHTTPPusherData(d map[string]json.RawMessage) error {
 	}
 	return nil
 }
+
+// DevicesDeleted deletes the pushers the deleted devices set, as Synapse
+// does: a pusher belongs to the login that registered it, and a logged-out
+// device must not go on being notified.
+func (s *Service) DevicesDeleted(ctx context.Context, userID string, deviceIDs []string) error {
+	for _, d := range deviceIDs {
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM pushers WHERE user_id = $1 AND device_id = $2`, userID, d); err != nil {
+			return fmt.Errorf("delete pushers of a deleted device: %w", err)
+		}
+	}
+	return nil
+}

@@ -122,6 +122,9 @@ func (s *Server) init(ctx context.Context) error {
 			if err := s.Keys.DevicesDeleted(ctx, userID, deviceIDs); err != nil {
 				s.log.WithError(err).WithField("user_id", userID).Error("deleting the keys of deleted devices")
 			}
+			if err := s.Push.DevicesDeleted(ctx, userID, deviceIDs); err != nil {
+				s.log.WithError(err).WithField("user_id", userID).Error("deleting the pushers of deleted devices")
+			}
 		},
 		Deactivated: func(ctx context.Context, userID string) {
 			// Keys first, so that room-mates still hear of the change.
