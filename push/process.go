@@ -332,6 +332,14 @@ func (s *Service) processEvent(ctx context.Context, ev *roomserver.Event) ([]act
 	}
 	var rows []actionRow
 	for _, u := range candidates {
+		// No notification from someone the user ignores (as Synapse).
+		ignored, err := s.users.IgnoredUsers(ctx, u)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ignored[sender] {
+			continue
+		}
 		rs, err := s.ruleset(ctx, u)
 		if err != nil {
 			return nil, nil, err

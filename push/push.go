@@ -65,6 +65,8 @@ type Users interface {
 	// ReadPositions is where the user's read receipts in a room are: the
 	// stream position of the unthreaded one and of each thread's.
 	ReadPositions(ctx context.Context, userID, roomID string) (unthreaded int64, threads map[string]int64, err error)
+	// IgnoredUsers is the set of users the user ignores (nil: none).
+	IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error)
 }
 
 // Service is the push domain.

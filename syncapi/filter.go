@@ -28,6 +28,9 @@ type filter struct {
 	// threadCounts: the timeline filter's unread_thread_notifications,
 	// per-thread counts in unread_thread_notifications.
 	threadCounts bool
+	// ignored are the users the syncing user ignores: their events,
+	// except state events, are left out of timelines.
+	ignored map[string]bool
 	format       *eventFormat // nil: the client format with every field
 }
 
@@ -130,11 +133,19 @@ func roomEventWanted(rf *users.RoomEventFilter, ev *roomserver.Event) bool {
 
 // timelineFiltered reports whether the timeline filter can drop events.
 func (f *filter) timelineFiltered() bool {
+	if len(f.ignored) > 0 {
+		return true
+	}
 	if f.timelineF == nil {
 		return false
 	}
 	ef := f.timelineF.EventFilter
 	return ef.Types != nil || ef.NotTypes != nil || ef.Senders != nil || ef.NotSenders != nil || f.timelineF.ContainsURL != nil
+}
+
+// ignoredEvent reports whether ev is a non-state event from an ignored user.
+func (f *filter) ignoredEvent(ev *roomserver.Event) bool {
+	return len(f.ignored) > 0 && ev.StateKey() == nil && f.ignored[string(ev.SenderID())]
 }
 
 // stateWanted applies the state filter (not lazy loading, which needs the

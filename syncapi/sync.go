@@ -73,6 +73,7 @@ func ParseToken(s string) (Token, error) {
 // Service computes sync responses.
 type Service struct {
 	rooms    *roomserver.Service
+	users    *users.Service
 	notifier *Notifier
 	// unreadCounter gives unread_notifications (nil: none).
 	unreadCounter UnreadCounter
@@ -96,7 +97,7 @@ func New(ctx context.Context, db *database.DB, rooms *roomserver.Service, us *us
 		return nil, err
 	}
 	rooms.Subscribe(notifier.OnEvents)
-	s := &Service{rooms: rooms, notifier: notifier, stop: make(chan struct{}), lazy: newLazyMembers()}
+	s := &Service{rooms: rooms, users: us, notifier: notifier, stop: make(chan struct{}), lazy: newLazyMembers()}
 	// In the order of streamNames after "events".
 	s.streams = []stream{accountDataStream{us}, receiptStream{us}, newTypingStream(notifier),
 		newPresenceStream(us, rooms, notifier), toDevice, deviceListStream{s}}
@@ -394,6 +395,10 @@ func (s *Service) compute(ctx context.Context, req Request, f *filter) (*Respons
 	if err != nil {
 		return nil, false, err
 	}
+	// Read for each response: un-ignoring takes effect at once.
+	if f.ignored, err = s.users.IgnoredUsers(ctx, req.UserID); err != nil {
+		return nil, false, err
+	}
 	sc := &syncContext{req: req, resp: resp, initial: initial, next: append(Token(nil), nowTok...),
 		since: sinceTok, now: nowTok, memberships: mems}
 	news := false
@@ -430,6 +435,10 @@ func (s *Service) compute(ctx context.Context, req Request, f *filter) (*Respons
 			own, err := s.rooms.StateAt(ctx, m.RoomID, m.StreamPos)
 			if err != nil {
 				return nil, false, err
+			}
+			mine := own[roomserver.StateKey{Type: spec.MRoomMember, StateKey: req.UserID}]
+			if m.Membership == "invite" && mine != nil && f.ignored[string(mine.SenderID())] {
+				continue // "Servers must not send room invites from ignored users"
 			}
 			events := make([]StrippedEvent, 0, len(st)+1)
 			for _, ev := range st {
@@ -894,7 +903,7 @@ func (s *Service) timeline(ctx context.Context, f *filter, roomID, userID string
 		}
 		kept := make([]*roomserver.Event, 0, len(batch))
 		for _, ev := range batch {
-			if roomEventWanted(f.timelineF, ev) {
+			if roomEventWanted(f.timelineF, ev) && !f.ignoredEvent(ev) {
 				kept = append(kept, ev)
 			} else {
 				dropped = true

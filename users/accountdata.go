@@ -185,6 +185,9 @@ func (s *Service) putAccountData(ctx context.Context, tx *database.Tx, userID, r
 	if err != nil {
 		return err
 	}
+	if typ == TypeIgnoredUserList && roomID == "" {
+		tx.AfterCommit(s.ignored.invalidate)
+	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO account_data (user_id, room_id, type, content, stream_pos)
 		VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos`,

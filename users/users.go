@@ -48,6 +48,8 @@ type Service struct {
 	positions streamPositions
 	// auth caches token lookups (authcache.go).
 	auth authCache
+	// ignored caches ignore lists (ignored.go).
+	ignored ignoreCache
 }
 
 // New runs the domain's migrations and returns the service.

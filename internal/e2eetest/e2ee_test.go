@@ -66,12 +66,19 @@ func newDevice(t *testing.T, client *mautrix.Client) *device {
 	syncer.OnSync(d.mach.ProcessSyncResponse)
 	syncer.OnEvent(client.StateStoreSyncHandler)
 	syncer.OnEventType(event.StateMember, func(ctx context.Context, evt *event.Event) {
+		// The membership is read from the event's own JSON: mautrix-go's
+		// state store keeps the parsed content and changes it in place
+		// when this client joins, from another goroutine.
+		var content struct {
+			Membership event.Membership `json:"membership"`
+		}
+		_ = json.Unmarshal(evt.Content.VeryRaw, &content)
 		d.mach.HandleMemberEvent(ctx, evt)
 		d.mu.Lock()
 		if d.joined[evt.RoomID] == nil {
 			d.joined[evt.RoomID] = map[id.UserID]bool{}
 		}
-		d.joined[evt.RoomID][id.UserID(evt.GetStateKey())] = evt.Content.AsMember().Membership == event.MembershipJoin
+		d.joined[evt.RoomID][id.UserID(evt.GetStateKey())] = content.Membership == event.MembershipJoin
 		d.mu.Unlock()
 	})
 	syncer.OnEventType(event.StateEncryption, func(ctx context.Context, evt *event.Event) {
