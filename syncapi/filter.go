@@ -31,7 +31,7 @@ type filter struct {
 	// ignored are the users the syncing user ignores: their events,
 	// except state events, are left out of timelines.
 	ignored map[string]bool
-	format       *eventFormat // nil: the client format with every field
+	format  *eventFormat // nil: the client format with every field
 }
 
 func set(list []string) map[string]bool {
