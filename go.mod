@@ -11,6 +11,7 @@ require (
 	github.com/sirupsen/logrus v1.10.2
 	go.mau.fi/util v0.11.0
 	golang.org/x/crypto v0.59.0
+	golang.org/x/image v0.47.0
 	gopkg.in/yaml.v3 v3.0.1
 	maunium.net/go/mautrix v0.32.0
 )

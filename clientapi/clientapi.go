@@ -20,6 +20,7 @@ import (
 	"github.com/tessera-hs/tessera/internal/ratelimit"
 	"github.com/tessera-hs/tessera/keybackup"
 	"github.com/tessera-hs/tessera/keys"
+	"github.com/tessera-hs/tessera/media"
 	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/syncapi"
@@ -38,6 +39,9 @@ type API struct {
 	keys      *keys.Service
 	keyBackup *keybackup.Service
 	uia       *uiaSessions
+	// media is the content repository (SetMedia; media.go).
+	media *media.Service
+
 	// nonces for shared-secret registration
 	nonces *nonceStore
 	// stream keeps the open sync streams (WebSockets); see websocket.go.
@@ -101,6 +105,7 @@ func (a *API) Register(r *mux.Router) {
 	})
 	a.roomExtraPrefixedRoutes(add)
 	a.dehydratedRoutes(add)
+	a.registerMedia(r)
 	a.registerStream(r)
 	add("/_synapse/admin/v1", []route{
 		{http.MethodGet, "/register", a.sharedSecretNonce},

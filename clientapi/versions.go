@@ -21,7 +21,7 @@ var supportedVersions = []string{
 func (a *API) versions(r *http.Request) (any, error) {
 	return map[string]any{
 		"versions":          supportedVersions,
-		"unstable_features": map[string]bool{"org.matrix.msc3814": true},
+		"unstable_features": map[string]bool{"org.matrix.msc3814": true, "org.matrix.msc3916.stable": true},
 	}, nil
 }
 

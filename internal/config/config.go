@@ -38,6 +38,30 @@ type Config struct {
 	Rooms          Rooms        `yaml:"rooms"`
 	Presence       Presence     `yaml:"presence"`
 	SyncStream     SyncStream   `yaml:"sync_stream"`
+	Media          Media        `yaml:"media"`
+}
+
+// Media is the content repository (uploads and downloads of files).
+type Media struct {
+	// MaxUploadBytes is the largest file accepted (413 M_TOO_LARGE beyond
+	// it), advertised as m.upload.size.
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// UnusedMediaIDLifetime is how long an ID from POST /media/v1/create
+	// waits for its content before it expires.
+	UnusedMediaIDLifetime Duration `yaml:"unused_media_id_lifetime"`
+	// MaxPendingUploadsPerUser bounds the created-but-not-uploaded IDs a
+	// user may hold at once (429 M_LIMIT_EXCEEDED beyond it).
+	MaxPendingUploadsPerUser int `yaml:"max_pending_uploads_per_user"`
+	// LegacyUnauthenticatedCutoff, in RFC 3339: media created before it
+	// stays downloadable from the unauthenticated /_matrix/media/v3
+	// endpoints. Empty means the time the media store was first set up.
+	LegacyUnauthenticatedCutoff string `yaml:"legacy_unauthenticated_cutoff"`
+}
+
+// LegacyCutoff is LegacyUnauthenticatedCutoff parsed; zero when empty.
+func (m Media) LegacyCutoff() time.Time {
+	t, _ := time.Parse(time.RFC3339, m.LegacyUnauthenticatedCutoff)
+	return t
 }
 
 // SyncStream bounds each WebSocket sync stream (docs/websocket.md).
@@ -183,6 +207,13 @@ func Default() Config {
 			QueueLength:  16,
 		},
 		Auth: Auth{AccessTokenLifetime: Duration(5 * time.Minute)},
+		// Synapse's defaults (max_upload_size, unused_expiration_time,
+		// max_pending_media_uploads).
+		Media: Media{
+			MaxUploadBytes:           50 << 20,
+			UnusedMediaIDLifetime:    Duration(24 * time.Hour),
+			MaxPendingUploadsPerUser: 10,
+		},
 		RateLimits: RateLimits{
 			Enabled: true,
 			// Synapse's defaults (rc_login, rc_registration).
@@ -367,6 +398,20 @@ func (c *Config) Validate() error {
 	}
 	if c.SyncStream.QueueLength < 1 {
 		return fmt.Errorf("sync_stream.queue_length: expected 1 or more, got %d", c.SyncStream.QueueLength)
+	}
+	if c.Media.MaxUploadBytes < 1 {
+		return fmt.Errorf("media.max_upload_bytes: expected 1 or more, got %d", c.Media.MaxUploadBytes)
+	}
+	if c.Media.UnusedMediaIDLifetime <= 0 {
+		return errors.New("media.unused_media_id_lifetime: expected a duration above 0")
+	}
+	if c.Media.MaxPendingUploadsPerUser < 1 {
+		return fmt.Errorf("media.max_pending_uploads_per_user: expected 1 or more, got %d", c.Media.MaxPendingUploadsPerUser)
+	}
+	if v := c.Media.LegacyUnauthenticatedCutoff; v != "" {
+		if _, err := time.Parse(time.RFC3339, v); err != nil {
+			return fmt.Errorf("media.legacy_unauthenticated_cutoff: expected an RFC 3339 time or \"\", got %q", v)
+		}
 	}
 	for name, r := range map[string]Rate{
 		"login_per_address": c.RateLimits.LoginPerAddress, "login_per_account": c.RateLimits.LoginPerAccount,

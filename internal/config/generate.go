@@ -97,7 +97,7 @@ public_baseurl: ""
 # Address and port to serve HTTP on.
 listen: {{.Listen}}
 
-# Holds the database, the signing key and (later) the media store. A backup
+# Holds the database, the signing key and the media store. A backup
 # is a copy of this directory taken while the server is stopped.
 data_dir: {{.DataDir}}
 
@@ -201,4 +201,23 @@ sync_stream:
   write_timeout: 15s
   min_write_bytes_per_second: 65536
   queue_length: 16
+
+media:
+  # The content repository; files live under <data_dir>/media.
+  # Largest upload accepted, in bytes (413 M_TOO_LARGE beyond it). Media
+  # uploads have this limit instead of http.max_request_body_bytes.
+  max_upload_bytes: 52428800
+  # How long an ID reserved with POST /_matrix/media/v1/create waits for
+  # its content before it expires.
+  unused_media_id_lifetime: 24h
+  # How many reserved, not yet uploaded IDs a user may hold at once
+  # (429 M_LIMIT_EXCEEDED beyond it).
+  max_pending_uploads_per_user: 10
+  # The unauthenticated download and thumbnail endpoints under
+  # /_matrix/media/v3 serve only media created before this time (RFC 3339,
+  # e.g. "2026-09-01T00:00:00Z"); newer media is 404 there and needs the
+  # authenticated /_matrix/client/v1/media endpoints, as in Synapse's media
+  # freeze. Empty means the moment the media store was first set up
+  # (recorded in the database on first start), so all media is frozen.
+  legacy_unauthenticated_cutoff: ""
 `))

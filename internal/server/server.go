@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -24,6 +25,7 @@ import (
 	"github.com/tessera-hs/tessera/internal/signingkey"
 	"github.com/tessera-hs/tessera/keybackup"
 	"github.com/tessera-hs/tessera/keys"
+	"github.com/tessera-hs/tessera/media"
 	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/syncapi"
@@ -176,6 +178,18 @@ func (s *Server) init(ctx context.Context) error {
 	api.SetPush(ps)
 	api.SetKeys(s.Keys)
 	api.SetKeyBackup(s.keyBackup)
+	ms, err := media.New(ctx, s.db, media.Config{
+		ServerName:        spec.ServerName(s.cfg.ServerName),
+		Dir:               filepath.Join(s.cfg.DataDir, "media"),
+		MaxUploadBytes:    s.cfg.Media.MaxUploadBytes,
+		UnusedIDLifetime:  s.cfg.Media.UnusedMediaIDLifetime.Std(),
+		MaxPendingPerUser: s.cfg.Media.MaxPendingUploadsPerUser,
+		LegacyCutoff:      s.cfg.Media.LegacyCutoff(),
+	})
+	if err != nil {
+		return err
+	}
+	api.SetMedia(ms)
 
 	r := mux.NewRouter().UseEncodedPath()
 	api.Register(r)
@@ -184,7 +198,8 @@ func (s *Server) init(ctx context.Context) error {
 	r.MethodNotAllowedHandler = clientapi.MethodNotAllowed(s.log)
 
 	var h http.Handler = r
-	h = httpx.LimitBody(s.cfg.HTTP.MaxRequestBodyBytes, h)
+	// Media uploads get media.max_upload_bytes, the rest the JSON limit.
+	h = clientapi.BodyLimit(s.cfg, h)
 	h = httpx.CORS(h)
 	h = httpx.Logging(s.log, h)
 	s.handler = h

@@ -1,0 +1,48 @@
+package media
+
+import "github.com/tessera-hs/tessera/internal/database"
+
+// migrations are the media domain's tables. Released migrations are never
+// edited; a schema change is a new entry.
+var migrations = []database.Migration{
+	{Version: 1, SQL: `
+-- Local media: one row per media ID. The content is the file named by
+-- sha256 in the file store, shared by every row with the same content.
+-- A row from POST /media/v1/create has no content yet (sha256 NULL) until
+-- its uploader PUTs it, and expires at unused_expires_ts if never uploaded.
+CREATE TABLE media_local (
+	media_id          TEXT PRIMARY KEY,
+	server_name       TEXT NOT NULL,
+	uploader          TEXT NOT NULL,
+	content_type      TEXT,
+	upload_name       TEXT,
+	size              INTEGER,
+	sha256            TEXT,
+	created_ts        INTEGER NOT NULL,
+	uploaded_ts       INTEGER,
+	unused_expires_ts INTEGER          -- NULL: not created empty
+);
+CREATE INDEX media_local_pending ON media_local(uploader, unused_expires_ts) WHERE sha256 IS NULL;
+CREATE INDEX media_local_sha256 ON media_local(sha256);
+
+-- Generated thumbnails of local media, stored in the same file store.
+CREATE TABLE media_thumbnails (
+	media_id     TEXT NOT NULL REFERENCES media_local(media_id) ON DELETE CASCADE,
+	width        INTEGER NOT NULL,
+	height       INTEGER NOT NULL,
+	method       TEXT NOT NULL,
+	animated     INTEGER NOT NULL,
+	content_type TEXT NOT NULL,
+	size         INTEGER NOT NULL,
+	sha256       TEXT NOT NULL,
+	created_ts   INTEGER NOT NULL,
+	PRIMARY KEY (media_id, width, height, method, animated)
+);
+
+-- Settings the domain records for itself, such as media_frozen_after.
+CREATE TABLE media_settings (
+	name  TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+`},
+}
