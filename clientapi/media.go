@@ -195,35 +195,65 @@ func setMediaSecurityHeaders(h http.Header) {
 	h.Set("X-Content-Type-Options", "nosniff")
 }
 
+// mediaLookup does what every media read starts with: the security
+// headers, authentication (not on the legacy endpoints), the endpoint's own
+// parameters (check, may be nil), timeout_ms and the lookup, which may wait
+// for an asynchronous upload. On failure it has answered and returns nil.
+func (a *API) mediaLookup(w http.ResponseWriter, r *http.Request, legacy bool, check func() error) *media.Media {
+	setMediaSecurityHeaders(w.Header())
+	fail := func(err error) *media.Media {
+		if r.Context().Err() == nil { // else the client left while waiting
+			httpx.WriteError(w, r, a.log, err)
+		}
+		return nil
+	}
+	if !legacy {
+		if _, err := a.mediaRequester(r); err != nil {
+			return fail(err)
+		}
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return fail(err)
+		}
+	}
+	wait, err := mediaWait(r)
+	if err != nil {
+		return fail(err)
+	}
+	m, err := a.media.Get(r.Context(), spec.ServerName(pathVar(r, "serverName")), pathVar(r, "mediaId"), wait, legacy)
+	if err != nil {
+		return fail(err)
+	}
+	return m
+}
+
+// serveMediaFile answers with an open media or thumbnail file; the caller
+// has set Content-Type and Content-Disposition. Range and If-None-Match
+// are http.ServeContent's.
+func serveMediaFile(w http.ResponseWriter, r *http.Request, legacy bool, sha256 string, created time.Time, f io.ReadSeeker) {
+	h := w.Header()
+	h.Set("ETag", `"`+sha256+`"`)
+	if legacy {
+		h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	} else {
+		h.Set("Cache-Control", "private, max-age=31536000, immutable")
+	}
+	http.ServeContent(w, r, "", created, f)
+}
+
 // mediaDownload serves GET .../download/{serverName}/{mediaId}[/{fileName}];
 // legacy is the unauthenticated /_matrix/media one, which serves only media
 // from before the freeze.
 func (a *API) mediaDownload(legacy bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		setMediaSecurityHeaders(w.Header())
-		fail := func(err error) { httpx.WriteError(w, r, a.log, err) }
-		if !legacy {
-			if _, err := a.mediaRequester(r); err != nil {
-				fail(err)
-				return
-			}
-		}
-		wait, err := mediaWait(r)
-		if err != nil {
-			fail(err)
-			return
-		}
-		m, err := a.media.Get(r.Context(), spec.ServerName(pathVar(r, "serverName")), pathVar(r, "mediaId"), wait, legacy)
-		if err != nil {
-			if r.Context().Err() != nil {
-				return // the client left while waiting for an upload
-			}
-			fail(err)
+		m := a.mediaLookup(w, r, legacy, nil)
+		if m == nil {
 			return
 		}
 		f, err := a.media.Open(m)
 		if err != nil {
-			fail(err)
+			httpx.WriteError(w, r, a.log, err)
 			return
 		}
 		defer f.Close()
@@ -231,16 +261,9 @@ func (a *API) mediaDownload(legacy bool) http.Handler {
 		if fn := pathVar(r, "fileName"); fn != "" {
 			name = fn
 		}
-		h := w.Header()
-		h.Set("Content-Type", servedContentType(m.ContentType))
-		h.Set("Content-Disposition", contentDisposition(m.ContentType, name))
-		h.Set("ETag", `"`+m.SHA256+`"`)
-		if legacy {
-			h.Set("Cache-Control", "public, max-age=31536000, immutable")
-		} else {
-			h.Set("Cache-Control", "private, max-age=31536000, immutable")
-		}
-		http.ServeContent(w, r, "", m.Created, f)
+		w.Header().Set("Content-Type", servedContentType(m.ContentType))
+		w.Header().Set("Content-Disposition", contentDisposition(m.ContentType, name))
+		serveMediaFile(w, r, legacy, m.SHA256, m.Created, f)
 	})
 }
 

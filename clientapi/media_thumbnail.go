@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/gorilla/mux"
-	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
@@ -64,29 +63,15 @@ func parseThumbParams(r *http.Request) (thumbParams, error) {
 
 func (a *API) mediaThumbnail(legacy bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		setMediaSecurityHeaders(w.Header())
+		var p thumbParams
+		m := a.mediaLookup(w, r, legacy, func() (err error) {
+			p, err = parseThumbParams(r)
+			return err
+		})
+		if m == nil {
+			return
+		}
 		fail := func(err error) { httpx.WriteError(w, r, a.log, err) }
-		if !legacy {
-			if _, err := a.mediaRequester(r); err != nil {
-				fail(err)
-				return
-			}
-		}
-		p, err := parseThumbParams(r)
-		if err != nil {
-			fail(err)
-			return
-		}
-		wait, err := mediaWait(r)
-		if err != nil {
-			fail(err)
-			return
-		}
-		m, err := a.media.Get(r.Context(), spec.ServerName(pathVar(r, "serverName")), pathVar(r, "mediaId"), wait, legacy)
-		if err != nil {
-			fail(err)
-			return
-		}
 		t, err := a.media.Thumbnail(r.Context(), m, p.width, p.height, p.method, p.animated)
 		if err != nil {
 			fail(err)
@@ -98,16 +83,9 @@ func (a *API) mediaThumbnail(legacy bool) http.Handler {
 			return
 		}
 		defer f.Close()
-		h := w.Header()
-		h.Set("Content-Type", t.ContentType)
+		w.Header().Set("Content-Type", t.ContentType)
 		// The spec: MUST be inline, SHOULD name a file.
-		h.Set("Content-Disposition", "inline; filename=thumbnail."+strings.TrimPrefix(t.ContentType, "image/"))
-		h.Set("ETag", `"`+t.SHA256+`"`)
-		if legacy {
-			h.Set("Cache-Control", "public, max-age=31536000, immutable")
-		} else {
-			h.Set("Cache-Control", "private, max-age=31536000, immutable")
-		}
-		http.ServeContent(w, r, "", t.Created, f)
+		w.Header().Set("Content-Disposition", "inline; filename=thumbnail."+strings.TrimPrefix(t.ContentType, "image/"))
+		serveMediaFile(w, r, legacy, t.SHA256, t.Created, f)
 	})
 }
