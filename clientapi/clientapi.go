@@ -49,6 +49,7 @@ type API struct {
 
 	// Rate limiters; nil when limits are off (a nil limiter allows all).
 	loginPerAddress, loginPerAccount, loginFailures, registerPerAddress *ratelimit.Limiter
+	mediaUploads                                                        *ratelimit.Limiter
 }
 
 // New builds the edge.
@@ -67,6 +68,7 @@ func New(cfg *config.Config, log logrus.FieldLogger, us *users.Service, rs *room
 		a.loginPerAccount = ratelimit.New(rl.LoginPerAccount.PerSecond, rl.LoginPerAccount.Burst)
 		a.loginFailures = ratelimit.New(rl.LoginFailures.PerSecond, rl.LoginFailures.Burst)
 		a.registerPerAddress = ratelimit.New(rl.RegisterPerAddress.PerSecond, rl.RegisterPerAddress.Burst)
+		a.mediaUploads = ratelimit.New(rl.MediaUploadsPerUser.PerSecond, rl.MediaUploadsPerUser.Burst)
 	}
 	return a
 }

@@ -126,8 +126,19 @@ func (a *API) uploadError(body *bodyReader, err error) error {
 	return mxerr.Unknown(http.StatusBadRequest, "Could not read request body")
 }
 
+// uploadAllowed applies the per-user rate limit on uploads and upload IDs.
+func (a *API) uploadAllowed(who *users.Requester) error {
+	if ok, wait := a.mediaUploads.Allow(who.UserID); !ok {
+		return mxerr.LimitExceeded(wait.Milliseconds())
+	}
+	return nil
+}
+
 // POST /_matrix/media/v3/upload
 func (a *API) mediaUpload(r *http.Request, who *users.Requester) (any, error) {
+	if err := a.uploadAllowed(who); err != nil {
+		return nil, err
+	}
 	ctype, name := uploadMeta(r)
 	body := &bodyReader{r: r.Body}
 	m, err := a.media.Upload(r.Context(), who.UserID, ctype, name, body)
@@ -139,6 +150,9 @@ func (a *API) mediaUpload(r *http.Request, who *users.Requester) (any, error) {
 
 // POST /_matrix/media/v1/create
 func (a *API) mediaCreate(r *http.Request, who *users.Requester) (any, error) {
+	if err := a.uploadAllowed(who); err != nil {
+		return nil, err
+	}
 	mxc, expires, err := a.media.Create(r.Context(), who.UserID)
 	if err != nil {
 		return nil, err
@@ -148,6 +162,9 @@ func (a *API) mediaCreate(r *http.Request, who *users.Requester) (any, error) {
 
 // PUT /_matrix/media/v3/upload/{serverName}/{mediaId}
 func (a *API) mediaUploadTo(r *http.Request, who *users.Requester) (any, error) {
+	if err := a.uploadAllowed(who); err != nil {
+		return nil, err
+	}
 	ctype, name := uploadMeta(r)
 	body := &bodyReader{r: r.Body}
 	err := a.media.UploadTo(r.Context(), who.UserID, spec.ServerName(pathVar(r, "serverName")),

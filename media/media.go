@@ -33,6 +33,9 @@ type Config struct {
 	MaxUploadBytes    int64
 	UnusedIDLifetime  time.Duration
 	MaxPendingPerUser int
+	// QuotaBytesPerUser bounds the total size of a user's uploads; 0 is
+	// no quota.
+	QuotaBytesPerUser int64
 	// LegacyCutoff: media created before it is served by the
 	// unauthenticated legacy endpoints. Zero means the media_frozen_after
 	// time recorded when the store was first set up.
@@ -165,7 +168,7 @@ func newMediaID() string {
 // maximum: beyond it 413 M_TOO_LARGE and nothing is stored) under a new
 // media ID. Read errors of body are returned as they are.
 func (s *Service) Upload(ctx context.Context, uploader, contentType, uploadName string, body io.Reader) (*Media, error) {
-	sum, size, err := s.store(body)
+	sum, size, err := s.store(ctx, uploader, body)
 	if err != nil {
 		return nil, err
 	}
@@ -185,12 +188,37 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
 	return m, nil
 }
 
-func (s *Service) store(body io.Reader) (string, int64, error) {
-	sum, size, err := s.files.write(body, s.cfg.MaxUploadBytes)
+// store writes body to the file store, at most the upload limit or what
+// is left of the uploader's quota, whichever is less: past the first,
+// 413 M_TOO_LARGE; past the second, 403 M_FORBIDDEN (the spec's answer for
+// "the user has reached a quota for uploaded content").
+func (s *Service) store(ctx context.Context, uploader string, body io.Reader) (string, int64, error) {
+	limit, byQuota := s.cfg.MaxUploadBytes, false
+	if q := s.cfg.QuotaBytesPerUser; q > 0 {
+		var used int64
+		if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(size), 0) FROM media_local WHERE uploader = $1 AND sha256 IS NOT NULL`,
+			uploader).Scan(&used); err != nil {
+			return "", 0, fmt.Errorf("media quota: %w", err)
+		}
+		if q-used <= 0 {
+			return "", 0, quotaExceeded(q)
+		}
+		if q-used < limit {
+			limit, byQuota = q-used, true
+		}
+	}
+	sum, size, err := s.files.write(body, limit)
 	if errors.Is(err, errTooLarge) {
+		if byQuota {
+			return "", 0, quotaExceeded(s.cfg.QuotaBytesPerUser)
+		}
 		return "", 0, tooLarge(s.cfg.MaxUploadBytes)
 	}
 	return sum, size, err
+}
+
+func quotaExceeded(quota int64) error {
+	return mxerr.Forbidden("This upload would exceed your media quota of %d bytes", quota)
 }
 
 // Create reserves a media ID for content uploaded later with UploadTo, and
@@ -277,7 +305,7 @@ func (s *Service) UploadTo(ctx context.Context, uploader string, serverName spec
 	if err := s.checkUploadTo(r, uploader); err != nil {
 		return err
 	}
-	sum, size, err := s.store(body)
+	sum, size, err := s.store(ctx, uploader, body)
 	if err != nil {
 		return err
 	}

@@ -52,6 +52,9 @@ type Media struct {
 	// MaxPendingUploadsPerUser bounds the created-but-not-uploaded IDs a
 	// user may hold at once (429 M_LIMIT_EXCEEDED beyond it).
 	MaxPendingUploadsPerUser int `yaml:"max_pending_uploads_per_user"`
+	// QuotaBytesPerUser bounds the total size of each user's uploads (403
+	// M_FORBIDDEN beyond it); 0 is no quota.
+	QuotaBytesPerUser int64 `yaml:"quota_bytes_per_user"`
 	// LegacyUnauthenticatedCutoff, in RFC 3339: media created before it
 	// stays downloadable from the unauthenticated /_matrix/media/v3
 	// endpoints. Empty means the time the media store was first set up.
@@ -156,6 +159,8 @@ type RateLimits struct {
 	LoginPerAccount    Rate `yaml:"login_per_account"`
 	LoginFailures      Rate `yaml:"login_failures"`
 	RegisterPerAddress Rate `yaml:"register_per_address"`
+	// MediaUploadsPerUser: uploads and upload IDs created, per user.
+	MediaUploadsPerUser Rate `yaml:"media_uploads_per_user"`
 }
 
 // Rate is a token bucket: Burst requests at once, refilled at PerSecond.
@@ -221,6 +226,8 @@ func Default() Config {
 			LoginPerAccount:    Rate{PerSecond: 0.003, Burst: 5},
 			LoginFailures:      Rate{PerSecond: 0.17, Burst: 3},
 			RegisterPerAddress: Rate{PerSecond: 0.17, Burst: 3},
+			// Synapse's rc_media_create.
+			MediaUploadsPerUser: Rate{PerSecond: 10, Burst: 50},
 		},
 	}
 }
@@ -399,6 +406,9 @@ func (c *Config) Validate() error {
 	if c.SyncStream.QueueLength < 1 {
 		return fmt.Errorf("sync_stream.queue_length: expected 1 or more, got %d", c.SyncStream.QueueLength)
 	}
+	if c.Media.QuotaBytesPerUser < 0 {
+		return fmt.Errorf("media.quota_bytes_per_user: expected 0 (no quota) or more, got %d", c.Media.QuotaBytesPerUser)
+	}
 	if c.Media.MaxUploadBytes < 1 {
 		return fmt.Errorf("media.max_upload_bytes: expected 1 or more, got %d", c.Media.MaxUploadBytes)
 	}
@@ -416,6 +426,7 @@ func (c *Config) Validate() error {
 	for name, r := range map[string]Rate{
 		"login_per_address": c.RateLimits.LoginPerAddress, "login_per_account": c.RateLimits.LoginPerAccount,
 		"login_failures": c.RateLimits.LoginFailures, "register_per_address": c.RateLimits.RegisterPerAddress,
+		"media_uploads_per_user": c.RateLimits.MediaUploadsPerUser,
 	} {
 		if r.PerSecond <= 0 || r.Burst < 1 {
 			return fmt.Errorf("rate_limits.%s: expected per_second > 0 and burst >= 1", name)

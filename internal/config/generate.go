@@ -176,6 +176,10 @@ rate_limits:
   register_per_address:
     per_second: 0.17
     burst: 3
+  # Media uploads and reserved upload IDs, per user.
+  media_uploads_per_user:
+    per_second: 10
+    burst: 50
 
 rooms:
   # The version of new rooms that do not ask for one (1-12). 12 is the
@@ -213,6 +217,9 @@ media:
   # How many reserved, not yet uploaded IDs a user may hold at once
   # (429 M_LIMIT_EXCEEDED beyond it).
   max_pending_uploads_per_user: 10
+  # Total size of each user's uploads, in bytes (403 M_FORBIDDEN beyond
+  # it); 0 is no quota.
+  quota_bytes_per_user: 0
   # The unauthenticated download and thumbnail endpoints under
   # /_matrix/media/v3 serve only media created before this time (RFC 3339,
   # e.g. "2026-09-01T00:00:00Z"); newer media is 404 there and needs the

@@ -184,6 +184,7 @@ func (s *Server) init(ctx context.Context) error {
 		MaxUploadBytes:    s.cfg.Media.MaxUploadBytes,
 		UnusedIDLifetime:  s.cfg.Media.UnusedMediaIDLifetime.Std(),
 		MaxPendingPerUser: s.cfg.Media.MaxPendingUploadsPerUser,
+		QuotaBytesPerUser: s.cfg.Media.QuotaBytesPerUser,
 		LegacyCutoff:      s.cfg.Media.LegacyCutoff(),
 	})
 	if err != nil {
