@@ -60,7 +60,8 @@ func (a *API) registerMedia(r *mux.Router) {
 	}
 	const v1 = "/_matrix/client/v1/media"
 	jsonRoute(get, v1+"/config", a.authed(a.mediaConfig, guestOK))
-	jsonRoute(get, v1+"/preview_url", previewURLDisabled)
+	previewURL := a.previewURLHandler() // media_preview.go; 404 when url_previews are off
+	r.Handle(v1+"/preview_url", previewURL).Methods(get)
 	r.Handle(v1+"/download/{serverName}/{mediaId}", a.mediaDownload(false)).Methods(get)
 	r.Handle(v1+"/download/{serverName}/{mediaId}/{fileName}", a.mediaDownload(false)).Methods(get)
 	a.registerThumbnails(r, v1, false)
@@ -70,7 +71,7 @@ func (a *API) registerMedia(r *mux.Router) {
 	// Synapse serves it.
 	for _, p := range []string{"/_matrix/media/v3", "/_matrix/media/r0"} {
 		jsonRoute(get, p+"/config", a.authed(a.mediaConfig, guestOK))
-		jsonRoute(get, p+"/preview_url", previewURLDisabled)
+		r.Handle(p+"/preview_url", previewURL).Methods(get)
 		jsonRoute(post, p+"/upload", a.authed(a.mediaUpload, noGuests))
 		jsonRoute(put, p+"/upload/{serverName}/{mediaId}", a.authed(a.mediaUploadTo, noGuests))
 		r.Handle(p+"/download/{serverName}/{mediaId}", a.mediaDownload(true)).Methods(get)

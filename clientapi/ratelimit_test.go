@@ -20,7 +20,7 @@ func rateLimited(adjust func(*config.RateLimits)) testserver.Option {
 		c.RateLimits = config.RateLimits{
 			Enabled:         true,
 			LoginPerAddress: generous, LoginPerAccount: generous, LoginFailures: generous,
-			RegisterPerAddress: generous,
+			RegisterPerAddress: generous, MediaUploadsPerUser: generous,
 		}
 		adjust(&c.RateLimits)
 	}

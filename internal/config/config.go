@@ -39,6 +39,7 @@ type Config struct {
 	Presence       Presence     `yaml:"presence"`
 	SyncStream     SyncStream   `yaml:"sync_stream"`
 	Media          Media        `yaml:"media"`
+	URLPreviews    URLPreviews  `yaml:"url_previews"`
 }
 
 // Media is the content repository (uploads and downloads of files).
@@ -169,6 +170,24 @@ type Rate struct {
 	Burst     int     `yaml:"burst"`
 }
 
+// URLPreviews is GET /_matrix/client/v1/media/preview_url: the server
+// fetches URLs for clients, so it is off by default and refuses internal
+// addresses when on.
+type URLPreviews struct {
+	Enabled bool `yaml:"enabled"`
+	// MaxResponseBytes caps each page or image fetched.
+	MaxResponseBytes int64 `yaml:"max_response_bytes"`
+	// Timeout bounds one fetch, redirects included.
+	Timeout Duration `yaml:"timeout"`
+	// CacheLifetime is how long a preview is served from the cache.
+	CacheLifetime Duration `yaml:"cache_lifetime"`
+	// IPRangeBlacklist adds CIDRs to the built-in deny list (loopback,
+	// private, link-local and other internal ranges), which always applies.
+	IPRangeBlacklist []string `yaml:"ip_range_blacklist"`
+	// IPRangeWhitelist CIDRs are allowed even when denied.
+	IPRangeWhitelist []string `yaml:"ip_range_whitelist"`
+}
+
 // Duration is a time.Duration written as "5m", "1h30m" or "0".
 type Duration time.Duration
 
@@ -228,6 +247,12 @@ func Default() Config {
 			RegisterPerAddress: Rate{PerSecond: 0.17, Burst: 3},
 			// Synapse's rc_media_create.
 			MediaUploadsPerUser: Rate{PerSecond: 10, Burst: 50},
+		},
+		// Synapse's max_spider_size; previews are off as in Synapse.
+		URLPreviews: URLPreviews{
+			MaxResponseBytes: 10 << 20,
+			Timeout:          Duration(10 * time.Second),
+			CacheLifetime:    Duration(time.Hour),
 		},
 	}
 }
@@ -430,6 +455,21 @@ func (c *Config) Validate() error {
 	} {
 		if r.PerSecond <= 0 || r.Burst < 1 {
 			return fmt.Errorf("rate_limits.%s: expected per_second > 0 and burst >= 1", name)
+		}
+	}
+	if c.URLPreviews.MaxResponseBytes < 1 {
+		return fmt.Errorf("url_previews.max_response_bytes: expected 1 or more, got %d", c.URLPreviews.MaxResponseBytes)
+	}
+	if c.URLPreviews.Timeout <= 0 {
+		return errors.New("url_previews.timeout: expected a duration above 0")
+	}
+	for key, list := range map[string][]string{
+		"ip_range_blacklist": c.URLPreviews.IPRangeBlacklist, "ip_range_whitelist": c.URLPreviews.IPRangeWhitelist,
+	} {
+		for i, cidr := range list {
+			if _, _, err := net.ParseCIDR(cidr); err != nil {
+				return fmt.Errorf("url_previews.%s[%d]: expected a CIDR such as 10.1.0.0/16, got %q", key, i, cidr)
+			}
 		}
 	}
 	return nil

@@ -227,4 +227,24 @@ media:
   # freeze. Empty means the moment the media store was first set up
   # (recorded in the database on first start), so all media is frozen.
   legacy_unauthenticated_cutoff: ""
+
+url_previews:
+  # GET /_matrix/client/v1/media/preview_url: the server fetches web pages
+  # (and their og:image) for clients. Off, the endpoint answers 404
+  # M_UNRECOGNIZED, as in Synapse with url_preview_enabled false.
+  enabled: false
+  # Largest page or image fetched, in bytes (a preview fails beyond it).
+  max_response_bytes: 10485760
+  # How long one fetch may take, redirects included.
+  timeout: 10s
+  # How long a preview is answered from the cache before it is fetched
+  # again.
+  cache_lifetime: 1h
+  # Previews never connect to loopback, private (RFC 1918), link-local,
+  # CGNAT, unique-local, multicast or other internal addresses. These
+  # CIDRs are refused as well, e.g. ["203.0.113.0/24"].
+  ip_range_blacklist: []
+  # CIDRs allowed even though they are in a refused range, e.g. an
+  # internal wiki's ["10.1.2.0/24"].
+  ip_range_whitelist: []
 `))
