@@ -2,6 +2,8 @@ package clientapi_test
 
 import (
 	"bytes"
+	"encoding/binary"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/png"
@@ -85,4 +87,40 @@ func TestMediaThumbnail(t *testing.T) {
 	get(t, srv, mediaV1+"/thumbnail/"+id+"?width=32&height=32", "").expect(t, http.StatusUnauthorized, "M_MISSING_TOKEN")
 	// Legacy: frozen for new media.
 	get(t, srv, mediaLegacy+"/thumbnail/"+id+"?width=32&height=32", "").expect(t, http.StatusNotFound, "M_NOT_FOUND")
+}
+
+// bombPNG is a PNG signature and an IHDR chunk (correct CRC) claiming an
+// w×h RGBA image, with no pixel data: decoding it whole would need w×h×4
+// bytes.
+func bombPNG(w, h uint32) []byte {
+	ihdr := binary.BigEndian.AppendUint32(nil, w)
+	ihdr = binary.BigEndian.AppendUint32(ihdr, h)
+	ihdr = append(ihdr, 8, 6, 0, 0, 0) // 8-bit RGBA, no interlace
+	chunk := append([]byte("IHDR"), ihdr...)
+	b := []byte("\x89PNG\r\n\x1a\n")
+	b = binary.BigEndian.AppendUint32(b, uint32(len(ihdr)))
+	b = append(b, chunk...)
+	return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(chunk))
+}
+
+// TestMediaThumbnailRefusesBombsAndBrokenImages: an image whose header
+// claims 100000×100000 pixels is refused from the header (413
+// M_TOO_LARGE) without being decoded, and a truncated PNG is a 400; the
+// server goes on serving.
+func TestMediaThumbnailRefusesBombsAndBrokenImages(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := srv.Register("alice", "password1").AccessToken
+	bomb := uploadOK(t, srv, alice, "image/png", "bomb.png", bombPNG(100000, 100000))
+	get(t, srv, mediaV1+"/thumbnail/"+bomb+"?width=32&height=32&method=crop", alice).
+		expect(t, http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
+	good := testPNG(t, 400, 300)
+	broken := uploadOK(t, srv, alice, "image/png", "broken.png", good[:len(good)/2])
+	get(t, srv, mediaV1+"/thumbnail/"+broken+"?width=32&height=32&method=crop", alice).
+		expect(t, http.StatusBadRequest, "M_UNKNOWN")
+	ok := uploadOK(t, srv, alice, "image/png", "ok.png", good)
+	if r := get(t, srv, mediaV1+"/thumbnail/"+ok+"?width=32&height=32&method=crop", alice); r.Status != http.StatusOK ||
+		r.Header.Get("Content-Type") != "image/png" {
+		t.Fatalf("thumbnail after the refusals: %d %s", r.Status, r.Header.Get("Content-Type"))
+	}
 }
