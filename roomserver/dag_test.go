@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/sirupsen/logrus"
@@ -225,4 +226,68 @@ func dagCheckLinear(t *testing.T, path, roomID string, want int) []string {
 		t.Fatalf("forward extremities %v, want only the newest event %s", extremities, ids[len(ids)-1])
 	}
 	return ids
+}
+
+// TestIdleSequencersRetire: a room's sequencer retires when idle (its
+// goroutine and in-memory state go) and a new one takes over with the next
+// request, racing requests included: every acknowledged event is in one
+// linear chain.
+func TestIdleSequencersRetire(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "dag.db")
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, db := dagStart(t, path, key)
+	s.idleTimeout = 5 * time.Millisecond
+	roomID, err := s.CreateRoom(ctx, "@creator:dag.test", CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const senders, rounds = 8, 12
+	acked := 0
+	for round := range rounds {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for i := range senders {
+			wg.Go(func() {
+				content, _ := json.Marshal(map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("%d %d", round, i)})
+				if _, err := s.Send(ctx, SendRequest{RoomID: roomID, Sender: "@creator:dag.test", Type: "m.room.message", Content: content}); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				acked++
+				mu.Unlock()
+			})
+			if i%3 == 0 {
+				time.Sleep(time.Duration(round%4) * 2 * time.Millisecond) // around the idle timeout
+			}
+		}
+		wg.Wait()
+		time.Sleep(time.Duration(round%3) * 5 * time.Millisecond)
+	}
+	// Idle now: the sequencer goes.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		n := len(s.rooms)
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sequencers still running while idle", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.Close()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dagCheckLinear(t, path, roomID, 6+acked)
+	if acked != senders*rounds {
+		t.Fatalf("%d sends acknowledged, want %d", acked, senders*rounds)
+	}
 }

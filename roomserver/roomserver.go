@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -58,11 +59,13 @@ type Service struct {
 	// (see createTime).
 	lastCreateMS atomic.Int64
 
-	mu        sync.Mutex
-	rooms     map[string]*room
-	listeners []Listener
-	closed    bool
-	wg        sync.WaitGroup
+	mu    sync.Mutex
+	rooms map[string]*room
+	// idleTimeout, if set (by tests), replaces roomIdleTimeout.
+	idleTimeout time.Duration
+	listeners   []Listener
+	closed      bool
+	wg          sync.WaitGroup
 }
 
 // New runs migrations, starts the committer and returns the service.

@@ -92,7 +92,16 @@ type room struct {
 	id   string
 	reqs chan *buildReq
 	st   *roomState // nil until loaded (or after a failed commit)
+	// senders counts requests between being handed this room (under
+	// Service.mu) and being queued on reqs: the sequencer may retire only
+	// when it is 0 and reqs is empty, or a request would be lost.
+	senders atomic.Int64
 }
+
+// roomIdleTimeout is how long a sequencer waits for work before it
+// retires, freeing its goroutine and the room's in-memory state; the next
+// request starts a new one, which loads the state again.
+const roomIdleTimeout = 10 * time.Minute
 
 // maxBatch bounds how many requests one sequencer turn takes.
 const maxBatch = 256
@@ -118,10 +127,13 @@ func (s *Service) submitBuilt(ctx context.Context, roomID string, ev EventReques
 		s.wg.Add(1)
 		go s.runRoom(r)
 	}
+	r.senders.Add(1)
 	s.mu.Unlock()
 	select {
 	case r.reqs <- req:
+		r.senders.Add(-1)
 	case <-ctx.Done():
+		r.senders.Add(-1)
 		return nil, ctx.Err()
 	}
 	// Once queued, wait for the outcome even if the client goes away: the
@@ -132,7 +144,23 @@ func (s *Service) submitBuilt(ctx context.Context, roomID string, ev EventReques
 
 func (s *Service) runRoom(r *room) {
 	defer s.wg.Done()
-	for first := range r.reqs {
+	idle := time.NewTimer(s.roomIdle())
+	defer idle.Stop()
+	for {
+		var first *buildReq
+		select {
+		case req, ok := <-r.reqs:
+			if !ok {
+				return
+			}
+			first = req
+		case <-idle.C:
+			if s.retire(r) {
+				return
+			}
+			idle.Reset(s.roomIdle())
+			continue
+		}
 		batch := []*buildReq{first}
 	drain:
 		for len(batch) < maxBatch {
@@ -147,7 +175,33 @@ func (s *Service) runRoom(r *room) {
 			}
 		}
 		s.processBatch(r, batch)
+		if !idle.Stop() {
+			select {
+			case <-idle.C:
+			default:
+			}
+		}
+		idle.Reset(s.roomIdle())
 	}
+}
+
+// retire removes an idle sequencer from the room table, unless a request
+// is on its way to it. Afterwards nobody can reach it, so it may return.
+func (s *Service) retire(r *room) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || r.senders.Load() > 0 || len(r.reqs) > 0 {
+		return false
+	}
+	delete(s.rooms, r.id)
+	return true
+}
+
+func (s *Service) roomIdle() time.Duration {
+	if s.idleTimeout > 0 {
+		return s.idleTimeout
+	}
+	return roomIdleTimeout
 }
 
 func (s *Service) processBatch(r *room, batch []*buildReq) {
