@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/gencache"
 	"github.com/tessera-hs/tessera/users"
 )
 
@@ -25,8 +26,12 @@ type Service struct {
 	onChange func(ctx context.Context, userID string)
 	// pos is the device list stream's latest committed position.
 	pos atomic.Int64
-	// counts caches each device's key counts (countcache.go).
-	counts countCache
+	// otkCounts and fallbackTypes cache each device's one-time key counts
+	// and unused fallback key types, which every /sync carries: they change
+	// only when keys are uploaded or claimed, and every key store
+	// transaction invalidates them once it has committed.
+	otkCounts     *gencache.Cache[string, map[string]int]
+	fallbackTypes *gencache.Cache[string, []string]
 }
 
 // streamDeviceLists is the name of the device list stream in
@@ -38,7 +43,9 @@ func New(ctx context.Context, db *database.DB, us *users.Service, log logrus.Fie
 	if err := db.Migrate(ctx, "keys", migrations); err != nil {
 		return nil, err
 	}
-	s := &Service{db: db, users: us, log: log}
+	s := &Service{db: db, users: us, log: log,
+		otkCounts:     gencache.New[string, map[string]int](20000),
+		fallbackTypes: gencache.New[string, []string](20000)}
 	var pos int64
 	if err := db.QueryRowContext(ctx, `SELECT pos FROM keys_stream_positions WHERE stream = $1`,
 		streamDeviceLists).Scan(&pos); err != nil {
@@ -100,7 +107,8 @@ func (s *Service) withTx(ctx context.Context, fn func(tx *database.Tx, ch *chang
 	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
 		ch = changes{}
 		// Whatever the transaction changes, cached key counts go.
-		tx.AfterCommit(s.counts.invalidate)
+		tx.AfterCommit(s.otkCounts.Invalidate)
+		tx.AfterCommit(s.fallbackTypes.Invalidate)
 		return fn(tx, &ch)
 	})
 	if err != nil {
@@ -127,16 +135,16 @@ func (s *Service) ChangedUsers(ctx context.Context, from, to int64) ([]string, e
 
 // OneTimeKeyCounts counts a device's unclaimed one-time keys by algorithm.
 func (s *Service) OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error) {
-	key := countKey(userID, deviceID)
-	if e := s.counts.get(key); e.hasOTK {
-		return maps.Clone(e.otk), nil
+	key := userID + "\x00" + deviceID
+	if c, ok := s.otkCounts.Get(key); ok {
+		return maps.Clone(c), nil
 	}
-	gen := s.counts.gen.Load()
+	gen := s.otkCounts.Generation()
 	counts, err := oneTimeKeyCounts(ctx, s.db, userID, deviceID)
 	if err != nil {
 		return nil, err
 	}
-	s.counts.update(key, gen, func(e *deviceCounts) { e.otk, e.hasOTK = maps.Clone(counts), true })
+	s.otkCounts.Put(key, gen, maps.Clone(counts))
 	return counts, nil
 }
 
@@ -162,16 +170,16 @@ func oneTimeKeyCounts(ctx context.Context, q database.Querier, userID, deviceID 
 // UnusedFallbackKeyTypes lists the algorithms of a device's fallback keys
 // that have not been used.
 func (s *Service) UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error) {
-	key := countKey(userID, deviceID)
-	if e := s.counts.get(key); e.hasFB {
-		return slices.Clone(e.fallbacks), nil
+	key := userID + "\x00" + deviceID
+	if t, ok := s.fallbackTypes.Get(key); ok {
+		return slices.Clone(t), nil
 	}
-	gen := s.counts.gen.Load()
+	gen := s.fallbackTypes.Generation()
 	out, err := unusedFallbackKeyTypes(ctx, s.db, userID, deviceID)
 	if err != nil {
 		return nil, err
 	}
-	s.counts.update(key, gen, func(e *deviceCounts) { e.fallbacks, e.hasFB = slices.Clone(out), true })
+	s.fallbackTypes.Put(key, gen, slices.Clone(out))
 	return out, nil
 }
 

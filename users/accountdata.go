@@ -186,7 +186,7 @@ func (s *Service) putAccountData(ctx context.Context, tx *database.Tx, userID, r
 		return err
 	}
 	if typ == TypeIgnoredUserList && roomID == "" {
-		tx.AfterCommit(s.ignored.invalidate)
+		tx.AfterCommit(s.ignored.Invalidate)
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO account_data (user_id, room_id, type, content, stream_pos)
 		VALUES ($1, $2, $3, $4, $5)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
-	"sync/atomic"
 )
 
 // Ignoring users: a user's m.ignored_user_list account data names users
@@ -17,31 +15,13 @@ import (
 // TypeIgnoredUserList is the account data type of the ignore list.
 const TypeIgnoredUserList = "m.ignored_user_list"
 
-type ignoreCache struct {
-	gen atomic.Uint64
-	mu  sync.Mutex
-	m   map[string]ignoreEntry
-}
-
-type ignoreEntry struct {
-	gen   uint64
-	users map[string]bool
-}
-
-// maxIgnoreEntries bounds the cache; when full it starts again empty.
-const maxIgnoreEntries = 50000
-
 // IgnoredUsers returns the set of users the user ignores (nil when none).
 // The caller must not change it.
 func (s *Service) IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error) {
-	c := &s.ignored
-	c.mu.Lock()
-	e, ok := c.m[userID]
-	c.mu.Unlock()
-	gen := c.gen.Load()
-	if ok && e.gen == gen {
-		return e.users, nil
+	if set, ok := s.ignored.Get(userID); ok {
+		return set, nil
 	}
+	gen := s.ignored.Generation()
 	raw, err := getAccountData(ctx, s.db, userID, "", TypeIgnoredUserList)
 	if err != nil {
 		return nil, err
@@ -60,22 +40,6 @@ func (s *Service) IgnoredUsers(ctx context.Context, userID string) (map[string]b
 			}
 		}
 	}
-	c.mu.Lock()
-	if gen == c.gen.Load() {
-		if c.m == nil || len(c.m) >= maxIgnoreEntries {
-			c.m = map[string]ignoreEntry{}
-		}
-		c.m[userID] = ignoreEntry{gen: gen, users: set}
-	}
-	c.mu.Unlock()
+	s.ignored.Put(userID, gen, set)
 	return set, nil
-}
-
-// invalidate drops every cached list: called after a commit that changed
-// someone's ignore list (rare next to reads).
-func (c *ignoreCache) invalidate() {
-	c.gen.Add(1)
-	c.mu.Lock()
-	c.m = nil
-	c.mu.Unlock()
 }

@@ -84,7 +84,7 @@ func (s *Service) CreateSession(ctx context.Context, ns NewSession) (*Session, e
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			// An existing device: its old tokens die with this login.
-			tx.AfterCommit(s.auth.invalidate)
+			tx.AfterCommit(s.auth.Invalidate)
 			if _, err := tx.ExecContext(ctx, `DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2`, ns.UserID, ns.DeviceID); err != nil {
 				return err
 			}
@@ -146,12 +146,12 @@ const lastSeenInterval = 5 * time.Minute
 func (s *Service) Authenticate(ctx context.Context, token string, client ClientInfo) (*Requester, error) {
 	hash := hashToken(token)
 	now := s.nowMS()
-	if e, ok := s.auth.get(string(hash)); ok && (e.expires == 0 || now < e.expires) &&
+	if e, ok := s.auth.Get(string(hash)); ok && (e.expires == 0 || now < e.expires) &&
 		now-e.lastSeen <= lastSeenInterval.Milliseconds() {
 		r := e.r
 		return &r, nil
 	}
-	gen := s.auth.generation()
+	gen := s.auth.Generation()
 	var (
 		r                 Requester
 		expires           int64
@@ -196,16 +196,23 @@ func (s *Service) Authenticate(ctx context.Context, token string, client ClientI
 		seen = now
 	}
 	if !prevID.Valid {
-		s.auth.put(string(hash), authEntry{r: r, expires: expires, lastSeen: seen, gen: gen})
+		s.auth.Put(string(hash), gen, authEntry{r: r, expires: expires, lastSeen: seen})
 	}
 	return &r, nil
+}
+
+// authEntry is a cached successful token lookup.
+type authEntry struct {
+	r        Requester
+	expires  int64 // ms; 0 never
+	lastSeen int64 // ms, as stored
 }
 
 // revokeRefresh deletes refresh token prevID (and, by cascade, any access
 // token issued with it) now that its successor id has been used.
 func (s *Service) revokeRefresh(ctx context.Context, id, prevID int64) error {
 	return s.db.WithTx(ctx, func(tx *database.Tx) error {
-		tx.AfterCommit(s.auth.invalidate)
+		tx.AfterCommit(s.auth.Invalidate)
 		if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE id = $1`, prevID); err != nil {
 			return fmt.Errorf("revoke refresh token: %w", err)
 		}
@@ -239,7 +246,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Session, e
 		if expires != 0 && s.nowMS() >= expires {
 			return mxerr.UnknownToken(true)
 		}
-		tx.AfterCommit(s.auth.invalidate)
+		tx.AfterCommit(s.auth.Invalidate)
 		if prevID.Valid { // this token's first use revokes its predecessor
 			if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE id = $1`, prevID.Int64); err != nil {
 				return err

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/gencache"
 )
 
 // Config is what the users domain needs from the configuration.
@@ -46,10 +47,13 @@ type Service struct {
 	dummyHash string
 	// positions: the committed position of each stream (accountdata.go).
 	positions streamPositions
-	// auth caches token lookups (authcache.go).
-	auth authCache
+	// auth caches token lookups by token hash: every request pays for
+	// authentication, and most come from a few long-lived sessions. Any
+	// commit that deletes tokens or devices, or deactivates an account,
+	// invalidates it.
+	auth *gencache.Cache[string, authEntry]
 	// ignored caches ignore lists (ignored.go).
-	ignored ignoreCache
+	ignored *gencache.Cache[string, map[string]bool]
 }
 
 // New runs the domain's migrations and returns the service.
@@ -58,6 +62,8 @@ func New(ctx context.Context, db *database.DB, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
+		auth:      gencache.New[string, authEntry](10000),
+		ignored:   gencache.New[string, map[string]bool](50000),
 		db:        db,
 		cfg:       cfg,
 		now:       time.Now,
