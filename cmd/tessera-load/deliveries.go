@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -113,4 +115,78 @@ func fanoutSetup(ctx context.Context, e *env, n int, scenario string) (user, []u
 		return user{}, nil, "", fmt.Errorf("setup: %w", err)
 	}
 	return sender, receivers, roomID, nil
+}
+
+// pacedSends is what the measured phase of a fan-out scenario sent: the
+// start and event ID of each message (zero where a send failed), the
+// latency of each successful send, and the failures.
+type pacedSends struct {
+	t0       time.Time
+	start    []time.Time
+	ids      []string
+	lat      []time.Duration
+	errors   int
+	firstErr error
+	fatal    bool // the run cannot go on (firstErr says why)
+}
+
+// sendPaced sends n text messages into roomID, message i at t0 + i×interval
+// (or when the send before it returns, if that is later), until ctx ends
+// or a fatal error. name ("fanout", "fanout-ws") marks the bodies and
+// transaction IDs.
+func sendPaced(ctx context.Context, e *env, token, roomID, name string, n int, interval time.Duration) *pacedSends {
+	ps := &pacedSends{start: make([]time.Time, n), ids: make([]string, n), t0: time.Now()}
+	for i := range n {
+		if !sleepCtx(ctx, time.Until(ps.t0.Add(time.Duration(i)*interval))) {
+			break
+		}
+		txnID := fmt.Sprintf("%s.%s.%d", e.runID, strings.ReplaceAll(name, "-", ""), i)
+		body := fmt.Sprintf("tessera-load %s: %s message %d", e.runID, name, i)
+		start := time.Now()
+		id, err := sendText(ctx, e.c, token, roomID, txnID, body)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			ps.errors++
+			if ps.firstErr == nil {
+				ps.firstErr = fmt.Errorf("send: %w", err)
+			}
+			if isFatal(err) {
+				ps.fatal = true
+				break
+			}
+			continue
+		}
+		ps.lat = append(ps.lat, time.Since(start))
+		ps.start[i], ps.ids[i] = start, id
+	}
+	return ps
+}
+
+// seenEvents is what one fan-out receiver has seen: when each message
+// event first arrived, repeats, and limited timelines. Its owner holds mu.
+type seenEvents struct {
+	mu      sync.Mutex
+	seen    map[string]time.Time // event ID -> when the response carrying it was read
+	dups    int
+	limited int
+}
+
+// record notes the room's timeline of one response read at at. The
+// caller holds mu.
+func (r *seenEvents) record(jr syncJoinedRoom, at time.Time) {
+	if jr.Timeline.Limited {
+		r.limited++
+	}
+	for _, ev := range jr.Timeline.Events {
+		if ev.Type != "m.room.message" {
+			continue
+		}
+		if _, dup := r.seen[ev.EventID]; dup {
+			r.dups++
+		} else {
+			r.seen[ev.EventID] = at
+		}
+	}
 }

@@ -108,10 +108,7 @@ func (r *fanoutReport) human() string {
 
 // fanoutReceiver is what one receiver saw.
 type fanoutReceiver struct {
-	mu       sync.Mutex
-	seen     map[string]time.Time // event ID -> when its /sync response was read
-	dups     int
-	limited  int
+	seenEvents
 	polls    int
 	errors   int
 	firstErr error
@@ -149,7 +146,7 @@ func (s *fanoutScenario) run(ctx context.Context, e *env) (report, error) {
 	maxPolls := 4*s.messages + 100
 	var wg sync.WaitGroup
 	for i := range recv {
-		r := &fanoutReceiver{seen: make(map[string]time.Time, s.messages)}
+		r := &fanoutReceiver{seenEvents: seenEvents{seen: make(map[string]time.Time, s.messages)}}
 		recv[i] = r
 		wg.Go(func() {
 			var once sync.Once
@@ -182,37 +179,11 @@ func (s *fanoutScenario) run(ctx context.Context, e *env) (report, error) {
 	}
 
 	e.logf("measuring: %d messages, %v apart, to %d receivers", s.messages, s.interval, s.receivers)
-	sendStart := make([]time.Time, s.messages)
-	ids := make([]string, s.messages)
-	var sendLat []time.Duration
-	sendErrors := 0
-	var firstErr error
-	t0 := time.Now()
-	for i := range s.messages {
-		if !sleepCtx(pollCtx, time.Until(t0.Add(time.Duration(i)*s.interval))) {
-			break
-		}
-		txnID := fmt.Sprintf("%s.fanout.%d", e.runID, i)
-		body := fmt.Sprintf("tessera-load %s: fanout message %d", e.runID, i)
-		start := time.Now()
-		id, err := sendText(pollCtx, e.c, sender.AccessToken, roomID, txnID, body)
-		if err != nil {
-			if pollCtx.Err() != nil {
-				break
-			}
-			sendErrors++
-			if firstErr == nil {
-				firstErr = fmt.Errorf("send: %w", err)
-			}
-			if isFatal(err) {
-				stopPolls(firstErr)
-				break
-			}
-			continue
-		}
-		sendLat = append(sendLat, time.Since(start))
-		sendStart[i], ids[i] = start, id
+	ps := sendPaced(pollCtx, e, sender.AccessToken, roomID, "fanout", s.messages, s.interval)
+	if ps.fatal {
+		stopPolls(ps.firstErr)
 	}
+	sendStart, ids, sendLat, sendErrors, firstErr, t0 := ps.start, ps.ids, ps.lat, ps.errors, ps.firstErr, ps.t0
 
 	// Wait for the deliveries still on their way.
 	complete := func() bool {
@@ -318,19 +289,7 @@ func (s *fanoutScenario) poll(ctx, firstCtx context.Context, e *env, token, room
 		r.mu.Lock()
 		r.polls++
 		if ok {
-			if jr.Timeline.Limited {
-				r.limited++
-			}
-			for _, ev := range jr.Timeline.Events {
-				if ev.Type != "m.room.message" {
-					continue
-				}
-				if _, dup := r.seen[ev.EventID]; dup {
-					r.dups++
-				} else {
-					r.seen[ev.EventID] = at
-				}
-			}
+			r.record(jr, at)
 		}
 		r.mu.Unlock()
 		if ok {

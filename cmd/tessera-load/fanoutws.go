@@ -121,10 +121,7 @@ func (r *fanoutWSReport) human() string {
 type wsReceiver struct {
 	conn *websocket.Conn
 
-	mu       sync.Mutex
-	seen     map[string]time.Time // event ID -> when its stream message was read
-	dups     int
-	limited  int
+	seenEvents
 	messages int
 	failed   bool
 	firstErr error
@@ -209,7 +206,7 @@ func (s *fanoutWSScenario) run(ctx context.Context, e *env) (report, error) {
 			return err
 		}
 		connectLat[i] = time.Since(start)
-		recv[i] = &wsReceiver{conn: c, seen: make(map[string]time.Time, s.messages)}
+		recv[i] = &wsReceiver{conn: c, seenEvents: seenEvents{seen: make(map[string]time.Time, s.messages)}}
 		if _, ok := first.Rooms.Join[roomID]; !ok {
 			return fmt.Errorf("the first stream message of %s does not list the room %s it joined", receivers[i].UserID, roomID)
 		}
@@ -229,36 +226,8 @@ func (s *fanoutWSScenario) run(ctx context.Context, e *env) (report, error) {
 	sleepCtx(ctx, 200*time.Millisecond)
 
 	e.logf("measuring: %d messages, %v apart, to %d streams", s.messages, s.interval, s.receivers)
-	sendStart := make([]time.Time, s.messages)
-	ids := make([]string, s.messages)
-	var sendLat []time.Duration
-	sendErrors := 0
-	var firstErr error
-	t0 := time.Now()
-	for i := range s.messages {
-		if !sleepCtx(ctx, time.Until(t0.Add(time.Duration(i)*s.interval))) {
-			break
-		}
-		txnID := fmt.Sprintf("%s.fanoutws.%d", e.runID, i)
-		body := fmt.Sprintf("tessera-load %s: fanout-ws message %d", e.runID, i)
-		start := time.Now()
-		id, err := sendText(ctx, e.c, sender.AccessToken, roomID, txnID, body)
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			sendErrors++
-			if firstErr == nil {
-				firstErr = fmt.Errorf("send: %w", err)
-			}
-			if isFatal(err) {
-				break
-			}
-			continue
-		}
-		sendLat = append(sendLat, time.Since(start))
-		sendStart[i], ids[i] = start, id
-	}
+	ps := sendPaced(ctx, e, sender.AccessToken, roomID, "fanout-ws", s.messages, s.interval)
+	sendStart, ids, sendLat, sendErrors, firstErr, t0 := ps.start, ps.ids, ps.lat, ps.errors, ps.firstErr, ps.t0
 
 	// Wait for the deliveries still on their way.
 	complete := func() bool {
@@ -367,19 +336,7 @@ func (s *fanoutWSScenario) read(ctx context.Context, r *wsReceiver, roomID strin
 		r.mu.Lock()
 		r.messages++
 		if ok {
-			if jr.Timeline.Limited {
-				r.limited++
-			}
-			for _, ev := range jr.Timeline.Events {
-				if ev.Type != "m.room.message" {
-					continue
-				}
-				if _, dup := r.seen[ev.EventID]; dup {
-					r.dups++
-				} else {
-					r.seen[ev.EventID] = at
-				}
-			}
+			r.record(jr, at)
 		}
 		r.mu.Unlock()
 		if len(m.ToDevice.Events) > 0 {
