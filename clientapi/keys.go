@@ -47,11 +47,6 @@ func (a *API) uploadKeys(r *http.Request, who *users.Requester) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	// As Synapse does: clients (libolm-based ones notably) take a missing
-	// signed_curve25519 count for "unknown" rather than zero.
-	if _, ok := counts["signed_curve25519"]; !ok {
-		counts["signed_curve25519"] = 0
-	}
 	return map[string]any{"one_time_key_counts": counts}, nil
 }
 

@@ -148,6 +148,10 @@ func (s *Service) OneTimeKeyCounts(ctx context.Context, userID, deviceID string)
 	return counts, nil
 }
 
+// oneTimeKeyCounts counts a device's unclaimed one-time keys by algorithm.
+// signed_curve25519 is always there, 0 when none are left, as Synapse does:
+// clients (libolm-based ones notably) take a missing count for "unknown"
+// rather than zero, in /keys/upload's answer and in /sync alike.
 func oneTimeKeyCounts(ctx context.Context, q database.Querier, userID, deviceID string) (map[string]int, error) {
 	rows, err := q.QueryContext(ctx, `SELECT algorithm, COUNT(*) FROM keys_one_time_keys
 		WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm`, userID, deviceID)
@@ -155,7 +159,7 @@ func oneTimeKeyCounts(ctx context.Context, q database.Querier, userID, deviceID 
 		return nil, fmt.Errorf("count one-time keys: %w", err)
 	}
 	defer rows.Close()
-	counts := map[string]int{}
+	counts := map[string]int{"signed_curve25519": 0}
 	for rows.Next() {
 		var alg string
 		var n int

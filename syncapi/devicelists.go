@@ -58,11 +58,6 @@ func (d deviceListStream) fill(ctx context.Context, sc *syncContext, since, now 
 	if sc.resp.OTKCounts == nil {
 		sc.resp.OTKCounts = map[string]int{}
 	}
-	// As Synapse does, signed_curve25519 is always there, 0 when none are
-	// left: some clients only top their keys up when they see it.
-	if _, ok := sc.resp.OTKCounts["signed_curve25519"]; !ok {
-		sc.resp.OTKCounts["signed_curve25519"] = 0
-	}
 	if sc.resp.FallbackKeyTypes == nil {
 		sc.resp.FallbackKeyTypes = []string{}
 	}
