@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/gencache"
+	"github.com/tessera-hs/tessera/internal/streampos"
 	"github.com/tessera-hs/tessera/users"
 )
 
@@ -25,7 +25,7 @@ type Service struct {
 	log      logrus.FieldLogger
 	onChange func(ctx context.Context, userID string)
 	// pos is the device list stream's latest committed position.
-	pos atomic.Int64
+	pos streampos.Position
 	// otkCounts and fallbackTypes cache each device's one-time key counts
 	// and unused fallback key types, which every /sync carries: they change
 	// only when keys are uploaded or claimed, and every key store
@@ -51,7 +51,7 @@ func New(ctx context.Context, db *database.DB, us *users.Service, log logrus.Fie
 		streamDeviceLists).Scan(&pos); err != nil {
 		return nil, fmt.Errorf("load device list position: %w", err)
 	}
-	s.pos.Store(pos)
+	s.pos.Advance(pos)
 	return s, nil
 }
 
@@ -63,17 +63,6 @@ func (s *Service) SetChangeHook(f func(ctx context.Context, userID string)) { s.
 
 // StreamPos is the device list stream's latest committed position.
 func (s *Service) StreamPos() int64 { return s.pos.Load() }
-
-// publish advances the in-memory position to pos. After-commit calls may
-// run out of order: the position only moves forward.
-func (s *Service) publish(pos int64) {
-	for {
-		cur := s.pos.Load()
-		if pos <= cur || s.pos.CompareAndSwap(cur, pos) {
-			return
-		}
-	}
-}
 
 // changes collects the users whose device list a transaction changed.
 type changes struct {
@@ -95,7 +84,7 @@ func (s *Service) record(ctx context.Context, tx *database.Tx, ch *changes, user
 		pos, userID); err != nil {
 		return fmt.Errorf("record device list change: %w", err)
 	}
-	tx.AfterCommit(func() { s.publish(pos) })
+	tx.AfterCommit(func() { s.pos.Advance(pos) })
 	ch.users = append(ch.users, userID)
 	return nil
 }

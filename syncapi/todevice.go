@@ -10,13 +10,13 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/internal/streampos"
 	"github.com/tessera-hs/tessera/users"
 )
 
@@ -37,7 +37,7 @@ type ToDevice struct {
 	// pos is the stream's latest committed position. It is advanced only
 	// after the commit, so a sync that reads it finds every message up to
 	// it in the database.
-	pos atomic.Int64
+	pos streampos.Position
 }
 
 // maxToDevicePerSync bounds the messages of one response, as the spec
@@ -57,7 +57,7 @@ func newToDeviceStream(ctx context.Context, db *database.DB, us *users.Service, 
 	if err := db.QueryRowContext(ctx, `SELECT pos FROM syncapi_stream_positions WHERE stream = 'to_device'`).Scan(&pos); err != nil {
 		return nil, fmt.Errorf("to-device position: %w", err)
 	}
-	t.pos.Store(pos)
+	t.pos.Advance(pos)
 	return t, nil
 }
 
@@ -69,17 +69,6 @@ func (s *Service) ToDevice() *ToDevice {
 		}
 	}
 	return nil
-}
-
-// advance raises the stream position to pos (never lowers it: concurrent
-// senders may finish out of order).
-func (t *ToDevice) advance(pos int64) {
-	for {
-		cur := t.pos.Load()
-		if pos <= cur || t.pos.CompareAndSwap(cur, pos) {
-			return
-		}
-	}
 }
 
 // toDeviceMessage is one message for one device.
@@ -180,7 +169,7 @@ func (t *ToDevice) Send(ctx context.Context, sender, senderDevice, txnID, evType
 	if len(out) == 0 {
 		return nil
 	}
-	t.advance(last)
+	t.pos.Advance(last)
 	woken := map[string]bool{}
 	for _, m := range out {
 		if !woken[m.userID] {

@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"sync/atomic"
 
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/internal/streampos"
 )
 
 // Account data: JSON objects a user's clients keep on the server, global or
@@ -49,7 +49,7 @@ func (s *Service) nextStreamPos(ctx context.Context, tx *database.Tx, stream str
 	if err != nil {
 		return 0, fmt.Errorf("next %s position: %w", stream, err)
 	}
-	tx.AfterCommit(func() { s.positions.publish(stream, pos) })
+	tx.AfterCommit(func() { s.positions[stream].Advance(pos) })
 	return pos, nil
 }
 
@@ -66,7 +66,7 @@ func (s *Service) streamPos(_ context.Context, stream string) (int64, error) {
 
 // streamPositions holds the committed position of each of the users
 // domain's streams.
-type streamPositions map[string]*atomic.Int64
+type streamPositions map[string]*streampos.Position
 
 func loadStreamPositions(ctx context.Context, db *database.DB) (streamPositions, error) {
 	rows, err := db.QueryContext(ctx, `SELECT stream, pos FROM users_stream_positions`)
@@ -81,23 +81,10 @@ func loadStreamPositions(ctx context.Context, db *database.DB) (streamPositions,
 		if err := rows.Scan(&stream, &pos); err != nil {
 			return nil, fmt.Errorf("load stream positions: %w", err)
 		}
-		p[stream] = &atomic.Int64{}
-		p[stream].Store(pos)
+		p[stream] = &streampos.Position{}
+		p[stream].Advance(pos)
 	}
 	return p, rows.Err()
-}
-
-// publish advances a stream's position to pos. Transactions commit in
-// position order, but their after-commit calls may run out of order:
-// the position only ever moves forward.
-func (p streamPositions) publish(stream string, pos int64) {
-	v := p[stream]
-	for {
-		cur := v.Load()
-		if pos <= cur || v.CompareAndSwap(cur, pos) {
-			return
-		}
-	}
 }
 
 // AccountDataPos is the latest position of the account data stream: a
