@@ -47,6 +47,14 @@ type committer struct {
 	lastMember atomic.Int64
 }
 
+// The recent-events rings: 64 events cover the default timeline limit of
+// an incremental sync with room to spare; 20,000 rings of at most 64 IDs
+// is a few tens of MiB at worst.
+const (
+	recentPerRoom = 64
+	recentRooms   = 20_000
+)
+
 // maxCommitEvents bounds one transaction.
 const maxCommitEvents = 4096
 
@@ -64,6 +72,7 @@ func newCommitter(ctx context.Context, s *Service) (*committer, error) {
 		return nil, fmt.Errorf("read membership position: %w", err)
 	}
 	c.lastMember.Store(lastMember)
+	s.recent = newRecentEvents(recentPerRoom, recentRooms, c.lastPos)
 	go c.loop()
 	return c, nil
 }
@@ -128,10 +137,12 @@ func (c *committer) commit(batch []*commitReq) {
 		return
 	}
 	var all []*Event
+	members := false
 	for _, req := range batch {
 		for _, pe := range req.events {
 			if pe.ev.Type() == spec.MRoomMember && pe.ev.StateKey() != nil {
 				c.lastMember.Store(max(c.lastMember.Load(), pe.ev.StreamPos))
+				members = true
 			}
 			c.s.cache.put(pe.ev)
 			if pe.redaction != nil {
@@ -140,6 +151,11 @@ func (c *committer) commit(batch []*commitReq) {
 			all = append(all, pe.ev)
 		}
 	}
+	if members {
+		c.s.memberships.Invalidate()
+		c.s.membership.Invalidate()
+	}
+	c.s.recent.add(startPos, all)
 	atomic.StoreInt64(&c.published, c.lastPos)
 	for _, req := range batch {
 		req.done <- nil

@@ -320,19 +320,23 @@ func (s *Service) Forget(ctx context.Context, userID, roomID string) error {
 		return mxerr.NotFound("You have never been in this room")
 	}
 	_, err = s.db.ExecContext(ctx, `UPDATE memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2`, roomID, userID)
+	s.memberships.Invalidate()
 	return err
 }
 
 // Membership returns a user's current membership of a room ("" if none).
 func (s *Service) Membership(ctx context.Context, roomID, userID string) (string, error) {
+	key := [2]string{roomID, userID}
+	if m, ok := s.membership.Get(key); ok {
+		return m, nil
+	}
+	gen := s.membership.Generation()
 	var m string
 	err := s.db.QueryRowContext(ctx, `SELECT membership FROM memberships WHERE room_id = $1 AND user_id = $2`, roomID, userID).Scan(&m)
-	if isNoRows(err) {
-		return "", nil
-	}
-	if err != nil {
+	if err != nil && !isNoRows(err) {
 		return "", fmt.Errorf("membership: %w", err)
 	}
+	s.membership.Put(key, gen, m)
 	return m, nil
 }
 

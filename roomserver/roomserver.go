@@ -22,6 +22,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/gencache"
 )
 
 // Config is what the room server needs from the configuration.
@@ -55,6 +56,12 @@ type Service struct {
 	groupCache *stateGroupCache
 	// lastGroupID is the last state group ID handed out (atomic).
 	lastGroupID int64
+	// recent holds each active room's newest event IDs for sync.
+	recent *recentEvents
+	// memberships and membership cache a user's room list and one
+	// membership; any membership commit invalidates both.
+	memberships *gencache.Cache[string, []MembershipChange]
+	membership  *gencache.Cache[[2]string, string]
 	// lastCreateMS is the origin_server_ts of the last create event built
 	// (see createTime).
 	lastCreateMS atomic.Int64
@@ -84,6 +91,9 @@ func New(ctx context.Context, db *database.DB, cfg Config, profiles Profiles, lo
 		cache:      newEventCache(50_000),
 		groupCache: &stateGroupCache{max: 1024, groups: map[int64]stateIDs{}},
 		rooms:      map[string]*room{},
+
+		memberships: gencache.New[string, []MembershipChange](20_000),
+		membership:  gencache.New[[2]string, string](100_000),
 	}
 	c, err := newCommitter(ctx, s)
 	if err != nil {

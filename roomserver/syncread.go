@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"sort"
 	"sync/atomic"
 
@@ -30,6 +31,10 @@ type MembershipChange struct {
 // Memberships returns the user's current membership of every room they
 // have not forgotten.
 func (s *Service) Memberships(ctx context.Context, userID string) ([]MembershipChange, error) {
+	if ms, ok := s.memberships.Get(userID); ok {
+		return slices.Clone(ms), nil
+	}
+	gen := s.memberships.Generation()
 	rows, err := s.db.QueryContext(ctx, `SELECT room_id, membership, event_id, stream_pos FROM memberships
 		WHERE user_id = $1 AND forgotten = 0`, userID)
 	if err != nil {
@@ -44,25 +49,23 @@ func (s *Service) Memberships(ctx context.Context, userID string) ([]MembershipC
 		}
 		out = append(out, m)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	s.memberships.Put(userID, gen, slices.Clone(out))
+	return out, nil
 }
 
 // Timeline returns, in stream order, the last limit events of a room with
 // from < stream_pos <= to that the user may see, and whether older events
 // in the range were left out.
 func (s *Service) Timeline(ctx context.Context, roomID, userID string, from, to int64, limit int) ([]*Event, bool, error) {
-	newest, err := s.queryEvents(ctx, `SELECT event_id FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3
-		ORDER BY stream_pos DESC LIMIT $4`, roomID, from, to, limit+1)
+	out, limited, err := s.timelineEvents(ctx, roomID, from, to, limit)
 	if err != nil {
 		return nil, false, fmt.Errorf("timeline: %w", err)
 	}
-	limited := len(newest) > limit
-	if limited {
-		newest = newest[:limit]
-	}
-	out := make([]*Event, len(newest))
-	for i, ev := range newest {
-		out[len(newest)-1-i] = ev
+	if len(out) == 0 && !limited {
+		return out, false, nil
 	}
 	vf, err := s.newVisibilityFilter(ctx, roomID, userID)
 	if err != nil {
@@ -70,6 +73,38 @@ func (s *Service) Timeline(ctx context.Context, roomID, userID string, from, to 
 	}
 	out, err = vf.filter(ctx, out)
 	return out, limited, err
+}
+
+// timelineEvents is the newest limit events of the room with from <
+// stream_pos <= to, oldest first, from memory when it can be.
+func (s *Service) timelineEvents(ctx context.Context, roomID string, from, to int64, limit int) ([]*Event, bool, error) {
+	if ids, limited, ok := s.recent.window(roomID, from, to, limit); ok {
+		if len(ids) == 0 {
+			return nil, limited, nil
+		}
+		evs, err := s.events(ctx, s.db, ids)
+		if err != nil {
+			return nil, false, err
+		}
+		out := make([]*Event, 0, len(ids))
+		for _, id := range ids {
+			if ev, ok := evs[id]; ok {
+				out = append(out, ev)
+			}
+		}
+		return out, limited, nil
+	}
+	newest, err := s.queryEvents(ctx, `SELECT event_id FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3
+		ORDER BY stream_pos DESC LIMIT $4`, roomID, from, to, limit+1)
+	if err != nil {
+		return nil, false, err
+	}
+	limited := len(newest) > limit
+	if limited {
+		newest = newest[:limit]
+	}
+	slices.Reverse(newest)
+	return newest, limited, nil
 }
 
 // StateAt returns the state of a room just after stream position pos (the
