@@ -45,4 +45,8 @@ CREATE TABLE media_settings (
 	value TEXT NOT NULL
 );
 `},
+	{Version: 2, SQL: `
+-- The upload quota sums a user's stored media on every upload.
+CREATE INDEX media_local_uploader ON media_local(uploader) WHERE sha256 IS NOT NULL;
+`},
 }

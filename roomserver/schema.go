@@ -125,4 +125,10 @@ CREATE TABLE reports (
 );
 CREATE INDEX reports_received ON reports(received_ts);
 `},
+	{Version: 3, SQL: `
+-- Sync reads a room's events by stream position ("what is new in this room
+-- since my token"). Without this the planner takes events_room_ts and sorts
+-- every event of the room for each incremental sync.
+CREATE INDEX events_room_stream ON events(room_id, stream_pos);
+`},
 }

@@ -147,4 +147,10 @@ CREATE TABLE dehydrated_devices (
 	device_data TEXT NOT NULL
 );
 `},
+	{Version: 5, SQL: `
+-- Refreshing and logging out delete tokens by the refresh token they hang
+-- from; without these each did a scan of every token on the server.
+CREATE INDEX access_tokens_refresh ON access_tokens(refresh_id) WHERE refresh_id IS NOT NULL;
+CREATE INDEX refresh_tokens_prev ON refresh_tokens(prev_id) WHERE prev_id IS NOT NULL;
+`},
 }
