@@ -38,6 +38,9 @@ type committer struct {
 	reqs    chan *commitReq
 	stopped chan struct{}
 	lastPos int64 // last stream position written; owned by the loop
+	// lastOutlier is the last (negative) position given to an outlier;
+	// owned by the loop.
+	lastOutlier int64
 	// published is the last stream position whose events have committed
 	// (read atomically by sync).
 	published int64
@@ -67,6 +70,10 @@ func newCommitter(ctx context.Context, s *Service) (*committer, error) {
 		return nil, fmt.Errorf("read state group id: %w", err)
 	}
 	c.published = c.lastPos
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MIN(stream_pos), 0) FROM events`).Scan(&c.lastOutlier); err != nil {
+		return nil, fmt.Errorf("read outlier position: %w", err)
+	}
+	c.lastOutlier = min(c.lastOutlier, 0)
 	var lastMember int64
 	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM memberships`).Scan(&lastMember); err != nil {
 		return nil, fmt.Errorf("read membership position: %w", err)
@@ -113,7 +120,7 @@ func (c *committer) loop() {
 
 func (c *committer) commit(batch []*commitReq) {
 	ctx := context.Background()
-	startPos := c.lastPos
+	startPos, startOutlier := c.lastPos, c.lastOutlier
 	err := c.s.db.WithTx(ctx, func(tx *database.Tx) error {
 		pos := startPos
 		for _, req := range batch {
@@ -125,7 +132,7 @@ func (c *committer) commit(batch []*commitReq) {
 		return nil
 	})
 	if err != nil {
-		c.lastPos = startPos
+		c.lastPos, c.lastOutlier = startPos, startOutlier
 		// One bad batch must not fail the others: retry each on its own.
 		if len(batch) > 1 {
 			for _, req := range batch {
@@ -140,7 +147,10 @@ func (c *committer) commit(batch []*commitReq) {
 	members := false
 	for _, req := range batch {
 		for _, pe := range req.events {
-			if pe.ev.Type() == spec.MRoomMember && pe.ev.StateKey() != nil {
+			if pe.outlier {
+				continue
+			}
+			if pe.currentState != nil || pe.ev.Type() == spec.MRoomMember && pe.ev.StateKey() != nil {
 				c.lastMember.Store(max(c.lastMember.Load(), pe.ev.StreamPos))
 				members = true
 			}
@@ -181,10 +191,20 @@ func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *co
 		}
 	}
 	for _, pe := range req.events {
-		*pos++
-		pe.ev.StreamPos = *pos
+		if pe.outlier {
+			c.lastOutlier--
+			pe.ev.StreamPos = c.lastOutlier
+		} else {
+			*pos++
+			pe.ev.StreamPos = *pos
+		}
 		if err := writeEvent(ctx, tx, pe); err != nil {
 			return err
+		}
+		if pe.currentState != nil {
+			if err := writeCurrentState(ctx, tx, req.roomID, pe); err != nil {
+				return err
+			}
 		}
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, req.roomID); err != nil {
@@ -225,22 +245,11 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 		}
 	}
 	if g := pe.newGroup; g != nil {
-		var prev *int64
-		if g.prev != 0 {
-			prev = &g.prev
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)`,
-			g.id, ev.RoomID, prev, g.chainLen); err != nil {
-			return fmt.Errorf("insert state group: %w", err)
-		}
-		for t, id := range g.entries {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,
-				g.id, t.Type, t.StateKey, id); err != nil {
-				return fmt.Errorf("insert state entry: %w", err)
-			}
+		if err := writeStateGroup(ctx, tx, ev.RoomID, g); err != nil {
+			return err
 		}
 	}
-	if sk := ev.StateKey(); sk != nil {
+	if sk := ev.StateKey(); sk != nil && !pe.outlier && pe.currentState == nil {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id`,
 			ev.RoomID, ev.Type(), *sk, ev.EventID()); err != nil {
@@ -270,6 +279,63 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO txn_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)`,
 			t.UserID, t.DeviceID, t.storeKey(), ev.EventID()); err != nil {
 			return fmt.Errorf("record transaction: %w", err)
+		}
+	}
+	return nil
+}
+
+// writeCurrentState replaces the room's current state (and the
+// memberships it implies) with pe.currentState, after pe: the state where
+// branches of the DAG met, or the whole state of a room joined over
+// federation.
+func writeCurrentState(ctx context.Context, tx *database.Tx, roomID string, pe *pendingEvent) error {
+	if g := pe.currentGroup; g != nil {
+		if err := writeStateGroup(ctx, tx, roomID, g); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM current_state WHERE room_id = $1`, roomID); err != nil {
+		return fmt.Errorf("clear current state: %w", err)
+	}
+	for t, ev := range pe.currentState {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,
+			roomID, t.Type, t.StateKey, ev.EventID()); err != nil {
+			return fmt.Errorf("write current state: %w", err)
+		}
+		if t.Type != spec.MRoomMember {
+			continue
+		}
+		m, err := ev.Membership()
+		if err != nil {
+			return err
+		}
+		// The position of a membership is where it changed for us: this
+		// event's, unless the row already names the same event.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten)
+			VALUES ($1, $2, $3, $4, $5, 0)
+			ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
+				event_id = excluded.event_id, stream_pos = excluded.stream_pos, forgotten = 0
+			WHERE memberships.event_id != excluded.event_id`,
+			roomID, t.StateKey, m, ev.EventID(), pe.ev.StreamPos); err != nil {
+			return fmt.Errorf("update membership: %w", err)
+		}
+	}
+	return nil
+}
+
+func writeStateGroup(ctx context.Context, tx *database.Tx, roomID string, g *newStateGroup) error {
+	var prev *int64
+	if g.prev != 0 {
+		prev = &g.prev
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)`,
+		g.id, roomID, prev, g.chainLen); err != nil {
+		return fmt.Errorf("insert state group: %w", err)
+	}
+	for t, id := range g.entries {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,
+			g.id, t.Type, t.StateKey, id); err != nil {
+			return fmt.Errorf("insert state entry: %w", err)
 		}
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/mxerr"
@@ -31,6 +32,11 @@ type Event struct {
 	ReplacesState string
 	// TxnID is the client transaction ID, shown only to the sending device.
 	TxnUser, TxnDevice, TxnID string
+	// Origin is the server that sent us the event, "" for our own events;
+	// Forward marks a remote event we must send on to the room's other
+	// servers. Neither is stored: they matter only as the event commits.
+	Origin  spec.ServerName
+	Forward bool
 }
 
 // unsignedExtra is what the events table's unsigned column holds.

@@ -202,13 +202,13 @@ func (s *Service) scan(ctx context.Context, roomID string, pos Token, to *Token,
 	var q string
 	args := []any{roomID, pos.Depth, pos.Stream}
 	if backwards {
-		q = `SELECT event_id FROM events WHERE room_id = $1 AND (depth < $2 OR (depth = $2 AND stream_pos <= $3))`
+		q = `SELECT event_id FROM events WHERE room_id = $1 AND stream_pos > 0 AND (depth < $2 OR (depth = $2 AND stream_pos <= $3))`
 		if to != nil {
 			q += ` AND (depth > $4 OR (depth = $4 AND stream_pos > $5))`
 		}
 		q += ` ORDER BY depth DESC, stream_pos DESC`
 	} else {
-		q = `SELECT event_id FROM events WHERE room_id = $1 AND (depth > $2 OR (depth = $2 AND stream_pos > $3))`
+		q = `SELECT event_id FROM events WHERE room_id = $1 AND stream_pos > 0 AND (depth > $2 OR (depth = $2 AND stream_pos > $3))`
 		if to != nil {
 			q += ` AND (depth < $4 OR (depth = $4 AND stream_pos <= $5))`
 		}
@@ -444,7 +444,7 @@ func (s *Service) Members(ctx context.Context, roomID, userID string, at *Token,
 		}
 		var group int64
 		var eventID string
-		err = s.db.QueryRowContext(ctx, `SELECT event_id FROM events WHERE room_id = $1
+		err = s.db.QueryRowContext(ctx, `SELECT event_id FROM events WHERE room_id = $1 AND stream_pos > 0
 			AND (depth < $2 OR (depth = $2 AND stream_pos <= $3)) ORDER BY depth DESC, stream_pos DESC LIMIT 1`,
 			roomID, at.Depth, at.Stream).Scan(&eventID)
 		if err != nil && !isNoRows(err) {

@@ -131,4 +131,18 @@ CREATE INDEX reports_received ON reports(received_ts);
 -- every event of the room for each incremental sync.
 CREATE INDEX events_room_stream ON events(room_id, stream_pos);
 `},
+	{Version: 4, SQL: `
+-- Events other servers sent us that failed the auth rules. They are never
+-- served or used as state, but remembering them stops us fetching them
+-- again and lets events that cite them be rejected too.
+-- https://spec.matrix.org/v1.19/server-server-api/#rejection
+CREATE TABLE rejected_events (
+	event_id    TEXT PRIMARY KEY,
+	room_id     TEXT NOT NULL,
+	origin      TEXT NOT NULL,
+	reason      TEXT NOT NULL,
+	json        TEXT NOT NULL,
+	received_ts INTEGER NOT NULL
+);
+`},
 }

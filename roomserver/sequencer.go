@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,12 @@ type buildReq struct {
 	// (for content that depends on what check found).
 	content func() (json.RawMessage, error)
 	resp    chan buildResult
+	// remote, if set, is an event another server made: it is checked and
+	// stored rather than built (remote.go).
+	remote *remoteReq
+	// reset drops the sequencer's copy of the room state (the room was
+	// written behind its back, as by a join over federation).
+	reset bool
 }
 
 type buildResult struct {
@@ -74,6 +81,15 @@ type pendingEvent struct {
 	newGroup   *newStateGroup
 	redaction  *redaction
 	txn        *TxnKey
+	// outlier: stored for its content (state and auth events of a join,
+	// soft-failed events) but not part of the room's timeline; it gets a
+	// negative stream position, so no stream query sees it.
+	outlier bool
+	// currentGroup and currentState, when set, replace the room's current
+	// state after this event: where branches of the DAG meet, the current
+	// state is the resolution of theirs, not the state after one event.
+	currentGroup *newStateGroup
+	currentState map[tuple]*Event
 }
 
 type newStateGroup struct {
@@ -114,7 +130,12 @@ func (s *Service) submit(ctx context.Context, roomID string, ev EventRequest, ch
 
 // submitBuilt is submit with content made by content after check has run.
 func (s *Service) submitBuilt(ctx context.Context, roomID string, ev EventRequest, check checkFunc, content func() (json.RawMessage, error)) (*Event, error) {
-	req := &buildReq{ctx: ctx, ev: ev, check: check, content: content, resp: make(chan buildResult, 1)}
+	return s.enqueue(ctx, roomID, &buildReq{ctx: ctx, ev: ev, check: check, content: content, resp: make(chan buildResult, 1)})
+}
+
+// enqueue hands a request to the room's sequencer, starting one if needed,
+// and waits for its outcome.
+func (s *Service) enqueue(ctx context.Context, roomID string, req *buildReq) (*Event, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -206,6 +227,17 @@ func (s *Service) roomIdle() time.Duration {
 
 func (s *Service) processBatch(r *room, batch []*buildReq) {
 	ctx := context.Background()
+	for i := 0; i < len(batch); i++ {
+		if batch[i].reset {
+			r.st = nil
+			batch[i].resp <- buildResult{}
+			batch = slices.Delete(batch, i, i+1)
+			i--
+		}
+	}
+	if len(batch) == 0 {
+		return
+	}
 	if r.st == nil {
 		st, err := s.loadRoomState(ctx, r.id)
 		if err == nil && st == nil {
@@ -224,6 +256,16 @@ func (s *Service) processBatch(r *room, batch []*buildReq) {
 	pendingIdx := map[int]int{}   // batch index -> pending index
 	batchTxns := map[TxnKey]int{} // txn -> batch index, for repeats within a batch
 	for i, req := range batch {
+		if req.remote != nil {
+			pe, err := s.buildRemote(ctx, r.st, req.remote, pending)
+			if err != nil {
+				results[i].err = err
+				continue
+			}
+			pendingIdx[i] = len(pending)
+			pending = append(pending, pe)
+			continue
+		}
 		if req.ev.Txn != nil {
 			if j, ok := batchTxns[*req.ev.Txn]; ok {
 				results[i] = buildResult{err: sameTxnErr{index: j}}

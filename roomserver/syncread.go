@@ -111,7 +111,7 @@ func (s *Service) timelineEvents(ctx context.Context, roomID string, from, to in
 // state after the room's last event at or before pos), as events.
 func (s *Service) StateAt(ctx context.Context, roomID string, pos int64) (map[StateKey]*Event, error) {
 	var group int64
-	err := s.db.QueryRowContext(ctx, `SELECT state_group FROM events WHERE room_id = $1 AND stream_pos <= $2
+	err := s.db.QueryRowContext(ctx, `SELECT state_group FROM events WHERE room_id = $1 AND stream_pos > 0 AND stream_pos <= $2
 		ORDER BY stream_pos DESC LIMIT 1`, roomID, pos).Scan(&group)
 	if err != nil && !isNoRows(err) {
 		return nil, fmt.Errorf("state at %d: %w", pos, err)

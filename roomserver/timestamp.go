@@ -34,12 +34,12 @@ func (s *Service) TimestampToEvent(ctx context.Context, roomID, userID string, t
 	// The cursor is the (origin_ts, stream_pos) of the last event read; the
 	// first step starts just before ts (forwards) or just after it.
 	curTS, curPos := ts, int64(0)
-	q := `SELECT event_id, origin_ts, stream_pos FROM events WHERE room_id = $1
+	q := `SELECT event_id, origin_ts, stream_pos FROM events WHERE room_id = $1 AND stream_pos > 0
 		AND (origin_ts > $2 OR (origin_ts = $2 AND stream_pos > $3))
 		ORDER BY origin_ts ASC, stream_pos ASC LIMIT $4`
 	if backwards {
 		curPos = math.MaxInt64
-		q = `SELECT event_id, origin_ts, stream_pos FROM events WHERE room_id = $1
+		q = `SELECT event_id, origin_ts, stream_pos FROM events WHERE room_id = $1 AND stream_pos > 0
 			AND (origin_ts < $2 OR (origin_ts = $2 AND stream_pos < $3))
 			ORDER BY origin_ts DESC, stream_pos DESC LIMIT $4`
 	}

@@ -502,7 +502,7 @@ func (s *Service) sendState(ctx context.Context, roomID, sender, typ string, con
 // lastEventID is the ID of a room's latest event in topological order.
 func (s *Service) lastEventID(ctx context.Context, roomID string) (string, error) {
 	var id string
-	err := s.db.QueryRowContext(ctx, `SELECT event_id FROM events WHERE room_id = $1
+	err := s.db.QueryRowContext(ctx, `SELECT event_id FROM events WHERE room_id = $1 AND stream_pos > 0
 		ORDER BY depth DESC, stream_pos DESC LIMIT 1`, roomID).Scan(&id)
 	if isNoRows(err) {
 		return "", nil

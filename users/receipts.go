@@ -295,3 +295,31 @@ func ReceiptContent(receipts []Receipt) map[string]map[string]map[string]any {
 	}
 	return out
 }
+
+// ReceiveRemoteReceipt stores the public read receipt of a user of
+// another server (an m.receipt EDU): the user must be joined and able to
+// see the event; ts is the time the receipt was made.
+func (s *Service) ReceiveRemoteReceipt(ctx context.Context, rooms ReceiptRooms, roomID, userID, eventID, threadID string, ts int64) error {
+	if threadID != "" && threadID != "main" && !strings.HasPrefix(threadID, "$") {
+		return mxerr.InvalidParam("bad thread_id")
+	}
+	membership, err := rooms.Membership(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if membership != "join" {
+		return mxerr.Forbidden("not joined")
+	}
+	m := marker{typ: ReceiptRead, threadID: threadID, eventID: eventID}
+	if m.eventPos, err = rooms.VisibleEventPos(ctx, roomID, userID, eventID); err != nil {
+		return err
+	}
+	if ts <= 0 {
+		ts = s.nowMS()
+	}
+	err = s.db.WithTx(ctx, func(tx *database.Tx) error { return s.putReceipt(ctx, tx, roomID, userID, m, ts) })
+	if err == nil && s.hooks.ReceiptsChanged != nil {
+		s.hooks.ReceiptsChanged(ctx, roomID)
+	}
+	return err
+}
