@@ -136,6 +136,13 @@ func (a *API) sendReceipt(r *http.Request, who *users.Requester) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.edus != nil && pathVar(r, "receiptType") == users.ReceiptRead {
+		var body struct {
+			ThreadID string `json:"thread_id"`
+		}
+		_ = json.Unmarshal(raw, &body) // SendReceipt has checked it
+		a.edus.Receipt(r.Context(), pathVar(r, "roomId"), who.UserID, pathVar(r, "eventId"), body.ThreadID)
+	}
 	return struct{}{}, nil
 }
 

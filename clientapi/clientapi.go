@@ -41,6 +41,11 @@ type API struct {
 	uia       *uiaSessions
 	// media is the content repository (SetMedia; media.go).
 	media *media.Service
+	// remote joins rooms on other servers (SetRemoteJoiner); nil
+	// without federation.
+	remote RemoteJoiner
+	// edus tells other servers of typing and receipts (SetEDUSender).
+	edus EDUSender
 
 	// nonces for shared-secret registration
 	nonces *nonceStore

@@ -1,11 +1,15 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
@@ -117,11 +121,60 @@ func (a *API) doJoin(r *http.Request, who *users.Requester, target string) (any,
 			return nil, mxerr.GuestAccessForbidden()
 		}
 	}
+	if joined, err := a.joinRemote(r, who, target, body.Reason); joined || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"room_id": target}, nil
+	}
 	id, err := a.rooms.Join(r.Context(), who.UserID, target, body.Reason)
 	if err != nil {
 		return nil, err
 	}
 	return map[string]string{"room_id": id}, nil
+}
+
+// RemoteJoiner joins rooms that live on other servers (the federation
+// edge).
+type RemoteJoiner interface {
+	JoinRemote(ctx context.Context, userID, roomID string, servers []spec.ServerName, content map[string]any) error
+}
+
+// SetRemoteJoiner lets joins reach rooms on other servers.
+func (a *API) SetRemoteJoiner(j RemoteJoiner) { a.remote = j }
+
+// joinRemote joins a room this server does not know, through the servers
+// the request names (via, or the older server_name) and, for room IDs of
+// versions before 12, the server in the ID. joined is false when the room
+// is known here: the local join applies.
+func (a *API) joinRemote(r *http.Request, who *users.Requester, target, reason string) (joined bool, err error) {
+	if a.remote == nil || !strings.HasPrefix(target, "!") {
+		return false, nil
+	}
+	if _, err := a.rooms.RoomVersion(r.Context(), target); err == nil {
+		return false, nil
+	}
+	var servers []spec.ServerName
+	q := r.URL.Query()
+	for _, s := range append(q["via"], q["server_name"]...) {
+		if !slices.Contains(servers, spec.ServerName(s)) {
+			servers = append(servers, spec.ServerName(s))
+		}
+	}
+	if _, domain, ok := strings.Cut(target, ":"); ok && !slices.Contains(servers, spec.ServerName(domain)) {
+		servers = append(servers, spec.ServerName(domain))
+	}
+	if len(servers) == 0 {
+		return false, mxerr.NotFound("No known servers for room %s: pass via= a server in the room", target)
+	}
+	content := map[string]any{}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	if err := a.remote.JoinRemote(r.Context(), who.UserID, target, servers, content); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 func (a *API) knock(r *http.Request, who *users.Requester) (any, error) {

@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
@@ -69,6 +70,9 @@ func (a *API) setTyping(r *http.Request, who *users.Requester) (any, error) {
 		return nil, mxerr.Forbidden("You are not joined to this room")
 	}
 	a.syncs.Typing().Set(roomID, who.UserID, *body.Typing, timeout)
+	if a.edus != nil {
+		a.edus.Typing(r.Context(), roomID, who.UserID, *body.Typing, timeout)
+	}
 	if *body.Typing {
 		if err := a.syncs.Presence().Active(r.Context(), who.UserID); err != nil {
 			// Presence is a side effect here: the typing took.
@@ -113,3 +117,13 @@ func (a *API) setPresence(r *http.Request, who *users.Requester) (any, error) {
 	}
 	return struct{}{}, nil
 }
+
+// EDUSender tells the servers of a room's other members of what local
+// users do that is not an event: typing and read receipts.
+type EDUSender interface {
+	Typing(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration)
+	Receipt(ctx context.Context, roomID, userID, eventID, threadID string)
+}
+
+// SetEDUSender makes typing and public receipts reach other servers.
+func (a *API) SetEDUSender(e EDUSender) { a.edus = e }

@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,43 @@ type Config struct {
 	SyncStream     SyncStream   `yaml:"sync_stream"`
 	Media          Media        `yaml:"media"`
 	URLPreviews    URLPreviews  `yaml:"url_previews"`
+	Federation     Federation   `yaml:"federation"`
+}
+
+// Federation is the server-server API: its TLS listener, which servers we
+// talk to, and whom we trust for other servers' keys.
+// https://spec.matrix.org/v1.19/server-server-api/
+type Federation struct {
+	// Enabled turns on the federation listener and outbound federation.
+	Enabled bool `yaml:"enabled"`
+	// Listen is the TLS listener's address (the spec's default port is
+	// 8448).
+	Listen string `yaml:"listen"`
+	// TLSCert and TLSKey are PEM files. When both are empty a self-signed
+	// certificate is generated into the data directory (with a warning:
+	// other servers will refuse it unless they skip verification).
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// InsecureSkipTLSVerify accepts any certificate from other servers.
+	// For tests only; logged as a warning.
+	InsecureSkipTLSVerify bool `yaml:"insecure_skip_tls_verify"`
+	// AllowServers, if not empty, is the only servers we federate with;
+	// DenyServers are never talked to. Entries are server names, and may
+	// start with "*." to match subdomains.
+	AllowServers []string `yaml:"allow_servers"`
+	DenyServers  []string `yaml:"deny_servers"`
+	// KeyValidity is the valid_until_ts period we publish for our key.
+	KeyValidity Duration `yaml:"key_validity"`
+	// TrustedKeyServers are notaries asked for keys a server does not
+	// give us itself (Synapse's trusted_key_servers).
+	TrustedKeyServers []TrustedKeyServer `yaml:"trusted_key_servers"`
+}
+
+// TrustedKeyServer is a notary and the keys its answers must be signed
+// with (key ID to unpadded base64 ed25519 public key).
+type TrustedKeyServer struct {
+	ServerName string            `yaml:"server_name"`
+	VerifyKeys map[string]string `yaml:"verify_keys"`
 }
 
 // Media is the content repository (uploads and downloads of files).
@@ -247,6 +285,10 @@ func Default() Config {
 			RegisterPerAddress: Rate{PerSecond: 0.17, Burst: 3},
 			// Synapse's rc_media_create.
 			MediaUploadsPerUser: Rate{PerSecond: 10, Burst: 50},
+		},
+		Federation: Federation{
+			Listen:      "0.0.0.0:8448",
+			KeyValidity: Duration(24 * time.Hour),
 		},
 		// Synapse's max_spider_size; previews are off as in Synapse.
 		URLPreviews: URLPreviews{
@@ -472,13 +514,88 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	return c.Federation.validate()
+}
+
+// validate checks the federation section. It is checked even when
+// federation is off, so that turning it on does not reveal old mistakes.
+func (f *Federation) validate() error {
+	if _, _, err := net.SplitHostPort(f.Listen); err != nil {
+		return fmt.Errorf("federation.listen: expected HOST:PORT, got %q", f.Listen)
+	}
+	if (f.TLSCert == "") != (f.TLSKey == "") {
+		return errors.New("federation.tls_cert / tls_key: set both (a certificate and its key) or neither (a self-signed certificate is generated)")
+	}
+	if f.KeyValidity.Std() < time.Hour {
+		// The spec asks servers not to publish keys that expire within
+		// the hour: others would refetch them all the time.
+		return fmt.Errorf("federation.key_validity: expected at least 1h, got %s", f.KeyValidity.Std())
+	}
+	for key, list := range map[string][]string{"allow_servers": f.AllowServers, "deny_servers": f.DenyServers} {
+		for i, entry := range list {
+			if err := validServerName(strings.TrimPrefix(entry, "*.")); err != nil {
+				return fmt.Errorf("federation.%s[%d]: %w", key, i, err)
+			}
+		}
+	}
+	for i, ts := range f.TrustedKeyServers {
+		key := fmt.Sprintf("federation.trusted_key_servers[%d]", i)
+		if err := validServerName(ts.ServerName); err != nil {
+			return fmt.Errorf("%s.server_name: %w", key, err)
+		}
+		if len(ts.VerifyKeys) == 0 {
+			return fmt.Errorf("%s.verify_keys: expected at least one key (key ID: unpadded base64 ed25519 public key)", key)
+		}
+		for id, pub := range ts.VerifyKeys {
+			if !keyIDRe.MatchString(id) {
+				return fmt.Errorf("%s.verify_keys: expected a key ID such as \"ed25519:abc123\", got %q", key, id)
+			}
+			if raw, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(pub, "=")); err != nil || len(raw) != 32 {
+				return fmt.Errorf("%s.verify_keys.%s: expected a 32-byte ed25519 public key in unpadded base64", key, id)
+			}
+		}
+	}
 	return nil
+}
+
+// AllowsServer reports whether the allow and deny lists let us federate
+// with a server. An entry matches the whole server name, its host without
+// the port, or, written "*.example.org", any subdomain of example.org.
+func (f Federation) AllowsServer(name string) bool {
+	if matchServer(f.DenyServers, name) {
+		return false
+	}
+	return len(f.AllowServers) == 0 || matchServer(f.AllowServers, name)
+}
+
+func matchServer(list []string, name string) bool {
+	host := name
+	if h, _, err := net.SplitHostPort(name); err == nil {
+		host = h
+	}
+	host = strings.ToLower(host)
+	for _, entry := range list {
+		entry = strings.ToLower(entry)
+		if suffix, ok := strings.CutPrefix(entry, "*."); ok {
+			if strings.HasSuffix(host, "."+suffix) {
+				return true
+			}
+			continue
+		}
+		if entry == strings.ToLower(name) || entry == host {
+			return true
+		}
+	}
+	return false
 }
 
 var (
 	regTokenRe = regexp.MustCompile(`^[A-Za-z0-9._~-]+$`)
 	portRe     = regexp.MustCompile(`^[0-9]{1,5}$`)
 	dnsNameRe  = regexp.MustCompile(`^[A-Za-z0-9.-]{1,255}$`)
+	// keyIDRe is the spec's key ID: algorithm and version, the version
+	// from [a-zA-Z0-9_].
+	keyIDRe = regexp.MustCompile(`^ed25519:[A-Za-z0-9_]+$`)
 )
 
 // validServerName checks the spec's server name grammar: a DNS name or IP
@@ -530,6 +647,8 @@ func (c *Config) resolvePaths(dir string) {
 	} else {
 		c.SigningKeyPath = abs(c.SigningKeyPath)
 	}
+	c.Federation.TLSCert = abs(c.Federation.TLSCert)
+	c.Federation.TLSKey = abs(c.Federation.TLSKey)
 }
 
 // Finalize fills derived paths for a config built in code (tests), relative

@@ -247,4 +247,43 @@ url_previews:
   # CIDRs allowed even though they are in a refused range, e.g. an
   # internal wiki's ["10.1.2.0/24"].
   ip_range_whitelist: []
+
+federation:
+  # Talk to other Matrix servers (the server-server API): join rooms on
+  # other servers, and let their users join rooms here. Off, this server
+  # is an island: only its own users can talk to each other.
+  enabled: false
+  # Address and port of the federation listener (always HTTPS). Other
+  # servers connect to port 8448 of server_name unless
+  # /.well-known/matrix/server or a DNS SRV record says otherwise.
+  listen: "0.0.0.0:8448"
+  # The TLS certificate (with its chain) and private key, as PEM files,
+  # e.g. the fullchain.pem and privkey.pem of Let's Encrypt. The
+  # certificate must be valid for server_name (or its delegated name).
+  # Both empty: a self-signed certificate is generated into data_dir,
+  # which other servers refuse; fine for a test network, not for real use.
+  tls_cert: ""
+  tls_key: ""
+  # Accept any certificate from other servers, even self-signed or
+  # expired ones. For test networks only: anyone between the servers can
+  # then read and change the traffic. The server warns at start-up.
+  insecure_skip_tls_verify: false
+  # Servers to federate with. Empty allows every server not denied.
+  # Entries are server names ("example.org" also matches
+  # "example.org:8448"); "*.example.org" matches every subdomain.
+  # Requests from other servers are refused with 403 M_FORBIDDEN.
+  allow_servers: []
+  # Servers never to federate with, checked before allow_servers.
+  deny_servers: []
+  # How long other servers may cache this server's signing key before
+  # they fetch it again (at least 1h; other servers use at most 7 days).
+  key_validity: 24h
+  # Notary servers asked for another server's keys when that server does
+  # not answer itself, with the keys their answers must be signed with.
+  # Empty: keys are fetched only from the servers themselves. Example:
+  #   trusted_key_servers:
+  #     - server_name: "matrix.org"
+  #       verify_keys:
+  #         "ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"
+  trusted_key_servers: []
 `))

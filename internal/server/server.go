@@ -5,6 +5,8 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,14 +17,19 @@ import (
 
 	"github.com/gorilla/mux"
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/clientapi"
+	"github.com/tessera-hs/tessera/federation"
+	"github.com/tessera-hs/tessera/federation/keyring"
+	"github.com/tessera-hs/tessera/federation/queue"
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/signingkey"
+	"github.com/tessera-hs/tessera/internal/tlscert"
 	"github.com/tessera-hs/tessera/keybackup"
 	"github.com/tessera-hs/tessera/keys"
 	"github.com/tessera-hs/tessera/media"
@@ -45,6 +52,22 @@ type Server struct {
 	Keys  *keys.Service
 
 	keyBackup *keybackup.Service
+
+	// FederationClient makes requests to other servers, signed with our
+	// key; KeyRing holds other servers' keys and verifies their
+	// signatures. Both are nil when federation is off.
+	FederationClient fclient.FederationClient
+	KeyRing          *keyring.KeyRing
+	// fedAPI is the federation edge and fedHTTP its TLS server (see
+	// ServeFederation); nil when federation is off.
+	fedAPI  *federation.API
+	fedHTTP *http.Server
+	// fedQueue holds what goes out to other servers; fedOut feeds it
+	// committed events and fedDone closes when that feeder stops
+	// (fedrooms.go).
+	fedQueue *queue.Queue
+	fedOut   chan []*roomserver.Event
+	fedDone  chan struct{}
 
 	notifier *syncapi.Notifier
 	api      *clientapi.API
@@ -192,8 +215,23 @@ func (s *Server) init(ctx context.Context) error {
 	}
 	api.SetMedia(ms)
 
+	s.api = api
+	if s.cfg.Federation.Enabled {
+		if err := s.initFederation(ctx); err != nil {
+			return err
+		}
+		if err := s.startFederationRooms(ctx, s.fedAPI, s.FederationClient, s.KeyRing.KeyRing); err != nil {
+			return err
+		}
+	}
+
 	r := mux.NewRouter().UseEncodedPath()
 	api.Register(r)
+	if s.fedAPI != nil {
+		// Our keys on the client listener too, for servers that reach
+		// us through a reverse proxy in front of it.
+		s.fedAPI.RegisterServerKeys(r)
+	}
 	s.api = api
 	r.NotFoundHandler = clientapi.NotFound(s.log)
 	r.MethodNotAllowedHandler = clientapi.MethodNotAllowed(s.log)
@@ -204,7 +242,107 @@ func (s *Server) init(ctx context.Context) error {
 	h = httpx.CORS(h)
 	h = httpx.Logging(s.log, h)
 	s.handler = h
+	// Built here rather than in Serve, so that Shutdown, which may run
+	// while Serve starts in another goroutine, reads it without a race.
+	s.http = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+	}
 	return nil
+}
+
+// federationTimeout bounds one outbound federation request.
+const federationTimeout = 30 * time.Second
+
+// initFederation builds the server-server side: the TLS certificate, the
+// signed federation client, the key ring and the federation edge.
+func (s *Server) initFederation(ctx context.Context) error {
+	fc := s.cfg.Federation
+	name := spec.ServerName(s.cfg.ServerName)
+	tlsConfig, err := s.federationTLS()
+	if err != nil {
+		return err
+	}
+	if fc.InsecureSkipTLSVerify {
+		s.log.Warn("INSECURE: federation.insecure_skip_tls_verify is on: this server accepts any TLS certificate " +
+			"from other servers, so anyone on the path can read and change federation traffic. For test networks only.")
+	}
+	allowed := func(n spec.ServerName) bool { return fc.AllowsServer(string(n)) }
+	// A server name with an explicit port needs no DNS: fclient's
+	// resolver (ResolveServer in fclient/resolve.go, steps 1 and 2 of the
+	// spec's server name resolution) sends requests for an IP literal with
+	// a port, such as the test harness's "127.0.0.2:34567", straight to
+	// that address with the IP as TLS server name (no SNI), and for a host
+	// name with a port straight to that host and port, without looking up
+	// .well-known or SRV records.
+	s.FederationClient = fclient.NewFederationClient(
+		[]*fclient.SigningIdentity{{ServerName: name, KeyID: s.key.ID, PrivateKey: s.key.PrivateKey}},
+		fclient.WithSkipVerify(fc.InsecureSkipTLSVerify),
+		fclient.WithTimeout(federationTimeout),
+		fclient.WithKeepAlives(true),
+		fclient.WithUserAgent("Tessera"),
+	)
+	trusted := make([]keyring.TrustedKeyServer, 0, len(fc.TrustedKeyServers))
+	for _, t := range fc.TrustedKeyServers {
+		ts, err := keyring.NewTrustedKeyServer(t.ServerName, t.VerifyKeys)
+		if err != nil {
+			return fmt.Errorf("federation.trusted_key_servers: %w", err)
+		}
+		trusted = append(trusted, ts)
+	}
+	s.KeyRing, err = keyring.New(ctx, s.db, keyring.Config{
+		ServerName:        name,
+		KeyID:             s.key.ID,
+		PublicKey:         s.key.PrivateKey.Public().(ed25519.PublicKey),
+		KeyValidity:       fc.KeyValidity.Std(),
+		TrustedKeyServers: trusted,
+		Allowed:           allowed,
+	}, s.FederationClient, s.log.WithField("component", "keyring"))
+	if err != nil {
+		return err
+	}
+	s.fedAPI = federation.New(federation.Config{
+		ServerName:  name,
+		KeyID:       s.key.ID,
+		PrivateKey:  s.key.PrivateKey,
+		KeyValidity: fc.KeyValidity.Std(),
+		Allowed:     allowed,
+	}, s.log, s.KeyRing, s.FederationClient, s.Rooms, s.Users)
+	s.fedHTTP = &http.Server{
+		Handler:           s.fedAPI.Handler(),
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		// HTTP/1.1 only, as Synapse serves federation. With HTTP/2 a
+		// graceful shutdown waits up to a second for each peer to
+		// close its connection after GOAWAY, which peers that keep
+		// connections alive (gomatrixserverlib's client) do not do.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+	}
+	return nil
+}
+
+// federationTLS loads the configured certificate, or the self-signed one
+// in the data directory, warning that other servers will refuse it.
+func (s *Server) federationTLS() (*tls.Config, error) {
+	fc := s.cfg.Federation
+	if fc.TLSCert != "" {
+		return tlscert.Load(fc.TLSCert, fc.TLSKey)
+	}
+	cfg, generated, err := tlscert.LoadOrGenerate(s.cfg.DataDir, s.cfg.ServerName, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	log := s.log.WithField("certificate", filepath.Join(s.cfg.DataDir, tlscert.CertFile))
+	if generated {
+		log.Warn("SELF-SIGNED: generated a self-signed TLS certificate for federation. Other servers refuse it " +
+			"unless they skip certificate checks: set federation.tls_cert and tls_key to a real certificate.")
+	} else {
+		log.Warn("SELF-SIGNED: federation uses a self-signed TLS certificate, which other servers refuse " +
+			"unless they skip certificate checks: set federation.tls_cert and tls_key to a real certificate.")
+	}
+	return cfg, nil
 }
 
 // NewUsers builds the users domain from the config; the register-user
@@ -225,12 +363,6 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Serve answers requests on l until Shutdown. It returns nil after a
 // graceful shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	s.http = &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          nil,
-	}
 	s.log.WithFields(logrus.Fields{
 		"server_name": s.cfg.ServerName,
 		"address":     l.Addr().String(),
@@ -238,6 +370,23 @@ func (s *Server) Serve(l net.Listener) error {
 	}).Info("Tessera is listening")
 	if err := s.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// ServeFederation answers federation requests over TLS on l until
+// Shutdown. It returns nil after a graceful shutdown, and an error when
+// federation is off.
+func (s *Server) ServeFederation(l net.Listener) error {
+	if s.fedHTTP == nil {
+		return errors.New("serve federation: federation is not enabled")
+	}
+	s.log.WithFields(logrus.Fields{
+		"server_name": s.cfg.ServerName,
+		"address":     l.Addr().String(),
+	}).Info("Tessera is listening for federation")
+	if err := s.fedHTTP.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve federation: %w", err)
 	}
 	return nil
 }
@@ -258,6 +407,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
 	}
+	if s.fedHTTP != nil {
+		if err := s.fedHTTP.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("federation shutdown: %w", err))
+		}
+	}
 	if s.Sync != nil {
 		// No typing or presence timer fires once the database is closed.
 		s.Sync.Typing().Stop()
@@ -270,6 +424,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.Push != nil {
 		// After the room server: evaluate what it handed over, then stop.
 		s.Push.Close()
+	}
+	if s.fedOut != nil {
+		// After the room server: queue what it committed, then stop
+		// sending (the queue keeps what is unsent for the next start).
+		close(s.fedOut)
+		<-s.fedDone
+		s.fedQueue.Close()
 	}
 	if s.notifier != nil {
 		s.notifier.Close()
@@ -292,8 +453,17 @@ func Run(ctx context.Context, cfg *config.Config, log *logrus.Logger) error {
 		s.Shutdown(context.Background())
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- s.Serve(l) }()
+	if cfg.Federation.Enabled {
+		fl, err := net.Listen("tcp", cfg.Federation.Listen)
+		if err != nil {
+			l.Close()
+			s.Shutdown(context.Background())
+			return fmt.Errorf("listen for federation on %s: %w", cfg.Federation.Listen, err)
+		}
+		go func() { errc <- s.ServeFederation(fl) }()
+	}
 	select {
 	case err := <-errc:
 		s.Shutdown(context.Background())

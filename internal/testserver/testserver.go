@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
@@ -30,15 +31,33 @@ type Server struct {
 	URL    string
 	Config *config.Config
 	Log    *logrus.Logger
+	// FederationURL is the https:// base URL of the federation listener
+	// when the server runs with the Federation option.
+	FederationURL string
 
-	t    testing.TB
-	srv  *server.Server
-	done chan error
-	addr string
+	t       testing.TB
+	srv     *server.Server
+	done    chan error
+	fedDone chan error
+	addr    string
 }
 
 // Option adjusts the config before the server starts.
 type Option func(*config.Config)
+
+// Federation enables federation on a TLS listener at ip (127.0.0.1,
+// 127.0.0.2, 127.0.0.3, ...): Start binds ip:0 before the server starts,
+// and the server name becomes that address, "IP:PORT", which other servers
+// reach without DNS. Certificates are self-signed and not checked, so test
+// servers trust each other. Restart keeps the address, so the name stays.
+func Federation(ip string) Option {
+	return func(c *config.Config) {
+		c.ServerName = ip // replaced by IP:PORT once the port is known
+		c.Federation.Enabled = true
+		c.Federation.Listen = net.JoinHostPort(ip, "0")
+		c.Federation.InsecureSkipTLSVerify = true
+	}
+}
 
 // Start starts a server with test defaults: open registration, no rate
 // limits, cheap password hashing. It is stopped when the test ends.
@@ -58,6 +77,18 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	// A federation listener on port 0 is bound now, so that the server
+	// name can carry its port before the server starts.
+	var fedListener net.Listener
+	if _, port, err := net.SplitHostPort(cfg.Federation.Listen); cfg.Federation.Enabled && err == nil && port == "0" {
+		l, err := net.Listen("tcp", cfg.Federation.Listen)
+		if err != nil {
+			t.Fatalf("federation listen: %v", err)
+		}
+		fedListener = l
+		cfg.ServerName = l.Addr().String()
+		cfg.Federation.Listen = cfg.ServerName
+	}
 	cfg.DataDir, _ = filepath.Abs(cfg.DataDir)
 	if err := cfg.Finalize(); err != nil {
 		t.Fatalf("test config: %v", err)
@@ -66,20 +97,34 @@ func Start(t testing.TB, opts ...Option) *Server {
 		writeKey(t, cfg.SigningKeyPath)
 	}
 	s := &Server{Config: &cfg, t: t}
-	s.start("127.0.0.1:0")
+	s.start("127.0.0.1:0", fedListener)
 	t.Cleanup(func() { s.Stop() })
 	return s
 }
 
-func (s *Server) start(addr string) {
+// start starts the server on addr, and its federation on fedListener (or
+// on a fresh listener at the configured federation address when nil).
+func (s *Server) start(addr string, fedListener net.Listener) {
 	s.t.Helper()
 	s.Log = server.NewLogger(s.Config.Logging, logWriter{s.t})
 	srv, err := server.New(context.Background(), s.Config, s.Log)
 	if err != nil {
+		if fedListener != nil {
+			fedListener.Close()
+		}
 		s.t.Fatalf("start server: %v", err)
+	}
+	if s.Config.Federation.Enabled && fedListener == nil {
+		if fedListener, err = net.Listen("tcp", s.Config.Federation.Listen); err != nil {
+			srv.Shutdown(context.Background())
+			s.t.Fatalf("federation listen: %v", err)
+		}
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
+		if fedListener != nil {
+			fedListener.Close()
+		}
 		srv.Shutdown(context.Background())
 		s.t.Fatalf("listen: %v", err)
 	}
@@ -87,6 +132,12 @@ func (s *Server) start(addr string) {
 	s.URL = "http://" + s.addr
 	s.done = make(chan error, 1)
 	go func() { s.done <- srv.Serve(l) }()
+	s.fedDone = nil
+	if fedListener != nil {
+		s.FederationURL = "https://" + fedListener.Addr().String()
+		s.fedDone = make(chan error, 1)
+		go func() { s.fedDone <- srv.ServeFederation(fedListener) }()
+	}
 }
 
 // Stop shuts the server down gracefully. Stopping twice is harmless.
@@ -102,16 +153,29 @@ func (s *Server) Stop() {
 	if err := <-s.done; err != nil {
 		s.t.Errorf("serve: %v", err)
 	}
+	if s.fedDone != nil {
+		if err := <-s.fedDone; err != nil {
+			s.t.Errorf("serve federation: %v", err)
+		}
+	}
 	s.srv = nil
 }
 
 // Restart stops the server and starts it again on the same address with the
-// same data directory.
+// same data directory (and the same federation address and server name).
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
-	s.start(s.addr)
+	s.start(s.addr, nil)
 }
+
+// ServerName is the server's name, e.g. "127.0.0.2:34567" with the
+// Federation option.
+func (s *Server) ServerName() spec.ServerName { return spec.ServerName(s.Config.ServerName) }
+
+// Server is the running server, for what tests need beyond HTTP (its
+// FederationClient and KeyRing, its domains). It changes on Restart.
+func (s *Server) Server() *server.Server { return s.srv }
 
 // Client returns a mautrix client for this server, logged in with token if
 // it is not empty.

@@ -1,0 +1,80 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+)
+
+// EDUHandlers take the ephemeral events of incoming transactions; the
+// server wires them to the domains.
+type EDUHandlers struct {
+	// Typing starts or ends a remote user's typing in a room.
+	Typing func(ctx context.Context, roomID, userID string, typing bool)
+	// Receipt stores a remote user's public read receipt.
+	Receipt func(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error
+}
+
+// SetEDUHandlers sets what incoming EDUs are given to.
+func (a *API) SetEDUHandlers(h EDUHandlers) {
+	a.edus = func(ctx context.Context, origin spec.ServerName, raw json.RawMessage) {
+		a.receiveEDU(ctx, h, origin, raw)
+	}
+}
+
+// receiveEDU handles one EDU. Each may speak only for users of its
+// origin; anything else in it is ignored, as are EDU types we do not
+// handle. EDUs get no answer, so errors are only logged.
+// https://spec.matrix.org/v1.19/server-server-api/#edus
+func (a *API) receiveEDU(ctx context.Context, h EDUHandlers, origin spec.ServerName, raw json.RawMessage) {
+	var edu struct {
+		Type    string          `json:"edu_type"`
+		Content json.RawMessage `json:"content"`
+	}
+	if json.Unmarshal(raw, &edu) != nil {
+		return
+	}
+	fromOrigin := func(userID string) bool {
+		u, err := spec.NewUserID(userID, true)
+		return err == nil && u.Domain() == origin
+	}
+	switch edu.Type {
+	case spec.MTyping:
+		// https://spec.matrix.org/v1.19/server-server-api/#typing-notifications
+		var c struct {
+			RoomID string `json:"room_id"`
+			UserID string `json:"user_id"`
+			Typing bool   `json:"typing"`
+		}
+		if json.Unmarshal(edu.Content, &c) != nil || !fromOrigin(c.UserID) || h.Typing == nil {
+			return
+		}
+		if m, err := a.rooms.Membership(ctx, c.RoomID, c.UserID); err != nil || m != spec.Join {
+			return
+		}
+		h.Typing(ctx, c.RoomID, c.UserID, c.Typing)
+	case spec.MReceipt:
+		// https://spec.matrix.org/v1.19/server-server-api/#receipts
+		var c map[string]map[string]map[string]struct {
+			EventIDs []string `json:"event_ids"`
+			Data     struct {
+				TS       int64  `json:"ts"`
+				ThreadID string `json:"thread_id"`
+			} `json:"data"`
+		}
+		if json.Unmarshal(edu.Content, &c) != nil || h.Receipt == nil {
+			return
+		}
+		for roomID, byType := range c {
+			for userID, r := range byType["m.read"] {
+				if !fromOrigin(userID) || len(r.EventIDs) == 0 {
+					continue
+				}
+				if err := h.Receipt(ctx, roomID, userID, r.EventIDs[0], r.Data.ThreadID, r.Data.TS); err != nil {
+					a.log.WithError(err).WithField("room_id", roomID).Debug("ignored a remote receipt")
+				}
+			}
+		}
+	}
+}

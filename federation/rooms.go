@@ -1,0 +1,379 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/tessera-hs/tessera/internal/httpx"
+	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/roomserver"
+)
+
+// Transaction limits.
+// https://spec.matrix.org/v1.19/server-server-api/#transactions
+const (
+	maxTxnPDUs = 50
+	maxTxnEDUs = 100
+	// missingEventsLimit bounds one get_missing_events when filling a gap.
+	missingEventsLimit = 50
+)
+
+// registerRooms adds the routes that exchange room events: joins,
+// transactions, single events, state.
+func (a *API) registerRooms(fed *mux.Router) {
+	h := func(fn signedFunc) http.Handler { return httpx.JSON(a.log, a.signed(fn)) }
+	fed.Handle("/v1/make_join/{roomId}/{userId}", h(a.makeJoin)).Methods(http.MethodGet)
+	fed.Handle("/v2/send_join/{roomId}/{eventId}", h(a.sendJoin)).Methods(http.MethodPut)
+	fed.Handle("/v1/send/{txnId}", h(a.send)).Methods(http.MethodPut)
+	fed.Handle("/v1/event/{eventId}", h(a.getEvent)).Methods(http.MethodGet)
+	fed.Handle("/v1/get_missing_events/{roomId}", h(a.getMissingEvents)).Methods(http.MethodPost)
+}
+
+// pathVar is a path variable, unescaped (the router matches encoded
+// paths, so that IDs with '/' in them stay one segment).
+func pathVar(r *http.Request, name string) string {
+	v := mux.Vars(r)[name]
+	if u, err := url.PathUnescape(v); err == nil {
+		return u
+	}
+	return v
+}
+
+// roomID parses the {roomId} path variable.
+func roomIDVar(r *http.Request) (spec.RoomID, error) {
+	id, err := spec.NewRoomID(pathVar(r, "roomId"))
+	if err != nil {
+		return spec.RoomID{}, mxerr.InvalidParam("Invalid room ID")
+	}
+	return *id, nil
+}
+
+// makeJoin answers GET /make_join with a join template.
+// https://spec.matrix.org/v1.19/server-server-api/#get_matrixfederationv1make_joinroomiduserid
+func (a *API) makeJoin(r *http.Request, origin spec.ServerName, _ []byte) (any, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
+	}
+	userID, err := spec.NewUserID(pathVar(r, "userId"), true)
+	if err != nil {
+		return nil, mxerr.InvalidParam("Invalid user ID")
+	}
+	var vers []gomatrixserverlib.RoomVersion
+	for _, v := range r.URL.Query()["ver"] {
+		vers = append(vers, gomatrixserverlib.RoomVersion(v))
+	}
+	if len(vers) == 0 {
+		vers = []gomatrixserverlib.RoomVersion{gomatrixserverlib.RoomVersionV1} // the spec's default
+	}
+	res, err := a.rooms.MakeJoin(r.Context(), origin, roomID, *userID, vers)
+	if err != nil {
+		return nil, specError(err)
+	}
+	return map[string]any{"event": res.JoinTemplateEvent, "room_version": res.RoomVersion}, nil
+}
+
+// sendJoin accepts a signed join: PUT /v2/send_join.
+// https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv2send_joinroomideventid
+func (a *API) sendJoin(r *http.Request, origin spec.ServerName, body []byte) (any, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
+	}
+	join, state, chain, err := a.rooms.SendJoin(r.Context(), origin, roomID, pathVar(r, "eventId"), body, a.verifier)
+	if err != nil {
+		return nil, specError(err)
+	}
+	servers, err := a.rooms.ServersInRoom(r.Context(), roomID.String())
+	if err != nil {
+		return nil, err
+	}
+	// omit_members (MSC3706) is accepted, but the whole state is sent:
+	// members_omitted says so.
+	return map[string]any{
+		"origin":          a.cfg.ServerName,
+		"state":           pduJSONs(state),
+		"auth_chain":      pduJSONs(chain),
+		"event":           json.RawMessage(join.JSON()),
+		"members_omitted": false,
+		"servers_in_room": servers,
+	}, nil
+}
+
+func pduJSONs(evs []*roomserver.Event) []json.RawMessage {
+	out := make([]json.RawMessage, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.JSON()
+	}
+	return out
+}
+
+// txnResults remembers the answers to recent transactions by origin and
+// ID, so that a retried transaction is answered without being processed
+// again.
+type txnResults struct {
+	mu   sync.Mutex
+	m    map[string]any
+	keys []string
+}
+
+const maxTxnResults = 1024
+
+func (t *txnResults) get(origin spec.ServerName, id string) any {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[string(origin)+"\x00"+id]
+}
+
+func (t *txnResults) put(origin spec.ServerName, id string, v any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[string]any{}
+	}
+	k := string(origin) + "\x00" + id
+	if _, ok := t.m[k]; !ok {
+		t.keys = append(t.keys, k)
+	}
+	t.m[k] = v
+	for len(t.keys) > maxTxnResults {
+		delete(t.m, t.keys[0])
+		t.keys = t.keys[1:]
+	}
+}
+
+// send receives a transaction: PUT /v1/send/{txnId}.
+// https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv1sendtxnid
+func (a *API) send(r *http.Request, origin spec.ServerName, body []byte) (any, error) {
+	txnID := pathVar(r, "txnId")
+	if res := a.txns.get(origin, txnID); res != nil {
+		return res, nil
+	}
+	var txn struct {
+		Origin string            `json:"origin"`
+		PDUs   []json.RawMessage `json:"pdus"`
+		EDUs   []json.RawMessage `json:"edus"`
+	}
+	if err := httpx.Unmarshal(body, &txn); err != nil {
+		return nil, err
+	}
+	if len(txn.PDUs) > maxTxnPDUs || len(txn.EDUs) > maxTxnEDUs {
+		return nil, mxerr.BadJSON("A transaction holds at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs)
+	}
+	if a.wake != nil {
+		a.wake(origin) // it is up: whatever we hold for it can go now
+	}
+	ctx := r.Context()
+	results := make(map[string]any, len(txn.PDUs))
+	for _, raw := range txn.PDUs {
+		id, err := a.receivePDU(ctx, origin, raw)
+		if id == "" {
+			continue // not even an event: nothing to answer for
+		}
+		if err != nil {
+			results[id] = map[string]string{"error": err.Error()}
+		} else {
+			results[id] = struct{}{}
+		}
+	}
+	for _, raw := range txn.EDUs {
+		if a.edus != nil {
+			a.edus(ctx, origin, raw)
+		}
+	}
+	res := map[string]any{"pdus": results}
+	a.txns.put(origin, txnID, res)
+	return res, nil
+}
+
+// receivePDU checks and stores one PDU of a transaction. It returns the
+// event's ID ("" if the PDU could not be parsed at all).
+func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw json.RawMessage) (string, error) {
+	var head struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil || head.RoomID == "" {
+		return "", errors.New("not an event")
+	}
+	ver, err := a.rooms.RoomVersion(ctx, head.RoomID)
+	if err != nil {
+		return "", err // a room we are not in: nothing to say
+	}
+	pdu, err := parsePDU(ctx, a.verifier, ver, raw)
+	if err != nil {
+		return eventIDOf(ver, raw), err
+	}
+	if _, err := a.rooms.IngestRemote(ctx, origin, pdu, false); err != nil {
+		var missing *roomserver.MissingPrevEventsError
+		if !errors.As(err, &missing) {
+			return pdu.EventID(), err
+		}
+		if ferr := a.fillGap(ctx, origin, ver, pdu); ferr != nil {
+			a.log.WithError(ferr).WithField("event_id", pdu.EventID()).Warn("could not fetch missing events")
+			return pdu.EventID(), err
+		}
+		if _, err := a.rooms.IngestRemote(ctx, origin, pdu, false); err != nil {
+			return pdu.EventID(), err
+		}
+	}
+	return pdu.EventID(), nil
+}
+
+// parsePDU checks a PDU's content hash (a wrong one redacts it), its size
+// and format for the room version, and its signatures.
+// https://spec.matrix.org/v1.19/server-server-api/#checks-performed-on-receipt-of-a-pdu
+func parsePDU(ctx context.Context, verifier gomatrixserverlib.JSONVerifier, ver gomatrixserverlib.RoomVersion, raw []byte) (gomatrixserverlib.PDU, error) {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(ver)
+	if err != nil {
+		return nil, fmt.Errorf("unsupported room version %s", ver)
+	}
+	pdu, err := verImpl.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return nil, fmt.Errorf("invalid event: %w", err)
+	}
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, verifier, userIDForSender); err != nil {
+		return nil, fmt.Errorf("bad signature: %w", err)
+	}
+	return pdu, nil
+}
+
+func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(senderID), true)
+}
+
+// eventIDOf computes the ID of an event that failed its checks, for the
+// transaction's answer.
+func eventIDOf(ver gomatrixserverlib.RoomVersion, raw []byte) string {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(ver)
+	if err != nil {
+		return ""
+	}
+	if pdu, err := verImpl.NewEventFromTrustedJSON(raw, false); err == nil {
+		return pdu.EventID()
+	}
+	return ""
+}
+
+// fillGap fetches the events between the room's extremities and pdu from
+// the server that sent pdu, and stores them oldest first.
+// https://spec.matrix.org/v1.19/server-server-api/#post_matrixfederationv1get_missing_eventsroomid
+func (a *API) fillGap(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.RoomVersion, pdu gomatrixserverlib.PDU) error {
+	roomID := pdu.RoomID().String()
+	ext, err := a.rooms.Extremities(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	res, err := a.client.LookupMissingEvents(ctx, a.cfg.ServerName, origin, roomID, fclient.MissingEvents{
+		Limit: missingEventsLimit, EarliestEvents: ext, LatestEvents: []string{pdu.EventID()},
+	}, ver)
+	if err != nil {
+		return fmt.Errorf("get_missing_events: %w", err)
+	}
+	var evs []gomatrixserverlib.PDU
+	for _, raw := range res.Events {
+		p, err := parsePDU(ctx, a.verifier, ver, raw)
+		if err != nil {
+			return err
+		}
+		evs = append(evs, p)
+	}
+	slices.SortFunc(evs, func(x, y gomatrixserverlib.PDU) int { return int(x.Depth() - y.Depth()) })
+	for _, p := range evs {
+		if _, err := a.rooms.IngestRemote(ctx, origin, p, false); err != nil {
+			var rej *roomserver.RejectedError
+			if !errors.As(err, &rej) {
+				return fmt.Errorf("missing event %s: %w", p.EventID(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// getEvent serves one event: GET /v1/event/{eventId}.
+// https://spec.matrix.org/v1.19/server-server-api/#get_matrixfederationv1eventeventid
+func (a *API) getEvent(r *http.Request, origin spec.ServerName, _ []byte) (any, error) {
+	ev, err := a.rooms.EventForServer(r.Context(), origin, pathVar(r, "eventId"))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"origin": a.cfg.ServerName, "origin_server_ts": spec.AsTimestamp(timeNow()),
+		"pdus": []json.RawMessage{ev.JSON()},
+	}, nil
+}
+
+// getMissingEvents walks back from latest_events to earliest_events:
+// POST /v1/get_missing_events/{roomId}.
+func (a *API) getMissingEvents(r *http.Request, origin spec.ServerName, body []byte) (any, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
+	}
+	var req fclient.MissingEvents
+	if err := httpx.Unmarshal(body, &req); err != nil {
+		return nil, err
+	}
+	if req.Limit <= 0 {
+		req.Limit = 10
+	}
+	evs, err := a.rooms.MissingEvents(r.Context(), origin, roomID.String(), req.EarliestEvents, req.LatestEvents, min(req.Limit, 100), int64(req.MinDepth))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"events": pduJSONs(evs)}, nil
+}
+
+// specError turns gomatrixserverlib's Matrix errors into ours.
+func specError(err error) error {
+	var me spec.MatrixError
+	if errors.As(err, &me) {
+		status := http.StatusBadRequest
+		switch me.ErrCode {
+		case spec.ErrorForbidden:
+			status = http.StatusForbidden
+		case spec.ErrorNotFound:
+			status = http.StatusNotFound
+		}
+		return &mxerr.Error{Status: status, Code: string(me.ErrCode), Message: me.Err}
+	}
+	var ise spec.InternalServerError
+	if errors.As(err, &ise) {
+		return fmt.Errorf("%s", ise.Err)
+	}
+	if strings.Contains(err.Error(), "M_") {
+		return err
+	}
+	return err
+}
+
+// roomParts is what the room routes keep beyond the API's own fields.
+type roomParts struct {
+	txns txnResults
+	// wake, if set, tells the outbound queue a server is up.
+	wake func(spec.ServerName)
+	// edus, if set, takes the EDUs of incoming transactions.
+	edus func(ctx context.Context, origin spec.ServerName, raw json.RawMessage)
+	// keyRing verifies the state a join returns.
+	keyRing *gomatrixserverlib.KeyRing
+}
+
+// SetWake sets what incoming transactions tell the outbound queue.
+func (a *API) SetWake(f func(spec.ServerName)) { a.wake = f }
+
+// SetKeyRing sets the key ring joins verify the returned state with.
+func (a *API) SetKeyRing(k *gomatrixserverlib.KeyRing) { a.keyRing = k }
+
+func timeNow() time.Time { return time.Now() }
