@@ -216,6 +216,9 @@ func (a *API) Register(r *mux.Router) {
 	fed.Handle("/v1/query/profile", httpx.JSON(a.log, a.signed(a.queryProfile))).Methods(http.MethodGet)
 	fed.Handle("/v1/query/directory", httpx.JSON(a.log, a.signed(a.queryDirectory))).Methods(http.MethodGet)
 	a.registerRooms(fed)
+	a.registerReads(fed)
+	a.registerE2EE(fed)
+	a.registerMedia(fed)
 }
 
 // Handler is the federation listener's whole handler: the routes of
