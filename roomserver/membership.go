@@ -26,7 +26,7 @@ func (s *Service) isLocal(id string) bool {
 // unknown local users, and (until federation) users of other servers.
 func (s *Service) checkInvitee(ctx context.Context, userID string) error {
 	if !s.isLocal(userID) {
-		return mxerr.Forbidden("Cannot invite %s: inviting users of other servers needs federation, which this server does not offer yet", userID)
+		return mxerr.Forbidden("Cannot invite %s: inviting users of other servers needs federation, which is not enabled on this server", userID)
 	}
 	ok, err := s.profiles.Exists(ctx, userID)
 	if err != nil {
@@ -53,7 +53,7 @@ func (s *Service) ResolveRoom(ctx context.Context, roomIDOrAlias string) (string
 		return id, nil
 	case strings.HasPrefix(roomIDOrAlias, "!"):
 		if _, err := s.RoomVersion(ctx, roomIDOrAlias); err != nil {
-			return "", mxerr.NotFound("No known servers for room %s: joining rooms on other servers needs federation, which this server does not offer yet", roomIDOrAlias)
+			return "", mxerr.NotFound("No known servers for room %s: joining rooms on other servers needs federation (enabled, with via= a server in the room)", roomIDOrAlias)
 		}
 		return roomIDOrAlias, nil
 	}
@@ -218,6 +218,16 @@ func (s *Service) Invite(ctx context.Context, sender, roomID, target, reason str
 	}
 	if _, err := s.RoomVersion(ctx, roomID); err != nil {
 		return err
+	}
+	if !s.isLocal(target) && s.inviter != nil {
+		content := map[string]any{}
+		if reason != "" {
+			content["reason"] = reason
+		}
+		if isDirect {
+			content["is_direct"] = true
+		}
+		return s.inviteRemote(ctx, sender, roomID, target, content)
 	}
 	if err := s.checkInvitee(ctx, target); err != nil {
 		return err

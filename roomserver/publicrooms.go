@@ -174,7 +174,7 @@ func (s *Service) checkDirectoryServer(server string) error {
 	if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(server)); !ok {
 		return mxerr.InvalidParam("Invalid server name %q", server)
 	}
-	return mxerr.NotFound("Cannot list the rooms of %s: room directories of other servers need federation, which this server does not offer yet", server)
+	return mxerr.NotFound("Cannot list the rooms of %s: room directories of other servers need federation, which this server does not query yet", server)
 }
 
 func matchRoomType(types []*string, roomType string) bool {

@@ -56,6 +56,11 @@ type Service struct {
 	groupCache *stateGroupCache
 	// lastGroupID is the last state group ID handed out (atomic).
 	lastGroupID int64
+	// inviter has other servers sign our invites of their users; nil
+	// without federation.
+	inviter RemoteInviter
+	// acls caches compiled m.room.server_acl contents.
+	acls aclCache
 	// recent holds each active room's newest event IDs for sync.
 	recent *recentEvents
 	// memberships and membership cache a user's room list and one

@@ -296,6 +296,46 @@ type StrippedEvent struct {
 	Type     string          `json:"type"`
 }
 
+// inviteState is what an invited or knocking user is shown of a room, and
+// their own membership event. For a room known only from another server's
+// invite, the stripped state is what that server sent.
+func (s *Service) inviteState(ctx context.Context, m roomserver.MembershipChange, userID string) ([]StrippedEvent, *roomserver.Event, error) {
+	raw, invite, ok, err := s.rooms.RemoteInviteState(ctx, m.RoomID, m.StreamPos)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ok {
+		events := make([]StrippedEvent, 0, len(raw)+1)
+		for _, r := range raw {
+			var se StrippedEvent
+			if json.Unmarshal(r, &se) == nil && se.Type != "" {
+				events = append(events, se)
+			}
+		}
+		if invite != nil {
+			events = append(events, stripped(invite))
+		}
+		return events, invite, nil
+	}
+	st, err := s.rooms.StrippedState(ctx, m.RoomID, m.StreamPos)
+	if err != nil {
+		return nil, nil, err
+	}
+	own, err := s.rooms.StateAt(ctx, m.RoomID, m.StreamPos)
+	if err != nil {
+		return nil, nil, err
+	}
+	events := make([]StrippedEvent, 0, len(st)+1)
+	for _, ev := range st {
+		events = append(events, stripped(ev))
+	}
+	mine := own[roomserver.StateKey{Type: spec.MRoomMember, StateKey: userID}]
+	if mine != nil {
+		events = append(events, stripped(mine))
+	}
+	return events, mine, nil
+}
+
 func stripped(ev *roomserver.Event) StrippedEvent {
 	sk := ""
 	if ev.StateKey() != nil {
@@ -428,24 +468,12 @@ func (s *Service) compute(ctx context.Context, req Request, f *filter) (*Respons
 			if !initial && !changedSince {
 				continue
 			}
-			st, err := s.rooms.StrippedState(ctx, m.RoomID, m.StreamPos)
+			events, mine, err := s.inviteState(ctx, m, req.UserID)
 			if err != nil {
 				return nil, false, err
 			}
-			own, err := s.rooms.StateAt(ctx, m.RoomID, m.StreamPos)
-			if err != nil {
-				return nil, false, err
-			}
-			mine := own[roomserver.StateKey{Type: spec.MRoomMember, StateKey: req.UserID}]
 			if m.Membership == "invite" && mine != nil && f.ignored[string(mine.SenderID())] {
 				continue // "Servers must not send room invites from ignored users"
-			}
-			events := make([]StrippedEvent, 0, len(st)+1)
-			for _, ev := range st {
-				events = append(events, stripped(ev))
-			}
-			if ev, ok := own[roomserver.StateKey{Type: spec.MRoomMember, StateKey: req.UserID}]; ok {
-				events = append(events, stripped(ev))
 			}
 			if m.Membership == "invite" {
 				ir := &InvitedRoom{}
