@@ -134,6 +134,14 @@ func (a *API) doJoin(r *http.Request, who *users.Requester, target string) (any,
 	return map[string]string{"room_id": id}, nil
 }
 
+func serverStrings(ss []spec.ServerName) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = string(s)
+	}
+	return out
+}
+
 // RemoteJoiner joins rooms that live on other servers (the federation
 // edge).
 type RemoteJoiner interface {
@@ -151,12 +159,27 @@ func (a *API) joinRemote(r *http.Request, who *users.Requester, target, reason s
 	if a.remote == nil || !strings.HasPrefix(target, "!") {
 		return false, nil
 	}
-	if _, err := a.rooms.RoomVersion(r.Context(), target); err == nil {
-		return false, nil
+	// A room where one of our users is joined is live here: join locally.
+	// Otherwise our copy, if any, may be stale: join through a server in
+	// the room.
+	if live, err := a.rooms.LocallyJoined(r.Context(), target); err != nil || live {
+		return false, err
+	}
+	has, err := a.rooms.HasState(r.Context(), target)
+	if err != nil {
+		return false, err
 	}
 	var servers []spec.ServerName
 	q := r.URL.Query()
-	for _, s := range append(q["via"], q["server_name"]...) {
+	invited := a.rooms.InviteServers(r.Context(), target, who.UserID)
+	if has {
+		known, err := a.rooms.ServersInRoom(r.Context(), target)
+		if err != nil {
+			return false, err
+		}
+		invited = append(invited, known...)
+	}
+	for _, s := range append(append(q["via"], q["server_name"]...), serverStrings(invited)...) {
 		if !slices.Contains(servers, spec.ServerName(s)) {
 			servers = append(servers, spec.ServerName(s))
 		}
@@ -164,7 +187,11 @@ func (a *API) joinRemote(r *http.Request, who *users.Requester, target, reason s
 	if _, domain, ok := strings.Cut(target, ":"); ok && !slices.Contains(servers, spec.ServerName(domain)) {
 		servers = append(servers, spec.ServerName(domain))
 	}
+	servers = slices.DeleteFunc(servers, func(s spec.ServerName) bool { return string(s) == a.cfg.ServerName })
 	if len(servers) == 0 {
+		if has {
+			return false, nil // nobody elsewhere: our copy is all there is
+		}
 		return false, mxerr.NotFound("No known servers for room %s: pass via= a server in the room", target)
 	}
 	content := map[string]any{}

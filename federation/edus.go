@@ -53,6 +53,9 @@ func (a *API) receiveEDU(ctx context.Context, h EDUHandlers, origin spec.ServerN
 		if m, err := a.rooms.Membership(ctx, c.RoomID, c.UserID); err != nil || m != spec.Join {
 			return
 		}
+		if a.rooms.CheckServerACL(ctx, c.RoomID, origin) != nil {
+			return
+		}
 		h.Typing(ctx, c.RoomID, c.UserID, c.Typing)
 	case spec.MReceipt:
 		// https://spec.matrix.org/v1.19/server-server-api/#receipts
@@ -67,6 +70,9 @@ func (a *API) receiveEDU(ctx context.Context, h EDUHandlers, origin spec.ServerN
 			return
 		}
 		for roomID, byType := range c {
+			if a.rooms.CheckServerACL(ctx, roomID, origin) != nil {
+				continue
+			}
 			for userID, r := range byType["m.read"] {
 				if !fromOrigin(userID) || len(r.EventIDs) == 0 {
 					continue

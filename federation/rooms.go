@@ -38,6 +38,7 @@ func (a *API) registerRooms(fed *mux.Router) {
 	fed.Handle("/v1/make_join/{roomId}/{userId}", h(a.makeJoin)).Methods(http.MethodGet)
 	fed.Handle("/v2/send_join/{roomId}/{eventId}", h(a.sendJoin)).Methods(http.MethodPut)
 	fed.Handle("/v1/send/{txnId}", h(a.send)).Methods(http.MethodPut)
+	fed.Handle("/v2/invite/{roomId}/{eventId}", h(a.invite)).Methods(http.MethodPut)
 	fed.Handle("/v1/event/{eventId}", h(a.getEvent)).Methods(http.MethodGet)
 	fed.Handle("/v1/get_missing_events/{roomId}", h(a.getMissingEvents)).Methods(http.MethodPost)
 }
@@ -72,6 +73,9 @@ func (a *API) makeJoin(r *http.Request, origin spec.ServerName, _ []byte) (any, 
 	if err != nil {
 		return nil, mxerr.InvalidParam("Invalid user ID")
 	}
+	if err := a.rooms.CheckServerACL(r.Context(), roomID.String(), origin); err != nil {
+		return nil, err
+	}
 	var vers []gomatrixserverlib.RoomVersion
 	for _, v := range r.URL.Query()["ver"] {
 		vers = append(vers, gomatrixserverlib.RoomVersion(v))
@@ -91,6 +95,9 @@ func (a *API) makeJoin(r *http.Request, origin spec.ServerName, _ []byte) (any, 
 func (a *API) sendJoin(r *http.Request, origin spec.ServerName, body []byte) (any, error) {
 	roomID, err := roomIDVar(r)
 	if err != nil {
+		return nil, err
+	}
+	if err := a.rooms.CheckServerACL(r.Context(), roomID.String(), origin); err != nil {
 		return nil, err
 	}
 	join, state, chain, err := a.rooms.SendJoin(r.Context(), origin, roomID, pathVar(r, "eventId"), body, a.verifier)
@@ -212,6 +219,9 @@ func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw json.R
 	if err != nil {
 		return "", err // a room we are not in: nothing to say
 	}
+	if err := a.rooms.CheckServerACL(ctx, head.RoomID, origin); err != nil {
+		return eventIDOf(ver, raw), err
+	}
 	pdu, err := parsePDU(ctx, a.verifier, ver, raw)
 	if err != nil {
 		return eventIDOf(ver, raw), err
@@ -309,6 +319,9 @@ func (a *API) getEvent(r *http.Request, origin spec.ServerName, _ []byte) (any, 
 	if err != nil {
 		return nil, err
 	}
+	if err := a.rooms.CheckServerACL(r.Context(), ev.RoomID, origin); err != nil {
+		return nil, err
+	}
 	return map[string]any{
 		"origin": a.cfg.ServerName, "origin_server_ts": spec.AsTimestamp(timeNow()),
 		"pdus": []json.RawMessage{ev.JSON()},
@@ -320,6 +333,9 @@ func (a *API) getEvent(r *http.Request, origin spec.ServerName, _ []byte) (any, 
 func (a *API) getMissingEvents(r *http.Request, origin spec.ServerName, body []byte) (any, error) {
 	roomID, err := roomIDVar(r)
 	if err != nil {
+		return nil, err
+	}
+	if err := a.rooms.CheckServerACL(r.Context(), roomID.String(), origin); err != nil {
 		return nil, err
 	}
 	var req fclient.MissingEvents

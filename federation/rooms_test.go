@@ -91,3 +91,123 @@ func TestJoinAndTalkAcrossServers(t *testing.T) {
 		}
 	}
 }
+
+// syncUntil syncs c until cond holds for a response, or fails.
+func syncUntil(t *testing.T, c *mautrix.Client, what string, cond func(*mautrix.RespSync) bool) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(20 * time.Second)
+	since := ""
+	for time.Now().Before(deadline) {
+		resp, err := c.SyncRequest(ctx, 2000, since, "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatalf("%s: sync: %v", c.UserID, err)
+		}
+		if cond(resp) {
+			return
+		}
+		since = resp.NextBatch
+	}
+	t.Fatalf("%s: never saw %s", c.UserID, what)
+}
+
+func membership(t *testing.T, c *mautrix.Client, roomID id.RoomID, userID id.UserID) event.Membership {
+	t.Helper()
+	var mc event.MemberEventContent
+	if err := c.StateEvent(context.Background(), roomID, event.StateMember, userID.String(), &mc); err != nil {
+		return ""
+	}
+	return mc.Membership
+}
+
+func waitMembership(t *testing.T, c *mautrix.Client, roomID id.RoomID, userID id.UserID, want event.Membership) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if membership(t, c, roomID, userID) == want {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s never saw %s's membership become %s (is %q)", c.UserID, userID, want, membership(t, c, roomID, userID))
+}
+
+// TestInviteLeaveBanAcrossServers: alice on A invites bob on B to a
+// private room; bob sees the invite (with the room's name) in his sync,
+// joins through it without naming a server, leaves, is invited again and
+// joins, and is banned: each server sees each membership.
+func TestInviteLeaveBanAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	a := testserver.Start(t, testserver.Federation("127.0.0.1"))
+	b := testserver.Start(t, testserver.Federation("127.0.0.2"))
+	alice := a.Register("alice", "password-alice")
+	bob := b.Register("bob", "password-bob")
+
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Secret plans"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomID := created.RoomID
+	if _, err := alice.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatalf("invite bob: %v", err)
+	}
+	syncUntil(t, bob, "the invite", func(r *mautrix.RespSync) bool {
+		ir, ok := r.Rooms.Invite[roomID]
+		if !ok {
+			return false
+		}
+		var name, inviter string
+		for _, ev := range ir.State.Events {
+			if ev.Type == event.StateRoomName {
+				name, _ = ev.Content.Raw["name"].(string)
+			}
+			if ev.Type == event.StateMember && ev.GetStateKey() == bob.UserID.String() {
+				inviter = ev.Sender.String()
+			}
+		}
+		if name != "Secret plans" || inviter != alice.UserID.String() {
+			t.Fatalf("invite state: name %q, inviter %q", name, inviter)
+		}
+		return true
+	})
+	if _, err := bob.JoinRoomByID(ctx, roomID); err != nil {
+		t.Fatalf("bob joins through the invite: %v", err)
+	}
+	waitMembership(t, alice, roomID, bob.UserID, event.MembershipJoin)
+	sendText(t, bob, roomID, "thanks for the invite")
+	waitForMessage(t, alice, roomID, "thanks for the invite")
+
+	if _, err := bob.LeaveRoom(ctx, roomID); err != nil {
+		t.Fatalf("bob leaves: %v", err)
+	}
+	waitMembership(t, alice, roomID, bob.UserID, event.MembershipLeave)
+
+	if _, err := alice.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatalf("invite bob again: %v", err)
+	}
+	waitMembership(t, alice, roomID, bob.UserID, event.MembershipInvite)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := bob.JoinRoomByID(ctx, roomID)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob rejoins: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitMembership(t, alice, roomID, bob.UserID, event.MembershipJoin)
+	sendText(t, alice, roomID, "welcome back")
+	waitForMessage(t, bob, roomID, "welcome back")
+
+	if _, err := alice.BanUser(ctx, roomID, &mautrix.ReqBanUser{UserID: bob.UserID, Reason: "test"}); err != nil {
+		t.Fatalf("ban bob: %v", err)
+	}
+	waitMembership(t, bob, roomID, bob.UserID, event.MembershipBan)
+	// Bob's server no longer has anyone in the room: his messages cannot
+	// be sent, and alice's do not reach him.
+	if _, err := bob.SendText(ctx, roomID, "let me back"); err == nil {
+		t.Fatal("a banned user could send")
+	}
+}
