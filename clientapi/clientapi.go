@@ -44,6 +44,9 @@ type API struct {
 	// remote joins rooms on other servers (SetRemoteJoiner); nil
 	// without federation.
 	remote RemoteJoiner
+	// queries asks other servers for profiles and aliases
+	// (SetRemoteQueries); nil without federation.
+	queries RemoteQueries
 	// edus tells other servers of typing and receipts (SetEDUSender).
 	edus EDUSender
 

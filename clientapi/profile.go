@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 
@@ -11,37 +12,44 @@ import (
 	"github.com/tessera-hs/tessera/users"
 )
 
-// profileUser parses the {userId} of a profile path and refuses users of
-// other servers, whose profiles need federation.
-func (a *API) profileUser(r *http.Request) (string, error) {
+// profileUser parses the {userId} of a profile path; remote is true for a
+// user of another server (asked over federation, when it is on).
+func (a *API) profileUser(r *http.Request) (userID string, remote bool, err error) {
 	raw := pathVar(r, "userId")
 	uid, err := spec.NewUserID(raw, false)
 	if err != nil {
-		return "", mxerr.InvalidParam("Invalid user ID %q", raw)
+		return "", false, mxerr.InvalidParam("Invalid user ID %q", raw)
 	}
 	if string(uid.Domain()) != a.cfg.ServerName {
-		return "", mxerr.NotFound("Profile not found: profiles of remote users are not available")
+		if a.queries == nil {
+			return "", false, mxerr.NotFound("Profile not found: profiles of remote users are not available")
+		}
+		return uid.String(), true, nil
 	}
-	return uid.String(), nil
+	return uid.String(), false, nil
+}
+
+// profile is a user's profile, from their server if it is not us.
+func (a *API) profile(r *http.Request, field string) (map[string]json.RawMessage, error) {
+	userID, remote, err := a.profileUser(r)
+	if err != nil {
+		return nil, err
+	}
+	if remote {
+		return a.queries.RemoteProfile(r.Context(), userID, field)
+	}
+	return a.users.Profile(r.Context(), userID)
 }
 
 // getProfile: GET /profile/{userId}.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3profileuserid
 func (a *API) getProfile(r *http.Request) (any, error) {
-	userID, err := a.profileUser(r)
-	if err != nil {
-		return nil, err
-	}
-	return a.users.Profile(r.Context(), userID)
+	return a.profile(r, "")
 }
 
 // getProfileField: GET /profile/{userId}/{keyName}.
 func (a *API) getProfileField(r *http.Request) (any, error) {
-	userID, err := a.profileUser(r)
-	if err != nil {
-		return nil, err
-	}
-	fields, err := a.users.Profile(r.Context(), userID)
+	fields, err := a.profile(r, pathVar(r, "keyName"))
 	if err != nil {
 		return nil, err
 	}
@@ -114,12 +122,25 @@ func (a *API) ownProfile(r *http.Request, who *users.Requester) (string, error) 
 	if raw != who.UserID && !who.IsAdmin {
 		return "", mxerr.Forbidden("You cannot change another user's profile")
 	}
-	userID, err := a.profileUser(r)
+	userID, remote, err := a.profileUser(r)
 	if err != nil {
 		return "", err
+	}
+	if remote {
+		return "", mxerr.Forbidden("Profiles of users of other servers cannot be changed here")
 	}
 	if _, err := a.users.Profile(r.Context(), userID); err != nil {
 		return "", err
 	}
 	return userID, nil
 }
+
+// RemoteQueries asks other servers about their users and aliases (the
+// federation edge).
+type RemoteQueries interface {
+	RemoteProfile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error)
+	RemoteAlias(ctx context.Context, alias string) (roomID string, servers []spec.ServerName, err error)
+}
+
+// SetRemoteQueries lets profile and alias lookups reach other servers.
+func (a *API) SetRemoteQueries(q RemoteQueries) { a.queries = q }

@@ -121,7 +121,15 @@ func (a *API) doJoin(r *http.Request, who *users.Requester, target string) (any,
 			return nil, mxerr.GuestAccessForbidden()
 		}
 	}
-	if joined, err := a.joinRemote(r, who, target, body.Reason); joined || err != nil {
+	var via []spec.ServerName
+	if a.queries != nil && a.remote != nil && a.remoteAlias(target) {
+		id, servers, err := a.queries.RemoteAlias(r.Context(), target)
+		if err != nil {
+			return nil, err
+		}
+		target, via = id, servers
+	}
+	if joined, err := a.joinRemote(r, who, target, body.Reason, via...); joined || err != nil {
 		if err != nil {
 			return nil, err
 		}
@@ -132,6 +140,12 @@ func (a *API) doJoin(r *http.Request, who *users.Requester, target string) (any,
 		return nil, err
 	}
 	return map[string]string{"room_id": id}, nil
+}
+
+// remoteAlias reports whether an alias belongs to another server.
+func (a *API) remoteAlias(alias string) bool {
+	_, domain, ok := strings.Cut(alias, ":")
+	return strings.HasPrefix(alias, "#") && ok && domain != a.cfg.ServerName
 }
 
 func serverStrings(ss []spec.ServerName) []string {
@@ -155,7 +169,7 @@ func (a *API) SetRemoteJoiner(j RemoteJoiner) { a.remote = j }
 // the request names (via, or the older server_name) and, for room IDs of
 // versions before 12, the server in the ID. joined is false when the room
 // is known here: the local join applies.
-func (a *API) joinRemote(r *http.Request, who *users.Requester, target, reason string) (joined bool, err error) {
+func (a *API) joinRemote(r *http.Request, who *users.Requester, target, reason string, via ...spec.ServerName) (joined bool, err error) {
 	if a.remote == nil || !strings.HasPrefix(target, "!") {
 		return false, nil
 	}
@@ -171,7 +185,7 @@ func (a *API) joinRemote(r *http.Request, who *users.Requester, target, reason s
 	}
 	var servers []spec.ServerName
 	q := r.URL.Query()
-	invited := a.rooms.InviteServers(r.Context(), target, who.UserID)
+	invited := append(a.rooms.InviteServers(r.Context(), target, who.UserID), via...)
 	if has {
 		known, err := a.rooms.ServersInRoom(r.Context(), target)
 		if err != nil {
@@ -561,6 +575,13 @@ func (a *API) context(r *http.Request, who *users.Requester) (any, error) {
 // https://spec.matrix.org/v1.19/client-server-api/#room-aliases
 func (a *API) getAlias(r *http.Request) (any, error) {
 	alias := pathVar(r, "roomAlias")
+	if a.queries != nil && a.remoteAlias(alias) {
+		id, servers, err := a.queries.RemoteAlias(r.Context(), alias)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"room_id": id, "servers": servers}, nil
+	}
 	id, err := a.rooms.ResolveAlias(r.Context(), alias)
 	if err != nil {
 		return nil, err

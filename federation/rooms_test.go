@@ -211,3 +211,48 @@ func TestInviteLeaveBanAcrossServers(t *testing.T) {
 		t.Fatal("a banned user could send")
 	}
 }
+
+// TestProfileAndAliasAcrossServers: bob on B reads alice's profile on A,
+// resolves an alias of A and joins the room by it.
+func TestProfileAndAliasAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	a := testserver.Start(t, testserver.Federation("127.0.0.1"))
+	b := testserver.Start(t, testserver.Federation("127.0.0.2"))
+	alice := a.Register("alice", "password-alice")
+	bob := b.Register("bob", "password-bob")
+	if err := alice.SetDisplayName(ctx, "Alice of A"); err != nil {
+		t.Fatal(err)
+	}
+	prof, err := bob.GetProfile(ctx, alice.UserID)
+	if err != nil {
+		t.Fatalf("bob reads alice's profile: %v", err)
+	}
+	if prof.DisplayName != "Alice of A" {
+		t.Fatalf("alice's display name through B: %q", prof.DisplayName)
+	}
+	_, err = bob.GetProfile(ctx, id.NewUserID("nobody", a.Config.ServerName))
+	if herr, ok := err.(mautrix.HTTPError); !ok || herr.RespError == nil || herr.RespError.ErrCode != "M_NOT_FOUND" {
+		t.Fatalf("an unknown remote user's profile: %v", err)
+	}
+
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "lobby"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alias := id.NewRoomAlias("lobby", a.Config.ServerName)
+	res, err := bob.ResolveAlias(ctx, alias)
+	if err != nil {
+		t.Fatalf("bob resolves %s: %v", alias, err)
+	}
+	if res.RoomID != created.RoomID || len(res.Servers) == 0 {
+		t.Fatalf("%s resolved to %s %v, want %s", alias, res.RoomID, res.Servers, created.RoomID)
+	}
+	joined, err := bob.JoinRoom(ctx, alias.String(), nil)
+	if err != nil {
+		t.Fatalf("bob joins by alias: %v", err)
+	}
+	if joined.RoomID != created.RoomID {
+		t.Fatalf("joined %s, want %s", joined.RoomID, created.RoomID)
+	}
+	waitMembership(t, alice, created.RoomID, bob.UserID, event.MembershipJoin)
+}
