@@ -160,6 +160,8 @@ func serverStrings(ss []spec.ServerName) []string {
 // edge).
 type RemoteJoiner interface {
 	JoinRemote(ctx context.Context, userID, roomID string, servers []spec.ServerName, content map[string]any) error
+	LeaveRemote(ctx context.Context, userID, roomID string, servers []spec.ServerName, reason string) error
+	KnockRemote(ctx context.Context, userID, roomID string, servers []spec.ServerName, reason string) error
 }
 
 // SetRemoteJoiner lets joins reach rooms on other servers.
@@ -223,7 +225,42 @@ func (a *API) knock(r *http.Request, who *users.Requester) (any, error) {
 	if err := httpx.DecodeJSON(r, &body, true); err != nil {
 		return nil, err
 	}
-	id, err := a.rooms.Knock(r.Context(), who.UserID, pathVar(r, "roomIdOrAlias"), body.Reason)
+	target := pathVar(r, "roomIdOrAlias")
+	if a.remote != nil {
+		var via []spec.ServerName
+		if a.queries != nil && a.remoteAlias(target) {
+			id, servers, err := a.queries.RemoteAlias(r.Context(), target)
+			if err != nil {
+				return nil, err
+			}
+			target, via = id, servers
+		}
+		if strings.HasPrefix(target, "!") {
+			live, err := a.rooms.LocallyJoined(r.Context(), target)
+			if err != nil {
+				return nil, err
+			}
+			if !live {
+				servers := slices.Clone(via)
+				q := r.URL.Query()
+				for _, s := range append(q["via"], q["server_name"]...) {
+					servers = append(servers, spec.ServerName(s))
+				}
+				servers = append(servers, a.rooms.MembershipServers(r.Context(), target, who.UserID)...)
+				if _, domain, ok := strings.Cut(target, ":"); ok {
+					servers = append(servers, spec.ServerName(domain))
+				}
+				servers = slices.DeleteFunc(servers, func(s spec.ServerName) bool { return string(s) == a.cfg.ServerName })
+				if len(servers) > 0 {
+					if err := a.remote.KnockRemote(r.Context(), who.UserID, target, servers, body.Reason); err != nil {
+						return nil, err
+					}
+					return map[string]string{"room_id": target}, nil
+				}
+			}
+		}
+	}
+	id, err := a.rooms.Knock(r.Context(), who.UserID, target, body.Reason)
 	if err != nil {
 		return nil, err
 	}
@@ -287,6 +324,26 @@ func (a *API) leave(r *http.Request, who *users.Requester) (any, error) {
 	var body reasonBody
 	if err := httpx.DecodeJSON(r, &body, true); err != nil {
 		return nil, err
+	}
+	if a.remote != nil {
+		// A room we hold no live copy of (an invite or knock from
+		// another server, or one all our users have left) is left
+		// through a server in it.
+		live, err := a.rooms.LocallyJoined(r.Context(), id)
+		if err != nil {
+			return nil, err
+		}
+		m, err := a.rooms.Membership(r.Context(), id, who.UserID)
+		if err != nil {
+			return nil, err
+		}
+		if !live && (m == "invite" || m == "knock") {
+			servers := a.rooms.MembershipServers(r.Context(), id, who.UserID)
+			if err := a.remote.LeaveRemote(r.Context(), who.UserID, id, servers, body.Reason); err != nil {
+				return nil, err
+			}
+			return struct{}{}, nil
+		}
 	}
 	if err := a.rooms.Leave(r.Context(), who.UserID, id, body.Reason); err != nil {
 		return nil, err

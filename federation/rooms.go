@@ -39,6 +39,7 @@ func (a *API) registerRooms(fed *mux.Router) {
 	fed.Handle("/v2/send_join/{roomId}/{eventId}", h(a.sendJoin)).Methods(http.MethodPut)
 	fed.Handle("/v1/send/{txnId}", h(a.send)).Methods(http.MethodPut)
 	fed.Handle("/v2/invite/{roomId}/{eventId}", h(a.invite)).Methods(http.MethodPut)
+	a.registerLeaveKnock(fed)
 	fed.Handle("/v1/event/{eventId}", h(a.getEvent)).Methods(http.MethodGet)
 	fed.Handle("/v1/get_missing_events/{roomId}", h(a.getMissingEvents)).Methods(http.MethodPost)
 }

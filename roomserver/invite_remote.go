@@ -233,8 +233,12 @@ func (s *Service) RemoteInviteState(ctx context.Context, roomID string, pos int6
 	}
 	var u struct {
 		InviteRoomState []json.RawMessage `json:"invite_room_state"`
+		KnockRoomState  []json.RawMessage `json:"knock_room_state"`
 	}
 	_ = json.Unmarshal(ev.Unsigned(), &u) // absent: no stripped state
+	if len(u.InviteRoomState) == 0 {
+		u.InviteRoomState = u.KnockRoomState
+	}
 	return u.InviteRoomState, ev, true, nil
 }
 
