@@ -5,6 +5,7 @@
 // Tessera, Synapse or Dendrite and the figures compared.
 //
 //	tessera-load -hs URL [-shared-secret S | -register-open] SCENARIO [flags]
+//	tessera-load -hs URL_A -hs2 URL_B [-shared-secret S] [-shared-secret2 S2] federation [flags]
 //
 // Each scenario prints a human-readable summary and then one line of JSON
 // with every figure, for scripts. See docs/benchmarks.md.
@@ -67,6 +68,8 @@ var scenarios = map[string]func() scenario{
 	"initialsync": func() scenario { return &initialSyncScenario{} },
 	"idle":        func() scenario { return &idleScenario{} },
 	"fanout-ws":   func() scenario { return &fanoutWSScenario{} }, // Tessera's sync stream (WebSocket)
+	// Two servers: delivery from -hs to -hs2 over federation.
+	"federation": func() scenario { return &federationScenario{} },
 }
 
 // env is what a scenario works with.
@@ -76,16 +79,21 @@ type env struct {
 	users *userSource
 	runID string // makes this run's user names and txn IDs unique
 	logf  func(format string, args ...any)
+	// The second server (federation): its URL as given, and its shared
+	// secret if not the first's.
+	hs2, sharedSecret2 string
 }
 
 // options are the flags common to every scenario.
 type options struct {
-	hs           string
-	sharedSecret string
-	registerOpen bool
-	timeout      time.Duration
-	deadline     time.Duration
-	jsonOnly     bool
+	hs            string
+	sharedSecret  string
+	registerOpen  bool
+	hs2           string // a second homeserver (federation only)
+	sharedSecret2 string
+	timeout       time.Duration
+	deadline      time.Duration
+	jsonOnly      bool
 }
 
 // addFlags adds the common flags to fs. They are added both before and after
@@ -97,6 +105,9 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 		"create users with Synapse-compatible shared-secret registration (/_synapse/admin/v1/register)")
 	fs.BoolVar(&o.registerOpen, "register-open", o.registerOpen,
 		"create users with open registration (/_matrix/client/v3/register, m.login.dummy)")
+	fs.StringVar(&o.hs2, "hs2", o.hs2, "a second homeserver's base URL (the federation scenario's receiving server)")
+	fs.StringVar(&o.sharedSecret2, "shared-secret2", o.sharedSecret2,
+		"the shared secret of -hs2, if not -shared-secret's (with -register-open and without it, -hs2 uses open registration)")
 	fs.DurationVar(&o.timeout, "timeout", o.timeout, "timeout of each request")
 	fs.DurationVar(&o.deadline, "deadline", o.deadline, "the whole run, setup included, must end within this")
 	fs.BoolVar(&o.jsonOnly, "json-only", o.jsonOnly, "print only the final JSON line (errors still go to stderr)")
@@ -106,12 +117,13 @@ func (o *options) check() error {
 	if o.hs == "" {
 		return errors.New("-hs is required")
 	}
-	u, err := url.Parse(o.hs)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("-hs %q: want an http:// or https:// URL", o.hs)
+	if err := checkBaseURL("-hs", o.hs); err != nil {
+		return err
 	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("-hs %q: want a plain base URL, without credentials, query or fragment", o.hs)
+	if o.hs2 != "" {
+		if err := checkBaseURL("-hs2", o.hs2); err != nil {
+			return err
+		}
 	}
 	if (o.sharedSecret == "") == !o.registerOpen {
 		return errors.New("give exactly one of -shared-secret S and -register-open")
@@ -122,7 +134,26 @@ func (o *options) check() error {
 	return nil
 }
 
+// checkBaseURL checks the value s of the URL flag name.
+func checkBaseURL(name, s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s %q: want an http:// or https:// URL", name, s)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%s %q: want a plain base URL, without credentials, query or fragment", name, s)
+	}
+	return nil
+}
+
+// optionsChecker is a scenario that also checks the common flags (as
+// federation requires -hs2).
+type optionsChecker interface {
+	checkOptions(o *options) error
+}
+
 const usageHead = `usage: tessera-load -hs URL [-shared-secret S | -register-open] SCENARIO [flags]
+       tessera-load -hs URL_A -hs2 URL_B [-shared-secret S [-shared-secret2 S2] | -register-open] federation [flags]
 
 scenarios:
   send     [-c 8] [-m 250] [-verify]        C users each send M messages into one room
@@ -137,6 +168,9 @@ scenarios:
   idle     [-s 1000] [-d 20] [-poll-timeout 60s] [-settle 2s]
                                             S idle long-polls for D (sample the server meanwhile;
                                             see docs/idle-bench.sh)
+  federation [-s 1] [-n 200] [-interval 10ms] [-poll-timeout 30s] [-drain 15s] [-timeline-limit 100]
+                                            one sender on -hs, S receivers on -hs2 long-polling /sync:
+                                            latency and events/s over federation (-interval 0: flat out)
 
 common flags (before or after SCENARIO):
 `
@@ -184,7 +218,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tessera-load %s: unexpected argument %q\n", name, sfs.Arg(0))
 		return exitUsage
 	}
-	for _, check := range []func() error{opts.check, sc.check} {
+	checks := []func() error{opts.check, sc.check}
+	if oc, ok := sc.(optionsChecker); ok {
+		checks = append(checks, func() error { return oc.checkOptions(&opts) })
+	}
+	for _, check := range checks {
 		if err := check(); err != nil {
 			fmt.Fprintf(stderr, "tessera-load %s: %v\n", name, err)
 			return exitUsage
@@ -201,6 +239,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := &env{
 		hs: c.base, c: c, runID: runID, logf: logf,
 		users: &userSource{c: c, sharedSecret: opts.sharedSecret, runID: runID},
+		hs2:   opts.hs2, sharedSecret2: opts.sharedSecret2,
 	}
 
 	ctx, cancel := context.WithTimeoutCause(ctx, opts.deadline,
