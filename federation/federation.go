@@ -82,6 +82,9 @@ type API struct {
 	users  *users.Service
 	// roomParts is the state of the room routes (rooms.go, join.go).
 	roomParts
+	// mediaParts is the content repository the media routes serve
+	// (media.go).
+	mediaParts
 }
 
 // signedFunc handles a request whose X-Matrix signature has been verified:

@@ -59,6 +59,9 @@ type Service struct {
 	// thumbSlots bounds concurrent thumbnail generation (each holds a
 	// decoded image in memory).
 	thumbSlots chan struct{}
+
+	// remote fetches other servers' media (remote.go).
+	remote remoteFetcher
 }
 
 // New runs the domain's migrations, opens the file store and returns the
@@ -368,8 +371,8 @@ func (s *Service) waitChan() <-chan struct{} {
 
 // Get returns the metadata of local media with content. An ID created
 // empty and not yet uploaded is waited for, up to wait, then 504
-// M_NOT_YET_UPLOADED. Unknown, expired, remote (no federation yet) and,
-// when legacy, media created after the legacy cutoff are 404 M_NOT_FOUND.
+// M_NOT_YET_UPLOADED. Unknown, expired, remote (see GetRemote) and, when
+// legacy, media created after the legacy cutoff are 404 M_NOT_FOUND.
 func (s *Service) Get(ctx context.Context, serverName spec.ServerName, mediaID string, wait time.Duration, legacy bool) (*Media, error) {
 	if serverName != s.cfg.ServerName || !ValidMediaID(mediaID) {
 		return nil, mxerr.NotFound("Media not found")

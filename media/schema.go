@@ -49,4 +49,36 @@ CREATE TABLE media_settings (
 -- The upload quota sums a user's stored media on every upload.
 CREATE INDEX media_local_uploader ON media_local(uploader) WHERE sha256 IS NOT NULL;
 `},
+	{Version: 3, SQL: `
+-- Other servers' media, fetched over federation on first request and kept:
+-- one row per (origin, media_id), its content the file named by sha256 in
+-- the same file store as local media. fetched_ts is when it was cached.
+CREATE TABLE media_remote (
+	origin       TEXT NOT NULL,
+	media_id     TEXT NOT NULL,
+	content_type TEXT NOT NULL,
+	upload_name  TEXT NOT NULL,
+	size         INTEGER NOT NULL,
+	sha256       TEXT NOT NULL,
+	fetched_ts   INTEGER NOT NULL,
+	PRIMARY KEY (origin, media_id)
+);
+CREATE INDEX media_remote_sha256 ON media_remote(sha256);
+
+-- Thumbnails generated here from cached remote media.
+CREATE TABLE media_remote_thumbnails (
+	origin       TEXT NOT NULL,
+	media_id     TEXT NOT NULL,
+	width        INTEGER NOT NULL,
+	height       INTEGER NOT NULL,
+	method       TEXT NOT NULL,
+	animated     INTEGER NOT NULL,
+	content_type TEXT NOT NULL,
+	size         INTEGER NOT NULL,
+	sha256       TEXT NOT NULL,
+	created_ts   INTEGER NOT NULL,
+	PRIMARY KEY (origin, media_id, width, height, method, animated),
+	FOREIGN KEY (origin, media_id) REFERENCES media_remote(origin, media_id) ON DELETE CASCADE
+);
+`},
 }

@@ -74,7 +74,7 @@ func (s *Service) Thumbnail(ctx context.Context, m *Media, width, height int, me
 		return nil, cannotThumbnail()
 	}
 	size := snapThumbSize(width, height, method)
-	if t, err := s.cachedThumb(ctx, m.MediaID, size, animated); t != nil || err != nil {
+	if t, err := s.cachedThumb(ctx, m, size, animated); t != nil || err != nil {
 		return t, err
 	}
 	if m.Size > maxThumbnailSourceBytes {
@@ -87,7 +87,7 @@ func (s *Service) Thumbnail(ctx context.Context, m *Media, width, height int, me
 		return nil, ctx.Err()
 	}
 	// Another request may have made it while this one waited.
-	if t, err := s.cachedThumb(ctx, m.MediaID, size, animated); t != nil || err != nil {
+	if t, err := s.cachedThumb(ctx, m, size, animated); t != nil || err != nil {
 		return t, err
 	}
 	f, err := s.Open(m)
@@ -115,23 +115,31 @@ func (s *Service) Thumbnail(ctx context.Context, m *Media, width, height int, me
 		return nil, err
 	}
 	now := s.now()
-	_, err = s.db.ExecContext(ctx, `
+	q, args := `
 INSERT INTO media_thumbnails (media_id, width, height, method, animated, content_type, size, sha256, created_ts)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
-		m.MediaID, size.w, size.h, size.method, animated, ctype, len(data), sum, now.UnixMilli())
+		[]any{m.MediaID, size.w, size.h, size.method, animated, ctype, len(data), sum, now.UnixMilli()}
+	if s.isRemote(m) { // remote.go
+		q, args = insertRemoteThumb, append(args, string(m.ServerName))
+	}
+	_, err = s.db.ExecContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store thumbnail: %w", err)
 	}
 	return &Thumb{ContentType: ctype, Size: int64(len(data)), SHA256: sum, Created: now}, nil
 }
 
-func (s *Service) cachedThumb(ctx context.Context, mediaID string, size thumbSize, animated bool) (*Thumb, error) {
+func (s *Service) cachedThumb(ctx context.Context, m *Media, size thumbSize, animated bool) (*Thumb, error) {
 	var t Thumb
 	var created int64
-	err := s.db.QueryRowContext(ctx, `
+	q, args := `
 SELECT content_type, size, sha256, created_ts FROM media_thumbnails
 WHERE media_id = $1 AND width = $2 AND height = $3 AND method = $4 AND animated = $5`,
-		mediaID, size.w, size.h, size.method, animated).Scan(&t.ContentType, &t.Size, &t.SHA256, &created)
+		[]any{m.MediaID, size.w, size.h, size.method, animated}
+	if s.isRemote(m) { // remote.go
+		q, args = selectRemoteThumb, append(args, string(m.ServerName))
+	}
+	err := s.db.QueryRowContext(ctx, q, args...).Scan(&t.ContentType, &t.Size, &t.SHA256, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}

@@ -223,6 +223,13 @@ func (s *Server) init(ctx context.Context) error {
 		if err := s.startFederationRooms(ctx, s.fedAPI, s.FederationClient, s.KeyRing.KeyRing); err != nil {
 			return err
 		}
+		// Our media to other servers, and theirs to our users. fclient's
+		// client has DoHTTPRequest, which its interface leaves out.
+		s.fedAPI.SetMedia(ms)
+		if fc, ok := s.FederationClient.(media.FederationClient); ok {
+			ms.SetFederation(fc, func(n spec.ServerName) bool { return s.cfg.Federation.AllowsServer(string(n)) },
+				s.log.WithField("component", "media"))
+		}
 	}
 
 	r := mux.NewRouter().UseEncodedPath()
