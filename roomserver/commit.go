@@ -41,6 +41,10 @@ type committer struct {
 	// lastOutlier is the last (negative) position given to an outlier;
 	// owned by the loop.
 	lastOutlier int64
+	// servers caches the servers with a member in each room, for the
+	// outbox; owned by the loop, dropped for a room whenever its
+	// membership changes.
+	servers map[string][]spec.ServerName
 	// published is the last stream position whose events have committed
 	// (read atomically by sync).
 	published int64
@@ -133,6 +137,7 @@ func (c *committer) commit(batch []*commitReq) {
 	})
 	if err != nil {
 		c.lastPos, c.lastOutlier = startPos, startOutlier
+		c.servers = nil // it may hold what the failed transaction read
 		// One bad batch must not fail the others: retry each on its own.
 		if len(batch) > 1 {
 			for _, req := range batch {
@@ -205,6 +210,9 @@ func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *co
 			if err := writeCurrentState(ctx, tx, req.roomID, pe); err != nil {
 				return err
 			}
+		}
+		if err := c.queueOut(ctx, tx, req.roomID, pe); err != nil {
+			return fmt.Errorf("queue %s for other servers: %w", pe.ev.EventID(), err)
 		}
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, req.roomID); err != nil {

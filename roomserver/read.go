@@ -140,6 +140,10 @@ type MessagesResponse struct {
 // events the filter or history visibility hides.
 const maxScanFactor = 10
 
+// maxBackfillsPerPage bounds the backfill requests one /messages page
+// makes to other servers.
+const maxBackfillsPerPage = 3
+
 // Messages pages through a room's history.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3roomsroomidmessages
 func (s *Service) Messages(ctx context.Context, req MessagesRequest) (*MessagesResponse, error) {
@@ -160,12 +164,27 @@ func (s *Service) Messages(ctx context.Context, req MessagesRequest) (*MessagesR
 	resp := &MessagesResponse{Start: from}
 	pos := from
 	scanned := 0
+	backfills := 0
 	for len(resp.Chunk) < req.Limit && scanned < req.Limit*maxScanFactor {
 		page, err := s.scan(ctx, req.RoomID, pos, req.To, req.Backwards, req.Limit-len(resp.Chunk))
 		if err != nil {
 			return nil, err
 		}
 		if len(page) == 0 {
+			// Our copy ran out: a room joined over federation has
+			// history before our join on other servers.
+			if req.Backwards && s.history != nil {
+				if backfills == maxBackfillsPerPage && len(resp.Chunk) > 0 {
+					break // keep End: the next page backfills on
+				}
+				backfills++
+				n, err := s.Backfill(ctx, req.RoomID, pos, req.Limit, s.history)
+				if err != nil {
+					s.log.WithError(err).WithField("room_id", req.RoomID).Warn("backfill from other servers failed")
+				} else if n > 0 && backfills <= maxBackfillsPerPage {
+					continue
+				}
+			}
 			resp.End = nil
 			break
 		}
@@ -202,13 +221,13 @@ func (s *Service) scan(ctx context.Context, roomID string, pos Token, to *Token,
 	var q string
 	args := []any{roomID, pos.Depth, pos.Stream}
 	if backwards {
-		q = `SELECT event_id FROM events WHERE room_id = $1 AND stream_pos > 0 AND (depth < $2 OR (depth = $2 AND stream_pos <= $3))`
+		q = `SELECT event_id FROM events e WHERE e.room_id = $1 AND ` + HistorySQL + ` AND (depth < $2 OR (depth = $2 AND stream_pos <= $3))`
 		if to != nil {
 			q += ` AND (depth > $4 OR (depth = $4 AND stream_pos > $5))`
 		}
 		q += ` ORDER BY depth DESC, stream_pos DESC`
 	} else {
-		q = `SELECT event_id FROM events WHERE room_id = $1 AND stream_pos > 0 AND (depth > $2 OR (depth = $2 AND stream_pos > $3))`
+		q = `SELECT event_id FROM events e WHERE e.room_id = $1 AND ` + HistorySQL + ` AND (depth > $2 OR (depth = $2 AND stream_pos > $3))`
 		if to != nil {
 			q += ` AND (depth < $4 OR (depth = $4 AND stream_pos <= $5))`
 		}

@@ -59,6 +59,11 @@ type Service struct {
 	// inviter has other servers sign our invites of their users; nil
 	// without federation.
 	inviter RemoteInviter
+	// history, when set, fetches a room's history from other servers
+	// when /messages runs out of it (fedread.go).
+	history HistoryFetcher
+	// outbox, when set, queues committed events for other servers.
+	outbox atomic.Pointer[Outbox]
 	// acls caches compiled m.room.server_acl contents.
 	acls aclCache
 	// recent holds each active room's newest event IDs for sync.
@@ -153,3 +158,6 @@ func (s *Service) ServerName() spec.ServerName { return s.cfg.ServerName }
 func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
 	return spec.NewUserID(string(senderID), true)
 }
+
+// SetHistoryFetcher lets /messages backfill from other servers.
+func (s *Service) SetHistoryFetcher(f HistoryFetcher) { s.history = f }

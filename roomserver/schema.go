@@ -145,4 +145,12 @@ CREATE TABLE rejected_events (
 	received_ts INTEGER NOT NULL
 );
 `},
+	{Version: 5, SQL: `
+-- Events of a room's history from before we joined, fetched from other
+-- servers by /backfill. They are outliers (negative stream positions: no
+-- sync takes them for new events) that /messages pages through.
+CREATE TABLE backfilled_events (
+	event_id TEXT PRIMARY KEY
+);
+`},
 }

@@ -134,7 +134,22 @@ func (s *Service) StateAt(ctx context.Context, roomID string, pos int64) (map[St
 // StateBefore returns the state a timeline starts from: the state after
 // the event before ev.
 func (s *Service) StateBefore(ctx context.Context, roomID string, ev *Event) (map[StateKey]*Event, error) {
-	return s.StateAt(ctx, roomID, ev.StreamPos-1)
+	if ev.StateGroup == 0 {
+		return s.StateAt(ctx, roomID, ev.StreamPos-1)
+	}
+	// The event's own state: where branches of the DAG meet, or in a room
+	// joined over federation (whose state came with the join and has no
+	// stream positions), the state after the previous event in the stream
+	// is not it.
+	st, err := s.stateBeforeStateEvent(ctx, ev)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[StateKey]*Event, len(st))
+	for t, e := range st {
+		out[StateKey(t)] = e
+	}
+	return out, nil
 }
 
 // StateKey is a state tuple: (event type, state key).
