@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/tessera-hs/tessera/keys"
 )
 
 // EDUHandlers take the ephemeral events of incoming transactions; the
@@ -14,6 +17,11 @@ type EDUHandlers struct {
 	Typing func(ctx context.Context, roomID, userID string, typing bool)
 	// Receipt stores a remote user's public read receipt.
 	Receipt func(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error
+	// DeviceListUpdate, SigningKeyUpdate and DirectToDevice take the
+	// end-to-end encryption EDUs (e2ee.go).
+	DeviceListUpdate func(ctx context.Context, u gomatrixserverlib.DeviceListUpdateEvent) error
+	SigningKeyUpdate func(ctx context.Context, u keys.SigningKeyUpdate) error
+	DirectToDevice   func(ctx context.Context, origin spec.ServerName, m gomatrixserverlib.ToDeviceMessage) error
 }
 
 // SetEDUHandlers sets what incoming EDUs are given to.
@@ -40,6 +48,8 @@ func (a *API) receiveEDU(ctx context.Context, h EDUHandlers, origin spec.ServerN
 		return err == nil && u.Domain() == origin
 	}
 	switch edu.Type {
+	case spec.MDeviceListUpdate, mSigningKeyUpdate, spec.MDirectToDevice:
+		a.receiveE2EEEDU(ctx, h, origin, edu.Type, edu.Content, fromOrigin)
 	case spec.MTyping:
 		// https://spec.matrix.org/v1.19/server-server-api/#typing-notifications
 		var c struct {

@@ -85,6 +85,8 @@ type API struct {
 	// mediaParts is the content repository the media routes serve
 	// (media.go).
 	mediaParts
+	// e2eeParts is the key store the E2EE routes serve (e2ee.go).
+	e2eeParts e2eeParts
 }
 
 // signedFunc handles a request whose X-Matrix signature has been verified:

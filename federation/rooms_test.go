@@ -68,6 +68,22 @@ func TestJoinAndTalkAcrossServers(t *testing.T) {
 		t.Fatalf("bob joins through A: %v", err)
 	}
 
+	// Bob's first sync has the room with its state, which came with the
+	// join (outliers, without stream positions).
+	first, err := bob.SyncRequest(ctx, 0, "", "", true, event.PresenceOnline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := ""
+	for _, ev := range append(first.Rooms.Join[roomID].State.Events, first.Rooms.Join[roomID].Timeline.Events...) {
+		if ev.Type == event.StateRoomName {
+			name, _ = ev.Content.Raw["name"].(string)
+		}
+	}
+	if name != "Across" {
+		t.Fatalf("bob's initial sync of the joined room lacks its name: %+v", first.Rooms.Join[roomID].State.Events)
+	}
+
 	for i := range 3 {
 		sendText(t, alice, roomID, fmt.Sprintf("hello bob %d", i))
 		waitForMessage(t, bob, roomID, fmt.Sprintf("hello bob %d", i))

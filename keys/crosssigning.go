@@ -173,6 +173,7 @@ func (s *Service) UploadCrossSigningKeys(ctx context.Context, userID string, up 
 				return fmt.Errorf("store cross-signing key: %w", err)
 			}
 		}
+		recordSigningKeys(ch, userID, changed)
 		return s.record(ctx, tx, ch, userID)
 	})
 }
@@ -246,6 +247,9 @@ func (s *Service) UploadSignatures(ctx context.Context, userID string, body map[
 					}
 					if changed {
 						if err := s.record(ctx, tx, ch, target); err != nil {
+							return err
+						}
+						if err := s.recordSignature(ctx, tx, ch, userID, target, r.target); err != nil {
 							return err
 						}
 					}

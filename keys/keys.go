@@ -32,6 +32,9 @@ type Service struct {
 	// transaction invalidates them once it has committed.
 	otkCounts     *gencache.Cache[string, map[string]int]
 	fallbackTypes *gencache.Cache[string, []string]
+	// fed reaches other servers' key stores and tells them of our users'
+	// changes (remote.go); its zero value is "no federation".
+	fed Federation
 }
 
 // streamDeviceLists is the name of the device list stream in
@@ -67,6 +70,10 @@ func (s *Service) StreamPos() int64 { return s.pos.Load() }
 // changes collects the users whose device list a transaction changed.
 type changes struct {
 	users []string
+	// devices and signing are our users' changes other servers must be
+	// told of (remote.go).
+	devices []deviceChange
+	signing []string
 }
 
 // record takes the next device list position for userID inside tx (once
@@ -108,6 +115,7 @@ func (s *Service) withTx(ctx context.Context, fn func(tx *database.Tx, ch *chang
 			s.onChange(context.WithoutCancel(ctx), u)
 		}
 	}
+	s.federate(context.WithoutCancel(ctx), &ch)
 	return nil
 }
 
@@ -203,6 +211,9 @@ func (s *Service) DevicesDeleted(ctx context.Context, userID string, deviceIDs [
 				if _, err := tx.ExecContext(ctx, q, userID, d); err != nil {
 					return fmt.Errorf("delete device keys: %w", err)
 				}
+			}
+			if err := s.recordDevice(ctx, tx, ch, userID, d, true); err != nil {
+				return err
 			}
 		}
 		return s.record(ctx, tx, ch, userID)

@@ -11,10 +11,10 @@ import (
 	"github.com/tessera-hs/tessera/internal/database"
 )
 
-// remoteFailure is the failures entry of a remote server: there is no
-// federation yet, so every remote server is unreachable.
-func remoteFailure() map[string]any {
-	return map[string]any{"status": 503, "message": "Federation is not available on this server"}
+// remoteFailure is the failures entry of a remote server we could not
+// ask: federation is off, or the server did not answer.
+func remoteFailure(msg string) map[string]any {
+	return map[string]any{"status": 503, "message": msg}
 }
 
 // Cross-signing key types, as stored and as named in "usage".
@@ -52,13 +52,14 @@ func (s *Service) Query(ctx context.Context, requester string, devices map[strin
 		userIDs = append(userIDs, u)
 	}
 	sort.Strings(userIDs)
+	remote := map[string][]string{}
 	for _, userID := range userIDs {
 		server, err := serverOf(userID)
 		if err != nil {
 			return nil, err
 		}
 		if server != local {
-			out.Failures[server] = remoteFailure()
+			remote[userID] = devices[userID]
 			continue
 		}
 		ok, err := s.users.Exists(ctx, userID)
@@ -71,6 +72,9 @@ func (s *Service) Query(ctx context.Context, requester string, devices map[strin
 		if err := s.queryUser(ctx, requester, userID, devices[userID], out); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.queryRemote(ctx, remote, out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -200,13 +204,14 @@ func (s *Service) Claim(ctx context.Context, req map[string]map[string]string) (
 	local := string(s.users.ServerName())
 	type want struct{ user, device, alg string }
 	var wants []want
+	remote := map[string]map[string]string{}
 	for user, devs := range req {
 		server, err := serverOf(user)
 		if err != nil {
 			return nil, err
 		}
 		if server != local {
-			out.Failures[server] = remoteFailure()
+			remote[user] = devs
 			continue
 		}
 		for dev, alg := range devs {
@@ -214,6 +219,7 @@ func (s *Service) Claim(ctx context.Context, req map[string]map[string]string) (
 		}
 	}
 	if len(wants) == 0 {
+		s.claimRemote(ctx, remote, out)
 		return out, nil
 	}
 	sort.Slice(wants, func(i, j int) bool {
@@ -253,5 +259,6 @@ func (s *Service) Claim(ctx context.Context, req map[string]map[string]string) (
 		return nil, err
 	}
 	out.OneTimeKeys = got
+	s.claimRemote(ctx, remote, out)
 	return out, nil
 }

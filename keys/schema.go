@@ -77,4 +77,33 @@ CREATE TABLE keys_device_list_changes (
 	user_id TEXT NOT NULL
 );
 `},
+	{Version: 2, SQL: `
+-- Federation (remote.go). Our users' device list versions, as other
+-- servers see them: stream_id counts the m.device_list_update EDUs sent
+-- for the user, and is the stream_id of GET /user/devices.
+CREATE TABLE keys_local_device_streams (
+	user_id   TEXT PRIMARY KEY,
+	stream_id INTEGER NOT NULL
+);
+
+-- The cached device lists of other servers' users who share a room with
+-- ours: stream_id is the version we have (from /user/devices or the last
+-- m.device_list_update applied); stale is set when an update could not be
+-- applied, and the next query fetches the list again. The cross-signing
+-- keys are their JSON, '' when the user has none.
+CREATE TABLE keys_remote_users (
+	user_id          TEXT PRIMARY KEY,
+	stream_id        INTEGER NOT NULL,
+	stale            INTEGER NOT NULL DEFAULT 0,
+	master_key       TEXT NOT NULL DEFAULT '',
+	self_signing_key TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE keys_remote_devices (
+	user_id      TEXT NOT NULL,
+	device_id    TEXT NOT NULL,
+	display_name TEXT,
+	key_json     TEXT NOT NULL,
+	PRIMARY KEY (user_id, device_id)
+);
+`},
 }

@@ -257,6 +257,9 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req Uploa
 				if err := s.record(ctx, tx, ch, userID); err != nil {
 					return err
 				}
+				if err := s.recordDevice(ctx, tx, ch, userID, deviceID, false); err != nil {
+					return err
+				}
 			}
 			key = dev.ed25519
 		}

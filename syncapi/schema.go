@@ -40,4 +40,17 @@ CREATE TABLE to_device_txns (
 );
 CREATE INDEX to_device_txns_created ON to_device_txns(created_ts);
 `},
+	{Version: 2, SQL: `
+-- The m.direct_to_device EDUs received, by sender and message_id, so that
+-- one a server sends again (a transaction retried after we took it but
+-- before it heard our answer) is not delivered twice. Kept for
+-- receivedLifetime (todevice_remote.go).
+CREATE TABLE to_device_received (
+	sender      TEXT NOT NULL,
+	message_id  TEXT NOT NULL,
+	received_ts INTEGER NOT NULL,
+	PRIMARY KEY (sender, message_id)
+);
+CREATE INDEX to_device_received_ts ON to_device_received(received_ts);
+`},
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 	"time"
 
@@ -38,6 +37,9 @@ type ToDevice struct {
 	// after the commit, so a sync that reads it finds every message up to
 	// it in the database.
 	pos streampos.Position
+	// remote queues messages for other servers' users (todevice_remote.go);
+	// nil drops them.
+	remote RemoteSender
 }
 
 // maxToDevicePerSync bounds the messages of one response, as the spec
@@ -82,16 +84,16 @@ type toDeviceMessage struct {
 // named on its own) to the content for that device. A transaction already
 // done by the sending device is not done again.
 //
-// Only local users get messages for now. The spec asks for messages to
-// remote users to be sent on over federation (Synapse queues them per
-// destination); Tessera has no federation yet, so they are dropped, as
-// are messages for devices that do not exist (as in Synapse).
+// Messages for other servers' users go to their servers (see
+// sendRemote); those for our devices that do not exist are dropped, as in
+// Synapse.
 // https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3sendtodeviceeventtypetxnid
 func (t *ToDevice) Send(ctx context.Context, sender, senderDevice, txnID, evType string, messages map[string]map[string]json.RawMessage) error {
 	if evType == "" {
 		return mxerr.InvalidParam("Missing event type")
 	}
 	recipients := make([]string, 0, len(messages))
+	remote := map[string]map[string]json.RawMessage{}
 	for userID, byDevice := range messages {
 		uid, err := spec.NewUserID(userID, true)
 		if err != nil {
@@ -104,30 +106,16 @@ func (t *ToDevice) Send(ctx context.Context, sender, senderDevice, txnID, evType
 		}
 		if uid.Domain() == t.users.ServerName() {
 			recipients = append(recipients, userID)
+		} else {
+			remote[userID] = byDevice
 		}
 	}
-	sort.Strings(recipients)
-	var out []toDeviceMessage
-	for _, userID := range recipients {
-		byDevice := messages[userID]
-		devices, err := t.users.Devices(ctx, userID)
-		if err != nil {
-			return err
-		}
-		wildcard, hasWildcard := byDevice["*"]
-		for _, d := range devices { // sorted by device ID
-			content, ok := byDevice[d.DeviceID]
-			if !ok {
-				if !hasWildcard {
-					continue
-				}
-				content = wildcard
-			}
-			out = append(out, toDeviceMessage{userID: userID, deviceID: d.DeviceID, content: compactJSON(content)})
-		}
+	out, err := t.expand(ctx, recipients, messages)
+	if err != nil {
+		return err
 	}
 	var last int64
-	err := t.db.WithTx(ctx, func(tx *database.Tx) error {
+	err = t.db.WithTx(ctx, func(tx *database.Tx) error {
 		now := time.Now().UnixMilli()
 		if senderDevice != "" && txnID != "" {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM to_device_txns WHERE created_ts < $1`,
@@ -141,42 +129,19 @@ func (t *ToDevice) Send(ctx context.Context, sender, senderDevice, txnID, evType
 				return fmt.Errorf("record to-device transaction: %w", err)
 			}
 			if n, _ := res.RowsAffected(); n == 0 {
-				out = nil // a retry: the messages are queued already
+				out, remote = nil, nil // a retry: the messages are queued already
 				return nil
 			}
 		}
-		if len(out) == 0 {
-			return nil
-		}
-		if err := tx.QueryRowContext(ctx, `UPDATE syncapi_stream_positions SET pos = pos + $1
-			WHERE stream = 'to_device' RETURNING pos`, len(out)).Scan(&last); err != nil {
-			return fmt.Errorf("next to-device position: %w", err)
-		}
-		pos := last - int64(len(out))
-		for _, m := range out {
-			pos++
-			if _, err := tx.ExecContext(ctx, `INSERT INTO to_device_messages
-				(stream_pos, user_id, device_id, sender, type, content) VALUES ($1, $2, $3, $4, $5, $6)`,
-				pos, m.userID, m.deviceID, sender, evType, string(m.content)); err != nil {
-				return fmt.Errorf("queue to-device message: %w", err)
-			}
-		}
-		return nil
+		var err error
+		last, err = queueMessages(ctx, tx, sender, evType, out)
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	if len(out) == 0 {
-		return nil
-	}
-	t.pos.Advance(last)
-	woken := map[string]bool{}
-	for _, m := range out {
-		if !woken[m.userID] {
-			woken[m.userID] = true
-			t.notifier.Wake(m.userID)
-		}
-	}
+	t.sendRemote(ctx, sender, evType, remote)
+	t.delivered(last, out)
 	return nil
 }
 

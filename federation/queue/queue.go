@@ -141,6 +141,29 @@ func (q *Queue) SendPDU(ctx context.Context, dests []spec.ServerName, pdu json.R
 	return nil
 }
 
+// SendPDUTx queues pdu inside the caller's database transaction: it is
+// queued if and only if that transaction commits (the room server queues
+// each event in the transaction that stores it, so that no committed
+// event can miss its destinations, whatever happens to the process).
+func (q *Queue) SendPDUTx(ctx context.Context, tx *database.Tx, dests []spec.ServerName, pdu json.RawMessage) error {
+	if !json.Valid(pdu) {
+		return errors.New("queue PDU: not valid JSON")
+	}
+	dests = q.destinations(dests)
+	if len(dests) == 0 {
+		return nil
+	}
+	err := enqueueTx(ctx, tx, pduTable, dests, pdu, func() {
+		for _, dest := range dests {
+			q.kick(dest)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("queue PDU: %w", err)
+	}
+	return nil
+}
+
 // SendEDU queues edu for every destination in dests. It is in the database
 // when SendEDU returns.
 func (q *Queue) SendEDU(ctx context.Context, dests []spec.ServerName, edu gomatrixserverlib.EDU) error {

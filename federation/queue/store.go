@@ -65,21 +65,24 @@ func (b *batch) empty() bool { return len(b.pdus) == 0 && len(b.edus) == 0 }
 // enqueue stores js once and queues it for every destination in dests, in
 // one database transaction. onCommit runs only if it committed.
 func enqueue(ctx context.Context, db *database.DB, t table, dests []spec.ServerName, js []byte, onCommit func()) error {
-	return db.WithTx(ctx, func(tx *database.Tx) error {
-		var nid int64
-		err := tx.QueryRowContext(ctx,
-			`INSERT INTO federation_queue_json (json) VALUES ($1) RETURNING nid`, string(js)).Scan(&nid)
-		if err != nil {
-			return fmt.Errorf("store queued JSON: %w", err)
+	return db.WithTx(ctx, func(tx *database.Tx) error { return enqueueTx(ctx, tx, t, dests, js, onCommit) })
+}
+
+// enqueueTx is enqueue inside the caller's transaction.
+func enqueueTx(ctx context.Context, tx *database.Tx, t table, dests []spec.ServerName, js []byte, onCommit func()) error {
+	var nid int64
+	err := tx.QueryRowContext(ctx,
+		`INSERT INTO federation_queue_json (json) VALUES ($1) RETURNING nid`, string(js)).Scan(&nid)
+	if err != nil {
+		return fmt.Errorf("store queued JSON: %w", err)
+	}
+	for _, dest := range dests {
+		if _, err := tx.ExecContext(ctx, t.insert, string(dest), nid); err != nil {
+			return fmt.Errorf("queue for %s: %w", dest, err)
 		}
-		for _, dest := range dests {
-			if _, err := tx.ExecContext(ctx, t.insert, string(dest), nid); err != nil {
-				return fmt.Errorf("queue for %s: %w", dest, err)
-			}
-		}
-		tx.AfterCommit(onCommit)
-		return nil
-	})
+	}
+	tx.AfterCommit(onCommit)
+	return nil
 }
 
 // nextBatch deletes done, a batch dest has acknowledged (nil if none), and

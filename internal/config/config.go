@@ -71,6 +71,11 @@ type Federation struct {
 	// TrustedKeyServers are notaries asked for keys a server does not
 	// give us itself (Synapse's trusted_key_servers).
 	TrustedKeyServers []TrustedKeyServer `yaml:"trusted_key_servers"`
+	// WellKnownServer, if set, is served as /.well-known/matrix/server
+	// ("m.server") on the client listener: the host[:port] other servers
+	// should reach this server's federation at when it is not port 8448
+	// of server_name (delegation).
+	WellKnownServer string `yaml:"well_known_server"`
 }
 
 // TrustedKeyServer is a notary and the keys its answers must be signed
@@ -536,6 +541,11 @@ func (f *Federation) validate() error {
 			if err := validServerName(strings.TrimPrefix(entry, "*.")); err != nil {
 				return fmt.Errorf("federation.%s[%d]: %w", key, i, err)
 			}
+		}
+	}
+	if f.WellKnownServer != "" {
+		if err := validServerName(f.WellKnownServer); err != nil {
+			return fmt.Errorf("federation.well_known_server: %w", err)
 		}
 	}
 	for i, ts := range f.TrustedKeyServers {

@@ -286,4 +286,9 @@ federation:
   #       verify_keys:
   #         "ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"
   trusted_key_servers: []
+  # Delegation: when other servers should not reach this one at port 8448
+  # of server_name, the host[:port] they should use instead, served as
+  # /.well-known/matrix/server on the client listener (which must then be
+  # reachable as https://server_name/). Empty: not served.
+  well_known_server: ""
 `))

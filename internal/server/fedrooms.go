@@ -12,7 +12,8 @@ import (
 
 	"github.com/tessera-hs/tessera/federation"
 	"github.com/tessera-hs/tessera/federation/queue"
-	"github.com/tessera-hs/tessera/roomserver"
+	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/keys"
 )
 
 // startFederationRooms connects the room server to other servers: every
@@ -43,22 +44,16 @@ func (s *Server) startFederationRooms(ctx context.Context, api *federation.API, 
 		Receipt: func(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error {
 			return s.Users.ReceiveRemoteReceipt(ctx, s.Rooms, roomID, userID, eventID, threadID, ts)
 		},
+		DeviceListUpdate: s.Keys.ReceiveDeviceListUpdate,
+		SigningKeyUpdate: s.Keys.ReceiveSigningKeyUpdate,
+		DirectToDevice:   s.Sync.ToDevice().ReceiveRemote,
 	})
+	s.startFederationE2EE(api, q)
 
-	// Events are handed over after they commit, in commit order. The
-	// channel applies back-pressure rather than dropping: an event that
-	// never reaches the queue is never sent.
-	out := make(chan []*roomserver.Event, 256)
-	s.fedOut, s.fedDone = out, make(chan struct{})
-	s.Rooms.Subscribe(func(evs []*roomserver.Event) { out <- evs })
-	go func() {
-		defer close(s.fedDone)
-		for evs := range out {
-			for _, ev := range evs {
-				s.sendOut(q, ev)
-			}
-		}
-	}()
+	// Each event is queued in the transaction that stores it.
+	s.Rooms.SetOutbox(func(ctx context.Context, tx *database.Tx, dests []spec.ServerName, pdu []byte) error {
+		return q.SendPDUTx(ctx, tx, dests, pdu)
+	})
 	return nil
 }
 
@@ -109,31 +104,58 @@ func (e eduSender) Receipt(ctx context.Context, roomID, userID, eventID, threadI
 	}}})
 }
 
-// sendOut queues an event for the servers that must receive it: our own
-// events and those we accepted as the resident server go to every other
-// server with a member in the room, and a membership change also to the
-// server of the member it is about (a kick or ban of its last user).
-func (s *Server) sendOut(q *queue.Queue, ev *roomserver.Event) {
-	if ev.Origin != "" && !ev.Forward {
-		return // its origin sends it to everyone itself
-	}
-	ctx := context.Background()
-	servers, err := s.Rooms.ServersInRoom(ctx, ev.RoomID)
+// startFederationE2EE connects the key store and send-to-device messaging
+// to other servers: their users' keys are asked of their servers, our
+// users' key changes and to-device messages go out through the queue.
+func (s *Server) startFederationE2EE(api *federation.API, q *queue.Queue) {
+	api.SetKeys(s.Keys)
+	me := spec.ServerName(s.cfg.ServerName)
+	s.Keys.SetFederation(keys.Federation{
+		Client: api.KeyClient(),
+		SharesRoom: func(ctx context.Context, userID string) (bool, error) {
+			rooms, err := s.Rooms.JoinedRooms(ctx, userID)
+			return len(rooms) > 0, err
+		},
+		DeviceListUpdate: func(ctx context.Context, u gomatrixserverlib.DeviceListUpdateEvent) {
+			s.sendUserEDU(ctx, q, u.UserID, spec.MDeviceListUpdate, u)
+		},
+		SigningKeyUpdate: func(ctx context.Context, u keys.SigningKeyUpdate) {
+			s.sendUserEDU(ctx, q, u.UserID, "m.signing_key_update", u)
+		},
+	})
+	s.Sync.ToDevice().SetRemoteSender(func(ctx context.Context, dest spec.ServerName, m gomatrixserverlib.ToDeviceMessage) error {
+		raw, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		return q.SendEDU(ctx, []spec.ServerName{dest}, gomatrixserverlib.EDU{Type: spec.MDirectToDevice, Origin: string(me), Content: raw})
+	})
+}
+
+// sendUserEDU queues an EDU about one of our users for every other server
+// that shares a room with them.
+func (s *Server) sendUserEDU(ctx context.Context, q *queue.Queue, userID, typ string, content any) {
+	rooms, err := s.Rooms.JoinedRooms(ctx, userID)
 	if err != nil {
-		s.log.WithError(err).WithField("event_id", ev.EventID()).Error("federation: finding the servers of a room")
+		s.log.WithError(err).WithField("user_id", userID).Error("federation: finding the rooms of a user")
 		return
 	}
-	if ev.Type() == spec.MRoomMember && ev.StateKey() != nil {
-		if u, err := spec.NewUserID(*ev.StateKey(), true); err == nil && !slices.Contains(servers, u.Domain()) {
-			servers = append(servers, u.Domain())
+	var servers []spec.ServerName
+	for _, roomID := range rooms {
+		for _, d := range s.otherServers(ctx, roomID) {
+			if !slices.Contains(servers, d) {
+				servers = append(servers, d)
+			}
 		}
 	}
-	me := spec.ServerName(s.cfg.ServerName)
-	servers = slices.DeleteFunc(servers, func(d spec.ServerName) bool { return d == me || d == ev.Origin })
 	if len(servers) == 0 {
 		return
 	}
-	if err := q.SendPDU(ctx, servers, ev.JSON()); err != nil {
-		s.log.WithError(err).WithField("event_id", ev.EventID()).Error("federation: queueing an event")
+	raw, err := json.Marshal(content)
+	if err != nil {
+		return
+	}
+	if err := q.SendEDU(ctx, servers, gomatrixserverlib.EDU{Type: typ, Origin: s.cfg.ServerName, Content: raw}); err != nil {
+		s.log.WithError(err).WithField("user_id", userID).Error("federation: queueing an EDU")
 	}
 }

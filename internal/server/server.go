@@ -62,12 +62,8 @@ type Server struct {
 	// ServeFederation); nil when federation is off.
 	fedAPI  *federation.API
 	fedHTTP *http.Server
-	// fedQueue holds what goes out to other servers; fedOut feeds it
-	// committed events and fedDone closes when that feeder stops
-	// (fedrooms.go).
+	// fedQueue holds what goes out to other servers (fedrooms.go).
 	fedQueue *queue.Queue
-	fedOut   chan []*roomserver.Event
-	fedDone  chan struct{}
 
 	notifier *syncapi.Notifier
 	api      *clientapi.API
@@ -226,6 +222,7 @@ func (s *Server) init(ctx context.Context) error {
 		// Our media to other servers, and theirs to our users. fclient's
 		// client has DoHTTPRequest, which its interface leaves out.
 		s.fedAPI.SetMedia(ms)
+		s.Rooms.SetHistoryFetcher(s.fedAPI)
 		if fc, ok := s.FederationClient.(media.FederationClient); ok {
 			ms.SetFederation(fc, func(n spec.ServerName) bool { return s.cfg.Federation.AllowsServer(string(n)) },
 				s.log.WithField("component", "media"))
@@ -238,6 +235,9 @@ func (s *Server) init(ctx context.Context) error {
 		// Our keys on the client listener too, for servers that reach
 		// us through a reverse proxy in front of it.
 		s.fedAPI.RegisterServerKeys(r)
+		if w := s.cfg.Federation.WellKnownServer; w != "" {
+			federation.RegisterWellKnown(r, w)
+		}
 	}
 	s.api = api
 	r.NotFoundHandler = clientapi.NotFound(s.log)
@@ -432,11 +432,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// After the room server: evaluate what it handed over, then stop.
 		s.Push.Close()
 	}
-	if s.fedOut != nil {
-		// After the room server: queue what it committed, then stop
+	if s.fedQueue != nil {
+		// After the room server, which queues in its commits: stop
 		// sending (the queue keeps what is unsent for the next start).
-		close(s.fedOut)
-		<-s.fedDone
 		s.fedQueue.Close()
 	}
 	if s.notifier != nil {

@@ -1,0 +1,68 @@
+package federation_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+)
+
+// TestTypingAndReceiptsAcrossServers: bob on B sees alice on A typing and
+// stop typing, and alice sees bob's read receipt.
+func TestTypingAndReceiptsAcrossServers(t *testing.T) {
+	p := joinedPair(t)
+	ctx := context.Background()
+	if _, err := p.alice.UserTyping(ctx, p.roomID, true, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	typing := func(want bool) func(r *mautrix.RespSync) bool {
+		return func(r *mautrix.RespSync) bool {
+			jr, ok := r.Rooms.Join[p.roomID]
+			if !ok {
+				return false
+			}
+			for _, ev := range jr.Ephemeral.Events {
+				if ev.Type != event.EphemeralEventTyping {
+					continue
+				}
+				ids, _ := ev.Content.Raw["user_ids"].([]any)
+				has := false
+				for _, u := range ids {
+					has = has || u == p.alice.UserID.String()
+				}
+				return has == want
+			}
+			return false
+		}
+	}
+	syncUntil(t, p.bob, "alice typing", typing(true))
+	if _, err := p.alice.UserTyping(ctx, p.roomID, false, 0); err != nil {
+		t.Fatal(err)
+	}
+	syncUntil(t, p.bob, "alice no longer typing", typing(false))
+
+	msg := sendText(t, p.alice, p.roomID, "read me")
+	waitForMessage(t, p.bob, p.roomID, "read me")
+	if err := p.bob.SendReceipt(ctx, p.roomID, msg, event.ReceiptTypeRead, nil); err != nil {
+		t.Fatal(err)
+	}
+	syncUntil(t, p.alice, "bob's receipt", func(r *mautrix.RespSync) bool {
+		jr, ok := r.Rooms.Join[p.roomID]
+		if !ok {
+			return false
+		}
+		for _, ev := range jr.Ephemeral.Events {
+			if ev.Type != event.EphemeralEventReceipt {
+				continue
+			}
+			byEvent, _ := ev.Content.Raw[msg.String()].(map[string]any)
+			reads, _ := byEvent["m.read"].(map[string]any)
+			if _, ok := reads[p.bob.UserID.String()]; ok {
+				return true
+			}
+		}
+		return false
+	})
+}
