@@ -109,6 +109,7 @@ func (a *API) Register(r *mux.Router) {
 		add(prefix, a.typingPresenceRoutes())
 		add(prefix, a.keysRoutes())
 		add(prefix, a.keyBackupRoutes())
+		add(prefix, a.openIDRoutes())
 	}
 	add("/_matrix/client/v1", []route{
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},

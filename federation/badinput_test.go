@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -205,3 +207,39 @@ func waitForStateType(t *testing.T, c *mautrix.Client, roomID id.RoomID, typ eve
 	}
 	t.Fatalf("%s never saw %s", c.UserID, typ.Type)
 }
+
+// TestBadRoomRequests: an invite in a room version we do not know, an
+// invite for another server's user, and a transaction over the size limit.
+func TestBadRoomRequests(t *testing.T) {
+	p := joinedPair(t)
+	bKey := signingKey(t, p.b)
+	ev := p.buildAs(t, p.b, bKey, p.bob.UserID.String(), "m.room.member", ptr(p.alice.UserID.String()),
+		map[string]string{"membership": "invite"})
+	send := func(uri string, content any) response {
+		return do(t, signedRequest(t, p.b.ServerName(), p.a.ServerName(), bKey.ID, bKey.PrivateKey, http.MethodPut, uri, content))
+	}
+	tests := []struct {
+		name    string
+		uri     string
+		content any
+		status  int
+		errcode string
+	}{
+		{"unknown room version", "/_matrix/federation/v2/invite/" + url.PathEscape(p.roomID.String()) + "/" + url.PathEscape(ev.EventID()),
+			map[string]any{"room_version": "999", "event": json.RawMessage(ev.JSON()), "invite_room_state": []any{}}, 400, "M_INCOMPATIBLE_ROOM_VERSION"},
+		{"event does not match the path", "/_matrix/federation/v2/invite/" + url.PathEscape(p.roomID.String()) + "/$other",
+			map[string]any{"room_version": "12", "event": json.RawMessage(ev.JSON()), "invite_room_state": []any{}}, 400, "M_BAD_JSON"},
+		{"transaction too large", "/_matrix/federation/v1/send/big",
+			map[string]any{"origin": p.b.ServerName(), "pdus": []any{}, "edus": []any{map[string]any{"edu_type": "x", "content": strings.Repeat("a", 17<<20)}}}, 413, "M_TOO_LARGE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := send(tt.uri, tt.content)
+			if r.status != tt.status || r.errcode() != tt.errcode {
+				t.Fatalf("got %d %s (%s), want %d %s", r.status, r.errcode(), r.raw, tt.status, tt.errcode)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

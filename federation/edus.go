@@ -3,11 +3,13 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/keys"
+	"github.com/tessera-hs/tessera/users"
 )
 
 // EDUHandlers take the ephemeral events of incoming transactions; the
@@ -17,6 +19,8 @@ type EDUHandlers struct {
 	Typing func(ctx context.Context, roomID, userID string, typing bool)
 	// Receipt stores a remote user's public read receipt.
 	Receipt func(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error
+	// Presence stores a remote user's presence.
+	Presence func(ctx context.Context, st users.PresenceState) error
 	// DeviceListUpdate, SigningKeyUpdate and DirectToDevice take the
 	// end-to-end encryption EDUs (e2ee.go).
 	DeviceListUpdate func(ctx context.Context, u gomatrixserverlib.DeviceListUpdateEvent) error
@@ -67,6 +71,38 @@ func (a *API) receiveEDU(ctx context.Context, h EDUHandlers, origin spec.ServerN
 			return
 		}
 		h.Typing(ctx, c.RoomID, c.UserID, c.Typing)
+	case spec.MPresence:
+		// https://spec.matrix.org/v1.19/server-server-api/#presence
+		var c struct {
+			Push []struct {
+				UserID          string `json:"user_id"`
+				Presence        string `json:"presence"`
+				StatusMsg       string `json:"status_msg"`
+				LastActiveAgo   int64  `json:"last_active_ago"`
+				CurrentlyActive bool   `json:"currently_active"`
+			} `json:"push"`
+		}
+		if json.Unmarshal(edu.Content, &c) != nil || h.Presence == nil {
+			return
+		}
+		now := time.Now().UnixMilli()
+		for _, u := range c.Push {
+			// Only users we share a room with: presence of others is
+			// nobody's business here.
+			if !fromOrigin(u.UserID) {
+				continue
+			}
+			if rooms, err := a.rooms.JoinedRooms(ctx, u.UserID); err != nil || len(rooms) == 0 {
+				continue
+			}
+			st := users.PresenceState{UserID: u.UserID, Presence: u.Presence, StatusMsg: u.StatusMsg, CurrentlyActive: u.CurrentlyActive}
+			if u.LastActiveAgo > 0 {
+				st.LastActiveTS = now - u.LastActiveAgo
+			}
+			if err := h.Presence(ctx, st); err != nil {
+				a.log.WithError(err).WithField("user_id", u.UserID).Debug("ignored a remote presence")
+			}
+		}
 	case spec.MReceipt:
 		// https://spec.matrix.org/v1.19/server-server-api/#receipts
 		var c map[string]map[string]map[string]struct {

@@ -17,8 +17,14 @@ func TestTypingAndReceiptsAcrossServers(t *testing.T) {
 	if _, err := p.alice.UserTyping(ctx, p.roomID, true, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// typing reports, from the first (initial) sync on, whether a sync
+	// shows alice typing as wanted: an initial sync shows a room's typing
+	// only when someone types, later ones only when it changes.
 	typing := func(want bool) func(r *mautrix.RespSync) bool {
+		first := true
 		return func(r *mautrix.RespSync) bool {
+			initial := first
+			first = false
 			jr, ok := r.Rooms.Join[p.roomID]
 			if !ok {
 				return false
@@ -34,7 +40,7 @@ func TestTypingAndReceiptsAcrossServers(t *testing.T) {
 				}
 				return has == want
 			}
-			return false
+			return initial && !want
 		}
 	}
 	syncUntil(t, p.bob, "alice typing", typing(true))
@@ -65,4 +71,35 @@ func TestTypingAndReceiptsAcrossServers(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestPresenceAcrossServers: bob on B sees the presence alice sets on A,
+// with her status message.
+func TestPresenceAcrossServers(t *testing.T) {
+	p := joinedPair(t)
+	ctx := context.Background()
+	if err := p.alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: "out to lunch"}); err != nil {
+		t.Fatal(err)
+	}
+	syncUntil(t, p.bob, "alice's presence", func(r *mautrix.RespSync) bool {
+		for _, ev := range r.Presence.Events {
+			if ev.Sender == p.alice.UserID && ev.Content.Raw["presence"] == "unavailable" {
+				if ev.Content.Raw["status_msg"] != "out to lunch" {
+					t.Fatalf("alice's presence through B: %v", ev.Content.Raw)
+				}
+				return true
+			}
+		}
+		return false
+	})
+	var got struct {
+		Presence  string `json:"presence"`
+		StatusMsg string `json:"status_msg"`
+	}
+	if _, err := p.bob.MakeRequest(ctx, "GET", p.bob.BuildClientURL("v3", "presence", p.alice.UserID, "status"), nil, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Presence != "unavailable" || got.StatusMsg != "out to lunch" {
+		t.Fatalf("GET /presence of alice on B: %+v", got)
+	}
 }

@@ -218,6 +218,7 @@ func (a *API) Register(r *mux.Router) {
 	a.registerKeys(r)
 	fed := r.PathPrefix("/_matrix/federation").Subrouter()
 	fed.Handle("/v1/version", httpx.JSON(a.log, a.version)).Methods(http.MethodGet)
+	fed.Handle("/v1/openid/userinfo", httpx.JSON(a.log, a.openIDUserInfo)).Methods(http.MethodGet)
 	fed.Handle("/v1/query/profile", httpx.JSON(a.log, a.signed(a.queryProfile))).Methods(http.MethodGet)
 	fed.Handle("/v1/query/directory", httpx.JSON(a.log, a.signed(a.queryDirectory))).Methods(http.MethodGet)
 	a.registerRooms(fed)

@@ -84,3 +84,18 @@ func (a *API) RemoteAlias(ctx context.Context, alias string) (string, []spec.Ser
 	}
 	return res.RoomID, servers, nil
 }
+
+// openIDUserInfo: GET /v1/openid/userinfo?access_token=. Not signed: the
+// caller is whatever third party the user gave the token to.
+// https://spec.matrix.org/v1.19/server-server-api/#get_matrixfederationv1openiduserinfo
+func (a *API) openIDUserInfo(r *http.Request) (any, error) {
+	token := r.URL.Query().Get("access_token")
+	if token == "" {
+		return nil, &mxerr.Error{Status: http.StatusUnauthorized, Code: "M_MISSING_TOKEN", Message: "Missing access_token"}
+	}
+	userID, err := a.users.OpenIDUserInfo(r.Context(), token)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"sub": userID}, nil
+}

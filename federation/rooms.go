@@ -27,6 +27,8 @@ import (
 const (
 	maxTxnPDUs = 50
 	maxTxnEDUs = 100
+	// maxTxnBytes bounds a transaction's body.
+	maxTxnBytes = 16 << 20
 	// missingEventsLimit bounds one get_missing_events when filling a gap.
 	missingEventsLimit = 50
 )
@@ -37,7 +39,10 @@ func (a *API) registerRooms(fed *mux.Router) {
 	h := func(fn signedFunc) http.Handler { return httpx.JSON(a.log, a.signed(fn)) }
 	fed.Handle("/v1/make_join/{roomId}/{userId}", h(a.makeJoin)).Methods(http.MethodGet)
 	fed.Handle("/v2/send_join/{roomId}/{eventId}", h(a.sendJoin)).Methods(http.MethodPut)
-	fed.Handle("/v1/send/{txnId}", h(a.send)).Methods(http.MethodPut)
+	// A full transaction (50 PDUs of up to 64 KiB and 100 EDUs, which
+	// to-device messages fill up to 64 KiB each) is over the 4 MiB that
+	// other requests get.
+	fed.Handle("/v1/send/{txnId}", httpx.JSON(a.log, a.signedLimit(maxTxnBytes, a.send))).Methods(http.MethodPut)
 	fed.Handle("/v2/invite/{roomId}/{eventId}", h(a.invite)).Methods(http.MethodPut)
 	a.registerLeaveKnock(fed)
 	fed.Handle("/v1/event/{eventId}", h(a.getEvent)).Methods(http.MethodGet)

@@ -3,6 +3,8 @@ package federation_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -271,4 +273,48 @@ func TestProfileAndAliasAcrossServers(t *testing.T) {
 		t.Fatalf("joined %s, want %s", joined.RoomID, created.RoomID)
 	}
 	waitMembership(t, alice, created.RoomID, bob.UserID, event.MembershipJoin)
+}
+
+// TestOpenIDAcrossServers: bob's OpenID token from B is checked by asking
+// B's federation API, as a third party (an SFU's token service) does; a
+// wrong token is refused.
+func TestOpenIDAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	b := testserver.Start(t, testserver.Federation("127.0.0.2"))
+	bob := b.Register("bob", "password-bob")
+	var tok struct {
+		AccessToken      string `json:"access_token"`
+		TokenType        string `json:"token_type"`
+		MatrixServerName string `json:"matrix_server_name"`
+		ExpiresIn        int    `json:"expires_in"`
+	}
+	if _, err := bob.MakeRequest(ctx, http.MethodPost, bob.BuildClientURL("v3", "user", bob.UserID, "openid", "request_token"), struct{}{}, &tok); err != nil {
+		t.Fatal(err)
+	}
+	if tok.TokenType != "Bearer" || tok.MatrixServerName != b.Config.ServerName || tok.ExpiresIn != 3600 || tok.AccessToken == "" {
+		t.Fatalf("token %+v", tok)
+	}
+	// Someone else's token: 403.
+	_, err := bob.MakeRequest(ctx, http.MethodPost, bob.BuildClientURL("v3", "user", "@alice:"+b.Config.ServerName, "openid", "request_token"), struct{}{}, nil)
+	if herr, ok := err.(mautrix.HTTPError); !ok || herr.RespError == nil || herr.RespError.ErrCode != "M_FORBIDDEN" {
+		t.Fatalf("a token for another user: %v", err)
+	}
+	tests := []struct {
+		token   string
+		status  int
+		errcode string
+	}{
+		{url.QueryEscape(tok.AccessToken), 200, ""},
+		{"wrong", 401, "M_UNKNOWN_TOKEN"},
+		{"", 401, "M_MISSING_TOKEN"},
+	}
+	for _, tt := range tests {
+		r := request(t, http.MethodGet, b.FederationURL+"/_matrix/federation/v1/openid/userinfo?access_token="+tt.token, nil)
+		if r.status != tt.status || r.errcode() != tt.errcode {
+			t.Fatalf("userinfo with %q: %d %s", tt.token, r.status, r.errcode())
+		}
+		if tt.status == 200 && r.body["sub"] != bob.UserID.String() {
+			t.Fatalf("userinfo sub = %v", r.body["sub"])
+		}
+	}
 }

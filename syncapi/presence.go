@@ -48,6 +48,9 @@ type Presence struct {
 	enabled bool
 	stopped bool
 	live    map[string]*livePresence
+	// onPublish, if set, is told of each published change of a local
+	// user's presence (presence_remote.go).
+	onPublish func(ctx context.Context, userID string)
 }
 
 // presenceRooms is what presence needs from the room server; the
@@ -129,7 +132,11 @@ func (p *Presence) Start(ctx context.Context, enabled bool) error {
 	defer p.mu.Unlock()
 	p.enabled = true
 	now := p.nowMS()
+	suffix := ":" + string(p.users.ServerName())
 	for _, st := range states {
+		if !strings.HasSuffix(st.UserID, suffix) {
+			continue // another server's user: their server tells us of changes
+		}
 		e := &livePresence{pub: st, lastActive: st.LastActiveTS, lastSync: now}
 		p.live[st.UserID] = e
 		p.scheduleLocked(st.UserID, e, now)
@@ -422,6 +429,15 @@ func (p *Presence) timeout(userID string, gen uint64) {
 // wake wakes the syncs of the user and of everyone who shares a room with
 // them.
 func (p *Presence) wake(userID string) {
+	if p.onPublish != nil {
+		p.onPublish(context.Background(), userID)
+	}
+	p.wakeRooms(userID)
+}
+
+// wakeRooms wakes the syncs of the user and of everyone who shares a room
+// with them.
+func (p *Presence) wakeRooms(userID string) {
 	p.notifier.Wake(userID)
 	rooms, err := p.rooms.JoinedRooms(context.Background(), userID)
 	if err != nil {
@@ -470,8 +486,12 @@ func (p *Presence) Get(ctx context.Context, viewer, userID string) (map[string]a
 		return map[string]any{"presence": users.PresenceOffline}, nil
 	}
 	if userID != viewer {
-		if _, err := p.users.Account(ctx, userID); err != nil {
-			return nil, err
+		// Our users must exist; another server's are known by the rooms
+		// we share with them.
+		if strings.HasSuffix(userID, ":"+string(p.users.ServerName())) {
+			if _, err := p.users.Account(ctx, userID); err != nil {
+				return nil, err
+			}
 		}
 		share, err := p.shareRoom(ctx, viewer, userID)
 		if err != nil {

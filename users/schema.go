@@ -153,4 +153,31 @@ CREATE TABLE dehydrated_devices (
 CREATE INDEX access_tokens_refresh ON access_tokens(refresh_id) WHERE refresh_id IS NOT NULL;
 CREATE INDEX refresh_tokens_prev ON refresh_tokens(prev_id) WHERE prev_id IS NOT NULL;
 `},
+	{Version: 6, SQL: `
+-- OpenID tokens: a user proves who they are to a third party (an
+-- integration manager, a MatrixRTC SFU's token service), which asks our
+-- federation API's openid/userinfo. Stored hashed, like access tokens.
+CREATE TABLE openid_tokens (
+	token_hash BLOB PRIMARY KEY,
+	user_id    TEXT NOT NULL,
+	expires_ts INTEGER NOT NULL
+);
+CREATE INDEX openid_tokens_expiry ON openid_tokens(expires_ts);
+`},
+	{Version: 7, SQL: `
+-- Presence also holds users of other servers (m.presence EDUs), who have
+-- no account here: the table is made again without the foreign key.
+CREATE TABLE presence_new (
+	user_id          TEXT PRIMARY KEY,
+	presence         TEXT NOT NULL,
+	status_msg       TEXT NOT NULL,
+	last_active_ts   INTEGER NOT NULL,
+	currently_active INTEGER NOT NULL,
+	stream_pos       INTEGER NOT NULL
+);
+INSERT INTO presence_new SELECT user_id, presence, status_msg, last_active_ts, currently_active, stream_pos FROM presence;
+DROP TABLE presence;
+ALTER TABLE presence_new RENAME TO presence;
+CREATE INDEX presence_stream ON presence(stream_pos);
+`},
 }

@@ -44,11 +44,13 @@ func (s *Server) startFederationRooms(ctx context.Context, api *federation.API, 
 		Receipt: func(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error {
 			return s.Users.ReceiveRemoteReceipt(ctx, s.Rooms, roomID, userID, eventID, threadID, ts)
 		},
+		Presence:         s.Sync.Presence().SetRemote,
 		DeviceListUpdate: s.Keys.ReceiveDeviceListUpdate,
 		SigningKeyUpdate: s.Keys.ReceiveSigningKeyUpdate,
 		DirectToDevice:   s.Sync.ToDevice().ReceiveRemote,
 	})
 	s.startFederationE2EE(api, q)
+	s.startFederationPresence(q)
 
 	// Each event is queued in the transaction that stores it.
 	s.Rooms.SetOutbox(func(ctx context.Context, tx *database.Tx, dests []spec.ServerName, pdu []byte) error {
@@ -158,4 +160,45 @@ func (s *Server) sendUserEDU(ctx context.Context, q *queue.Queue, userID, typ st
 	if err := q.SendEDU(ctx, servers, gomatrixserverlib.EDU{Type: typ, Origin: s.cfg.ServerName, Content: raw}); err != nil {
 		s.log.WithError(err).WithField("user_id", userID).Error("federation: queueing an EDU")
 	}
+}
+
+// startFederationPresence sends our users' presence changes to the servers
+// that share a room with them. A change is handed to one worker and
+// queued from there, off the path of the request or sync that made it;
+// presence is ephemeral, so a change that finds the worker's backlog full
+// is dropped (the next one says the same).
+func (s *Server) startFederationPresence(q *queue.Queue) {
+	changes := make(chan string, 1024)
+	s.Sync.Presence().SetPublishHook(func(_ context.Context, userID string) {
+		select {
+		case changes <- userID:
+		default:
+			s.log.WithField("user_id", userID).Warn("federation: presence backlog full, a change is not sent")
+		}
+	})
+	stop := make(chan struct{})
+	s.fedStop = stop
+	go func() {
+		for {
+			var userID string
+			select {
+			case userID = <-changes:
+			case <-stop:
+				return
+			}
+			ctx := context.Background()
+			st, err := s.Users.Presence(ctx, userID)
+			if err != nil || st == nil {
+				continue
+			}
+			push := map[string]any{"user_id": userID, "presence": st.Presence, "currently_active": st.CurrentlyActive}
+			if st.LastActiveTS > 0 {
+				push["last_active_ago"] = max(time.Now().UnixMilli()-st.LastActiveTS, 0)
+			}
+			if st.StatusMsg != "" {
+				push["status_msg"] = st.StatusMsg
+			}
+			s.sendUserEDU(ctx, q, userID, spec.MPresence, map[string]any{"push": []any{push}})
+		}
+	}()
 }

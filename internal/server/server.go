@@ -62,8 +62,10 @@ type Server struct {
 	// ServeFederation); nil when federation is off.
 	fedAPI  *federation.API
 	fedHTTP *http.Server
-	// fedQueue holds what goes out to other servers (fedrooms.go).
+	// fedQueue holds what goes out to other servers (fedrooms.go);
+	// closing fedStop stops the presence sender.
 	fedQueue *queue.Queue
+	fedStop  chan struct{}
 
 	notifier *syncapi.Notifier
 	api      *clientapi.API
@@ -431,6 +433,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.Push != nil {
 		// After the room server: evaluate what it handed over, then stop.
 		s.Push.Close()
+	}
+	if s.fedStop != nil {
+		close(s.fedStop)
 	}
 	if s.fedQueue != nil {
 		// After the room server, which queues in its commits: stop

@@ -1,0 +1,33 @@
+package syncapi
+
+import (
+	"context"
+
+	"github.com/tessera-hs/tessera/users"
+)
+
+// SetPublishHook sets what is told of every presence change of our users
+// that is published (the federation edge sends it to the servers that
+// share a room with them). Set it before serving.
+func (p *Presence) SetPublishHook(f func(ctx context.Context, userID string)) { p.onPublish = f }
+
+// SetRemote stores the presence of a user of another server, as their
+// server sent it (an m.presence EDU), and wakes the syncs that see it. No
+// timers run for it: the user's server sends the next change.
+// https://spec.matrix.org/v1.19/server-server-api/#presence
+func (p *Presence) SetRemote(ctx context.Context, st users.PresenceState) error {
+	if err := validPresence(st.Presence); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	enabled := p.enabled && !p.stopped
+	p.mu.Unlock()
+	if !enabled {
+		return nil
+	}
+	if _, err := p.users.PutPresence(ctx, st); err != nil {
+		return err
+	}
+	p.wakeRooms(st.UserID)
+	return nil
+}
