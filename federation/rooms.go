@@ -189,7 +189,10 @@ func (a *API) send(r *http.Request, origin spec.ServerName, body []byte) (any, e
 	if a.wake != nil {
 		a.wake(origin) // it is up: whatever we hold for it can go now
 	}
-	ctx := r.Context()
+	// The transaction is processed to the end even if the sender hangs
+	// up (it died, or its request timed out): half a transaction, with
+	// its answer remembered for the retry, would lose the rest.
+	ctx := context.WithoutCancel(r.Context())
 	results := make(map[string]any, len(txn.PDUs))
 	for _, raw := range txn.PDUs {
 		id, err := a.receivePDU(ctx, origin, raw)
