@@ -290,6 +290,10 @@ func (s *Server) initFederation(ctx context.Context) error {
 		fclient.WithSkipVerify(fc.InsecureSkipTLSVerify),
 		fclient.WithTimeout(federationTimeout),
 		fclient.WithKeepAlives(true),
+		// Server discovery: .well-known/matrix/server, then SRV records
+		// (_matrix-fed._tcp, then _matrix._tcp), then port 8448. Off,
+		// fclient would connect to port 443 of the bare server name.
+		fclient.WithWellKnownSRVLookups(true),
 		fclient.WithUserAgent("Tessera"),
 	)
 	trusted := make([]keyring.TrustedKeyServer, 0, len(fc.TrustedKeyServers))
