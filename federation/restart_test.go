@@ -10,6 +10,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
@@ -99,4 +100,34 @@ func TestThreeServersOneRestarts(t *testing.T) {
 	sendText(t, carol, roomID, "back again")
 	waitForMessage(t, alice, roomID, "back again")
 	waitForMessage(t, bob, roomID, "back again")
+}
+
+// TestGapFilledFromState: A misses more of B's events than
+// get_missing_events fetches at once (B's queue for A is lost while A is
+// down); the next event from B still gets in, from the state before it
+// that B gives, and the two servers talk on.
+func TestGapFilledFromState(t *testing.T) {
+	p := joinedPair(t)
+	ctx := context.Background()
+	p.a.Stop()
+	for i := range 60 {
+		sendText(t, p.bob, p.roomID, fmt.Sprintf("lost %d", i))
+	}
+	// B loses what it queued for A (as a server that gives up on a
+	// destination does).
+	db, err := database.Open(p.b.Config.Database.Path, database.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`DELETE FROM federation_queue_pdus`, `DELETE FROM federation_queue_json WHERE nid NOT IN (SELECT json_nid FROM federation_queue_edus)`} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	p.a.Restart()
+	sendText(t, p.bob, p.roomID, "after the gap")
+	waitForMessage(t, p.alice, p.roomID, "after the gap")
+	sendText(t, p.alice, p.roomID, "welcome back")
+	waitForMessage(t, p.bob, p.roomID, "welcome back")
 }

@@ -242,9 +242,15 @@ func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw json.R
 		}
 		if ferr := a.fillGap(ctx, origin, ver, pdu); ferr != nil {
 			a.log.WithError(ferr).WithField("event_id", pdu.EventID()).Warn("could not fetch missing events")
-			return pdu.EventID(), err
 		}
-		if _, err := a.rooms.IngestRemote(ctx, origin, pdu, false); err != nil {
+		_, err = a.rooms.IngestRemote(ctx, origin, pdu, false)
+		if errors.As(err, &missing) {
+			// The gap is too wide for get_missing_events, or the origin
+			// no longer has it: take the state before the event from the
+			// origin and start a new branch there.
+			err = a.ingestWithState(ctx, origin, ver, pdu)
+		}
+		if err != nil {
 			return pdu.EventID(), err
 		}
 	}
@@ -319,6 +325,28 @@ func (a *API) fillGap(ctx context.Context, origin spec.ServerName, ver gomatrixs
 		}
 	}
 	return nil
+}
+
+// ingestWithState stores an event whose prev_events we cannot get, from
+// the state before it that its origin gives (GET /state), every event of
+// which must carry valid signatures.
+// https://spec.matrix.org/v1.19/server-server-api/#get_matrixfederationv1stateroomid
+func (a *API) ingestWithState(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.RoomVersion, pdu gomatrixserverlib.PDU) error {
+	res, err := a.client.LookupState(ctx, a.cfg.ServerName, origin, pdu.RoomID().String(), pdu.EventID(), ver)
+	if err != nil {
+		return fmt.Errorf("state at %s from %s: %w", pdu.EventID(), origin, err)
+	}
+	parse := func(raws gomatrixserverlib.EventJSONs) []gomatrixserverlib.PDU {
+		var out []gomatrixserverlib.PDU
+		for _, raw := range raws {
+			if p, err := parsePDU(ctx, a.verifier, ver, raw); err == nil {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	_, err = a.rooms.IngestRemoteWithState(ctx, origin, pdu, parse(res.StateEvents), parse(res.AuthEvents))
+	return err
 }
 
 // getEvent serves one event: GET /v1/event/{eventId}.

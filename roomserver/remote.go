@@ -28,6 +28,10 @@ type remoteReq struct {
 	// send_leave, send_knock); the origin of a transaction sends its
 	// events to every server itself.
 	forward bool
+	// state, when set, is the state before the event as another server
+	// gave it (/state), for an event whose prev_events we cannot get:
+	// the event then starts a new branch of the DAG from that state.
+	state, authChain []gomatrixserverlib.PDU
 }
 
 // MissingPrevEventsError: some of the event's prev_events are unknown
@@ -64,6 +68,84 @@ func (s *Service) IngestRemote(ctx context.Context, origin spec.ServerName, pdu 
 		}
 		return ev, err
 	}
+}
+
+// IngestRemoteWithState stores a remote event whose prev_events we could
+// not get, from the state before it that another server gave (GET /state),
+// the state and its auth chain already checked for signatures. The state
+// events are kept as outliers, each checked against its own auth events;
+// the event is checked against them and the current state (soft failure)
+// and becomes a new branch of the room, merged by state resolution.
+// https://spec.matrix.org/v1.19/server-server-api/#checks-performed-on-receipt-of-a-pdu
+func (s *Service) IngestRemoteWithState(ctx context.Context, origin spec.ServerName, pdu gomatrixserverlib.PDU, state, authChain []gomatrixserverlib.PDU) (*Event, error) {
+	req := &buildReq{ctx: ctx, remote: &remoteReq{pdu: pdu, origin: origin, state: state, authChain: authChain}, resp: make(chan buildResult, 1)}
+	ev, err := s.enqueue(ctx, pdu.RoomID().String(), req)
+	var ex existingEvent
+	if errors.As(err, &ex) {
+		return ex.ev, nil
+	}
+	return ev, err
+}
+
+// stateFromRemote turns the state another server gave into events: those
+// we hold already, and the others as outliers to store, each allowed by
+// its own auth events (among those given or held). Events that fail are
+// left out of the state.
+func (s *Service) stateFromRemote(ctx context.Context, rs *roomState, given, authChain []gomatrixserverlib.PDU) (map[tuple]*Event, []*pendingEvent, error) {
+	byID := map[string]gomatrixserverlib.PDU{}
+	ids := make([]string, 0, len(given)+len(authChain))
+	for _, p := range slices.Concat(given, authChain) {
+		if p.RoomID().String() == rs.roomID && byID[p.EventID()] == nil {
+			byID[p.EventID()] = p
+			ids = append(ids, p.EventID())
+		}
+	}
+	have, err := s.events(ctx, s.db, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	known := map[string]*Event{}
+	for id, ev := range have {
+		known[id] = ev
+	}
+	var outliers []*pendingEvent
+	sorted := make([]gomatrixserverlib.PDU, 0, len(byID))
+	for _, p := range byID {
+		sorted = append(sorted, p)
+	}
+	slices.SortFunc(sorted, func(a, b gomatrixserverlib.PDU) int { return int(a.Depth() - b.Depth()) })
+	for _, p := range sorted {
+		if known[p.EventID()] != nil {
+			continue
+		}
+		var auth []gomatrixserverlib.PDU
+		for _, aid := range p.AuthEventIDs() {
+			if a := known[aid]; a != nil {
+				auth = append(auth, a.PDU)
+			}
+		}
+		if rs.version.DomainlessRoomIDs() {
+			if c := rs.get(spec.MRoomCreate, ""); c != nil && p.EventID() != c.EventID() {
+				auth = append(auth, c.PDU)
+			}
+		}
+		ae, err := gomatrixserverlib.NewAuthEvents(auth)
+		if err != nil || gomatrixserverlib.Allowed(p, ae, userIDForSender) != nil {
+			continue // not allowed by its own auth events: not state
+		}
+		ev := &Event{PDU: p, RoomID: rs.roomID}
+		known[p.EventID()] = ev
+		outliers = append(outliers, &pendingEvent{ev: ev, outlier: true})
+	}
+	state := map[tuple]*Event{}
+	for _, p := range given {
+		if sk := p.StateKey(); sk != nil {
+			if ev := known[p.EventID()]; ev != nil {
+				state[tuple{p.Type(), *sk}] = ev
+			}
+		}
+	}
+	return state, outliers, nil
 }
 
 // buildRemote checks a remote event against the room as its sequencer
@@ -120,8 +202,17 @@ func (s *Service) buildRemote(ctx context.Context, rs *roomState, rr *remoteReq,
 	if err != nil {
 		return nil, err
 	}
+	var given map[tuple]*Event
+	var givenOutliers []*pendingEvent
 	if len(missing) > 0 {
-		return nil, &MissingPrevEventsError{IDs: missing}
+		if rr.state == nil {
+			return nil, &MissingPrevEventsError{IDs: missing}
+		}
+		if given, givenOutliers, err = s.stateFromRemote(ctx, rs, rr.state, rr.authChain); err != nil {
+			return nil, err
+		}
+		// The event's auth events may be among them.
+		pending = append(slices.Clip(pending), givenOutliers...)
 	}
 	auths, missing, err := lookup(pdu.AuthEventIDs())
 	if err != nil {
@@ -149,9 +240,12 @@ func (s *Service) buildRemote(ctx context.Context, rs *roomState, rr *remoteReq,
 		return nil, s.reject(ctx, rr, "not allowed by its auth events: "+err.Error())
 	}
 
-	linear := sameSet(prevIDs, rs.extremities)
+	linear := given == nil && sameSet(prevIDs, rs.extremities)
 	before, beforeGroup := rs.state, rs.group
-	if !linear {
+	switch {
+	case given != nil:
+		before, beforeGroup = given, 0
+	case !linear:
 		for _, p := range prevs {
 			if slices.ContainsFunc(pending, func(pe *pendingEvent) bool { return pe.ev == p }) {
 				return nil, errRetryBranch
@@ -164,7 +258,8 @@ func (s *Service) buildRemote(ctx context.Context, rs *roomState, rr *remoteReq,
 	if err := gomatrixserverlib.Allowed(pdu, &roomState{state: before}, userIDForSender); err != nil {
 		return nil, s.reject(ctx, rr, "not allowed by the state before it: "+err.Error())
 	}
-	pe := &pendingEvent{ev: &Event{PDU: pdu, RoomID: rs.roomID, Origin: rr.origin, Forward: rr.forward}, stateGroup: beforeGroup}
+	pe := &pendingEvent{ev: &Event{PDU: pdu, RoomID: rs.roomID, Origin: rr.origin, Forward: rr.forward}, stateGroup: beforeGroup,
+		outliersBefore: givenOutliers}
 	if sk := pdu.StateKey(); sk != nil {
 		if prev := before[tuple{pdu.Type(), *sk}]; prev != nil {
 			pe.ev.ReplacesState = prev.EventID()
@@ -259,7 +354,15 @@ func (s *Service) stateBeforeRemote(ctx context.Context, rs *roomState, prevs ma
 }
 
 // resolveState runs the room version's state resolution over state sets.
-func (s *Service) resolveState(ctx context.Context, ver gomatrixserverlib.IRoomVersion, sets []map[tuple]*Event) (map[tuple]*Event, error) {
+func (s *Service) resolveState(ctx context.Context, ver gomatrixserverlib.IRoomVersion, sets []map[tuple]*Event) (out map[tuple]*Event, err error) {
+	// gomatrixserverlib's resolution dereferences events it expects in the
+	// auth chain; a chain another server left incomplete must fail the
+	// event, not the process.
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("state resolution failed: %v", r)
+		}
+	}()
 	byID := map[string]*Event{}
 	stateSets := make([][]gomatrixserverlib.PDU, 0, len(sets))
 	var all []*Event
@@ -278,11 +381,16 @@ func (s *Service) resolveState(ctx context.Context, ver gomatrixserverlib.IRoomV
 	if err != nil {
 		return nil, err
 	}
-	chainPDUs := make([]gomatrixserverlib.PDU, 0, len(chain))
-	for _, ev := range chain {
+	// The state sets' events go in too: from room version 12 the create
+	// event is in no auth_events, and the resolution still walks to it.
+	chainPDUs := make([]gomatrixserverlib.PDU, 0, len(chain)+len(all))
+	for _, ev := range all {
 		chainPDUs = append(chainPDUs, ev.PDU)
+	}
+	for _, ev := range chain {
 		if byID[ev.EventID()] == nil {
 			byID[ev.EventID()] = ev
+			chainPDUs = append(chainPDUs, ev.PDU)
 		}
 	}
 	resolved, err := gomatrixserverlib.ResolveConflictsNew(ver.Version(), stateSets, chainPDUs, userIDForSender,
@@ -290,7 +398,7 @@ func (s *Service) resolveState(ctx context.Context, ver gomatrixserverlib.IRoomV
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[tuple]*Event, len(resolved))
+	out = make(map[tuple]*Event, len(resolved))
 	for _, p := range resolved {
 		if sk := p.StateKey(); sk != nil {
 			if ev := byID[p.EventID()]; ev != nil {

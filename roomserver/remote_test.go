@@ -193,3 +193,107 @@ func TestRemoteEvents(t *testing.T) {
 		t.Fatalf("an event with unknown prev_events: %v", err)
 	}
 }
+
+// TestRemoteEventWithGivenState: an event whose prev_events we cannot get
+// is stored from the state another server gave for it: the state events
+// we lacked become outliers, the event joins the timeline on a new branch,
+// and the room's state is resolved with that branch's.
+func TestRemoteEventWithGivenState(t *testing.T) {
+	ctx := context.Background()
+	_, key, _ := ed25519.GenerateKey(nil)
+	s, _ := dagStart(t, filepath.Join(t.TempDir(), "given.db"), key)
+	t.Cleanup(s.Close)
+	alice := "@alice:dag.test"
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rid, _ := spec.NewRoomID(roomID)
+	_, rkey, _ := ed25519.GenerateKey(nil)
+	remote := &remoteServer{t: t, name: "remote.test", key: rkey, ver: gomatrixserverlib.MustGetRoomVersion("12")}
+	bob, _ := spec.NewUserID("@bob:remote.test", true)
+	tmpl, err := s.MakeJoin(ctx, "remote.test", *rid, *bob, []gomatrixserverlib.RoomVersion{"12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proto := tmpl.JoinTemplateEvent
+	joinPDU, err := remote.ver.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), "remote.test", "ed25519:r", rkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	join, _, _, err := s.SendJoin(ctx, "remote.test", *rid, joinPDU.EventID(), joinPDU.JSON(), acceptAll{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := s.Send(ctx, SendRequest{RoomID: roomID, Sender: alice, Type: "m.room.message", Content: []byte(`{"msgtype":"m.text","body":"meanwhile"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// On bob's server: a display name change we never receive, then a
+	// message on top of it, which we do receive.
+	msgAuth := authIDs(t, s, roomID, &gomatrixserverlib.ProtoEvent{SenderID: bob.String(), RoomID: roomID, Type: "m.room.message"})
+	memberProto := &gomatrixserverlib.ProtoEvent{SenderID: bob.String(), RoomID: roomID, Type: "m.room.member", StateKey: ptrTo(bob.String())}
+	if err := memberProto.SetContent(map[string]string{"membership": "join"}); err != nil {
+		t.Fatal(err)
+	}
+	memberAuth := authIDs(t, s, roomID, memberProto)
+	rename := remote.build(roomID, bob.String(), "m.room.member", ptrTo(bob.String()), map[string]string{"membership": "join", "displayname": "Bobby"},
+		[]string{join.EventID()}, join.Depth()+1, memberAuth)
+	msgAuth = append(slices.DeleteFunc(slices.Clone(msgAuth), func(id string) bool { return id == join.EventID() }), rename.EventID())
+	msg := remote.build(roomID, bob.String(), "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "from the gap"},
+		[]string{rename.EventID()}, rename.Depth()+1, msgAuth)
+
+	var missing *MissingPrevEventsError
+	if _, err := s.IngestRemote(ctx, "remote.test", msg, false); !errors.As(err, &missing) {
+		t.Fatalf("without the state: %v", err)
+	}
+	// The state before msg, as bob's server gives it: the room's state with
+	// the rename in place of the join.
+	var given []gomatrixserverlib.PDU
+	st, err := s.StateAt(ctx, roomID, s.CurrentPos())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, ev := range st {
+		if k.Type == "m.room.member" && k.StateKey == bob.String() {
+			continue
+		}
+		given = append(given, ev.PDU)
+	}
+	given = append(given, rename)
+	if _, err := s.IngestRemoteWithState(ctx, "remote.test", msg, given, nil); err != nil {
+		t.Fatalf("with the state: %v", err)
+	}
+	tl := timelineIDs(t, s, roomID, alice)
+	if !slices.Contains(tl, msg.EventID()) {
+		t.Fatalf("the event from the gap is not in the timeline %v", tl)
+	}
+	if slices.Contains(tl, rename.EventID()) {
+		t.Fatal("a state event given as state is in the timeline")
+	}
+	ext, _ := s.Extremities(ctx, roomID)
+	if !sameSet(ext, []string{local.EventID(), msg.EventID()}) {
+		t.Fatalf("extremities %v, want %s and %s", ext, local.EventID(), msg.EventID())
+	}
+	if m, _ := s.Membership(ctx, roomID, bob.String()); m != "join" {
+		t.Fatalf("bob's membership = %q", m)
+	}
+	cur, err := s.StateAt(ctx, roomID, s.CurrentPos())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := cur[StateKey{"m.room.member", bob.String()}]; ev == nil || ev.EventID() != rename.EventID() {
+		t.Fatalf("bob's member event after resolution: %v, want the rename", ev)
+	}
+	// The next local event merges the branches.
+	merge, err := s.Send(ctx, SendRequest{RoomID: roomID, Sender: alice, Type: "m.room.message", Content: []byte(`{"msgtype":"m.text","body":"merged"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameSet(merge.PrevEventIDs(), []string{local.EventID(), msg.EventID()}) {
+		t.Fatalf("merge prev_events %v", merge.PrevEventIDs())
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

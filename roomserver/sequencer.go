@@ -85,6 +85,9 @@ type pendingEvent struct {
 	// soft-failed events) but not part of the room's timeline; it gets a
 	// negative stream position, so no stream query sees it.
 	outlier bool
+	// outliersBefore are stored just before this event: the state another
+	// server gave for it (remote.go).
+	outliersBefore []*pendingEvent
 	// currentGroup and currentState, when set, replace the room's current
 	// state after this event: where branches of the DAG meet, the current
 	// state is the resolution of theirs, not the state after one event.
@@ -262,6 +265,7 @@ func (s *Service) processBatch(r *room, batch []*buildReq) {
 				results[i].err = err
 				continue
 			}
+			pending = append(pending, pe.outliersBefore...)
 			pendingIdx[i] = len(pending)
 			pending = append(pending, pe)
 			continue
