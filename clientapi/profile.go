@@ -140,6 +140,7 @@ func (a *API) ownProfile(r *http.Request, who *users.Requester) (string, error) 
 type RemoteQueries interface {
 	RemoteProfile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error)
 	RemoteAlias(ctx context.Context, alias string) (roomID string, servers []spec.ServerName, err error)
+	RemotePublicRooms(ctx context.Context, server string, limit int, since, search string, includeAll bool, thirdParty string) (any, error)
 }
 
 // SetRemoteQueries lets profile and alias lookups reach other servers.

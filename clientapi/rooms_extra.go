@@ -73,7 +73,16 @@ func (a *API) getPublicRooms(r *http.Request, _ *users.Requester) (any, error) {
 		}
 		req.Limit = n
 	}
+	if a.remoteDirectory(req.Server) {
+		return a.queries.RemotePublicRooms(r.Context(), req.Server, req.Limit, req.Since, "", false, "")
+	}
 	return a.rooms.PublicRooms(r.Context(), req)
+}
+
+// remoteDirectory reports whether a directory request names another
+// server, which federation can ask.
+func (a *API) remoteDirectory(server string) bool {
+	return a.queries != nil && server != "" && server != a.cfg.ServerName
 }
 
 // queryPublicRooms: POST /publicRooms.
@@ -102,6 +111,9 @@ func (a *API) queryPublicRooms(r *http.Request, _ *users.Requester) (any, error)
 	}
 	if body.Limit != nil {
 		req.Limit = *body.Limit
+	}
+	if a.remoteDirectory(req.Server) {
+		return a.queries.RemotePublicRooms(r.Context(), req.Server, req.Limit, req.Since, req.SearchTerm, body.IncludeAllNetworks, req.ThirdPartyInstanceID)
 	}
 	return a.rooms.PublicRooms(r.Context(), req)
 }

@@ -99,3 +99,27 @@ func (a *API) openIDUserInfo(r *http.Request) (any, error) {
 	}
 	return map[string]string{"sub": userID}, nil
 }
+
+// RemotePublicRooms reads another server's room directory (its
+// publicRooms over federation), filtered by a search term if given.
+// https://spec.matrix.org/v1.19/server-server-api/#post_matrixfederationv1publicrooms
+func (a *API) RemotePublicRooms(ctx context.Context, server string, limit int, since, search string, includeAll bool, thirdParty string) (any, error) {
+	dest := spec.ServerName(server)
+	if _, _, ok := spec.ParseAndValidateServerName(dest); !ok {
+		return nil, mxerr.InvalidParam("Invalid server name %q", server)
+	}
+	if err := a.checkAllowed(dest); err != nil {
+		return nil, err
+	}
+	var res any
+	var err error
+	if search == "" {
+		res, err = a.client.GetPublicRooms(ctx, a.cfg.ServerName, dest, limit, since, includeAll, thirdParty)
+	} else {
+		res, err = a.client.GetPublicRoomsFiltered(ctx, a.cfg.ServerName, dest, limit, since, search, includeAll, thirdParty)
+	}
+	if err != nil {
+		return nil, remoteError(dest, err)
+	}
+	return res, nil
+}

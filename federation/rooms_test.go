@@ -318,3 +318,33 @@ func TestOpenIDAcrossServers(t *testing.T) {
 		}
 	}
 }
+
+// TestPublicRoomsOfAnotherServer: bob on B lists A's room directory, and
+// searches it.
+func TestPublicRoomsOfAnotherServer(t *testing.T) {
+	ctx := context.Background()
+	a := testserver.Start(t, testserver.Federation("127.0.0.1"))
+	b := testserver.Start(t, testserver.Federation("127.0.0.2"))
+	alice := a.Register("alice", "password-alice")
+	bob := b.Register("bob", "password-bob")
+	for _, name := range []string{"Gardening", "Cycling"} {
+		if _, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: name, Visibility: "public"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := bob.PublicRooms(ctx, &mautrix.ReqPublicRooms{Server: a.Config.ServerName})
+	if err != nil {
+		t.Fatalf("A's directory through B: %v", err)
+	}
+	if len(all.Chunk) != 2 {
+		t.Fatalf("A's directory through B has %d rooms, want 2", len(all.Chunk))
+	}
+	var found mautrix.RespPublicRooms
+	u := bob.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "publicRooms"}, map[string]string{"server": a.Config.ServerName})
+	if _, err := bob.MakeRequest(ctx, http.MethodPost, u, map[string]any{"filter": map[string]any{"generic_search_term": "cycl"}}, &found); err != nil {
+		t.Fatal(err)
+	}
+	if len(found.Chunk) != 1 || found.Chunk[0].Name != "Cycling" {
+		t.Fatalf("searching A's directory for cycl: %+v", found.Chunk)
+	}
+}

@@ -165,8 +165,8 @@ func (s *Service) PublicRooms(ctx context.Context, req PublicRoomsRequest) (*Pub
 }
 
 // checkDirectoryServer accepts a directory request for this server. The
-// directories of other servers need federation, which this server does not
-// offer yet: they are not found.
+// client edge asks other servers' directories over federation when it is
+// on; without it they are not found.
 func (s *Service) checkDirectoryServer(server string) error {
 	if server == "" || server == string(s.cfg.ServerName) {
 		return nil
@@ -174,7 +174,7 @@ func (s *Service) checkDirectoryServer(server string) error {
 	if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(server)); !ok {
 		return mxerr.InvalidParam("Invalid server name %q", server)
 	}
-	return mxerr.NotFound("Cannot list the rooms of %s: room directories of other servers need federation, which this server does not query yet", server)
+	return mxerr.NotFound("Cannot list the rooms of %s: room directories of other servers need federation, which is not enabled on this server", server)
 }
 
 func matchRoomType(types []*string, roomType string) bool {
