@@ -29,12 +29,8 @@ func (a *API) keysRoutes() []route {
 	}
 }
 
-// Bounds on the users and devices of one query, claim or signatures
-// upload.
-const (
-	maxKeyQueryEntries = 10000
-	maxSignedObjects   = 1000
-)
+// maxSignedObjects bounds the objects of one signatures upload.
+const maxSignedObjects = 1000
 
 // uploadKeys: POST /keys/upload.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3keysupload
@@ -59,15 +55,8 @@ func (a *API) queryKeys(r *http.Request, who *users.Requester) (any, error) {
 	if err := httpx.DecodeJSON(r, &req, false); err != nil {
 		return nil, err
 	}
-	if req.DeviceKeys == nil {
-		return nil, mxerr.MissingParam("device_keys is required")
-	}
-	n := 0
-	for _, devs := range req.DeviceKeys {
-		n += 1 + len(devs)
-	}
-	if n > maxKeyQueryEntries {
-		return nil, mxerr.TooLarge("Too many users and devices in one query")
+	if err := keys.CheckQuery(req.DeviceKeys); err != nil {
+		return nil, err
 	}
 	return a.keys.Query(r.Context(), who.UserID, req.DeviceKeys)
 }
@@ -81,15 +70,8 @@ func (a *API) claimKeys(r *http.Request, who *users.Requester) (any, error) {
 	if err := httpx.DecodeJSON(r, &req, false); err != nil {
 		return nil, err
 	}
-	if req.OneTimeKeys == nil {
-		return nil, mxerr.MissingParam("one_time_keys is required")
-	}
-	n := 0
-	for _, devs := range req.OneTimeKeys {
-		n += 1 + len(devs)
-	}
-	if n > maxKeyQueryEntries {
-		return nil, mxerr.TooLarge("Too many users and devices in one claim")
+	if err := keys.CheckClaim(req.OneTimeKeys); err != nil {
+		return nil, err
 	}
 	return a.keys.Claim(r.Context(), req.OneTimeKeys)
 }

@@ -88,30 +88,14 @@ func (a *API) remoteDirectory(server string) bool {
 // queryPublicRooms: POST /publicRooms.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3publicrooms
 func (a *API) queryPublicRooms(r *http.Request, _ *users.Requester) (any, error) {
-	var body struct {
-		Limit  *int   `json:"limit"`
-		Since  string `json:"since"`
-		Filter struct {
-			GenericSearchTerm string    `json:"generic_search_term"`
-			RoomTypes         []*string `json:"room_types"`
-		} `json:"filter"`
-		IncludeAllNetworks   bool   `json:"include_all_networks"`
-		ThirdPartyInstanceID string `json:"third_party_instance_id"`
-	}
+	var body roomserver.PublicRoomsBody
 	if err := httpx.DecodeJSON(r, &body, true); err != nil {
 		return nil, err
 	}
 	if body.IncludeAllNetworks && body.ThirdPartyInstanceID != "" {
 		return nil, mxerr.InvalidParam("third_party_instance_id cannot be used with include_all_networks")
 	}
-	req := roomserver.PublicRoomsRequest{
-		Server: r.URL.Query().Get("server"), Since: body.Since,
-		SearchTerm: body.Filter.GenericSearchTerm, RoomTypes: body.Filter.RoomTypes,
-		ThirdPartyInstanceID: body.ThirdPartyInstanceID,
-	}
-	if body.Limit != nil {
-		req.Limit = *body.Limit
-	}
+	req := body.Request(r.URL.Query().Get("server"))
 	if a.remoteDirectory(req.Server) {
 		return a.queries.RemotePublicRooms(r.Context(), req.Server, req.Limit, req.Since, req.SearchTerm, body.IncludeAllNetworks, req.ThirdPartyInstanceID)
 	}

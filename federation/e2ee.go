@@ -57,9 +57,6 @@ func (a *API) registerE2EE(fed *mux.Router) {
 	fed.Handle("/v1/user/keys/claim", h(a.userKeysClaim)).Methods(http.MethodPost)
 }
 
-// maxKeyRequestEntries bounds the users and devices of one query or claim.
-const maxKeyRequestEntries = 10000
-
 // userDevices: GET /user/devices/{userId}, for one of our users (400
 // M_INVALID_PARAM for anyone else's).
 // https://spec.matrix.org/v1.19/server-server-api/#get_matrixfederationv1userdevicesuserid
@@ -84,15 +81,8 @@ func (a *API) userKeysQuery(r *http.Request, _ spec.ServerName, body []byte) (an
 	if err := httpx.Unmarshal(body, &req); err != nil {
 		return nil, err
 	}
-	if req.DeviceKeys == nil {
-		return nil, mxerr.MissingParam("device_keys is required")
-	}
-	n := 0
-	for _, devs := range req.DeviceKeys {
-		n += 1 + len(devs)
-	}
-	if n > maxKeyRequestEntries {
-		return nil, mxerr.TooLarge("Too many users and devices in one query")
+	if err := keys.CheckQuery(req.DeviceKeys); err != nil {
+		return nil, err
 	}
 	return ks.QueryForServer(r.Context(), req.DeviceKeys)
 }
@@ -110,15 +100,8 @@ func (a *API) userKeysClaim(r *http.Request, _ spec.ServerName, body []byte) (an
 	if err := httpx.Unmarshal(body, &req); err != nil {
 		return nil, err
 	}
-	if req.OneTimeKeys == nil {
-		return nil, mxerr.MissingParam("one_time_keys is required")
-	}
-	n := 0
-	for _, devs := range req.OneTimeKeys {
-		n += 1 + len(devs)
-	}
-	if n > maxKeyRequestEntries {
-		return nil, mxerr.TooLarge("Too many users and devices in one claim")
+	if err := keys.CheckClaim(req.OneTimeKeys); err != nil {
+		return nil, err
 	}
 	otks, err := ks.ClaimForServer(r.Context(), req.OneTimeKeys)
 	if err != nil {

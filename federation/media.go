@@ -107,7 +107,7 @@ func (a *API) mediaDownload(w http.ResponseWriter, r *http.Request, _ spec.Serve
 // GET /_matrix/federation/v1/media/thumbnail/{mediaId}
 // https://spec.matrix.org/v1.19/server-server-api/#get_matrixfederationv1mediathumbnailmediaid
 func (a *API) mediaThumbnail(w http.ResponseWriter, r *http.Request, _ spec.ServerName) error {
-	p, err := parseThumbnailParams(r)
+	p, err := media.ParseThumbnailParams(r.URL.Query())
 	if err != nil {
 		return err
 	}
@@ -115,7 +115,7 @@ func (a *API) mediaThumbnail(w http.ResponseWriter, r *http.Request, _ spec.Serv
 	if err != nil {
 		return err
 	}
-	t, err := a.media.Thumbnail(r.Context(), m, p.width, p.height, p.method, p.animated)
+	t, err := a.media.Thumbnail(r.Context(), m, p.Width, p.Height, p.Method, p.Animated)
 	if err != nil {
 		return err
 	}
@@ -127,48 +127,6 @@ func (a *API) mediaThumbnail(w http.ResponseWriter, r *http.Request, _ spec.Serv
 	// As on the client API: inline, with a file name.
 	a.writeMultipart(w, r, t.ContentType, "inline; filename=thumbnail."+strings.TrimPrefix(t.ContentType, "image/"), f)
 	return nil
-}
-
-type thumbnailParams struct {
-	width, height int
-	method        string
-	animated      bool
-}
-
-// parseThumbnailParams reads width and height (required positive
-// integers), method (crop or scale, scale by default) and animated.
-func parseThumbnailParams(r *http.Request) (thumbnailParams, error) {
-	q := r.URL.Query()
-	p := thumbnailParams{method: "scale"}
-	for _, d := range []struct {
-		name string
-		v    *int
-	}{{"width", &p.width}, {"height", &p.height}} {
-		s := q.Get(d.name)
-		if s == "" {
-			return p, mxerr.MissingParam("Missing integer query parameter %q", d.name)
-		}
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			return p, mxerr.InvalidParam("Query parameter %q must be a positive integer", d.name)
-		}
-		*d.v = n
-	}
-	switch m := q.Get("method"); m {
-	case "":
-	case "crop", "scale":
-		p.method = m
-	default:
-		return p, mxerr.InvalidParam(`Query parameter "method" must be "crop" or "scale"`)
-	}
-	switch v := q.Get("animated"); v {
-	case "", "false":
-	case "true":
-		p.animated = true
-	default:
-		return p, mxerr.InvalidParam(`Query parameter "animated" must be true or false`)
-	}
-	return p, nil
 }
 
 // writeMultipart answers with the spec's two parts: the metadata, an empty

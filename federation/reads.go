@@ -157,27 +157,13 @@ func (a *API) getPublicRooms(r *http.Request, _ spec.ServerName, _ []byte) (any,
 // postPublicRooms answers POST /v1/publicRooms: the directory, filtered.
 // https://spec.matrix.org/v1.19/server-server-api/#post_matrixfederationv1publicrooms
 func (a *API) postPublicRooms(r *http.Request, _ spec.ServerName, body []byte) (any, error) {
-	var in struct {
-		Limit  *int   `json:"limit"`
-		Since  string `json:"since"`
-		Filter struct {
-			GenericSearchTerm string    `json:"generic_search_term"`
-			RoomTypes         []*string `json:"room_types"`
-		} `json:"filter"`
-		IncludeAllNetworks   bool   `json:"include_all_networks"`
-		ThirdPartyInstanceID string `json:"third_party_instance_id"`
-	}
+	var in roomserver.PublicRoomsBody
 	if len(body) > 0 {
 		if err := httpx.Unmarshal(body, &in); err != nil {
 			return nil, err
 		}
 	}
-	req := roomserver.PublicRoomsRequest{
-		Since: in.Since, SearchTerm: in.Filter.GenericSearchTerm, RoomTypes: in.Filter.RoomTypes,
-	}
-	if in.Limit != nil {
-		req.Limit = *in.Limit
-	}
+	req := in.Request("")
 	if err := thirdPartyNetwork(&req, in.IncludeAllNetworks, in.ThirdPartyInstanceID); err != nil {
 		return nil, err
 	}

@@ -35,6 +35,30 @@ type PublicRoom struct {
 }
 
 // PublicRoomsRequest is what GET and POST /publicRooms ask for.
+// PublicRoomsBody is the body of POST /publicRooms, the same on the
+// client and federation APIs.
+// https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3publicrooms
+type PublicRoomsBody struct {
+	Limit  *int   `json:"limit"`
+	Since  string `json:"since"`
+	Filter struct {
+		GenericSearchTerm string    `json:"generic_search_term"`
+		RoomTypes         []*string `json:"room_types"`
+	} `json:"filter"`
+	IncludeAllNetworks   bool   `json:"include_all_networks"`
+	ThirdPartyInstanceID string `json:"third_party_instance_id"`
+}
+
+// Request is the directory request the body asks for, for server.
+func (b *PublicRoomsBody) Request(server string) PublicRoomsRequest {
+	req := PublicRoomsRequest{Server: server, Since: b.Since, SearchTerm: b.Filter.GenericSearchTerm,
+		RoomTypes: b.Filter.RoomTypes, ThirdPartyInstanceID: b.ThirdPartyInstanceID}
+	if b.Limit != nil {
+		req.Limit = *b.Limit
+	}
+	return req
+}
+
 type PublicRoomsRequest struct {
 	// Server is the directory's server; "" or this server's name for ours.
 	Server string

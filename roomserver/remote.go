@@ -579,24 +579,7 @@ func (s *Service) MakeJoin(ctx context.Context, origin spec.ServerName, roomID s
 		LocalServerInRoom: localIn,
 		RoomQuerier:       restrictedQuerier{s: s, rs: rs},
 		UserIDQuerier:     userIDForSender,
-		BuildEventTemplate: func(proto *gomatrixserverlib.ProtoEvent) (gomatrixserverlib.PDU, []gomatrixserverlib.PDU, error) {
-			proto.PrevEvents = append([]string{}, rs.extremities...)
-			proto.Depth = rs.depth + 1
-			b := rs.version.NewEventBuilderFromProtoEvent(proto)
-			if err := b.AddAuthEvents(rs); err != nil {
-				return nil, nil, err
-			}
-			proto.AuthEvents = b.AuthEvents
-			pdu, err := b.Build(time.Now(), s.cfg.ServerName, s.cfg.KeyID, s.cfg.PrivateKey)
-			if err != nil {
-				return nil, nil, err
-			}
-			var state []gomatrixserverlib.PDU
-			for _, ev := range rs.state {
-				state = append(state, ev.PDU)
-			}
-			return pdu, state, nil
-		},
+		BuildEventTemplate: s.memberTemplate(rs),
 	})
 }
 

@@ -190,3 +190,53 @@ func (r *seenEvents) record(jr syncJoinedRoom, at time.Time) {
 		}
 	}
 }
+
+// awaitDeliveries waits until every receiver has seen every sent event
+// (ids; "" for a failed send), drain has passed since the call, or ctx
+// ends. notify is signalled whenever a receiver gets room events.
+func awaitDeliveries(ctx context.Context, e *env, recv []*fanoutReceiver, ids []string, notify <-chan struct{}, drain time.Duration) {
+	complete := func() bool {
+		for _, r := range recv {
+			r.mu.Lock()
+			for _, id := range ids {
+				if _, ok := r.seen[id]; !ok && id != "" {
+					r.mu.Unlock()
+					return false
+				}
+			}
+			r.mu.Unlock()
+		}
+		return true
+	}
+	timer := time.NewTimer(drain)
+	defer timer.Stop()
+	for !complete() {
+		select {
+		case <-notify:
+		case <-timer.C:
+			e.logf("measuring: -drain of %v passed with deliveries missing", drain)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// awaitPollsSent waits until n long-polls have been written (one signal
+// each on started), stopping the polls if that takes over 30 seconds.
+func awaitPollsSent(ctx context.Context, e *env, started <-chan struct{}, n int, stopPolls context.CancelCauseFunc) {
+	e.logf("setup: waiting for %d long-polls to be sent", n)
+	timer := time.NewTimer(30 * time.Second)
+	defer timer.Stop()
+	for i := 0; i < n; i++ {
+		select {
+		case <-started:
+		case <-timer.C:
+			stopPolls(fmt.Errorf("setup: only %d of %d long-polls were sent within 30s", i, n))
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}

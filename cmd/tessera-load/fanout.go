@@ -156,20 +156,7 @@ func (s *fanoutScenario) run(ctx context.Context, e *env) (report, error) {
 			s.poll(pollCtx, first, e, receivers[i].AccessToken, roomID, since[i], maxPolls, r, stopPolls, notify)
 		})
 	}
-	e.logf("setup: waiting for %d long-polls to be sent", s.receivers)
-	waitStart := time.NewTimer(30 * time.Second)
-	for n := 0; n < s.receivers; n++ {
-		select {
-		case <-started:
-		case <-waitStart.C:
-			stopPolls(fmt.Errorf("setup: only %d of %d long-polls were sent within 30s", n, s.receivers))
-		case <-pollCtx.Done():
-		}
-		if pollCtx.Err() != nil {
-			break
-		}
-	}
-	waitStart.Stop()
+	awaitPollsSent(pollCtx, e, started, s.receivers, stopPolls)
 	// Let the server take them up before the first message.
 	sleepCtx(pollCtx, 200*time.Millisecond)
 	if pollCtx.Err() != nil {
@@ -186,32 +173,7 @@ func (s *fanoutScenario) run(ctx context.Context, e *env) (report, error) {
 	sendStart, ids, sendLat, sendErrors, firstErr, t0 := ps.start, ps.ids, ps.lat, ps.errors, ps.firstErr, ps.t0
 
 	// Wait for the deliveries still on their way.
-	complete := func() bool {
-		for _, r := range recv {
-			r.mu.Lock()
-			for _, id := range ids {
-				if _, ok := r.seen[id]; !ok && id != "" {
-					r.mu.Unlock()
-					return false
-				}
-			}
-			r.mu.Unlock()
-		}
-		return true
-	}
-	drain := time.NewTimer(s.drain)
-wait:
-	for !complete() {
-		select {
-		case <-notify:
-		case <-drain.C:
-			e.logf("measuring: -drain of %v passed with deliveries missing", s.drain)
-			break wait
-		case <-pollCtx.Done():
-			break wait
-		}
-	}
-	drain.Stop()
+	awaitDeliveries(pollCtx, e, recv, ids, notify, s.drain)
 	stopPolls(errPollsStopped)
 	wg.Wait()
 	if cause := context.Cause(pollCtx); !errors.Is(cause, errPollsStopped) {

@@ -200,20 +200,7 @@ func (s *federationScenario) run(ctx context.Context, e *env) (report, error) {
 			s.poll(pollCtx, first, c2, receivers[i].AccessToken, roomID, since[i], filter, maxPolls, r, stopPolls, notify)
 		})
 	}
-	e.logf("setup: waiting for %d long-polls to be sent", s.receivers)
-	waitStart := time.NewTimer(30 * time.Second)
-	for n := 0; n < s.receivers; n++ {
-		select {
-		case <-started:
-		case <-waitStart.C:
-			stopPolls(fmt.Errorf("setup: only %d of %d long-polls were sent within 30s", n, s.receivers))
-		case <-pollCtx.Done():
-		}
-		if pollCtx.Err() != nil {
-			break
-		}
-	}
-	waitStart.Stop()
+	awaitPollsSent(pollCtx, e, started, s.receivers, stopPolls)
 	sleepCtx(pollCtx, 200*time.Millisecond)
 	if pollCtx.Err() != nil {
 		stopPolls(errPollsStopped)
@@ -233,32 +220,7 @@ func (s *federationScenario) run(ctx context.Context, e *env) (report, error) {
 	}
 	firstErr := ps.firstErr
 
-	complete := func() bool {
-		for _, r := range recv {
-			r.mu.Lock()
-			for _, id := range ps.ids {
-				if _, ok := r.seen[id]; !ok && id != "" {
-					r.mu.Unlock()
-					return false
-				}
-			}
-			r.mu.Unlock()
-		}
-		return true
-	}
-	drain := time.NewTimer(s.drain)
-wait:
-	for !complete() {
-		select {
-		case <-notify:
-		case <-drain.C:
-			e.logf("measuring: -drain of %v passed with deliveries missing", s.drain)
-			break wait
-		case <-pollCtx.Done():
-			break wait
-		}
-	}
-	drain.Stop()
+	awaitDeliveries(pollCtx, e, recv, ps.ids, notify, s.drain)
 	stopPolls(errPollsStopped)
 	wg.Wait()
 	if cause := context.Cause(pollCtx); !errors.Is(cause, errPollsStopped) {
