@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/roomserver"
 )
 
 // JoinRemote joins a local user to a room that lives on other servers:
@@ -49,7 +50,7 @@ func (a *API) JoinRemote(ctx context.Context, userID, roomID string, servers []s
 			EventProvider: func(ver gomatrixserverlib.RoomVersion, ids []string) ([]gomatrixserverlib.PDU, error) {
 				return a.fetchEvents(ctx, srv, ver, ids)
 			},
-			UserIDQuerier: userIDForSender,
+			UserIDQuerier: roomserver.UserIDForSender,
 			GetOrCreateSenderID: func(context.Context, spec.UserID, spec.RoomID, string) (spec.SenderID, ed25519.PrivateKey, error) {
 				return spec.SenderID(userID), nil, nil
 			},

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/matrix-org/gomatrixserverlib"
@@ -123,7 +124,7 @@ func (a *API) getBackfill(r *http.Request, origin spec.ServerName, _ []byte) (an
 		return nil, err
 	}
 	return map[string]any{
-		"origin": a.cfg.ServerName, "origin_server_ts": spec.AsTimestamp(timeNow()),
+		"origin": a.cfg.ServerName, "origin_server_ts": spec.AsTimestamp(time.Now()),
 		"pdus": pduJSONs(evs),
 	}, nil
 }

@@ -745,7 +745,7 @@ func (b *backfillBatch) add(ctx context.Context, p gomatrixserverlib.PDU, ex *Ev
 		}
 		return err
 	}
-	if err := gomatrixserverlib.Allowed(p, &roomState{state: before}, userIDForSender); err != nil {
+	if err := gomatrixserverlib.Allowed(p, &roomState{state: before}, UserIDForSender); err != nil {
 		return b.s.rejectQuietly(ctx, &remoteReq{pdu: p, origin: b.srv}, "not allowed by the state before it: "+err.Error())
 	}
 	var ev *Event
@@ -820,7 +820,7 @@ func (b *backfillBatch) checkAuthEvents(ctx context.Context, p gomatrixserverlib
 	if err != nil {
 		return false, b.s.rejectQuietly(ctx, rr, err.Error())
 	}
-	if err := gomatrixserverlib.Allowed(p, ae, userIDForSender); err != nil {
+	if err := gomatrixserverlib.Allowed(p, ae, UserIDForSender); err != nil {
 		return false, b.s.rejectQuietly(ctx, rr, "not allowed by its auth events: "+err.Error())
 	}
 	return true, nil

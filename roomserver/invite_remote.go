@@ -132,7 +132,7 @@ func (s *Service) ReceiveInvite(ctx context.Context, roomID spec.RoomID, ver gom
 		RoomQuerier:       inviteQuerier{s: s, known: known},
 		MembershipQuerier: membershipQuerier{s},
 		StateQuerier:      inviteQuerier{s: s, known: known},
-		UserIDQuerier:     userIDForSender,
+		UserIDQuerier:     UserIDForSender,
 	})
 	if err != nil {
 		return nil, err

@@ -130,7 +130,7 @@ func (s *Service) stateFromRemote(ctx context.Context, rs *roomState, given, aut
 			}
 		}
 		ae, err := gomatrixserverlib.NewAuthEvents(auth)
-		if err != nil || gomatrixserverlib.Allowed(p, ae, userIDForSender) != nil {
+		if err != nil || gomatrixserverlib.Allowed(p, ae, UserIDForSender) != nil {
 			continue // not allowed by its own auth events: not state
 		}
 		ev := &Event{PDU: p, RoomID: rs.roomID}
@@ -236,7 +236,7 @@ func (s *Service) buildRemote(ctx context.Context, rs *roomState, rr *remoteReq,
 	if err != nil {
 		return nil, s.reject(ctx, rr, err.Error())
 	}
-	if err := gomatrixserverlib.Allowed(pdu, ae, userIDForSender); err != nil {
+	if err := gomatrixserverlib.Allowed(pdu, ae, UserIDForSender); err != nil {
 		return nil, s.reject(ctx, rr, "not allowed by its auth events: "+err.Error())
 	}
 
@@ -255,7 +255,7 @@ func (s *Service) buildRemote(ctx context.Context, rs *roomState, rr *remoteReq,
 			return nil, fmt.Errorf("state before %s: %w", id, err)
 		}
 	}
-	if err := gomatrixserverlib.Allowed(pdu, &roomState{state: before}, userIDForSender); err != nil {
+	if err := gomatrixserverlib.Allowed(pdu, &roomState{state: before}, UserIDForSender); err != nil {
 		return nil, s.reject(ctx, rr, "not allowed by the state before it: "+err.Error())
 	}
 	pe := &pendingEvent{ev: &Event{PDU: pdu, RoomID: rs.roomID, Origin: rr.origin, Forward: rr.forward}, stateGroup: beforeGroup,
@@ -296,7 +296,7 @@ func (s *Service) buildRemote(ctx context.Context, rs *roomState, rr *remoteReq,
 	// Soft failure: allowed where it was sent but not by the room as it is
 	// now, so it stays out of the timeline and the current state.
 	// https://spec.matrix.org/v1.19/server-server-api/#soft-failure
-	if err := gomatrixserverlib.Allowed(pdu, rs, userIDForSender); err != nil {
+	if err := gomatrixserverlib.Allowed(pdu, rs, UserIDForSender); err != nil {
 		s.log.WithField("event_id", id).WithError(err).Info("soft-failed a remote event")
 		pe.outlier = true
 		return pe, nil
@@ -393,7 +393,7 @@ func (s *Service) resolveState(ctx context.Context, ver gomatrixserverlib.IRoomV
 			chainPDUs = append(chainPDUs, ev.PDU)
 		}
 	}
-	resolved, err := gomatrixserverlib.ResolveConflictsNew(ver.Version(), stateSets, chainPDUs, userIDForSender,
+	resolved, err := gomatrixserverlib.ResolveConflictsNew(ver.Version(), stateSets, chainPDUs, UserIDForSender,
 		func(string) bool { return false }) // rejected events never reach a state set
 	if err != nil {
 		return nil, err
@@ -568,17 +568,17 @@ func (s *Service) MakeJoin(ctx context.Context, origin spec.ServerName, roomID s
 		}
 	}
 	return gomatrixserverlib.HandleMakeJoin(gomatrixserverlib.HandleMakeJoinInput{
-		Context:           ctx,
-		UserID:            userID,
-		SenderID:          spec.SenderID(userID.String()),
-		RoomID:            roomID,
-		RoomVersion:       rs.version.Version(),
-		RemoteVersions:    remoteVersions,
-		RequestOrigin:     origin,
-		LocalServerName:   s.cfg.ServerName,
-		LocalServerInRoom: localIn,
-		RoomQuerier:       restrictedQuerier{s: s, rs: rs},
-		UserIDQuerier:     userIDForSender,
+		Context:            ctx,
+		UserID:             userID,
+		SenderID:           spec.SenderID(userID.String()),
+		RoomID:             roomID,
+		RoomVersion:        rs.version.Version(),
+		RemoteVersions:     remoteVersions,
+		RequestOrigin:      origin,
+		LocalServerName:    s.cfg.ServerName,
+		LocalServerInRoom:  localIn,
+		RoomQuerier:        restrictedQuerier{s: s, rs: rs},
+		UserIDQuerier:      UserIDForSender,
 		BuildEventTemplate: s.memberTemplate(rs),
 	})
 }
@@ -630,7 +630,7 @@ func (s *Service) SendJoin(ctx context.Context, origin spec.ServerName, roomID s
 		PrivateKey:                s.cfg.PrivateKey,
 		Verifier:                  verifier,
 		MembershipQuerier:         membershipQuerier{s},
-		UserIDQuerier:             userIDForSender,
+		UserIDQuerier:             UserIDForSender,
 		StoreSenderIDFromPublicID: func(context.Context, spec.SenderID, string, spec.RoomID) error { return nil },
 	})
 	if err != nil {

@@ -68,7 +68,7 @@ func (s *Service) MakeLeave(ctx context.Context, origin spec.ServerName, roomID 
 	return gomatrixserverlib.HandleMakeLeave(gomatrixserverlib.HandleMakeLeaveInput{
 		UserID: userID, SenderID: spec.SenderID(userID.String()), RoomID: roomID, RoomVersion: rs.version.Version(),
 		RequestOrigin: origin, LocalServerName: s.cfg.ServerName, LocalServerInRoom: true,
-		UserIDQuerier: userIDForSender, BuildEventTemplate: s.memberTemplate(rs),
+		UserIDQuerier: UserIDForSender, BuildEventTemplate: s.memberTemplate(rs),
 	})
 }
 
@@ -99,7 +99,7 @@ func (s *Service) MakeKnock(ctx context.Context, origin spec.ServerName, roomID 
 	if err != nil {
 		return nil, "", err
 	}
-	if err := gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
+	if err := gomatrixserverlib.Allowed(ev, provider, UserIDForSender); err != nil {
 		return nil, "", mxerr.Forbidden("%s", err.Error())
 	}
 	return proto, ver, nil
@@ -133,7 +133,7 @@ func (s *Service) SendMembership(ctx context.Context, origin spec.ServerName, ro
 	if err != nil || sender.Domain() != origin {
 		return nil, mxerr.Forbidden("The sender is not a user of the requesting server")
 	}
-	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, verifier, userIDForSender); err != nil {
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, verifier, UserIDForSender); err != nil {
 		return nil, mxerr.Forbidden("Bad signature: %v", err)
 	}
 	stored, err := s.IngestRemote(ctx, origin, ev, true)

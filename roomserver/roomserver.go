@@ -153,9 +153,9 @@ func (s *Service) DefaultRoomVersion() gomatrixserverlib.RoomVersion { return s.
 // ServerName is this homeserver's name.
 func (s *Service) ServerName() spec.ServerName { return s.cfg.ServerName }
 
-// userIDForSender maps a sender to a user ID. Rooms of the versions we
+// UserIDForSender maps a sender to a user ID. Rooms of the versions we
 // serve use user IDs as sender IDs.
-func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
+func UserIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
 	return spec.NewUserID(string(senderID), true)
 }
 

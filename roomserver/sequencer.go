@@ -380,7 +380,7 @@ func (s *Service) build(ctx context.Context, rs *roomState, er EventRequest) (*p
 		}
 		return nil, mxerr.BadJSON("Invalid event: %v", err)
 	}
-	if err := gomatrixserverlib.Allowed(pdu, rs, userIDForSender); err != nil {
+	if err := gomatrixserverlib.Allowed(pdu, rs, UserIDForSender); err != nil {
 		return nil, mxerr.Forbidden("%s", err.Error())
 	}
 	roomID := rs.roomID
