@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/delayed"
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
@@ -49,6 +50,9 @@ type API struct {
 	queries RemoteQueries
 	// edus tells other servers of typing and receipts (SetEDUSender).
 	edus EDUSender
+	// delayed holds MSC4140 delayed events (SetDelayed; delayed.go); nil
+	// until set.
+	delayed *delayed.Service
 
 	// nonces for shared-secret registration
 	nonces *nonceStore
@@ -116,6 +120,7 @@ func (a *API) Register(r *mux.Router) {
 	})
 	a.roomExtraPrefixedRoutes(add)
 	a.dehydratedRoutes(add)
+	a.delayedRoutes(add)
 	a.registerMedia(r)
 	a.registerStream(r)
 	add("/_synapse/admin/v1", []route{

@@ -413,10 +413,16 @@ func (a *API) sendEvent(r *http.Request, who *users.Requester, stateKey *string,
 	if txn != nil {
 		req.Txn = txn(id)
 	}
+	if delay, ok, err := delayParam(r); err != nil {
+		return nil, err
+	} else if ok {
+		return a.scheduleDelayed(r, who, req, delay) // MSC4140: delayed.go
+	}
 	ev, err := a.rooms.Send(r.Context(), req)
 	if err != nil {
 		return nil, err
 	}
+	a.stateSent(r, req)
 	return map[string]string{"event_id": ev.EventID()}, nil
 }
 

@@ -20,8 +20,11 @@ var supportedVersions = []string{
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientversions
 func (a *API) versions(r *http.Request) (any, error) {
 	return map[string]any{
-		"versions":          supportedVersions,
-		"unstable_features": map[string]bool{"org.matrix.msc3814": true, "org.matrix.msc3916.stable": true},
+		"versions": supportedVersions,
+		"unstable_features": map[string]bool{
+			"org.matrix.msc3814": true, "org.matrix.msc3916.stable": true,
+			"org.matrix.msc4140": a.delayedEnabled(),
+		},
 	}, nil
 }
 

@@ -137,6 +137,10 @@ type Presence struct {
 type Rooms struct {
 	// DefaultRoomVersion is the version of rooms created without one.
 	DefaultRoomVersion string `yaml:"default_room_version"`
+	// MaxDelayedEventDelay is the longest delay a client may schedule an
+	// event with (MSC4140 delayed events, which Element Call uses to leave
+	// calls of vanished clients); "0" turns delayed events off.
+	MaxDelayedEventDelay Duration `yaml:"max_delayed_event_delay"`
 }
 
 type Database struct {
@@ -264,7 +268,7 @@ func Default() Config {
 			ShutdownTimeout:     Duration(10 * time.Second),
 		},
 		Passwords: Passwords{MinLength: 8, HashMemoryKiB: 64 * 1024, HashIterations: 2},
-		Rooms:     Rooms{DefaultRoomVersion: "12"},
+		Rooms:     Rooms{DefaultRoomVersion: "12", MaxDelayedEventDelay: Duration(24 * time.Hour)},
 		Presence:  Presence{Enabled: true},
 		SyncStream: SyncStream{
 			PingInterval: Duration(30 * time.Second),

@@ -185,6 +185,12 @@ rooms:
   # The version of new rooms that do not ask for one (1-12). 12 is the
   # spec's recommendation.
   default_room_version: "12"
+  # The longest delay a client may schedule an event with (MSC4140 delayed
+  # events). Element Call schedules a "left the call" event this way and
+  # keeps postponing it, so that a client that vanishes leaves the call.
+  # Longer requests get 400 with org.matrix.msc4140.max_delay. "0" turns
+  # delayed events off.
+  max_delayed_event_delay: 24h
 
 presence:
   # Track whether users are online and tell those who share a room with

@@ -22,6 +22,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/clientapi"
+	"github.com/tessera-hs/tessera/delayed"
 	"github.com/tessera-hs/tessera/federation"
 	"github.com/tessera-hs/tessera/federation/keyring"
 	"github.com/tessera-hs/tessera/federation/queue"
@@ -52,6 +53,8 @@ type Server struct {
 	Keys  *keys.Service
 
 	keyBackup *keybackup.Service
+	// delayed sends MSC4140 delayed events when they fall due.
+	delayed *delayed.Service
 
 	// FederationClient makes requests to other servers, signed with our
 	// key; KeyRing holds other servers' keys and verifies their
@@ -199,6 +202,11 @@ func (s *Server) init(ctx context.Context) error {
 	api.SetPush(ps)
 	api.SetKeys(s.Keys)
 	api.SetKeyBackup(s.keyBackup)
+	if s.delayed, err = delayed.New(ctx, s.db, rs, delayed.Config{MaxDelay: s.cfg.Rooms.MaxDelayedEventDelay.Std()},
+		s.log.WithField("component", "delayed")); err != nil {
+		return err
+	}
+	api.SetDelayed(s.delayed)
 	ms, err := media.New(ctx, s.db, media.Config{
 		ServerName:        spec.ServerName(s.cfg.ServerName),
 		Dir:               filepath.Join(s.cfg.DataDir, "media"),
@@ -258,7 +266,9 @@ func (s *Server) init(ctx context.Context) error {
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 	}
-	return nil
+	// Last, so that a failed start leaves no timer running: events that
+	// fell due while the server was down go out now.
+	return s.delayed.Start(ctx)
 }
 
 // federationTimeout bounds one outbound federation request.
@@ -429,6 +439,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// No typing or presence timer fires once the database is closed.
 		s.Sync.Typing().Stop()
 		s.Sync.Presence().Stop()
+	}
+	if s.delayed != nil {
+		// Before the room server, which sends what falls due.
+		s.delayed.Stop()
 	}
 	if s.Rooms != nil {
 		// After HTTP has drained: finish queued events, then close.
