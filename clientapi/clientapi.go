@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/delayed"
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/httpx"
@@ -53,6 +54,9 @@ type API struct {
 	// delayed holds MSC4140 delayed events (SetDelayed; delayed.go); nil
 	// until set.
 	delayed *delayed.Service
+	// calls is the MatrixRTC token service (SetCalls; rtc.go); nil when
+	// calls are off.
+	calls *calls.Service
 
 	// nonces for shared-secret registration
 	nonces *nonceStore
@@ -121,6 +125,7 @@ func (a *API) Register(r *mux.Router) {
 	a.roomExtraPrefixedRoutes(add)
 	a.dehydratedRoutes(add)
 	a.delayedRoutes(add)
+	a.rtcRoutes(add)
 	a.registerMedia(r)
 	a.registerStream(r)
 	add("/_synapse/admin/v1", []route{

@@ -43,9 +43,13 @@ func (a *API) baseURL(r *http.Request) string {
 // wellKnown: GET /.well-known/matrix/client.
 // https://spec.matrix.org/v1.19/client-server-api/#getwell-knownmatrixclient
 func (a *API) wellKnown(r *http.Request) (any, error) {
-	return map[string]any{
+	out := map[string]any{
 		"m.homeserver": map[string]string{"base_url": a.baseURL(r) + "/"},
-	}, nil
+	}
+	if a.calls != nil {
+		out["org.matrix.msc4143.rtc_foci"] = a.rtcTransports(r)
+	}
+	return out, nil
 }
 
 // capabilities: GET /_matrix/client/v3/capabilities.

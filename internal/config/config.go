@@ -42,6 +42,28 @@ type Config struct {
 	Media          Media        `yaml:"media"`
 	URLPreviews    URLPreviews  `yaml:"url_previews"`
 	Federation     Federation   `yaml:"federation"`
+	Calls          Calls        `yaml:"calls"`
+}
+
+// Calls is MatrixRTC with the embedded LiveKit SFU (package calls).
+type Calls struct {
+	// Enabled starts the SFU with the server and serves the token service
+	// and SFU discovery.
+	Enabled bool `yaml:"enabled"`
+	// SignalPort is the loopback port of LiveKit's signalling, which the
+	// client listener reverse-proxies under /_tessera/livekit/.
+	SignalPort int `yaml:"signal_port"`
+	// UDPPort carries all WebRTC media (one multiplexed port); TCPPort is
+	// the ICE/TCP fallback. Both must be reachable by clients.
+	UDPPort int `yaml:"udp_port"`
+	TCPPort int `yaml:"tcp_port"`
+	// NodeIP is the address put in ICE candidates. Empty: the first
+	// non-loopback interface address (no STUN lookup).
+	NodeIP string `yaml:"node_ip"`
+	// APIKey and APISecret sign LiveKit JWTs. Empty: generated at first
+	// start into <data_dir>/livekit.keys.
+	APIKey    string `yaml:"api_key"`
+	APISecret string `yaml:"api_secret"`
 }
 
 // Federation is the server-server API: its TLS listener, which servers we
@@ -299,6 +321,7 @@ func Default() Config {
 			Listen:      "0.0.0.0:8448",
 			KeyValidity: Duration(24 * time.Hour),
 		},
+		Calls: Calls{SignalPort: 7880, UDPPort: 7882, TCPPort: 7881},
 		// Synapse's max_spider_size; previews are off as in Synapse.
 		URLPreviews: URLPreviews{
 			MaxResponseBytes: 10 << 20,
@@ -523,11 +546,32 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if err := c.Calls.validate(); err != nil {
+		return err
+	}
 	return c.Federation.validate()
 }
 
 // validate checks the federation section. It is checked even when
 // federation is off, so that turning it on does not reveal old mistakes.
+func (c *Calls) validate() error {
+	for k, p := range map[string]int{"signal_port": c.SignalPort, "udp_port": c.UDPPort, "tcp_port": c.TCPPort} {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("calls.%s: expected a port (1-65535), got %d", k, p)
+		}
+	}
+	if c.NodeIP != "" && net.ParseIP(c.NodeIP) == nil {
+		return fmt.Errorf("calls.node_ip: expected an IP address, got %q", c.NodeIP)
+	}
+	if (c.APIKey == "") != (c.APISecret == "") {
+		return errors.New("calls.api_key, calls.api_secret: set both or neither")
+	}
+	if c.APISecret != "" && len(c.APISecret) < 32 {
+		return errors.New("calls.api_secret: expected at least 32 characters")
+	}
+	return nil
+}
+
 func (f *Federation) validate() error {
 	if _, _, err := net.SplitHostPort(f.Listen); err != nil {
 		return fmt.Errorf("federation.listen: expected HOST:PORT, got %q", f.Listen)

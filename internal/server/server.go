@@ -21,6 +21,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/clientapi"
 	"github.com/tessera-hs/tessera/delayed"
 	"github.com/tessera-hs/tessera/federation"
@@ -70,6 +71,11 @@ type Server struct {
 	fedQueue *queue.Queue
 	fedStop  chan struct{}
 
+	// sfu is the embedded LiveKit server and calls its token service;
+	// nil when calls are off.
+	sfu   *calls.SFU
+	calls *calls.Service
+
 	notifier *syncapi.Notifier
 	api      *clientapi.API
 	handler  http.Handler
@@ -105,6 +111,9 @@ func New(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*Server, 
 	}
 	s := &Server{cfg: cfg, log: log, db: db, key: key}
 	if err := s.init(ctx); err != nil {
+		if s.sfu != nil {
+			s.sfu.Stop()
+		}
 		db.Close()
 		return nil, err
 	}
@@ -239,8 +248,18 @@ func (s *Server) init(ctx context.Context) error {
 		}
 	}
 
+	if s.cfg.Calls.Enabled {
+		if err := s.initCalls(ctx); err != nil {
+			return err
+		}
+		api.SetCalls(s.calls)
+	}
+
 	r := mux.NewRouter().UseEncodedPath()
 	api.Register(r)
+	if s.calls != nil {
+		r.PathPrefix(calls.ProxyPrefix + "/").Handler(s.calls.Handler())
+	}
 	if s.fedAPI != nil {
 		// Our keys on the client listener too, for servers that reach
 		// us through a reverse proxy in front of it.
@@ -269,6 +288,60 @@ func (s *Server) init(ctx context.Context) error {
 	// Last, so that a failed start leaves no timer running: events that
 	// fell due while the server was down go out now.
 	return s.delayed.Start(ctx)
+}
+
+// userInfoLooker is fclient's client, whose interface leaves out
+// LookupUserInfo.
+type userInfoLooker interface {
+	LookupUserInfo(ctx context.Context, s spec.ServerName, token string) (fclient.UserInfo, error)
+}
+
+// initCalls starts the embedded SFU and builds the token service.
+func (s *Server) initCalls(ctx context.Context) error {
+	cc := s.cfg.Calls
+	key, secret := cc.APIKey, cc.APISecret
+	if key == "" {
+		var err error
+		if key, secret, err = calls.LoadOrCreateKeys(s.cfg.DataDir, config.RandomLiveKitKeys); err != nil {
+			return err
+		}
+	}
+	level := s.cfg.Logging.Level
+	if level == "info" {
+		level = "warn" // LiveKit is chatty at info
+	}
+	sfu, err := calls.StartSFU(ctx, calls.Config{
+		SignalPort: cc.SignalPort, UDPPort: cc.UDPPort, TCPPort: cc.TCPPort, NodeIP: cc.NodeIP,
+		APIKey: key, APISecret: secret, LogLevel: level,
+	})
+	if err != nil {
+		return err
+	}
+	s.sfu = sfu
+	s.calls = &calls.Service{
+		ServerName:    s.cfg.ServerName,
+		PublicBaseURL: s.cfg.PublicBaseURL,
+		APIKey:        key,
+		APISecret:     secret,
+		Users:         s.Users,
+		Rooms:         s.Rooms,
+		SignalAddr:    sfu.SignalAddr(),
+		Log:           s.log.WithField("component", "calls"),
+		Remote: func(ctx context.Context, server, token string) (string, error) {
+			fc, ok := s.FederationClient.(userInfoLooker)
+			if !ok || !s.cfg.Federation.AllowsServer(server) {
+				return "", errors.New("federation is off or the server is not allowed")
+			}
+			info, err := fc.LookupUserInfo(ctx, spec.ServerName(server), token)
+			if err != nil {
+				return "", err
+			}
+			return info.Sub, nil
+		},
+	}
+	s.log.WithFields(logrus.Fields{"signal": sfu.SignalAddr(), "udp_port": cc.UDPPort, "tcp_port": cc.TCPPort}).
+		Info("calls: embedded LiveKit SFU started")
+	return nil
 }
 
 // federationTimeout bounds one outbound federation request.
@@ -462,6 +535,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if s.notifier != nil {
 		s.notifier.Close()
+	}
+	if s.sfu != nil {
+		s.sfu.Stop()
 	}
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close database: %w", err))

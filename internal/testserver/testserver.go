@@ -45,6 +45,34 @@ type Server struct {
 // Option adjusts the config before the server starts.
 type Option func(*config.Config)
 
+// Calls enables the embedded LiveKit SFU on free loopback ports, with
+// node_ip 127.0.0.1 so that media stays on this machine.
+func Calls() Option {
+	return func(c *config.Config) {
+		free := func(network string) int {
+			if network == "udp" {
+				pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+				if err != nil {
+					panic(err)
+				}
+				defer pc.Close()
+				return pc.LocalAddr().(*net.UDPAddr).Port
+			}
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				panic(err)
+			}
+			defer l.Close()
+			return l.Addr().(*net.TCPAddr).Port
+		}
+		c.Calls.Enabled = true
+		c.Calls.SignalPort = free("tcp")
+		c.Calls.TCPPort = free("tcp")
+		c.Calls.UDPPort = free("udp")
+		c.Calls.NodeIP = "127.0.0.1"
+	}
+}
+
 // Federation enables federation on a TLS listener at ip (127.0.0.1,
 // 127.0.0.2, 127.0.0.3, ...): Start binds ip:0 before the server starts,
 // and the server name becomes that address, "IP:PORT", which other servers
