@@ -13,6 +13,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/livekit/protocol/auth"
@@ -61,6 +62,10 @@ type Service struct {
 	Log        logrus.FieldLogger
 
 	proxy *httputil.ReverseProxy
+	// createMu makes room creations one at a time: LiveKit v1.13.5's
+	// local room store races when two CreateRoom calls for a room it does
+	// not have yet run at once (the race detector finds it).
+	createMu sync.Mutex
 }
 
 // Error is a Matrix error answer.
@@ -181,6 +186,8 @@ func (s *Service) JoinToken(room, identity string) (string, error) {
 // createRoom makes sure the LiveKit room exists (CreateRoom returns the
 // existing room), as lk-jwt-service does for full-access users.
 func (s *Service) createRoom(ctx context.Context, room string) error {
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
 	at := auth.NewAccessToken(s.APIKey, s.APISecret)
 	at.SetVideoGrant(&auth.VideoGrant{RoomCreate: true}).SetValidFor(time.Minute)
 	jwt, err := at.ToJWT()
