@@ -153,6 +153,15 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 	if presetName != "public_chat" {
 		pl["invite"] = 0 // in a private chat any member may invite, as in Synapse
 	}
+	if t, _ := createContent["type"].(string); t == videoRoomType {
+		// A video room: every member may join its call, which means
+		// sending their own MatrixRTC membership state (MSC3401), as
+		// Element creates these rooms.
+		evs := pl["events"].(map[string]any)
+		for _, typ := range []string{"org.matrix.msc3401.call.member", "m.call.member"} {
+			evs[typ] = 0
+		}
+	}
 	for k, v := range req.PowerLevelContentOverride {
 		pl[k] = v
 	}
@@ -299,3 +308,6 @@ func randomAlnum(n int) string {
 	}
 	return string(b)
 }
+
+// videoRoomType is the m.room.create type of a video room (MSC3417).
+const videoRoomType = "org.matrix.msc3417.call"
