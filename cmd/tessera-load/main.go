@@ -70,6 +70,8 @@ var scenarios = map[string]func() scenario{
 	"fanout-ws":   func() scenario { return &fanoutWSScenario{} }, // Tessera's sync stream (WebSocket)
 	// Two servers: delivery from -hs to -hs2 over federation.
 	"federation": func() scenario { return &federationScenario{} },
+	// MatrixRTC: the embedded SFU (calls.enabled).
+	"calls": func() scenario { return &callsScenario{} },
 }
 
 // env is what a scenario works with.
@@ -171,6 +173,10 @@ scenarios:
   federation [-s 1] [-n 200] [-interval 10ms] [-poll-timeout 30s] [-drain 15s] [-timeline-limit 100]
                                             one sender on -hs, S receivers on -hs2 long-polling /sync:
                                             latency and events/s over federation (-interval 0: flat out)
+  calls    [-p 4] [-d 20s] [-bitrate 500000] [-fps 30]
+                                            P users join one call as Element Call does, each publishing
+                                            synthetic VP8; join-to-first-RTP latency, received bitrate
+                                            (sample the server meanwhile; see docs/calls-bench.sh)
 
 common flags (before or after SCENARIO):
 `
