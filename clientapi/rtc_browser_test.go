@@ -261,7 +261,7 @@ func (l *lockedBuffer) String() string {
 // reports for livekit-client: the signal sink's goroutine still reads the
 // TrackPublished message (psrpc's metrics interceptor sizes it after
 // sending) while applying the offer (updateRidsFromSDP) rewrites the
-// track's layers. Waiting for TrackPublished alone (publishAfterTrackPublished)
+// track's layers. Waiting for TrackPublished alone (lkrelay.PublishAfterTrackPublished)
 // orders the two in time but not for the race detector; the metadata
 // answer goes through the same sink after that goroutine is done, so the
 // offer is ordered after it.

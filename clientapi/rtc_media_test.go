@@ -14,15 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/livekit/protocol/livekit"
 	protoLogger "github.com/livekit/protocol/logger"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/tessera-hs/tessera/calls"
+	"github.com/tessera-hs/tessera/internal/lkrelay"
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
@@ -63,7 +62,7 @@ type mediaPeer struct {
 	s         session
 	identity  string
 	url, jwt  string // from get_token
-	signalURL string // url, through publishAfterTrackPublished
+	signalURL string // url, through lkrelay.PublishAfterTrackPublished
 	room      *lksdk.Room
 	tracks    []*lksdk.LocalTrack
 
@@ -117,7 +116,7 @@ func callsMediaRun(t *testing.T, srv *testserver.Server, n int) {
 		t.Fatalf("no livekit_service_url in %s", tr.Raw)
 	}
 
-	shim := httptest.NewServer(publishAfterTrackPublished())
+	shim := httptest.NewServer(lkrelay.PublishAfterTrackPublished())
 	defer shim.Close()
 	stop := make(chan struct{})
 	var writers sync.WaitGroup
@@ -139,7 +138,7 @@ func callsMediaRun(t *testing.T, srv *testserver.Server, n int) {
 	// requests for a new room trip a data race inside livekit-server
 	// v1.13.5: LocalStore.LoadRoom hands out its stored *livekit.Room,
 	// which a second CreateRoom writes while the first's rtc.NewRoom
-	// clones it. See also publishAfterTrackPublished.)
+	// clones it. See also lkrelay.PublishAfterTrackPublished.)
 	for i, p := range peers {
 		member := fmt.Sprintf("member%d", i)
 		must(t, p.token(srv, serviceURL, roomID, member), p.s.UserID+": get_token")
@@ -324,97 +323,4 @@ func postJSON(u, accessToken string, body, out any) error {
 		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
 	}
 	return json.Unmarshal(b, out)
-}
-
-// publishAfterTrackPublished relays LiveKit signalling (WebSocket,
-// protobuf) unchanged, except that a publisher offer waits until every
-// track announced with AddTrack has its TrackPublished answer, as
-// livekit-client does when it awaits addTrack before negotiating. The Go
-// SDK offers 20 ms after AddTrack without waiting, which under -race
-// reliably exposes a data race inside livekit-server v1.13.5: AddTrack
-// queues TrackPublished with the pending track's live TrackInfo, the
-// signal sink serialises it on another goroutine, and updateRidsFromSDP
-// rewrites that TrackInfo's layers when the offer is applied.
-func publishAfterTrackPublished() http.Handler {
-	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		base := q.Get("upstream")
-		q.Del("upstream")
-		hdr := http.Header{}
-		if a := r.Header.Get("Authorization"); a != "" {
-			hdr.Set("Authorization", a)
-		}
-		server, resp, err := websocket.DefaultDialer.Dial(base+strings.TrimSuffix(r.URL.Path, "/")+"?"+q.Encode(), hdr)
-		if err != nil {
-			status := http.StatusBadGateway
-			if resp != nil {
-				status = resp.StatusCode
-			}
-			http.Error(w, err.Error(), status)
-			return
-		}
-		client, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			server.Close()
-			return
-		}
-		var mu sync.Mutex
-		cond := sync.NewCond(&mu)
-		pending := map[string]bool{}
-		closed := false
-		done := make(chan struct{})
-		go func() { // SFU → client
-			defer close(done)
-			for {
-				typ, msg, err := server.ReadMessage()
-				if err != nil {
-					mu.Lock()
-					closed = true
-					cond.Broadcast()
-					mu.Unlock()
-					client.Close()
-					return
-				}
-				var res livekit.SignalResponse
-				if typ == websocket.BinaryMessage && proto.Unmarshal(msg, &res) == nil {
-					if tp := res.GetTrackPublished(); tp != nil {
-						mu.Lock()
-						delete(pending, tp.Cid)
-						cond.Broadcast()
-						mu.Unlock()
-					}
-				}
-				if client.WriteMessage(typ, msg) != nil {
-					server.Close()
-					return
-				}
-			}
-		}()
-		for { // client → SFU
-			typ, msg, err := client.ReadMessage()
-			if err != nil {
-				break
-			}
-			var req livekit.SignalRequest
-			if typ == websocket.BinaryMessage && proto.Unmarshal(msg, &req) == nil {
-				mu.Lock()
-				if at := req.GetAddTrack(); at != nil {
-					pending[at.Cid] = true
-				}
-				if req.GetOffer() != nil {
-					for len(pending) > 0 && !closed {
-						cond.Wait()
-					}
-				}
-				mu.Unlock()
-			}
-			if server.WriteMessage(typ, msg) != nil {
-				break
-			}
-		}
-		server.Close()
-		<-done
-		client.Close()
-	})
 }

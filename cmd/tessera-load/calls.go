@@ -16,14 +16,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/livekit/protocol/livekit"
 	protoLogger "github.com/livekit/protocol/logger"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
-	"google.golang.org/protobuf/proto"
+
+	"github.com/tessera-hs/tessera/internal/lkrelay"
 )
 
 // callsScenario: P users of one Matrix room join a MatrixRTC call the way
@@ -441,7 +441,7 @@ func (p *callsPeer) writeVideo(size int, every time.Duration, stop <-chan struct
 // except that a publisher offer waits until every track announced with
 // AddTrack has its TrackPublished answer, as livekit-client does. The Go
 // SDK offers without waiting, which exposes a data race inside
-// livekit-server (see clientapi/rtc_media_test.go).
+// livekit-server (see internal/lkrelay).
 type signalRelay struct {
 	net.Listener
 	srv *http.Server
@@ -454,91 +454,7 @@ func startSignalRelay() (*signalRelay, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: relayHandler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: lkrelay.PublishAfterTrackPublished(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	return &signalRelay{Listener: l, srv: srv}, nil
-}
-
-func relayHandler() http.Handler {
-	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		base := q.Get("upstream")
-		q.Del("upstream")
-		hdr := http.Header{}
-		if a := r.Header.Get("Authorization"); a != "" {
-			hdr.Set("Authorization", a)
-		}
-		server, resp, err := websocket.DefaultDialer.Dial(base+strings.TrimSuffix(r.URL.Path, "/")+"?"+q.Encode(), hdr)
-		if err != nil {
-			status := http.StatusBadGateway
-			if resp != nil {
-				status = resp.StatusCode
-			}
-			http.Error(w, err.Error(), status)
-			return
-		}
-		client, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			server.Close()
-			return
-		}
-		var mu sync.Mutex
-		cond := sync.NewCond(&mu)
-		pending := map[string]bool{}
-		closed := false
-		done := make(chan struct{})
-		go func() { // SFU → client
-			defer close(done)
-			for {
-				typ, msg, err := server.ReadMessage()
-				if err != nil {
-					mu.Lock()
-					closed = true
-					cond.Broadcast()
-					mu.Unlock()
-					client.Close()
-					return
-				}
-				var res livekit.SignalResponse
-				if typ == websocket.BinaryMessage && proto.Unmarshal(msg, &res) == nil {
-					if tp := res.GetTrackPublished(); tp != nil {
-						mu.Lock()
-						delete(pending, tp.Cid)
-						cond.Broadcast()
-						mu.Unlock()
-					}
-				}
-				if client.WriteMessage(typ, msg) != nil {
-					server.Close()
-					return
-				}
-			}
-		}()
-		for { // client → SFU
-			typ, msg, err := client.ReadMessage()
-			if err != nil {
-				break
-			}
-			var req livekit.SignalRequest
-			if typ == websocket.BinaryMessage && proto.Unmarshal(msg, &req) == nil {
-				mu.Lock()
-				if at := req.GetAddTrack(); at != nil {
-					pending[at.Cid] = true
-				}
-				if req.GetOffer() != nil {
-					for len(pending) > 0 && !closed {
-						cond.Wait()
-					}
-				}
-				mu.Unlock()
-			}
-			if server.WriteMessage(typ, msg) != nil {
-				break
-			}
-		}
-		server.Close()
-		<-done
-		client.Close()
-	})
 }
