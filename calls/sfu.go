@@ -41,6 +41,8 @@ type Config struct {
 	APISecret string
 	// LogLevel is LiveKit's own log level (debug, info, warn, error).
 	LogLevel string
+	// WebhookURL, if set, receives LiveKit's webhook events (the Guard).
+	WebhookURL string
 }
 
 // SFU is the embedded LiveKit server.
@@ -73,15 +75,26 @@ func liveKitYAML(c Config) ([]byte, error) {
 	if level == "" {
 		level = "warn"
 	}
-	return yaml.Marshal(map[string]any{
+	conf := map[string]any{
 		"port":           c.SignalPort,
 		"bind_addresses": []string{"127.0.0.1"},
 		"rtc":            rtc,
 		"keys":           map[string]string{c.APIKey: c.APISecret},
 		"room":           map[string]any{"auto_create": false},
 		"logging":        map[string]any{"level": level},
-	})
+	}
+	if c.WebhookURL != "" {
+		conf["webhook"] = map[string]any{"api_key": c.APIKey, "urls": []string{c.WebhookURL}}
+	}
+	return yaml.Marshal(conf)
 }
+
+// liveKitLogger sets LiveKit's logger once per process. The logger is a
+// package global of LiveKit's, read without a lock by goroutines its
+// metrics start and never stop (the CPU monitor), so setting it again
+// when a second SFU starts in the same process (tests, a restart in
+// place) is a data race. The first SFU's log level stays.
+var liveKitLogger sync.Once
 
 // StartSFU starts the embedded LiveKit server and returns once its
 // signalling answers.
@@ -94,7 +107,7 @@ func StartSFU(ctx context.Context, c Config) (*SFU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("calls: LiveKit config: %w", err)
 	}
-	lkconfig.InitLoggerFromConfig(&conf.Logging)
+	liveKitLogger.Do(func() { lkconfig.InitLoggerFromConfig(&conf.Logging) })
 	if err := conf.ValidateKeys(); err != nil {
 		return nil, fmt.Errorf("calls: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +17,10 @@ import (
 
 	"github.com/livekit/protocol/auth"
 	"github.com/sirupsen/logrus"
+
+	"github.com/tessera-hs/tessera/internal/httpx"
+	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/internal/ratelimit"
 )
 
 // Paths under the client listener.
@@ -59,25 +62,29 @@ type Service struct {
 	Remote RemoteUserInfo
 	// SignalAddr is LiveKit's loopback host:port.
 	SignalAddr string
-	Log        logrus.FieldLogger
+	// Guard, if set, learns whom each token is for (see Guard).
+	Guard *Guard
+	Log   logrus.FieldLogger
 
 	proxy *httputil.ReverseProxy
 	// createMu makes room creations one at a time: LiveKit v1.13.5's
 	// local room store races when two CreateRoom calls for a room it does
 	// not have yet run at once (the race detector finds it).
 	createMu sync.Mutex
+	// Limiter rate-limits token requests (nil: no limit). MSC4195 asks
+	// for it: every token may create a LiveKit room.
+	Limiter *ratelimit.Limiter
+	// TrustForwardedFor takes the client address for Limiter from
+	// X-Forwarded-For (http.trust_forwarded_for).
+	TrustForwardedFor bool
 }
 
-// Error is a Matrix error answer.
-type Error struct {
-	Status  int    `json:"-"`
-	Code    string `json:"errcode"`
-	Message string `json:"error"`
-}
+// errUnauthorised answers every failed OpenID check alike: MSC4195 asks
+// that errors reveal nothing about which users or rooms exist.
+var errUnauthorised = mxerr.Unauthorized("The request could not be authorised.")
 
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
-
-var errUnauthorised = &Error{http.StatusUnauthorized, "M_UNAUTHORIZED", "The request could not be authorised."}
+// errNotJoined is also what a room we do not know gets.
+var errNotJoined = mxerr.Forbidden("You are not joined to this room")
 
 // hashStrings is Base64(SHA256(Canonicalize([...]))) from MSC4195 (and
 // lk-jwt-service): a JSON array of strings, unpadded standard base64.
@@ -153,34 +160,120 @@ func (s *Service) VerifyOpenID(ctx context.Context, token, serverName string) (u
 	return uid, false, nil
 }
 
+// Grant is what a token allows besides joining and subscribing.
+type Grant struct {
+	// Create makes sure the LiveKit room exists before the token is
+	// issued (the token itself never carries roomCreate).
+	Create bool
+	// Publish lets the holder send media.
+	Publish bool
+}
+
 // Token checks that userID is joined to roomID and returns a JWT for the
-// LiveKit room of slotID with the given identity. Local users' requests
-// create the LiveKit room; remote users may only join one that exists.
-func (s *Service) Token(ctx context.Context, userID string, local bool, roomID, slotID, identity string) (string, error) {
+// LiveKit room of slotID with the given identity.
+func (s *Service) Token(ctx context.Context, userID, roomID, slotID, identity string, g Grant) (string, error) {
 	m, err := s.Rooms.Membership(ctx, roomID, userID)
 	if err != nil {
 		return "", err
 	}
 	if m != "join" {
-		return "", &Error{http.StatusForbidden, "M_FORBIDDEN", "You are not joined to this room"}
+		return "", errNotJoined
 	}
 	room := RoomName(roomID, slotID)
-	if local {
+	if s.Guard != nil {
+		if err := s.Guard.Record(ctx, room, identity, roomID, userID); err != nil {
+			return "", err
+		}
+	}
+	if g.Create {
 		if err := s.createRoom(ctx, room); err != nil {
 			return "", err
 		}
 	}
-	return s.JoinToken(room, identity)
+	return s.JoinToken(room, identity, g.Publish)
 }
 
-// JoinToken is a one-hour JWT to join, publish and subscribe in room only.
-func (s *Service) JoinToken(room, identity string) (string, error) {
-	yes := true
+// JoinToken is a one-hour JWT for room only, with MSC4195's grants:
+// join and subscribe; publish if asked; never roomCreate (which would
+// also let the holder delete any room), hidden or metadata updates.
+func (s *Service) JoinToken(room, identity string, publish bool) (string, error) {
+	yes, no := true, false
 	at := auth.NewAccessToken(s.APIKey, s.APISecret)
-	at.SetVideoGrant(&auth.VideoGrant{RoomJoin: true, Room: room, CanPublish: &yes, CanSubscribe: &yes}).
+	at.SetVideoGrant(&auth.VideoGrant{
+		RoomJoin: true, Room: room,
+		CanPublish: &publish, CanSubscribe: &yes, CanUpdateOwnMetadata: &no,
+	}).
 		SetIdentity(identity).
 		SetValidFor(TokenLifetime)
 	return at.ToJWT()
+}
+
+// LiveKitRequest is MSC4195's token request for one of our SFUs, from our
+// own client API or, with the user's server as origin, over federation.
+type LiveKitRequest struct {
+	URL      string `json:"url"`
+	RoomID   string `json:"room_id"`
+	SlotID   string `json:"slot_id"`
+	MemberID string `json:"member_id"`
+}
+
+// Validate answers a request missing a required field.
+func (q *LiveKitRequest) Validate() error {
+	if q.URL == "" || q.RoomID == "" || q.SlotID == "" || q.MemberID == "" {
+		return mxerr.BadJSON("url, room_id, slot_id and member_id are required")
+	}
+	return nil
+}
+
+// LiveKitToken is MSC4195's get_token for our SFU: the user must be
+// joined to the room (403 M_FORBIDDEN, also for a room we do not know)
+// and url must be our SFU (400 M_INVALID_PARAM). The LiveKit room is
+// created for local and remote users alike; only local users may
+// publish, so that everyone publishes on their own server's SFU. r is
+// the client request, or nil over federation.
+func (s *Service) LiveKitToken(ctx context.Context, r *http.Request, userID string, local bool, q LiveKitRequest) (string, error) {
+	if err := q.Validate(); err != nil {
+		return "", err
+	}
+	m, err := s.Rooms.Membership(ctx, q.RoomID, userID)
+	if err != nil {
+		return "", err
+	}
+	if m != "join" {
+		return "", errNotJoined
+	}
+	if !s.OwnURL(q.URL, r) {
+		return "", mxerr.InvalidParam("url is not one of this server's SFUs")
+	}
+	return s.Token(ctx, userID, q.RoomID, q.SlotID, MemberIdentity(userID, q.MemberID), Grant{Create: true, Publish: local})
+}
+
+// OwnURL reports whether u is our SFU's URL. With public_baseurl set it
+// must be exactly the URL we advertise. Without it, a client request is
+// compared with what rtc/transports answered that request; a federation
+// request (r nil) arrives on another listener and name, so only the
+// scheme and path can be checked.
+func (s *Service) OwnURL(u string, r *http.Request) bool {
+	if s.PublicBaseURL != "" || r != nil {
+		return u == s.LiveKitURL(r)
+	}
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "ws" && p.Scheme != "wss") || p.Host == "" {
+		return false
+	}
+	return strings.TrimSuffix(p.Path, "/") == ProxyPrefix && p.RawQuery == "" && p.Fragment == ""
+}
+
+// Allow takes a token from the token endpoints' rate limit for key (a
+// user, a client address or a server): 429 M_LIMIT_EXCEEDED without one.
+func (s *Service) Allow(key string) error {
+	if s.Limiter == nil {
+		return nil
+	}
+	if ok, wait := s.Limiter.Allow(key); !ok {
+		return mxerr.LimitExceeded(wait.Milliseconds())
+	}
+	return nil
 }
 
 // createRoom makes sure the LiveKit room exists (CreateRoom returns the
@@ -274,7 +367,7 @@ func (s *Service) Handler() http.Handler {
 			w.WriteHeader(http.StatusOK)
 		default:
 			if strings.HasPrefix(r.URL.Path, TokenPrefix+"/") {
-				writeJSON(w, http.StatusNotFound, &Error{http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request"})
+				writeError(w, mxerr.Unrecognized("Unrecognized request"))
 				return
 			}
 			s.proxy.ServeHTTP(w, r)
@@ -299,35 +392,45 @@ func (s *Service) serveToken(w http.ResponseWriter, r *http.Request, h func(*htt
 		return
 	case http.MethodPost:
 	default:
-		writeJSON(w, http.StatusMethodNotAllowed, &Error{http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "Method not allowed"})
+		writeError(w, &mxerr.Error{Status: http.StatusMethodNotAllowed, Code: "M_UNRECOGNIZED", Message: "Method not allowed"})
+		return
+	}
+	// Per client address, before the body is read: a request may make
+	// us ask another server about an OpenID token.
+	if err := s.Allow("addr:" + httpx.ClientIP(r, s.TrustForwardedFor)); err != nil {
+		writeError(w, err.(*mxerr.Error))
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, &Error{http.StatusBadRequest, "M_NOT_JSON", "Error reading request"})
+		writeError(w, mxerr.NotJSON("Error reading request"))
 		return
 	}
 	out, err := h(r, body)
 	if err != nil {
-		var me *Error
-		if !errors.As(err, &me) {
+		me, ok := mxerr.As(err)
+		if !ok {
 			if s.Log != nil {
 				s.Log.WithError(err).Error("calls: token request failed")
 			}
-			me = &Error{http.StatusInternalServerError, "M_UNKNOWN", "Internal Server Error"}
+			me = mxerr.Unknown(http.StatusInternalServerError, "Internal Server Error")
 		}
-		writeJSON(w, me.Status, me)
+		writeError(w, me)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-func badJSON(msg string) error { return &Error{http.StatusBadRequest, "M_BAD_JSON", msg} }
+// writeError writes a Matrix error the way the client API does (with
+// Retry-After on a 429).
+func writeError(w http.ResponseWriter, e *mxerr.Error) { httpx.WriteError(w, nil, nil, e) }
+
+func badJSON(msg string) error { return mxerr.BadJSON("%s", msg) }
 
 func (s *Service) legacy(r *http.Request, body []byte) (any, error) {
 	var req legacyRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, &Error{http.StatusBadRequest, "M_NOT_JSON", "Error reading request"}
+		return nil, mxerr.NotJSON("Error reading request")
 	}
 	if req.Room == "" {
 		return nil, badJSON("Missing room parameter")
@@ -339,7 +442,9 @@ func (s *Service) legacy(r *http.Request, body []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	jwt, err := s.Token(r.Context(), uid, local, req.Room, LegacySlotID, LegacyIdentity(uid, req.DeviceID))
+	// lk-jwt-service's rules: local ("full access") users open the
+	// LiveKit room; remote users may join one that is open. Both publish.
+	jwt, err := s.Token(r.Context(), uid, req.Room, LegacySlotID, LegacyIdentity(uid, req.DeviceID), Grant{Create: local, Publish: true})
 	if err != nil {
 		return nil, err
 	}
@@ -349,7 +454,7 @@ func (s *Service) legacy(r *http.Request, body []byte) (any, error) {
 func (s *Service) getToken(r *http.Request, body []byte) (any, error) {
 	var req getTokenRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, &Error{http.StatusBadRequest, "M_NOT_JSON", "Error reading request"}
+		return nil, mxerr.NotJSON("Error reading request")
 	}
 	if req.RoomID == "" || req.SlotID == "" {
 		return nil, badJSON("The request body is missing `room_id` or `slot_id`")
@@ -367,8 +472,8 @@ func (s *Service) getToken(r *http.Request, body []byte) (any, error) {
 	if uid != req.Member.ClaimedUserID {
 		return nil, errUnauthorised
 	}
-	jwt, err := s.Token(r.Context(), uid, local, req.RoomID, req.SlotID,
-		IdentityFor(uid, req.Member.ClaimedDeviceID, req.Member.ID))
+	jwt, err := s.Token(r.Context(), uid, req.RoomID, req.SlotID,
+		IdentityFor(uid, req.Member.ClaimedDeviceID, req.Member.ID), Grant{Create: local, Publish: true})
 	if err != nil {
 		return nil, err
 	}

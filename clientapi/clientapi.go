@@ -5,10 +5,8 @@
 package clientapi
 
 import (
-	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -57,6 +55,12 @@ type API struct {
 	// calls is the MatrixRTC token service (SetCalls; rtc.go); nil when
 	// calls are off.
 	calls *calls.Service
+	// delegations runs MSC4195's delegated delayed leaves
+	// (SetDelegations; rtc_delegate.go); nil when calls are off.
+	delegations *calls.Delegations
+	// rtcRemote gets tokens for other servers' SFUs (rtc.go); nil
+	// without federation.
+	rtcRemote RemoteLiveKitToken
 
 	// nonces for shared-secret registration
 	nonces *nonceStore
@@ -66,6 +70,7 @@ type API struct {
 	// Rate limiters; nil when limits are off (a nil limiter allows all).
 	loginPerAddress, loginPerAccount, loginFailures, registerPerAddress *ratelimit.Limiter
 	mediaUploads                                                        *ratelimit.Limiter
+	callTokens                                                          *ratelimit.Limiter
 }
 
 // New builds the edge.
@@ -85,6 +90,7 @@ func New(cfg *config.Config, log logrus.FieldLogger, us *users.Service, rs *room
 		a.loginFailures = ratelimit.New(rl.LoginFailures.PerSecond, rl.LoginFailures.Burst)
 		a.registerPerAddress = ratelimit.New(rl.RegisterPerAddress.PerSecond, rl.RegisterPerAddress.Burst)
 		a.mediaUploads = ratelimit.New(rl.MediaUploadsPerUser.PerSecond, rl.MediaUploadsPerUser.Burst)
+		a.callTokens = ratelimit.New(rl.CallTokens.PerSecond, rl.CallTokens.Burst)
 	}
 	return a
 }
@@ -126,6 +132,7 @@ func (a *API) Register(r *mux.Router) {
 	a.dehydratedRoutes(add)
 	a.delayedRoutes(add)
 	a.rtcRoutes(add)
+	a.rtcDelegateRoutes(add)
 	a.registerMedia(r)
 	a.registerStream(r)
 	add("/_synapse/admin/v1", []route{
@@ -192,17 +199,7 @@ func pathVar(r *http.Request, name string) string {
 
 // clientIP is the client's address, for rate limits and device info.
 func (a *API) clientIP(r *http.Request) string {
-	if a.cfg.HTTP.TrustForwardedFor {
-		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-			first, _, _ := strings.Cut(xff, ",")
-			return strings.TrimSpace(first)
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
+	return httpx.ClientIP(r, a.cfg.HTTP.TrustForwardedFor)
 }
 
 func (a *API) clientInfo(r *http.Request) users.ClientInfo {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
@@ -20,7 +21,7 @@ func rateLimited(adjust func(*config.RateLimits)) testserver.Option {
 		c.RateLimits = config.RateLimits{
 			Enabled:         true,
 			LoginPerAddress: generous, LoginPerAccount: generous, LoginFailures: generous,
-			RegisterPerAddress: generous, MediaUploadsPerUser: generous,
+			RegisterPerAddress: generous, MediaUploadsPerUser: generous, CallTokens: generous,
 		}
 		adjust(&c.RateLimits)
 	}
@@ -156,4 +157,32 @@ func TestRateLimitRegistrationTokens(t *testing.T) {
 	expectLimited(t, post(t, srv, v3+"/register", "", map[string]any{"username": "alice", "password": "password1",
 		"auth": map[string]any{"type": "m.login.registration_token", "token": "right", "session": sess}}))
 	get(t, srv, v3+"/register/available?username=alice", "").expect(t, http.StatusOK, "")
+}
+
+// TestRateLimitCallTokens: LiveKit token requests, per user on the client
+// API and per address on the token service, each a bucket of its own.
+func TestRateLimitCallTokens(t *testing.T) {
+	srv := testserver.Start(t, testserver.Calls(), rateLimited(func(rl *config.RateLimits) {
+		rl.CallTokens = config.Rate{PerSecond: 0.001, Burst: 2}
+	}))
+	alice := registerUser(t, srv, "alice", "password1")
+	bob := registerUser(t, srv, "bob", "password1")
+	roomID := adCreateRoom(t, srv, alice, map[string]any{})
+	tr := get(t, srv, "/_matrix/client/v1/rtc/transports", alice.AccessToken).expect(t, http.StatusOK, "")
+	sfuURL, _ := tr.Body["transports"].([]any)[0].(map[string]any)["url"].(string)
+	body := map[string]any{"url": sfuURL, "room_id": roomID, "slot_id": "m.call#ROOM", "member_id": "m1"}
+	const path = "/_matrix/client/v1/rtc/livekit/get_token"
+	for range 2 {
+		post(t, srv, path, alice.AccessToken, body).expect(t, http.StatusOK, "")
+	}
+	expectLimited(t, post(t, srv, path, alice.AccessToken, body))
+	// Bob's bucket is his own: not joined, so refused, but not limited.
+	post(t, srv, path, bob.AccessToken, body).expect(t, http.StatusForbidden, "M_FORBIDDEN")
+
+	// The token service counts requests per address before reading them.
+	svc := calls.TokenPrefix + "/get_token"
+	for range 2 {
+		post(t, srv, svc, "", map[string]any{}).expect(t, http.StatusBadRequest, "M_BAD_JSON")
+	}
+	expectLimited(t, post(t, srv, svc, "", map[string]any{}))
 }

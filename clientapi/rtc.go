@@ -1,8 +1,10 @@
 package clientapi
 
 import (
-	"errors"
+	"context"
 	"net/http"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/internal/httpx"
@@ -22,6 +24,9 @@ func (a *API) rtcRoutes(add func(string, []route)) {
 		{get, "/rtc/transports", a.authed(a.rtcTransportsV1, guestOK)},
 		{post, "/rtc/livekit/get_token", a.authed(a.rtcLiveKitToken, guestOK)},
 	})
+	add("/_matrix/client/unstable/io.element.msc4195", []route{
+		{post, "/rtc/livekit/get_token", a.authed(a.rtcLiveKitToken, guestOK)},
+	})
 }
 
 // rtcTransports is our LiveKit focus, as Element Call expects it (in
@@ -39,48 +44,73 @@ func (a *API) rtcTransportsUnstable(r *http.Request, _ *users.Requester) (any, e
 }
 
 // rtcTransportsV1: GET /_matrix/client/v1/rtc/transports (MSC4143 with
-// MSC4195's m.livekit transport).
+// MSC4195's m.livekit transport). The same SFU is offered a second time
+// as the reference implementations name it (type "livekit", with the
+// token service's livekit_service_url beside url, as MSC4195's appendix
+// describes), so that clients of either kind find it.
 func (a *API) rtcTransportsV1(r *http.Request, _ *users.Requester) (any, error) {
 	if a.calls == nil {
 		return map[string]any{"transports": []any{}}, nil
 	}
-	return map[string]any{"transports": []map[string]string{{"type": "m.livekit", "url": a.calls.LiveKitURL(r)}}}, nil
+	sfu := a.calls.LiveKitURL(r)
+	return map[string]any{"transports": []map[string]string{
+		{"type": "m.livekit", "url": sfu},
+		{"type": "livekit", "url": sfu, "livekit_service_url": a.calls.ServiceURL(r)},
+	}}, nil
 }
 
-// rtcLiveKitToken: POST /_matrix/client/v1/rtc/livekit/get_token (MSC4195)
-// for our own SFU. Tokens for other servers' SFUs (the federation
-// get_token endpoint) are not supported yet.
+// RemoteLiveKitToken asks another server for a token to its SFU on behalf
+// of our user (federation rtc/livekit/get_token).
+type RemoteLiveKitToken func(ctx context.Context, serverName, userID string, q calls.LiveKitRequest) (string, error)
+
+// SetRTCRemote lets our users get tokens for other servers' SFUs, whether
+// or not we run one ourselves.
+func (a *API) SetRTCRemote(f RemoteLiveKitToken) { a.rtcRemote = f }
+
+// rtcLiveKitToken: POST /_matrix/client/v1/rtc/livekit/get_token
+// (MSC4195): a token to our SFU, or, with another server_name, to that
+// server's SFU, which we ask over federation for our user.
 func (a *API) rtcLiveKitToken(r *http.Request, who *users.Requester) (any, error) {
-	if a.calls == nil {
+	if a.calls == nil && a.rtcRemote == nil {
 		return nil, mxerr.Unrecognized("Calls are not enabled on this server")
+	}
+	if err := limit(a.callTokens, who.UserID); err != nil {
+		return nil, err
 	}
 	var body struct {
 		ServerName string `json:"server_name"`
-		URL        string `json:"url"`
-		RoomID     string `json:"room_id"`
-		SlotID     string `json:"slot_id"`
-		MemberID   string `json:"member_id"`
+		calls.LiveKitRequest
 	}
 	if err := httpx.DecodeJSON(r, &body, false); err != nil {
 		return nil, err
 	}
-	if body.URL == "" || body.RoomID == "" || body.SlotID == "" || body.MemberID == "" {
-		return nil, mxerr.BadJSON("url, room_id, slot_id and member_id are required")
+	if err := body.Validate(); err != nil {
+		return nil, err
 	}
-	if body.ServerName != "" && body.ServerName != a.cfg.ServerName {
-		return nil, mxerr.Unknown(http.StatusBadGateway, "Tokens for other servers' SFUs are not supported")
-	}
-	if body.URL != a.calls.LiveKitURL(r) {
-		return nil, mxerr.InvalidParam("url is not one of this server's SFUs")
-	}
-	jwt, err := a.calls.Token(r.Context(), who.UserID, true, body.RoomID, body.SlotID,
-		calls.MemberIdentity(who.UserID, body.MemberID))
-	if err != nil {
-		var ce *calls.Error
-		if errors.As(err, &ce) {
-			return nil, &mxerr.Error{Status: ce.Status, Code: ce.Code, Message: ce.Message}
+	var (
+		jwt string
+		err error
+	)
+	switch {
+	case body.ServerName == "" || body.ServerName == a.cfg.ServerName:
+		if a.calls == nil {
+			return nil, mxerr.InvalidParam("url is not one of this server's SFUs")
 		}
+		jwt, err = a.calls.LiveKitToken(r.Context(), r, who.UserID, true, body.LiveKitRequest)
+	case !validServerName(body.ServerName):
+		return nil, mxerr.InvalidParam("server_name is not a server name")
+	case a.rtcRemote == nil:
+		return nil, mxerr.Unknown(http.StatusBadGateway, "Federation is not enabled on this server")
+	default:
+		jwt, err = a.rtcRemote(r.Context(), body.ServerName, who.UserID, body.LiveKitRequest)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return map[string]string{"jwt": jwt}, nil
+}
+
+func validServerName(s string) bool {
+	_, _, ok := spec.ParseAndValidateServerName(spec.ServerName(s))
+	return ok
 }

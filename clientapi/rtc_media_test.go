@@ -10,17 +10,15 @@ import (
 	"net/url"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	protoLogger "github.com/livekit/protocol/logger"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/webrtc/v4"
-	"github.com/pion/webrtc/v4/pkg/media"
 
 	"github.com/tessera-hs/tessera/calls"
+	"github.com/tessera-hs/tessera/internal/lkpeer"
 	"github.com/tessera-hs/tessera/internal/lkrelay"
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
@@ -42,64 +40,25 @@ func TestCallsMedia(t *testing.T) {
 	}
 }
 
-// The SFU parses VP8 payloads to find key frames (a subscriber's video
-// starts at one), so every video sample is a tiny valid 8x8 key frame
-// (the one livekit-server itself uses as a placeholder).
-var vp8KeyFrame8x8 = []byte{
-	0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x08, 0x00,
-	0x08, 0x00, 0x00, 0x47, 0x08, 0x85, 0x85, 0x88,
-	0x85, 0x84, 0x88, 0x02, 0x02, 0x00, 0x0c, 0x0d,
-	0x60, 0x00, 0xfe, 0xff, 0xab, 0x50, 0x80,
-}
-
-// opusSilence is a 20 ms Opus frame (CELT silence).
-var opusSilence = []byte{0xf8, 0xff, 0xfe}
-
 const mediaTimeout = 20 * time.Second
 
-// mediaPeer is one call participant and what it has received.
+// mediaPeer is one call participant.
 type mediaPeer struct {
-	s         session
-	identity  string
-	url, jwt  string // from get_token
-	signalURL string // url, through lkrelay.PublishAfterTrackPublished
-	room      *lksdk.Room
-	tracks    []*lksdk.LocalTrack
+	s        session
+	identity string
+	url, jwt string // from get_token
+	peer     *lkpeer.Peer
 
-	start     time.Time // join request (OpenID token request)
-	tokenAt   time.Duration
-	joinedAt  time.Duration
-	published time.Duration
-
-	mu          sync.Mutex
-	subscribing bool                     // published; subscribe to what appears
-	first       map[string]time.Duration // "identity/kind" → first packet, since start
-	got         chan struct{}            // closed once every expected stream arrived
-	want        int
-}
-
-func (p *mediaPeer) gotPacket(from string, kind webrtc.RTPCodecType) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	k := from + "/" + kind.String()
-	if _, ok := p.first[k]; ok {
-		return
-	}
-	p.first[k] = time.Since(p.start)
-	if len(p.first) == p.want {
-		close(p.got)
-	}
+	start     time.Time     // join request (OpenID token request)
+	tokenAt   time.Duration // token in hand
+	joinStart time.Duration // connecting to the SFU
+	joinedAt  time.Duration // connected and published
 }
 
 func callsMediaRun(t *testing.T, srv *testserver.Server, n int) {
 	peers := make([]*mediaPeer, n)
 	for i := range peers {
-		peers[i] = &mediaPeer{
-			s:     registerUser(t, srv, fmt.Sprintf("rtc%d_%d", n, i), "password1"),
-			first: map[string]time.Duration{},
-			got:   make(chan struct{}),
-			want:  2 * (n - 1),
-		}
+		peers[i] = &mediaPeer{s: registerUser(t, srv, fmt.Sprintf("rtc%d_%d", n, i), "password1")}
 	}
 	roomID := adCreateRoom(t, srv, peers[0].s, map[string]any{"preset": "public_chat"})
 	for _, p := range peers[1:] {
@@ -118,14 +77,10 @@ func callsMediaRun(t *testing.T, srv *testserver.Server, n int) {
 
 	shim := httptest.NewServer(lkrelay.PublishAfterTrackPublished())
 	defer shim.Close()
-	stop := make(chan struct{})
-	var writers sync.WaitGroup
 	defer func() {
-		close(stop)
-		writers.Wait()
 		for _, p := range peers {
-			if p.room != nil {
-				p.room.Disconnect()
+			if p.peer != nil {
+				p.peer.Close()
 			}
 		}
 	}()
@@ -142,48 +97,44 @@ func callsMediaRun(t *testing.T, srv *testserver.Server, n int) {
 	for i, p := range peers {
 		member := fmt.Sprintf("member%d", i)
 		must(t, p.token(srv, serviceURL, roomID, member), p.s.UserID+": get_token")
-		p.signalURL = "ws://" + strings.TrimPrefix(shim.URL, "http://") + "/?upstream=" + url.QueryEscape(p.url)
-		must(t, p.join(stop, &writers), p.s.UserID+": join")
+		signalURL := "ws://" + strings.TrimPrefix(shim.URL, "http://") + "/?upstream=" + url.QueryEscape(p.url)
+		p.joinStart = time.Since(p.start)
+		peer, err := lkpeer.Join(signalURL, p.jwt, true, mediaTimeout)
+		must(t, err, p.s.UserID+": join")
+		p.peer = peer
+		p.joinedAt = time.Since(p.start)
+		if got := peer.Room.LocalParticipant.Identity(); got != p.identity {
+			t.Fatalf("%s: identity %q, want %q", p.s.UserID, got, p.identity)
+		}
 	}
 
-	deadline := time.After(mediaTimeout)
-	for _, p := range peers {
-		select {
-		case <-p.got:
-		case <-deadline:
-		}
-	}
 	failed := false
 	for i, p := range peers {
-		p.mu.Lock()
-		var missing []string
-		var firstAny, all time.Duration
+		var want []string
 		for _, q := range peers {
-			if q == p {
-				continue
-			}
-			for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
-				d, ok := p.first[q.identity+"/"+kind.String()]
-				if !ok {
-					missing = append(missing, q.s.UserID+" "+kind.String())
-					continue
-				}
-				if firstAny == 0 || d < firstAny {
-					firstAny = d
-				}
-				all = max(all, d)
+			if q != p {
+				want = append(want, lkpeer.Key(q.identity, webrtc.RTPCodecTypeAudio), lkpeer.Key(q.identity, webrtc.RTPCodecTypeVideo))
 			}
 		}
-		p.mu.Unlock()
-		if len(missing) > 0 {
+		if missing := p.peer.Wait(want, mediaTimeout); len(missing) > 0 {
 			failed = true
 			sort.Strings(missing)
 			t.Errorf("participant %d (%s) received no RTP within %v from: %s", i, p.s.UserID, mediaTimeout, strings.Join(missing, ", "))
 			continue
 		}
-		t.Logf("n=%d participant %d: token %v, connected %v, published %v, first RTP %v, all %d streams %v (from join request)",
-			n, i, p.tokenAt.Round(time.Millisecond), p.joinedAt.Round(time.Millisecond), p.published.Round(time.Millisecond),
-			firstAny.Round(time.Millisecond), p.want, all.Round(time.Millisecond))
+		// First packets, since this participant's join request.
+		var firstAny, all time.Duration
+		for _, k := range want {
+			d, _ := p.peer.First(k)
+			d += p.joinStart
+			if firstAny == 0 || d < firstAny {
+				firstAny = d
+			}
+			all = max(all, d)
+		}
+		t.Logf("n=%d participant %d: token %v, connected and published %v, first RTP %v, all %d streams %v (from join request)",
+			n, i, p.tokenAt.Round(time.Millisecond), p.joinedAt.Round(time.Millisecond),
+			firstAny.Round(time.Millisecond), len(want), all.Round(time.Millisecond))
 	}
 	if failed {
 		t.FailNow()
@@ -212,91 +163,6 @@ func (p *mediaPeer) token(srv *testserver.Server, serviceURL, roomID, memberID s
 	p.url, p.jwt = tok.URL, tok.JWT
 	p.tokenAt = time.Since(p.start)
 	return nil
-}
-
-// join is the second half: connect to the URL get_token returned, publish
-// a microphone and a camera track, subscribe to everything.
-func (p *mediaPeer) join(stop <-chan struct{}, writers *sync.WaitGroup) error {
-	cb := &lksdk.RoomCallback{ParticipantCallback: lksdk.ParticipantCallback{
-		OnTrackSubscribed: func(track *webrtc.TrackRemote, _ *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
-			from, kind := rp.Identity(), track.Kind()
-			go func() {
-				for {
-					if _, _, err := track.ReadRTP(); err != nil {
-						return
-					}
-					p.gotPacket(from, kind)
-				}
-			}()
-		},
-		OnTrackPublished: func(pub *lksdk.RemoteTrackPublication, _ *lksdk.RemoteParticipant) {
-			p.mu.Lock()
-			subscribing := p.subscribing
-			p.mu.Unlock()
-			if subscribing {
-				_ = pub.SetSubscribed(true)
-			}
-		},
-	}}
-	room, err := lksdk.ConnectToRoomWithToken(p.signalURL, p.jwt, cb, lksdk.WithAutoSubscribe(false), lksdk.WithConnectTimeout(mediaTimeout))
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", p.url, err)
-	}
-	p.room = room
-	p.joinedAt = time.Since(p.start)
-	if room.LocalParticipant.Identity() != p.identity {
-		return fmt.Errorf("identity %q, want %q", room.LocalParticipant.Identity(), p.identity)
-	}
-
-	audio, err := lksdk.NewLocalSampleTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2})
-	if err != nil {
-		return err
-	}
-	video, err := lksdk.NewLocalSampleTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000})
-	if err != nil {
-		return err
-	}
-	p.tracks = []*lksdk.LocalTrack{audio, video}
-	// Publish first, then subscribe to what is there and what appears.
-	if _, err := room.LocalParticipant.PublishTrack(video, &lksdk.TrackPublicationOptions{Name: "camera", Source: livekit.TrackSource_CAMERA, VideoWidth: 8, VideoHeight: 8}); err != nil {
-		return fmt.Errorf("publish video: %w", err)
-	}
-	if _, err := room.LocalParticipant.PublishTrack(audio, &lksdk.TrackPublicationOptions{Name: "mic", Source: livekit.TrackSource_MICROPHONE}); err != nil {
-		return fmt.Errorf("publish audio: %w", err)
-	}
-	p.published = time.Since(p.start)
-	p.mu.Lock()
-	p.subscribing = true
-	p.mu.Unlock()
-	for _, rp := range room.GetRemoteParticipants() {
-		for _, pub := range rp.TrackPublications() {
-			if rpub, ok := pub.(*lksdk.RemoteTrackPublication); ok {
-				if err := rpub.SetSubscribed(true); err != nil {
-					return fmt.Errorf("subscribe to %s: %w", rp.Identity(), err)
-				}
-			}
-		}
-	}
-	writers.Add(2)
-	go writeSamples(audio, opusSilence, 20*time.Millisecond, stop, writers)
-	go writeSamples(video, vp8KeyFrame8x8, time.Second/30, stop, writers)
-	return nil
-}
-
-// writeSamples writes sample every frame period until stop: real-time
-// synthetic media (the SFU forwards RTP without decoding it).
-func writeSamples(track *lksdk.LocalTrack, sample []byte, every time.Duration, stop <-chan struct{}, wg *sync.WaitGroup) {
-	defer wg.Done()
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-			_ = track.WriteSample(media.Sample{Data: sample, Duration: every}, nil)
-		}
-	}
 }
 
 // postJSON is a plain HTTP POST for use off the test goroutine.

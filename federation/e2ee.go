@@ -10,13 +10,11 @@ package federation
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 
 	"github.com/gorilla/mux"
 	"github.com/matrix-org/gomatrixserverlib"
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/httpx"
@@ -156,26 +154,7 @@ func (c keyClient) ClaimKeys(ctx context.Context, server spec.ServerName, oneTim
 
 // do sends a request signed with our key and decodes the JSON answer.
 func (c keyClient) do(ctx context.Context, method string, server spec.ServerName, path string, body, out any) error {
-	if !c.a.cfg.allowed(server) {
-		return fmt.Errorf("federation with %s is not allowed", server)
-	}
-	req := fclient.NewFederationRequest(method, c.a.cfg.ServerName, server, path)
-	if body != nil {
-		if err := req.SetContent(body); err != nil {
-			return fmt.Errorf("%s %s: %w", method, path, err)
-		}
-	}
-	if err := req.Sign(c.a.cfg.ServerName, c.a.cfg.KeyID, c.a.cfg.PrivateKey); err != nil {
-		return fmt.Errorf("sign %s %s: %w", method, path, err)
-	}
-	hr, err := req.HTTPRequest()
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if err := c.a.client.DoRequestAndParseResponse(ctx, hr, out); err != nil {
-		return fmt.Errorf("%s %s on %s: %w", method, path, server, err)
-	}
-	return nil
+	return c.a.doSigned(ctx, method, server, path, body, out)
 }
 
 // receiveE2EEEDU handles the EDUs of end-to-end encryption. fromOrigin

@@ -23,6 +23,7 @@ import (
 	"github.com/matrix-org/util"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/roomserver"
@@ -87,6 +88,8 @@ type API struct {
 	mediaParts
 	// e2eeParts is the key store the E2EE routes serve (e2ee.go).
 	e2eeParts e2eeParts
+	// calls is our SFU's token service (rtc.go); nil when calls are off.
+	calls *calls.Service
 }
 
 // signedFunc handles a request whose X-Matrix signature has been verified:
@@ -164,6 +167,32 @@ func (a *API) signedLimit(limit int64, h signedFunc) httpx.HandlerFunc {
 	}
 }
 
+// doSigned sends a request signed with our key to server and decodes its
+// JSON answer into out. A server the allow and deny lists refuse is not
+// contacted.
+func (a *API) doSigned(ctx context.Context, method string, server spec.ServerName, path string, body, out any) error {
+	if !a.cfg.allowed(server) {
+		return fmt.Errorf("federation with %s is not allowed", server)
+	}
+	req := fclient.NewFederationRequest(method, a.cfg.ServerName, server, path)
+	if body != nil {
+		if err := req.SetContent(body); err != nil {
+			return fmt.Errorf("%s %s: %w", method, path, err)
+		}
+	}
+	if err := req.Sign(a.cfg.ServerName, a.cfg.KeyID, a.cfg.PrivateKey); err != nil {
+		return fmt.Errorf("sign %s %s: %w", method, path, err)
+	}
+	hr, err := req.HTTPRequest()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if err := a.client.DoRequestAndParseResponse(ctx, hr, out); err != nil {
+		return fmt.Errorf("%s %s on %s: %w", method, path, server, err)
+	}
+	return nil
+}
+
 // claimedOrigin is the origin an X-Matrix Authorization header names, or
 // "" without one.
 func claimedOrigin(r *http.Request) spec.ServerName {
@@ -225,6 +254,7 @@ func (a *API) Register(r *mux.Router) {
 	a.registerReads(fed)
 	a.registerE2EE(fed)
 	a.registerMedia(fed)
+	a.registerRTC(fed)
 }
 
 // Handler is the federation listener's whole handler: the routes of

@@ -64,6 +64,12 @@ type Calls struct {
 	// start into <data_dir>/livekit.keys.
 	APIKey    string `yaml:"api_key"`
 	APISecret string `yaml:"api_secret"`
+	// DelegatedLeavePollInterval is how often the server checks that a
+	// participant whose delayed leave event was delegated to it (MSC4195)
+	// is still on the SFU; DelegatedLeaveConnectTimeout how long it waits
+	// for that participant to connect before it gives up.
+	DelegatedLeavePollInterval   Duration `yaml:"delegated_leave_poll_interval"`
+	DelegatedLeaveConnectTimeout Duration `yaml:"delegated_leave_connect_timeout"`
 }
 
 // Federation is the server-server API: its TLS listener, which servers we
@@ -231,6 +237,10 @@ type RateLimits struct {
 	RegisterPerAddress Rate `yaml:"register_per_address"`
 	// MediaUploadsPerUser: uploads and upload IDs created, per user.
 	MediaUploadsPerUser Rate `yaml:"media_uploads_per_user"`
+	// CallTokens: LiveKit token requests (MSC4195's get_token, the token
+	// service), per user, per client address and per remote server.
+	// Each may create a LiveKit room.
+	CallTokens Rate `yaml:"call_tokens"`
 }
 
 // Rate is a token bucket: Burst requests at once, refilled at PerSecond.
@@ -316,12 +326,16 @@ func Default() Config {
 			RegisterPerAddress: Rate{PerSecond: 0.17, Burst: 3},
 			// Synapse's rc_media_create.
 			MediaUploadsPerUser: Rate{PerSecond: 10, Burst: 50},
+			// A client asks once per SFU when it joins a call (and on
+			// reconnects); a server asks for all its users.
+			CallTokens: Rate{PerSecond: 1, Burst: 20},
 		},
 		Federation: Federation{
 			Listen:      "0.0.0.0:8448",
 			KeyValidity: Duration(24 * time.Hour),
 		},
-		Calls: Calls{SignalPort: 7880, UDPPort: 7882, TCPPort: 7881},
+		Calls: Calls{SignalPort: 7880, UDPPort: 7882, TCPPort: 7881,
+			DelegatedLeavePollInterval: Duration(2 * time.Second), DelegatedLeaveConnectTimeout: Duration(2 * time.Minute)},
 		// Synapse's max_spider_size; previews are off as in Synapse.
 		URLPreviews: URLPreviews{
 			MaxResponseBytes: 10 << 20,
@@ -525,7 +539,7 @@ func (c *Config) Validate() error {
 	for name, r := range map[string]Rate{
 		"login_per_address": c.RateLimits.LoginPerAddress, "login_per_account": c.RateLimits.LoginPerAccount,
 		"login_failures": c.RateLimits.LoginFailures, "register_per_address": c.RateLimits.RegisterPerAddress,
-		"media_uploads_per_user": c.RateLimits.MediaUploadsPerUser,
+		"media_uploads_per_user": c.RateLimits.MediaUploadsPerUser, "call_tokens": c.RateLimits.CallTokens,
 	} {
 		if r.PerSecond <= 0 || r.Burst < 1 {
 			return fmt.Errorf("rate_limits.%s: expected per_second > 0 and burst >= 1", name)
@@ -568,6 +582,14 @@ func (c *Calls) validate() error {
 	}
 	if c.APISecret != "" && len(c.APISecret) < 32 {
 		return errors.New("calls.api_secret: expected at least 32 characters")
+	}
+	// Each delegated call asks the SFU once per interval: faster than
+	// this is load for nothing.
+	if d := c.DelegatedLeavePollInterval.Std(); d < 100*time.Millisecond {
+		return fmt.Errorf("calls.delegated_leave_poll_interval: expected at least 100ms, got %s", d)
+	}
+	if d := c.DelegatedLeaveConnectTimeout.Std(); d < time.Second {
+		return fmt.Errorf("calls.delegated_leave_connect_timeout: expected at least 1s, got %s", d)
 	}
 	return nil
 }

@@ -77,6 +77,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad rate", "rate_limits:\n  login_failures:\n    per_second: 0\n    burst: 1\n", "rate_limits.login_failures"},
 		{"bad public url", "public_baseurl: ftp://x\n", "public_baseurl"},
 		{"bad room version", "rooms:\n  default_room_version: '99'\n", "rooms.default_room_version: expected a stable room version"},
+		{"fast delegate poll", "calls:\n  delegated_leave_poll_interval: 10ms\n", "calls.delegated_leave_poll_interval: expected at least 100ms"},
+		{"short delegate wait", "calls:\n  delegated_leave_connect_timeout: 0s\n", "calls.delegated_leave_connect_timeout: expected at least 1s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -194,6 +194,11 @@ rate_limits:
   media_uploads_per_user:
     per_second: 10
     burst: 50
+  # LiveKit token requests for calls, per user, per client address and
+  # per remote server (each may create a room on the SFU).
+  call_tokens:
+    per_second: 1
+    burst: 20
 
 rooms:
   # The version of new rooms that do not ask for one (1-12). 12 is the
@@ -335,4 +340,12 @@ calls:
   # <data_dir>/livekit.keys.
   api_key: {{.CallsKey}}
   api_secret: {{.CallsSecret}}
+  # Delegated leave (MSC4195): a client may hand this server its delayed
+  # "left the call" event; the server keeps it alive while the client is
+  # on the SFU and sends it as soon as the client is gone. How often the
+  # server checks the SFU (a leave goes out at most this long after the
+  # SFU notices the departure), and how long it waits for the client to
+  # connect before it leaves the event to its own delay.
+  delegated_leave_poll_interval: 2s
+  delegated_leave_connect_timeout: 2m
 `))

@@ -30,6 +30,7 @@ import (
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/httpx"
+	"github.com/tessera-hs/tessera/internal/ratelimit"
 	"github.com/tessera-hs/tessera/internal/signingkey"
 	"github.com/tessera-hs/tessera/internal/tlscert"
 	"github.com/tessera-hs/tessera/keybackup"
@@ -73,8 +74,13 @@ type Server struct {
 
 	// sfu is the embedded LiveKit server and calls its token service;
 	// nil when calls are off.
-	sfu   *calls.SFU
+	sfu *calls.SFU
+	// guard removes users who leave a Matrix room from its calls.
+	guard *calls.Guard
 	calls *calls.Service
+	// delegations keeps MSC4195 delegated delayed leaves alive while
+	// their participants are on the SFU; nil when calls are off.
+	delegations *calls.Delegations
 
 	notifier *syncapi.Notifier
 	api      *clientapi.API
@@ -111,6 +117,9 @@ func New(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*Server, 
 	}
 	s := &Server{cfg: cfg, log: log, db: db, key: key}
 	if err := s.init(ctx); err != nil {
+		if s.guard != nil {
+			s.guard.Close()
+		}
 		if s.sfu != nil {
 			s.sfu.Stop()
 		}
@@ -253,6 +262,19 @@ func (s *Server) init(ctx context.Context) error {
 			return err
 		}
 		api.SetCalls(s.calls)
+		// After the delayed events service, whose events it restarts
+		// and sends, and the SFU, which it watches.
+		s.delegations = calls.NewDelegations(calls.DelegationConfig{
+			APIKey: s.calls.APIKey, APISecret: s.calls.APISecret, SignalAddr: s.calls.SignalAddr,
+			PollInterval:   s.cfg.Calls.DelegatedLeavePollInterval.Std(),
+			ConnectTimeout: s.cfg.Calls.DelegatedLeaveConnectTimeout.Std(),
+		}, s.delayed, s.log.WithField("component", "calls"))
+		api.SetDelegations(s.delegations)
+	}
+
+	if s.fedAPI != nil {
+		// Tokens for other servers' SFUs, even without one of our own.
+		api.SetRTCRemote(s.fedAPI.RemoteLiveKitToken)
 	}
 
 	r := mux.NewRouter().UseEncodedPath()
@@ -310,14 +332,21 @@ func (s *Server) initCalls(ctx context.Context) error {
 	if level == "info" {
 		level = "warn" // LiveKit is chatty at info
 	}
+	guard, err := calls.NewGuard(ctx, s.db, s.Rooms, key, secret, s.log.WithField("component", "calls"))
+	if err != nil {
+		return err
+	}
+	s.guard = guard
 	sfu, err := calls.StartSFU(ctx, calls.Config{
 		SignalPort: cc.SignalPort, UDPPort: cc.UDPPort, TCPPort: cc.TCPPort, NodeIP: cc.NodeIP,
-		APIKey: key, APISecret: secret, LogLevel: level,
+		APIKey: key, APISecret: secret, LogLevel: level, WebhookURL: guard.WebhookURL(),
 	})
 	if err != nil {
 		return err
 	}
 	s.sfu = sfu
+	guard.Attach(sfu.SignalAddr(), key, secret)
+	s.Rooms.Subscribe(guard.OnEvents)
 	s.calls = &calls.Service{
 		ServerName:    s.cfg.ServerName,
 		PublicBaseURL: s.cfg.PublicBaseURL,
@@ -326,7 +355,10 @@ func (s *Server) initCalls(ctx context.Context) error {
 		Users:         s.Users,
 		Rooms:         s.Rooms,
 		SignalAddr:    sfu.SignalAddr(),
+		Guard:         guard,
 		Log:           s.log.WithField("component", "calls"),
+		// Behind a reverse proxy, as for the client API's limits.
+		TrustForwardedFor: s.cfg.HTTP.TrustForwardedFor,
 		Remote: func(ctx context.Context, server, token string) (string, error) {
 			fc, ok := s.FederationClient.(userInfoLooker)
 			if !ok || !s.cfg.Federation.AllowsServer(server) {
@@ -338,6 +370,12 @@ func (s *Server) initCalls(ctx context.Context) error {
 			}
 			return info.Sub, nil
 		},
+	}
+	if rl := s.cfg.RateLimits; rl.Enabled {
+		s.calls.Limiter = ratelimit.New(rl.CallTokens.PerSecond, rl.CallTokens.Burst)
+	}
+	if s.fedAPI != nil {
+		s.fedAPI.SetCalls(s.calls)
 	}
 	s.log.WithFields(logrus.Fields{"signal": sfu.SignalAddr(), "udp_port": cc.UDPPort, "tcp_port": cc.TCPPort}).
 		Info("calls: embedded LiveKit SFU started")
@@ -513,6 +551,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.Sync.Typing().Stop()
 		s.Sync.Presence().Stop()
 	}
+	if s.delegations != nil {
+		// After HTTP (no new delegations), before the delayed events
+		// it restarts and sends, and before the SFU: the SFU stopping
+		// would look like every participant leaving. What it kept alive
+		// stays scheduled.
+		s.delegations.Close()
+	}
 	if s.delayed != nil {
 		// Before the room server, which sends what falls due.
 		s.delayed.Stop()
@@ -535,6 +580,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if s.notifier != nil {
 		s.notifier.Close()
+	}
+	if s.guard != nil {
+		// Before the SFU, whose departures it need not hear of.
+		s.guard.Close()
 	}
 	if s.sfu != nil {
 		s.sfu.Stop()
