@@ -156,12 +156,14 @@ func TestCallMediaAcrossServers(t *testing.T) {
 		t.Fatal(err)
 	}
 	var svc struct{ URL, JWT string }
+	tokenStart := time.Now()
 	if _, err := bob.MakeFullRequest(ctx, mautrix.FullRequest{Method: http.MethodPost, URL: a.URL + calls.TokenPrefix + "/get_token", Client: http.DefaultClient,
 		RequestJSON: map[string]any{"room_id": room.RoomID, "slot_id": slot, "openid_token": oid,
 			"member": map[string]any{"id": "bob-member", "claimed_user_id": bob.UserID, "claimed_device_id": bob.DeviceID}},
 		ResponseJSON: &svc}); err != nil {
 		t.Fatalf("bob's token from A's token service: %v", err)
 	}
+	t.Logf("bob's token from A's token service (openid/userinfo on B): %v", time.Since(tokenStart).Round(time.Millisecond))
 	bobPeer, err := lkpeer.Join(viaRelay(svc.URL), svc.JWT, true, timeout)
 	if err != nil {
 		t.Fatalf("bob joins A's SFU: %v", err)
@@ -182,8 +184,10 @@ func TestCallMediaAcrossServers(t *testing.T) {
 	if len(member.FociPreferred) != 1 || member.FociPreferred[0].URL != sfuURL {
 		t.Fatalf("alice's membership on B: %+v", member)
 	}
+	tokenStart = time.Now()
 	carolJWT := msc4195Token(t, carol, map[string]any{"server_name": a.Config.ServerName, "url": member.FociPreferred[0].URL,
 		"room_id": room.RoomID, "slot_id": slot, "member_id": "carol-member"})
+	t.Logf("carol's token to A's SFU through B (federation get_token): %v", time.Since(tokenStart).Round(time.Millisecond))
 	claims := verifyJWT(t, a, carolJWT)
 	if v := claims.Video; v == nil || !v.RoomJoin || v.RoomCreate || v.Room != calls.RoomName(room.RoomID.String(), slot) ||
 		v.GetCanPublish() || !v.GetCanSubscribe() || v.GetCanUpdateOwnMetadata() || v.Hidden {
