@@ -10,18 +10,16 @@ package calls
 // leave.
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"sync"
 	"time"
 
-	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/sirupsen/logrus"
+	"github.com/twitchtv/twirp"
 
 	"github.com/tessera-hs/tessera/delayed"
 	"github.com/tessera-hs/tessera/internal/mxerr"
@@ -85,7 +83,7 @@ type Delegations struct {
 	cfg    DelegationConfig
 	events DelayedEvents
 	log    logrus.FieldLogger
-	client *http.Client
+	rooms  *lksdk.RoomServiceClient
 	// present asks the SFU whether a participant is in a room; a field so
 	// that unit tests can stand in for the SFU.
 	present func(ctx context.Context, room, identity string) (bool, error)
@@ -129,7 +127,7 @@ func NewDelegations(cfg DelegationConfig, events DelayedEvents, log logrus.Field
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Delegations{
 		cfg: cfg, events: events, log: log,
-		client:   &http.Client{Timeout: presenceTimeout},
+		rooms:    lksdk.NewRoomServiceClient("http://"+cfg.SignalAddr, cfg.APIKey, cfg.APISecret),
 		ctx:      ctx,
 		cancel:   cancel,
 		byMember: map[memberKey]*delegateJob{},
@@ -326,50 +324,21 @@ func isNotFound(err error) bool {
 	return ok && e.Code == "M_NOT_FOUND"
 }
 
-// getParticipant asks LiveKit's RoomService (twirp, JSON, over loopback)
-// whether identity is in room. Not found, for the room or the
-// participant, is absence; so is a participant LiveKit marks
-// disconnected. A participant still joining counts as present: it is on
-// its way in, and if it never gets there LiveKit drops it and we see it go.
+// getParticipant asks LiveKit's RoomService (over loopback) whether
+// identity is in room. Not found, for the room or the participant, is
+// absence; so is a participant LiveKit marks disconnected. A participant
+// still joining counts as present: it is on its way in, and if it never
+// gets there LiveKit drops it and we see it go.
 func (d *Delegations) getParticipant(ctx context.Context, room, identity string) (bool, error) {
-	at := auth.NewAccessToken(d.cfg.APIKey, d.cfg.APISecret)
-	at.SetVideoGrant(&auth.VideoGrant{RoomAdmin: true, Room: room}).SetValidFor(time.Minute)
-	jwt, err := at.ToJWT()
-	if err != nil {
-		return false, err
-	}
-	body, _ := json.Marshal(map[string]string{"room": room, "identity": identity})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
-		"http://"+d.cfg.SignalAddr+"/twirp/livekit.RoomService/GetParticipant", bytes.NewReader(body))
-	if err != nil {
-		return false, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+jwt)
-	resp, err := d.client.Do(req)
-	if err != nil {
+	ctx, cancel := context.WithTimeout(ctx, presenceTimeout)
+	defer cancel()
+	p, err := d.rooms.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: room, Identity: identity})
+	var te twirp.Error
+	switch {
+	case errors.As(err, &te) && te.Code() == twirp.NotFound:
+		return false, nil
+	case err != nil:
 		return false, fmt.Errorf("LiveKit GetParticipant: %w", err)
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return false, fmt.Errorf("LiveKit GetParticipant: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var te struct {
-			Code string `json:"code"`
-		}
-		if resp.StatusCode == http.StatusNotFound && json.Unmarshal(raw, &te) == nil && te.Code == "not_found" {
-			return false, nil
-		}
-		return false, fmt.Errorf("LiveKit GetParticipant: HTTP %d: %.200s", resp.StatusCode, raw)
-	}
-	// ParticipantInfo in protojson: the state enum is its name.
-	var p struct {
-		State string `json:"state"`
-	}
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return false, fmt.Errorf("LiveKit GetParticipant: %w", err)
-	}
-	return p.State != "DISCONNECTED", nil
+	return p.State != livekit.ParticipantInfo_DISCONNECTED, nil
 }

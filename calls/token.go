@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/internal/httpx"
@@ -281,28 +283,11 @@ func (s *Service) Allow(key string) error {
 func (s *Service) createRoom(ctx context.Context, room string) error {
 	s.createMu.Lock()
 	defer s.createMu.Unlock()
-	at := auth.NewAccessToken(s.APIKey, s.APISecret)
-	at.SetVideoGrant(&auth.VideoGrant{RoomCreate: true}).SetValidFor(time.Minute)
-	jwt, err := at.ToJWT()
-	if err != nil {
-		return err
-	}
-	body, _ := json.Marshal(map[string]any{"name": room, "empty_timeout": 300, "departure_timeout": 20})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
-		"http://"+s.SignalAddr+"/twirp/livekit.RoomService/CreateRoom", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+jwt)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
+	rs := lksdk.NewRoomServiceClient("http://"+s.SignalAddr, s.APIKey, s.APISecret)
+	// lk-jwt-service's timeouts: the room waits 5 minutes for its first
+	// participant and lasts 20 s after its last one leaves.
+	if _, err := rs.CreateRoom(ctx, &livekit.CreateRoomRequest{Name: room, EmptyTimeout: 300, DepartureTimeout: 20}); err != nil {
 		return fmt.Errorf("create LiveKit room: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return fmt.Errorf("create LiveKit room: HTTP %d: %s", resp.StatusCode, msg)
 	}
 	return nil
 }
