@@ -56,6 +56,7 @@ var ErrDelegationsClosed = errors.New("calls: delegated leaves are shut down")
 // DelayedEvents is what delegations need of the delayed events service.
 type DelayedEvents interface {
 	Update(ctx context.Context, userID, delayID string, action delayed.Action) error
+	Scheduled(ctx context.Context, userID string, f delayed.ListFilter) ([]delayed.Scheduled, error)
 }
 
 // DelegationConfig says where the SFU is and how often to look at it.
@@ -76,6 +77,37 @@ type Delegation struct {
 	UserID, RoomID, SlotID, MemberID, DelayID string
 	// Delay is the delayed event's delay, which paces the restarts.
 	Delay time.Duration
+	// LiveKitRoom and Identity name the participant to watch when it is
+	// not MSC4195's (RoomName of RoomID and SlotID, MemberIdentity of
+	// UserID and MemberID): the token service's endpoints derive
+	// identities as lk-jwt-service does.
+	LiveKitRoom, Identity string
+}
+
+// participant is the LiveKit room and identity the job watches.
+func (del *Delegation) participant() (room, identity string) {
+	if del.LiveKitRoom != "" {
+		return del.LiveKitRoom, del.Identity
+	}
+	return RoomName(del.RoomID, del.SlotID), MemberIdentity(del.UserID, del.MemberID)
+}
+
+// Delegate checks that DelayID is one of the user's scheduled events, in
+// RoomID (400 M_INVALID_PARAM otherwise: another user's delay ID is as
+// unknown as a made-up one), takes its delay and starts the job.
+func (d *Delegations) Delegate(ctx context.Context, del Delegation) error {
+	evs, err := d.events.Scheduled(ctx, del.UserID, delayed.ListFilter{DelayIDs: []string{del.DelayID}})
+	if err != nil {
+		return err
+	}
+	if len(evs) != 1 {
+		return mxerr.InvalidParam("delay_id is not one of your scheduled delayed events")
+	}
+	if evs[0].RoomID != del.RoomID {
+		return mxerr.InvalidParam("The delayed event is not in room_id")
+	}
+	del.Delay = time.Duration(evs[0].Delay) * time.Millisecond
+	return d.Start(del)
 }
 
 // Delegations runs one job per delegated delayed leave.
@@ -220,7 +252,7 @@ func restartInterval(d time.Duration) time.Duration {
 // while it is there, send the event once it has gone.
 func (d *Delegations) run(ctx context.Context, j *delegateJob) {
 	log := d.log.WithFields(logrus.Fields{"user_id": j.UserID, "room_id": j.RoomID, "delay_id": j.DelayID})
-	room, identity := RoomName(j.RoomID, j.SlotID), MemberIdentity(j.UserID, j.MemberID)
+	room, identity := j.participant()
 	// A restart now gives the full delay of headroom from here on, and
 	// ends the job at once if the event has gone already.
 	if !d.restart(ctx, j, log) {

@@ -43,6 +43,12 @@ func (f *fakeEvents) Update(_ context.Context, userID, delayID string, action de
 	return nil
 }
 
+// Scheduled is not used: these tests start jobs directly (Start); the
+// clientapi tests cover Delegate against the real service.
+func (f *fakeEvents) Scheduled(context.Context, string, delayed.ListFilter) ([]delayed.Scheduled, error) {
+	return nil, nil
+}
+
 func (f *fakeEvents) count(delayID string, action delayed.Action) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -66,7 +66,10 @@ type Service struct {
 	SignalAddr string
 	// Guard, if set, learns whom each token is for (see Guard).
 	Guard *Guard
-	Log   logrus.FieldLogger
+	// Delegations keeps delayed leaves handed over with token requests
+	// alive (lk-jwt-service's delay_id); nil refuses such requests.
+	Delegations *Delegations
+	Log         logrus.FieldLogger
 
 	proxy *httputil.ReverseProxy
 	// createMu makes room creations one at a time: LiveKit v1.13.5's
@@ -300,21 +303,59 @@ type openIDToken struct {
 	ExpiresIn        int    `json:"expires_in"`
 }
 
+// delegation is lk-jwt-service's optional hand-over of the client's
+// delayed leave event with a token request: all three fields or none.
+// Element Call and Element X send it so that a call outlives the client
+// being frozen in the background.
+type delegation struct {
+	DelayID      string `json:"delay_id"`
+	DelayTimeout int64  `json:"delay_timeout"`
+	// DelayCSAPIURL is the homeserver whose delayed event it is. For our
+	// users that is us, and the event is handled in-process.
+	DelayCSAPIURL string `json:"delay_cs_api_url"`
+}
+
+func (d delegation) requested() (bool, error) {
+	all := d.DelayID != "" && d.DelayTimeout > 0 && d.DelayCSAPIURL != ""
+	if !all && (d.DelayID != "" || d.DelayTimeout != 0 || d.DelayCSAPIURL != "") {
+		return false, badJSON("The request body is missing `delay_id`, `delay_timeout` or `delay_cs_api_url`")
+	}
+	return all, nil
+}
+
 type legacyRequest struct {
 	Room        string      `json:"room"`
 	OpenIDToken openIDToken `json:"openid_token"`
 	DeviceID    string      `json:"device_id"`
+	delegation
 }
 
 type getTokenRequest struct {
 	RoomID      string      `json:"room_id"`
 	SlotID      string      `json:"slot_id"`
 	OpenIDToken openIDToken `json:"openid_token"`
-	Member      struct {
-		ID              string `json:"id"`
-		ClaimedUserID   string `json:"claimed_user_id"`
-		ClaimedDeviceID string `json:"claimed_device_id"`
-	} `json:"member"`
+	Member      member      `json:"member"`
+	delegation
+}
+
+type member struct {
+	ID              string `json:"id"`
+	ClaimedUserID   string `json:"claimed_user_id"`
+	ClaimedDeviceID string `json:"claimed_device_id"`
+}
+
+// validate checks the fields /get_token and /delegate_delayed_leave share.
+func (q *getTokenRequest) validate() error {
+	if q.RoomID == "" || q.SlotID == "" {
+		return badJSON("The request body is missing `room_id` or `slot_id`")
+	}
+	if q.Member.ID == "" || q.Member.ClaimedUserID == "" || q.Member.ClaimedDeviceID == "" {
+		return badJSON("The request body `member` is missing a `id`, `claimed_user_id` or `claimed_device_id`")
+	}
+	if q.OpenIDToken.AccessToken == "" || q.OpenIDToken.MatrixServerName == "" {
+		return badJSON("The request body `openid_token` is missing a `access_token` or `matrix_server_name`")
+	}
+	return nil
 }
 
 // Handler serves everything under ProxyPrefix: the token service under
@@ -348,6 +389,8 @@ func (s *Service) Handler() http.Handler {
 			s.serveToken(w, r, s.legacy)
 		case TokenPrefix + "/get_token":
 			s.serveToken(w, r, s.getToken)
+		case TokenPrefix + "/delegate_delayed_leave":
+			s.serveToken(w, r, s.delegateLeave)
 		case TokenPrefix + "/healthz":
 			w.WriteHeader(http.StatusOK)
 		default:
@@ -423,15 +466,28 @@ func (s *Service) legacy(r *http.Request, body []byte) (any, error) {
 	if req.OpenIDToken.AccessToken == "" || req.OpenIDToken.MatrixServerName == "" {
 		return nil, badJSON("Missing OpenID token parameters")
 	}
+	delegate, err := req.requested()
+	if err != nil {
+		return nil, err
+	}
 	uid, local, err := s.VerifyOpenID(r.Context(), req.OpenIDToken.AccessToken, req.OpenIDToken.MatrixServerName)
 	if err != nil {
 		return nil, err
 	}
+	if delegate && !local {
+		return nil, errDelegationLocal
+	}
 	// lk-jwt-service's rules: local ("full access") users open the
 	// LiveKit room; remote users may join one that is open. Both publish.
-	jwt, err := s.Token(r.Context(), uid, req.Room, LegacySlotID, LegacyIdentity(uid, req.DeviceID), Grant{Create: local, Publish: true})
+	identity := LegacyIdentity(uid, req.DeviceID)
+	jwt, err := s.Token(r.Context(), uid, req.Room, LegacySlotID, identity, Grant{Create: local, Publish: true})
 	if err != nil {
 		return nil, err
+	}
+	if delegate {
+		if err := s.delegate(r.Context(), uid, req.Room, LegacySlotID, req.DeviceID, identity, req.DelayID); err != nil {
+			return nil, err
+		}
 	}
 	return map[string]string{"url": s.LiveKitURL(r), "jwt": jwt}, nil
 }
@@ -441,26 +497,90 @@ func (s *Service) getToken(r *http.Request, body []byte) (any, error) {
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, mxerr.NotJSON("Error reading request")
 	}
-	if req.RoomID == "" || req.SlotID == "" {
-		return nil, badJSON("The request body is missing `room_id` or `slot_id`")
+	if err := req.validate(); err != nil {
+		return nil, err
 	}
-	if req.Member.ID == "" || req.Member.ClaimedUserID == "" || req.Member.ClaimedDeviceID == "" {
-		return nil, badJSON("The request body `member` is missing a `id`, `claimed_user_id` or `claimed_device_id`")
-	}
-	if req.OpenIDToken.AccessToken == "" || req.OpenIDToken.MatrixServerName == "" {
-		return nil, badJSON("The request body `openid_token` is missing a `access_token` or `matrix_server_name`")
-	}
-	uid, local, err := s.VerifyOpenID(r.Context(), req.OpenIDToken.AccessToken, req.OpenIDToken.MatrixServerName)
+	delegate, err := req.requested()
 	if err != nil {
 		return nil, err
 	}
-	if uid != req.Member.ClaimedUserID {
-		return nil, errUnauthorised
-	}
-	jwt, err := s.Token(r.Context(), uid, req.RoomID, req.SlotID,
-		IdentityFor(uid, req.Member.ClaimedDeviceID, req.Member.ID), Grant{Create: local, Publish: true})
+	uid, local, err := s.verifyMember(r, &req)
 	if err != nil {
 		return nil, err
+	}
+	if delegate && !local {
+		return nil, errDelegationLocal
+	}
+	identity := IdentityFor(uid, req.Member.ClaimedDeviceID, req.Member.ID)
+	jwt, err := s.Token(r.Context(), uid, req.RoomID, req.SlotID, identity, Grant{Create: local, Publish: true})
+	if err != nil {
+		return nil, err
+	}
+	if delegate {
+		if err := s.delegate(r.Context(), uid, req.RoomID, req.SlotID, req.Member.ID, identity, req.DelayID); err != nil {
+			return nil, err
+		}
 	}
 	return map[string]string{"url": s.LiveKitURL(r), "jwt": jwt}, nil
+}
+
+// delegateLeave: lk-jwt-service's POST /delegate_delayed_leave, the
+// hand-over of a delayed leave by a client already on the SFU.
+func (s *Service) delegateLeave(r *http.Request, body []byte) (any, error) {
+	var req getTokenRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, mxerr.NotJSON("Error reading request")
+	}
+	if err := req.validate(); err != nil {
+		return nil, err
+	}
+	if delegate, err := req.requested(); err != nil || !delegate {
+		return nil, badJSON("The request body is missing `delay_id`, `delay_timeout` or `delay_cs_api_url`")
+	}
+	uid, local, err := s.verifyMember(r, &req)
+	if err != nil {
+		return nil, err
+	}
+	if !local {
+		return nil, errDelegationLocal
+	}
+	if m, err := s.Rooms.Membership(r.Context(), req.RoomID, uid); err != nil {
+		return nil, err
+	} else if m != "join" {
+		return nil, errNotJoined
+	}
+	identity := IdentityFor(uid, req.Member.ClaimedDeviceID, req.Member.ID)
+	if err := s.delegate(r.Context(), uid, req.RoomID, req.SlotID, req.Member.ID, identity, req.DelayID); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
+// verifyMember checks the OpenID token and that it is the claimed user's.
+func (s *Service) verifyMember(r *http.Request, req *getTokenRequest) (uid string, local bool, err error) {
+	uid, local, err = s.VerifyOpenID(r.Context(), req.OpenIDToken.AccessToken, req.OpenIDToken.MatrixServerName)
+	if err != nil {
+		return "", false, err
+	}
+	if uid != req.Member.ClaimedUserID {
+		return "", false, errUnauthorised
+	}
+	return uid, local, nil
+}
+
+// errDelegationLocal: we keep only our own users' delayed events alive
+// (as lk-jwt-service does for its "full access" users); another server's
+// would need its client API called with a delay ID it lent us.
+var errDelegationLocal = mxerr.BadJSON("Delegation of delayed events is only supported for users of this server")
+
+// delegate hands the user's delayed leave delayID to Delegations, to be
+// kept alive while identity is in the LiveKit room of roomID and slotID.
+func (s *Service) delegate(ctx context.Context, uid, roomID, slotID, memberID, identity, delayID string) error {
+	if s.Delegations == nil {
+		return mxerr.Unrecognized("Delegation of delayed events is not enabled on this server")
+	}
+	return s.Delegations.Delegate(ctx, Delegation{
+		UserID: uid, RoomID: roomID, SlotID: slotID, MemberID: memberID, DelayID: delayID,
+		LiveKitRoom: RoomName(roomID, slotID), Identity: identity,
+	})
 }

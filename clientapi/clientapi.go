@@ -70,7 +70,7 @@ type API struct {
 	// Rate limiters; nil when limits are off (a nil limiter allows all).
 	loginPerAddress, loginPerAccount, loginFailures, registerPerAddress *ratelimit.Limiter
 	mediaUploads                                                        *ratelimit.Limiter
-	callTokens                                                          *ratelimit.Limiter
+	callTokens, delayedActions                                          *ratelimit.Limiter
 }
 
 // New builds the edge.
@@ -91,6 +91,7 @@ func New(cfg *config.Config, log logrus.FieldLogger, us *users.Service, rs *room
 		a.registerPerAddress = ratelimit.New(rl.RegisterPerAddress.PerSecond, rl.RegisterPerAddress.Burst)
 		a.mediaUploads = ratelimit.New(rl.MediaUploadsPerUser.PerSecond, rl.MediaUploadsPerUser.Burst)
 		a.callTokens = ratelimit.New(rl.CallTokens.PerSecond, rl.CallTokens.Burst)
+		a.delayedActions = ratelimit.New(rl.DelayedEventActions.PerSecond, rl.DelayedEventActions.Burst)
 	}
 	return a
 }

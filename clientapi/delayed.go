@@ -36,8 +36,12 @@ func (a *API) delayedRoutes(add func(string, []route)) {
 	const get, post = http.MethodGet, http.MethodPost
 	add(delayedPrefix, []route{
 		{get, "/delayed_events", a.authed(a.listDelayedEvents, guestOK)},
-		{post, "/delayed_events/{delayId}", a.authed(a.updateDelayedEventBody, guestOK)},
-		{post, "/delayed_events/{delayId}/{action}", a.authed(a.updateDelayedEvent, guestOK)},
+		// MSC4140: the delay ID alone authorises these, so that a client
+		// can hand an event to a service (an SFU's token service) that
+		// keeps it alive or sends it. With an access token, only the
+		// user's own events.
+		{post, "/delayed_events/{delayId}", a.optionalAuth(a.updateDelayedEventBody)},
+		{post, "/delayed_events/{delayId}/{action}", a.optionalAuth(a.updateDelayedEvent)},
 	})
 }
 
@@ -125,7 +129,15 @@ func (a *API) doDelayedAction(r *http.Request, who *users.Requester, action stri
 	if a.delayed == nil {
 		return nil, mxerr.NotFound("Delayed event not found")
 	}
-	if err := a.delayed.Update(r.Context(), who.UserID, pathVar(r, "delayId"), delayed.Action(action)); err != nil {
+	userID := ""
+	if who != nil {
+		userID = who.UserID
+	} else if err := limit(a.delayedActions, a.clientIP(r)); err != nil {
+		// Unauthenticated: limited per address, which also bounds
+		// guessing at delay IDs.
+		return nil, err
+	}
+	if err := a.delayed.Update(r.Context(), userID, pathVar(r, "delayId"), delayed.Action(action)); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -260,7 +261,8 @@ func TestDelayedErrors(t *testing.T) {
 		{"other user's send", http.MethodPost, dlPrefix + "/" + id, bob.AccessToken, map[string]any{"action": "send"}, 404, "M_NOT_FOUND"},
 		{"bad action", http.MethodPost, dlPrefix + "/" + id + "/explode", alice.AccessToken, map[string]any{}, 400, "M_INVALID_PARAM"},
 		{"missing action", http.MethodPost, dlPrefix + "/" + id, alice.AccessToken, map[string]any{}, 400, "M_MISSING_PARAM"},
-		{"no token", http.MethodPost, dlPrefix + "/" + id + "/cancel", "", map[string]any{}, 401, "M_MISSING_TOKEN"},
+		{"no token, unknown id", http.MethodPost, dlPrefix + "/syd_nope/cancel", "", map[string]any{}, 404, "M_NOT_FOUND"},
+		{"bad token", http.MethodPost, dlPrefix + "/" + id + "/cancel", "not-a-token", map[string]any{}, 401, "M_UNKNOWN_TOKEN"},
 		{"bad status", http.MethodGet, dlPrefix + "?status=pending", alice.AccessToken, nil, 400, "M_INVALID_PARAM"},
 	}
 	for _, tt := range tests {
@@ -275,6 +277,34 @@ func TestDelayedErrors(t *testing.T) {
 	if l, ok := get(t, srv, dlPrefix, bob.AccessToken).Body["delayed_events"].([]any); !ok || len(l) != 0 {
 		t.Fatalf("bob's list = %v", l)
 	}
+}
+
+// TestDelayedByDelayIDAlone: MSC4140's management endpoints take the delay
+// ID as their authority, so that a client can hand its event to a
+// service (lk-jwt-service keeps Element Call's leave alive this way).
+func TestDelayedByDelayIDAlone(t *testing.T) {
+	srv, alice, _, roomID := dlSetup(t)
+	since := dlSyncToken(t, srv, alice)
+	id := dlSend(t, srv, alice, roomID, dlTxn(), "last will", "5000").expect(t, http.StatusOK, "").str("delay_id")
+	before := time.Now().UnixMilli()
+	time.Sleep(20 * time.Millisecond)
+	for _, path := range []string{dlPrefix + "/" + id + "/restart", dlPrefix + "/" + id} {
+		body := map[string]any{}
+		if !strings.HasSuffix(path, "/restart") {
+			body["action"] = "restart"
+		}
+		post(t, srv, path, "", body).expect(t, http.StatusOK, "")
+	}
+	r := get(t, srv, dlPrefix+"?status=scheduled", alice.AccessToken).expect(t, http.StatusOK, "")
+	sched, _ := r.Body["scheduled"].([]any)
+	if len(sched) != 1 || int64(sched[0].(map[string]any)["running_since"].(float64)) <= before {
+		t.Fatalf("after unauthenticated restarts: %s", r.Raw)
+	}
+	post(t, srv, dlPrefix+"/"+id+"/send", "", map[string]any{}).expect(t, http.StatusOK, "")
+	if evs, _ := dlTimeline(t, srv, alice, roomID, since, 5*time.Second); !dlHas(evs, "last will") {
+		t.Fatalf("sent by delay ID: timeline %v", dlBodies(evs))
+	}
+	post(t, srv, dlPrefix+"/"+id+"/restart", "", map[string]any{}).expect(t, http.StatusNotFound, "M_NOT_FOUND")
 }
 
 func TestDelayedVersions(t *testing.T) {

@@ -21,7 +21,7 @@ func rateLimited(adjust func(*config.RateLimits)) testserver.Option {
 		c.RateLimits = config.RateLimits{
 			Enabled:         true,
 			LoginPerAddress: generous, LoginPerAccount: generous, LoginFailures: generous,
-			RegisterPerAddress: generous, MediaUploadsPerUser: generous, CallTokens: generous,
+			RegisterPerAddress: generous, MediaUploadsPerUser: generous, CallTokens: generous, DelayedEventActions: generous,
 		}
 		adjust(&c.RateLimits)
 	}

@@ -2,10 +2,8 @@ package clientapi
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/tessera-hs/tessera/calls"
-	"github.com/tessera-hs/tessera/delayed"
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/users"
@@ -49,25 +47,8 @@ func (a *API) rtcDelegateDelayedLeave(r *http.Request, who *users.Requester) (an
 	if body.URL != a.calls.LiveKitURL(r) {
 		return nil, mxerr.InvalidParam("url is not one of this server's SFUs")
 	}
-	// Only the requester's own scheduled events: another user's delay_id
-	// is as unknown as a made-up one.
-	var evs []delayed.Scheduled
-	if a.delayed != nil {
-		var err error
-		evs, err = a.delayed.Scheduled(r.Context(), who.UserID, delayed.ListFilter{DelayIDs: []string{body.DelayID}})
-		if err != nil {
-			return nil, err
-		}
-	}
-	if len(evs) != 1 {
-		return nil, mxerr.InvalidParam("delay_id is not one of your scheduled delayed events")
-	}
-	if evs[0].RoomID != body.RoomID {
-		return nil, mxerr.InvalidParam("The delayed event is not in room_id")
-	}
-	if err := a.delegations.Start(calls.Delegation{
-		UserID: who.UserID, RoomID: body.RoomID, SlotID: body.SlotID, MemberID: body.MemberID,
-		DelayID: body.DelayID, Delay: time.Duration(evs[0].Delay) * time.Millisecond,
+	if err := a.delegations.Delegate(r.Context(), calls.Delegation{
+		UserID: who.UserID, RoomID: body.RoomID, SlotID: body.SlotID, MemberID: body.MemberID, DelayID: body.DelayID,
 	}); err != nil {
 		return nil, err
 	}

@@ -235,7 +235,9 @@ func (s *Service) Schedule(ctx context.Context, req ScheduleRequest) (string, er
 }
 
 // Update runs a client's action on one of its scheduled events. An event
-// that is not the user's, or not scheduled any more, is M_NOT_FOUND.
+// that is not the user's, or not scheduled any more, is M_NOT_FOUND. With
+// userID "" the delay ID alone is the authority: MSC4140 lets anyone who
+// knows it (a service the client delegated it to) act on it.
 func (s *Service) Update(ctx context.Context, userID, delayID string, action Action) error {
 	now := time.Now().UnixMilli()
 	var (
@@ -248,12 +250,12 @@ func (s *Service) Update(ctx context.Context, userID, delayID string, action Act
 		// timer is not told: a later send time never makes it late, and
 		// when it fires early it finds nothing due and re-arms.
 		res, err = s.db.ExecContext(ctx, `UPDATE delayed_events SET send_ts = $1 + delay_ms
-			WHERE delay_id = $2 AND user_id = $3 AND finalised_ts IS NULL AND processing = 0`,
+			WHERE delay_id = $2 AND ($3 = '' OR user_id = $3) AND finalised_ts IS NULL AND processing = 0`,
 			now, delayID, userID)
 	case Cancel:
 		res, err = s.db.ExecContext(ctx, `UPDATE delayed_events
 			SET finalised_ts = $1, outcome = 'cancel', reason = 'action'
-			WHERE delay_id = $2 AND user_id = $3 AND finalised_ts IS NULL AND processing = 0`,
+			WHERE delay_id = $2 AND ($3 = '' OR user_id = $3) AND finalised_ts IS NULL AND processing = 0`,
 			now, delayID, userID)
 	case SendNow:
 		return s.fire(ctx, delayID, userID, "action")

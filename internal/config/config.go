@@ -241,6 +241,10 @@ type RateLimits struct {
 	// service), per user, per client address and per remote server.
 	// Each may create a LiveKit room.
 	CallTokens Rate `yaml:"call_tokens"`
+	// DelayedEventActions: restart, send or cancel of a delayed event
+	// without an access token (by its delay ID, MSC4140), per client
+	// address. A service that keeps many users' calls alive may need more.
+	DelayedEventActions Rate `yaml:"delayed_event_actions"`
 }
 
 // Rate is a token bucket: Burst requests at once, refilled at PerSecond.
@@ -329,6 +333,8 @@ func Default() Config {
 			// A client asks once per SFU when it joins a call (and on
 			// reconnects); a server asks for all its users.
 			CallTokens: Rate{PerSecond: 1, Burst: 20},
+			// Element Call restarts each call's leave every few seconds.
+			DelayedEventActions: Rate{PerSecond: 10, Burst: 100},
 		},
 		Federation: Federation{
 			Listen:      "0.0.0.0:8448",
@@ -540,6 +546,7 @@ func (c *Config) Validate() error {
 		"login_per_address": c.RateLimits.LoginPerAddress, "login_per_account": c.RateLimits.LoginPerAccount,
 		"login_failures": c.RateLimits.LoginFailures, "register_per_address": c.RateLimits.RegisterPerAddress,
 		"media_uploads_per_user": c.RateLimits.MediaUploadsPerUser, "call_tokens": c.RateLimits.CallTokens,
+		"delayed_event_actions": c.RateLimits.DelayedEventActions,
 	} {
 		if r.PerSecond <= 0 || r.Burst < 1 {
 			return fmt.Errorf("rate_limits.%s: expected per_second > 0 and burst >= 1", name)

@@ -199,6 +199,11 @@ rate_limits:
   call_tokens:
     per_second: 1
     burst: 20
+  # Restarting, sending or cancelling a delayed event by its delay ID
+  # alone, without an access token (MSC4140 delegation), per address.
+  delayed_event_actions:
+    per_second: 10
+    burst: 100
 
 rooms:
   # The version of new rooms that do not ask for one (1-12). 12 is the

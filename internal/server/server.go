@@ -270,6 +270,7 @@ func (s *Server) init(ctx context.Context) error {
 			ConnectTimeout: s.cfg.Calls.DelegatedLeaveConnectTimeout.Std(),
 		}, s.delayed, s.log.WithField("component", "calls"))
 		api.SetDelegations(s.delegations)
+		s.calls.Delegations = s.delegations
 	}
 
 	if s.fedAPI != nil {
