@@ -6,12 +6,8 @@ package clientapi_test
 // participant whose presence the server watches.
 
 import (
-	"encoding/json"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -231,10 +227,6 @@ func TestCallsDelegateDelayedLeave(t *testing.T) {
 // ddLifecycle is the happy path with a replacement in the middle.
 func ddLifecycle(t *testing.T, srv *testserver.Server, alice session, roomID, lkURL, keyA, keyB string) {
 	const delayA, delayB = 3 * time.Second, 6 * time.Second
-	raw, err := os.ReadFile(filepath.Join(srv.Config.DataDir, calls.KeysFile))
-	must(t, err, "read generated LiveKit keys")
-	var keys struct{ Key, Secret string }
-	must(t, json.Unmarshal(raw, &keys), "parse keys")
 	// Element Call's order: schedule the leave, get a token, delegate,
 	// connect.
 	idA := ddSchedule(t, srv, alice, roomID, keyA, delayA)
@@ -299,8 +291,7 @@ func ddLifecycle(t *testing.T, srv *testserver.Server, alice session, roomID, lk
 	room.Disconnect()
 	connected = false
 	disconnected := time.Now()
-	rs := lksdk.NewRoomServiceClient("http://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.Config.Calls.SignalPort)),
-		keys.Key, keys.Secret)
+	rs := lkRoomService(t, srv)
 	for {
 		_, err := rs.GetParticipant(ctx, &livekit.RoomParticipantIdentity{
 			Room: calls.RoomName(roomID, ddSlot), Identity: calls.MemberIdentity(alice.UserID, "m1"),

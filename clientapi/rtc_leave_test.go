@@ -45,11 +45,7 @@ func TestCallsCleanLeave(t *testing.T) {
 	alice := registerUser(t, srv, "alice", "password1")
 	roomID := adCreateRoom(t, srv, alice, map[string]any{})
 	sfuURL := ddLiveKitURL(t, srv, alice)
-	raw, err := os.ReadFile(filepath.Join(srv.Config.DataDir, calls.KeysFile))
-	must(t, err, "read LiveKit keys")
-	var keys struct{ Key, Secret string }
-	must(t, json.Unmarshal(raw, &keys), "parse keys")
-	rs := lksdk.NewRoomServiceClient("http://127.0.0.1:"+strconv.Itoa(srv.Config.Calls.SignalPort), keys.Key, keys.Secret)
+	rs := lkRoomService(t, srv)
 	lkRoom := calls.RoomName(roomID, "m.call#ROOM")
 	token := func(member string) string {
 		return post(t, srv, "/_matrix/client/v1/rtc/livekit/get_token", alice.AccessToken, map[string]any{
@@ -103,4 +99,15 @@ func TestCallsCleanLeave(t *testing.T) {
 	if slow > 0 {
 		t.Fatalf("%d of %d participants who left stayed on the SFU", slow, rounds)
 	}
+}
+
+// lkRoomService is a client of the test server's LiveKit RoomService, with
+// the API key pair the server generated.
+func lkRoomService(t *testing.T, srv *testserver.Server) *lksdk.RoomServiceClient {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(srv.Config.DataDir, calls.KeysFile))
+	must(t, err, "read generated LiveKit keys")
+	var keys struct{ Key, Secret string }
+	must(t, json.Unmarshal(raw, &keys), "parse keys")
+	return lksdk.NewRoomServiceClient("http://127.0.0.1:"+strconv.Itoa(srv.Config.Calls.SignalPort), keys.Key, keys.Secret)
 }

@@ -2,12 +2,8 @@ package clientapi_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -34,11 +30,7 @@ func TestCallsTokenServiceDelegation(t *testing.T) {
 	srv := testserver.Start(t, testserver.Calls(), ddFast)
 	alice := registerUser(t, srv, "alice", "password1")
 	roomID := adCreateRoom(t, srv, alice, map[string]any{"preset": "public_chat"})
-	raw, err := os.ReadFile(filepath.Join(srv.Config.DataDir, calls.KeysFile))
-	must(t, err, "read LiveKit keys")
-	var keys struct{ Key, Secret string }
-	must(t, json.Unmarshal(raw, &keys), "parse keys")
-	rs := lksdk.NewRoomServiceClient("http://127.0.0.1:"+strconv.Itoa(srv.Config.Calls.SignalPort), keys.Key, keys.Secret)
+	rs := lkRoomService(t, srv)
 	service := srv.URL + calls.TokenPrefix
 	openID := func() map[string]any {
 		var oid map[string]any
