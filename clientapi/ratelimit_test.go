@@ -176,6 +176,9 @@ func TestRateLimitCallTokens(t *testing.T) {
 		post(t, srv, path, alice.AccessToken, body).expect(t, http.StatusOK, "")
 	}
 	expectLimited(t, post(t, srv, path, alice.AccessToken, body))
+	// Delegating a leave draws on the same bucket.
+	expectLimited(t, post(t, srv, "/_matrix/client/v1/rtc/livekit/delegate_delayed_leave", alice.AccessToken,
+		map[string]any{"url": sfuURL, "room_id": roomID, "slot_id": "m.call#ROOM", "member_id": "m1", "delay_id": "x"}))
 	// Bob's bucket is his own: not joined, so refused, but not limited.
 	post(t, srv, path, bob.AccessToken, body).expect(t, http.StatusForbidden, "M_FORBIDDEN")
 

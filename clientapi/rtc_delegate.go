@@ -30,6 +30,10 @@ func (a *API) rtcDelegateDelayedLeave(r *http.Request, who *users.Requester) (an
 	if a.calls == nil || a.delegations == nil {
 		return nil, mxerr.Unrecognized("Calls are not enabled on this server")
 	}
+	// MSC4195 recommends a limit; each delegation is a job polling the SFU.
+	if err := limit(a.callTokens, who.UserID); err != nil {
+		return nil, err
+	}
 	var body struct {
 		URL      string `json:"url"`
 		RoomID   string `json:"room_id"`

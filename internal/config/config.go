@@ -238,8 +238,8 @@ type RateLimits struct {
 	// MediaUploadsPerUser: uploads and upload IDs created, per user.
 	MediaUploadsPerUser Rate `yaml:"media_uploads_per_user"`
 	// CallTokens: LiveKit token requests (MSC4195's get_token, the token
-	// service), per user, per client address and per remote server.
-	// Each may create a LiveKit room.
+	// service) and delegated leaves, per user, per client address and per
+	// remote server. Each may create a LiveKit room.
 	CallTokens Rate `yaml:"call_tokens"`
 	// DelayedEventActions: restart, send or cancel of a delayed event
 	// without an access token (by its delay ID, MSC4140), per client

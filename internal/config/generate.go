@@ -194,8 +194,8 @@ rate_limits:
   media_uploads_per_user:
     per_second: 10
     burst: 50
-  # LiveKit token requests for calls, per user, per client address and
-  # per remote server (each may create a room on the SFU).
+  # LiveKit token requests and delegated leaves for calls, per user, per
+  # client address and per remote server (each may create a room on the SFU).
   call_tokens:
     per_second: 1
     burst: 20
