@@ -1,7 +1,6 @@
 package calls
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/auth"
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/sirupsen/logrus"
@@ -92,13 +92,15 @@ var errUnauthorised = mxerr.Unauthorized("The request could not be authorised.")
 var errNotJoined = mxerr.Forbidden("You are not joined to this room")
 
 // hashStrings is Base64(SHA256(Canonicalize([...]))) from MSC4195 (and
-// lk-jwt-service): a JSON array of strings, unpadded standard base64.
+// lk-jwt-service): a JSON array of strings in Matrix canonical JSON (no
+// HTML escaping, U+2028 and U+2029 unescaped), unpadded standard base64.
 func hashStrings(ss ...string) string {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false) // canonical JSON does not escape <, >, &
-	_ = enc.Encode(ss)
-	sum := sha256.Sum256(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+	raw, _ := json.Marshal(ss) // a []string always marshals
+	canonical, err := gomatrixserverlib.CanonicalJSON(raw)
+	if err != nil {
+		canonical = raw // not reached: raw is valid JSON
+	}
+	sum := sha256.Sum256(canonical)
 	return base64.RawStdEncoding.EncodeToString(sum[:])
 }
 

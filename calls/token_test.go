@@ -1,7 +1,10 @@
 package calls
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -18,10 +21,13 @@ func TestMSC4195Vectors(t *testing.T) {
 			t.Errorf("%s: %s, want %s", tc.name, tc.got, tc.want)
 		}
 	}
-	// Canonical JSON does not escape HTML characters (encoding/json does
-	// by default): ["<&>"] hashes as those three bytes.
-	if hashStrings("<&>") != hashStrings("<&>") || hashStrings("<&>") == hashStrings(`\u003c\u0026\u003e`) {
-		t.Error("HTML characters must not be escaped")
+	// Canonical JSON escapes only what it must: not HTML characters nor
+	// U+2028 (encoding/json escapes both).
+	for _, in := range []string{"!a<&>b:example.com", "!a\u2028b:example.com", "quote\"back\\slash"} {
+		want := sha256.Sum256([]byte(`["` + strings.NewReplacer(`"`, `\"`, `\`, `\\`).Replace(in) + `"]`))
+		if got := hashStrings(in); got != base64.RawStdEncoding.EncodeToString(want[:]) {
+			t.Errorf("hash of %q is not that of its canonical JSON", in)
+		}
 	}
 }
 
