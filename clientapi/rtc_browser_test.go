@@ -14,16 +14,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-	"github.com/livekit/protocol/livekit"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/tessera-hs/tessera/calls"
+	"github.com/tessera-hs/tessera/internal/lkrelay"
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
@@ -141,8 +137,8 @@ func TestCallsBrowser(t *testing.T) {
 		}
 	}
 
-	// Signalling goes through offerAfterTrackPublishedSent (see there).
-	shim := httptest.NewServer(offerAfterTrackPublishedSent())
+	// Signalling goes through lkrelay.PublishAfterTrackPublished (see there).
+	shim := httptest.NewServer(lkrelay.PublishAfterTrackPublished())
 	defer shim.Close()
 	// Staggered: the second browser starts once the first has published,
 	// so the two never race on the room's creation or on TrackPublished.
@@ -251,115 +247,4 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
-}
-
-// offerAfterTrackPublishedSent relays LiveKit signalling unchanged except
-// that a publisher offer waits until every announced track's
-// TrackPublished has arrived and, after that, the answer to an empty
-// UpdateParticipantMetadata it sends itself (swallowed here). That works
-// around a data race in livekit-server v1.13.5 which the race detector
-// reports for livekit-client: the signal sink's goroutine still reads the
-// TrackPublished message (psrpc's metrics interceptor sizes it after
-// sending) while applying the offer (updateRidsFromSDP) rewrites the
-// track's layers. Waiting for TrackPublished alone (lkrelay.PublishAfterTrackPublished)
-// orders the two in time but not for the race detector; the metadata
-// answer goes through the same sink after that goroutine is done, so the
-// offer is ordered after it.
-func offerAfterTrackPublishedSent() http.Handler {
-	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
-	var nextID atomic.Uint32
-	nextID.Store(0x7f000000) // far from livekit-client's request IDs
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		base := q.Get("upstream")
-		q.Del("upstream")
-		server, resp, err := websocket.DefaultDialer.Dial(base+strings.TrimSuffix(r.URL.Path, "/")+"?"+q.Encode(), nil)
-		if err != nil {
-			status := http.StatusBadGateway
-			if resp != nil {
-				status = resp.StatusCode
-			}
-			http.Error(w, err.Error(), status)
-			return
-		}
-		client, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			server.Close()
-			return
-		}
-		var mu sync.Mutex // guards the maps and closed, and writes to server
-		cond := sync.NewCond(&mu)
-		pending := map[string]bool{}  // AddTrack cids without TrackPublished
-		barriers := map[uint32]bool{} // metadata request IDs without answer
-		closed := false
-		done := make(chan struct{})
-		go func() { // SFU → client
-			defer close(done)
-			for {
-				typ, msg, err := server.ReadMessage()
-				if err != nil {
-					mu.Lock()
-					closed = true
-					cond.Broadcast()
-					mu.Unlock()
-					client.Close()
-					return
-				}
-				var res livekit.SignalResponse
-				if typ == websocket.BinaryMessage && proto.Unmarshal(msg, &res) == nil {
-					if tp := res.GetTrackPublished(); tp != nil {
-						id := nextID.Add(1)
-						req, _ := proto.Marshal(&livekit.SignalRequest{Message: &livekit.SignalRequest_UpdateMetadata{
-							UpdateMetadata: &livekit.UpdateParticipantMetadata{RequestId: id},
-						}})
-						mu.Lock()
-						delete(pending, tp.Cid)
-						barriers[id] = true
-						_ = server.WriteMessage(websocket.BinaryMessage, req)
-						mu.Unlock()
-					}
-					if rr := res.GetRequestResponse(); rr != nil {
-						mu.Lock()
-						ours := barriers[rr.RequestId]
-						delete(barriers, rr.RequestId)
-						cond.Broadcast()
-						mu.Unlock()
-						if ours {
-							continue
-						}
-					}
-				}
-				if client.WriteMessage(typ, msg) != nil {
-					server.Close()
-					return
-				}
-			}
-		}()
-		for { // client → SFU
-			typ, msg, err := client.ReadMessage()
-			if err != nil {
-				break
-			}
-			mu.Lock()
-			var req livekit.SignalRequest
-			if typ == websocket.BinaryMessage && proto.Unmarshal(msg, &req) == nil {
-				if at := req.GetAddTrack(); at != nil {
-					pending[at.Cid] = true
-				}
-				if req.GetOffer() != nil {
-					for (len(pending) > 0 || len(barriers) > 0) && !closed {
-						cond.Wait()
-					}
-				}
-			}
-			err = server.WriteMessage(typ, msg)
-			mu.Unlock()
-			if err != nil {
-				break
-			}
-		}
-		server.Close()
-		<-done
-		client.Close()
-	})
 }
