@@ -437,11 +437,11 @@ func (p *callsPeer) writeVideo(size int, every time.Duration, stop <-chan struct
 	}
 }
 
-// signalRelay relays LiveKit signalling (WebSocket, protobuf) unchanged,
-// except that a publisher offer waits until every track announced with
-// AddTrack has its TrackPublished answer, as livekit-client does. The Go
+// signalRelay relays LiveKit signalling through
+// lkrelay.PublishAfterTrackPublished: a publisher offer waits until the
+// SFU has published every announced track, as livekit-client does. The Go
 // SDK offers without waiting, which exposes a data race inside
-// livekit-server (see internal/lkrelay).
+// livekit-server (see there).
 type signalRelay struct {
 	net.Listener
 	srv *http.Server
