@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/auth"
-	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/internal/httpx"
