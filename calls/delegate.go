@@ -22,6 +22,7 @@ import (
 	"github.com/twitchtv/twirp"
 
 	"github.com/tessera-hs/tessera/delayed"
+	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 )
 
@@ -251,7 +252,7 @@ func restartInterval(d time.Duration) time.Duration {
 // run is one job: wait for the participant, keep the delayed event alive
 // while it is there, send the event once it has gone.
 func (d *Delegations) run(ctx context.Context, j *delegateJob) {
-	log := d.log.WithFields(logrus.Fields{"user_id": j.UserID, "room_id": j.RoomID, "delay_id": j.DelayID})
+	log := d.log.WithFields(logrus.Fields{"user_id": j.UserID, "room_id": j.RoomID, "delay_id": httpx.LogID(j.DelayID)})
 	room, identity := j.participant()
 	// A restart now gives the full delay of headroom from here on, and
 	// ends the job at once if the event has gone already.

@@ -118,9 +118,19 @@ func TestNoSecretsInLog(t *testing.T) {
 	// Log out everywhere with the token in the query string.
 	post(t, srv, v3+"/logout/all?access_token="+alice.AccessToken, "", nil).expect(t, http.StatusOK, "")
 
+	// A delayed event's ID, which alone lets anyone restart, send or
+	// cancel it (MSC4140), used with and without an access token.
+	bob := session{UserID: res.UserID.String(), AccessToken: res.AccessToken}
+	roomID := adCreateRoom(t, srv, bob, map[string]any{})
+	delayID := secret(put(t, srv, v3+"/rooms/"+roomID+"/send/m.room.message/t1?org.matrix.msc4140.delay=60000",
+		bob.AccessToken, map[string]any{"msgtype": "m.text", "body": "later"}).expect(t, http.StatusOK, "").str("delay_id"))
+	post(t, srv, dlPrefix+"/"+delayID+"/restart", "", map[string]any{}).expect(t, http.StatusOK, "")
+	post(t, srv, dlPrefix+"/"+delayID, bob.AccessToken, map[string]any{"action": "send"}).expect(t, http.StatusOK, "")
+
 	logged := capture.all()
 	// The capture works: the requests above were logged.
 	for _, want := range []string{"path=/_matrix/client/v3/login", "path=/_matrix/client/v3/refresh",
+		"delayed_events/<redacted>/restart",
 		"path=/_matrix/client/v3/account/whoami", "path=/_matrix/client/v3/logout", "status=401"} {
 		if !strings.Contains(logged, want) {
 			t.Fatalf("log lacks %q; is the hook seeing the request log?\n%s", want, logged)

@@ -27,6 +27,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/roomserver"
 )
@@ -412,7 +413,7 @@ func (s *Service) fire(ctx context.Context, delayID, userID, reason string) erro
 		// Shutting down: leave the row claimed; Start retries it.
 		return fmt.Errorf("delayed events: send %s: %w", delayID, sendErr)
 	}
-	log := s.log.WithFields(logrus.Fields{"delay_id": delayID, "room_id": ev.roomID, "user_id": ev.userID})
+	log := s.log.WithFields(logrus.Fields{"delay_id": httpx.LogID(delayID), "room_id": ev.roomID, "user_id": ev.userID})
 	var eventID, errJSON sql.NullString
 	if sendErr != nil {
 		log.WithError(sendErr).Info("delayed event could not be sent")
