@@ -18,11 +18,41 @@ import (
 // the receiver has read the /sync response that holds its event_id. This is
 // the notifier and incremental-sync path a chat client lives on.
 type fanoutScenario struct {
-	receivers   int
-	messages    int
-	interval    time.Duration
+	fanoutParams
 	pollTimeout time.Duration
-	drain       time.Duration
+}
+
+// fanoutParams are what every fanout scenario (fanout, fanout-ws,
+// federation) is made of; each sets its own flag defaults.
+type fanoutParams struct {
+	receivers int
+	messages  int
+	interval  time.Duration
+	drain     time.Duration
+}
+
+func (p *fanoutParams) check() error {
+	if p.receivers < 1 || p.receivers > 10_000 {
+		return errors.New("-s must be between 1 and 10000")
+	}
+	if p.messages < 1 || p.messages > 100_000 {
+		return errors.New("-n must be between 1 and 100000")
+	}
+	if p.interval < 0 || p.interval > time.Minute {
+		return errors.New("-interval must be between 0 and 1m")
+	}
+	if p.drain <= 0 {
+		return errors.New("-drain must be positive")
+	}
+	return nil
+}
+
+// checkPollTimeout is the long-poll scenarios' -poll-timeout check.
+func checkPollTimeout(d time.Duration) error {
+	if d <= 0 || d > maxPollTimeout {
+		return fmt.Errorf("-poll-timeout must be positive and at most %v", maxPollTimeout)
+	}
+	return nil
 }
 
 func (s *fanoutScenario) addFlags(fs *flag.FlagSet) {
@@ -36,22 +66,10 @@ func (s *fanoutScenario) addFlags(fs *flag.FlagSet) {
 }
 
 func (s *fanoutScenario) check() error {
-	if s.receivers < 1 || s.receivers > 10_000 {
-		return errors.New("-s must be between 1 and 10000")
+	if err := s.fanoutParams.check(); err != nil {
+		return err
 	}
-	if s.messages < 1 || s.messages > 100_000 {
-		return errors.New("-n must be between 1 and 100000")
-	}
-	if s.interval < 0 || s.interval > time.Minute {
-		return errors.New("-interval must be between 0 and 1m")
-	}
-	if s.pollTimeout <= 0 || s.pollTimeout > maxPollTimeout {
-		return fmt.Errorf("-poll-timeout must be positive and at most %v", maxPollTimeout)
-	}
-	if s.drain <= 0 {
-		return errors.New("-drain must be positive")
-	}
-	return nil
+	return checkPollTimeout(s.pollTimeout)
 }
 
 // One long-poll per receiver and the sender's connection.
@@ -153,7 +171,7 @@ func (s *fanoutScenario) run(ctx context.Context, e *env) (report, error) {
 			first := httptrace.WithClientTrace(pollCtx, &httptrace.ClientTrace{
 				WroteRequest: func(httptrace.WroteRequestInfo) { once.Do(func() { started <- struct{}{} }) },
 			})
-			s.poll(pollCtx, first, e, receivers[i].AccessToken, roomID, since[i], maxPolls, r, stopPolls, notify)
+			pollReceiver(pollCtx, first, e.c, receivers[i].AccessToken, roomID, since[i], "", s.pollTimeout, maxPolls, r, stopPolls, notify)
 		})
 	}
 	awaitPollsSent(pollCtx, e, started, s.receivers, stopPolls)
@@ -211,12 +229,13 @@ func (s *fanoutScenario) run(ctx context.Context, e *env) (report, error) {
 	return rep, failed
 }
 
-// poll is one receiver: long-poll /sync from since, again at once after
-// each response, noting when each m.room.message event in the room arrived,
+// pollReceiver is one receiver of the long-poll fanout scenarios: long-poll
+// /sync from since (with filter, if not ""), again at once after each
+// response, noting when each m.room.message event in the room arrived,
 // until ctx ends or maxPolls responses. The first request goes out with
 // firstCtx (which carries its trace). A fatal error stops the run.
-func (s *fanoutScenario) poll(ctx, firstCtx context.Context, e *env, token, roomID, since string, maxPolls int,
-	r *fanoutReceiver, stop context.CancelCauseFunc, notify chan<- struct{}) {
+func pollReceiver(ctx, firstCtx context.Context, c *client, token, roomID, since, filter string, timeout time.Duration,
+	maxPolls int, r *fanoutReceiver, stop context.CancelCauseFunc, notify chan<- struct{}) {
 	fail := func(err error) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -228,7 +247,7 @@ func (s *fanoutScenario) poll(ctx, firstCtx context.Context, e *env, token, room
 	rctx := firstCtx
 	for range maxPolls {
 		var resp syncResponse
-		err := syncOnce(rctx, e.c, token, since, s.pollTimeout, &resp)
+		err := syncFiltered(rctx, c, token, since, filter, timeout, &resp)
 		at := time.Now()
 		rctx = ctx
 		if ctx.Err() != nil {
@@ -243,7 +262,7 @@ func (s *fanoutScenario) poll(ctx, firstCtx context.Context, e *env, token, room
 				stop(fmt.Errorf("sync: %w", err))
 				return
 			}
-			sleepCtx(ctx, 100*time.Millisecond) // do not spin on a failing server
+			sleepCtx(ctx, 100*time.Millisecond)
 			continue
 		}
 		since = resp.NextBatch

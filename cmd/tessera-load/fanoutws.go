@@ -26,10 +26,7 @@ import (
 // The stream is a Tessera extension, so this scenario runs against Tessera
 // only; the HTTP fanout scenario is the one to compare servers with.
 type fanoutWSScenario struct {
-	receivers int
-	messages  int
-	interval  time.Duration
-	drain     time.Duration
+	fanoutParams
 }
 
 // streamPath is the sync stream's endpoint; the subprotocol is m.json.
@@ -42,22 +39,6 @@ func (s *fanoutWSScenario) addFlags(fs *flag.FlagSet) {
 		"time from the start of one send to the start of the next (later if a send takes longer)")
 	fs.DurationVar(&s.drain, "drain", 10*time.Second,
 		"after the last send, how long to wait for deliveries still outstanding")
-}
-
-func (s *fanoutWSScenario) check() error {
-	if s.receivers < 1 || s.receivers > 10_000 {
-		return errors.New("-s must be between 1 and 10000")
-	}
-	if s.messages < 1 || s.messages > 100_000 {
-		return errors.New("-n must be between 1 and 100000")
-	}
-	if s.interval < 0 || s.interval > time.Minute {
-		return errors.New("-interval must be between 0 and 1m")
-	}
-	if s.drain <= 0 {
-		return errors.New("-drain must be positive")
-	}
-	return nil
 }
 
 // The WebSockets are hijacked connections, outside the pool; the pool

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,11 +23,8 @@ import (
 // -interval 0 the sender sends as fast as A answers, one after another, and
 // events_per_sec is what the federation link carries.
 type federationScenario struct {
-	receivers     int
-	messages      int
-	interval      time.Duration
+	fanoutParams
 	pollTimeout   time.Duration
-	drain         time.Duration
 	timelineLimit int
 }
 
@@ -46,20 +42,11 @@ func (s *federationScenario) addFlags(fs *flag.FlagSet) {
 }
 
 func (s *federationScenario) check() error {
-	if s.receivers < 1 || s.receivers > 10_000 {
-		return errors.New("-s must be between 1 and 10000")
+	if err := s.fanoutParams.check(); err != nil {
+		return err
 	}
-	if s.messages < 1 || s.messages > 100_000 {
-		return errors.New("-n must be between 1 and 100000")
-	}
-	if s.interval < 0 || s.interval > time.Minute {
-		return errors.New("-interval must be between 0 and 1m")
-	}
-	if s.pollTimeout <= 0 || s.pollTimeout > maxPollTimeout {
-		return fmt.Errorf("-poll-timeout must be positive and at most %v", maxPollTimeout)
-	}
-	if s.drain <= 0 {
-		return errors.New("-drain must be positive")
+	if err := checkPollTimeout(s.pollTimeout); err != nil {
+		return err
 	}
 	if s.timelineLimit < 0 || s.timelineLimit > 10_000 {
 		return errors.New("-timeline-limit must be between 0 and 10000")
@@ -197,7 +184,7 @@ func (s *federationScenario) run(ctx context.Context, e *env) (report, error) {
 			first := httptrace.WithClientTrace(pollCtx, &httptrace.ClientTrace{
 				WroteRequest: func(httptrace.WroteRequestInfo) { once.Do(func() { started <- struct{}{} }) },
 			})
-			s.poll(pollCtx, first, c2, receivers[i].AccessToken, roomID, since[i], filter, maxPolls, r, stopPolls, notify)
+			pollReceiver(pollCtx, first, c2, receivers[i].AccessToken, roomID, since[i], filter, s.pollTimeout, maxPolls, r, stopPolls, notify)
 		})
 	}
 	awaitPollsSent(pollCtx, e, started, s.receivers, stopPolls)
@@ -373,70 +360,4 @@ func joinedMembers(ctx context.Context, c *client, token, roomID string) (map[st
 		joined[id] = true
 	}
 	return joined, nil
-}
-
-// syncFiltered is syncOnce's incremental long-poll with an inline filter
-// (none when filter is empty).
-func syncFiltered(ctx context.Context, c *client, token, since, filter string, timeout time.Duration, out any) error {
-	q := url.Values{"since": {since}, "timeout": {strconv.FormatInt(timeout.Milliseconds(), 10)}}
-	if filter != "" {
-		q.Set("filter", filter)
-	}
-	lc := *c
-	lc.timeout = c.timeout + timeout
-	return lc.do(ctx, http.MethodGet, clientV3+"/sync", q, token, nil, out)
-}
-
-// poll is one receiver on B, as fanout's: long-poll /sync from since, again
-// at once after each response, noting when each m.room.message event in
-// the room arrived, until ctx ends or maxPolls responses. The first request
-// goes out with firstCtx (which carries its trace). A fatal error stops the
-// run.
-func (s *federationScenario) poll(ctx, firstCtx context.Context, c *client, token, roomID, since, filter string,
-	maxPolls int, r *fanoutReceiver, stop context.CancelCauseFunc, notify chan<- struct{}) {
-	fail := func(err error) {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		r.errors++
-		if r.firstErr == nil {
-			r.firstErr = fmt.Errorf("sync: %w", err)
-		}
-	}
-	rctx := firstCtx
-	for range maxPolls {
-		var resp syncResponse
-		err := syncFiltered(rctx, c, token, since, filter, s.pollTimeout, &resp)
-		at := time.Now()
-		rctx = ctx
-		if ctx.Err() != nil {
-			return
-		}
-		if err == nil && resp.NextBatch == "" {
-			err = errors.New("GET /sync: response has no next_batch")
-		}
-		if err != nil {
-			fail(err)
-			if isFatal(err) {
-				stop(fmt.Errorf("sync: %w", err))
-				return
-			}
-			sleepCtx(ctx, 100*time.Millisecond)
-			continue
-		}
-		since = resp.NextBatch
-		jr, ok := resp.Rooms.Join[roomID]
-		r.mu.Lock()
-		r.polls++
-		if ok {
-			r.record(jr, at)
-		}
-		r.mu.Unlock()
-		if ok {
-			select {
-			case notify <- struct{}{}:
-			default:
-			}
-		}
-	}
-	fail(fmt.Errorf("still polling after %d responses", maxPolls))
 }

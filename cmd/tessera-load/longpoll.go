@@ -63,6 +63,18 @@ func syncOnce(ctx context.Context, c *client, token, since string, timeout time.
 	return lc.do(ctx, http.MethodGet, clientV3+"/sync", q, token, nil, out)
 }
 
+// syncFiltered is syncOnce's incremental long-poll with an inline filter
+// (none when filter is empty).
+func syncFiltered(ctx context.Context, c *client, token, since, filter string, timeout time.Duration, out any) error {
+	q := url.Values{"since": {since}, "timeout": {strconv.FormatInt(timeout.Milliseconds(), 10)}}
+	if filter != "" {
+		q.Set("filter", filter)
+	}
+	lc := *c
+	lc.timeout = c.timeout + timeout
+	return lc.do(ctx, http.MethodGet, clientV3+"/sync", q, token, nil, out)
+}
+
 // initialSyncs makes an initial sync for each user (setup, not measured) and
 // returns each one's next_batch. check, if not nil, is called on each
 // response.
