@@ -7,7 +7,6 @@ import (
 	"net/http"
 
 	"github.com/gorilla/mux"
-	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/calls"
@@ -80,20 +79,12 @@ func (a *API) RemoteLiveKitToken(ctx context.Context, server, userID string, q c
 	if err == nil && out.JWT != "" {
 		return out.JWT, nil
 	}
-	var herr gomatrix.HTTPError
-	if errors.As(err, &herr) {
-		var e struct {
-			Code  string `json:"errcode"`
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(herr.Contents, &e) == nil &&
-			((herr.Code == http.StatusForbidden && e.Code == "M_FORBIDDEN") ||
-				(herr.Code == http.StatusBadRequest && e.Code == "M_INVALID_PARAM")) {
-			return "", &mxerr.Error{Status: herr.Code, Code: e.Code, Message: e.Error}
-		}
-	}
 	if err == nil {
 		err = errors.New("no jwt in the answer")
+	} else if me, ok := mxerr.As(remoteError(spec.ServerName(server), err)); ok &&
+		((me.Status == http.StatusForbidden && me.Code == "M_FORBIDDEN") ||
+			(me.Status == http.StatusBadRequest && me.Code == "M_INVALID_PARAM")) {
+		return "", me
 	}
 	a.log.WithError(err).WithField("server", server).Warn("calls: remote get_token failed")
 	return "", mxerr.Unknown(http.StatusBadGateway, "The other server did not issue a token")
