@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"runtime/debug"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 	"github.com/matrix-org/gomatrixserverlib"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/internal/httpx"
+	"github.com/tessera-hs/tessera/internal/jsonx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/users"
@@ -116,16 +116,23 @@ func buildVersion() string {
 // signed verifies a request's X-Matrix authorization before anything else
 // reads it: 401 M_UNAUTHORIZED when it is missing or wrong, 403
 // M_FORBIDDEN for a server the allow and deny lists refuse. The body may
-// be up to Config.MaxBodyBytes; see signedLimit for endpoints that need
-// more.
+// be up to Config.MaxBodyBytes and must pass checkBody; see signedTxn for
+// transactions.
 // https://spec.matrix.org/v1.19/server-server-api/#request-authentication
 func (a *API) signed(h signedFunc) httpx.HandlerFunc {
-	return a.signedLimit(a.cfg.maxBody(), h)
+	return a.signedBody(a.cfg.maxBody(), checkBody, h)
 }
 
-// signedLimit is signed with a body limit of its own (413 M_TOO_LARGE
-// beyond it).
-func (a *API) signedLimit(limit int64, h signedFunc) httpx.HandlerFunc {
+// signedTxn is signed for PUT /send: a bigger body, and only its syntax
+// checked as a whole, so that one bad PDU or EDU is refused on its own
+// (see send) instead of taking the rest of the transaction down with it.
+func (a *API) signedTxn(h signedFunc) httpx.HandlerFunc {
+	return a.signedBody(maxTxnBytes, checkTxnBody, h)
+}
+
+// signedBody is signed with a body limit (413 M_TOO_LARGE beyond it) and
+// a body check of its own.
+func (a *API) signedBody(limit int64, check func([]byte) error, h signedFunc) httpx.HandlerFunc {
 	return func(r *http.Request) (any, error) {
 		origin := claimedOrigin(r)
 		if origin == "" {
@@ -138,7 +145,7 @@ func (a *API) signedLimit(limit int64, h signedFunc) httpx.HandlerFunc {
 		if !a.cfg.allowed(origin) {
 			return nil, mxerr.Forbidden("Federation with %s is not allowed", origin)
 		}
-		body, err := readJSONBody(r, limit)
+		body, err := readJSONBody(r, limit, check)
 		if err != nil {
 			return nil, err
 		}
@@ -205,28 +212,57 @@ func claimedOrigin(r *http.Request) spec.ServerName {
 }
 
 // readJSONBody reads a request body of at most limit bytes that must be
-// empty or a JSON object: 413 M_TOO_LARGE, 400 M_NOT_JSON (not JSON, or
-// not UTF-8, which the spec requires), 400 M_BAD_JSON (not an object). An
-// empty body is nil.
-func readJSONBody(r *http.Request, limit int64) ([]byte, error) {
+// empty or a JSON object: 413 M_TOO_LARGE, 400 M_NOT_JSON (check refuses
+// it), 400 M_BAD_JSON (not an object). An empty body is nil.
+func readJSONBody(r *http.Request, limit int64, check func([]byte) error) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, mxerr.TooLarge("Request body is larger than %d bytes", limit)
 	}
 	r.Body = http.MaxBytesReader(nil, r.Body, limit)
-	body, err := httpx.ReadBody(r)
+	body, err := httpx.ReadRawBody(r)
 	if err != nil {
 		return nil, err
 	}
 	trimmed := bytes.TrimSpace(body)
-	switch {
-	case len(trimmed) == 0:
+	if len(trimmed) == 0 {
 		return nil, nil
-	case !utf8.Valid(body) || !json.Valid(body):
-		return nil, mxerr.NotJSON("Request body is not valid JSON")
-	case trimmed[0] != '{':
+	}
+	if err := check(body); err != nil {
+		return nil, err
+	}
+	if trimmed[0] != '{' {
 		return nil, mxerr.BadJSON("Request body must be a JSON object")
 	}
 	return body, nil
+}
+
+// maxBodyDepth is how deep a federation body may nest: an event's content
+// may nest jsonx.MaxDepth deep, and the event sits inside the body (as in
+// an invite's {"event": ...}).
+const maxBodyDepth = maxPDUDepth + 1
+
+// maxPDUDepth is how deep an event may nest: its content one level
+// inside it, and that jsonx.MaxDepth deep, as our clients may send it.
+const maxPDUDepth = jsonx.MaxDepth + 1
+
+// checkBody refuses with 400 M_NOT_JSON a body that is not JSON as Matrix
+// needs it: well formed, UTF-8 (which the spec requires), no lone
+// surrogate escapes, nested at most maxBodyDepth deep.
+func checkBody(body []byte) error {
+	if err := jsonx.Validate(body, maxBodyDepth); err != nil {
+		return mxerr.NotJSON("Request body is not valid JSON: %v", err)
+	}
+	return nil
+}
+
+// checkTxnBody checks only that a transaction is well formed JSON: send
+// checks each PDU and EDU in it with jsonx, and refuses only those that
+// fail.
+func checkTxnBody(body []byte) error {
+	if !json.Valid(body) {
+		return mxerr.NotJSON("Request body is not valid JSON")
+	}
+	return nil
 }
 
 // responseMessage is the message of a gomatrixserverlib error response
@@ -270,5 +306,5 @@ func (a *API) Handler() http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		httpx.WriteError(w, req, a.log, mxerr.MethodNotAllowed())
 	})
-	return httpx.Logging(a.log, r)
+	return httpx.Logging(a.log, httpx.UTF8Params(r))
 }

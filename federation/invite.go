@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/roomserver"
 )
 
 // invite receives another server's invite of one of our users:
@@ -41,7 +42,7 @@ func (a *API) invite(r *http.Request, origin spec.ServerName, body []byte) (any,
 	ev := req.Event()
 	if ev == nil {
 		if ev, err = verImpl.NewEventFromUntrustedJSON(head.Event); err != nil {
-			return nil, mxerr.BadJSON("Bad invite event: %v", err)
+			return nil, roomserver.InvalidEventError(err)
 		}
 	}
 	if ev.EventID() != pathVar(r, "eventId") || ev.RoomID().String() != roomID.String() {

@@ -92,7 +92,7 @@ type notaryQuery struct {
 // queryKeys: POST /_matrix/key/v2/query, the batch notary query.
 // https://spec.matrix.org/v1.19/server-server-api/#post_matrixkeyv2query
 func (a *API) queryKeys(r *http.Request) (any, error) {
-	body, err := readJSONBody(r, a.cfg.maxBody())
+	body, err := readJSONBody(r, a.cfg.maxBody(), checkBody)
 	if err != nil {
 		return nil, err
 	}

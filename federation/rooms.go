@@ -17,6 +17,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/httpx"
+	"github.com/tessera-hs/tessera/internal/jsonx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/roomserver"
 )
@@ -41,7 +42,7 @@ func (a *API) registerRooms(fed *mux.Router) {
 	// A full transaction (50 PDUs of up to 64 KiB and 100 EDUs, which
 	// to-device messages fill up to 64 KiB each) is over the 4 MiB that
 	// other requests get.
-	fed.Handle("/v1/send/{txnId}", httpx.JSON(a.log, a.signedLimit(maxTxnBytes, a.send))).Methods(http.MethodPut)
+	fed.Handle("/v1/send/{txnId}", httpx.JSON(a.log, a.signedTxn(a.send))).Methods(http.MethodPut)
 	fed.Handle("/v2/invite/{roomId}/{eventId}", h(a.invite)).Methods(http.MethodPut)
 	a.registerLeaveKnock(fed)
 	fed.Handle("/v1/event/{eventId}", h(a.getEvent)).Methods(http.MethodGet)
@@ -179,8 +180,9 @@ func (a *API) send(r *http.Request, origin spec.ServerName, body []byte) (any, e
 		PDUs   []json.RawMessage `json:"pdus"`
 		EDUs   []json.RawMessage `json:"edus"`
 	}
-	if err := httpx.Unmarshal(body, &txn); err != nil {
-		return nil, err
+	// Not httpx.Unmarshal: its checks are for each PDU and EDU alone.
+	if err := json.Unmarshal(body, &txn); err != nil {
+		return nil, mxerr.BadJSON("Transaction has the wrong shape: %v", err)
 	}
 	if len(txn.PDUs) > maxTxnPDUs || len(txn.EDUs) > maxTxnEDUs {
 		return nil, mxerr.BadJSON("A transaction holds at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs)
@@ -205,6 +207,12 @@ func (a *API) send(r *http.Request, origin spec.ServerName, body []byte) (any, e
 		}
 	}
 	for _, raw := range txn.EDUs {
+		if err := jsonx.Validate(raw, maxPDUDepth); err != nil {
+			// Not ours to pass on to a client (to-device content goes to
+			// devices as it is): dropped, as a bad EDU always is.
+			a.log.WithError(err).WithField("origin", origin).Warn("dropping an EDU that is not valid JSON")
+			continue
+		}
 		if a.edus != nil {
 			a.edus(ctx, origin, raw)
 		}
@@ -226,6 +234,11 @@ func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw json.R
 	ver, err := a.rooms.RoomVersion(ctx, head.RoomID)
 	if err != nil {
 		return "", err // a room we are not in: nothing to say
+	}
+	// Invalid UTF-8, a lone surrogate or deep nesting: once stored, such
+	// an event breaks /sync and every transaction that carries it on.
+	if err := jsonx.Validate(raw, maxPDUDepth); err != nil {
+		return eventIDOf(ver, raw), fmt.Errorf("event is not valid JSON: %w", err)
 	}
 	if err := a.rooms.CheckServerACL(ctx, head.RoomID, origin); err != nil {
 		return eventIDOf(ver, raw), err

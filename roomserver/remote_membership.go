@@ -121,7 +121,7 @@ func (s *Service) SendMembership(ctx context.Context, origin spec.ServerName, ro
 	}
 	ev, err := verImpl.NewEventFromUntrustedJSON(raw)
 	if err != nil {
-		return nil, mxerr.BadJSON("Invalid event: %v", err)
+		return nil, InvalidEventError(err)
 	}
 	if ev.EventID() != eventID || ev.RoomID().String() != roomID.String() {
 		return nil, mxerr.BadJSON("The event does not match the path")

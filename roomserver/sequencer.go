@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -371,14 +370,7 @@ func (s *Service) build(ctx context.Context, rs *roomState, er EventRequest) (*p
 	}
 	pdu, err := b.Build(ts, s.cfg.ServerName, s.cfg.KeyID, s.cfg.PrivateKey)
 	if err != nil {
-		var ve gomatrixserverlib.EventValidationError
-		if errors.As(err, &ve) {
-			if strings.Contains(strings.ToLower(ve.Message), "too large") || strings.Contains(ve.Message, "exceeds") {
-				return nil, mxerr.TooLarge("%s", ve.Message)
-			}
-			return nil, mxerr.BadJSON("%s", ve.Message)
-		}
-		return nil, mxerr.BadJSON("Invalid event: %v", err)
+		return nil, InvalidEventError(err)
 	}
 	if err := gomatrixserverlib.Allowed(pdu, rs, UserIDForSender); err != nil {
 		return nil, mxerr.Forbidden("%s", err.Error())
@@ -544,4 +536,20 @@ func withCreators(rs *roomState, pl *gomatrixserverlib.PowerLevelContent) *gomat
 	cp := *pl
 	cp.Users = users
 	return &cp
+}
+
+// InvalidEventError is the client's error for an event gomatrixserverlib
+// will not build or parse: 413 M_TOO_LARGE for one over 65,536 bytes (or
+// with a type or state key too long), as the spec and Synapse answer, and
+// 400 M_BAD_JSON for anything else.
+// https://spec.matrix.org/v1.19/client-server-api/#size-limits
+func InvalidEventError(err error) *mxerr.Error {
+	var ve gomatrixserverlib.EventValidationError
+	if errors.As(err, &ve) {
+		if ve.Code == gomatrixserverlib.EventValidationTooLarge {
+			return mxerr.TooLarge("%s", ve.Message)
+		}
+		return mxerr.BadJSON("%s", ve.Message)
+	}
+	return mxerr.BadJSON("Invalid event: %v", err)
 }

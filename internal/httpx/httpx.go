@@ -10,13 +10,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/internal/jsonx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 )
 
@@ -80,7 +83,8 @@ func WriteError(w http.ResponseWriter, r *http.Request, log logrus.FieldLogger, 
 // Syntax errors are M_NOT_JSON, values of the wrong type M_BAD_JSON, a body
 // over the limit M_TOO_LARGE. An empty body decodes as {} when allowEmpty.
 func DecodeJSON(r *http.Request, v any, allowEmpty bool) error {
-	raw, err := ReadBody(r)
+	raw, err := ReadRawBody(r) // Unmarshal checks it
+
 	if err != nil {
 		return err
 	}
@@ -96,8 +100,8 @@ func DecodeJSON(r *http.Request, v any, allowEmpty bool) error {
 
 // Unmarshal decodes a JSON object with the same error mapping as DecodeJSON.
 func Unmarshal(raw []byte, v any) error {
-	if !json.Valid(raw) {
-		return mxerr.NotJSON("Request body is not valid JSON")
+	if err := CheckJSON(raw); err != nil {
+		return err
 	}
 	trimmed := bytes.TrimSpace(raw)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
@@ -113,8 +117,39 @@ func Unmarshal(raw []byte, v any) error {
 	return nil
 }
 
-// ReadBody reads the whole body, mapping an over-limit body to M_TOO_LARGE.
+// CheckJSON refuses, with 400 M_NOT_JSON, a document that is not JSON as
+// Matrix needs it (see jsonx): malformed, not UTF-8, with a lone surrogate
+// escape, or nested over jsonx.MaxDepth. Stored, such a document breaks
+// /sync for everyone who can see it and every transaction that carries it
+// to another server.
+func CheckJSON(raw []byte) error {
+	if err := jsonx.Validate(raw, jsonx.MaxDepth); err != nil {
+		return mxerr.NotJSON("Request body is not valid JSON: %v", err)
+	}
+	return nil
+}
+
+// ReadBody reads the whole body of a JSON request, mapping an over-limit
+// body to M_TOO_LARGE and, through CheckJSON, a body that is not JSON to
+// M_NOT_JSON. An empty body is returned as is, for the caller to refuse
+// or take as {}.
 func ReadBody(r *http.Request) ([]byte, error) {
+	raw, err := ReadRawBody(r)
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return raw, nil
+	}
+	if err := CheckJSON(raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// ReadRawBody reads the whole body without looking at it, mapping an
+// over-limit body to M_TOO_LARGE.
+func ReadRawBody(r *http.Request) ([]byte, error) {
 	raw, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -141,6 +176,46 @@ func CORS(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// UTF8Params answers 400 M_INVALID_PARAM to a request whose path or query,
+// once percent-decoded, is not UTF-8: every identifier and parameter in
+// Matrix is a string, and a room ID, event type or filename with invalid
+// UTF-8 in it would be stored and sent on like a bad event body.
+func UTF8Params(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !validParams(r.URL) {
+			WriteJSON(w, http.StatusBadRequest,
+				mxerr.InvalidParam("Path and query parameters must be UTF-8").Body())
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func validParams(u *url.URL) bool {
+	if !utf8.ValidString(u.Path) {
+		return false
+	}
+	if u.RawQuery == "" {
+		return true
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		// Left for the handler, which reads the parameters it knows.
+		return true
+	}
+	for k, vs := range q {
+		if !utf8.ValidString(k) {
+			return false
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // LimitBody caps request bodies. A declared Content-Length over the limit is

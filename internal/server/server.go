@@ -298,6 +298,7 @@ func (s *Server) init(ctx context.Context) error {
 	var h http.Handler = r
 	// Media uploads get media.max_upload_bytes, the rest the JSON limit.
 	h = clientapi.BodyLimit(s.cfg, h)
+	h = httpx.UTF8Params(h)
 	h = httpx.CORS(h)
 	h = httpx.Logging(s.log, h)
 	s.handler = h
