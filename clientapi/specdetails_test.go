@@ -52,3 +52,82 @@ func TestCapabilitiesRoomVersionStability(t *testing.T) {
 	post(t, srv, rmRoom(room, "upgrade"), alice.AccessToken, map[string]any{"new_version": "org.matrix.msc4242.12"}).
 		expect(t, http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION")
 }
+
+// TestCreateRoomTopicContentBlock: createRoom's topic gives m.room.topic
+// both the plain topic and m.topic, a TopicContentBlock object.
+// https://spec.matrix.org/v1.19/client-server-api/#mroomtopic
+func TestCreateRoomTopicContentBlock(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	room := rmCreate(t, srv, alice, map[string]any{"topic": "Lunch plans", "preset": "public_chat", "visibility": "public"})
+	c := rmGetState(t, srv, alice, room, "m.room.topic", "").expect(t, http.StatusOK, "")
+	if c.str("topic") != "Lunch plans" {
+		t.Errorf("topic = %s", c.Raw)
+	}
+	text, ok := rmField(c.Body, "m.topic", "m.text").([]any)
+	if !ok || len(text) != 1 {
+		t.Fatalf("m.topic.m.text missing: %s", c.Raw)
+	}
+	if rep, _ := text[0].(map[string]any); rep["body"] != "Lunch plans" || rep["mimetype"] != "text/plain" {
+		t.Errorf("m.topic.m.text[0] = %v", text[0])
+	}
+	// The directory reads the topic back from the block.
+	r := get(t, srv, v3+"/publicRooms", alice.AccessToken).expect(t, http.StatusOK, "")
+	chunk, _ := r.Body["chunk"].([]any)
+	if len(chunk) != 1 || rmField(chunk[0], "topic") != "Lunch plans" {
+		t.Errorf("publicRooms topic: %s", r.Raw)
+	}
+}
+
+// TestJoinedMembersProfile: joined_members shows each member's
+// display_name and avatar_url.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3roomsroomidjoined_members
+func TestJoinedMembersProfile(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	bob := rmUser(t, srv, "bob")
+	put(t, srv, v3+"/profile/"+bob.UserID+"/displayname", bob.AccessToken, map[string]any{"displayname": "Bobby"}).expect(t, 200, "")
+	put(t, srv, v3+"/profile/"+bob.UserID+"/avatar_url", bob.AccessToken, map[string]any{"avatar_url": "mxc://tessera.test/bob"}).expect(t, 200, "")
+	room := rmCreate(t, srv, alice, map[string]any{"preset": "public_chat"})
+	rmJoin(t, srv, bob, room).expect(t, 200, "")
+	r := get(t, srv, rmRoom(room, "joined_members"), alice.AccessToken).expect(t, http.StatusOK, "")
+	if got := rmField(r.Body, "joined", bob.UserID, "avatar_url"); got != "mxc://tessera.test/bob" {
+		t.Errorf("bob avatar_url = %v: %s", got, r.Raw)
+	}
+	if got := rmField(r.Body, "joined", bob.UserID, "display_name"); got != "Bobby" {
+		t.Errorf("bob display_name = %v: %s", got, r.Raw)
+	}
+	// A later avatar change reaches the room too.
+	put(t, srv, v3+"/profile/"+bob.UserID+"/avatar_url", bob.AccessToken, map[string]any{"avatar_url": "mxc://tessera.test/bob2"}).expect(t, 200, "")
+	r = get(t, srv, rmRoom(room, "joined_members"), alice.AccessToken).expect(t, http.StatusOK, "")
+	if got := rmField(r.Body, "joined", bob.UserID, "avatar_url"); got != "mxc://tessera.test/bob2" {
+		t.Errorf("bob avatar_url after change = %v: %s", got, r.Raw)
+	}
+}
+
+// TestJoinKeepsExtraContent: a join (by /join or by PUT state) keeps the
+// client's reason and custom keys on the m.room.member event.
+// https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3joinroomidoralias
+func TestJoinKeepsExtraContent(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	bob := rmUser(t, srv, "bob")
+	carol := rmUser(t, srv, "carol")
+	room := rmCreate(t, srv, alice, map[string]any{"preset": "public_chat"})
+
+	post(t, srv, v3+"/join/"+room, bob.AccessToken, map[string]any{"reason": "hello", "org.example.custom": "x"}).expect(t, 200, "")
+	c := rmGetState(t, srv, alice, room, "m.room.member", bob.UserID).expect(t, 200, "")
+	if c.str("membership") != "join" || c.str("reason") != "hello" || c.str("org.example.custom") != "x" {
+		t.Errorf("bob's join content = %s", c.Raw)
+	}
+
+	rmPutState(t, srv, carol, room, "m.room.member", carol.UserID,
+		map[string]any{"membership": "join", "displayname": "Caz", "reason": "r", "org.example.custom": "y"}).expect(t, 200, "")
+	c = rmGetState(t, srv, alice, room, "m.room.member", carol.UserID).expect(t, 200, "")
+	if c.str("membership") != "join" || c.str("displayname") != "Caz" || c.str("reason") != "r" || c.str("org.example.custom") != "y" {
+		t.Errorf("carol's join content = %s", c.Raw)
+	}
+}

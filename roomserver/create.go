@@ -207,7 +207,10 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 	if req.Topic != nil {
 		events = append(events, stateSpec{"m.room.topic", "", map[string]any{
 			"topic":   *req.Topic,
-			"m.topic": []map[string]string{{"mimetype": "text/plain", "body": *req.Topic}},
+			// TopicContentBlock: an object whose m.text lists the
+			// representations (v1.15).
+			// https://spec.matrix.org/v1.19/client-server-api/#mroomtopic
+			"m.topic": map[string]any{"m.text": []map[string]string{{"mimetype": "text/plain", "body": *req.Topic}}},
 		}})
 	}
 	for _, u := range req.Invite {

@@ -78,7 +78,7 @@ func TestConcurrentSendsMakeALinearDAG(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				if round == 0 {
-					if _, err := s.Join(ctx, u, roomID, ""); err != nil {
+					if _, err := s.Join(ctx, u, roomID, nil); err != nil {
 						errs <- fmt.Errorf("join %s: %w", u, err)
 						return
 					}
