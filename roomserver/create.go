@@ -206,7 +206,7 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 	}
 	if req.Topic != nil {
 		events = append(events, stateSpec{"m.room.topic", "", map[string]any{
-			"topic":   *req.Topic,
+			"topic": *req.Topic,
 			// TopicContentBlock: an object whose m.text lists the
 			// representations (v1.15).
 			// https://spec.matrix.org/v1.19/client-server-api/#mroomtopic
