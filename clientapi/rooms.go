@@ -56,11 +56,7 @@ func (a *API) roomRoutes() []route {
 
 // roomID reads and checks the {roomId} path variable.
 func roomID(r *http.Request) (string, error) {
-	id := pathVar(r, "roomId")
-	if !strings.HasPrefix(id, "!") {
-		return "", mxerr.InvalidParam("Invalid room ID %q", id)
-	}
-	return id, nil
+	return checkRoomID(pathVar(r, "roomId"), "path")
 }
 
 // clientEvents formats events for the viewer.
@@ -93,7 +89,11 @@ type reasonBody struct {
 }
 
 func (a *API) joinRoomIDOrAlias(r *http.Request, who *users.Requester) (any, error) {
-	return a.doJoin(r, who, pathVar(r, "roomIdOrAlias"))
+	target, err := checkRoomIDOrAlias(pathVar(r, "roomIdOrAlias"), "path")
+	if err != nil {
+		return nil, err
+	}
+	return a.doJoin(r, who, target)
 }
 
 func (a *API) joinRoom(r *http.Request, who *users.Requester) (any, error) {
@@ -245,7 +245,10 @@ func (a *API) knock(r *http.Request, who *users.Requester) (any, error) {
 	if err := httpx.DecodeJSON(r, &body, true); err != nil {
 		return nil, err
 	}
-	target := pathVar(r, "roomIdOrAlias")
+	target, err := checkRoomIDOrAlias(pathVar(r, "roomIdOrAlias"), "path")
+	if err != nil {
+		return nil, err
+	}
 	if a.remote != nil {
 		var via []spec.ServerName
 		if a.queries != nil && a.remoteAlias(target) {
@@ -305,6 +308,9 @@ func (a *API) targetOp(r *http.Request, who *users.Requester, op func(roomID str
 	}
 	if body.UserID == "" {
 		return nil, mxerr.MissingParam("user_id is required")
+	}
+	if _, err := checkUserID(body.UserID, "user_id"); err != nil {
+		return nil, err
 	}
 	if err := op(id, body); err != nil {
 		return nil, err
@@ -657,7 +663,10 @@ func (a *API) context(r *http.Request, who *users.Requester) (any, error) {
 // Room aliases: GET/PUT/DELETE /directory/room/{roomAlias}.
 // https://spec.matrix.org/v1.19/client-server-api/#room-aliases
 func (a *API) getAlias(r *http.Request) (any, error) {
-	alias := pathVar(r, "roomAlias")
+	alias, err := checkAlias(pathVar(r, "roomAlias"), "path")
+	if err != nil {
+		return nil, err
+	}
 	if a.queries != nil && a.remoteAlias(alias) {
 		id, servers, err := a.queries.RemoteAlias(r.Context(), alias)
 		if err != nil {
@@ -684,6 +693,9 @@ func (a *API) putAlias(r *http.Request, who *users.Requester) (any, error) {
 	}
 	if body.RoomID == "" {
 		return nil, mxerr.MissingParam("room_id is required")
+	}
+	if _, err := checkRoomID(body.RoomID, "room_id"); err != nil {
+		return nil, err
 	}
 	if err := a.rooms.SetAlias(r.Context(), pathVar(r, "roomAlias"), body.RoomID, who.UserID); err != nil {
 		return nil, err

@@ -131,3 +131,40 @@ func TestJoinKeepsExtraContent(t *testing.T) {
 		t.Errorf("carol's join content = %s", c.Raw)
 	}
 }
+
+// TestInvalidIDsRefused: endpoints that take a user ID, room ID or alias
+// answer 400 M_INVALID_PARAM for one that is not valid, before looking
+// anything up.
+func TestInvalidIDsRefused(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	room := rmCreate(t, srv, alice, map[string]any{"preset": "public_chat"})
+	badUsers := []string{"not-a-user", "@nodomain", "@:tessera.test", "@alice:", "alice:tessera.test", "@al ice:tessera.test"}
+	for _, op := range []string{"invite", "kick", "ban", "unban"} {
+		for _, u := range badUsers {
+			t.Run(op+" "+u, func(t *testing.T) {
+				rmOp(t, srv, alice, room, op, map[string]any{"user_id": u}).expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+			})
+		}
+		t.Run(op+" not a string", func(t *testing.T) {
+			rmOp(t, srv, alice, room, op, map[string]any{"user_id": 5}).expect(t, http.StatusBadRequest, "M_BAD_JSON")
+		})
+	}
+	for _, tt := range []struct{ name, method, path string }{
+		{"join bad target", http.MethodPost, v3 + "/join/nothing"},
+		{"join bad alias", http.MethodPost, v3 + "/join/%23nodomain"},
+		{"knock bad target", http.MethodPost, v3 + "/knock/nothing"},
+		{"room op bad room", http.MethodPost, v3 + "/rooms/nothing/invite"},
+		{"alias bad", http.MethodGet, v3 + "/directory/room/%23nodomain"},
+		{"profile bad user", http.MethodGet, v3 + "/profile/nobody"},
+		{"summary bad target", http.MethodGet, "/_matrix/client/v1/room_summary/nothing"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			do(t, srv, req{Method: tt.method, Path: tt.path, Token: alice.AccessToken, Body: map[string]any{"user_id": "@bob:tessera.test"}}).
+				expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+		})
+	}
+	put(t, srv, v3+"/directory/room/%23good:tessera.test", alice.AccessToken, map[string]any{"room_id": "nothing"}).
+		expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+}
