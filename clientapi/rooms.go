@@ -56,11 +56,7 @@ func (a *API) roomRoutes() []route {
 
 // roomID reads and checks the {roomId} path variable.
 func roomID(r *http.Request) (string, error) {
-	id := pathVar(r, "roomId")
-	if !strings.HasPrefix(id, "!") {
-		return "", mxerr.InvalidParam("Invalid room ID %q", id)
-	}
-	return id, nil
+	return checkRoomID(pathVar(r, "roomId"), "path")
 }
 
 // clientEvents formats events for the viewer.
@@ -93,7 +89,11 @@ type reasonBody struct {
 }
 
 func (a *API) joinRoomIDOrAlias(r *http.Request, who *users.Requester) (any, error) {
-	return a.doJoin(r, who, pathVar(r, "roomIdOrAlias"))
+	target, err := checkRoomIDOrAlias(pathVar(r, "roomIdOrAlias"), "path")
+	if err != nil {
+		return nil, err
+	}
+	return a.doJoin(r, who, target)
 }
 
 func (a *API) joinRoom(r *http.Request, who *users.Requester) (any, error) {
@@ -104,9 +104,30 @@ func (a *API) joinRoom(r *http.Request, who *users.Requester) (any, error) {
 	return a.doJoin(r, who, id)
 }
 
-func (a *API) doJoin(r *http.Request, who *users.Requester, target string) (any, error) {
-	var body reasonBody
+// joinContent reads a join request's body. Like Synapse, every key the
+// client sends (reason, custom keys, a per-room displayname) goes into the
+// m.room.member content; the keys the server owns are dropped.
+func joinContent(r *http.Request) (map[string]any, error) {
+	var body map[string]any
 	if err := httpx.DecodeJSON(r, &body, true); err != nil {
+		return nil, err
+	}
+	if reason, ok := body["reason"]; ok {
+		if _, isString := reason.(string); !isString {
+			return nil, mxerr.BadJSON("'reason' must be a string")
+		}
+	}
+	// third_party_signed is a request parameter, not content; membership
+	// and join_authorised_via_users_server are the server's to set.
+	for _, k := range []string{"membership", "join_authorised_via_users_server", "third_party_signed"} {
+		delete(body, k)
+	}
+	return body, nil
+}
+
+func (a *API) doJoin(r *http.Request, who *users.Requester, target string) (any, error) {
+	content, err := joinContent(r)
+	if err != nil {
 		return nil, err
 	}
 	if who.IsGuest {
@@ -129,13 +150,13 @@ func (a *API) doJoin(r *http.Request, who *users.Requester, target string) (any,
 		}
 		target, via = id, servers
 	}
-	if joined, err := a.joinRemote(r, who, target, body.Reason, via...); joined || err != nil {
+	if joined, err := a.joinRemote(r, who, target, content, via...); joined || err != nil {
 		if err != nil {
 			return nil, err
 		}
 		return map[string]string{"room_id": target}, nil
 	}
-	id, err := a.rooms.Join(r.Context(), who.UserID, target, body.Reason)
+	id, err := a.rooms.Join(r.Context(), who.UserID, target, content)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +192,7 @@ func (a *API) SetRemoteJoiner(j RemoteJoiner) { a.remote = j }
 // the request names (via, or the older server_name) and, for room IDs of
 // versions before 12, the server in the ID. joined is false when the room
 // is known here: the local join applies.
-func (a *API) joinRemote(r *http.Request, who *users.Requester, target, reason string, via ...spec.ServerName) (joined bool, err error) {
+func (a *API) joinRemote(r *http.Request, who *users.Requester, target string, content map[string]any, via ...spec.ServerName) (joined bool, err error) {
 	if a.remote == nil || !strings.HasPrefix(target, "!") {
 		return false, nil
 	}
@@ -210,9 +231,8 @@ func (a *API) joinRemote(r *http.Request, who *users.Requester, target, reason s
 		}
 		return false, mxerr.NotFound("No known servers for room %s: pass via= a server in the room", target)
 	}
-	content := map[string]any{}
-	if reason != "" {
-		content["reason"] = reason
+	if content == nil {
+		content = map[string]any{}
 	}
 	if err := a.remote.JoinRemote(r.Context(), who.UserID, target, servers, content); err != nil {
 		return false, err
@@ -225,7 +245,10 @@ func (a *API) knock(r *http.Request, who *users.Requester) (any, error) {
 	if err := httpx.DecodeJSON(r, &body, true); err != nil {
 		return nil, err
 	}
-	target := pathVar(r, "roomIdOrAlias")
+	target, err := checkRoomIDOrAlias(pathVar(r, "roomIdOrAlias"), "path")
+	if err != nil {
+		return nil, err
+	}
 	if a.remote != nil {
 		var via []spec.ServerName
 		if a.queries != nil && a.remoteAlias(target) {
@@ -285,6 +308,9 @@ func (a *API) targetOp(r *http.Request, who *users.Requester, op func(roomID str
 	}
 	if body.UserID == "" {
 		return nil, mxerr.MissingParam("user_id is required")
+	}
+	if _, err := checkUserID(body.UserID, "user_id"); err != nil {
+		return nil, err
 	}
 	if err := op(id, body); err != nil {
 		return nil, err
@@ -637,7 +663,10 @@ func (a *API) context(r *http.Request, who *users.Requester) (any, error) {
 // Room aliases: GET/PUT/DELETE /directory/room/{roomAlias}.
 // https://spec.matrix.org/v1.19/client-server-api/#room-aliases
 func (a *API) getAlias(r *http.Request) (any, error) {
-	alias := pathVar(r, "roomAlias")
+	alias, err := checkAlias(pathVar(r, "roomAlias"), "path")
+	if err != nil {
+		return nil, err
+	}
 	if a.queries != nil && a.remoteAlias(alias) {
 		id, servers, err := a.queries.RemoteAlias(r.Context(), alias)
 		if err != nil {
@@ -664,6 +693,9 @@ func (a *API) putAlias(r *http.Request, who *users.Requester) (any, error) {
 	}
 	if body.RoomID == "" {
 		return nil, mxerr.MissingParam("room_id is required")
+	}
+	if _, err := checkRoomID(body.RoomID, "room_id"); err != nil {
+		return nil, err
 	}
 	if err := a.rooms.SetAlias(r.Context(), pathVar(r, "roomAlias"), body.RoomID, who.UserID); err != nil {
 		return nil, err

@@ -110,7 +110,11 @@ func (a *API) roomSummary(r *http.Request, who *users.Requester) (any, error) {
 	if who != nil {
 		userID = who.UserID
 	}
-	return a.rooms.RoomSummary(r.Context(), pathVar(r, "roomIdOrAlias"), userID)
+	target, err := checkRoomIDOrAlias(pathVar(r, "roomIdOrAlias"), "path")
+	if err != nil {
+		return nil, err
+	}
+	return a.rooms.RoomSummary(r.Context(), target, userID)
 }
 
 // reportEvent: POST /rooms/{roomId}/report/{eventId}. score left the spec

@@ -3,9 +3,9 @@ package clientapi
 import (
 	"net/http"
 
-	"github.com/matrix-org/gomatrixserverlib"
 	"strings"
 
+	"github.com/tessera-hs/tessera/internal/roomversions"
 	"github.com/tessera-hs/tessera/users"
 )
 
@@ -57,8 +57,8 @@ func (a *API) wellKnown(r *http.Request) (any, error) {
 func (a *API) capabilities(r *http.Request, who *users.Requester) (any, error) {
 	enabled := func(b bool) map[string]bool { return map[string]bool{"enabled": b} }
 	available := map[string]string{}
-	for v := range gomatrixserverlib.StableRoomVersions() {
-		available[string(v)] = "stable"
+	for v, stability := range roomversions.Available() {
+		available[string(v)] = string(stability)
 	}
 	return map[string]any{
 		"capabilities": map[string]any{

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/internal/roomversions"
 )
 
 // registerLeaveKnock adds make_leave, send_leave, make_knock and
@@ -233,10 +234,4 @@ func (a *API) KnockRemote(ctx context.Context, userID, roomID string, servers []
 
 // supportedVersions are the room versions we can join, for make_knock's
 // ver parameters.
-func supportedVersions() []gomatrixserverlib.RoomVersion {
-	var out []gomatrixserverlib.RoomVersion
-	for v := range gomatrixserverlib.StableRoomVersions() {
-		out = append(out, v)
-	}
-	return out
-}
+func supportedVersions() []gomatrixserverlib.RoomVersion { return roomversions.List() }

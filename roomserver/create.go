@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/internal/roomversions"
 )
 
 // CreateRoomRequest is POST /createRoom's body.
@@ -24,7 +25,7 @@ type CreateRoomRequest struct {
 	Topic                     *string           `json:"topic"`
 	Invite                    []string          `json:"invite"`
 	Invite3PID                []json.RawMessage `json:"invite_3pid"`
-	RoomVersion               string            `json:"room_version"`
+	RoomVersion               *string           `json:"room_version"` // nil: the default; "" is refused
 	CreationContent           map[string]any    `json:"creation_content"`
 	InitialState              []StateEvent      `json:"initial_state"`
 	Preset                    string            `json:"preset"`
@@ -55,14 +56,13 @@ var presets = map[string]presetRules{
 // events are committed in one transaction: the room appears whole or not
 // at all.
 func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoomRequest) (string, error) {
-	version := gomatrixserverlib.RoomVersion(req.RoomVersion)
-	if version == "" {
-		version = s.cfg.DefaultRoomVersion
+	version := s.cfg.DefaultRoomVersion
+	if req.RoomVersion != nil {
+		version = gomatrixserverlib.RoomVersion(*req.RoomVersion)
 	}
-	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
+	verImpl, err := roomversions.Get(version)
 	if err != nil {
-		return "", &mxerr.Error{Status: 400, Code: "M_UNSUPPORTED_ROOM_VERSION",
-			Message: fmt.Sprintf("Room version %q is not supported", req.RoomVersion)}
+		return "", err
 	}
 	switch req.Visibility {
 	case "", "private", "public":
@@ -206,8 +206,11 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 	}
 	if req.Topic != nil {
 		events = append(events, stateSpec{"m.room.topic", "", map[string]any{
-			"topic":   *req.Topic,
-			"m.topic": []map[string]string{{"mimetype": "text/plain", "body": *req.Topic}},
+			"topic": *req.Topic,
+			// TopicContentBlock: an object whose m.text lists the
+			// representations (v1.15).
+			// https://spec.matrix.org/v1.19/client-server-api/#mroomtopic
+			"m.topic": map[string]any{"m.text": []map[string]string{{"mimetype": "text/plain", "body": *req.Topic}}},
 		}})
 	}
 	for _, u := range req.Invite {

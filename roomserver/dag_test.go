@@ -63,7 +63,7 @@ func TestConcurrentSendsMakeALinearDAG(t *testing.T) {
 	}
 
 	s, db := dagStart(t, path, key)
-	roomID, err := s.CreateRoom(ctx, "@creator:dag.test", CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	roomID, err := s.CreateRoom(ctx, "@creator:dag.test", CreateRoomRequest{Preset: "public_chat"})
 	if err != nil {
 		t.Fatalf("create room: %v", err)
 	}
@@ -78,7 +78,7 @@ func TestConcurrentSendsMakeALinearDAG(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				if round == 0 {
-					if _, err := s.Join(ctx, u, roomID, ""); err != nil {
+					if _, err := s.Join(ctx, u, roomID, nil); err != nil {
 						errs <- fmt.Errorf("join %s: %w", u, err)
 						return
 					}
@@ -241,7 +241,7 @@ func TestIdleSequencersRetire(t *testing.T) {
 	}
 	s, db := dagStart(t, path, key)
 	s.idleTimeout = 5 * time.Millisecond
-	roomID, err := s.CreateRoom(ctx, "@creator:dag.test", CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	roomID, err := s.CreateRoom(ctx, "@creator:dag.test", CreateRoomRequest{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -145,7 +145,7 @@ func TestBackfillFromAnotherServer(t *testing.T) {
 	ctx := context.Background()
 	a, b := fedStart(t, "a.test"), fedStart(t, "b.test")
 	alice := "@alice:a.test"
-	roomID, err := a.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	roomID, err := a.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
 	}

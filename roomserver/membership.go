@@ -106,14 +106,21 @@ func reasonOnly(reason string) func() map[string]any {
 
 var errAlreadyJoined = mxerr.Forbidden("already joined")
 
-// Join makes userID join a room it knows, by ID or alias. Joining a room
-// one has already joined changes nothing and succeeds.
-func (s *Service) Join(ctx context.Context, userID, roomIDOrAlias, reason string) (string, error) {
+// Join makes userID join a room it knows, by ID or alias. content holds
+// the client's keys for the member event (reason, custom keys), which are
+// kept; membership is always "join". Joining a room one has already joined
+// changes nothing and succeeds.
+func (s *Service) Join(ctx context.Context, userID, roomIDOrAlias string, content map[string]any) (string, error) {
 	roomID, err := s.ResolveRoom(ctx, roomIDOrAlias)
 	if err != nil {
 		return "", err
 	}
-	extra := reasonOnly(reason)()
+	extra := make(map[string]any, len(content)+1)
+	for k, v := range content {
+		if k != "membership" && k != "join_authorised_via_users_server" {
+			extra[k] = v
+		}
+	}
 	check := func(ctx context.Context, rs *roomState) error {
 		if rs.membership(userID) == "join" {
 			return errAlreadyJoined
@@ -123,9 +130,6 @@ func (s *Service) Join(ctx context.Context, userID, roomIDOrAlias, reason string
 			return err
 		}
 		if via != "" {
-			if extra == nil {
-				extra = map[string]any{}
-			}
 			extra["join_authorised_via_users_server"] = via
 		}
 		return nil

@@ -366,9 +366,11 @@ func plainTopic(ev *Event) string {
 	}
 	var c struct {
 		Topic  string `json:"topic"`
-		MTopic []struct {
-			MimeType string `json:"mimetype"`
-			Body     string `json:"body"`
+		MTopic struct {
+			Text []struct {
+				MimeType string `json:"mimetype"`
+				Body     string `json:"body"`
+			} `json:"m.text"`
 		} `json:"m.topic"`
 	}
 	if json.Unmarshal(ev.Content(), &c) != nil {
@@ -380,7 +382,7 @@ func plainTopic(ev *Event) string {
 		_ = json.Unmarshal(ev.Content(), &t)
 		return t.Topic
 	}
-	for _, r := range c.MTopic {
+	for _, r := range c.MTopic.Text {
 		// A representation without a mimetype is text/plain.
 		if (r.MimeType == "" || r.MimeType == "text/plain") && r.Body != "" {
 			return r.Body

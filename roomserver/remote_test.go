@@ -81,7 +81,7 @@ func TestRemoteEvents(t *testing.T) {
 	s, _ := dagStart(t, filepath.Join(t.TempDir(), "remote.db"), key)
 	t.Cleanup(s.Close)
 	alice := "@alice:dag.test"
-	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestRemoteEventWithGivenState(t *testing.T) {
 	s, _ := dagStart(t, filepath.Join(t.TempDir(), "given.db"), key)
 	t.Cleanup(s.Close)
 	alice := "@alice:dag.test"
-	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
 	}

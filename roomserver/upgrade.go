@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/internal/roomversions"
 )
 
 // Room upgrades: replacing a room with a new one of another room version.
@@ -71,11 +72,10 @@ type upgradeKey struct {
 //
 // Like Synapse we also move the room's directory listing.
 func (s *Service) UpgradeRoom(ctx context.Context, req UpgradeRequest) (string, error) {
-	// Only the versions we advertise in /capabilities (the stable ones).
-	verImpl, ok := gomatrixserverlib.StableRoomVersions()[gomatrixserverlib.RoomVersion(req.NewVersion)]
-	if !ok {
-		return "", &mxerr.Error{Status: 400, Code: "M_UNSUPPORTED_ROOM_VERSION",
-			Message: fmt.Sprintf("Room version %q is not supported", req.NewVersion)}
+	// Only the versions we advertise in /capabilities.
+	verImpl, err := roomversions.Get(gomatrixserverlib.RoomVersion(req.NewVersion))
+	if err != nil {
+		return "", err
 	}
 	if verImpl.PrivilegedCreators() {
 		// Versions without additional creators ignore the field.
@@ -214,8 +214,9 @@ func (s *Service) planUpgrade(ctx context.Context, old *roomState, verImpl gomat
 		}
 	}
 
+	newVersion := string(verImpl.Version())
 	plan := &upgradePlan{create: CreateRoomRequest{
-		RoomVersion:     string(verImpl.Version()),
+		RoomVersion:     &newVersion,
 		Visibility:      "private", // the listing moves once the tombstone is sent
 		Preset:          "private_chat",
 		CreationContent: creation,

@@ -20,6 +20,8 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"gopkg.in/yaml.v3"
+
+	"github.com/tessera-hs/tessera/internal/roomversions"
 )
 
 // Config is the whole configuration file.
@@ -508,7 +510,7 @@ func (c *Config) Validate() error {
 	if c.Passwords.HashMemoryKiB < 8 || c.Passwords.HashIterations < 1 {
 		return errors.New("passwords.hash_memory_kib / hash_iterations: expected at least 8 KiB and 1 iteration")
 	}
-	if _, ok := gomatrixserverlib.StableRoomVersions()[gomatrixserverlib.RoomVersion(c.Rooms.DefaultRoomVersion)]; !ok {
+	if !roomversions.IsStable(gomatrixserverlib.RoomVersion(c.Rooms.DefaultRoomVersion)) {
 		return fmt.Errorf("rooms.default_room_version: expected a stable room version (1-12), got %q", c.Rooms.DefaultRoomVersion)
 	}
 	for name, d := range map[string]Duration{

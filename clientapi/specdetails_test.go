@@ -1,0 +1,170 @@
+package clientapi_test
+
+import (
+	"net/http"
+	"strconv"
+	"testing"
+
+	"github.com/tessera-hs/tessera/internal/testserver"
+)
+
+// TestCapabilitiesRoomVersionStability: only the versions the spec defines
+// are "stable"; an MSC version gomatrixserverlib flags as stable is not.
+// https://spec.matrix.org/v1.19/client-server-api/#mroom_versions-capability
+func TestCapabilitiesRoomVersionStability(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	r := get(t, srv, v3+"/capabilities", alice.AccessToken).expect(t, http.StatusOK, "")
+	available, ok := rmField(r.Body, "capabilities", "m.room_versions", "available").(map[string]any)
+	if !ok {
+		t.Fatalf("no m.room_versions.available: %s", r.Raw)
+	}
+	specStable := map[string]bool{}
+	for v := 1; v <= 12; v++ {
+		specStable[strconv.Itoa(v)] = true
+		if available[strconv.Itoa(v)] != "stable" {
+			t.Errorf("room version %d = %v, want stable", v, available[strconv.Itoa(v)])
+		}
+	}
+	for v, stability := range available {
+		if !specStable[v] && stability != "unstable" {
+			t.Errorf("room version %q is %v; only spec'd versions may be stable", v, stability)
+		}
+	}
+	if d := rmField(r.Body, "capabilities", "m.room_versions", "default"); available[d.(string)] != "stable" {
+		t.Errorf("default room version %v is not a stable one", d)
+	}
+
+	// Every version listed can be created; anything else cannot, and an
+	// empty version is not "the default".
+	for v := range available {
+		room := rmCreate(t, srv, alice, map[string]any{"room_version": v})
+		if got := rmField(rmStateEvent(t, srv, alice, room, "m.room.create", ""), "content", "room_version"); got != v {
+			t.Errorf("created room_version %v, want %s", got, v)
+		}
+	}
+	for _, v := range []string{"", "org.matrix.msc4014", "org.matrix.msc4242.12", "13"} {
+		post(t, srv, v3+"/createRoom", alice.AccessToken, map[string]any{"room_version": v}).
+			expect(t, http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION")
+	}
+	room := rmCreate(t, srv, alice, map[string]any{})
+	post(t, srv, rmRoom(room, "upgrade"), alice.AccessToken, map[string]any{"new_version": "org.matrix.msc4242.12"}).
+		expect(t, http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION")
+}
+
+// TestCreateRoomTopicContentBlock: createRoom's topic gives m.room.topic
+// both the plain topic and m.topic, a TopicContentBlock object.
+// https://spec.matrix.org/v1.19/client-server-api/#mroomtopic
+func TestCreateRoomTopicContentBlock(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	room := rmCreate(t, srv, alice, map[string]any{"topic": "Lunch plans", "preset": "public_chat", "visibility": "public"})
+	c := rmGetState(t, srv, alice, room, "m.room.topic", "").expect(t, http.StatusOK, "")
+	if c.str("topic") != "Lunch plans" {
+		t.Errorf("topic = %s", c.Raw)
+	}
+	text, ok := rmField(c.Body, "m.topic", "m.text").([]any)
+	if !ok || len(text) != 1 {
+		t.Fatalf("m.topic.m.text missing: %s", c.Raw)
+	}
+	if rep, _ := text[0].(map[string]any); rep["body"] != "Lunch plans" || rep["mimetype"] != "text/plain" {
+		t.Errorf("m.topic.m.text[0] = %v", text[0])
+	}
+	// The directory reads the topic back from the block.
+	r := get(t, srv, v3+"/publicRooms", alice.AccessToken).expect(t, http.StatusOK, "")
+	chunk, _ := r.Body["chunk"].([]any)
+	if len(chunk) != 1 || rmField(chunk[0], "topic") != "Lunch plans" {
+		t.Errorf("publicRooms topic: %s", r.Raw)
+	}
+}
+
+// TestJoinedMembersProfile: joined_members shows each member's
+// display_name and avatar_url.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3roomsroomidjoined_members
+func TestJoinedMembersProfile(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	bob := rmUser(t, srv, "bob")
+	put(t, srv, v3+"/profile/"+bob.UserID+"/displayname", bob.AccessToken, map[string]any{"displayname": "Bobby"}).expect(t, 200, "")
+	put(t, srv, v3+"/profile/"+bob.UserID+"/avatar_url", bob.AccessToken, map[string]any{"avatar_url": "mxc://tessera.test/bob"}).expect(t, 200, "")
+	room := rmCreate(t, srv, alice, map[string]any{"preset": "public_chat"})
+	rmJoin(t, srv, bob, room).expect(t, 200, "")
+	r := get(t, srv, rmRoom(room, "joined_members"), alice.AccessToken).expect(t, http.StatusOK, "")
+	if got := rmField(r.Body, "joined", bob.UserID, "avatar_url"); got != "mxc://tessera.test/bob" {
+		t.Errorf("bob avatar_url = %v: %s", got, r.Raw)
+	}
+	if got := rmField(r.Body, "joined", bob.UserID, "display_name"); got != "Bobby" {
+		t.Errorf("bob display_name = %v: %s", got, r.Raw)
+	}
+	// A later avatar change reaches the room too.
+	put(t, srv, v3+"/profile/"+bob.UserID+"/avatar_url", bob.AccessToken, map[string]any{"avatar_url": "mxc://tessera.test/bob2"}).expect(t, 200, "")
+	r = get(t, srv, rmRoom(room, "joined_members"), alice.AccessToken).expect(t, http.StatusOK, "")
+	if got := rmField(r.Body, "joined", bob.UserID, "avatar_url"); got != "mxc://tessera.test/bob2" {
+		t.Errorf("bob avatar_url after change = %v: %s", got, r.Raw)
+	}
+}
+
+// TestJoinKeepsExtraContent: a join (by /join or by PUT state) keeps the
+// client's reason and custom keys on the m.room.member event.
+// https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3joinroomidoralias
+func TestJoinKeepsExtraContent(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	bob := rmUser(t, srv, "bob")
+	carol := rmUser(t, srv, "carol")
+	room := rmCreate(t, srv, alice, map[string]any{"preset": "public_chat"})
+
+	post(t, srv, v3+"/join/"+room, bob.AccessToken, map[string]any{"reason": "hello", "org.example.custom": "x"}).expect(t, 200, "")
+	c := rmGetState(t, srv, alice, room, "m.room.member", bob.UserID).expect(t, 200, "")
+	if c.str("membership") != "join" || c.str("reason") != "hello" || c.str("org.example.custom") != "x" {
+		t.Errorf("bob's join content = %s", c.Raw)
+	}
+
+	rmPutState(t, srv, carol, room, "m.room.member", carol.UserID,
+		map[string]any{"membership": "join", "displayname": "Caz", "reason": "r", "org.example.custom": "y"}).expect(t, 200, "")
+	c = rmGetState(t, srv, alice, room, "m.room.member", carol.UserID).expect(t, 200, "")
+	if c.str("membership") != "join" || c.str("displayname") != "Caz" || c.str("reason") != "r" || c.str("org.example.custom") != "y" {
+		t.Errorf("carol's join content = %s", c.Raw)
+	}
+}
+
+// TestInvalidIDsRefused: endpoints that take a user ID, room ID or alias
+// answer 400 M_INVALID_PARAM for one that is not valid, before looking
+// anything up.
+func TestInvalidIDsRefused(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	room := rmCreate(t, srv, alice, map[string]any{"preset": "public_chat"})
+	badUsers := []string{"not-a-user", "@nodomain", "@:tessera.test", "@alice:", "alice:tessera.test", "@al ice:tessera.test"}
+	for _, op := range []string{"invite", "kick", "ban", "unban"} {
+		for _, u := range badUsers {
+			t.Run(op+" "+u, func(t *testing.T) {
+				rmOp(t, srv, alice, room, op, map[string]any{"user_id": u}).expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+			})
+		}
+		t.Run(op+" not a string", func(t *testing.T) {
+			rmOp(t, srv, alice, room, op, map[string]any{"user_id": 5}).expect(t, http.StatusBadRequest, "M_BAD_JSON")
+		})
+	}
+	for _, tt := range []struct{ name, method, path string }{
+		{"join bad target", http.MethodPost, v3 + "/join/nothing"},
+		{"join bad alias", http.MethodPost, v3 + "/join/%23nodomain"},
+		{"knock bad target", http.MethodPost, v3 + "/knock/nothing"},
+		{"room op bad room", http.MethodPost, v3 + "/rooms/nothing/invite"},
+		{"alias bad", http.MethodGet, v3 + "/directory/room/%23nodomain"},
+		{"profile bad user", http.MethodGet, v3 + "/profile/nobody"},
+		{"summary bad target", http.MethodGet, "/_matrix/client/v1/room_summary/nothing"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			do(t, srv, req{Method: tt.method, Path: tt.path, Token: alice.AccessToken, Body: map[string]any{"user_id": "@bob:tessera.test"}}).
+				expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+		})
+	}
+	put(t, srv, v3+"/directory/room/%23good:tessera.test", alice.AccessToken, map[string]any{"room_id": "nothing"}).
+		expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+}
