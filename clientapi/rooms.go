@@ -511,6 +511,8 @@ func (a *API) getEvent(r *http.Request, who *users.Requester) (any, error) {
 	return a.clientEvent(r, who, ev), nil
 }
 
+// optionalToken reads an optional pagination token: any token the server
+// hands out, /sync's next_batch included (roomserver.ParseToken).
 func optionalToken(q string) (*roomserver.Token, error) {
 	if q == "" {
 		return nil, nil
@@ -622,6 +624,9 @@ func (a *API) messages(r *http.Request, who *users.Requester) (any, error) {
 	out := map[string]any{
 		"chunk": a.clientEvents(r, who, resp.Chunk),
 		"start": resp.Start.String(),
+	}
+	if from := q.Get("from"); from != "" {
+		out["start"] = from // the spec: "the same as the value given in from", a sync token too
 	}
 	if resp.End != nil {
 		out["end"] = resp.End.String()

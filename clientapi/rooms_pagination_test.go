@@ -327,7 +327,7 @@ func TestMessagesPagination(t *testing.T) {
 			{"bad dir", p.alice, p.id, url.Values{"dir": {"up"}}, 400, "M_INVALID_PARAM"},
 			{"bad from", p.alice, p.id, url.Values{"dir": {"b"}, "from": {"garbage"}}, 400, "M_INVALID_PARAM"},
 			{"bad from numbers", p.alice, p.id, url.Values{"dir": {"b"}, "from": {"tx_1"}}, 400, "M_INVALID_PARAM"},
-			{"bad to", p.alice, p.id, url.Values{"dir": {"b"}, "to": {"s1"}}, 400, "M_INVALID_PARAM"},
+			{"bad to", p.alice, p.id, url.Values{"dir": {"b"}, "to": {"s1_x"}}, 400, "M_INVALID_PARAM"}, // "s1" is a sync token
 			{"negative limit", p.alice, p.id, url.Values{"dir": {"b"}, "limit": {"-1"}}, 400, "M_INVALID_PARAM"},
 			{"bad limit", p.alice, p.id, url.Values{"dir": {"b"}, "limit": {"ten"}}, 400, "M_INVALID_PARAM"},
 			{"bad filter", p.alice, p.id, url.Values{"dir": {"b"}, "filter": {"{"}}, 400, "M_INVALID_PARAM"},

@@ -232,7 +232,7 @@ func TestBackfillFromAnotherServer(t *testing.T) {
 	const limit = 4
 	rounds := 0
 	for {
-		n, err := b.Backfill(ctx, roomID, Token{math.MaxInt64, math.MaxInt64}, limit, f)
+		n, err := b.Backfill(ctx, roomID, Token{Depth: math.MaxInt64, Stream: math.MaxInt64}, limit, f)
 		if err != nil {
 			t.Fatalf("backfill round %d: %v", rounds, err)
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -26,34 +25,6 @@ func (s *Service) currentState(ctx context.Context, roomID string) (*roomState, 
 	}
 	return rs, nil
 }
-
-// Token is a position in a room's topological order, between events: the
-// position just after the event at (Depth, Stream). Its text form is
-// "t<depth>_<stream>".
-type Token struct {
-	Depth, Stream int64
-}
-
-func (t Token) String() string { return fmt.Sprintf("t%d_%d", t.Depth, t.Stream) }
-
-// ParseToken reads a pagination token.
-func ParseToken(s string) (Token, error) {
-	rest, ok := strings.CutPrefix(s, "t")
-	d, st, ok2 := strings.Cut(rest, "_")
-	if !ok || !ok2 {
-		return Token{}, mxerr.InvalidParam("Invalid pagination token %q", s)
-	}
-	depth, err1 := strconv.ParseInt(d, 10, 64)
-	stream, err2 := strconv.ParseInt(st, 10, 64)
-	if err1 != nil || err2 != nil {
-		return Token{}, mxerr.InvalidParam("Invalid pagination token %q", s)
-	}
-	return Token{depth, stream}, nil
-}
-
-// before is the position just before ev; after, just after it.
-func before(ev *Event) Token { return Token{ev.Depth(), ev.StreamPos - 1} }
-func after(ev *Event) Token  { return Token{ev.Depth(), ev.StreamPos} }
 
 // EventFilter is the part of a RoomEventFilter that /messages and /context
 // apply.
@@ -154,9 +125,16 @@ func (s *Service) Messages(ctx context.Context, req MessagesRequest) (*MessagesR
 	if err != nil {
 		return nil, err
 	}
-	from := Token{math.MaxInt64, math.MaxInt64}
+	// Sync tokens become positions in the room before any comparison.
+	if req.From, err = s.placeOptional(ctx, req.RoomID, req.From); err != nil {
+		return nil, err
+	}
+	if req.To, err = s.placeOptional(ctx, req.RoomID, req.To); err != nil {
+		return nil, err
+	}
+	from := Token{Depth: math.MaxInt64, Stream: math.MaxInt64}
 	if !req.Backwards {
-		from = Token{0, 0}
+		from = Token{}
 	}
 	if req.From != nil {
 		from = *req.From
@@ -461,6 +439,13 @@ func (s *Service) Members(ctx context.Context, roomID, userID string, at *Token,
 		if _, err := s.checkCanRead(ctx, roomID, userID); err != nil {
 			return nil, err
 		}
+		// A sync token (matrix-js-sdk's lazy member loading sends its
+		// latest next_batch) is placed in the room first.
+		pos, err := s.Place(ctx, roomID, *at)
+		if err != nil {
+			return nil, err
+		}
+		at = &pos
 		var group int64
 		var eventID string
 		err = s.db.QueryRowContext(ctx, `SELECT event_id FROM events WHERE room_id = $1 AND stream_pos > 0
