@@ -130,6 +130,7 @@ func (a *API) Register(r *mux.Router) {
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},
 	})
 	a.roomExtraPrefixedRoutes(add)
+	a.relationsRoutes(add)
 	a.dehydratedRoutes(add)
 	a.delayedRoutes(add)
 	a.rtcRoutes(add)

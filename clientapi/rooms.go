@@ -59,7 +59,8 @@ func roomID(r *http.Request) (string, error) {
 	return checkRoomID(pathVar(r, "roomId"), "path")
 }
 
-// clientEvents formats events for the viewer.
+// clientEvents formats state events for the viewer. Timeline events go
+// through timelineEvents.
 func (a *API) clientEvents(r *http.Request, who *users.Requester, evs []*roomserver.Event) []roomserver.ClientEvent {
 	out := make([]roomserver.ClientEvent, len(evs))
 	for i, ev := range evs {
@@ -70,6 +71,13 @@ func (a *API) clientEvents(r *http.Request, who *users.Requester, evs []*roomser
 
 func (a *API) clientEvent(r *http.Request, who *users.Requester, ev *roomserver.Event) roomserver.ClientEvent {
 	return ev.ToClient(roomserver.Viewer{UserID: who.UserID, DeviceID: who.DeviceID}, a.rooms.Redaction(r.Context(), ev))
+}
+
+// timelineEvents formats events of a room's timeline for the viewer, with
+// the aggregations of their child events and the viewer's membership at
+// each.
+func (a *API) timelineEvents(r *http.Request, who *users.Requester, evs []*roomserver.Event) ([]roomserver.ClientEvent, error) {
+	return a.rooms.ClientEvents(r.Context(), roomserver.Viewer{UserID: who.UserID, DeviceID: who.DeviceID}, evs)
 }
 
 func (a *API) createRoom(r *http.Request, who *users.Requester) (any, error) {
@@ -508,7 +516,11 @@ func (a *API) getEvent(r *http.Request, who *users.Requester) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.clientEvent(r, who, ev), nil
+	ces, err := a.timelineEvents(r, who, []*roomserver.Event{ev})
+	if err != nil {
+		return nil, err
+	}
+	return ces[0], nil
 }
 
 // optionalToken reads an optional pagination token: any token the server
@@ -621,8 +633,12 @@ func (a *API) messages(r *http.Request, who *users.Requester) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	chunk, err := a.timelineEvents(r, who, resp.Chunk)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]any{
-		"chunk": a.clientEvents(r, who, resp.Chunk),
+		"chunk": chunk,
 		"start": resp.Start.String(),
 	}
 	if from := q.Get("from"); from != "" {
@@ -655,10 +671,16 @@ func (a *API) context(r *http.Request, who *users.Requester) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// One call for the three, so that their aggregations are read together.
+	all := append(append([]*roomserver.Event{resp.Event}, resp.Before...), resp.After...)
+	ces, err := a.timelineEvents(r, who, all)
+	if err != nil {
+		return nil, err
+	}
 	return map[string]any{
-		"event":         a.clientEvent(r, who, resp.Event),
-		"events_before": a.clientEvents(r, who, resp.Before),
-		"events_after":  a.clientEvents(r, who, resp.After),
+		"event":         ces[0],
+		"events_before": ces[1 : 1+len(resp.Before)],
+		"events_after":  ces[1+len(resp.Before):],
 		"start":         resp.Start.String(),
 		"end":           resp.End.String(),
 		"state":         a.clientEvents(r, who, resp.State),

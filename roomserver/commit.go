@@ -277,10 +277,16 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 			}
 		}
 	}
+	if err := writeRelation(ctx, tx, ev); err != nil {
+		return err
+	}
 	if red := pe.redaction; red != nil {
 		if _, err := tx.ExecContext(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3`,
 			string(red.redactedJSON), ev.EventID(), red.targetID); err != nil {
 			return fmt.Errorf("apply redaction: %w", err)
+		}
+		if err := forgetRelation(ctx, tx, red.targetID); err != nil {
+			return err
 		}
 	}
 	if t := pe.txn; t != nil {

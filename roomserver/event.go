@@ -72,7 +72,9 @@ type Viewer struct {
 }
 
 // ToClient formats ev for a client. redaction is the event that redacted
-// ev, if any (it goes in unsigned.redacted_because).
+// ev, if any (it goes in unsigned.redacted_because). Events of timelines
+// go through Service.ClientEvents, which adds aggregations and the
+// viewer's membership.
 func (ev *Event) ToClient(viewer Viewer, redaction *Event) ClientEvent {
 	ce := ClientEvent{
 		Content:        ev.Content(),
@@ -105,11 +107,6 @@ func (ev *Event) ToClient(viewer Viewer, redaction *Event) ClientEvent {
 		if len(ev.PrevContent) > 0 {
 			ce.Unsigned["prev_content"] = ev.PrevContent
 			ce.Unsigned["prev_sender"] = ev.PrevSender
-		}
-	}
-	if ev.Type() == "m.room.member" && ev.StateKey() != nil {
-		if m, err := ev.Membership(); err == nil {
-			ce.Unsigned["membership"] = m
 		}
 	}
 	if ev.TxnID != "" && viewer.UserID == ev.TxnUser && viewer.DeviceID == ev.TxnDevice {

@@ -43,9 +43,14 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (*Event, error) {
 	if _, err := s.RoomVersion(ctx, req.RoomID); err != nil {
 		return nil, err
 	}
-	var check checkFunc
+	check := func(ctx context.Context, rs *roomState) error {
+		return s.checkRelation(ctx, rs, req.RoomID, req.Sender, req.Type, req.Content)
+	}
 	if req.StateKey != nil {
 		check = func(ctx context.Context, rs *roomState) error {
+			if err := s.checkRelation(ctx, rs, req.RoomID, req.Sender, req.Type, req.Content); err != nil {
+				return err
+			}
 			if cur := rs.get(req.Type, *req.StateKey); cur != nil && string(cur.SenderID()) == req.Sender &&
 				jsonEqual(cur.Content(), req.Content) && rs.membership(req.Sender) == "join" {
 				return existingEvent{cur}

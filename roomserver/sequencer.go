@@ -253,6 +253,7 @@ func (s *Service) processBatch(r *room, batch []*buildReq) {
 		}
 		r.st = st
 	}
+	r.st.annotations = nil // the previous batch's are committed (or failed)
 	results := make([]buildResult, len(batch))
 	var pending []*pendingEvent
 	pendingIdx := map[int]int{}   // batch index -> pending index

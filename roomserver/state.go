@@ -117,6 +117,9 @@ type roomState struct {
 	chainLen    int   // deltas since the last full snapshot
 	extremities []string
 	depth       int64 // the greatest depth in the room
+	// annotations are those sent in the batch being built, which the
+	// database does not hold yet (see checkRelation).
+	annotations map[annotationKey]bool
 }
 
 func (rs *roomState) get(typ, key string) *Event { return rs.state[tuple{typ, key}] }

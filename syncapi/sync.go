@@ -614,7 +614,9 @@ func (s *Service) joinedRoom(ctx context.Context, sc *syncContext, f *filter, rs
 		return nil, false, err
 	}
 	jr := emptyJoinedRoom()
-	jr.Timeline, jr.State = s.sections(ctx, sc, f, re)
+	if jr.Timeline, jr.State, err = s.sections(ctx, sc, f, re); err != nil {
+		return nil, false, err
+	}
 	if re.summary != nil {
 		jr.Summary = re.summary
 	}
@@ -637,21 +639,29 @@ func (s *Service) leftRoom(ctx context.Context, sc *syncContext, f *filter, rs r
 		return nil, err
 	}
 	if ok {
-		lr.Timeline, lr.State = s.sections(ctx, sc, f, re)
+		if lr.Timeline, lr.State, err = s.sections(ctx, sc, f, re); err != nil {
+			return nil, err
+		}
 	}
 	return lr, nil
 }
 
 // sections formats a room's timeline and state sections.
-func (s *Service) sections(ctx context.Context, sc *syncContext, f *filter, re *roomEvents) (Timeline, StateList) {
+func (s *Service) sections(ctx context.Context, sc *syncContext, f *filter, re *roomEvents) (Timeline, StateList, error) {
 	viewer := roomserver.Viewer{UserID: sc.req.UserID, DeviceID: sc.req.DeviceID}
-	tl := Timeline{Events: s.clientEvents(ctx, re.timeline, viewer), Limited: re.limited, raw: re.timeline, format: f.format}
+	// Timeline events carry their aggregations and the viewer's
+	// membership; state events are formatted plainly.
+	events, err := s.rooms.ClientEvents(ctx, viewer, re.timeline)
+	if err != nil {
+		return Timeline{}, StateList{}, err
+	}
+	tl := Timeline{Events: events, Limited: re.limited, raw: re.timeline, format: f.format}
 	if len(re.timeline) > 0 {
 		first := re.timeline[0]
 		tl.PrevBatch = roomserver.Token{Depth: first.Depth(), Stream: first.StreamPos - 1}.String()
 	}
 	st := StateList{Events: s.clientEvents(ctx, re.state, viewer), raw: re.state, format: f.format}
-	return tl, st
+	return tl, st, nil
 }
 
 // roomEvents works out a room's timeline, its state section and (for a
