@@ -125,6 +125,8 @@ func (a *API) Register(r *mux.Router) {
 		add(prefix, a.keysRoutes())
 		add(prefix, a.keyBackupRoutes())
 		add(prefix, a.openIDRoutes())
+		add(prefix, a.voipRoutes())
+		add(prefix, a.thirdPartyRoutes())
 	}
 	add("/_matrix/client/v1", []route{
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},

@@ -45,6 +45,25 @@ type Config struct {
 	URLPreviews    URLPreviews  `yaml:"url_previews"`
 	Federation     Federation   `yaml:"federation"`
 	Calls          Calls        `yaml:"calls"`
+	VoIP           VoIP         `yaml:"voip"`
+}
+
+// VoIP is the TURN server handed to clients at
+// GET /_matrix/client/v3/voip/turnServer. The keys are Synapse's.
+type VoIP struct {
+	// TURNURIs are the turn: and turns: URIs; empty means no TURN server.
+	TURNURIs []string `yaml:"turn_uris"`
+	// TURNSharedSecret is coturn's static-auth-secret: each user gets
+	// credentials valid for TURNUserLifetime (the TURN REST API scheme).
+	TURNSharedSecret string `yaml:"turn_shared_secret"`
+	// TURNUsername and TURNPassword are fixed credentials, used when
+	// there is no shared secret.
+	TURNUsername string `yaml:"turn_username"`
+	TURNPassword string `yaml:"turn_password"`
+	// TURNUserLifetime is how long shared-secret credentials stay valid.
+	TURNUserLifetime Duration `yaml:"turn_user_lifetime"`
+	// TURNAllowGuests hands credentials to guest accounts too.
+	TURNAllowGuests bool `yaml:"turn_allow_guests"`
 }
 
 // Calls is MatrixRTC with the embedded LiveKit SFU (package calls).
@@ -344,6 +363,8 @@ func Default() Config {
 		},
 		Calls: Calls{SignalPort: 7880, UDPPort: 7882, TCPPort: 7881,
 			DelegatedLeavePollInterval: Duration(2 * time.Second), DelegatedLeaveConnectTimeout: Duration(2 * time.Minute)},
+		// Synapse's turn_user_lifetime and turn_allow_guests.
+		VoIP: VoIP{TURNUserLifetime: Duration(time.Hour), TURNAllowGuests: true},
 		// Synapse's max_spider_size; previews are off as in Synapse.
 		URLPreviews: URLPreviews{
 			MaxResponseBytes: 10 << 20,
@@ -572,6 +593,9 @@ func (c *Config) Validate() error {
 	if err := c.Calls.validate(); err != nil {
 		return err
 	}
+	if err := c.VoIP.validate(); err != nil {
+		return err
+	}
 	return c.Federation.validate()
 }
 
@@ -747,5 +771,21 @@ func (c *Config) Finalize() error {
 		return err
 	}
 	c.resolvePaths(".")
+	return nil
+}
+
+// validate checks the voip section.
+func (v *VoIP) validate() error {
+	for i, u := range v.TURNURIs {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") && !strings.HasPrefix(u, "stun:") {
+			return fmt.Errorf("voip.turn_uris[%d]: expected a turn:, turns: or stun: URI, got %q", i, u)
+		}
+	}
+	if (v.TURNUsername == "") != (v.TURNPassword == "") {
+		return errors.New("voip.turn_username, voip.turn_password: set both or neither")
+	}
+	if v.TURNUserLifetime < Duration(time.Minute) {
+		return fmt.Errorf("voip.turn_user_lifetime: expected at least 1m, got %s", v.TURNUserLifetime.Std())
+	}
 	return nil
 }

@@ -353,4 +353,20 @@ calls:
   # connect before it leaves the event to its own delay.
   delegated_leave_poll_interval: 2s
   delegated_leave_connect_timeout: 2m
+
+voip:
+  # TURN relays for 1:1 calls, served at /_matrix/client/v3/voip/turnServer
+  # (the same keys as Synapse). Empty turn_uris: no TURN server is offered.
+  # e.g. ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349"]
+  turn_uris: []
+  # coturn's static-auth-secret (use-auth-secret): every user gets a
+  # username "<expiry>:<user_id>" and a password HMAC-SHA1'd from it,
+  # valid for turn_user_lifetime. Keep it secret.
+  turn_shared_secret: ""
+  # Fixed credentials instead, used only when turn_shared_secret is empty.
+  turn_username: ""
+  turn_password: ""
+  turn_user_lifetime: 1h
+  # Whether guest accounts get TURN credentials.
+  turn_allow_guests: true
 `))
