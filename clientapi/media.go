@@ -122,7 +122,7 @@ func (a *API) uploadError(body *bodyReader, err error) error {
 	if errors.As(body.err, &mbe) {
 		return mxerr.TooLarge("Upload is larger than the limit of %d bytes", a.media.MaxUploadBytes())
 	}
-	return mxerr.Unknown(http.StatusBadRequest, "Could not read request body")
+	return httpx.BodyError(body.err)
 }
 
 // uploadAllowed applies the per-user rate limit on uploads and upload IDs.

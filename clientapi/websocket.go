@@ -141,6 +141,28 @@ func (a *API) CloseStreams(ctx context.Context) {
 	}
 }
 
+// TokensRevoked has every open stream of userID re-check its access token
+// at once, closing those whose token is gone (4401): users calls it after
+// a logout, a device deletion, a password change that logs devices out, a
+// deactivation or a token refresh. It does not wait for the checks.
+func (a *API) TokensRevoked(userID string) {
+	h := a.stream
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.conns {
+		if c.who.UserID != userID {
+			continue
+		}
+		select {
+		case c.recheck <- struct{}{}:
+		default: // a check is already due
+		}
+	}
+}
+
 // add registers a new stream; false when the server is shutting down.
 func (h *streamHub) add(c *streamConn) bool {
 	h.mu.Lock()
@@ -202,9 +224,10 @@ func (h *streamHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hub: h, who: who, token: token, query: r.URL.Query(),
 		remoteAddr: r.RemoteAddr, header: r.Header.Clone(),
 		ctx: ctx, cancel: cancel,
-		out:   make(chan outMessage, h.limits.queueLen),
-		acked: make(chan struct{}, 1),
-		log:   a.log.WithFields(logrus.Fields{"user_id": who.UserID, "device_id": who.DeviceID}),
+		out:     make(chan outMessage, h.limits.queueLen),
+		acked:   make(chan struct{}, 1),
+		recheck: make(chan struct{}, 1),
+		log:     a.log.WithFields(logrus.Fields{"user_id": who.UserID, "device_id": who.DeviceID}),
 	}
 	// The first response: for since (an initial sync without it), with
 	// every /sync parameter, at once.
@@ -278,6 +301,9 @@ type streamConn struct {
 
 	out       chan outMessage
 	closeOnce sync.Once
+	// recheck asks the keepalive to re-check the access token now: some
+	// of the user's tokens were just revoked (TokensRevoked).
+	recheck chan struct{}
 
 	// The ack state. lastSent is the next_batch of the last sync message
 	// sent; pending, when not empty, is that of a message that carried
@@ -395,8 +421,9 @@ func (c *streamConn) writeLoop() {
 }
 
 // keepalive pings every pingInterval and closes the connection when a pong
-// does not come back in time. It also re-checks the access token, so that
-// a logged-out device's stream ends.
+// does not come back in time. It also re-checks the access token after
+// each pong, and at once when asked to (recheck), so that a logged-out
+// device's stream ends.
 func (c *streamConn) keepalive() {
 	l := c.hub.limits
 	t := time.NewTicker(l.pingInterval)
@@ -405,6 +432,11 @@ func (c *streamConn) keepalive() {
 		select {
 		case <-c.ctx.Done():
 			return
+		case <-c.recheck:
+			if !c.checkToken() {
+				return
+			}
+			continue
 		case <-t.C:
 		}
 		// Ping returns when the pong comes or the connection closes.

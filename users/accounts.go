@@ -251,7 +251,7 @@ func (s *Service) SetPassword(ctx context.Context, userID, newPassword, keepDevi
 func (s *Service) Deactivate(ctx context.Context, userID string, erase bool) error {
 	var deleted []string
 	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
-		tx.AfterCommit(s.auth.Invalidate)
+		s.tokensRevoked(tx, userID)
 		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET deactivated = 1, password_hash = NULL WHERE user_id = $1`, userID); err != nil {
 			return fmt.Errorf("deactivate: %w", err)
 		}

@@ -43,7 +43,7 @@ func (s *Service) PutDehydratedDevice(ctx context.Context, userID, deviceID, dis
 			}
 		}
 		if old != "" && old != deviceID {
-			tx.AfterCommit(s.auth.Invalidate)
+			s.tokensRevoked(tx, userID)
 			if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id = $2`, userID, old); err != nil {
 				return err
 			}
@@ -96,7 +96,7 @@ func (s *Service) DeleteDehydratedDevice(ctx context.Context, userID string) (st
 		return "", err
 	}
 	err = s.db.WithTx(ctx, func(tx *database.Tx) error {
-		tx.AfterCommit(s.auth.Invalidate)
+		s.tokensRevoked(tx, userID)
 		if _, err := tx.ExecContext(ctx, `DELETE FROM dehydrated_devices WHERE user_id = $1 AND device_id = $2`, userID, deviceID); err != nil {
 			return err
 		}

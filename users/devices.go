@@ -71,7 +71,7 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 	var deleted []string
 	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
 		deleted = deleted[:0]
-		tx.AfterCommit(s.auth.Invalidate)
+		s.tokensRevoked(tx, userID)
 		for _, id := range deviceIDs {
 			res, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id = $2`, userID, id)
 			if err != nil {
@@ -108,7 +108,7 @@ func (s *Service) DeleteAllDevices(ctx context.Context, userID string) error {
 // deleteDevicesExcept deletes every device of the user but keep ("" keeps
 // none) inside tx, and returns the IDs deleted.
 func (s *Service) deleteDevicesExcept(ctx context.Context, tx *database.Tx, userID, keep string) ([]string, error) {
-	tx.AfterCommit(s.auth.Invalidate)
+	s.tokensRevoked(tx, userID)
 	rows, err := tx.QueryContext(ctx, `SELECT device_id FROM devices WHERE user_id = $1 AND device_id != $2`, userID, keep)
 	if err != nil {
 		return nil, err

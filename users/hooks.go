@@ -22,6 +22,12 @@ type Hooks struct {
 	// deletion, password change, deactivation), so that what other
 	// domains keep per device (to-device queues) goes with them.
 	DevicesDeleted func(ctx context.Context, userID string, deviceIDs []string)
+	// TokensRevoked runs after a commit that may have revoked some of a
+	// user's access tokens (logout, device deletion, password change,
+	// deactivation, a new login on the same device, a token refresh), so
+	// that what holds a token open, the sync stream, re-checks it at once.
+	// It runs right after the commit: it must not block.
+	TokensRevoked func(userID string)
 }
 
 // SetHooks installs hooks; call it once, before serving requests.
@@ -43,4 +49,16 @@ func (s *Service) devicesDeleted(ctx context.Context, userID string, deviceIDs [
 	if len(deviceIDs) > 0 && s.hooks.DevicesDeleted != nil {
 		s.hooks.DevicesDeleted(ctx, userID, deviceIDs)
 	}
+}
+
+// tokensRevoked is registered with tx.AfterCommit by every transaction
+// that may revoke userID's tokens: it empties the token cache, then tells
+// the hook.
+func (s *Service) tokensRevoked(tx interface{ AfterCommit(func()) }, userID string) {
+	tx.AfterCommit(func() {
+		s.auth.Invalidate()
+		if s.hooks.TokensRevoked != nil {
+			s.hooks.TokensRevoked(userID)
+		}
+	})
 }

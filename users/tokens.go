@@ -84,7 +84,7 @@ func (s *Service) CreateSession(ctx context.Context, ns NewSession) (*Session, e
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			// An existing device: its old tokens die with this login.
-			tx.AfterCommit(s.auth.Invalidate)
+			s.tokensRevoked(tx, ns.UserID)
 			if _, err := tx.ExecContext(ctx, `DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2`, ns.UserID, ns.DeviceID); err != nil {
 				return err
 			}
@@ -182,7 +182,7 @@ func (s *Service) Authenticate(ctx context.Context, token string, client ClientI
 	if prevID.Valid {
 		// First use of a refreshed access token: the refresh token it
 		// replaced is revoked now, as the spec says.
-		if err := s.revokeRefresh(ctx, refreshID.Int64, prevID.Int64); err != nil {
+		if err := s.revokeRefresh(ctx, r.UserID, refreshID.Int64, prevID.Int64); err != nil {
 			return nil, err
 		}
 	}
@@ -210,9 +210,9 @@ type authEntry struct {
 
 // revokeRefresh deletes refresh token prevID (and, by cascade, any access
 // token issued with it) now that its successor id has been used.
-func (s *Service) revokeRefresh(ctx context.Context, id, prevID int64) error {
+func (s *Service) revokeRefresh(ctx context.Context, userID string, id, prevID int64) error {
 	return s.db.WithTx(ctx, func(tx *database.Tx) error {
-		tx.AfterCommit(s.auth.Invalidate)
+		s.tokensRevoked(tx, userID)
 		if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE id = $1`, prevID); err != nil {
 			return fmt.Errorf("revoke refresh token: %w", err)
 		}
@@ -246,7 +246,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Session, e
 		if expires != 0 && s.nowMS() >= expires {
 			return mxerr.UnknownToken(true)
 		}
-		tx.AfterCommit(s.auth.Invalidate)
+		s.tokensRevoked(tx, userID)
 		if prevID.Valid { // this token's first use revokes its predecessor
 			if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE id = $1`, prevID.Int64); err != nil {
 				return err

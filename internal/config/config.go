@@ -208,6 +208,12 @@ type HTTP struct {
 	// behind a reverse proxy that sets it), for rate limits and device info.
 	TrustForwardedFor bool     `yaml:"trust_forwarded_for"`
 	ShutdownTimeout   Duration `yaml:"shutdown_timeout"`
+	// BodyTimeout is the longest a request body may stall (and the time
+	// allowed for its first bytes); BodyMinRate the average rate, in
+	// bytes per second, below which it is cut off (408). See
+	// httpx.BodyDeadline. A body_timeout of 0 disables both.
+	BodyTimeout Duration `yaml:"body_timeout"`
+	BodyMinRate int64    `yaml:"body_min_rate"`
 }
 
 type Registration struct {
@@ -323,6 +329,8 @@ func Default() Config {
 		HTTP: HTTP{
 			MaxRequestBodyBytes: 4 << 20,
 			ShutdownTimeout:     Duration(10 * time.Second),
+			BodyTimeout:         Duration(30 * time.Second),
+			BodyMinRate:         4 << 10,
 		},
 		Passwords: Passwords{MinLength: 8, HashMemoryKiB: 64 * 1024, HashIterations: 2},
 		Rooms:     Rooms{DefaultRoomVersion: "12", MaxDelayedEventDelay: Duration(24 * time.Hour)},
@@ -524,6 +532,9 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("%s.expires: expected an RFC 3339 time, got %q", key, t.Expires)
 			}
 		}
+	}
+	if c.HTTP.BodyTimeout < 0 || (c.HTTP.BodyTimeout > 0 && c.HTTP.BodyMinRate <= 0) {
+		return errors.New("http.body_timeout / body_min_rate: expected a timeout of 0 (off) or more, and a positive rate")
 	}
 	if c.Passwords.MinLength < 0 {
 		return fmt.Errorf("passwords.min_length: expected 0 or more, got %d", c.Passwords.MinLength)

@@ -152,13 +152,23 @@ func ReadBody(r *http.Request) ([]byte, error) {
 func ReadRawBody(r *http.Request) ([]byte, error) {
 	raw, err := io.ReadAll(r.Body)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, mxerr.TooLarge("Request body is larger than %d bytes", mbe.Limit)
-		}
-		return nil, mxerr.Unknown(http.StatusBadRequest, "Could not read request body")
+		return nil, BodyError(err)
 	}
 	return raw, nil
+}
+
+// BodyError is the Matrix error for a failure to read a request body: 413
+// M_TOO_LARGE over the limit (LimitBody), 408 when it came too slowly
+// (BodyDeadline), else 400.
+func BodyError(err error) *mxerr.Error {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return mxerr.TooLarge("Request body is larger than %d bytes", mbe.Limit)
+	case errors.Is(err, ErrBodyTimeout):
+		return mxerr.Unknown(http.StatusRequestTimeout, "Request body was not received in time")
+	}
+	return mxerr.Unknown(http.StatusBadRequest, "Could not read request body")
 }
 
 // CORS answers every preflight and adds the headers the spec asks for to

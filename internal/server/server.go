@@ -170,6 +170,13 @@ func (s *Server) init(ctx context.Context) error {
 				s.log.WithError(err).WithField("user_id", userID).Error("deleting the pushers of deleted devices")
 			}
 		},
+		TokensRevoked: func(userID string) {
+			// s.api is set before the server serves, and tokens are
+			// revoked only by requests.
+			if s.api != nil {
+				s.api.TokensRevoked(userID)
+			}
+		},
 		Deactivated: func(ctx context.Context, userID string) {
 			// Keys first, so that room-mates still hear of the change.
 			if err := s.Keys.UserDeactivated(ctx, userID); err != nil {
@@ -299,6 +306,7 @@ func (s *Server) init(ctx context.Context) error {
 	// Media uploads get media.max_upload_bytes, the rest the JSON limit.
 	h = clientapi.BodyLimit(s.cfg, h)
 	h = httpx.UTF8Params(h)
+	h = httpx.BodyDeadline(s.cfg.HTTP.BodyTimeout.Std(), s.cfg.HTTP.BodyMinRate, h)
 	h = httpx.CORS(h)
 	h = httpx.Logging(s.log, h)
 	s.handler = h
@@ -446,7 +454,7 @@ func (s *Server) initFederation(ctx context.Context) error {
 		Allowed:     allowed,
 	}, s.log, s.KeyRing, s.FederationClient, s.Rooms, s.Users)
 	s.fedHTTP = &http.Server{
-		Handler:           s.fedAPI.Handler(),
+		Handler:           httpx.BodyDeadline(s.cfg.HTTP.BodyTimeout.Std(), s.cfg.HTTP.BodyMinRate, s.fedAPI.Handler()),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,

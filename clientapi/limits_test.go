@@ -1,0 +1,142 @@
+package clientapi_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tessera-hs/tessera/internal/config"
+	"github.com/tessera-hs/tessera/internal/testserver"
+)
+
+// rawConn is a plain TCP connection to the server's client listener, for
+// what net/http's client will not do: declare a body and not send it.
+func rawConn(t *testing.T, srv *testserver.Server) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// rawResponse reads one response from c, failing the test if none comes
+// within timeout. It returns the response with its body read, and whether
+// the server then closed the connection.
+func rawResponse(t *testing.T, c net.Conn, br *bufio.Reader, timeout time.Duration) (*http.Response, []byte, bool) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no response within %v: %v", timeout, err)
+	}
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("reading the response body: %v", err)
+	}
+	_ = res.Body.Close()
+	// After the response, the server hangs up (EOF, or a reset if it
+	// still had unread bytes of ours) rather than wait for more.
+	_, err = br.ReadByte()
+	closed := err != nil && !isTimeout(err)
+	return res, body, closed
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// wantErrcode checks a raw response's status and errcode.
+func wantErrcode(t *testing.T, res *http.Response, body []byte, status int, errcode string) {
+	t.Helper()
+	var e struct {
+		Errcode string `json:"errcode"`
+	}
+	_ = json.Unmarshal(body, &e)
+	if res.StatusCode != status || e.Errcode != errcode {
+		t.Fatalf("got %d %q (%s), want %d %s", res.StatusCode, e.Errcode, body, status, errcode)
+	}
+}
+
+// TestSlowBodyCutOff: a client that declares a body and then sends
+// nothing, or a trickle, is answered 408 and disconnected once
+// http.body_timeout passes or it falls below http.body_min_rate, rather
+// than holding the connection forever. No account is needed to try.
+// A body that comes in pieces, each within the timeout and fast enough
+// on average, is read in full.
+func TestSlowBodyCutOff(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, func(c *config.Config) {
+		c.HTTP.BodyTimeout = config.Duration(time.Second)
+		c.HTTP.BodyMinRate = 4 << 10
+	})
+	const head = "POST /_matrix/client/v3/register HTTP/1.1\r\nHost: tessera\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+
+	t.Run("nothing after the headers", func(t *testing.T) {
+		t.Parallel()
+		c := rawConn(t, srv)
+		start := time.Now()
+		fmt.Fprintf(c, head, 100000)
+		res, body, closed := rawResponse(t, c, bufio.NewReader(c), 10*time.Second)
+		wantErrcode(t, res, body, http.StatusRequestTimeout, "M_UNKNOWN")
+		if !closed {
+			t.Fatal("connection still open after the 408")
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("answered after %v, want about 1 s", d)
+		}
+	})
+
+	t.Run("a trickle", func(t *testing.T) {
+		t.Parallel()
+		c := rawConn(t, srv)
+		fmt.Fprintf(c, head, 100000)
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() { // a byte every 100 ms: never stalls, far below the rate
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+					if _, err := c.Write([]byte(" ")); err != nil {
+						return
+					}
+				}
+			}
+		}()
+		res, body, closed := rawResponse(t, c, bufio.NewReader(c), 10*time.Second)
+		wantErrcode(t, res, body, http.StatusRequestTimeout, "M_UNKNOWN")
+		if !closed {
+			t.Fatal("connection still open after the 408")
+		}
+	})
+
+	t.Run("in pieces, fast enough", func(t *testing.T) {
+		t.Parallel()
+		c := rawConn(t, srv)
+		payload := []byte(`{"username":"piecemeal","password":"correct horse"}` + strings.Repeat(" ", 8<<10))
+		fmt.Fprintf(c, head, len(payload))
+		for chunk := range slices.Chunk(payload, 2<<10) {
+			if _, err := c.Write(chunk); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		res, body, _ := rawResponse(t, c, bufio.NewReader(c), 10*time.Second)
+		// The UIA challenge: the whole body was read and understood.
+		if res.StatusCode != http.StatusUnauthorized || !bytes.Contains(body, []byte(`"session"`)) {
+			t.Fatalf("got %d %s, want the 401 UIA challenge", res.StatusCode, body)
+		}
+	})
+}
