@@ -176,3 +176,59 @@ func TestRejectedLocallyWithoutFetching(t *testing.T) {
 		t.Fatalf("an allowed event with unknown prev_events: got %v, want MissingPrevEventsError", err)
 	}
 }
+
+// TestStateResV21ConflictedPowerEvents: in a v12 room, a branch from
+// another server meets ours where the join rules differ (a conflicted
+// power event). gomatrixserverlib's v2.1 resolution panicked there
+// ("missing resolved create event"); the event must be stored and the
+// state resolved: the later join rules of the creator win, and the
+// unconflicted state (bob's join, the name) stays.
+func TestStateResV21ConflictedPowerEvents(t *testing.T) {
+	ctx := context.Background()
+	_, key, _ := ed25519.GenerateKey(nil)
+	s, _ := dagStart(t, filepath.Join(t.TempDir(), "sr21.db"), key)
+	t.Cleanup(s.Close)
+	alice := "@alice:dag.test"
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12", Name: ptrTo("Room")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote, join := remoteJoin(t, s, roomID)
+	bob := "@bob:remote.test"
+	msgAuth := authIDs(t, s, roomID, &gomatrixserverlib.ProtoEvent{SenderID: bob, RoomID: roomID, Type: "m.room.message"})
+	jr, err := s.Send(ctx, SendRequest{RoomID: roomID, Sender: alice, Type: spec.MRoomJoinRules, StateKey: ptrTo(""),
+		Content: []byte(`{"join_rule":"invite"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bob's server has not seen the new join rules: its message forks
+	// from bob's join, where the room was public.
+	msg := remote.build(roomID, bob, "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "fork"},
+		[]string{join.EventID()}, join.Depth()+1, msgAuth)
+	if _, err := s.IngestRemote(ctx, "remote.test", msg, false); err != nil {
+		t.Fatalf("a branch meeting ours at conflicted join rules: %v", err)
+	}
+	ext, _ := s.Extremities(ctx, roomID)
+	if !sameSet(ext, []string{jr.EventID(), msg.EventID()}) {
+		t.Fatalf("extremities %v, want %s and %s", ext, jr.EventID(), msg.EventID())
+	}
+	// The room's current state, as the sequencer holds it.
+	rs, err := s.loadRoomState(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := rs.get(spec.MRoomJoinRules, ""); ev == nil || ev.EventID() != jr.EventID() {
+		t.Fatalf("join rules after resolution: %v, want %s", ev, jr.EventID())
+	}
+	if ev := rs.get(spec.MRoomMember, bob); ev == nil || ev.EventID() != join.EventID() {
+		t.Fatalf("bob's membership after resolution: %v, want his join", ev)
+	}
+	if ev := rs.get(spec.MRoomName, ""); ev == nil {
+		t.Fatal("the room name is lost in the resolution")
+	}
+	// The next local event merges the branches.
+	merge := sendText(t, s, roomID, alice, "merged")
+	if !sameSet(merge.PrevEventIDs(), []string{jr.EventID(), msg.EventID()}) {
+		t.Fatalf("merge prev_events %v", merge.PrevEventIDs())
+	}
+}

@@ -412,6 +412,11 @@ func (s *Service) resolveState(ctx context.Context, ver gomatrixserverlib.IRoomV
 			chainPDUs = append(chainPDUs, ev.PDU)
 		}
 	}
+	if ver.StateResAlgorithm() == gomatrixserverlib.StateResV2_1 {
+		if out, ok := resolveV21(sets, byID); ok {
+			return out, nil
+		}
+	}
 	resolved, err := gomatrixserverlib.ResolveConflictsNew(ver.Version(), stateSets, chainPDUs, UserIDForSender,
 		func(string) bool { return false }) // rejected events never reach a state set
 	if err != nil {
