@@ -260,6 +260,11 @@ func TestCreateRoomPresets(t *testing.T) {
 				t.Errorf("guest_access = %q, want %q", got, tt.guest)
 			}
 			pl := rmGetState(t, srv, alice, room, "m.room.power_levels", "").expect(t, 200, "")
+			// v12 needs the tombstone above state_default, 150 by default.
+			tombstone := float64(100)
+			if tt.version == "12" {
+				tombstone = 150
+			}
 			for _, c := range []struct {
 				path []string
 				want any
@@ -274,6 +279,7 @@ func TestCreateRoomPresets(t *testing.T) {
 				{[]string{"events", "m.room.name"}, float64(50)},
 				{[]string{"events", "m.room.power_levels"}, float64(100)},
 				{[]string{"events", "m.room.history_visibility"}, float64(100)},
+				{[]string{"events", "m.room.tombstone"}, tombstone},
 				{[]string{"users", bob.UserID}, tt.bobPL},
 			} {
 				if got := rmField(pl.Body, c.path...); !reflect.DeepEqual(got, c.want) {
@@ -312,6 +318,26 @@ func TestCreateRoomOptions(t *testing.T) {
 	alice := rmUser(t, srv, "alice")
 	bob := rmUser(t, srv, "bob")
 	carol := rmUser(t, srv, "carol")
+
+	// trusted_private_chat in v12 appends the invitees to the creators
+	// the client gave, and lists none of them in the power levels.
+	t.Run("v12 additional_creators appended", func(t *testing.T) {
+		room := rmCreate(t, srv, alice, map[string]any{
+			"room_version": "12", "preset": "trusted_private_chat", "invite": []string{bob.UserID},
+			"creation_content": map[string]any{"additional_creators": []string{carol.UserID}},
+		})
+		create := rmGetState(t, srv, alice, room, "m.room.create", "").expect(t, 200, "")
+		creators, _ := create.Body["additional_creators"].([]any)
+		if !reflect.DeepEqual(creators, []any{carol.UserID, bob.UserID}) {
+			t.Errorf("additional_creators = %v, want [%s %s]", creators, carol.UserID, bob.UserID)
+		}
+		pl := rmGetState(t, srv, alice, room, "m.room.power_levels", "").expect(t, 200, "")
+		for _, u := range []string{alice.UserID, bob.UserID, carol.UserID} {
+			if lvl := rmField(pl.Body, "users", u); lvl != nil {
+				t.Errorf("creator %s listed in power_levels.users at %v", u, lvl)
+			}
+		}
+	})
 
 	t.Run("name topic alias", func(t *testing.T) {
 		room := rmCreate(t, srv, alice, map[string]any{

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -121,7 +122,17 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 	if preset.inviteesAreAdmins && verImpl.PrivilegedCreators() && len(req.Invite) > 0 {
 		// With privileged creators (v12), trusted invitees are made
 		// creators rather than listed in the power levels.
-		createContent["additional_creators"] = req.Invite
+		// They are added to any the client gave in creation_content.
+		var creators []any
+		if given, ok := createContent["additional_creators"].([]any); ok {
+			creators = given
+		}
+		for _, u := range req.Invite {
+			if !slices.Contains(creators, any(u)) {
+				creators = append(creators, u)
+			}
+		}
+		createContent["additional_creators"] = creators
 	}
 
 	// 3. m.room.power_levels
@@ -149,6 +160,12 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 			"m.room.server_acl": 100, "m.room.encryption": 100,
 		},
 		"notifications": map[string]any{"room": 50},
+	}
+	if verImpl.PrivilegedCreators() {
+		// From room version 12 the tombstone must need more than
+		// state_default: 150, as the spec suggests and Synapse does.
+		// https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3createroom
+		pl["events"].(map[string]any)["m.room.tombstone"] = 150
 	}
 	if presetName != "public_chat" {
 		pl["invite"] = 0 // in a private chat any member may invite, as in Synapse

@@ -5,6 +5,7 @@ package roomserver
 // https://spec.matrix.org/v1.19/server-server-api/#checks-performed-on-receipt-of-a-pdu
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -197,6 +198,16 @@ func (s *Service) buildRemote(ctx context.Context, rs *roomState, rr *remoteReq,
 	} else if rejected {
 		return nil, s.reject(ctx, rr, "it or one of its auth events was rejected before")
 	}
+	// With all its auth events at hand, an event they do not allow is
+	// rejected now: fetching its missing prev_events or the state before
+	// them (get_missing_events, /state) could not save it.
+	if auths, missing, err := lookup(pdu.AuthEventIDs()); err != nil {
+		return nil, err
+	} else if len(missing) == 0 {
+		if err := allowedByAuthEvents(rs, pdu, auths); err != nil {
+			return nil, s.reject(ctx, rr, err.Error())
+		}
+	}
 	prevIDs := pdu.PrevEventIDs()
 	prevs, missing, err := lookup(prevIDs)
 	if err != nil {
@@ -221,23 +232,8 @@ func (s *Service) buildRemote(ctx context.Context, rs *roomState, rr *remoteReq,
 	if len(missing) > 0 {
 		return nil, s.reject(ctx, rr, fmt.Sprintf("unknown auth events %v", missing))
 	}
-	authPDUs := make([]gomatrixserverlib.PDU, 0, len(auths))
-	for _, ev := range auths {
-		authPDUs = append(authPDUs, ev.PDU)
-	}
-	if rs.version.DomainlessRoomIDs() {
-		// From room version 12 the create event is not in auth_events:
-		// the room ID names it.
-		if c := rs.get(spec.MRoomCreate, ""); c != nil && !slices.Contains(pdu.AuthEventIDs(), c.EventID()) {
-			authPDUs = append(authPDUs, c.PDU)
-		}
-	}
-	ae, err := gomatrixserverlib.NewAuthEvents(authPDUs)
-	if err != nil {
+	if err := allowedByAuthEvents(rs, pdu, auths); err != nil {
 		return nil, s.reject(ctx, rr, err.Error())
-	}
-	if err := gomatrixserverlib.Allowed(pdu, ae, UserIDForSender); err != nil {
-		return nil, s.reject(ctx, rr, "not allowed by its auth events: "+err.Error())
 	}
 
 	linear := given == nil && sameSet(prevIDs, rs.extremities)
@@ -321,6 +317,29 @@ func (s *Service) buildRemote(ctx context.Context, rs *roomState, rr *remoteReq,
 	return pe, nil
 }
 
+// allowedByAuthEvents checks pdu against its own auth events.
+func allowedByAuthEvents(rs *roomState, pdu gomatrixserverlib.PDU, auths map[string]*Event) error {
+	authPDUs := make([]gomatrixserverlib.PDU, 0, len(auths)+1)
+	for _, ev := range auths {
+		authPDUs = append(authPDUs, ev.PDU)
+	}
+	if rs.version.DomainlessRoomIDs() {
+		// From room version 12 the create event is not in auth_events:
+		// the room ID names it.
+		if c := rs.get(spec.MRoomCreate, ""); c != nil && !slices.Contains(pdu.AuthEventIDs(), c.EventID()) {
+			authPDUs = append(authPDUs, c.PDU)
+		}
+	}
+	ae, err := gomatrixserverlib.NewAuthEvents(authPDUs)
+	if err != nil {
+		return err
+	}
+	if err := gomatrixserverlib.Allowed(pdu, ae, UserIDForSender); err != nil {
+		return fmt.Errorf("not allowed by its auth events: %w", err)
+	}
+	return nil
+}
+
 // stateBeforeRemote is the state before an event with the given prev
 // events: the state after the one, or the resolution of the states after
 // each (group 0 then: it is no stored group).
@@ -391,6 +410,11 @@ func (s *Service) resolveState(ctx context.Context, ver gomatrixserverlib.IRoomV
 		if byID[ev.EventID()] == nil {
 			byID[ev.EventID()] = ev
 			chainPDUs = append(chainPDUs, ev.PDU)
+		}
+	}
+	if ver.StateResAlgorithm() == gomatrixserverlib.StateResV2_1 {
+		if out, ok := resolveV21(sets, byID); ok {
+			return out, nil
 		}
 	}
 	resolved, err := gomatrixserverlib.ResolveConflictsNew(ver.Version(), stateSets, chainPDUs, UserIDForSender,
@@ -803,8 +827,11 @@ func (s *Service) EventForServer(ctx context.Context, origin spec.ServerName, ev
 }
 
 // MissingEvents answers get_missing_events: the events before latest, back
-// to (not including) earliest, newest first by walking prev_events, at most
-// limit of them and none shallower than minDepth.
+// to (not including) earliest, found by walking prev_events breadth first
+// from latest, at most limit of them and none shallower than minDepth.
+// They are returned oldest first, as the asking server stores them, and as
+// origin may see them: an event from history it may not see is redacted.
+// https://spec.matrix.org/v1.19/server-server-api/#post_matrixfederationv1get_missing_eventsroomid
 func (s *Service) MissingEvents(ctx context.Context, origin spec.ServerName, roomID string, earliest, latest []string, limit int, minDepth int64) ([]*Event, error) {
 	ok, err := s.serverInRoom(ctx, roomID, origin)
 	if err != nil {
@@ -856,5 +883,7 @@ func (s *Service) MissingEvents(ctx context.Context, origin spec.ServerName, roo
 			frontier = append(frontier, ev.PrevEventIDs()...)
 		}
 	}
-	return out, nil
+	// The walk went backwards; the asking server stores from the oldest.
+	slices.SortStableFunc(out, func(a, b *Event) int { return cmp.Compare(a.Depth(), b.Depth()) })
+	return s.filterForServer(ctx, origin, out)
 }

@@ -1,0 +1,234 @@
+package roomserver
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+)
+
+// remoteJoin has @bob:remote.test join roomID through make_join and
+// send_join, and returns the server that signs bob's events and his join.
+func remoteJoin(t *testing.T, s *Service, roomID string) (*remoteServer, *Event) {
+	t.Helper()
+	ctx := context.Background()
+	rid, _ := spec.NewRoomID(roomID)
+	ver, err := s.RoomVersion(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rkey, _ := ed25519.GenerateKey(nil)
+	remote := &remoteServer{t: t, name: "remote.test", key: rkey, ver: gomatrixserverlib.MustGetRoomVersion(ver)}
+	bob, _ := spec.NewUserID("@bob:remote.test", true)
+	tmpl, err := s.MakeJoin(ctx, "remote.test", *rid, *bob, []gomatrixserverlib.RoomVersion{ver})
+	if err != nil {
+		t.Fatalf("make_join: %v", err)
+	}
+	proto := tmpl.JoinTemplateEvent
+	joinPDU, err := remote.ver.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), "remote.test", "ed25519:r", rkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	join, _, _, err := s.SendJoin(ctx, "remote.test", *rid, joinPDU.EventID(), joinPDU.JSON(), acceptAll{})
+	if err != nil {
+		t.Fatalf("send_join: %v", err)
+	}
+	return remote, join
+}
+
+func sendText(t *testing.T, s *Service, roomID, sender, body string) *Event {
+	t.Helper()
+	content, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": body})
+	ev, err := s.Send(context.Background(), SendRequest{RoomID: roomID, Sender: sender, Type: "m.room.message", Content: content})
+	if err != nil {
+		t.Fatalf("send %q: %v", body, err)
+	}
+	return ev
+}
+
+// TestMissingEventsForServer: get_missing_events walks prev_events back
+// from latest_events (not included) to earliest_events (not included), at
+// most limit events and none below min_depth, and answers them oldest
+// first, redacting those the asking server may not see by the history
+// visibility (here: joined, and its user joined after the first two).
+func TestMissingEventsForServer(t *testing.T) {
+	ctx := context.Background()
+	_, key, _ := ed25519.GenerateKey(nil)
+	s, _ := dagStart(t, filepath.Join(t.TempDir(), "gme.db"), key)
+	t.Cleanup(s.Close)
+	alice := "@alice:dag.test"
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Send(ctx, SendRequest{RoomID: roomID, Sender: alice, Type: spec.MRoomHistoryVisibility, StateKey: ptrTo(""),
+		Content: []byte(`{"history_visibility":"joined"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	before := sendText(t, s, roomID, alice, "before")
+	secret1 := sendText(t, s, roomID, alice, "secret 1")
+	secret2 := sendText(t, s, roomID, alice, "secret 2")
+	_, join := remoteJoin(t, s, roomID)
+	after := sendText(t, s, roomID, alice, "after")
+	latest := sendText(t, s, roomID, alice, "latest")
+
+	for _, tc := range []struct {
+		name     string
+		limit    int
+		minDepth int64
+		want     []*Event
+	}{
+		{"all back to earliest", 10, 0, []*Event{secret1, secret2, join, after}},
+		{"limit keeps the newest", 2, 0, []*Event{join, after}},
+		{"min_depth", 10, join.Depth(), []*Event{join, after}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			evs, err := s.MissingEvents(ctx, "remote.test", roomID, []string{before.EventID()}, []string{latest.EventID()}, tc.limit, tc.minDepth)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got, want []string
+			for _, ev := range evs {
+				got = append(got, ev.EventID())
+			}
+			for _, ev := range tc.want {
+				want = append(want, ev.EventID())
+			}
+			if !equalIDs(got, want) {
+				t.Fatalf("events %v, want %v (oldest first)", got, want)
+			}
+			for _, ev := range evs {
+				body := bodyOf(ev)
+				hidden := ev.EventID() == secret1.EventID() || ev.EventID() == secret2.EventID()
+				if hidden && body != "" {
+					t.Errorf("%s (from before remote.test joined, history joined) sent with its body %q", ev.EventID(), body)
+				}
+				if ev.EventID() == after.EventID() && body != "after" {
+					t.Errorf("%s sent without its body", ev.EventID())
+				}
+			}
+		})
+	}
+
+	// A server with no member in the room gets nothing.
+	if _, err := s.MissingEvents(ctx, "other.test", roomID, nil, []string{latest.EventID()}, 10, 0); err == nil {
+		t.Fatal("a server outside the room was answered")
+	}
+}
+
+func equalIDs(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestRejectedLocallyWithoutFetching: an event whose prev_events we lack
+// but whose auth events we hold, and which those auth events do not
+// allow, is rejected at once: fetching its prev_events or the state
+// before it (get_missing_events, /state) could not change the verdict.
+func TestRejectedLocallyWithoutFetching(t *testing.T) {
+	ctx := context.Background()
+	_, key, _ := ed25519.GenerateKey(nil)
+	s, _ := dagStart(t, filepath.Join(t.TempDir(), "rej.db"), key)
+	t.Cleanup(s.Close)
+	alice := "@alice:dag.test"
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote, join := remoteJoin(t, s, roomID)
+	bob := "@bob:remote.test"
+	auth := authIDs(t, s, roomID, &gomatrixserverlib.ProtoEvent{SenderID: bob, RoomID: roomID, Type: "m.room.power_levels", StateKey: ptrTo("")})
+
+	// Bob (power 0) changes the power levels on top of events we never saw.
+	pl := remote.build(roomID, bob, "m.room.power_levels", ptrTo(""), map[string]any{"users": map[string]int{bob: 100}},
+		[]string{"$never-seen"}, join.Depth()+5, auth)
+	_, err = s.IngestRemote(ctx, "remote.test", pl, false)
+	var rej *RejectedError
+	if !errors.As(err, &rej) {
+		t.Fatalf("an event its own auth events forbid, with unknown prev_events: got %v, want a rejection without fetching", err)
+	}
+	// An event citing the rejected one among its auth events is rejected
+	// too, whatever its prev_events.
+	msgAuth := append(authIDs(t, s, roomID, &gomatrixserverlib.ProtoEvent{SenderID: bob, RoomID: roomID, Type: "m.room.message"}), pl.EventID())
+	msg := remote.build(roomID, bob, "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "hi"},
+		[]string{"$also-never-seen"}, join.Depth()+6, msgAuth)
+	if _, err := s.IngestRemote(ctx, "remote.test", msg, false); !errors.As(err, &rej) {
+		t.Fatalf("an event with a rejected auth event and unknown prev_events: got %v, want a rejection", err)
+	}
+	// An allowed event with unknown prev_events still asks for them.
+	ok := remote.build(roomID, bob, "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "fine"},
+		[]string{"$never-seen"}, join.Depth()+6, msgAuth[:len(msgAuth)-1])
+	var missing *MissingPrevEventsError
+	if _, err := s.IngestRemote(ctx, "remote.test", ok, false); !errors.As(err, &missing) {
+		t.Fatalf("an allowed event with unknown prev_events: got %v, want MissingPrevEventsError", err)
+	}
+}
+
+// TestStateResV21ConflictedPowerEvents: in a v12 room, a branch from
+// another server meets ours where the join rules differ (a conflicted
+// power event). gomatrixserverlib's v2.1 resolution panicked there
+// ("missing resolved create event"); the event must be stored and the
+// state resolved: the later join rules of the creator win, and the
+// unconflicted state (bob's join, the name) stays.
+func TestStateResV21ConflictedPowerEvents(t *testing.T) {
+	ctx := context.Background()
+	_, key, _ := ed25519.GenerateKey(nil)
+	s, _ := dagStart(t, filepath.Join(t.TempDir(), "sr21.db"), key)
+	t.Cleanup(s.Close)
+	alice := "@alice:dag.test"
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12", Name: ptrTo("Room")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote, join := remoteJoin(t, s, roomID)
+	bob := "@bob:remote.test"
+	msgAuth := authIDs(t, s, roomID, &gomatrixserverlib.ProtoEvent{SenderID: bob, RoomID: roomID, Type: "m.room.message"})
+	jr, err := s.Send(ctx, SendRequest{RoomID: roomID, Sender: alice, Type: spec.MRoomJoinRules, StateKey: ptrTo(""),
+		Content: []byte(`{"join_rule":"invite"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bob's server has not seen the new join rules: its message forks
+	// from bob's join, where the room was public.
+	msg := remote.build(roomID, bob, "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "fork"},
+		[]string{join.EventID()}, join.Depth()+1, msgAuth)
+	if _, err := s.IngestRemote(ctx, "remote.test", msg, false); err != nil {
+		t.Fatalf("a branch meeting ours at conflicted join rules: %v", err)
+	}
+	ext, _ := s.Extremities(ctx, roomID)
+	if !sameSet(ext, []string{jr.EventID(), msg.EventID()}) {
+		t.Fatalf("extremities %v, want %s and %s", ext, jr.EventID(), msg.EventID())
+	}
+	// The room's current state, as the sequencer holds it.
+	rs, err := s.loadRoomState(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := rs.get(spec.MRoomJoinRules, ""); ev == nil || ev.EventID() != jr.EventID() {
+		t.Fatalf("join rules after resolution: %v, want %s", ev, jr.EventID())
+	}
+	if ev := rs.get(spec.MRoomMember, bob); ev == nil || ev.EventID() != join.EventID() {
+		t.Fatalf("bob's membership after resolution: %v, want his join", ev)
+	}
+	if ev := rs.get(spec.MRoomName, ""); ev == nil {
+		t.Fatal("the room name is lost in the resolution")
+	}
+	// The next local event merges the branches.
+	merge := sendText(t, s, roomID, alice, "merged")
+	if !sameSet(merge.PrevEventIDs(), []string{jr.EventID(), msg.EventID()}) {
+		t.Fatalf("merge prev_events %v", merge.PrevEventIDs())
+	}
+}
