@@ -63,7 +63,7 @@ func TestMissingEventsForServer(t *testing.T) {
 	s, _ := dagStart(t, filepath.Join(t.TempDir(), "gme.db"), key)
 	t.Cleanup(s.Close)
 	alice := "@alice:dag.test"
-	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: ptrTo("12")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestRejectedLocallyWithoutFetching(t *testing.T) {
 	s, _ := dagStart(t, filepath.Join(t.TempDir(), "rej.db"), key)
 	t.Cleanup(s.Close)
 	alice := "@alice:dag.test"
-	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: ptrTo("12")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestStateResV21ConflictedPowerEvents(t *testing.T) {
 	s, _ := dagStart(t, filepath.Join(t.TempDir(), "sr21.db"), key)
 	t.Cleanup(s.Close)
 	alice := "@alice:dag.test"
-	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12", Name: ptrTo("Room")})
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: ptrTo("12"), Name: ptrTo("Room")})
 	if err != nil {
 		t.Fatal(err)
 	}
