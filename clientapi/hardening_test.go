@@ -1,12 +1,14 @@
 package clientapi_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/tessera-hs/tessera/internal/testserver"
+	"github.com/tessera-hs/tessera/roomserver"
 )
 
 // Bodies no edge may take: each, once stored, wedges federation to every
@@ -109,4 +111,47 @@ func TestOversizedEventIs413(t *testing.T) {
 	// Just under the limit is fine.
 	small := map[string]any{"msgtype": "m.text", "body": strings.Repeat("x", 60000)}
 	rmSendRaw(t, srv, alice, roomID, "m.room.message", rmTxn(), small).expect(t, http.StatusOK, "")
+}
+
+// TestStoredBadEventWithheld: an event already stored whose content cannot
+// be served (stored before the edges refused such content) has its content
+// withheld in /sync and /messages, marked in unsigned, rather than failing
+// them, or the clients that parse them, for everyone in the room.
+func TestStoredBadEventWithheld(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", "password1")
+	bob := registerUser(t, srv, "bob", "password2")
+	roomID := rmCreate(t, srv, alice, map[string]any{"preset": "public_chat"})
+	post(t, srv, rmRoom(roomID, "join"), bob.AccessToken, map[string]any{}).expect(t, http.StatusOK, "")
+
+	// Past the edge, as an older release stored them.
+	for _, content := range []string{
+		`{"msgtype":"m.text","body":"deep","n":` + nested(9990) + `}`,
+		"{\"msgtype\":\"m.text\",\"body\":\"caf\xe9\"}",
+	} {
+		if _, err := srv.Server().Rooms.Send(ctx, roomserver.SendRequest{RoomID: roomID, Sender: alice.UserID,
+			Type: "m.room.message", Content: json.RawMessage(content)}); err != nil {
+			t.Fatalf("could not store %.40q: %v", content, err)
+		}
+	}
+	rmSendRaw(t, srv, alice, roomID, "m.room.message", rmTxn(), map[string]any{"msgtype": "m.text", "body": "after"}).
+		expect(t, http.StatusOK, "")
+
+	for _, who := range []session{alice, bob} {
+		r := get(t, srv, v3+"/sync?timeout=0", who.AccessToken).expect(t, http.StatusOK, "")
+		if !strings.Contains(string(r.Raw), `"after"`) {
+			t.Fatalf("%s's sync lacks the later message: %.300s", who.UserID, r.Raw)
+		}
+		if strings.Contains(string(r.Raw), `"deep"`) || strings.Contains(string(r.Raw), `caf`) {
+			t.Fatalf("%s's sync serves the bad events", who.UserID)
+		}
+		if n := strings.Count(string(r.Raw), `"io.tessera.withheld":true`); n != 2 {
+			t.Fatalf("%s's sync marks %d events withheld, want 2", who.UserID, n)
+		}
+		m := get(t, srv, rmRoom(roomID, "messages")+"?dir=b&limit=50", who.AccessToken).expect(t, http.StatusOK, "")
+		if !strings.Contains(string(m.Raw), `"after"`) || strings.Count(string(m.Raw), `"io.tessera.withheld":true`) != 2 {
+			t.Fatalf("%s's /messages lacks the later message or the withheld ones: %.300s", who.UserID, m.Raw)
+		}
+	}
 }

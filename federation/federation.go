@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 	"github.com/matrix-org/gomatrixserverlib"
@@ -255,12 +256,14 @@ func checkBody(body []byte) error {
 	return nil
 }
 
-// checkTxnBody checks only that a transaction is well formed JSON: send
-// checks each PDU and EDU in it with jsonx, and refuses only those that
-// fail.
+// checkTxnBody checks only that a transaction is well formed UTF-8 JSON:
+// send checks each PDU and EDU in it with jsonx (lone surrogate escapes,
+// nesting), and refuses only those that fail. Invalid UTF-8 refuses the
+// whole body: the spec requires UTF-8 of it, gomatrixserverlib will not
+// verify the signature of a body without it, and Synapse cannot decode it.
 func checkTxnBody(body []byte) error {
-	if !json.Valid(body) {
-		return mxerr.NotJSON("Request body is not valid JSON")
+	if !utf8.Valid(body) || !json.Valid(body) {
+		return mxerr.NotJSON("Request body is not valid UTF-8 JSON")
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/jsonx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 )
 
@@ -76,8 +77,9 @@ type Viewer struct {
 // go through Service.ClientEvents, which adds aggregations and the
 // viewer's membership.
 func (ev *Event) ToClient(viewer Viewer, redaction *Event) ClientEvent {
+	content, withheld := servable(ev.Content())
 	ce := ClientEvent{
-		Content:        ev.Content(),
+		Content:        content,
 		EventID:        ev.EventID(),
 		OriginServerTS: int64(ev.OriginServerTS()),
 		RoomID:         ev.RoomID,
@@ -104,8 +106,8 @@ func (ev *Event) ToClient(viewer Viewer, redaction *Event) ClientEvent {
 	ce.Unsigned["age"] = age
 	if ev.ReplacesState != "" {
 		ce.Unsigned["replaces_state"] = ev.ReplacesState
-		if len(ev.PrevContent) > 0 {
-			ce.Unsigned["prev_content"] = ev.PrevContent
+		if prev, bad := servable(ev.PrevContent); len(prev) > 0 && !bad {
+			ce.Unsigned["prev_content"] = prev
 			ce.Unsigned["prev_sender"] = ev.PrevSender
 		}
 	}
@@ -115,10 +117,29 @@ func (ev *Event) ToClient(viewer Viewer, redaction *Event) ClientEvent {
 	if redaction != nil {
 		ce.Unsigned["redacted_because"] = redaction.ToClient(Viewer{}, nil)
 	}
+	if withheld {
+		ce.Unsigned[WithheldKey] = true
+	}
 	if ce.Content == nil {
 		ce.Content = json.RawMessage("{}")
 	}
 	return ce
+}
+
+// WithheldKey marks, in unsigned, an event whose content is withheld
+// because it cannot be served (see servable).
+const WithheldKey = "io.tessera.withheld"
+
+// servable is content as it may go to a client: content stored before the
+// edges refused invalid UTF-8, lone surrogate escapes and deep nesting
+// (see jsonx) is replaced by {} (withheld is true), so that one such
+// event cannot break, for everyone who can see it, the /sync or
+// /messages response it is part of, nor the clients that parse it.
+func servable(content json.RawMessage) (_ json.RawMessage, withheld bool) {
+	if len(content) == 0 || jsonx.Validate(content, jsonx.MaxDepth) == nil {
+		return content, false
+	}
+	return json.RawMessage("{}"), true
 }
 
 // eventCache keeps recently used events in memory. Events are immutable

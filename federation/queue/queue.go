@@ -19,9 +19,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"time"
 
+	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
@@ -32,7 +34,23 @@ import (
 // SendFunc delivers one transaction to t.Destination
 // (PUT /_matrix/federation/v1/send/{txnId}). An error means "not delivered,
 // retry later"; the retry carries the same transaction ID and content.
+// The exception is an error that is (or wraps) a gomatrix.HTTPError with
+// a 400 or 413: the destination refused the content for good, and sending
+// it again cannot help (see Refused).
 type SendFunc func(ctx context.Context, t gomatrixserverlib.Transaction) error
+
+// Refused reports whether err is a destination's refusal of a transaction
+// for good: 400 (say, JSON it will not parse) or 413 (too large). Retried
+// as it is, such a transaction would block everything queued after it for
+// ever. Other answers (401, 403, 404, 429, 5xx, no answer) may change, and
+// are retried.
+func Refused(err error) bool {
+	var he gomatrix.HTTPError
+	if !errors.As(err, &he) {
+		return false
+	}
+	return he.Code == http.StatusBadRequest || he.Code == http.StatusRequestEntityTooLarge
+}
 
 // Config tunes a Queue.
 type Config struct {
@@ -266,6 +284,10 @@ func (q *Queue) run(dest spec.ServerName, w *worker) {
 	// that, the batch is sent again under the same ID after a restart and
 	// dest drops it as a duplicate.
 	var done *batch
+	// limit is how many items the next new transaction may hold: halved
+	// after a refusal, until the refused item is alone and quarantined,
+	// and doubled back after each success.
+	limit := maxItemsPerTxn
 	for {
 		// Cleared before reading, so that whatever is queued after the
 		// read began sets it again.
@@ -273,7 +295,7 @@ func (q *Queue) run(dest spec.ServerName, w *worker) {
 		w.queued = false
 		q.mu.Unlock()
 
-		b, err := nextBatch(ctx, q.db, dest, done)
+		b, err := nextBatch(ctx, q.db, dest, done, limit)
 		if err == nil {
 			done = nil
 		}
@@ -290,8 +312,21 @@ func (q *Queue) run(dest spec.ServerName, w *worker) {
 		if err == nil {
 			err = q.deliver(ctx, dest, b)
 		}
+		if err != nil && b != nil && Refused(err) && ctx.Err() == nil {
+			err = q.setAside(ctx, dest, b, err)
+			if err == nil {
+				if b.size() > 1 {
+					limit = max(1, b.size()/2)
+				} else {
+					limit = maxItemsPerTxn
+				}
+				failures = 0
+				continue
+			}
+		}
 		if err == nil {
 			done = b
+			limit = min(maxItemsPerTxn, limit*2)
 			failures = 0
 			// A Wake that came while dest was answering is stale.
 			select {
@@ -353,6 +388,41 @@ func (q *Queue) deliver(ctx context.Context, dest spec.ServerName, b *batch) err
 		return fmt.Errorf("send transaction %s: %w", b.txnID, err)
 	}
 	return nil
+}
+
+// setAside deals with a transaction dest refused for good: one or more
+// items is put back to be sent in smaller transactions, to find the item
+// refused; a lone item is quarantined, with a log line, and the queue goes
+// on without it.
+func (q *Queue) setAside(ctx context.Context, dest spec.ServerName, b *batch, refusal error) error {
+	entry := q.log.WithError(refusal).WithFields(logrus.Fields{
+		"destination": dest,
+		"txn_id":      b.txnID,
+		"pdus":        len(b.pdus),
+		"edus":        len(b.edus),
+	})
+	if b.size() > 1 {
+		if err := releaseBatch(ctx, q.db, dest, b); err != nil {
+			return err
+		}
+		entry.Warn("Destination refused a federation transaction: splitting it")
+		return nil
+	}
+	if err := quarantineBatch(ctx, q.db, dest, b, refusal.Error(), time.Now().UnixMilli()); err != nil {
+		return err
+	}
+	entry.Error("Destination refused a PDU or EDU for good: quarantined in federation_queue_quarantine")
+	return nil
+}
+
+// Quarantined counts what dest refused for good and was set aside. It
+// reads the database, and reports 0 (and logs) if that fails.
+func (q *Queue) Quarantined(dest spec.ServerName) int {
+	n, err := quarantined(context.Background(), q.db, dest)
+	if err != nil {
+		q.log.WithError(err).WithField("destination", dest).Warn("Failed to count the federation quarantine")
+	}
+	return n
 }
 
 // backoff is how long to wait after the given number of failures in a row:

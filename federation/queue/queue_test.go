@@ -57,8 +57,11 @@ func newQueue(tb testing.TB, db *database.DB, cfg Config, r *recorder) *Queue {
 // recorder is a SendFunc that records every attempt and can be told to fail
 // or to hold sends until their ctx is cancelled.
 type recorder struct {
-	mu        sync.Mutex
-	fail      bool
+	mu   sync.Mutex
+	fail bool
+	// refuse, if set, answers a transaction with an error instead of
+	// delivering it when it returns one.
+	refuse    func(gomatrixserverlib.Transaction) error
 	block     bool
 	delay     time.Duration
 	attempts  []attempt
@@ -79,7 +82,7 @@ func (r *recorder) send(ctx context.Context, t gomatrixserverlib.Transaction) er
 	r.mu.Lock()
 	r.inFlight++
 	r.maxFlight = max(r.maxFlight, r.inFlight)
-	fail, block, delay := r.fail, r.block, r.delay
+	fail, block, delay, refuse := r.fail, r.block, r.delay, r.refuse
 	r.attempts = append(r.attempts, attempt{at: time.Now(), txn: t})
 	r.mu.Unlock()
 	defer func() {
@@ -97,6 +100,11 @@ func (r *recorder) send(ctx context.Context, t gomatrixserverlib.Transaction) er
 	}
 	if fail {
 		return errUnreachable
+	}
+	if refuse != nil {
+		if err := refuse(t); err != nil {
+			return err
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

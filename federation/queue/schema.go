@@ -37,5 +37,18 @@ CREATE TABLE federation_queue_edus (
 );
 CREATE INDEX federation_queue_edus_dest ON federation_queue_edus(destination, txn_id, id);
 CREATE INDEX federation_queue_edus_json ON federation_queue_edus(json_nid);
+`}, {Version: 2, SQL: `
+-- What a destination refused for good (a 400 or 413 to a transaction that
+-- held only it): kept for an operator to look at instead of being retried
+-- forever, which would hold up everything queued after it.
+CREATE TABLE federation_queue_quarantine (
+	id             INTEGER PRIMARY KEY,
+	destination    TEXT NOT NULL,
+	kind           TEXT NOT NULL, -- 'pdu' or 'edu'
+	json           TEXT NOT NULL,
+	error          TEXT NOT NULL,
+	quarantined_ts BIGINT NOT NULL
+);
+CREATE INDEX federation_queue_quarantine_dest ON federation_queue_quarantine(destination, id);
 `},
 }

@@ -28,20 +28,24 @@ type table struct {
 	claim     string
 	inTxn     string
 	deleteTxn string
+	release   string
+	limit     int // the most rows of this table one transaction may carry
 }
 
 func newTable(name string, limit int) table {
 	return table{
 		insert: `INSERT INTO ` + name + ` (destination, json_nid) VALUES ($1, $2)`,
-		claimable: fmt.Sprintf(`SELECT q.id, q.json_nid, j.json FROM %s q
+		claimable: `SELECT q.id, q.json_nid, j.json FROM ` + name + ` q
 			JOIN federation_queue_json j ON j.nid = q.json_nid
-			WHERE q.destination = $1 AND q.txn_id IS NULL ORDER BY q.id LIMIT %d`, name, limit),
+			WHERE q.destination = $1 AND q.txn_id IS NULL ORDER BY q.id LIMIT $2`,
+		limit: limit,
 		claim: `UPDATE ` + name + ` SET txn_id = $1
 			WHERE destination = $2 AND txn_id IS NULL AND id <= $3`,
 		inTxn: `SELECT q.id, q.json_nid, j.json FROM ` + name + ` q
 			JOIN federation_queue_json j ON j.nid = q.json_nid
 			WHERE q.destination = $1 AND q.txn_id = $2 ORDER BY q.id`,
 		deleteTxn: `DELETE FROM ` + name + ` WHERE destination = $1 AND txn_id = $2`,
+		release:   `UPDATE ` + name + ` SET txn_id = NULL WHERE destination = $1 AND txn_id = $2`,
 	}
 }
 
@@ -61,6 +65,11 @@ type batch struct {
 }
 
 func (b *batch) empty() bool { return len(b.pdus) == 0 && len(b.edus) == 0 }
+
+func (b *batch) size() int { return len(b.pdus) + len(b.edus) }
+
+// maxItemsPerTxn is the most PDUs and EDUs one transaction carries.
+const maxItemsPerTxn = maxPDUsPerTxn + maxEDUsPerTxn
 
 // enqueue stores js once and queues it for every destination in dests, in
 // one database transaction. onCommit runs only if it committed.
@@ -92,7 +101,9 @@ func enqueueTx(ctx context.Context, tx *database.Tx, t table, dests []spec.Serve
 // transaction ID; otherwise the oldest items not yet sent, up to the limits,
 // which it gives a new transaction ID before returning so that a retry after
 // a restart reuses it. An empty batch means dest has nothing queued.
-func nextBatch(ctx context.Context, db *database.DB, dest spec.ServerName, done *batch) (*batch, error) {
+// A new batch holds at most limit items (PDUs first): a destination that
+// refused a batch is sent smaller ones until the item it refuses is alone.
+func nextBatch(ctx context.Context, db *database.DB, dest spec.ServerName, done *batch, limit int) (*batch, error) {
 	b := &batch{}
 	err := db.WithTx(ctx, func(tx *database.Tx) error {
 		*b = batch{}
@@ -120,13 +131,16 @@ func nextBatch(ctx context.Context, db *database.DB, dest spec.ServerName, done 
 			return nil
 		}
 
-		lastPDU, err := loadRows(ctx, tx, pduTable.claimable, &b.pdus, &b.nids, string(dest))
+		limit = max(limit, 1)
+		lastPDU, err := loadRows(ctx, tx, pduTable.claimable, &b.pdus, &b.nids, string(dest), min(limit, pduTable.limit))
 		if err != nil {
 			return fmt.Errorf("load queued PDUs: %w", err)
 		}
-		lastEDU, err := loadRows(ctx, tx, eduTable.claimable, &b.edus, &b.nids, string(dest))
-		if err != nil {
-			return fmt.Errorf("load queued EDUs: %w", err)
+		var lastEDU int64
+		if n := min(limit-len(b.pdus), eduTable.limit); n > 0 {
+			if lastEDU, err = loadRows(ctx, tx, eduTable.claimable, &b.edus, &b.nids, string(dest), n); err != nil {
+				return fmt.Errorf("load queued EDUs: %w", err)
+			}
 		}
 		if b.empty() {
 			return nil
@@ -195,6 +209,47 @@ func deleteBatch(ctx context.Context, tx *database.Tx, dest spec.ServerName, b *
 		}
 	}
 	return nil
+}
+
+// releaseBatch returns the items of a transaction dest refused to the
+// queue, unclaimed and in their places, to be sent again in smaller ones.
+func releaseBatch(ctx context.Context, db *database.DB, dest spec.ServerName, b *batch) error {
+	return db.WithTx(ctx, func(tx *database.Tx) error {
+		for _, q := range []string{pduTable.release, eduTable.release} {
+			if _, err := tx.ExecContext(ctx, q, string(dest), string(b.txnID)); err != nil {
+				return fmt.Errorf("release refused transaction %s: %w", b.txnID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// quarantineBatch moves the one item of a transaction dest refused for
+// good out of its queue into federation_queue_quarantine.
+func quarantineBatch(ctx context.Context, db *database.DB, dest spec.ServerName, b *batch, reason string, now int64) error {
+	kind, js := "pdu", b.pdus
+	if len(b.pdus) == 0 {
+		kind, js = "edu", b.edus
+	}
+	return db.WithTx(ctx, func(tx *database.Tx) error {
+		for _, j := range js {
+			_, err := tx.ExecContext(ctx, `INSERT INTO federation_queue_quarantine
+				(destination, kind, json, error, quarantined_ts) VALUES ($1, $2, $3, $4, $5)`,
+				string(dest), kind, string(j), reason, now)
+			if err != nil {
+				return fmt.Errorf("quarantine %s of transaction %s: %w", kind, b.txnID, err)
+			}
+		}
+		return deleteBatch(ctx, tx, dest, b)
+	})
+}
+
+// quarantined counts what dest refused for good.
+func quarantined(ctx context.Context, db *database.DB, dest spec.ServerName) (int, error) {
+	var n int
+	err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM federation_queue_quarantine WHERE destination = $1`,
+		string(dest)).Scan(&n)
+	return n, err
 }
 
 // queuedDestinations lists every destination with something queued.
