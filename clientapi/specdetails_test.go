@@ -2,6 +2,8 @@ package clientapi_test
 
 import (
 	"net/http"
+	"net/url"
+	"reflect"
 	"strconv"
 	"testing"
 
@@ -166,5 +168,117 @@ func TestInvalidIDsRefused(t *testing.T) {
 		})
 	}
 	put(t, srv, v3+"/directory/room/%23good:tessera.test", alice.AccessToken, map[string]any{"room_id": "nothing"}).
+		expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+}
+
+// pushRulesFromSync returns the global ruleset of m.push_rules in a sync
+// response's account data, nil if there is none.
+func pushRulesFromSync(t *testing.T, body map[string]any) map[string]any {
+	t.Helper()
+	events, _ := rmField(body, "account_data", "events").([]any)
+	for _, ev := range events {
+		if rmField(ev, "type") == "m.push_rules" {
+			g, _ := rmField(ev, "content", "global").(map[string]any)
+			return g
+		}
+	}
+	return nil
+}
+
+func findRule(ruleset map[string]any, kind, id string) map[string]any {
+	rules, _ := ruleset[kind].([]any)
+	for _, r := range rules {
+		if m, _ := r.(map[string]any); m["rule_id"] == id {
+			return m
+		}
+	}
+	return nil
+}
+
+// TestPushRulesInInitialSync: a new user's first sync carries m.push_rules
+// with the server-default rules, every kind present (postcontent too).
+// https://spec.matrix.org/v1.19/client-server-api/#push-rules-events
+func TestPushRulesInInitialSync(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	r := get(t, srv, v3+"/sync", alice.AccessToken).expect(t, http.StatusOK, "")
+	g := pushRulesFromSync(t, r.Body)
+	if g == nil {
+		t.Fatalf("no m.push_rules in the initial sync: %s", r.Raw)
+	}
+	for _, kind := range []string{"override", "content", "postcontent", "room", "sender", "underride"} {
+		if _, ok := g[kind].([]any); !ok {
+			t.Errorf("m.push_rules global has no %s list", kind)
+		}
+	}
+	master := findRule(g, "override", ".m.rule.master")
+	if master == nil || master["enabled"] != false || master["default"] != true {
+		t.Errorf(".m.rule.master = %v", master)
+	}
+	if msg := findRule(g, "underride", ".m.rule.message"); msg == nil || len(msg["actions"].([]any)) != 1 {
+		t.Errorf(".m.rule.message = %v", msg)
+	}
+	if user := findRule(g, "content", ".m.rule.contains_user_name"); user == nil || user["pattern"] != "alice" {
+		t.Errorf(".m.rule.contains_user_name = %v", user)
+	}
+}
+
+// TestPushRuleActionsRoundTrip: a rule of every kind keeps its actions
+// through PUT, GET, /actions, /enabled and m.push_rules.
+// https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3pushrulesglobalkindruleid
+func TestPushRuleActionsRoundTrip(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	room := rmCreate(t, srv, alice, nil)
+	actions := []any{"notify", map[string]any{"set_tweak": "sound", "value": "bell"}, map[string]any{"set_tweak": "highlight", "value": false}}
+	cond := []any{map[string]any{"kind": "event_match", "key": "content.body", "pattern": "cake"}}
+	for _, tt := range []struct {
+		kind, id string
+		body     map[string]any
+	}{
+		{"override", "ov", map[string]any{"actions": actions, "conditions": cond}},
+		{"content", "ct", map[string]any{"actions": actions, "pattern": "cake"}},
+		{"postcontent", "pc", map[string]any{"actions": actions, "conditions": cond}},
+		{"room", room, map[string]any{"actions": actions}},
+		{"sender", "@bob:tessera.test", map[string]any{"actions": actions}},
+		{"underride", "un", map[string]any{"actions": actions, "conditions": cond}},
+	} {
+		t.Run(tt.kind, func(t *testing.T) {
+			path := v3 + "/pushrules/global/" + tt.kind + "/" + url.PathEscape(tt.id)
+			put(t, srv, path, alice.AccessToken, tt.body).expect(t, http.StatusOK, "")
+			check := func(when string, got any) {
+				t.Helper()
+				if !reflect.DeepEqual(got, actions) {
+					t.Errorf("%s: actions = %v, want %v", when, got, actions)
+				}
+			}
+			r := get(t, srv, path, alice.AccessToken).expect(t, http.StatusOK, "")
+			check("GET rule", r.Body["actions"])
+			if tt.kind == "override" || tt.kind == "postcontent" || tt.kind == "underride" {
+				if !reflect.DeepEqual(r.Body["conditions"], cond) {
+					t.Errorf("conditions = %v", r.Body["conditions"])
+				}
+			}
+			put(t, srv, path+"/enabled", alice.AccessToken, map[string]any{"enabled": false}).expect(t, http.StatusOK, "")
+			check("GET /actions after disabling", get(t, srv, path+"/actions", alice.AccessToken).expect(t, http.StatusOK, "").Body["actions"])
+			s := get(t, srv, v3+"/sync", alice.AccessToken).expect(t, http.StatusOK, "")
+			rule := findRule(pushRulesFromSync(t, s.Body), tt.kind, tt.id)
+			if rule == nil || rule["enabled"] != false {
+				t.Fatalf("m.push_rules %s rule = %v", tt.kind, rule)
+			}
+			check("m.push_rules", rule["actions"])
+			all := get(t, srv, v3+"/pushrules/", alice.AccessToken).expect(t, http.StatusOK, "")
+			check("GET /pushrules/", findRule(all.Body["global"].(map[string]any), tt.kind, tt.id)["actions"])
+		})
+	}
+	// Changing a default rule's actions keeps them too.
+	path := v3 + "/pushrules/global/underride/.m.rule.message/actions"
+	put(t, srv, path, alice.AccessToken, map[string]any{"actions": actions}).expect(t, http.StatusOK, "")
+	if got := get(t, srv, path, alice.AccessToken).expect(t, http.StatusOK, "").Body["actions"]; !reflect.DeepEqual(got, actions) {
+		t.Errorf("default rule actions = %v", got)
+	}
+	put(t, srv, v3+"/pushrules/global/bogus/x", alice.AccessToken, map[string]any{"actions": actions}).
 		expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
 }
