@@ -282,3 +282,37 @@ func TestPushRuleActionsRoundTrip(t *testing.T) {
 	put(t, srv, v3+"/pushrules/global/bogus/x", alice.AccessToken, map[string]any{"actions": actions}).
 		expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
 }
+
+// TestKeysUploadSpecShapes: keys the spec lets go unsigned (a curve25519
+// one-time or fallback key, as a string or a key object) are accepted;
+// device_keys that break the DeviceKeys schema or name another user or
+// device are 400 M_BAD_JSON.
+// https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3keysupload
+func TestKeysUploadSpecShapes(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := kxNewDevice(t, rmUser(t, srv, "alice"))
+	r := alice.upload(t, srv, map[string]any{
+		"device_keys":   alice.deviceKeys(t),
+		"one_time_keys": map[string]any{"curve25519:AAAA": kxRandom(), "curve25519:AAAB": map[string]any{"key": kxRandom()}},
+		"fallback_keys": map[string]any{"curve25519:AAAAAG": kxRandom()},
+	}).expect(t, http.StatusOK, "")
+	if got := kxCounts(t, r)["curve25519"]; got != 2 {
+		t.Errorf("curve25519 count = %v, want 2: %s", got, r.Raw)
+	}
+	unsigned := alice.deviceKeys(t)
+	delete(unsigned, "signatures")
+	otherUser := alice.deviceKeys(t)
+	otherUser["user_id"] = "@mallory:tessera.test"
+	for name, body := range map[string]map[string]any{
+		"no signatures":          {"device_keys": unsigned},
+		"another user":           {"device_keys": otherUser},
+		"keys not an object":     {"device_keys": map[string]any{"user_id": alice.UserID, "device_id": alice.DeviceID, "algorithms": []string{"x"}, "keys": "k"}},
+		"device_keys not object": {"device_keys": "nope"},
+		"one_time_keys array":    {"one_time_keys": []string{"a"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			alice.upload(t, srv, body).expect(t, http.StatusBadRequest, "M_BAD_JSON")
+		})
+	}
+}
