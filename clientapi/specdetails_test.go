@@ -316,3 +316,48 @@ func TestKeysUploadSpecShapes(t *testing.T) {
 		})
 	}
 }
+
+// TestFilterLimitZeroAndInvalidFilters: a timeline limit of 0 is a valid
+// filter (no timeline events, the state still there); invalid filters are
+// refused when stored and when passed inline to /sync and /messages.
+// https://spec.matrix.org/v1.19/client-server-api/#filtering
+func TestFilterLimitZeroAndInvalidFilters(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	room := rmCreate(t, srv, alice, map[string]any{"name": "zero"})
+	rmSend(t, srv, alice, room, "one")
+	rmSend(t, srv, alice, room, "two")
+
+	zero := `{"room":{"timeline":{"limit":0}}}`
+	fid := post(t, srv, v3+"/user/"+url.PathEscape(alice.UserID)+"/filter", alice.AccessToken, zero).expect(t, http.StatusOK, "").str("filter_id")
+	for name, filter := range map[string]string{"stored": fid, "inline": zero} {
+		t.Run("limit 0 "+name, func(t *testing.T) {
+			r := get(t, srv, v3+"/sync?filter="+url.QueryEscape(filter), alice.AccessToken).expect(t, http.StatusOK, "")
+			evs, ok := rmField(r.Body, "rooms", "join", room, "timeline", "events").([]any)
+			if !ok || len(evs) != 0 {
+				t.Errorf("timeline events = %v, want none: %s", evs, r.Raw)
+			}
+			if rmField(r.Body, "rooms", "join", room, "timeline", "limited") != true {
+				t.Errorf("timeline not limited: %s", r.Raw)
+			}
+			state, _ := rmField(r.Body, "rooms", "join", room, "state", "events").([]any)
+			if len(state) == 0 {
+				t.Errorf("no state with a limit-0 timeline: %s", r.Raw)
+			}
+		})
+	}
+
+	for _, bad := range []string{`{"room":{"timeline":{"limit":-1}}}`, `{"room":{"timeline":{"types":"m.room.message"}}}`, `{"event_format":"xml"}`} {
+		t.Run("bad "+bad, func(t *testing.T) {
+			post(t, srv, v3+"/user/"+url.PathEscape(alice.UserID)+"/filter", alice.AccessToken, bad).expect(t, http.StatusBadRequest, "M_BAD_JSON")
+			get(t, srv, v3+"/sync?filter="+url.QueryEscape(bad), alice.AccessToken).expect(t, http.StatusBadRequest, "M_BAD_JSON")
+		})
+	}
+	for _, bad := range []string{`{"limit":-1}`, `{"types":"m.room.message"}`, `{`, `[]`} {
+		t.Run("bad messages "+bad, func(t *testing.T) {
+			rmMessages(t, srv, alice, room, url.Values{"dir": {"b"}, "filter": {bad}}).expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+		})
+	}
+	rmMessages(t, srv, alice, room, url.Values{"dir": {"b"}, "filter": {`{"limit":0}`}}).expect(t, http.StatusOK, "")
+}
