@@ -87,7 +87,7 @@ func TestFilterErrors(t *testing.T) {
 		errcode string
 	}{
 		{"limit not a number", `{"room":{"timeline":{"limit":"x"}}}`, "M_BAD_JSON"},
-		{"limit zero", `{"room":{"timeline":{"limit":0}}}`, "M_BAD_JSON"},
+		{"limit negative", `{"room":{"timeline":{"limit":-1}}}`, "M_BAD_JSON"},
 		{"presence limit negative", `{"presence":{"limit":-1}}`, "M_BAD_JSON"},
 		{"event_format xml", `{"event_format":"xml"}`, "M_BAD_JSON"},
 		{"types not a list", `{"account_data":{"types":"m.direct"}}`, "M_BAD_JSON"},

@@ -200,12 +200,12 @@ func TestKeysUpload(t *testing.T) {
 	}{
 		{"forged device key signature", map[string]any{"device_keys": forged}, 400, "M_INVALID_PARAM"},
 		{"device keys signed by another key", map[string]any{"device_keys": signedByOther}, 400, "M_INVALID_PARAM"},
-		{"another user's device keys", map[string]any{"device_keys": asBob.deviceKeys(t)}, 400, "M_INVALID_PARAM"},
-		{"another device's keys", map[string]any{"device_keys": asOtherDevice.deviceKeys(t)}, 400, "M_INVALID_PARAM"},
+		{"another user's device keys", map[string]any{"device_keys": asBob.deviceKeys(t)}, 400, "M_BAD_JSON"},
+		{"another device's keys", map[string]any{"device_keys": asOtherDevice.deviceKeys(t)}, 400, "M_BAD_JSON"},
 		{"device keys without algorithms", map[string]any{"device_keys": kxSign(t, map[string]any{
 			"user_id": phone.UserID, "device_id": phone.DeviceID,
 			"keys": map[string]any{"ed25519:" + phone.DeviceID: phone.ed.pub}}, phone.UserID, phone.DeviceID, phone.ed.priv)},
-			400, "M_INVALID_PARAM"},
+			400, "M_BAD_JSON"},
 		{"bad one-time key signature", map[string]any{
 			"device_keys":   phone.deviceKeys(t),
 			"one_time_keys": map[string]any{"signed_curve25519:A": phone.otk(t, false), "signed_curve25519:B": badOTK},

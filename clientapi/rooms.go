@@ -590,8 +590,8 @@ func parseEventFilter(s string) (*roomserver.EventFilter, error) {
 	if s == "" {
 		return nil, nil
 	}
-	var f users.RoomEventFilter
-	if err := httpx.Unmarshal([]byte(s), &f); err != nil {
+	f, err := users.ParseRoomEventFilter([]byte(s))
+	if err != nil {
 		return nil, mxerr.InvalidParam("filter is not a valid RoomEventFilter")
 	}
 	return &roomserver.EventFilter{

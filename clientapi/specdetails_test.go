@@ -2,6 +2,8 @@ package clientapi_test
 
 import (
 	"net/http"
+	"net/url"
+	"reflect"
 	"strconv"
 	"testing"
 
@@ -167,4 +169,195 @@ func TestInvalidIDsRefused(t *testing.T) {
 	}
 	put(t, srv, v3+"/directory/room/%23good:tessera.test", alice.AccessToken, map[string]any{"room_id": "nothing"}).
 		expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+}
+
+// pushRulesFromSync returns the global ruleset of m.push_rules in a sync
+// response's account data, nil if there is none.
+func pushRulesFromSync(t *testing.T, body map[string]any) map[string]any {
+	t.Helper()
+	events, _ := rmField(body, "account_data", "events").([]any)
+	for _, ev := range events {
+		if rmField(ev, "type") == "m.push_rules" {
+			g, _ := rmField(ev, "content", "global").(map[string]any)
+			return g
+		}
+	}
+	return nil
+}
+
+func findRule(ruleset map[string]any, kind, id string) map[string]any {
+	rules, _ := ruleset[kind].([]any)
+	for _, r := range rules {
+		if m, _ := r.(map[string]any); m["rule_id"] == id {
+			return m
+		}
+	}
+	return nil
+}
+
+// TestPushRulesInInitialSync: a new user's first sync carries m.push_rules
+// with the server-default rules, every kind present (postcontent too).
+// https://spec.matrix.org/v1.19/client-server-api/#push-rules-events
+func TestPushRulesInInitialSync(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	r := get(t, srv, v3+"/sync", alice.AccessToken).expect(t, http.StatusOK, "")
+	g := pushRulesFromSync(t, r.Body)
+	if g == nil {
+		t.Fatalf("no m.push_rules in the initial sync: %s", r.Raw)
+	}
+	for _, kind := range []string{"override", "content", "postcontent", "room", "sender", "underride"} {
+		if _, ok := g[kind].([]any); !ok {
+			t.Errorf("m.push_rules global has no %s list", kind)
+		}
+	}
+	master := findRule(g, "override", ".m.rule.master")
+	if master == nil || master["enabled"] != false || master["default"] != true {
+		t.Errorf(".m.rule.master = %v", master)
+	}
+	if msg := findRule(g, "underride", ".m.rule.message"); msg == nil || len(msg["actions"].([]any)) != 1 {
+		t.Errorf(".m.rule.message = %v", msg)
+	}
+	if user := findRule(g, "content", ".m.rule.contains_user_name"); user == nil || user["pattern"] != "alice" {
+		t.Errorf(".m.rule.contains_user_name = %v", user)
+	}
+}
+
+// TestPushRuleActionsRoundTrip: a rule of every kind keeps its actions
+// through PUT, GET, /actions, /enabled and m.push_rules.
+// https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3pushrulesglobalkindruleid
+func TestPushRuleActionsRoundTrip(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	room := rmCreate(t, srv, alice, nil)
+	actions := []any{"notify", map[string]any{"set_tweak": "sound", "value": "bell"}, map[string]any{"set_tweak": "highlight", "value": false}}
+	cond := []any{map[string]any{"kind": "event_match", "key": "content.body", "pattern": "cake"}}
+	for _, tt := range []struct {
+		kind, id string
+		body     map[string]any
+	}{
+		{"override", "ov", map[string]any{"actions": actions, "conditions": cond}},
+		{"content", "ct", map[string]any{"actions": actions, "pattern": "cake"}},
+		{"postcontent", "pc", map[string]any{"actions": actions, "conditions": cond}},
+		{"room", room, map[string]any{"actions": actions}},
+		{"sender", "@bob:tessera.test", map[string]any{"actions": actions}},
+		{"underride", "un", map[string]any{"actions": actions, "conditions": cond}},
+	} {
+		t.Run(tt.kind, func(t *testing.T) {
+			path := v3 + "/pushrules/global/" + tt.kind + "/" + url.PathEscape(tt.id)
+			put(t, srv, path, alice.AccessToken, tt.body).expect(t, http.StatusOK, "")
+			check := func(when string, got any) {
+				t.Helper()
+				if !reflect.DeepEqual(got, actions) {
+					t.Errorf("%s: actions = %v, want %v", when, got, actions)
+				}
+			}
+			r := get(t, srv, path, alice.AccessToken).expect(t, http.StatusOK, "")
+			check("GET rule", r.Body["actions"])
+			if tt.kind == "override" || tt.kind == "postcontent" || tt.kind == "underride" {
+				if !reflect.DeepEqual(r.Body["conditions"], cond) {
+					t.Errorf("conditions = %v", r.Body["conditions"])
+				}
+			}
+			put(t, srv, path+"/enabled", alice.AccessToken, map[string]any{"enabled": false}).expect(t, http.StatusOK, "")
+			check("GET /actions after disabling", get(t, srv, path+"/actions", alice.AccessToken).expect(t, http.StatusOK, "").Body["actions"])
+			s := get(t, srv, v3+"/sync", alice.AccessToken).expect(t, http.StatusOK, "")
+			rule := findRule(pushRulesFromSync(t, s.Body), tt.kind, tt.id)
+			if rule == nil || rule["enabled"] != false {
+				t.Fatalf("m.push_rules %s rule = %v", tt.kind, rule)
+			}
+			check("m.push_rules", rule["actions"])
+			all := get(t, srv, v3+"/pushrules/", alice.AccessToken).expect(t, http.StatusOK, "")
+			check("GET /pushrules/", findRule(all.Body["global"].(map[string]any), tt.kind, tt.id)["actions"])
+		})
+	}
+	// Changing a default rule's actions keeps them too.
+	path := v3 + "/pushrules/global/underride/.m.rule.message/actions"
+	put(t, srv, path, alice.AccessToken, map[string]any{"actions": actions}).expect(t, http.StatusOK, "")
+	if got := get(t, srv, path, alice.AccessToken).expect(t, http.StatusOK, "").Body["actions"]; !reflect.DeepEqual(got, actions) {
+		t.Errorf("default rule actions = %v", got)
+	}
+	put(t, srv, v3+"/pushrules/global/bogus/x", alice.AccessToken, map[string]any{"actions": actions}).
+		expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+}
+
+// TestKeysUploadSpecShapes: keys the spec lets go unsigned (a curve25519
+// one-time or fallback key, as a string or a key object) are accepted;
+// device_keys that break the DeviceKeys schema or name another user or
+// device are 400 M_BAD_JSON.
+// https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3keysupload
+func TestKeysUploadSpecShapes(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := kxNewDevice(t, rmUser(t, srv, "alice"))
+	r := alice.upload(t, srv, map[string]any{
+		"device_keys":   alice.deviceKeys(t),
+		"one_time_keys": map[string]any{"curve25519:AAAA": kxRandom(), "curve25519:AAAB": map[string]any{"key": kxRandom()}},
+		"fallback_keys": map[string]any{"curve25519:AAAAAG": kxRandom()},
+	}).expect(t, http.StatusOK, "")
+	if got := kxCounts(t, r)["curve25519"]; got != 2 {
+		t.Errorf("curve25519 count = %v, want 2: %s", got, r.Raw)
+	}
+	unsigned := alice.deviceKeys(t)
+	delete(unsigned, "signatures")
+	otherUser := alice.deviceKeys(t)
+	otherUser["user_id"] = "@mallory:tessera.test"
+	for name, body := range map[string]map[string]any{
+		"no signatures":          {"device_keys": unsigned},
+		"another user":           {"device_keys": otherUser},
+		"keys not an object":     {"device_keys": map[string]any{"user_id": alice.UserID, "device_id": alice.DeviceID, "algorithms": []string{"x"}, "keys": "k"}},
+		"device_keys not object": {"device_keys": "nope"},
+		"one_time_keys array":    {"one_time_keys": []string{"a"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			alice.upload(t, srv, body).expect(t, http.StatusBadRequest, "M_BAD_JSON")
+		})
+	}
+}
+
+// TestFilterLimitZeroAndInvalidFilters: a timeline limit of 0 is a valid
+// filter (no timeline events, the state still there); invalid filters are
+// refused when stored and when passed inline to /sync and /messages.
+// https://spec.matrix.org/v1.19/client-server-api/#filtering
+func TestFilterLimitZeroAndInvalidFilters(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := rmUser(t, srv, "alice")
+	room := rmCreate(t, srv, alice, map[string]any{"name": "zero"})
+	rmSend(t, srv, alice, room, "one")
+	rmSend(t, srv, alice, room, "two")
+
+	zero := `{"room":{"timeline":{"limit":0}}}`
+	fid := post(t, srv, v3+"/user/"+url.PathEscape(alice.UserID)+"/filter", alice.AccessToken, zero).expect(t, http.StatusOK, "").str("filter_id")
+	for name, filter := range map[string]string{"stored": fid, "inline": zero} {
+		t.Run("limit 0 "+name, func(t *testing.T) {
+			r := get(t, srv, v3+"/sync?filter="+url.QueryEscape(filter), alice.AccessToken).expect(t, http.StatusOK, "")
+			evs, ok := rmField(r.Body, "rooms", "join", room, "timeline", "events").([]any)
+			if !ok || len(evs) != 0 {
+				t.Errorf("timeline events = %v, want none: %s", evs, r.Raw)
+			}
+			if rmField(r.Body, "rooms", "join", room, "timeline", "limited") != true {
+				t.Errorf("timeline not limited: %s", r.Raw)
+			}
+			state, _ := rmField(r.Body, "rooms", "join", room, "state", "events").([]any)
+			if len(state) == 0 {
+				t.Errorf("no state with a limit-0 timeline: %s", r.Raw)
+			}
+		})
+	}
+
+	for _, bad := range []string{`{"room":{"timeline":{"limit":-1}}}`, `{"room":{"timeline":{"types":"m.room.message"}}}`, `{"event_format":"xml"}`} {
+		t.Run("bad "+bad, func(t *testing.T) {
+			post(t, srv, v3+"/user/"+url.PathEscape(alice.UserID)+"/filter", alice.AccessToken, bad).expect(t, http.StatusBadRequest, "M_BAD_JSON")
+			get(t, srv, v3+"/sync?filter="+url.QueryEscape(bad), alice.AccessToken).expect(t, http.StatusBadRequest, "M_BAD_JSON")
+		})
+	}
+	for _, bad := range []string{`{"limit":-1}`, `{"types":"m.room.message"}`, `{`, `[]`} {
+		t.Run("bad messages "+bad, func(t *testing.T) {
+			rmMessages(t, srv, alice, room, url.Values{"dir": {"b"}, "filter": {bad}}).expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+		})
+	}
+	rmMessages(t, srv, alice, room, url.Values{"dir": {"b"}, "filter": {`{"limit":0}`}}).expect(t, http.StatusOK, "")
 }

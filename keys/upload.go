@@ -77,20 +77,23 @@ func parseDeviceKeys(raw json.RawMessage, userID, deviceID string) (*newDeviceKe
 	if err := json.Unmarshal(raw, &dk); err != nil {
 		return nil, mxerr.BadJSON("device_keys is not a valid DeviceKeys object: %v", err)
 	}
+	// A body that does not match the DeviceKeys schema, or names another
+	// user or device, is malformed: 400 M_BAD_JSON, as Synapse answers.
+	// Signatures that do not verify are M_INVALID_PARAM below.
 	if dk.UserID != userID {
-		return nil, mxerr.InvalidParam("device_keys.user_id must be your user ID %s", userID)
+		return nil, mxerr.BadJSON("device_keys.user_id must be your user ID %s", userID)
 	}
 	if dk.DeviceID != deviceID {
-		return nil, mxerr.InvalidParam("device_keys.device_id must be your device ID %s", deviceID)
+		return nil, mxerr.BadJSON("device_keys.device_id must be your device ID %s", deviceID)
 	}
 	if len(dk.Algorithms) == 0 {
-		return nil, mxerr.InvalidParam("device_keys.algorithms is required")
+		return nil, mxerr.BadJSON("device_keys.algorithms is required")
 	}
 	if len(dk.Keys) == 0 {
-		return nil, mxerr.InvalidParam("device_keys.keys is required")
+		return nil, mxerr.BadJSON("device_keys.keys is required")
 	}
 	if len(dk.Signatures) == 0 {
-		return nil, mxerr.InvalidParam("device_keys.signatures is required")
+		return nil, mxerr.BadJSON("device_keys.signatures is required")
 	}
 	ed, ok := dk.Keys["ed25519:"+deviceID]
 	if !ok {

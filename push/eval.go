@@ -56,7 +56,7 @@ var legacyMentionRules = map[string]bool{
 // Match returns the first enabled rule that matches, in the spec's order
 // of kinds and the ruleset's order within each; nil if none does.
 func (rs *Ruleset) Match(ec *EvalContext) *Rule {
-	for _, rules := range [][]*Rule{rs.Override, rs.Content, rs.Room, rs.Sender, rs.Underride} {
+	for _, rules := range [][]*Rule{rs.Override, rs.Content, rs.PostContent, rs.Room, rs.Sender, rs.Underride} {
 		for _, r := range rules {
 			if r.matches(ec) {
 				return r
@@ -78,7 +78,7 @@ func (r *Rule) matches(ec *EvalContext) bool {
 		}
 	}
 	switch r.Kind {
-	case KindOverride, KindUnderride:
+	case KindOverride, KindPostContent, KindUnderride:
 		if len(r.conds) != len(r.Conditions) {
 			return false // not compiled: see NewRuleset
 		}

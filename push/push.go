@@ -298,7 +298,7 @@ func (s *Service) loadRuleset(ctx context.Context, userID string) (*Ruleset, err
 			continue
 		}
 		r := &Rule{Kind: kind, RuleID: id, Enabled: enabled, Actions: jr.Actions, Pattern: jr.Pattern}
-		if kind == KindOverride || kind == KindUnderride {
+		if hasConditions(kind) {
 			r.Conditions = jr.Conditions
 			if r.Conditions == nil {
 				r.Conditions = []json.RawMessage{}

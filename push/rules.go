@@ -12,17 +12,25 @@ import (
 // Push rules: which events notify a user, and how.
 // https://spec.matrix.org/v1.19/client-server-api/#push-rules
 
-// The kinds of push rule, in the order they are checked.
+// The kinds of push rule, in the order they are checked. postcontent
+// (MSC4306, thread subscriptions) sits between content and room and holds
+// general-purpose rules with conditions, like override and underride.
 const (
-	KindOverride  = "override"
-	KindContent   = "content"
-	KindRoom      = "room"
-	KindSender    = "sender"
-	KindUnderride = "underride"
+	KindOverride    = "override"
+	KindContent     = "content"
+	KindPostContent = "postcontent"
+	KindRoom        = "room"
+	KindSender      = "sender"
+	KindUnderride   = "underride"
 )
 
 // Kinds lists the kinds in evaluation order.
-var Kinds = []string{KindOverride, KindContent, KindRoom, KindSender, KindUnderride}
+var Kinds = []string{KindOverride, KindContent, KindPostContent, KindRoom, KindSender, KindUnderride}
+
+// hasConditions reports whether rules of a kind carry a conditions list.
+func hasConditions(kind string) bool {
+	return kind == KindOverride || kind == KindPostContent || kind == KindUnderride
+}
 
 // ValidKind reports whether kind is one of the spec's rule kinds.
 func ValidKind(kind string) bool {
@@ -56,7 +64,7 @@ type Rule struct {
 	Default    bool
 	Enabled    bool
 	Actions    []json.RawMessage
-	Conditions []json.RawMessage // override and underride rules only
+	Conditions []json.RawMessage // override, postcontent and underride rules only
 	Pattern    *string           // content rules only
 
 	// conds are Conditions parsed for evaluation; pattern is Pattern
@@ -81,7 +89,7 @@ func (r *Rule) MarshalJSON() ([]byte, error) {
 	if out.Actions == nil {
 		out.Actions = []json.RawMessage{}
 	}
-	if r.Kind == KindOverride || r.Kind == KindUnderride {
+	if hasConditions(r.Kind) {
 		conds := r.Conditions
 		if conds == nil {
 			conds = []json.RawMessage{}
@@ -112,7 +120,7 @@ func (r *Rule) compile() {
 // Ruleset is a user's global ruleset: each kind's rules, most important
 // first.
 type Ruleset struct {
-	Override, Content, Room, Sender, Underride []*Rule
+	Override, Content, PostContent, Room, Sender, Underride []*Rule
 }
 
 // MarshalJSON writes the spec's PushRuleset, every kind present.
@@ -124,16 +132,16 @@ func (rs *Ruleset) MarshalJSON() ([]byte, error) {
 		return r
 	}
 	return json.Marshal(map[string][]*Rule{
-		KindOverride: nonNil(rs.Override), KindContent: nonNil(rs.Content), KindRoom: nonNil(rs.Room),
-		KindSender: nonNil(rs.Sender), KindUnderride: nonNil(rs.Underride),
+		KindOverride: nonNil(rs.Override), KindContent: nonNil(rs.Content), KindPostContent: nonNil(rs.PostContent),
+		KindRoom: nonNil(rs.Room), KindSender: nonNil(rs.Sender), KindUnderride: nonNil(rs.Underride),
 	})
 }
 
 // NewRuleset builds a ruleset from each kind's rules, most important
 // first, and prepares it for evaluation.
 func NewRuleset(byKind map[string][]*Rule) *Ruleset {
-	rs := &Ruleset{Override: byKind[KindOverride], Content: byKind[KindContent], Room: byKind[KindRoom],
-		Sender: byKind[KindSender], Underride: byKind[KindUnderride]}
+	rs := &Ruleset{Override: byKind[KindOverride], Content: byKind[KindContent], PostContent: byKind[KindPostContent],
+		Room: byKind[KindRoom], Sender: byKind[KindSender], Underride: byKind[KindUnderride]}
 	for _, k := range Kinds {
 		for _, r := range rs.Kind(k) {
 			r.Kind = k
@@ -150,6 +158,8 @@ func (rs *Ruleset) Kind(kind string) []*Rule {
 		return rs.Override
 	case KindContent:
 		return rs.Content
+	case KindPostContent:
+		return rs.PostContent
 	case KindRoom:
 		return rs.Room
 	case KindSender:
@@ -232,6 +242,7 @@ const defaultRulesJSON = `{
 	 "pattern": LOCALPART,
 	 "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]}
 ],
+"postcontent": [],
 "room": [],
 "sender": [],
 "underride": [
@@ -293,7 +304,7 @@ func DefaultRules(userID string) map[string][]*Rule {
 			if r.Actions == nil {
 				r.Actions = []json.RawMessage{}
 			}
-			if (kind == KindOverride || kind == KindUnderride) && r.Conditions == nil {
+			if hasConditions(kind) && r.Conditions == nil {
 				r.Conditions = []json.RawMessage{}
 			}
 			out[kind] = append(out[kind], r)

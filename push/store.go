@@ -41,7 +41,7 @@ func (s *Service) PutRule(ctx context.Context, userID, kind, ruleID string, body
 	}
 	jr := jsonRule{Actions: actions}
 	switch kind {
-	case KindOverride, KindUnderride:
+	case KindOverride, KindPostContent, KindUnderride:
 		if jr.Conditions, err = parseConditions(b["conditions"]); err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"sort"
 	"strconv"
@@ -77,6 +78,8 @@ type Service struct {
 	notifier *Notifier
 	// unreadCounter gives unread_notifications (nil: none).
 	unreadCounter UnreadCounter
+	// pushRules writes m.push_rules before an initial sync (nil: never).
+	pushRules PushRulesAccountData
 	// keys is the E2EE key store, for device_lists (nil: none).
 	keys KeyStore
 	// streams are the streams after events, in token order.
@@ -351,6 +354,11 @@ const defaultTimelineLimit = 10
 // token (or for an initial sync), else when something does or the timeout
 // ends.
 func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
+	if req.Since == nil {
+		if err := s.ensurePushRules(ctx, req.UserID); err != nil {
+			return nil, fmt.Errorf("push rules account data: %w", err)
+		}
+	}
 	f := newFilter(req.Filter)
 	lazy := f.lazyMembers && req.DeviceID != ""
 	if lazy {

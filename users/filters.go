@@ -72,9 +72,33 @@ func ParseFilter(raw []byte) (*Filter, error) {
 		}
 	}
 	for _, ef := range limits {
-		if ef != nil && ef.Limit != nil && *ef.Limit < 1 {
-			return nil, mxerr.BadJSON("limit must be an integer greater than 0")
+		if err := checkLimit(ef); err != nil {
+			return nil, err
 		}
+	}
+	return &f, nil
+}
+
+// checkLimit refuses a negative limit. The spec asks for "an integer
+// greater than 0", but clients send 0 to get no timeline events (only the
+// state and a prev_batch) and Synapse serves it, so 0 is allowed.
+func checkLimit(ef *EventFilter) error {
+	if ef != nil && ef.Limit != nil && *ef.Limit < 0 {
+		return mxerr.BadJSON("limit must be a non-negative integer")
+	}
+	return nil
+}
+
+// ParseRoomEventFilter parses and validates a RoomEventFilter, as the
+// filter parameter of /messages and /context carries it.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3roomsroomidmessages
+func ParseRoomEventFilter(raw []byte) (*RoomEventFilter, error) {
+	var f RoomEventFilter
+	if err := httpx.Unmarshal(raw, &f); err != nil {
+		return nil, err
+	}
+	if err := checkLimit(&f.EventFilter); err != nil {
+		return nil, err
 	}
 	return &f, nil
 }

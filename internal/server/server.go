@@ -203,6 +203,7 @@ func (s *Server) init(ctx context.Context) error {
 	}
 	s.Push = ps
 	s.Sync.SetUnreadCounter(ps)
+	s.Sync.SetPushRules(ps)
 	if s.Keys, err = keys.New(ctx, s.db, us, s.log); err != nil {
 		return err
 	}
