@@ -602,6 +602,7 @@ type roomSpan struct {
 type roomEvents struct {
 	timeline []*roomserver.Event
 	limited  bool
+	end      string              // the position of the span's end, a pagination token
 	state    []*roomserver.Event // the state (or state_after) section
 	summary  map[string]any      // nil: unchanged
 }
@@ -649,6 +650,10 @@ func (s *Service) sections(ctx context.Context, sc *syncContext, f *filter, re *
 	if len(re.timeline) > 0 {
 		first := re.timeline[0]
 		tl.PrevBatch = roomserver.Token{Depth: first.Depth(), Stream: first.StreamPos - 1}.String()
+	} else {
+		// An empty timeline (a limit of 0, a filter that drops the room's
+		// events) still says where the client can page back from.
+		tl.PrevBatch = re.end
 	}
 	st := StateList{Events: s.clientEvents(ctx, re.state, viewer), raw: re.state, format: f.format}
 	return tl, st
@@ -674,6 +679,14 @@ func (s *Service) roomEvents(ctx context.Context, sc *syncContext, f *filter, rs
 	}
 	if !rs.full && !sawAny {
 		return nil, false, nil
+	}
+	// The timeline of a room new to the client is incomplete unless it
+	// starts at the room's creation: the client must page back for the
+	// rest (as Synapse, limited for every newly joined room). In a room
+	// joined over federation the events before the join are not even
+	// here, and only paging back (backfill) finds them.
+	if rs.fromStart && (!sc.initial || len(tl) == 0 || tl[0].Type() != spec.MRoomCreate) {
+		limited = true
 	}
 	stateAfter := len(sc.req.StateAfter) > 0
 	// gapless: the timeline is every event since the token, so the client
@@ -738,6 +751,13 @@ func (s *Service) roomEvents(ctx context.Context, sc *syncContext, f *filter, rs
 	}
 
 	re := &roomEvents{timeline: tl, limited: limited}
+	if len(tl) == 0 {
+		end, err := s.rooms.Place(ctx, roomID, roomserver.Token{Stream: rs.upto, Live: true})
+		if err != nil {
+			return nil, false, err
+		}
+		re.end = end.String()
+	}
 	// The summary goes out when the members may have changed.
 	if joined && (rs.full || hasMember(tl) || (!gapless && hasMember(delta))) {
 		end := base
