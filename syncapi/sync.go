@@ -435,6 +435,15 @@ func (s *Service) compute(ctx context.Context, req Request, f *filter) (*Respons
 	if err != nil {
 		return nil, false, err
 	}
+	if !initial {
+		// A room left and forgotten since the token is in leave once, and
+		// its members in device_lists.left.
+		forgotten, err := s.rooms.ForgottenSince(ctx, req.UserID, sinceTok[0])
+		if err != nil {
+			return nil, false, err
+		}
+		mems = append(mems, forgotten...)
+	}
 	// Read for each response: un-ignoring takes effect at once.
 	if f.ignored, err = s.users.IgnoredUsers(ctx, req.UserID); err != nil {
 		return nil, false, err
@@ -568,24 +577,9 @@ func (s *Service) applySectionFilters(sc *syncContext, f *filter, roomNews map[s
 }
 
 // membershipAt is the user's membership of a room just after stream
-// position pos ("" for none), found by following their member events back
-// from the current one. A chain too long to follow counts as no
-// membership, which makes the caller send the room afresh: more than
-// needed, never less.
-func (s *Service) membershipAt(ctx context.Context, userID string, m roomserver.MembershipChange, pos int64) string {
-	id := m.EventID
-	for i := 0; i < 20 && id != ""; i++ {
-		ev, err := s.rooms.Event(ctx, m.RoomID, userID, id)
-		if err != nil {
-			return ""
-		}
-		if ev.StreamPos <= pos {
-			membership, _ := ev.Membership()
-			return membership
-		}
-		id = ev.ReplacesState
-	}
-	return ""
+// position pos ("" for none).
+func (s *Service) membershipAt(ctx context.Context, _ string, m roomserver.MembershipChange, pos int64) string {
+	return s.rooms.MembershipAt(ctx, m.EventID, pos)
 }
 
 // roomSpan is the part of a room's history a response covers.
