@@ -73,3 +73,50 @@ func TestSyncLimitedAfterRemoteJoin(t *testing.T) {
 		}
 	}
 }
+
+// TestMessagesEndThroughFilteredBackfill: paging back in a room joined
+// over federation, with a filter that drops every backfilled event of a
+// page, must keep giving an end token while the history goes on: an
+// omitted end tells the client it reached the room's start.
+func TestMessagesEndThroughFilteredBackfill(t *testing.T) {
+	ctx := context.Background()
+	a := testserver.Start(t, testserver.Federation("127.0.0.1"))
+	b := testserver.Start(t, testserver.Federation("127.0.0.2"))
+	alice := a.Register("alice", "password-alice")
+	bob := b.Register("bob", "password-bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat",
+		InitialState: []*event.Event{{Type: event.StateHistoryVisibility, Content: event.Content{Raw: map[string]any{"history_visibility": "shared"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomID := created.RoomID
+	sendText(t, alice, roomID, "early")
+	// More notes than three backfills of a 5-event page fetch.
+	for i := range 40 {
+		if _, err := alice.SendMessageEvent(ctx, roomID, event.Type{Type: "org.example.note", Class: event.MessageEventType},
+			map[string]any{"n": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := bob.JoinRoom(ctx, roomID.String(), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	filter := &mautrix.FilterPart{Types: []event.Type{event.EventMessage}}
+	from := ""
+	for page := 0; page < 30; page++ {
+		resp, err := bob.Messages(ctx, roomID, from, "", mautrix.DirectionBackward, filter, 5)
+		if err != nil {
+			t.Fatalf("messages: %v", err)
+		}
+		for _, ev := range resp.Chunk {
+			if b, _ := ev.Content.Raw["body"].(string); b == "early" {
+				return
+			}
+		}
+		if resp.End == "" {
+			t.Fatalf("page %d: no end (%d events) before reaching alice's early message", page, len(resp.Chunk))
+		}
+		from = resp.End
+	}
+	t.Fatal("30 pages without reaching alice's early message")
+}
