@@ -152,14 +152,19 @@ func (s *Service) Messages(ctx context.Context, req MessagesRequest) (*MessagesR
 			// Our copy ran out: a room joined over federation has
 			// history before our join on other servers.
 			if req.Backwards && s.history != nil {
-				if backfills == maxBackfillsPerPage && len(resp.Chunk) > 0 {
-					break // keep End: the next page backfills on
+				if backfills == maxBackfillsPerPage {
+					// The budget is spent, not the history: an end at
+					// pos lets the next page backfill on, even when the
+					// filter or visibility left this one empty.
+					end := pos
+					resp.End = &end
+					break
 				}
 				backfills++
 				n, err := s.Backfill(ctx, req.RoomID, pos, req.Limit, s.history)
 				if err != nil {
 					s.log.WithError(err).WithField("room_id", req.RoomID).Warn("backfill from other servers failed")
-				} else if n > 0 && backfills <= maxBackfillsPerPage {
+				} else if n > 0 {
 					continue
 				}
 			}

@@ -56,6 +56,52 @@ func (s *Service) Memberships(ctx context.Context, userID string) ([]MembershipC
 	return out, nil
 }
 
+// ForgottenSince returns the user's memberships of the rooms they have
+// forgotten whose last change (the leave, as a room is forgotten only
+// after it is left) came after stream position pos. An incremental sync
+// still reports that leave once, as Synapse does: the forget is no event,
+// and the client (or the user's other clients) must learn the room is gone.
+func (s *Service) ForgottenSince(ctx context.Context, userID string, pos int64) ([]MembershipChange, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT room_id, membership, event_id, stream_pos FROM memberships
+		WHERE user_id = $1 AND forgotten = 1 AND stream_pos > $2`, userID, pos)
+	if err != nil {
+		return nil, fmt.Errorf("forgotten memberships: %w", err)
+	}
+	defer rows.Close()
+	var out []MembershipChange
+	for rows.Next() {
+		var m MembershipChange
+		if err := rows.Scan(&m.RoomID, &m.Membership, &m.EventID, &m.StreamPos); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// MembershipAt is a user's membership of a room just after stream
+// position pos ("" for none), found by following their member events back
+// from eventID, their current one. It reads past /forget: sync must say
+// what happened before the forget. A chain longer than maxHops counts as
+// no membership, which makes the caller send the room afresh: more than
+// needed, never less.
+func (s *Service) MembershipAt(ctx context.Context, eventID string, pos int64) string {
+	const maxHops = 20
+	id := eventID
+	for i := 0; i < maxHops && id != ""; i++ {
+		ev, err := s.event(ctx, id)
+		if err != nil {
+			return ""
+		}
+		if ev.StreamPos <= pos {
+			membership, _ := ev.Membership()
+			return membership
+		}
+		id = ev.ReplacesState
+	}
+	return ""
+}
+
 // Timeline returns, in stream order, the last limit events of a room with
 // from < stream_pos <= to that the user may see, and whether older events
 // in the range were left out.

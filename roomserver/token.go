@@ -40,9 +40,16 @@ type Token struct {
 	Live bool
 }
 
-// String is the token's topological text form. A Live token is placed
-// first: its text would otherwise claim a depth it does not have.
-func (t Token) String() string { return fmt.Sprintf("t%d_%d", t.Depth, t.Stream) }
+// String is the token's text form: "t<depth>_<stream>", or for a Live
+// token not yet placed "s<stream>", which ParseToken reads back as the
+// same stream position (a topological form would claim a depth it does
+// not have).
+func (t Token) String() string {
+	if t.Live {
+		return fmt.Sprintf("s%d", t.Stream)
+	}
+	return fmt.Sprintf("t%d_%d", t.Depth, t.Stream)
+}
 
 // ParseToken reads a pagination token: a topological token
 // "t<depth>_<stream>", or a sync token "s<events>_<...>" as /sync's

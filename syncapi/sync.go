@@ -443,6 +443,15 @@ func (s *Service) compute(ctx context.Context, req Request, f *filter) (*Respons
 	if err != nil {
 		return nil, false, err
 	}
+	if !initial {
+		// A room left and forgotten since the token is in leave once, and
+		// its members in device_lists.left.
+		forgotten, err := s.rooms.ForgottenSince(ctx, req.UserID, sinceTok[0])
+		if err != nil {
+			return nil, false, err
+		}
+		mems = append(mems, forgotten...)
+	}
 	// Read for each response: un-ignoring takes effect at once.
 	if f.ignored, err = s.users.IgnoredUsers(ctx, req.UserID); err != nil {
 		return nil, false, err
@@ -576,24 +585,9 @@ func (s *Service) applySectionFilters(sc *syncContext, f *filter, roomNews map[s
 }
 
 // membershipAt is the user's membership of a room just after stream
-// position pos ("" for none), found by following their member events back
-// from the current one. A chain too long to follow counts as no
-// membership, which makes the caller send the room afresh: more than
-// needed, never less.
-func (s *Service) membershipAt(ctx context.Context, userID string, m roomserver.MembershipChange, pos int64) string {
-	id := m.EventID
-	for i := 0; i < 20 && id != ""; i++ {
-		ev, err := s.rooms.Event(ctx, m.RoomID, userID, id)
-		if err != nil {
-			return ""
-		}
-		if ev.StreamPos <= pos {
-			membership, _ := ev.Membership()
-			return membership
-		}
-		id = ev.ReplacesState
-	}
-	return ""
+// position pos ("" for none).
+func (s *Service) membershipAt(ctx context.Context, _ string, m roomserver.MembershipChange, pos int64) string {
+	return s.rooms.MembershipAt(ctx, m.EventID, pos)
 }
 
 // roomSpan is the part of a room's history a response covers.
@@ -610,6 +604,7 @@ type roomSpan struct {
 type roomEvents struct {
 	timeline []*roomserver.Event
 	limited  bool
+	end      string              // the position of the span's end, a pagination token
 	state    []*roomserver.Event // the state (or state_after) section
 	summary  map[string]any      // nil: unchanged
 }
@@ -667,6 +662,10 @@ func (s *Service) sections(ctx context.Context, sc *syncContext, f *filter, re *
 	if len(re.timeline) > 0 {
 		first := re.timeline[0]
 		tl.PrevBatch = roomserver.Token{Depth: first.Depth(), Stream: first.StreamPos - 1}.String()
+	} else {
+		// An empty timeline (a limit of 0, a filter that drops the room's
+		// events) still says where the client can page back from.
+		tl.PrevBatch = re.end
 	}
 	st := StateList{Events: s.clientEvents(ctx, re.state, viewer), raw: re.state, format: f.format}
 	return tl, st, nil
@@ -692,6 +691,14 @@ func (s *Service) roomEvents(ctx context.Context, sc *syncContext, f *filter, rs
 	}
 	if !rs.full && !sawAny {
 		return nil, false, nil
+	}
+	// The timeline of a room new to the client is incomplete unless it
+	// starts at the room's creation: the client must page back for the
+	// rest (as Synapse, limited for every newly joined room). In a room
+	// joined over federation the events before the join are not even
+	// here, and only paging back (backfill) finds them.
+	if rs.fromStart && (!sc.initial || len(tl) == 0 || tl[0].Type() != spec.MRoomCreate) {
+		limited = true
 	}
 	stateAfter := len(sc.req.StateAfter) > 0
 	// gapless: the timeline is every event since the token, so the client
@@ -756,6 +763,13 @@ func (s *Service) roomEvents(ctx context.Context, sc *syncContext, f *filter, rs
 	}
 
 	re := &roomEvents{timeline: tl, limited: limited}
+	if len(tl) == 0 {
+		end, err := s.rooms.Place(ctx, roomID, roomserver.Token{Stream: rs.upto, Live: true})
+		if err != nil {
+			return nil, false, err
+		}
+		re.end = end.String()
+	}
 	// The summary goes out when the members may have changed.
 	if joined && (rs.full || hasMember(tl) || (!gapless && hasMember(delta))) {
 		end := base
