@@ -127,6 +127,7 @@ func (a *API) Register(r *mux.Router) {
 		add(prefix, a.openIDRoutes())
 		add(prefix, a.voipRoutes())
 		add(prefix, a.thirdPartyRoutes())
+		add(prefix, a.searchRoutes())
 	}
 	add("/_matrix/client/v1", []route{
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},

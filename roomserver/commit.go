@@ -252,6 +252,9 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 			return fmt.Errorf("insert edge: %w", err)
 		}
 	}
+	if err := indexEvent(ctx, tx, ev); err != nil {
+		return err
+	}
 	if g := pe.newGroup; g != nil {
 		if err := writeStateGroup(ctx, tx, ev.RoomID, g); err != nil {
 			return err
@@ -281,6 +284,9 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3`,
 			string(red.redactedJSON), ev.EventID(), red.targetID); err != nil {
 			return fmt.Errorf("apply redaction: %w", err)
+		}
+		if err := unindexEvent(ctx, tx, red.targetID); err != nil {
+			return err
 		}
 	}
 	if t := pe.txn; t != nil {
