@@ -133,6 +133,7 @@ func (a *API) Register(r *mux.Router) {
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},
 	})
 	a.roomExtraPrefixedRoutes(add)
+	a.hierarchyRoutes(add)
 	a.dehydratedRoutes(add)
 	a.delayedRoutes(add)
 	a.rtcRoutes(add)
