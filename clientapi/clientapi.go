@@ -127,12 +127,14 @@ func (a *API) Register(r *mux.Router) {
 		add(prefix, a.openIDRoutes())
 		add(prefix, a.voipRoutes())
 		add(prefix, a.thirdPartyRoutes())
+		add(prefix, a.searchRoutes())
 	}
 	add("/_matrix/client/v1", []route{
 		{http.MethodGet, "/register/m.login.registration_token/validity", a.registrationTokenValidity},
 	})
 	a.roomExtraPrefixedRoutes(add)
 	a.relationsRoutes(add)
+	a.hierarchyRoutes(add)
 	a.dehydratedRoutes(add)
 	a.delayedRoutes(add)
 	a.rtcRoutes(add)

@@ -252,6 +252,9 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 			return fmt.Errorf("insert edge: %w", err)
 		}
 	}
+	if err := indexEvent(ctx, tx, ev); err != nil {
+		return err
+	}
 	if g := pe.newGroup; g != nil {
 		if err := writeStateGroup(ctx, tx, ev.RoomID, g); err != nil {
 			return err
@@ -286,6 +289,9 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 			return fmt.Errorf("apply redaction: %w", err)
 		}
 		if err := forgetRelation(ctx, tx, red.targetID); err != nil {
+			return err
+		}
+		if err := unindexEvent(ctx, tx, red.targetID); err != nil {
 			return err
 		}
 	}

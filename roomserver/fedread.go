@@ -1143,6 +1143,9 @@ func (b *backfillBatch) write(ctx context.Context) error {
 				string(red.redactedJSON), b.redactedBy[red.targetID], red.targetID); err != nil {
 				return fmt.Errorf("apply redaction: %w", err)
 			}
+			if err := unindexEvent(ctx, tx, red.targetID); err != nil {
+				return err
+			}
 			forget = append(forget, red.targetID)
 		}
 		for targetID, redID := range b.redactedBy {

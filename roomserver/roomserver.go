@@ -62,6 +62,9 @@ type Service struct {
 	// history, when set, fetches a room's history from other servers
 	// when /messages runs out of it (fedread.go).
 	history HistoryFetcher
+	// hierarchy, when set, asks other servers for the rooms of a space
+	// we do not hold (hierarchy.go).
+	hierarchy HierarchyFetcher
 	// outbox, when set, queues committed events for other servers.
 	outbox atomic.Pointer[Outbox]
 	// acls caches compiled m.room.server_acl contents.

@@ -205,4 +205,25 @@ WHERE r.rel_type = 'm.thread' AND NOT EXISTS (
 	SELECT 1 FROM event_relations n WHERE n.relates_to = r.relates_to AND n.rel_type = 'm.thread'
 		AND (n.depth > r.depth OR (n.depth = r.depth AND n.stream_pos > r.stream_pos)));
 `},
+	{Version: 7, SQL: `
+-- Full-text search (POST /search) over content.body, content.name and
+-- content.topic: one row per event, its rowid the event's stream_pos.
+-- Written in the commit transaction; a redaction deletes the row. FTS5 is
+-- SQLite's (build with -tags sqlite_fts5); bm25() ranks the matches.
+CREATE VIRTUAL TABLE event_search USING fts5(
+	key UNINDEXED,
+	value,
+	tokenize = 'unicode61 remove_diacritics 2'
+);
+-- Index what is already stored.
+INSERT INTO event_search (rowid, key, value)
+	SELECT stream_pos, 'content.body', json_extract(json, '$.content.body') FROM events
+	WHERE type = 'm.room.message' AND redacted_by IS NULL AND json_type(json, '$.content.body') = 'text';
+INSERT INTO event_search (rowid, key, value)
+	SELECT stream_pos, 'content.name', json_extract(json, '$.content.name') FROM events
+	WHERE type = 'm.room.name' AND state_key = '' AND redacted_by IS NULL AND json_type(json, '$.content.name') = 'text';
+INSERT INTO event_search (rowid, key, value)
+	SELECT stream_pos, 'content.topic', json_extract(json, '$.content.topic') FROM events
+	WHERE type = 'm.room.topic' AND state_key = '' AND redacted_by IS NULL AND json_type(json, '$.content.topic') = 'text';
+`},
 }

@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "tessera")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-tags", "sqlite_fts5", "-o", binary, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}
@@ -251,5 +251,26 @@ func TestNoArgumentsCreatesConfig(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+}
+
+// TestRefusesSQLiteWithoutFTS5: a binary built without -tags sqlite_fts5
+// has no full-text search and must not start, saying how to build it.
+func TestRefusesSQLiteWithoutFTS5(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "tessera-nofts5")
+	if out, err := exec.Command("go", "build", "-o", plain, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build without the tag: %v\n%s", err, out)
+	}
+	path := generate(t, dir)
+	cmd := exec.Command(plain, "run", "-config", path)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Fatalf("started without FTS5: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "-tags sqlite_fts5") {
+		t.Fatalf("output does not say to build with -tags sqlite_fts5:\n%s", out)
 	}
 }

@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "tessera")
-	if out, err := exec.Command("go", "build", "-o", binary, "github.com/tessera-hs/tessera/cmd/tessera").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-tags", "sqlite_fts5", "-o", binary, "github.com/tessera-hs/tessera/cmd/tessera").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)

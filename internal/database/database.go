@@ -153,6 +153,13 @@ func Open(path string, opts Options) (*DB, error) {
 		writer.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
+	// Server-side search is an FTS5 index, which mattn/go-sqlite3 compiles
+	// in only with its sqlite_fts5 build tag.
+	var fts5 bool
+	if err := writer.QueryRow(`SELECT sqlite_compileoption_used('ENABLE_FTS5')`).Scan(&fts5); err != nil || !fts5 {
+		writer.Close()
+		return nil, errors.New("this binary's SQLite has no FTS5 (full-text search): build Tessera with `-tags sqlite_fts5`")
+	}
 
 	params.Set("mode", "ro")
 	params.Del("_txlock")

@@ -259,6 +259,7 @@ func (s *Server) init(ctx context.Context) error {
 		// client has DoHTTPRequest, which its interface leaves out.
 		s.fedAPI.SetMedia(ms)
 		s.Rooms.SetHistoryFetcher(s.fedAPI)
+		s.Rooms.SetHierarchyFetcher(s.fedAPI)
 		if fc, ok := s.FederationClient.(media.FederationClient); ok {
 			ms.SetFederation(fc, func(n spec.ServerName) bool { return s.cfg.Federation.AllowsServer(string(n)) },
 				s.log.WithField("component", "media"))
