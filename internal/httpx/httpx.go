@@ -177,7 +177,7 @@ func LimitBody(limit int64, next http.Handler) http.Handler {
 
 // oversizeDiscard is how much of a body declared over the limit is read
 // and dropped before the 413 (LimitBody).
-const oversizeDiscard = 1 << 20
+const oversizeDiscard = 16 << 20
 
 // WithBody is a shallow copy of r reading body instead. Middleware must not
 // set r.Body in place: net/http looks at the request's own body after the
