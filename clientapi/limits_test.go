@@ -140,3 +140,99 @@ func TestSlowBodyCutOff(t *testing.T) {
 		}
 	})
 }
+
+// TestOversizeUploadAnswered413: an upload over media.max_upload_bytes
+// reaches the client as 413 M_TOO_LARGE, not as a reset connection:
+// before the body when the client sends Expect: 100-continue, and
+// otherwise after reading (and dropping) a bounded part of it.
+func TestOversizeUploadAnswered413(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, func(c *config.Config) { c.Media.MaxUploadBytes = 1 << 20 })
+	token := srv.Register("alice", "correct horse").AccessToken
+	const big = 64 << 20
+	head := "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: tessera\r\nAuthorization: Bearer " + token +
+		"\r\nContent-Type: application/octet-stream\r\nContent-Length: " + fmt.Sprint(big) + "\r\n"
+
+	t.Run("raw, Expect 100-continue", func(t *testing.T) {
+		t.Parallel()
+		c := rawConn(t, srv)
+		fmt.Fprint(c, head+"Expect: 100-continue\r\n\r\n")
+		// The final answer comes without a 100 Continue before it, so
+		// the client never sends the body.
+		res, body, _ := rawResponse(t, c, bufio.NewReader(c), 10*time.Second)
+		wantErrcode(t, res, body, http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
+	})
+
+	t.Run("raw, body sent regardless", func(t *testing.T) {
+		t.Parallel()
+		c := rawConn(t, srv)
+		fmt.Fprint(c, head+"\r\n")
+		go func() { // as a naive client does: write it all, then read
+			chunk := make([]byte, 64<<10)
+			for sent := 0; sent < big; sent += len(chunk) {
+				if _, err := c.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+		res, body, _ := rawResponse(t, c, bufio.NewReader(c), 20*time.Second)
+		wantErrcode(t, res, body, http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
+	})
+
+	t.Run("raw, whole body written before reading", func(t *testing.T) {
+		t.Parallel()
+		// More than the kernel buffers, less than what the server reads and
+		// drops (oversizeDiscard): it reads it all, so
+		// this client's writes complete and it finds the answer.
+		const size = 1<<20 + 12<<20
+		c := rawConn(t, srv)
+		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		req := strings.Replace(head, fmt.Sprint(big), fmt.Sprint(size), 1) + "\r\n"
+		if _, err := c.Write(append([]byte(req), make([]byte, size)...)); err != nil {
+			t.Fatalf("writing the request: %v (the server hung up before reading it)", err)
+		}
+		res, body, closed := rawResponse(t, c, bufio.NewReader(c), 10*time.Second)
+		wantErrcode(t, res, body, http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
+		if !closed {
+			t.Fatal("connection still open after the 413")
+		}
+	})
+
+	for _, tc := range []struct {
+		name          string
+		expect        bool
+		unknownLength bool
+	}{
+		{"net/http", false, false},
+		{"net/http, Expect 100-continue", true, false},
+		{"net/http, chunked", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+			defer client.CloseIdleConnections()
+			for i := range 5 { // a race would show in some of the tries
+				var body io.Reader = bytes.NewReader(make([]byte, 8<<20))
+				if tc.unknownLength {
+					body = io.MultiReader(body) // hides the length: chunked
+				}
+				req, err := http.NewRequest(http.MethodPost, srv.URL+"/_matrix/media/v3/upload", body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Authorization", "Bearer "+token)
+				req.Header.Set("Content-Type", "application/octet-stream")
+				if tc.expect {
+					req.Header.Set("Expect", "100-continue")
+				}
+				res, err := client.Do(req)
+				if err != nil {
+					t.Fatalf("try %d: %v, want a 413 response", i, err)
+				}
+				raw, _ := io.ReadAll(res.Body)
+				_ = res.Body.Close()
+				wantErrcode(t, res, raw, http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
+			}
+		})
+	}
+}

@@ -62,6 +62,7 @@ type report interface {
 var scenarios = map[string]func() scenario{
 	"send":     func() scenario { return &sendScenario{} },
 	"rooms":    func() scenario { return &roomsScenario{} },
+	"users":    func() scenario { return &usersScenario{} }, // registration bursts (password hashing)
 	"messages": func() scenario { return &messagesScenario{} },
 	// Long-poll /sync: delivery latency, initial sync, idle connections.
 	"fanout":      func() scenario { return &fanoutScenario{} },
@@ -160,6 +161,7 @@ const usageHead = `usage: tessera-load -hs URL [-shared-secret S | -register-ope
 scenarios:
   send     [-c 8] [-m 250] [-verify]        C users each send M messages into one room
   rooms    [-c 8] [-n 200]                  C workers create R rooms in total
+  users    [-c 16] [-n 200] [-server-pid P] C workers register N users; with P, the server's peak/median RSS
   messages [-n 2000] [-limit 100] [-c 8]    page backwards through a room of N messages
                                             (-c: parallel sends while filling it)
   fanout   [-s 50] [-n 100] [-interval 15ms] [-poll-timeout 30s] [-drain 10s]

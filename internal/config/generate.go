@@ -136,6 +136,14 @@ http:
   trust_forwarded_for: false
   # How long in-flight requests may take to finish on shutdown.
   shutdown_timeout: 10s
+  # Slow request bodies (client and federation listeners): a body may
+  # stall for at most body_timeout (which is also the time allowed for its
+  # first bytes), and must arrive at body_min_rate bytes per second on
+  # average, or the request is answered 408 and the connection closed.
+  # A fast start earns slack, so large uploads on slow links go through.
+  # body_timeout: 0 disables both.
+  body_timeout: 30s
+  body_min_rate: 4096
 
 registration:
   # Let anyone create an account through /register.
@@ -162,8 +170,11 @@ passwords:
   require_lowercase: false
   require_uppercase: false
   require_symbol: false
-  # Argon2id cost for password hashes.
-  hash_memory_kib: 65536
+  # Argon2id cost of new password hashes (OWASP's m=19 MiB, t=2, p=1).
+  # Each hash records its own cost, so existing passwords keep working
+  # when these change. Up to one hash per CPU runs at once, each holding
+  # hash_memory_kib of memory.
+  hash_memory_kib: 19456
   hash_iterations: 2
 
 auth:

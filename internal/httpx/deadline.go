@@ -48,8 +48,7 @@ func BodyDeadline(stall time.Duration, minRate int64, next http.Handler) http.Ha
 			next.ServeHTTP(w, r)
 			return
 		}
-		r.Body = b
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, WithBody(r, b))
 	})
 }
 

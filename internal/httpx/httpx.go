@@ -229,17 +229,54 @@ func validParams(u *url.URL) bool {
 }
 
 // LimitBody caps request bodies. A declared Content-Length over the limit is
-// refused before anything is read.
+// refused with 413 M_TOO_LARGE before the body is read: a client that sent
+// Expect: 100-continue gets the answer instead of the go-ahead and never
+// sends the body. One that sends it regardless has up to oversizeDiscard
+// bytes of it read and dropped first, so that a client that writes its
+// whole request before reading finds the answer rather than a connection
+// reset; the connection is closed after the answer either way.
 func LimitBody(limit int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > limit {
+			if !headerHasToken(r.Header, "Expect", "100-continue") {
+				_, _ = io.CopyN(io.Discard, r.Body, oversizeDiscard)
+			}
+			w.Header().Set("Connection", "close")
 			WriteJSON(w, http.StatusRequestEntityTooLarge,
 				mxerr.TooLarge("Request body is larger than %d bytes", limit).Body())
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, WithBody(r, http.MaxBytesReader(w, r.Body, limit)))
 	})
+}
+
+// oversizeDiscard is how much of a body declared over the limit is read
+// and dropped before the 413 (LimitBody).
+const oversizeDiscard = 16 << 20
+
+// WithBody is a shallow copy of r reading body instead. Middleware must not
+// set r.Body in place: net/http looks at the request's own body after the
+// handler, to tell whether the client still waits for 100 Continue or has
+// unread bytes on the wire, and a replaced body makes it read (and wait
+// for) up to 256 KiB more before it answers.
+func WithBody(r *http.Request, body io.ReadCloser) *http.Request {
+	r2 := new(http.Request)
+	*r2 = *r
+	r2.Body = body
+	return r2
+}
+
+// headerHasToken reports whether a comma-separated header has token, case
+// insensitively.
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // statusRecorder remembers the status a handler wrote, for the request log.
