@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -61,7 +62,12 @@ func (a *API) invite(r *http.Request, origin spec.ServerName, body []byte) (any,
 }
 
 // SignInvite has the invitee's server sign our invite of its user.
-func (a *API) SignInvite(ctx context.Context, ev gomatrixserverlib.PDU, stripped []gomatrixserverlib.InviteStrippedState) (gomatrixserverlib.PDU, error) {
+// roomState is the invite_room_state, full PDUs: gomatrixserverlib's
+// InviteV2Request would cut them down to stripped state, which servers
+// following v1.16 of the spec refuse for v12 rooms, so the request is made
+// here.
+// https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv2inviteroomideventid
+func (a *API) SignInvite(ctx context.Context, ev gomatrixserverlib.PDU, roomState []json.RawMessage) (gomatrixserverlib.PDU, error) {
 	target, err := spec.NewUserID(*ev.StateKey(), true)
 	if err != nil {
 		return nil, mxerr.InvalidParam("Invalid user ID")
@@ -70,12 +76,15 @@ func (a *API) SignInvite(ctx context.Context, ev gomatrixserverlib.PDU, stripped
 	if a.cfg.Allowed != nil && !a.cfg.Allowed(dest) {
 		return nil, mxerr.Forbidden("This server does not federate with %s", dest)
 	}
-	req, err := fclient.NewInviteV2Request(ev, stripped)
-	if err != nil {
-		return nil, err
+	if roomState == nil {
+		roomState = []json.RawMessage{}
 	}
-	res, err := a.client.SendInviteV2(ctx, a.cfg.ServerName, dest, req)
-	if err != nil {
+	body := map[string]any{"event": json.RawMessage(ev.JSON()), "room_version": ev.Version(), "invite_room_state": roomState}
+	path := "/_matrix/federation/v2/invite/" + url.PathEscape(ev.RoomID().String()) + "/" + url.PathEscape(ev.EventID())
+	var res struct {
+		Event json.RawMessage `json:"event"`
+	}
+	if err := a.doSigned(ctx, http.MethodPut, dest, path, body, &res); err != nil {
 		return nil, &mxerr.Error{Status: http.StatusBadGateway, Code: "M_UNKNOWN",
 			Message: fmt.Sprintf("%s did not accept the invite: %v", dest, err)}
 	}

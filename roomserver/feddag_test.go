@@ -232,3 +232,64 @@ func TestStateResV21ConflictedPowerEvents(t *testing.T) {
 		t.Fatalf("merge prev_events %v", merge.PrevEventIDs())
 	}
 }
+
+// capturingInviter stands in for the invitee's server: it signs nothing
+// (the invite goes back as it came) and keeps the invite_room_state.
+type capturingInviter struct{ roomState []json.RawMessage }
+
+func (c *capturingInviter) SignInvite(_ context.Context, invite gomatrixserverlib.PDU, roomState []json.RawMessage) (gomatrixserverlib.PDU, error) {
+	c.roomState = roomState
+	return invite, nil
+}
+
+// TestOutboundRoomStateIsFullPDUs: the invite_room_state we send with an
+// invite and the knock_room_state we answer a knock with are full PDUs
+// (signed, hashed, each checkable), the create event among them, as the
+// spec requires since v1.16.
+func TestOutboundRoomStateIsFullPDUs(t *testing.T) {
+	ctx := context.Background()
+	_, key, _ := ed25519.GenerateKey(nil)
+	s, _ := dagStart(t, filepath.Join(t.TempDir(), "strip.db"), key)
+	t.Cleanup(s.Close)
+	inviter := &capturingInviter{}
+	s.SetRemoteInviter(inviter)
+	alice := "@alice:dag.test"
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "private_chat", RoomVersion: "12", Name: ptrTo("Full")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Invite(ctx, alice, roomID, "@bob:remote.test", "", false); err != nil {
+		t.Fatalf("invite a remote user: %v", err)
+	}
+	knock, err := s.KnockRoomState(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ver := gomatrixserverlib.MustGetRoomVersion("12")
+	for name, raws := range map[string][]json.RawMessage{"invite_room_state": inviter.roomState, "knock_room_state": knock} {
+		types := map[string]bool{}
+		for _, raw := range raws {
+			pdu, err := ver.NewEventFromUntrustedJSON(raw)
+			if err != nil {
+				t.Fatalf("%s entry is not a full PDU: %v: %s", name, err, raw)
+			}
+			var fields struct {
+				Signatures map[string]any `json:"signatures"`
+				Hashes     map[string]any `json:"hashes"`
+			}
+			_ = json.Unmarshal(raw, &fields)
+			if len(fields.Signatures) == 0 || len(fields.Hashes) == 0 || pdu.OriginServerTS() == 0 {
+				t.Fatalf("%s entry lacks signatures or origin_server_ts: %s", name, raw)
+			}
+			if pdu.Type() == spec.MRoomCreate && "!"+pdu.EventID()[1:] != roomID {
+				t.Fatalf("%s create event %s is not the room's (%s)", name, pdu.EventID(), roomID)
+			}
+			types[pdu.Type()] = true
+		}
+		for _, want := range []string{spec.MRoomCreate, spec.MRoomJoinRules, "m.room.name"} {
+			if !types[want] {
+				t.Errorf("%s lacks %s: has %v", name, want, types)
+			}
+		}
+	}
+}
