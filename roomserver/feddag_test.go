@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
 	"path/filepath"
 	"testing"
 	"time"
@@ -291,5 +293,76 @@ func TestOutboundRoomStateIsFullPDUs(t *testing.T) {
 				t.Errorf("%s lacks %s: has %v", name, want, types)
 			}
 		}
+	}
+}
+
+// recordingFetcher is a localFetcher that remembers what was asked.
+type recordingFetcher struct {
+	*localFetcher
+	from [][]string
+}
+
+func (f *recordingFetcher) Backfill(ctx context.Context, srv spec.ServerName, roomID string, from []string, limit int) ([]gomatrixserverlib.PDU, error) {
+	f.from = append(f.from, from)
+	return f.localFetcher.Backfill(ctx, srv, roomID, from, limit)
+}
+
+// TestBackfillFillsTheLimit: our backfill asks from the prev_events we
+// lack, so every event of the answer is one we did not have, and one
+// round adds as many events as the limit allows (asking from our own
+// events wasted a place of the limit on each).
+func TestBackfillFillsTheLimit(t *testing.T) {
+	ctx := context.Background()
+	a, b := fedStart(t, "a.test"), fedStart(t, "b.test")
+	alice := "@alice:a.test"
+	roomID, err := a.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 12 {
+		sendText(t, a, roomID, alice, fmt.Sprintf("m%d", i))
+	}
+	rid, _ := spec.NewRoomID(roomID)
+	_, bkey, _ := ed25519.GenerateKey(nil)
+	ver := gomatrixserverlib.MustGetRoomVersion("12")
+	bob, _ := spec.NewUserID("@bob:b.test", true)
+	tmpl, err := a.MakeJoin(ctx, "b.test", *rid, *bob, []gomatrixserverlib.RoomVersion{"12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proto := tmpl.JoinTemplateEvent
+	joinPDU, err := ver.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), "b.test", "ed25519:b", bkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	join, state, chain, err := a.SendJoin(ctx, "b.test", *rid, joinPDU.EventID(), joinPDU.JSON(), acceptAll{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var statePDUs, chainPDUs []gomatrixserverlib.PDU
+	for _, ev := range state {
+		statePDUs = append(statePDUs, ev.PDU)
+	}
+	for _, ev := range chain {
+		chainPDUs = append(chainPDUs, ev.PDU)
+	}
+	if _, err := b.StoreRemoteJoin(ctx, "a.test", "12", join.PDU, statePDUs, chainPDUs); err != nil {
+		t.Fatal(err)
+	}
+
+	f := &recordingFetcher{localFetcher: &localFetcher{t: t, from: a, origin: "b.test"}}
+	const limit = 5
+	n, err := b.Backfill(ctx, roomID, Token{math.MaxInt64, math.MaxInt64}, limit, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.from) != 1 || !sameSet(f.from[0], join.PrevEventIDs()) {
+		t.Fatalf("backfill asked from %v, want the join's prev_events %v", f.from, join.PrevEventIDs())
+	}
+	if n != limit {
+		t.Fatalf("one backfill of limit %d added %d events", limit, n)
+	}
+	if got := history(t, b, roomID); len(got) != 1+limit {
+		t.Fatalf("B's history after one backfill: %d events, want the join and %d more", len(got), limit)
 	}
 }
