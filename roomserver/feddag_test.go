@@ -366,3 +366,56 @@ func TestBackfillFillsTheLimit(t *testing.T) {
 		t.Fatalf("B's history after one backfill: %d events, want the join and %d more", len(got), limit)
 	}
 }
+
+// TestBackfillForServerWalksBranches: /backfill walks every prev_event
+// from the given events, across both branches of a fork, up to limit,
+// newest (deepest) first.
+func TestBackfillForServerWalksBranches(t *testing.T) {
+	ctx := context.Background()
+	_, key, _ := ed25519.GenerateKey(nil)
+	s, _ := dagStart(t, filepath.Join(t.TempDir(), "bf.db"), key)
+	t.Cleanup(s.Close)
+	alice := "@alice:dag.test"
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote, join := remoteJoin(t, s, roomID)
+	bob := "@bob:remote.test"
+	auth := authIDs(t, s, roomID, &gomatrixserverlib.ProtoEvent{SenderID: bob, RoomID: roomID, Type: "m.room.message"})
+	// Our branch: three messages; theirs, from the join: three more.
+	var ours, theirs []string
+	for i := range 3 {
+		ours = append(ours, sendText(t, s, roomID, alice, fmt.Sprintf("ours %d", i)).EventID())
+	}
+	prev, depth := join.EventID(), join.Depth()
+	for i := range 3 {
+		depth++
+		ev := remote.build(roomID, bob, "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": fmt.Sprintf("theirs %d", i)},
+			[]string{prev}, depth, auth)
+		if _, err := s.IngestRemote(ctx, "remote.test", ev, false); err != nil {
+			t.Fatalf("their branch, event %d: %v", i, err)
+		}
+		prev = ev.EventID()
+		theirs = append(theirs, prev)
+	}
+	merge := sendText(t, s, roomID, alice, "merge")
+
+	evs, err := s.BackfillForServer(ctx, "remote.test", roomID, []string{merge.EventID()}, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range evs {
+		got = append(got, ev.EventID())
+	}
+	want := append(append([]string{merge.EventID(), join.EventID()}, ours...), theirs...)
+	if len(got) != 8 || !sameSet(got, want) {
+		t.Fatalf("backfill from the merge: %v, want the merge, both branches and the join %v", got, want)
+	}
+	for i := 1; i < len(evs); i++ {
+		if evs[i].Depth() > evs[i-1].Depth() {
+			t.Fatalf("backfill answer not newest first at %d: depth %d after %d", i, evs[i].Depth(), evs[i-1].Depth())
+		}
+	}
+}
