@@ -2,11 +2,14 @@ package federation_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/url"
 	"testing"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/tessera-hs/tessera/internal/signingkey"
@@ -64,6 +67,87 @@ func TestLongPartitionKeepsTheGap(t *testing.T) {
 		}
 		if body, _ := ev.Content.Raw["body"].(string); body != fmt.Sprintf("p%d", i) {
 			t.Fatalf("event p%d has body %q", i, body)
+		}
+	}
+}
+
+// TestInviteRoomStateChecked: for a v12 room, an invite whose
+// invite_room_state lacks the room's create event as a full PDU (empty,
+// stripped, or another room's) is refused with 400 M_MISSING_PARAM; with
+// it, the invite is signed.
+func TestInviteRoomStateChecked(t *testing.T) {
+	ctx := context.Background()
+	a, b := startPair(t)
+	bob := b.Register("bob", "password-bob")
+	rooms := b.Server().Rooms
+	newRoom := func() (string, []json.RawMessage) {
+		created, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: "12", Name: "Come in"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roomID := created.RoomID.String()
+		var state []json.RawMessage
+		for _, typ := range []string{"m.room.create", "m.room.join_rules", "m.room.name"} {
+			ev, err := rooms.StateEvent(ctx, roomID, bob.UserID.String(), typ, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			state = append(state, ev.JSON())
+		}
+		return roomID, state
+	}
+	roomID, state := newRoom()
+	_, otherState := newRoom()
+	key := signingKey(t, b)
+	alice := "@alice:" + string(a.ServerName())
+	a.Register("alice", "password-alice")
+	// bob's invite of alice, as B builds it.
+	ext, err := rooms.Extremities(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var auth []string
+	var depth int64
+	for _, want := range [][2]string{{"m.room.power_levels", ""}, {"m.room.member", bob.UserID.String()}, {"m.room.join_rules", ""}} {
+		ev, err := rooms.StateEvent(ctx, roomID, bob.UserID.String(), want[0], want[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		auth = append(auth, ev.EventID())
+		depth = max(depth, ev.Depth())
+	}
+	proto := &gomatrixserverlib.ProtoEvent{SenderID: bob.UserID.String(), RoomID: roomID, Type: "m.room.member", StateKey: &alice,
+		PrevEvents: ext, AuthEvents: auth, Depth: depth + 10}
+	if err := proto.SetContent(map[string]string{"membership": "invite"}); err != nil {
+		t.Fatal(err)
+	}
+	invite, err := gomatrixserverlib.MustGetRoomVersion("12").NewEventBuilderFromProtoEvent(proto).Build(time.Now(), b.ServerName(), key.ID, key.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stripped []json.RawMessage
+	for _, raw := range state {
+		var full map[string]any
+		_ = json.Unmarshal(raw, &full)
+		s, _ := json.Marshal(map[string]any{"type": full["type"], "state_key": full["state_key"], "content": full["content"], "sender": full["sender"]})
+		stripped = append(stripped, s)
+	}
+	uri := "/_matrix/federation/v2/invite/" + url.PathEscape(roomID) + "/" + url.PathEscape(invite.EventID())
+	for _, tc := range []struct {
+		name      string
+		roomState []json.RawMessage
+		status    int
+		errcode   string
+	}{
+		{"none", []json.RawMessage{}, 400, "M_MISSING_PARAM"},
+		{"stripped", stripped, 400, "M_MISSING_PARAM"},
+		{"another room's", otherState, 400, "M_MISSING_PARAM"},
+		{"full PDUs", state, 200, ""},
+	} {
+		body := map[string]any{"event": json.RawMessage(invite.JSON()), "room_version": "12", "invite_room_state": tc.roomState}
+		res := do(t, signedRequest(t, b.ServerName(), a.ServerName(), gomatrixserverlib.KeyID(key.ID), key.PrivateKey, "PUT", uri, body))
+		if res.status != tc.status || res.errcode() != tc.errcode {
+			t.Fatalf("%s invite_room_state: %d %s, want %d %q: %s", tc.name, res.status, res.errcode(), tc.status, tc.errcode, res.raw)
 		}
 	}
 }

@@ -25,6 +25,7 @@ func (a *API) invite(r *http.Request, origin spec.ServerName, body []byte) (any,
 	var head struct {
 		RoomVersion gomatrixserverlib.RoomVersion `json:"room_version"`
 		Event       json.RawMessage               `json:"event"`
+		RoomState   []json.RawMessage             `json:"invite_room_state"`
 	}
 	if err := json.Unmarshal(body, &head); err != nil || len(head.Event) == 0 {
 		return nil, mxerr.BadJSON("Expected room_version and event")
@@ -34,6 +35,11 @@ func (a *API) invite(r *http.Request, origin spec.ServerName, body []byte) (any,
 		return nil, &mxerr.Error{Status: http.StatusBadRequest, Code: "M_INCOMPATIBLE_ROOM_VERSION",
 			Message: fmt.Sprintf("Room version %q is not supported", head.RoomVersion),
 			Extra:   map[string]any{"room_version": head.RoomVersion}}
+	}
+	if verImpl.DomainlessRoomIDs() {
+		if err := a.checkInviteRoomState(r.Context(), verImpl, roomID, head.RoomState); err != nil {
+			return nil, err
+		}
 	}
 	var req fclient.InviteV2Request
 	if err := json.Unmarshal(body, &req); err != nil {
@@ -93,4 +99,33 @@ func (a *API) SignInvite(ctx context.Context, ev gomatrixserverlib.PDU, roomStat
 		return nil, fmt.Errorf("the invite %s signed: %w", dest, err)
 	}
 	return signed, nil
+}
+
+// checkInviteRoomState applies the checks the spec asks of
+// invite_room_state for room versions 12 and later: every entry a PDU of
+// the room, with good signatures, and the room's create event among
+// them, which, the room ID being its hash, proves which room this is
+// and who made it.
+// https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv2inviteroomideventid
+func (a *API) checkInviteRoomState(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, roomID spec.RoomID, raws []json.RawMessage) error {
+	missing := func(format string, args ...any) error {
+		return &mxerr.Error{Status: http.StatusBadRequest, Code: "M_MISSING_PARAM", Message: fmt.Sprintf(format, args...)}
+	}
+	haveCreate := false
+	for _, raw := range raws {
+		pdu, err := parsePDU(ctx, a.verifier, verImpl.Version(), raw)
+		if err != nil {
+			return missing("invite_room_state holds an event that is not a valid PDU: %v", err)
+		}
+		if pdu.RoomID().String() != roomID.String() {
+			return missing("invite_room_state holds an event of another room")
+		}
+		if pdu.Type() == spec.MRoomCreate && pdu.StateKeyEquals("") {
+			haveCreate = true
+		}
+	}
+	if !haveCreate {
+		return missing("invite_room_state lacks the room's m.room.create event")
+	}
+	return nil
 }
