@@ -36,11 +36,6 @@ func (a *API) invite(r *http.Request, origin spec.ServerName, body []byte) (any,
 			Message: fmt.Sprintf("Room version %q is not supported", head.RoomVersion),
 			Extra:   map[string]any{"room_version": head.RoomVersion}}
 	}
-	if verImpl.DomainlessRoomIDs() {
-		if err := a.checkInviteRoomState(r.Context(), verImpl, roomID, head.RoomState); err != nil {
-			return nil, err
-		}
-	}
 	var req fclient.InviteV2Request
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, mxerr.BadJSON("Bad invite: %v", err)
@@ -59,6 +54,11 @@ func (a *API) invite(r *http.Request, origin spec.ServerName, body []byte) (any,
 	}
 	if err := a.rooms.CheckServerACL(r.Context(), roomID.String(), origin); err != nil {
 		return nil, err
+	}
+	if verImpl.DomainlessRoomIDs() {
+		if err := a.checkInviteRoomState(r.Context(), verImpl, roomID, head.RoomState); err != nil {
+			return nil, err
+		}
 	}
 	signed, err := a.rooms.ReceiveInvite(r.Context(), roomID, head.RoomVersion, ev, req.InviteRoomState(), a.verifier)
 	if err != nil {
