@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -25,6 +26,7 @@ func (a *API) invite(r *http.Request, origin spec.ServerName, body []byte) (any,
 	var head struct {
 		RoomVersion gomatrixserverlib.RoomVersion `json:"room_version"`
 		Event       json.RawMessage               `json:"event"`
+		RoomState   []json.RawMessage             `json:"invite_room_state"`
 	}
 	if err := json.Unmarshal(body, &head); err != nil || len(head.Event) == 0 {
 		return nil, mxerr.BadJSON("Expected room_version and event")
@@ -54,6 +56,11 @@ func (a *API) invite(r *http.Request, origin spec.ServerName, body []byte) (any,
 	if err := a.rooms.CheckServerACL(r.Context(), roomID.String(), origin); err != nil {
 		return nil, err
 	}
+	if verImpl.DomainlessRoomIDs() {
+		if err := a.checkInviteRoomState(r.Context(), verImpl, roomID, head.RoomState); err != nil {
+			return nil, err
+		}
+	}
 	signed, err := a.rooms.ReceiveInvite(r.Context(), roomID, head.RoomVersion, ev, req.InviteRoomState(), a.verifier)
 	if err != nil {
 		return nil, specError(err)
@@ -62,7 +69,12 @@ func (a *API) invite(r *http.Request, origin spec.ServerName, body []byte) (any,
 }
 
 // SignInvite has the invitee's server sign our invite of its user.
-func (a *API) SignInvite(ctx context.Context, ev gomatrixserverlib.PDU, stripped []gomatrixserverlib.InviteStrippedState) (gomatrixserverlib.PDU, error) {
+// roomState is the invite_room_state, full PDUs: gomatrixserverlib's
+// InviteV2Request would cut them down to stripped state, which servers
+// following v1.16 of the spec refuse for v12 rooms, so the request is made
+// here.
+// https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv2inviteroomideventid
+func (a *API) SignInvite(ctx context.Context, ev gomatrixserverlib.PDU, roomState []json.RawMessage) (gomatrixserverlib.PDU, error) {
 	target, err := spec.NewUserID(*ev.StateKey(), true)
 	if err != nil {
 		return nil, mxerr.InvalidParam("Invalid user ID")
@@ -71,12 +83,15 @@ func (a *API) SignInvite(ctx context.Context, ev gomatrixserverlib.PDU, stripped
 	if a.cfg.Allowed != nil && !a.cfg.Allowed(dest) {
 		return nil, mxerr.Forbidden("This server does not federate with %s", dest)
 	}
-	req, err := fclient.NewInviteV2Request(ev, stripped)
-	if err != nil {
-		return nil, err
+	if roomState == nil {
+		roomState = []json.RawMessage{}
 	}
-	res, err := a.client.SendInviteV2(ctx, a.cfg.ServerName, dest, req)
-	if err != nil {
+	body := map[string]any{"event": json.RawMessage(ev.JSON()), "room_version": ev.Version(), "invite_room_state": roomState}
+	path := "/_matrix/federation/v2/invite/" + url.PathEscape(ev.RoomID().String()) + "/" + url.PathEscape(ev.EventID())
+	var res struct {
+		Event json.RawMessage `json:"event"`
+	}
+	if err := a.doSigned(ctx, http.MethodPut, dest, path, body, &res); err != nil {
 		return nil, &mxerr.Error{Status: http.StatusBadGateway, Code: "M_UNKNOWN",
 			Message: fmt.Sprintf("%s did not accept the invite: %v", dest, err)}
 	}
@@ -85,4 +100,33 @@ func (a *API) SignInvite(ctx context.Context, ev gomatrixserverlib.PDU, stripped
 		return nil, fmt.Errorf("the invite %s signed: %w", dest, err)
 	}
 	return signed, nil
+}
+
+// checkInviteRoomState applies the checks the spec asks of
+// invite_room_state for room versions 12 and later: every entry a PDU of
+// the room, with good signatures, and the room's create event among
+// them, which, the room ID being its hash, proves which room this is
+// and who made it.
+// https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv2inviteroomideventid
+func (a *API) checkInviteRoomState(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, roomID spec.RoomID, raws []json.RawMessage) error {
+	missing := func(format string, args ...any) error {
+		return &mxerr.Error{Status: http.StatusBadRequest, Code: "M_MISSING_PARAM", Message: fmt.Sprintf(format, args...)}
+	}
+	haveCreate := false
+	for _, raw := range raws {
+		pdu, err := parsePDU(ctx, a.verifier, verImpl.Version(), raw)
+		if err != nil {
+			return missing("invite_room_state holds an event that is not a valid PDU: %v", err)
+		}
+		if pdu.RoomID().String() != roomID.String() {
+			return missing("invite_room_state holds an event of another room")
+		}
+		if pdu.Type() == spec.MRoomCreate && pdu.StateKeyEquals("") {
+			haveCreate = true
+		}
+	}
+	if !haveCreate {
+		return missing("invite_room_state lacks the room's m.room.create event")
+	}
+	return nil
 }

@@ -109,9 +109,6 @@ func (a *API) sendKnock(r *http.Request, origin spec.ServerName, body []byte) (a
 	if err != nil {
 		return nil, err
 	}
-	if state == nil {
-		state = []gomatrixserverlib.InviteStrippedState{}
-	}
 	return map[string]any{"knock_room_state": state}, nil
 }
 

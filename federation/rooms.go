@@ -315,17 +315,21 @@ func (a *API) fillGap(ctx context.Context, origin spec.ServerName, ver gomatrixs
 	if err != nil {
 		return fmt.Errorf("get_missing_events: %w", err)
 	}
-	var evs []gomatrixserverlib.PDU
-	for _, raw := range res.Events {
-		p, err := parsePDU(ctx, a.verifier, ver, raw)
-		if err != nil {
-			return err
-		}
-		evs = append(evs, p)
-	}
+	// A bad event is left out (those after it that need it fail in turn);
+	// the rest of the answer is still good.
+	evs := a.parsePDUs(ctx, origin, ver, rawPDUs(res.Events))
 	slices.SortFunc(evs, func(x, y gomatrixserverlib.PDU) int { return int(x.Depth() - y.Depth()) })
 	for _, p := range evs {
-		if _, err := a.rooms.IngestRemote(ctx, origin, p, false); err != nil {
+		_, err := a.rooms.IngestRemote(ctx, origin, p, false)
+		var missing *roomserver.MissingPrevEventsError
+		if errors.As(err, &missing) {
+			// The gap is wider than limit (a long partition): the oldest
+			// events of the answer start from the state the origin gives
+			// at them, so that the answer and the history it holds are
+			// kept instead of dropped.
+			err = a.ingestWithState(ctx, origin, ver, p)
+		}
+		if err != nil {
 			var rej *roomserver.RejectedError
 			if !errors.As(err, &rej) {
 				return fmt.Errorf("missing event %s: %w", p.EventID(), err)

@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
 	"path/filepath"
 	"testing"
 	"time"
@@ -230,5 +232,190 @@ func TestStateResV21ConflictedPowerEvents(t *testing.T) {
 	merge := sendText(t, s, roomID, alice, "merged")
 	if !sameSet(merge.PrevEventIDs(), []string{jr.EventID(), msg.EventID()}) {
 		t.Fatalf("merge prev_events %v", merge.PrevEventIDs())
+	}
+}
+
+// capturingInviter stands in for the invitee's server: it signs nothing
+// (the invite goes back as it came) and keeps the invite_room_state.
+type capturingInviter struct{ roomState []json.RawMessage }
+
+func (c *capturingInviter) SignInvite(_ context.Context, invite gomatrixserverlib.PDU, roomState []json.RawMessage) (gomatrixserverlib.PDU, error) {
+	c.roomState = roomState
+	return invite, nil
+}
+
+// TestOutboundRoomStateIsFullPDUs: the invite_room_state we send with an
+// invite and the knock_room_state we answer a knock with are full PDUs
+// (signed, hashed, each checkable), the create event among them, as the
+// spec requires since v1.16.
+func TestOutboundRoomStateIsFullPDUs(t *testing.T) {
+	ctx := context.Background()
+	_, key, _ := ed25519.GenerateKey(nil)
+	s, _ := dagStart(t, filepath.Join(t.TempDir(), "strip.db"), key)
+	t.Cleanup(s.Close)
+	inviter := &capturingInviter{}
+	s.SetRemoteInviter(inviter)
+	alice := "@alice:dag.test"
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "private_chat", RoomVersion: "12", Name: ptrTo("Full")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Invite(ctx, alice, roomID, "@bob:remote.test", "", false); err != nil {
+		t.Fatalf("invite a remote user: %v", err)
+	}
+	knock, err := s.KnockRoomState(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ver := gomatrixserverlib.MustGetRoomVersion("12")
+	for name, raws := range map[string][]json.RawMessage{"invite_room_state": inviter.roomState, "knock_room_state": knock} {
+		types := map[string]bool{}
+		for _, raw := range raws {
+			pdu, err := ver.NewEventFromUntrustedJSON(raw)
+			if err != nil {
+				t.Fatalf("%s entry is not a full PDU: %v: %s", name, err, raw)
+			}
+			var fields struct {
+				Signatures map[string]any `json:"signatures"`
+				Hashes     map[string]any `json:"hashes"`
+			}
+			_ = json.Unmarshal(raw, &fields)
+			if len(fields.Signatures) == 0 || len(fields.Hashes) == 0 || pdu.OriginServerTS() == 0 {
+				t.Fatalf("%s entry lacks signatures or origin_server_ts: %s", name, raw)
+			}
+			if pdu.Type() == spec.MRoomCreate && "!"+pdu.EventID()[1:] != roomID {
+				t.Fatalf("%s create event %s is not the room's (%s)", name, pdu.EventID(), roomID)
+			}
+			types[pdu.Type()] = true
+		}
+		for _, want := range []string{spec.MRoomCreate, spec.MRoomJoinRules, "m.room.name"} {
+			if !types[want] {
+				t.Errorf("%s lacks %s: has %v", name, want, types)
+			}
+		}
+	}
+}
+
+// recordingFetcher is a localFetcher that remembers what was asked.
+type recordingFetcher struct {
+	*localFetcher
+	from [][]string
+}
+
+func (f *recordingFetcher) Backfill(ctx context.Context, srv spec.ServerName, roomID string, from []string, limit int) ([]gomatrixserverlib.PDU, error) {
+	f.from = append(f.from, from)
+	return f.localFetcher.Backfill(ctx, srv, roomID, from, limit)
+}
+
+// TestBackfillFillsTheLimit: our backfill asks from the prev_events we
+// lack, so every event of the answer is one we did not have, and one
+// round adds as many events as the limit allows (asking from our own
+// events wasted a place of the limit on each).
+func TestBackfillFillsTheLimit(t *testing.T) {
+	ctx := context.Background()
+	a, b := fedStart(t, "a.test"), fedStart(t, "b.test")
+	alice := "@alice:a.test"
+	roomID, err := a.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 12 {
+		sendText(t, a, roomID, alice, fmt.Sprintf("m%d", i))
+	}
+	rid, _ := spec.NewRoomID(roomID)
+	_, bkey, _ := ed25519.GenerateKey(nil)
+	ver := gomatrixserverlib.MustGetRoomVersion("12")
+	bob, _ := spec.NewUserID("@bob:b.test", true)
+	tmpl, err := a.MakeJoin(ctx, "b.test", *rid, *bob, []gomatrixserverlib.RoomVersion{"12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proto := tmpl.JoinTemplateEvent
+	joinPDU, err := ver.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), "b.test", "ed25519:b", bkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	join, state, chain, err := a.SendJoin(ctx, "b.test", *rid, joinPDU.EventID(), joinPDU.JSON(), acceptAll{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var statePDUs, chainPDUs []gomatrixserverlib.PDU
+	for _, ev := range state {
+		statePDUs = append(statePDUs, ev.PDU)
+	}
+	for _, ev := range chain {
+		chainPDUs = append(chainPDUs, ev.PDU)
+	}
+	if _, err := b.StoreRemoteJoin(ctx, "a.test", "12", join.PDU, statePDUs, chainPDUs); err != nil {
+		t.Fatal(err)
+	}
+
+	f := &recordingFetcher{localFetcher: &localFetcher{t: t, from: a, origin: "b.test"}}
+	const limit = 5
+	n, err := b.Backfill(ctx, roomID, Token{math.MaxInt64, math.MaxInt64}, limit, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.from) != 1 || !sameSet(f.from[0], join.PrevEventIDs()) {
+		t.Fatalf("backfill asked from %v, want the join's prev_events %v", f.from, join.PrevEventIDs())
+	}
+	if n != limit {
+		t.Fatalf("one backfill of limit %d added %d events", limit, n)
+	}
+	if got := history(t, b, roomID); len(got) != 1+limit {
+		t.Fatalf("B's history after one backfill: %d events, want the join and %d more", len(got), limit)
+	}
+}
+
+// TestBackfillForServerWalksBranches: /backfill walks every prev_event
+// from the given events, across both branches of a fork, up to limit,
+// newest (deepest) first.
+func TestBackfillForServerWalksBranches(t *testing.T) {
+	ctx := context.Background()
+	_, key, _ := ed25519.GenerateKey(nil)
+	s, _ := dagStart(t, filepath.Join(t.TempDir(), "bf.db"), key)
+	t.Cleanup(s.Close)
+	alice := "@alice:dag.test"
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote, join := remoteJoin(t, s, roomID)
+	bob := "@bob:remote.test"
+	auth := authIDs(t, s, roomID, &gomatrixserverlib.ProtoEvent{SenderID: bob, RoomID: roomID, Type: "m.room.message"})
+	// Our branch: three messages; theirs, from the join: three more.
+	var ours, theirs []string
+	for i := range 3 {
+		ours = append(ours, sendText(t, s, roomID, alice, fmt.Sprintf("ours %d", i)).EventID())
+	}
+	prev, depth := join.EventID(), join.Depth()
+	for i := range 3 {
+		depth++
+		ev := remote.build(roomID, bob, "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": fmt.Sprintf("theirs %d", i)},
+			[]string{prev}, depth, auth)
+		if _, err := s.IngestRemote(ctx, "remote.test", ev, false); err != nil {
+			t.Fatalf("their branch, event %d: %v", i, err)
+		}
+		prev = ev.EventID()
+		theirs = append(theirs, prev)
+	}
+	merge := sendText(t, s, roomID, alice, "merge")
+
+	evs, err := s.BackfillForServer(ctx, "remote.test", roomID, []string{merge.EventID()}, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range evs {
+		got = append(got, ev.EventID())
+	}
+	want := append(append([]string{merge.EventID(), join.EventID()}, ours...), theirs...)
+	if len(got) != 8 || !sameSet(got, want) {
+		t.Fatalf("backfill from the merge: %v, want the merge, both branches and the join %v", got, want)
+	}
+	for i := 1; i < len(evs); i++ {
+		if evs[i].Depth() > evs[i-1].Depth() {
+			t.Fatalf("backfill answer not newest first at %d: depth %d after %d", i, evs[i].Depth(), evs[i-1].Depth())
+		}
 	}
 }

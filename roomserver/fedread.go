@@ -587,10 +587,16 @@ func (s *Service) Backfill(ctx context.Context, roomID string, at Token, limit i
 	if err != nil {
 		return 0, err
 	}
+	// We ask from the prev_events we lack, not from our events that cite
+	// them: the server answers the events it starts from too, and every
+	// one we already hold would take a place of the limit (with many
+	// branches, as a partition leaves, all of them).
+	from, err := s.missingPrevs(ctx, ext)
+	if err != nil {
+		return 0, err
+	}
 	var order []spec.ServerName
-	var from []string
 	for _, ev := range ext {
-		from = append(from, ev.EventID())
 		if d := userDomain(string(ev.SenderID())); slices.Contains(servers, d) && !slices.Contains(order, d) {
 			order = append(order, d)
 		}
@@ -617,6 +623,35 @@ func (s *Service) Backfill(ctx context.Context, roomID string, at Token, limit i
 		return 0, fmt.Errorf("backfill %s: %w", roomID, errors.Join(errs...))
 	}
 	return 0, nil
+}
+
+// missingPrevs are the prev_events of evs that are not in the room's
+// history here (unknown, or outliers without state) and not rejected.
+func (s *Service) missingPrevs(ctx context.Context, evs []*Event) ([]string, error) {
+	var ids []string
+	for _, ev := range evs {
+		for _, id := range ev.PrevEventIDs() {
+			if !slices.Contains(ids, id) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	have, err := s.events(ctx, s.db, ids)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, id := range ids {
+		if ev := have[id]; ev != nil && inHistory(ev) {
+			continue
+		}
+		if rejected, err := s.anyRejected(ctx, []string{id}); err != nil {
+			return nil, err
+		} else if !rejected {
+			out = append(out, id)
+		}
+	}
+	return out, nil
 }
 
 // backwardExtremities are the events of the room's history at depth at

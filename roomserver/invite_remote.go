@@ -17,13 +17,29 @@ import (
 )
 
 // RemoteInviter has the invitee's server sign an invite (the federation
-// edge's /invite call).
+// edge's /invite call). roomState is the invite_room_state: full PDUs,
+// as the spec requires since v1.16 (the invitee's server checks their
+// signatures and that the create event is there).
 type RemoteInviter interface {
-	SignInvite(ctx context.Context, invite gomatrixserverlib.PDU, strippedState []gomatrixserverlib.InviteStrippedState) (gomatrixserverlib.PDU, error)
+	SignInvite(ctx context.Context, invite gomatrixserverlib.PDU, roomState []json.RawMessage) (gomatrixserverlib.PDU, error)
 }
 
 // SetRemoteInviter lets local users invite users of other servers.
 func (s *Service) SetRemoteInviter(r RemoteInviter) { s.inviter = r }
+
+// roomStatePDUs is the invite_room_state or knock_room_state we send
+// another server: the strippedTypes events of the room's state as full
+// PDUs, the create event always among them.
+// https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv2inviteroomideventid
+func roomStatePDUs(rs *roomState) []json.RawMessage {
+	out := []json.RawMessage{}
+	for _, t := range strippedTypes {
+		if ev := rs.get(t, ""); ev != nil {
+			out = append(out, ev.JSON())
+		}
+	}
+	return out
+}
 
 // strippedTypes are the state events an invitee is shown.
 var strippedTypes = []string{spec.MRoomCreate, spec.MRoomJoinRules, "m.room.name", "m.room.avatar",
@@ -58,14 +74,9 @@ func (s *Service) inviteRemote(ctx context.Context, sender, roomID, target strin
 	if err != nil {
 		return err
 	}
-	var stripped []gomatrixserverlib.InviteStrippedState
-	for _, t := range strippedTypes {
-		if ev := rs.get(t, ""); ev != nil {
-			stripped = append(stripped, gomatrixserverlib.NewInviteStrippedState(ev.PDU))
-		}
-	}
+	stripped := roomStatePDUs(rs)
 	if ev := rs.get(spec.MRoomMember, sender); ev != nil {
-		stripped = append(stripped, gomatrixserverlib.NewInviteStrippedState(ev.PDU))
+		stripped = append(stripped, ev.JSON())
 	}
 	signed, err := s.inviter.SignInvite(ctx, pe.ev.PDU, stripped)
 	if err != nil {

@@ -146,19 +146,18 @@ func (s *Service) SendMembership(ctx context.Context, origin spec.ServerName, ro
 	return stored, nil
 }
 
-// KnockRoomState is the stripped state a knocking server's user is shown.
-func (s *Service) KnockRoomState(ctx context.Context, roomID string) ([]gomatrixserverlib.InviteStrippedState, error) {
+// KnockRoomState is the knock_room_state a knocking server's user is
+// shown: full PDUs, as for invite_room_state.
+// https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv1send_knockroomideventid
+func (s *Service) KnockRoomState(ctx context.Context, roomID string) ([]json.RawMessage, error) {
 	rs, err := s.loadRoomState(ctx, roomID)
-	if err != nil || rs == nil {
+	if err != nil {
 		return nil, err
 	}
-	var out []gomatrixserverlib.InviteStrippedState
-	for _, t := range strippedTypes {
-		if ev := rs.get(t, ""); ev != nil {
-			out = append(out, gomatrixserverlib.NewInviteStrippedState(ev.PDU))
-		}
+	if rs == nil {
+		return []json.RawMessage{}, nil
 	}
-	return out, nil
+	return roomStatePDUs(rs), nil
 }
 
 // StoreOwnOutOfRoom stores the outcome of our user's leave or knock made
