@@ -44,6 +44,11 @@ func (a *API) registerRooms(fed *mux.Router) {
 	fed.Handle("/v1/send/{txnId}", httpx.JSON(a.log, a.signedLimit(maxTxnBytes, a.send))).Methods(http.MethodPut)
 	fed.Handle("/v2/invite/{roomId}/{eventId}", h(a.invite)).Methods(http.MethodPut)
 	a.registerLeaveKnock(fed)
+	// The v1 forms, deprecated but still sent by older servers, answer
+	// [200, body].
+	fed.Handle("/v1/send_join/{roomId}/{eventId}", h(v1Array(a.sendJoin))).Methods(http.MethodPut)
+	fed.Handle("/v1/send_leave/{roomId}/{eventId}", h(v1Array(a.sendLeave))).Methods(http.MethodPut)
+	fed.Handle("/v1/invite/{roomId}/{eventId}", h(v1Array(a.inviteV1))).Methods(http.MethodPut)
 	fed.Handle("/v1/event/{eventId}", h(a.getEvent)).Methods(http.MethodGet)
 	fed.Handle("/v1/get_missing_events/{roomId}", h(a.getMissingEvents)).Methods(http.MethodPost)
 }
@@ -123,6 +128,19 @@ func (a *API) sendJoin(r *http.Request, origin spec.ServerName, body []byte) (an
 		"members_omitted": false,
 		"servers_in_room": servers,
 	}, nil
+}
+
+// v1Array wraps a v2 handler for its deprecated v1 form, whose answer is
+// the array [200, body].
+// https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv1send_joinroomideventid
+func v1Array(h signedFunc) signedFunc {
+	return func(r *http.Request, origin spec.ServerName, body []byte) (any, error) {
+		res, err := h(r, origin, body)
+		if err != nil {
+			return nil, err
+		}
+		return []any{http.StatusOK, res}, nil
+	}
 }
 
 func pduJSONs(evs []*roomserver.Event) []json.RawMessage {
