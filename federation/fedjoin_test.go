@@ -1,0 +1,139 @@
+package federation_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/tessera-hs/tessera/internal/testserver"
+)
+
+// TestCreateRoomInvitesRemoteUser: alice on A starts a DM with bob on B
+// the way every client does (createRoom with invite and is_direct); bob
+// gets the invite, marked direct, and joins through it.
+func TestCreateRoomInvitesRemoteUser(t *testing.T) {
+	ctx := context.Background()
+	a := testserver.Start(t, testserver.Federation("127.0.0.1"))
+	b := testserver.Start(t, testserver.Federation("127.0.0.2"))
+	alice := a.Register("alice", "password-alice")
+	bob := b.Register("bob", "password-bob")
+
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Preset: "trusted_private_chat", Invite: []id.UserID{bob.UserID}, IsDirect: true,
+	})
+	if err != nil {
+		t.Fatalf("createRoom inviting a user of another server: %v", err)
+	}
+	roomID := created.RoomID
+	syncUntil(t, bob, "the direct invite", func(r *mautrix.RespSync) bool {
+		ir, ok := r.Rooms.Invite[roomID]
+		if !ok {
+			return false
+		}
+		for _, ev := range ir.State.Events {
+			if ev.Type == event.StateMember && ev.GetStateKey() == bob.UserID.String() {
+				if ev.Sender != alice.UserID || ev.Content.Raw["is_direct"] != true {
+					t.Fatalf("bob's invite: sender %s, content %v; want alice's, with is_direct", ev.Sender, ev.Content.Raw)
+				}
+				return true
+			}
+		}
+		t.Fatalf("the invite's state lacks bob's member event: %v", ir.State.Events)
+		return false
+	})
+	if _, err := bob.JoinRoomByID(ctx, roomID); err != nil {
+		t.Fatalf("bob joins the DM: %v", err)
+	}
+	waitMembership(t, alice, roomID, bob.UserID, event.MembershipJoin)
+	sendText(t, alice, roomID, "hi bob")
+	waitForMessage(t, bob, roomID, "hi bob")
+}
+
+// TestRejectInviteNobodyCanTake: bob on B is invited by alice on A, who
+// then leaves, so no server is left in the room to take bob's rejection.
+// Bob still rejects: the invite leaves his sync's invites and shows in
+// its leaves (an out-of-band leave, as Synapse does).
+func TestRejectInviteNobodyCanTake(t *testing.T) {
+	ctx := context.Background()
+	a := testserver.Start(t, testserver.Federation("127.0.0.1"))
+	b := testserver.Start(t, testserver.Federation("127.0.0.2"))
+	alice := a.Register("alice", "password-alice")
+	bob := b.Register("bob", "password-bob")
+
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Abandoned"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomID := created.RoomID
+	if _, err := alice.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	syncUntil(t, bob, "the invite", func(r *mautrix.RespSync) bool { _, ok := r.Rooms.Invite[roomID]; return ok })
+	if _, err := alice.LeaveRoom(ctx, roomID); err != nil {
+		t.Fatal(err)
+	}
+	before, err := bob.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.LeaveRoom(ctx, roomID); err != nil {
+		t.Fatalf("bob rejects an invite to a room nobody is in: %v", err)
+	}
+	after, err := bob.SyncRequest(ctx, 0, before.NextBatch, "", false, event.PresenceOnline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lr, ok := after.Rooms.Leave[roomID]
+	if !ok {
+		t.Fatalf("the rejected invite is not in bob's sync leaves: %+v", after.Rooms)
+	}
+	found := false
+	for _, ev := range lr.Timeline.Events {
+		if ev.Type == event.StateMember && ev.GetStateKey() == bob.UserID.String() && ev.Content.Raw["membership"] == "leave" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("bob's leave is not in the left room's timeline: %+v", lr.Timeline.Events)
+	}
+	full, err := bob.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := full.Rooms.Invite[roomID]; ok {
+		t.Fatal("the rejected invite is still in bob's initial sync")
+	}
+	// The membership is leave for the client API too: a second leave
+	// is refused, not another attempt.
+	if m := membership(t, bob, roomID, bob.UserID); m != "" && m != event.MembershipLeave {
+		t.Fatalf("bob's membership is %q after rejecting", m)
+	}
+}
+
+// TestRemoteJoinRefusalPassesThrough: bob on B tries to join a knock-only
+// room of A; A's refusal (403 M_FORBIDDEN) reaches bob's client as is,
+// not as a 502.
+func TestRemoteJoinRefusalPassesThrough(t *testing.T) {
+	ctx := context.Background()
+	a, b := startPair(t)
+	alice := a.Register("alice", "password-alice")
+	bob := b.Register("bob", "password-bob")
+	knockable, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Preset:       "private_chat",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = bob.JoinRoom(ctx, knockable.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}})
+	var herr mautrix.HTTPError
+	if !errors.As(err, &herr) || herr.Response == nil || herr.Response.StatusCode != http.StatusForbidden ||
+		herr.RespError == nil || herr.RespError.ErrCode != "M_FORBIDDEN" {
+		t.Fatalf("joining a knock-only room of another server: %v; want 403 M_FORBIDDEN", err)
+	}
+}
