@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -136,4 +137,60 @@ func TestRemoteJoinRefusalPassesThrough(t *testing.T) {
 		herr.RespError == nil || herr.RespError.ErrCode != "M_FORBIDDEN" {
 		t.Fatalf("joining a knock-only room of another server: %v; want 403 M_FORBIDDEN", err)
 	}
+}
+
+// TestKnockRescindedAcrossServers: bob on B knocks on a room of A and
+// withdraws the knock; then knocks again and alice denies it. Each time
+// both servers see bob's membership become leave.
+func TestKnockRescindedAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	a, b := startPair(t)
+	alice := a.Register("alice", "password-alice")
+	bob := b.Register("bob", "password-bob")
+	knockable, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Preset:       "private_chat",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomID := knockable.RoomID
+	knock := func() {
+		t.Helper()
+		if _, err := bob.KnockRoom(ctx, roomID.String(), &mautrix.ReqKnockRoom{Via: []string{a.Config.ServerName}}); err != nil {
+			t.Fatalf("bob knocks: %v", err)
+		}
+		waitMembership(t, alice, roomID, bob.UserID, event.MembershipKnock)
+		syncUntil(t, bob, "the knock", func(r *mautrix.RespSync) bool { _, ok := r.Rooms.Knock[roomID]; return ok })
+	}
+	left := func(what string) {
+		t.Helper()
+		waitMembership(t, alice, roomID, bob.UserID, event.MembershipLeave)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			full, err := bob.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := full.Rooms.Knock[roomID]; !ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the knock is still in bob's sync", what)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	knock()
+	if _, err := bob.LeaveRoom(ctx, roomID); err != nil {
+		t.Fatalf("bob withdraws his knock: %v", err)
+	}
+	left("after bob withdrew")
+
+	knock()
+	if _, err := alice.KickUser(ctx, roomID, &mautrix.ReqKickUser{UserID: bob.UserID, Reason: "not today"}); err != nil {
+		t.Fatalf("alice denies the knock: %v", err)
+	}
+	left("after alice denied")
 }

@@ -252,6 +252,9 @@ func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw json.R
 	if err != nil {
 		return eventIDOf(ver, raw), err
 	}
+	if handled, err := a.outOfRoomMembership(ctx, origin, pdu); handled || err != nil {
+		return pdu.EventID(), err
+	}
 	if _, err := a.rooms.IngestRemote(ctx, origin, pdu, false); err != nil {
 		var missing *roomserver.MissingPrevEventsError
 		if !errors.As(err, &missing) {
@@ -272,6 +275,40 @@ func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw json.R
 		}
 	}
 	return pdu.EventID(), nil
+}
+
+// outOfRoomMembership takes a leave or ban of one of our users who is only
+// invited to or knocking on a room we hold no state of (a denied knock, a
+// withdrawn invite): without the room's state we cannot check it against
+// the auth rules, so, like the invite itself, it is taken on the word of
+// its sender's server, which must be the origin. It reports whether pdu
+// was such an event.
+func (a *API) outOfRoomMembership(ctx context.Context, origin spec.ServerName, pdu gomatrixserverlib.PDU) (bool, error) {
+	if pdu.Type() != spec.MRoomMember || pdu.StateKey() == nil {
+		return false, nil
+	}
+	target, err := spec.NewUserID(*pdu.StateKey(), true)
+	if err != nil || target.Domain() != a.cfg.ServerName {
+		return false, nil
+	}
+	if m, err := pdu.Membership(); err != nil || (m != spec.Leave && m != spec.Ban) {
+		return false, nil
+	}
+	roomID := pdu.RoomID().String()
+	if has, err := a.rooms.HasState(ctx, roomID); err != nil || has {
+		return false, err
+	}
+	current, err := a.rooms.Membership(ctx, roomID, target.String())
+	if err != nil {
+		return false, err
+	}
+	if current != spec.Invite && current != spec.Knock {
+		return false, nil
+	}
+	if sender, err := spec.NewUserID(string(pdu.SenderID()), true); err != nil || sender.Domain() != origin {
+		return true, errors.New("the sender is not a user of the origin")
+	}
+	return true, a.rooms.StoreOwnOutOfRoom(ctx, origin, pdu, nil)
 }
 
 // parsePDU checks a PDU's content hash (a wrong one redacts it), its size
