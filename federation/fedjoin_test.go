@@ -3,7 +3,9 @@ package federation_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -193,4 +195,60 @@ func TestKnockRescindedAcrossServers(t *testing.T) {
 		t.Fatalf("alice denies the knock: %v", err)
 	}
 	left("after alice denied")
+}
+
+// TestTimestampToEventAcrossServers: bob on B joins alice's room after a
+// message was sent; B holds no history before the join, so bob's
+// timestamp_to_event asks A (over the federation endpoint, which is also
+// checked directly) and finds the message in both directions.
+func TestTimestampToEventAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	a, b := startPair(t)
+	alice := a.Register("alice", "password-alice")
+	bob := b.Register("bob", "password-bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomID := created.RoomID
+	time.Sleep(5 * time.Millisecond)
+	before := time.Now().UnixMilli()
+	time.Sleep(5 * time.Millisecond)
+	msg := sendText(t, alice, roomID, "before bob")
+	time.Sleep(5 * time.Millisecond)
+	after := time.Now().UnixMilli()
+	time.Sleep(5 * time.Millisecond)
+	if _, err := bob.JoinRoom(ctx, roomID.String(), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		dir string
+		ts  int64
+	}{{"f", before}, {"b", after}} {
+		var out struct {
+			EventID string `json:"event_id"`
+		}
+		u := bob.BuildClientURL("v1", "rooms", roomID, "timestamp_to_event")
+		u += fmt.Sprintf("?ts=%d&dir=%s", tc.ts, tc.dir)
+		if _, err := bob.MakeRequest(ctx, http.MethodGet, u, nil, &out); err != nil {
+			t.Fatalf("dir=%s: bob's timestamp_to_event: %v", tc.dir, err)
+		}
+		if out.EventID != msg.String() {
+			t.Fatalf("dir=%s: bob's timestamp_to_event found %s, want the message %s", tc.dir, out.EventID, msg)
+		}
+	}
+
+	// The federation endpoint itself, asked by B.
+	key := signingKey(t, b)
+	uri := fmt.Sprintf("/_matrix/federation/v1/timestamp_to_event/%s?ts=%d&dir=b", url.PathEscape(roomID.String()), after)
+	res := do(t, signedRequest(t, b.ServerName(), a.ServerName(), key.ID, key.PrivateKey, http.MethodGet, uri, nil))
+	if res.status != http.StatusOK || res.body["event_id"] != msg.String() {
+		t.Fatalf("federation timestamp_to_event: %d %s", res.status, res.raw)
+	}
+	res = do(t, signedRequest(t, b.ServerName(), a.ServerName(), key.ID, key.PrivateKey, http.MethodGet,
+		fmt.Sprintf("/_matrix/federation/v1/timestamp_to_event/%s?ts=%d&dir=sideways", url.PathEscape(roomID.String()), after), nil))
+	if res.status != http.StatusBadRequest || res.errcode() != "M_INVALID_PARAM" {
+		t.Fatalf("bad dir: %d %s", res.status, res.raw)
+	}
 }
