@@ -252,3 +252,66 @@ func TestTimestampToEventAcrossServers(t *testing.T) {
 		t.Fatalf("bad dir: %d %s", res.status, res.raw)
 	}
 }
+
+// TestRestrictedJoinAcrossServers: bob on B, a member of alice's public
+// room on A, joins alice's room restricted to that room's members,
+// through A, which vouches for him (join_authorised_via_users_server);
+// then carol on A joins a restricted room of bob's on B the same way.
+func TestRestrictedJoinAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	a, b := startPair(t)
+	alice := a.Register("alice", "password-alice")
+	bob := b.Register("bob", "password-bob")
+	restrictedTo := func(c *mautrix.Client, parent id.RoomID) id.RoomID {
+		t.Helper()
+		r, err := c.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+			Preset: "private_chat", RoomVersion: "10",
+			InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{
+				"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": parent.String()}},
+			}}}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.RoomID
+	}
+	public, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restricted := restrictedTo(alice, public.RoomID)
+	if _, err := bob.JoinRoom(ctx, restricted.String(), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err == nil {
+		t.Fatal("bob joined a restricted room without being in the room it is restricted to")
+	}
+	if _, err := bob.JoinRoom(ctx, public.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(ctx, restricted.String(), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("bob joins the restricted room as a member of the public one: %v", err)
+	}
+	waitMembership(t, alice, restricted, bob.UserID, event.MembershipJoin)
+	var mc event.MemberEventContent
+	if err := alice.StateEvent(ctx, restricted, event.StateMember, bob.UserID.String(), &mc); err != nil {
+		t.Fatal(err)
+	}
+	if mc.JoinAuthorisedViaUsersServer != alice.UserID {
+		t.Fatalf("bob's join is vouched for by %q, want alice", mc.JoinAuthorisedViaUsersServer)
+	}
+	sendText(t, bob, restricted, "in through the public room")
+	waitForMessage(t, alice, restricted, "in through the public room")
+
+	// The other way: B is the resident server.
+	carol := a.Register("carol", "password-carol")
+	bobsPublic, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobsRestricted := restrictedTo(bob, bobsPublic.RoomID)
+	if _, err := carol.JoinRoom(ctx, bobsPublic.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{b.Config.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := carol.JoinRoom(ctx, bobsRestricted.String(), &mautrix.ReqJoinRoom{Via: []string{b.Config.ServerName}}); err != nil {
+		t.Fatalf("carol joins bob's restricted room: %v", err)
+	}
+	waitMembership(t, bob, bobsRestricted, carol.UserID, event.MembershipJoin)
+}
