@@ -47,6 +47,9 @@ type API struct {
 	// queries asks other servers for profiles and aliases
 	// (SetRemoteQueries); nil without federation.
 	queries RemoteQueries
+	// remoteTS asks other servers for timestamp_to_event
+	// (SetRemoteTimestamps); nil without federation.
+	remoteTS RemoteTimestamps
 	// edus tells other servers of typing and receipts (SetEDUSender).
 	edus EDUSender
 	// delayed holds MSC4140 delayed events (SetDelayed; delayed.go); nil

@@ -374,7 +374,13 @@ func (a *API) leave(r *http.Request, who *users.Requester) (any, error) {
 		if !live && (m == "invite" || m == "knock") {
 			servers := a.rooms.MembershipServers(r.Context(), id, who.UserID)
 			if err := a.remote.LeaveRemote(r.Context(), who.UserID, id, servers, body.Reason); err != nil {
-				return nil, err
+				// No server in the room took the leave (gone, or no
+				// longer in it): reject locally, as Synapse does, so
+				// the user is not stuck with the invite.
+				a.log.WithError(err).WithField("room_id", id).Info("Remote leave failed: leaving out of band")
+				if err := a.rooms.LeaveOutOfBand(r.Context(), who.UserID, id, body.Reason); err != nil {
+					return nil, err
+				}
 			}
 			return struct{}{}, nil
 		}

@@ -213,10 +213,26 @@ func (a *API) timestampToEvent(r *http.Request, who *users.Requester) (any, erro
 		return nil, mxerr.InvalidParam("dir must be \"f\" or \"b\"")
 	}
 	ev, err := a.rooms.TimestampToEvent(r.Context(), id, who.UserID, ts, backwards)
-	if err != nil {
+	if me, ok := mxerr.As(err); err != nil && (!ok || me.Code != "M_NOT_FOUND") {
 		return nil, err
 	}
-	return map[string]any{"event_id": ev.EventID(), "origin_server_ts": int64(ev.OriginServerTS())}, nil
+	eventID, originTS := "", int64(0)
+	if ev != nil {
+		eventID, originTS = ev.EventID(), int64(ev.OriginServerTS())
+	}
+	// Our copy of a federated room may lack the history before our join,
+	// or have gaps: unless we hold an event at ts exactly, the room's
+	// other servers may know a closer one (Synapse asks them too).
+	if a.remoteTS != nil && originTS != ts {
+		if rid, rts, ok := a.remoteTimestamp(r, id, ts, backwards); ok &&
+			(eventID == "" || (!backwards && rts < originTS) || (backwards && rts > originTS)) {
+			eventID, originTS = rid, rts
+		}
+	}
+	if eventID == "" {
+		return nil, err
+	}
+	return map[string]any{"event_id": eventID, "origin_server_ts": originTS}, nil
 }
 
 // eventReports: GET /_synapse/admin/v1/event_reports, for server admins.

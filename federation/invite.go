@@ -68,6 +68,39 @@ func (a *API) invite(r *http.Request, origin spec.ServerName, body []byte) (any,
 	return map[string]any{"event": json.RawMessage(signed.JSON())}, nil
 }
 
+// inviteV1 receives an invite by the deprecated PUT /v1/invite, whose
+// body is the event itself, with the stripped state in its
+// unsigned.invite_room_state. It knows no room version: the room's, if we
+// know it, else version 1, as in Synapse (v1 serves only versions 1 and
+// 2, whose event formats are the same).
+// https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv1inviteroomideventid
+func (a *API) inviteV1(r *http.Request, origin spec.ServerName, body []byte) (any, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
+	}
+	ver, err := a.rooms.RoomVersion(r.Context(), roomID.String())
+	if err != nil {
+		ver = gomatrixserverlib.RoomVersionV1
+	}
+	var unsigned struct {
+		Unsigned struct {
+			InviteRoomState []json.RawMessage `json:"invite_room_state"`
+		} `json:"unsigned"`
+	}
+	if err := json.Unmarshal(body, &unsigned); err != nil {
+		return nil, mxerr.BadJSON("Bad invite: %v", err)
+	}
+	wrapped, err := json.Marshal(map[string]any{
+		"room_version": ver, "event": json.RawMessage(body),
+		"invite_room_state": unsigned.Unsigned.InviteRoomState,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a.invite(r, origin, wrapped)
+}
+
 // SignInvite has the invitee's server sign our invite of its user.
 // roomState is the invite_room_state, full PDUs: gomatrixserverlib's
 // InviteV2Request would cut them down to stripped state, which servers

@@ -72,6 +72,14 @@ func (a *API) JoinRemote(ctx context.Context, userID, roomID string, servers []s
 		return mxerr.NotFound("No server to join %s through", roomID)
 	}
 	a.log.WithError(errors.Join(errs...)).WithField("room_id", roomID).Warn("joining a remote room failed")
+	// A server in the room that refused the join (403 for a knock-only
+	// or invite-only room, 404 for a room it is not in, ...) said why:
+	// the client gets that answer, not a gateway error.
+	for _, err := range errs {
+		if me, ok := mxerr.As(remoteError("", err)); ok && me.Status < 500 {
+			return me
+		}
+	}
 	return &mxerr.Error{Status: 502, Code: "M_UNKNOWN", Message: fmt.Sprintf("Could not join through any server: %v", errors.Join(errs...))}
 }
 

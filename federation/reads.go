@@ -32,6 +32,7 @@ func (a *API) registerReads(fed *mux.Router) {
 	fed.Handle("/v1/publicRooms", h(a.getPublicRooms)).Methods(http.MethodGet)
 	fed.Handle("/v1/publicRooms", h(a.postPublicRooms)).Methods(http.MethodPost)
 	fed.Handle("/v1/hierarchy/{roomId}", h(a.getHierarchy)).Methods(http.MethodGet)
+	fed.Handle("/v1/timestamp_to_event/{roomId}", h(a.timestampToEvent)).Methods(http.MethodGet)
 }
 
 // stateAt reads the room and event_id of a /state or /state_ids request

@@ -45,6 +45,11 @@ func (a *API) registerRooms(fed *mux.Router) {
 	fed.Handle("/v1/send/{txnId}", httpx.JSON(a.log, a.signedTxn(a.send))).Methods(http.MethodPut)
 	fed.Handle("/v2/invite/{roomId}/{eventId}", h(a.invite)).Methods(http.MethodPut)
 	a.registerLeaveKnock(fed)
+	// The v1 forms, deprecated but still sent by older servers, answer
+	// [200, body].
+	fed.Handle("/v1/send_join/{roomId}/{eventId}", h(v1Array(a.sendJoin))).Methods(http.MethodPut)
+	fed.Handle("/v1/send_leave/{roomId}/{eventId}", h(v1Array(a.sendLeave))).Methods(http.MethodPut)
+	fed.Handle("/v1/invite/{roomId}/{eventId}", h(v1Array(a.inviteV1))).Methods(http.MethodPut)
 	fed.Handle("/v1/event/{eventId}", h(a.getEvent)).Methods(http.MethodGet)
 	fed.Handle("/v1/get_missing_events/{roomId}", h(a.getMissingEvents)).Methods(http.MethodPost)
 }
@@ -124,6 +129,19 @@ func (a *API) sendJoin(r *http.Request, origin spec.ServerName, body []byte) (an
 		"members_omitted": false,
 		"servers_in_room": servers,
 	}, nil
+}
+
+// v1Array wraps a v2 handler for its deprecated v1 form, whose answer is
+// the array [200, body].
+// https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv1send_joinroomideventid
+func v1Array(h signedFunc) signedFunc {
+	return func(r *http.Request, origin spec.ServerName, body []byte) (any, error) {
+		res, err := h(r, origin, body)
+		if err != nil {
+			return nil, err
+		}
+		return []any{http.StatusOK, res}, nil
+	}
 }
 
 func pduJSONs(evs []*roomserver.Event) []json.RawMessage {
@@ -247,6 +265,9 @@ func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw json.R
 	if err != nil {
 		return eventIDOf(ver, raw), err
 	}
+	if handled, err := a.outOfRoomMembership(ctx, origin, pdu); handled || err != nil {
+		return pdu.EventID(), err
+	}
 	if _, err := a.rooms.IngestRemote(ctx, origin, pdu, false); err != nil {
 		var missing *roomserver.MissingPrevEventsError
 		if !errors.As(err, &missing) {
@@ -267,6 +288,40 @@ func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw json.R
 		}
 	}
 	return pdu.EventID(), nil
+}
+
+// outOfRoomMembership takes a leave or ban of one of our users who is only
+// invited to or knocking on a room we hold no state of (a denied knock, a
+// withdrawn invite): without the room's state we cannot check it against
+// the auth rules, so, like the invite itself, it is taken on the word of
+// its sender's server, which must be the origin. It reports whether pdu
+// was such an event.
+func (a *API) outOfRoomMembership(ctx context.Context, origin spec.ServerName, pdu gomatrixserverlib.PDU) (bool, error) {
+	if pdu.Type() != spec.MRoomMember || pdu.StateKey() == nil {
+		return false, nil
+	}
+	target, err := spec.NewUserID(*pdu.StateKey(), true)
+	if err != nil || target.Domain() != a.cfg.ServerName {
+		return false, nil
+	}
+	if m, err := pdu.Membership(); err != nil || (m != spec.Leave && m != spec.Ban) {
+		return false, nil
+	}
+	roomID := pdu.RoomID().String()
+	if has, err := a.rooms.HasState(ctx, roomID); err != nil || has {
+		return false, err
+	}
+	current, err := a.rooms.Membership(ctx, roomID, target.String())
+	if err != nil {
+		return false, err
+	}
+	if current != spec.Invite && current != spec.Knock {
+		return false, nil
+	}
+	if sender, err := spec.NewUserID(string(pdu.SenderID()), true); err != nil || sender.Domain() != origin {
+		return true, errors.New("the sender is not a user of the origin")
+	}
+	return true, a.rooms.StoreOwnOutOfRoom(ctx, origin, pdu, nil)
 }
 
 // parsePDU checks a PDU's content hash (a wrong one redacts it), its size

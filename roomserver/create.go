@@ -84,13 +84,22 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 	if len(req.Invite3PID) > 0 {
 		return "", mxerr.ThreePIDDenied()
 	}
+	// Users of other servers are invited once the room exists: their
+	// server must sign each invite, which needs the room's state (as in
+	// Synapse, which invites them after creating the room).
+	var localInvites, remoteInvites []string
 	for _, u := range req.Invite {
 		if _, err := spec.NewUserID(u, true); err != nil {
 			return "", mxerr.InvalidParam("Invalid user ID in invite: %q", u)
 		}
+		if !s.isLocal(u) && s.inviter != nil {
+			remoteInvites = append(remoteInvites, u)
+			continue
+		}
 		if err := s.checkInvitee(ctx, u); err != nil {
 			return "", err
 		}
+		localInvites = append(localInvites, u)
 	}
 	var alias string
 	if req.RoomAliasName != "" {
@@ -230,7 +239,7 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 			"m.topic": map[string]any{"m.text": []map[string]string{{"mimetype": "text/plain", "body": *req.Topic}}},
 		}})
 	}
-	for _, u := range req.Invite {
+	for _, u := range localInvites {
 		name, avatar, err := s.profiles.MemberProfile(ctx, u)
 		if err != nil {
 			return "", err
@@ -277,6 +286,15 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 	if req.Visibility == "public" {
 		if err := s.SetPublished(ctx, rs.roomID, true); err != nil {
 			return "", err
+		}
+	}
+	for _, u := range remoteInvites {
+		content := map[string]any{}
+		if req.IsDirect {
+			content["is_direct"] = true
+		}
+		if err := s.inviteRemote(ctx, creator, rs.roomID, u, content); err != nil {
+			return "", fmt.Errorf("invite %s to the new room %s: %w", u, rs.roomID, err)
 		}
 	}
 	return rs.roomID, nil

@@ -625,13 +625,36 @@ func (q restrictedQuerier) InvitePending(_ context.Context, _ spec.RoomID, sende
 	return q.rs.membership(string(sender)) == spec.Invite, nil
 }
 
-func (q restrictedQuerier) RestrictedRoomJoinInfo(_ context.Context, _ spec.RoomID, sender spec.SenderID, _ spec.ServerName) (*gomatrixserverlib.RestrictedRoomJoinInfo, error) {
-	// Joins through membership of another room are not supported yet:
-	// a restricted room admits only the invited.
-	return &gomatrixserverlib.RestrictedRoomJoinInfo{
+// RestrictedRoomJoinInfo answers for one room of the join rule's allow
+// list (allowed): whether we are in it (only then are its memberships
+// current), whether the joining user is joined to it, and which of our
+// users are joined to it and to the restricted room, one of whom will
+// vouch for the join (join_authorised_via_users_server).
+// https://spec.matrix.org/v1.19/client-server-api/#restricted-rooms
+func (q restrictedQuerier) RestrictedRoomJoinInfo(ctx context.Context, allowed spec.RoomID, sender spec.SenderID, local spec.ServerName) (*gomatrixserverlib.RestrictedRoomJoinInfo, error) {
+	in, err := q.s.serverInRoom(ctx, allowed.String(), local)
+	if err != nil || !in {
+		return &gomatrixserverlib.RestrictedRoomJoinInfo{}, err
+	}
+	ars, err := q.s.loadRoomState(ctx, allowed.String())
+	if err != nil || ars == nil {
+		return &gomatrixserverlib.RestrictedRoomJoinInfo{}, err
+	}
+	info := &gomatrixserverlib.RestrictedRoomJoinInfo{
 		LocalServerInRoom: true,
-		UserJoinedToRoom:  q.rs.membership(string(sender)) == spec.Join,
-	}, nil
+		UserJoinedToRoom:  ars.membership(string(sender)) == spec.Join,
+	}
+	for t, ev := range ars.state {
+		if t.Type != spec.MRoomMember || !q.s.isLocal(t.StateKey) {
+			continue
+		}
+		if m, _ := ev.Membership(); m == spec.Join && q.rs.membership(t.StateKey) == spec.Join {
+			// The restricted room's member event: the authorising user
+			// must be joined there.
+			info.JoinedUsers = append(info.JoinedUsers, q.rs.get(spec.MRoomMember, t.StateKey).PDU)
+		}
+	}
+	return info, nil
 }
 
 // SendJoin accepts another server's signed join (send_join v2) and returns

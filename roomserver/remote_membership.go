@@ -248,3 +248,44 @@ func (s *Service) MembershipServers(ctx context.Context, roomID, userID string) 
 	}
 	return out
 }
+
+// LeaveOutOfBand rejects an invite (or rescinds a knock) locally when no
+// server in the room can be reached to do it (Synapse's "out-of-band
+// leave"): we sign a leave that follows the invite or knock and store it
+// as our user's membership, without sending it anywhere. The room's
+// servers still see the invite; our user no longer does.
+func (s *Service) LeaveOutOfBand(ctx context.Context, userID, roomID, reason string) error {
+	var prevID, m string
+	err := s.db.QueryRowContext(ctx, `SELECT event_id, membership FROM memberships WHERE room_id = $1 AND user_id = $2`, roomID, userID).Scan(&prevID, &m)
+	if isNoRows(err) || (err == nil && m != spec.Invite && m != spec.Knock) {
+		return mxerr.Forbidden("You are not invited to this room, nor knocking on it")
+	}
+	if err != nil {
+		return fmt.Errorf("membership: %w", err)
+	}
+	prev, err := s.event(ctx, prevID)
+	if err != nil {
+		return err
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(prev.Version())
+	if err != nil {
+		return err
+	}
+	content := map[string]any{"membership": spec.Leave}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	proto := &gomatrixserverlib.ProtoEvent{
+		SenderID: userID, RoomID: roomID, Type: spec.MRoomMember, StateKey: &userID,
+		PrevEvents: []string{prevID}, AuthEvents: []string{prevID}, Depth: prev.Depth() + 1,
+	}
+	if err := proto.SetContent(content); err != nil {
+		return err
+	}
+	ev, err := verImpl.NewEventBuilderFromProtoEvent(proto).Build(time.Now(), s.cfg.ServerName, s.cfg.KeyID, s.cfg.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("build out-of-band leave: %w", err)
+	}
+	// Our name as the origin: the event is not sent on (see queueOut).
+	return s.StoreOwnOutOfRoom(ctx, s.cfg.ServerName, ev, nil)
+}

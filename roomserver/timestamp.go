@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/tessera-hs/tessera/internal/mxerr"
 )
 
@@ -31,6 +33,25 @@ func (s *Service) TimestampToEvent(ctx context.Context, roomID, userID string, t
 	if err != nil {
 		return nil, err
 	}
+	return s.timestampToEvent(ctx, roomID, ts, backwards, vf.allowed)
+}
+
+// TimestampToEventForServer answers another server's timestamp_to_event:
+// as TimestampToEvent, with what that server may see (it must be in the
+// room, or the room world-readable).
+// https://spec.matrix.org/v1.19/server-server-api/#get_matrixfederationv1timestamp_to_eventroomid
+func (s *Service) TimestampToEventForServer(ctx context.Context, origin spec.ServerName, roomID string, ts int64, backwards bool) (*Event, error) {
+	if err := s.checkServerCanRead(ctx, roomID, origin); err != nil {
+		return nil, err
+	}
+	return s.timestampToEvent(ctx, roomID, ts, backwards, func(ctx context.Context, ev *Event) (bool, error) {
+		visible, err := s.filterForServer(ctx, origin, []*Event{ev})
+		return len(visible) > 0, err
+	})
+}
+
+// timestampToEvent finds the event closest to ts that visible accepts.
+func (s *Service) timestampToEvent(ctx context.Context, roomID string, ts int64, backwards bool, visible func(context.Context, *Event) (bool, error)) (*Event, error) {
 	// The cursor is the (origin_ts, stream_pos) of the last event read; the
 	// first step starts just before ts (forwards) or just after it.
 	curTS, curPos := ts, int64(0)
@@ -62,11 +83,11 @@ func (s *Service) TimestampToEvent(ctx context.Context, roomID, userID string, t
 			if !ok {
 				continue
 			}
-			visible, err := vf.allowed(ctx, ev)
+			ok, err := visible(ctx, ev)
 			if err != nil {
 				return nil, err
 			}
-			if visible {
+			if ok {
 				return ev, nil
 			}
 		}

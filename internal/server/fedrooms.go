@@ -33,6 +33,7 @@ func (s *Server) startFederationRooms(ctx context.Context, api *federation.API, 
 	api.SetKeyRing(keyRing)
 	s.api.SetRemoteJoiner(api)
 	s.api.SetRemoteQueries(api)
+	s.api.SetRemoteTimestamps(api)
 	s.Rooms.SetRemoteInviter(api)
 	s.api.SetEDUSender(eduSender{s: s, q: q})
 	api.SetEDUHandlers(federation.EDUHandlers{
