@@ -256,7 +256,7 @@ func TestOutboundRoomStateIsFullPDUs(t *testing.T) {
 	inviter := &capturingInviter{}
 	s.SetRemoteInviter(inviter)
 	alice := "@alice:dag.test"
-	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "private_chat", RoomVersion: "12", Name: ptrTo("Full")})
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "private_chat", RoomVersion: ptrTo("12"), Name: ptrTo("Full")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +315,7 @@ func TestBackfillFillsTheLimit(t *testing.T) {
 	ctx := context.Background()
 	a, b := fedStart(t, "a.test"), fedStart(t, "b.test")
 	alice := "@alice:a.test"
-	roomID, err := a.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	roomID, err := a.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: ptrTo("12")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +376,7 @@ func TestBackfillForServerWalksBranches(t *testing.T) {
 	s, _ := dagStart(t, filepath.Join(t.TempDir(), "bf.db"), key)
 	t.Cleanup(s.Close)
 	alice := "@alice:dag.test"
-	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: "12"})
+	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: ptrTo("12")})
 	if err != nil {
 		t.Fatal(err)
 	}
