@@ -352,7 +352,7 @@ func TestBackfillFillsTheLimit(t *testing.T) {
 
 	f := &recordingFetcher{localFetcher: &localFetcher{t: t, from: a, origin: "b.test"}}
 	const limit = 5
-	n, err := b.Backfill(ctx, roomID, Token{math.MaxInt64, math.MaxInt64}, limit, f)
+	n, err := b.Backfill(ctx, roomID, Token{Depth: math.MaxInt64, Stream: math.MaxInt64}, limit, f)
 	if err != nil {
 		t.Fatal(err)
 	}
