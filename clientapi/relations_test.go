@@ -13,7 +13,6 @@ import (
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
-
 // relSend sends an event of type typ with content and returns its ID.
 func relSend(t testing.TB, srv *testserver.Server, s session, roomID, typ string, content map[string]any) string {
 	t.Helper()
