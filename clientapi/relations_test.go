@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/tessera-hs/tessera/internal/testserver"
@@ -367,6 +368,29 @@ func TestRelationChecks(t *testing.T) {
 	// Once the first is redacted, the annotation may be sent again.
 	rmSendRedact(t, srv, alice, room, first)
 	relReact(t, srv, alice, room, root, "👍").expect(t, http.StatusOK, "")
+
+	// The same annotation sent at once, so that the copies may share a
+	// commit batch: exactly one is accepted.
+	var wg sync.WaitGroup
+	statuses := make([]int, 6)
+	for i := range statuses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rel := relTo("m.annotation", root)
+			rel["key"] = "🔥"
+			r, err := tryDo(srv, req{Method: http.MethodPut, Path: rmRoom(room, "send", "m.reaction", rmTxn()),
+				Token: bob.AccessToken, Body: map[string]any{"m.relates_to": rel}})
+			if err == nil {
+				statuses[i] = r.Status
+			}
+		}()
+	}
+	wg.Wait()
+	if ok := slices.Index(statuses, http.StatusOK); ok < 0 || slices.Index(statuses[ok+1:], http.StatusOK) >= 0 ||
+		len(slices.DeleteFunc(slices.Clone(statuses), func(s int) bool { return s == http.StatusOK || s == http.StatusBadRequest })) > 0 {
+		t.Errorf("concurrent identical annotations: statuses %v, want one 200 and the rest 400", statuses)
+	}
 
 	reply := relThreadReply(t, srv, bob, room, root, "in thread")
 	nested := map[string]any{"msgtype": "m.text", "body": "nested", "m.relates_to": relTo("m.thread", reply)}
