@@ -90,6 +90,8 @@ func TestRelations(t *testing.T) {
 	root := rmSend(t, srv, alice, room, "root")
 	react1 := relReact(t, srv, bob, room, root, "👍").expect(t, http.StatusOK, "").str("event_id")
 	edit := relEdit(t, srv, alice, room, "m.room.message", root, "root, edited")
+	// A /sync next_batch taken here is a pagination token too.
+	mid := syncGet(t, srv, alice, url.Values{}).expect(t, http.StatusOK, "").str("next_batch")
 	reply := relThreadReply(t, srv, bob, room, root, "in thread")
 	react2 := relReact(t, srv, alice, room, root, "🎉").expect(t, http.StatusOK, "").str("event_id")
 	ref := relSend(t, srv, alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "see", "m.relates_to": relTo("m.reference", root)})
@@ -105,6 +107,11 @@ func TestRelations(t *testing.T) {
 	if _, ok := all.Body["next_batch"]; ok {
 		t.Errorf("next_batch on the only page: %s", all.Raw)
 	}
+
+	older := relRelations(t, srv, alice, room, []string{root}, url.Values{"from": {mid}}).expect(t, http.StatusOK, "")
+	wantIDs(t, "relations before a sync token", rmIDs(rmEvents(t, older, "chunk")), []string{edit, react1})
+	newer := relRelations(t, srv, alice, room, []string{root}, url.Values{"to": {mid}}).expect(t, http.StatusOK, "")
+	wantIDs(t, "relations after a sync token", rmIDs(rmEvents(t, newer, "chunk")), []string{ref, react2, reply})
 
 	byType := relRelations(t, srv, alice, room, []string{root, "m.annotation"}, nil).expect(t, http.StatusOK, "")
 	wantIDs(t, "m.annotation relations", rmIDs(rmEvents(t, byType, "chunk")), []string{react2, react1})

@@ -202,6 +202,14 @@ func (s *Service) Relations(ctx context.Context, req RelationsRequest) (*Relatio
 	if err != nil {
 		return nil, err
 	}
+	// A /sync next_batch is a position in the events stream: place it in
+	// the room's topological order before comparing it with rows.
+	if req.From, err = s.placeOptional(ctx, req.RoomID, req.From); err != nil {
+		return nil, err
+	}
+	if req.To, err = s.placeOptional(ctx, req.RoomID, req.To); err != nil {
+		return nil, err
+	}
 	parents := []string{parent.EventID()}
 	resp := &RelationsResponse{}
 	if req.Recurse {
@@ -306,6 +314,11 @@ func (s *Service) Threads(ctx context.Context, req ThreadsRequest) (*ThreadsResp
 	if _, err := s.checkCanRead(ctx, req.RoomID, req.UserID); err != nil {
 		return nil, err
 	}
+	from, err := s.placeOptional(ctx, req.RoomID, req.From)
+	if err != nil {
+		return nil, err
+	}
+	req.From = from
 	vf, err := s.newVisibilityFilter(ctx, req.RoomID, req.UserID)
 	if err != nil {
 		return nil, err
