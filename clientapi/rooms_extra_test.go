@@ -647,12 +647,14 @@ func TestUpgradeRoomPowerLevels(t *testing.T) {
 		if users := powerUsers(t, alice.AccessToken, v12); len(users) != 0 {
 			t.Errorf("creators listed in v12 power levels: %v", users)
 		}
-		// bob, a creator, upgrades to 11: both creators keep the top level.
+		// bob, a creator, upgrades to 11: both creators keep the top level,
+		// the v12 room's tombstone level (150), so that they can still do
+		// everything there, upgrading included.
 		rxJoin(t, bob, v12)
 		v11 := upgrade(t, v12, bob.AccessToken, map[string]any{"new_version": "11"})
 		users := powerUsers(t, bob.AccessToken, v11)
-		if rxNum(users, aliceID) != 100 || rxNum(users, bobID) != 100 {
-			t.Errorf("v11 power levels users = %v, want both creators at 100", users)
+		if rxNum(users, aliceID) != 150 || rxNum(users, bobID) != 150 {
+			t.Errorf("v11 power levels users = %v, want both creators at 150", users)
 		}
 	})
 }
