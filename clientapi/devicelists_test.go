@@ -215,7 +215,7 @@ func TestDehydratedDevice(t *testing.T) {
 	}{
 		{"no device_id", func(b map[string]any) { delete(b, "device_id") }, "M_MISSING_PARAM"},
 		{"device_data not an object", func(b map[string]any) { b["device_data"] = "x" }, "M_BAD_JSON"},
-		{"keys for another device", func(b map[string]any) { b["device_id"] = "OTHER" }, "M_INVALID_PARAM"},
+		{"keys for another device", func(b map[string]any) { b["device_id"] = "OTHER" }, "M_BAD_JSON"},
 		{"an existing device's ID", func(b map[string]any) { b["device_id"] = alice.DeviceID }, "M_INVALID_PARAM"},
 	}
 	for _, tt := range bad {

@@ -1,11 +1,15 @@
 package clientapi_test
 
 import (
+	"crypto/tls"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
@@ -360,4 +364,94 @@ func TestFilterLimitZeroAndInvalidFilters(t *testing.T) {
 		})
 	}
 	rmMessages(t, srv, alice, room, url.Values{"dir": {"b"}, "filter": {`{"limit":0}`}}).expect(t, http.StatusOK, "")
+}
+
+// TestDeleteDeviceOfAnotherUser: UIA with another user's credentials is a
+// failed stage (401 M_FORBIDDEN with the flows again), completing another
+// user's UIA session is 403 M_FORBIDDEN, and neither deletes anything; a
+// device ID that is not the requester's is left alone.
+// https://spec.matrix.org/v1.19/client-server-api/#delete_matrixclientv3devicesdeviceid
+func TestDeleteDeviceOfAnotherUser(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", "alicepass1")
+	bob := registerUser(t, srv, "bob", "bobpass123")
+
+	// Alice authenticates as Bob (his password) to delete her device.
+	r := withPasswordUIA(t, srv, http.MethodDelete, v3+"/devices/"+alice.DeviceID, alice.AccessToken, nil, bob.UserID, "bobpass123")
+	wantFlows(t, r, "M_FORBIDDEN", "m.login.password")
+	tokenWorks(t, srv, alice.AccessToken, alice.UserID)
+
+	// Bob completes a UIA session Alice started for her device.
+	first := do(t, srv, req{Method: http.MethodDelete, Path: v3 + "/devices/" + alice.DeviceID, Token: alice.AccessToken, Body: map[string]any{}})
+	sess := wantFlows(t, first, "", "m.login.password")
+	do(t, srv, req{Method: http.MethodDelete, Path: v3 + "/devices/" + alice.DeviceID, Token: bob.AccessToken,
+		Body: map[string]any{"auth": passwordAuth(sess, bob.UserID, "bobpass123")}}).
+		expect(t, http.StatusForbidden, "M_FORBIDDEN")
+	tokenWorks(t, srv, alice.AccessToken, alice.UserID)
+
+	// Bob deleting Alice's device ID through his own UIA removes nothing
+	// of hers.
+	withPasswordUIA(t, srv, http.MethodDelete, v3+"/devices/"+alice.DeviceID, bob.AccessToken, nil, bob.UserID, "bobpass123")
+	tokenWorks(t, srv, alice.AccessToken, alice.UserID)
+	tokenWorks(t, srv, bob.AccessToken, bob.UserID)
+}
+
+// TestFederationPathsOnClientListener: the client listener does not serve
+// the federation API. Like a Synapse client-only listener it answers
+// 404 M_UNRECOGNIZED for any method, and the server keys it does carry
+// there answer 405 M_UNRECOGNIZED for a wrong method.
+func TestFederationPathsOnClientListener(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Federation("127.0.0.1"))
+	for _, tt := range []struct {
+		method, path string
+		status       int
+	}{
+		{http.MethodGet, "/_matrix/federation/v1/version", 404},
+		{http.MethodPut, "/_matrix/federation/v1/send/txn1", 404},
+		{http.MethodGet, "/_matrix/federation/v1/make_join/!r:x/@u:x", 404},
+		{http.MethodPost, "/_matrix/federation/v1/user/keys/query", 404},
+		{http.MethodGet, "/_matrix/federation/", 404},
+		{http.MethodPost, "/_matrix/key/v2/server", 405},
+		{http.MethodPost, "/_matrix/key/v2/query", 404},
+		{http.MethodPost, "/_matrix/client/versions", 405},
+		{http.MethodPut, "/_matrix/client/v3/sync", 405},
+		{http.MethodGet, "/_matrix/client/v3/nothing", 404},
+	} {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			do(t, srv, req{Method: tt.method, Path: tt.path, Body: map[string]any{}}).expect(t, tt.status, "M_UNRECOGNIZED")
+		})
+	}
+	get(t, srv, "/_matrix/key/v2/server", "").expect(t, http.StatusOK, "")
+
+	// The federation listener: client paths are unknown there, and a
+	// federation path called with the wrong method is 405, as Synapse
+	// answers.
+	fc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	for _, tt := range []struct {
+		method, path string
+		status       int
+	}{
+		{http.MethodGet, "/_matrix/client/versions", 404},
+		{http.MethodGet, "/_matrix/federation/v1/nothing", 404},
+		{http.MethodPost, "/_matrix/federation/v1/version", 405},
+		{http.MethodDelete, "/_matrix/federation/v1/send/txn1", 405},
+		{http.MethodPost, "/_matrix/key/v2/server", 405},
+	} {
+		t.Run("federation listener "+tt.method+" "+tt.path, func(t *testing.T) {
+			rq, err := http.NewRequest(tt.method, srv.FederationURL+tt.path, strings.NewReader("{}"))
+			must(t, err, "request")
+			res, err := fc.Do(rq)
+			must(t, err, tt.path)
+			defer res.Body.Close()
+			var body struct {
+				Errcode string `json:"errcode"`
+			}
+			_ = json.NewDecoder(res.Body).Decode(&body)
+			if res.StatusCode != tt.status || body.Errcode != "M_UNRECOGNIZED" {
+				t.Errorf("%s %s = %d %s, want %d M_UNRECOGNIZED", tt.method, tt.path, res.StatusCode, body.Errcode, tt.status)
+			}
+		})
+	}
 }

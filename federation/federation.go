@@ -285,6 +285,10 @@ func responseMessage(v any) string {
 func (a *API) Register(r *mux.Router) {
 	a.registerKeys(r)
 	fed := r.PathPrefix("/_matrix/federation").Subrouter()
+	// A subrouter answers for its whole prefix with its own handlers;
+	// NotFoundOr405 makes a known path with the wrong method 405.
+	fed.NotFoundHandler = httpx.NotFoundOr405(r, a.notFound(), a.methodNotAllowed())
+	fed.MethodNotAllowedHandler = a.methodNotAllowed()
 	fed.Handle("/v1/version", httpx.JSON(a.log, a.version)).Methods(http.MethodGet)
 	fed.Handle("/v1/openid/userinfo", httpx.JSON(a.log, a.openIDUserInfo)).Methods(http.MethodGet)
 	fed.Handle("/v1/query/profile", httpx.JSON(a.log, a.signed(a.queryProfile))).Methods(http.MethodGet)
@@ -303,11 +307,19 @@ func (a *API) Register(r *mux.Router) {
 func (a *API) Handler() http.Handler {
 	r := mux.NewRouter().UseEncodedPath()
 	a.Register(r)
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.NotFoundHandler = httpx.NotFoundOr405(r, a.notFound(), a.methodNotAllowed())
+	r.MethodNotAllowedHandler = a.methodNotAllowed()
+	return httpx.Logging(a.log, httpx.UTF8Params(r))
+}
+
+func (a *API) notFound() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		httpx.WriteError(w, req, a.log, mxerr.Unrecognized("Unrecognized request"))
 	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+}
+
+func (a *API) methodNotAllowed() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		httpx.WriteError(w, req, a.log, mxerr.MethodNotAllowed())
 	})
-	return httpx.Logging(a.log, httpx.UTF8Params(r))
 }

@@ -301,7 +301,7 @@ func (s *Server) init(ctx context.Context) error {
 		}
 	}
 	s.api = api
-	r.NotFoundHandler = clientapi.NotFound(s.log)
+	r.NotFoundHandler = httpx.NotFoundOr405(r, clientapi.NotFound(s.log), clientapi.MethodNotAllowed(s.log))
 	r.MethodNotAllowedHandler = clientapi.MethodNotAllowed(s.log)
 
 	var h http.Handler = r
