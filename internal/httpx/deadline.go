@@ -61,7 +61,8 @@ type deadlineBody struct {
 	stall   time.Duration
 	minRate int64
 	read    int64
-	done    bool
+	done    bool // no more deadlines: the end, an error or a timeout
+	late    bool // the timeout: every later read fails with it too
 }
 
 // extend sets the read deadline for the next read: stall from now, but no
@@ -76,6 +77,9 @@ func (b *deadlineBody) extend(now time.Time) error {
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
+	if b.late {
+		return 0, ErrBodyTimeout
+	}
 	if b.done {
 		return b.body.Read(p)
 	}
@@ -87,7 +91,7 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		// The client is too slow. Whatever the handler answers, the
 		// connection cannot be reused: the rest of the body is unread.
-		b.done = true
+		b.done, b.late = true, true
 		b.w.Header().Set("Connection", "close")
 		return n, ErrBodyTimeout
 	default:
