@@ -153,4 +153,19 @@ CREATE TABLE backfilled_events (
 	event_id TEXT PRIMARY KEY
 );
 `},
+	{Version: 6, SQL: "SELECT 1"}, // placeholder, filled by i14-relations
+	{Version: 7, SQL: "SELECT 1"}, // placeholder, filled by i14-endpoints
+	{Version: 8, SQL: `
+-- Redactions of events we did not have when the redaction was stored
+-- (room versions 3+ allow it): applied when the target arrives, if the
+-- redaction's sender is the target's or had the redact power level.
+CREATE TABLE pending_redactions (
+	target_id    TEXT NOT NULL,
+	redaction_id TEXT NOT NULL,
+	room_id      TEXT NOT NULL,
+	sender       TEXT NOT NULL,
+	privileged   INTEGER NOT NULL,
+	PRIMARY KEY (target_id, redaction_id)
+);
+`},
 }
