@@ -91,6 +91,9 @@ type API struct {
 	e2eeParts e2eeParts
 	// calls is our SFU's token service (rtc.go); nil when calls are off.
 	calls *calls.Service
+	// joined is called after our user joins a room through another
+	// server (SetJoinedHook); nil for nothing.
+	joined func(ctx context.Context, roomID string)
 }
 
 // signedFunc handles a request whose X-Matrix signature has been verified:

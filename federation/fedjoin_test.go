@@ -315,3 +315,34 @@ func TestRestrictedJoinAcrossServers(t *testing.T) {
 	}
 	waitMembership(t, bob, bobsRestricted, carol.UserID, event.MembershipJoin)
 }
+
+// TestRedactionBeforeItsTarget: alice on A redacts an event of bob's that
+// A does not have yet (room versions 3+ allow it); the redaction is
+// accepted, and the event is stored redacted when it arrives from B.
+func TestRedactionBeforeItsTarget(t *testing.T) {
+	ctx := context.Background()
+	p := joinedPair(t)
+	bobKey := signingKey(t, p.b)
+	target := p.buildAs(t, p.b, bobKey, p.bob.UserID.String(), "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "secret"})
+	resp, err := p.alice.RedactEvent(ctx, p.roomID, id.EventID(target.EventID()), mautrix.ReqRedact{Reason: "spam"})
+	if err != nil {
+		t.Fatalf("redacting an event A does not have yet: %v", err)
+	}
+	if _, err := p.sendTxn(t, target.JSON()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ev, err := p.alice.GetEvent(ctx, p.roomID, id.EventID(target.EventID()))
+		if err == nil {
+			if len(ev.Content.Raw) != 0 || ev.Unsigned.RedactedBecause == nil || ev.Unsigned.RedactedBecause.ID != resp.EventID {
+				t.Fatalf("the event arrived unredacted: content %v, redacted_because %v", ev.Content.Raw, ev.Unsigned.RedactedBecause)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the event never arrived: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -66,6 +66,9 @@ func (a *API) JoinRemote(ctx context.Context, userID, roomID string, servers []s
 		if _, err := a.rooms.StoreRemoteJoin(ctx, srv, ver, res.JoinEvent, state, chain); err != nil {
 			return fmt.Errorf("store the joined room: %w", err)
 		}
+		if a.joined != nil {
+			a.joined(ctx, roomID)
+		}
 		return nil
 	}
 	if len(errs) == 0 {
@@ -121,3 +124,8 @@ func (j joinClient) SendJoin(ctx context.Context, origin, s spec.ServerName, ev 
 	}
 	return &r, nil
 }
+
+// SetJoinedHook sets a function called when one of our users has joined a
+// room through another server, before the join is answered (the key
+// store marks the room's remote members' device lists stale).
+func (a *API) SetJoinedHook(f func(ctx context.Context, roomID string)) { a.joined = f }

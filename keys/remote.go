@@ -671,6 +671,19 @@ func rawOrNil(s string) json.RawMessage {
 	return json.RawMessage(s)
 }
 
+// MarkStale marks remote users' cached device lists stale, to be fetched
+// again by the next query: for users we come to share a room with, whose
+// servers sent us no updates while we shared none (a cache kept from an
+// earlier shared room may have missed changes).
+func (s *Service) MarkStale(ctx context.Context, userIDs []string) error {
+	for _, u := range userIDs {
+		if _, err := s.db.ExecContext(ctx, `UPDATE keys_remote_users SET stale = 1 WHERE user_id = $1 AND stale = 0`, u); err != nil {
+			return fmt.Errorf("mark device list of %s stale: %w", u, err)
+		}
+	}
+	return nil
+}
+
 // forget drops a remote user's cached device list, if there is one.
 func (s *Service) forget(ctx context.Context, userID string) error {
 	var one int

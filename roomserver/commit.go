@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/database"
@@ -228,6 +229,9 @@ func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *co
 }
 
 func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
+	if err := applyPendingRedaction(ctx, tx, pe.ev); err != nil {
+		return err
+	}
 	ev := pe.ev
 	var unsigned *string
 	// The transaction ID is kept with the event so that the sending device
@@ -246,6 +250,11 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 		int64(ev.OriginServerTS()), pe.stateGroup, string(ev.JSON()), unsigned)
 	if err != nil {
 		return fmt.Errorf("insert event: %w", err)
+	}
+	if ev.RedactedBy != "" {
+		if _, err := tx.ExecContext(ctx, `UPDATE events SET redacted_by = $1 WHERE event_id = $2`, ev.RedactedBy, ev.EventID()); err != nil {
+			return fmt.Errorf("mark event redacted: %w", err)
+		}
 	}
 	for _, prev := range ev.PrevEventIDs() {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)`, ev.EventID(), prev); err != nil {
@@ -283,7 +292,13 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 	if err := writeRelation(ctx, tx, ev); err != nil {
 		return err
 	}
-	if red := pe.redaction; red != nil {
+	if red := pe.redaction; red != nil && red.pending {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO pending_redactions (target_id, redaction_id, room_id, sender, privileged)
+			VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+			red.targetID, ev.EventID(), ev.RoomID, string(ev.SenderID()), red.privileged); err != nil {
+			return fmt.Errorf("keep pending redaction: %w", err)
+		}
+	} else if red != nil {
 		if _, err := tx.ExecContext(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3`,
 			string(red.redactedJSON), ev.EventID(), red.targetID); err != nil {
 			return fmt.Errorf("apply redaction: %w", err)
@@ -359,4 +374,51 @@ func writeStateGroup(ctx context.Context, tx *database.Tx, roomID string, g *new
 		}
 	}
 	return nil
+}
+
+// applyPendingRedaction redacts an event as it is stored if a redaction of
+// it arrived first (pending_redactions) and may apply: its sender sent the
+// event too, or had the redact power level.
+func applyPendingRedaction(ctx context.Context, tx *database.Tx, ev *Event) error {
+	if ev.Redacted() {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT redaction_id, sender, privileged FROM pending_redactions
+		WHERE target_id = $1 AND room_id = $2`, ev.EventID(), ev.RoomID)
+	if err != nil {
+		return fmt.Errorf("pending redactions: %w", err)
+	}
+	var by string
+	for rows.Next() {
+		var id, sender string
+		var privileged bool
+		if err := rows.Scan(&id, &sender, &privileged); err != nil {
+			rows.Close()
+			return err
+		}
+		if by == "" && (privileged || sender == string(ev.SenderID())) {
+			by = id
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	if by == "" {
+		return nil
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(ev.Version())
+	if err != nil {
+		return err
+	}
+	redacted, err := verImpl.RedactEventJSON(ev.JSON())
+	if err != nil {
+		return fmt.Errorf("redact %s: %w", ev.EventID(), err)
+	}
+	pdu, err := verImpl.NewEventFromTrustedJSONWithEventID(ev.EventID(), redacted, true)
+	if err != nil {
+		return fmt.Errorf("redact %s: %w", ev.EventID(), err)
+	}
+	ev.PDU, ev.RedactedBy = pdu, by
+	_, err = tx.ExecContext(ctx, `DELETE FROM pending_redactions WHERE target_id = $1`, ev.EventID())
+	return err
 }

@@ -1181,6 +1181,9 @@ func (b *backfillBatch) write(ctx context.Context) error {
 			if err := unindexEvent(ctx, tx, red.targetID); err != nil {
 				return err
 			}
+			if err := forgetRelation(ctx, tx, red.targetID); err != nil {
+				return err
+			}
 			forget = append(forget, red.targetID)
 		}
 		for targetID, redID := range b.redactedBy {

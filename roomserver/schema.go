@@ -226,4 +226,17 @@ INSERT INTO event_search (rowid, key, value)
 	SELECT stream_pos, 'content.topic', json_extract(json, '$.content.topic') FROM events
 	WHERE type = 'm.room.topic' AND state_key = '' AND redacted_by IS NULL AND json_type(json, '$.content.topic') = 'text';
 `},
+	{Version: 8, SQL: `
+-- Redactions of events we did not have when the redaction was stored
+-- (room versions 3+ allow it): applied when the target arrives, if the
+-- redaction's sender is the target's or had the redact power level.
+CREATE TABLE pending_redactions (
+	target_id    TEXT NOT NULL,
+	redaction_id TEXT NOT NULL,
+	room_id      TEXT NOT NULL,
+	sender       TEXT NOT NULL,
+	privileged   INTEGER NOT NULL,
+	PRIMARY KEY (target_id, redaction_id)
+);
+`},
 }

@@ -103,6 +103,10 @@ type newStateGroup struct {
 type redaction struct {
 	targetID     string
 	redactedJSON []byte
+	// pending is set for a target we do not have: the redaction is kept
+	// and applied when it arrives (privileged: its sender had the redact
+	// power level, so it applies whoever sent the target).
+	pending, privileged bool
 }
 
 // room is the sequencer of one room. Only its goroutine touches st.
@@ -472,18 +476,23 @@ func (s *Service) redactionFor(ctx context.Context, rs *roomState, red gomatrixs
 		_ = json.Unmarshal(red.Content(), &c)
 		targetID = c.Redacts
 	}
+	pl, err := powerLevels(rs)
+	if err != nil {
+		return nil, err
+	}
+	privileged := pl.UserLevel(red.SenderID()) >= pl.Redact
 	target, err := s.event(ctx, targetID)
+	if me, ok := mxerr.As(err); ok && me.Code == "M_NOT_FOUND" && targetID != "" && rs.version.Version() != gomatrixserverlib.RoomVersionV1 &&
+		rs.version.Version() != gomatrixserverlib.RoomVersionV2 {
+		// Room versions 3+ do not need the target to accept a
+		// redaction: it waits for the target to arrive.
+		return &redaction{targetID: targetID, pending: true, privileged: privileged}, nil
+	}
 	if err != nil || target.RoomID != rs.roomID {
 		return nil, mxerr.NotFound("Event to redact not found in this room")
 	}
-	if target.SenderID() != red.SenderID() {
-		pl, err := powerLevels(rs)
-		if err != nil {
-			return nil, err
-		}
-		if pl.UserLevel(red.SenderID()) < pl.Redact {
-			return nil, mxerr.Forbidden("You may redact only your own events at your power level")
-		}
+	if target.SenderID() != red.SenderID() && !privileged {
+		return nil, mxerr.Forbidden("You may redact only your own events at your power level")
 	}
 	if target.Redacted() {
 		return nil, nil // already redacted: nothing more to strip

@@ -93,6 +93,7 @@ func (s *Service) deviceListChanges(ctx context.Context, userID string, mems []r
 	}
 	es, en := since.pos(0), now.pos(0)
 	var rooms, joinedRooms, leftRooms []string
+	rejoinable := map[string]bool{} // joined now, and joined at since
 	for _, m := range mems {
 		if m.StreamPos > en {
 			continue
@@ -100,6 +101,7 @@ func (s *Service) deviceListChanges(ctx context.Context, userID string, mems []r
 		switch m.Membership {
 		case "join":
 			rooms = append(rooms, m.RoomID)
+			rejoinable[m.RoomID] = m.StreamPos > es
 			if m.StreamPos > es && s.membershipAt(ctx, userID, m, es) != "join" {
 				joinedRooms = append(joinedRooms, m.RoomID)
 			}
@@ -114,6 +116,16 @@ func (s *Service) deviceListChanges(ctx context.Context, userID string, mems []r
 	if es < en {
 		if memberChanges, err = s.rooms.MemberChanges(ctx, rooms, es, en); err != nil {
 			return nil, nil, err
+		}
+	}
+	// A room the user left and joined again since the token: while apart,
+	// its members' device lists may have changed unseen (other servers
+	// send no updates to a server that shares no room with them), so it
+	// counts as newly joined.
+	for _, c := range memberChanges {
+		if c.UserID == userID && (c.Membership == "leave" || c.Membership == "ban") &&
+			rejoinable[c.RoomID] && !slices.Contains(joinedRooms, c.RoomID) {
+			joinedRooms = append(joinedRooms, c.RoomID)
 		}
 	}
 	changed, left = []string{}, []string{}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -14,6 +15,7 @@ import (
 	"github.com/tessera-hs/tessera/federation/queue"
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/keys"
+	"github.com/tessera-hs/tessera/roomserver"
 )
 
 // startFederationRooms connects the room server to other servers: every
@@ -126,6 +128,8 @@ func (s *Server) startFederationE2EE(api *federation.API, q *queue.Queue) {
 			s.sendUserEDU(ctx, q, u.UserID, "m.signing_key_update", u)
 		},
 	})
+	s.Rooms.Subscribe(func(evs []*roomserver.Event) { s.staleOnNewShare(evs) })
+	api.SetJoinedHook(s.staleRoomMembers)
 	s.Sync.ToDevice().SetRemoteSender(func(ctx context.Context, dest spec.ServerName, m gomatrixserverlib.ToDeviceMessage) error {
 		raw, err := json.Marshal(m)
 		if err != nil {
@@ -202,4 +206,52 @@ func (s *Server) startFederationPresence(q *queue.Queue) {
 			s.sendUserEDU(ctx, q, userID, spec.MPresence, map[string]any{"push": []any{push}})
 		}
 	}()
+}
+
+// staleOnNewShare marks the device lists we cache of other servers' users
+// stale when we may newly share a room with them: a remote user's join,
+// or our user's join (of all the room's remote members). While we shared
+// no room their servers sent us no updates, so the next query must fetch
+// the lists again.
+func (s *Server) staleOnNewShare(evs []*roomserver.Event) {
+	ctx := context.Background()
+	var users []string
+	for _, ev := range evs {
+		if ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
+			continue
+		}
+		if m, _ := ev.Membership(); m != spec.Join {
+			continue
+		}
+		if target := *ev.StateKey(); !s.isLocalUser(target) {
+			users = append(users, target)
+			continue
+		}
+		s.staleRoomMembers(ctx, ev.RoomID)
+	}
+	if len(users) == 0 {
+		return
+	}
+	if err := s.Keys.MarkStale(ctx, users); err != nil {
+		s.log.WithError(err).Warn("device lists: marking lists stale")
+	}
+}
+
+// staleRoomMembers marks the device lists of a room's remote members
+// stale. Our user's join through another server calls it before the join
+// is answered, so the client's first key query after it fetches them.
+func (s *Server) staleRoomMembers(ctx context.Context, roomID string) {
+	members, err := s.Rooms.JoinedUsers(ctx, roomID)
+	if err != nil {
+		s.log.WithError(err).WithField("room_id", roomID).Warn("device lists: reading the room's members")
+		return
+	}
+	users := slices.DeleteFunc(members, s.isLocalUser)
+	if err := s.Keys.MarkStale(ctx, users); err != nil {
+		s.log.WithError(err).Warn("device lists: marking lists stale")
+	}
+}
+
+func (s *Server) isLocalUser(userID string) bool {
+	return strings.HasSuffix(userID, ":"+s.cfg.ServerName)
 }
