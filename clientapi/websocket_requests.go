@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/tessera-hs/tessera/internal/httpx"
+	"github.com/tessera-hs/tessera/internal/jsonx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 )
 
@@ -67,8 +68,10 @@ func (c *streamConn) readLoop() {
 // handle answers one request.
 func (c *streamConn) handle(data []byte) {
 	var req streamRequest
-	if !json.Valid(data) {
-		c.answerError(jsonNull, mxerr.NotJSON("The message is not valid JSON"))
+	// As every request body: UTF-8, no lone surrogates, not too deep.
+	// The params, a request body, sit two levels down.
+	if err := jsonx.Validate(data, jsonx.MaxDepth+2); err != nil {
+		c.answerError(jsonNull, mxerr.NotJSON("The message is not valid JSON: %v", err))
 		return
 	}
 	trimmed := bytes.TrimSpace(data)

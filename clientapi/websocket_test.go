@@ -585,6 +585,8 @@ func TestStreamRequests(t *testing.T) {
 	// Not JSON, not an object: answered with id null.
 	for _, tc := range []struct{ msg, errcode string }{
 		{`{"id": 1, "method": "ping"`, "M_NOT_JSON"},
+		{`{"id": 1, "method": "send", "params": {"room_id": "!r:x", "content": {"body": "\ud800"}}}`, "M_NOT_JSON"},
+		{`{"id": 1, "method": "ping", "params": {"n": ` + strings.Repeat("[", 120) + strings.Repeat("]", 120) + `}}`, "M_NOT_JSON"},
 		{`[1, 2]`, "M_BAD_JSON"},
 		{`{"id": 7, "method": 3}`, "M_BAD_JSON"},
 		{`{"id": 8}`, "M_MISSING_PARAM"},
