@@ -191,6 +191,8 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) (*SearchRespons
 	roomsJSON, _ := json.Marshal(rooms)
 	keysJSON, _ := json.Marshal(keys)
 	where := `event_search MATCH $1 AND s.key IN (SELECT value FROM json_each($2)) AND e.room_id IN (SELECT value FROM json_each($3))`
+	// Only the room's history: not the outliers of auth chains.
+	where += ` AND ` + HistorySQL
 	args := []any{strings.Join(match, " "), string(keysJSON), string(roomsJSON)}
 	if len(req.Filter.Senders) > 0 {
 		js, _ := json.Marshal(req.Filter.Senders)
