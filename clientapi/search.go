@@ -107,13 +107,31 @@ func (a *API) search(r *http.Request, who *users.Requester) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Results and their context are timeline events: format them as
+	// /messages does, with aggregations and unsigned.membership.
+	hits := make([]*roomserver.Event, len(resp.Results))
+	for i, res := range resp.Results {
+		hits[i] = res.Event
+	}
+	formatted, err := a.timelineEvents(r, who, hits)
+	if err != nil {
+		return nil, err
+	}
 	results := make([]map[string]any, len(resp.Results))
 	for i, res := range resp.Results {
-		out := map[string]any{"rank": res.Rank, "result": a.clientEvent(r, who, res.Event)}
+		out := map[string]any{"rank": res.Rank, "result": formatted[i]}
 		if c := res.Context; c != nil {
+			before, err := a.timelineEvents(r, who, c.Before)
+			if err != nil {
+				return nil, err
+			}
+			after, err := a.timelineEvents(r, who, c.After)
+			if err != nil {
+				return nil, err
+			}
 			ctx := map[string]any{
-				"events_before": a.clientEvents(r, who, c.Before),
-				"events_after":  a.clientEvents(r, who, c.After),
+				"events_before": before,
+				"events_after":  after,
 				"start":         c.Start.String(),
 				"end":           c.End.String(),
 			}

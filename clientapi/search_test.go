@@ -94,6 +94,37 @@ func TestSearch(t *testing.T) {
 		}
 	})
 
+	t.Run("aggregations and membership", func(t *testing.T) {
+		orig := sendText(t, carol, other.RoomID, "kiwi original")
+		edit, err := carol.SendMessageEvent(ctx, other.RoomID, event.EventMessage, map[string]any{
+			"msgtype": "m.text", "body": "* kiwi edited",
+			"m.new_content": map[string]any{"msgtype": "m.text", "body": "kiwi edited"},
+			"m.relates_to":  map[string]any{"rel_type": "m.replace", "event_id": orig},
+		})
+		must(t, err, "edit")
+		re := searchRoomEvents(t, srv, carol.AccessToken, "", map[string]any{"search_term": "kiwi"})
+		found := false
+		for _, r := range re["results"].([]any) {
+			ev := r.(map[string]any)["result"].(map[string]any)
+			if ev["event_id"] != orig {
+				continue
+			}
+			found = true
+			unsigned, _ := ev["unsigned"].(map[string]any)
+			rels, _ := unsigned["m.relations"].(map[string]any)
+			repl, _ := rels["m.replace"].(map[string]any)
+			if repl["event_id"] != edit.EventID.String() {
+				t.Fatalf("search result's unsigned = %v, want m.relations.m.replace of %s", unsigned, edit.EventID)
+			}
+			if unsigned["membership"] != "join" {
+				t.Fatalf("search result's unsigned.membership = %v, want join", unsigned["membership"])
+			}
+		}
+		if !found {
+			t.Fatalf("original %s not among the results %v", orig, resultIDs(re))
+		}
+	})
+
 	t.Run("paging", func(t *testing.T) {
 		for _, order := range []string{"rank", "recent"} {
 			var got []string
