@@ -194,23 +194,9 @@ func (a *API) timestampToEvent(r *http.Request, who *users.Requester) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	q := r.URL.Query()
-	if !q.Has("ts") {
-		return nil, mxerr.MissingParam("ts is required")
-	}
-	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	ts, backwards, err := roomserver.ParseTimestampQuery(r.URL.Query())
 	if err != nil {
-		return nil, mxerr.InvalidParam("ts must be an integer (milliseconds since the Unix epoch)")
-	}
-	var backwards bool
-	switch q.Get("dir") {
-	case "f":
-	case "b":
-		backwards = true
-	case "":
-		return nil, mxerr.MissingParam("dir is required")
-	default:
-		return nil, mxerr.InvalidParam("dir must be \"f\" or \"b\"")
+		return nil, err
 	}
 	ev, err := a.rooms.TimestampToEvent(r.Context(), id, who.UserID, ts, backwards)
 	if me, ok := mxerr.As(err); err != nil && (!ok || me.Code != "M_NOT_FOUND") {

@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/roomserver"
 )
 
 // timestampToEvent answers GET /v1/timestamp_to_event/{roomId}?ts=&dir=.
@@ -23,23 +24,9 @@ func (a *API) timestampToEvent(r *http.Request, origin spec.ServerName, _ []byte
 	if err := a.rooms.CheckServerACL(r.Context(), roomID.String(), origin); err != nil {
 		return nil, err
 	}
-	q := r.URL.Query()
-	if !q.Has("ts") {
-		return nil, mxerr.MissingParam("ts is required")
-	}
-	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	ts, backwards, err := roomserver.ParseTimestampQuery(r.URL.Query())
 	if err != nil {
-		return nil, mxerr.InvalidParam("ts must be an integer (milliseconds since the Unix epoch)")
-	}
-	var backwards bool
-	switch q.Get("dir") {
-	case "f":
-	case "b":
-		backwards = true
-	case "":
-		return nil, mxerr.MissingParam("dir is required")
-	default:
-		return nil, mxerr.InvalidParam("dir must be \"f\" or \"b\"")
+		return nil, err
 	}
 	ev, err := a.rooms.TimestampToEventForServer(r.Context(), origin, roomID.String(), ts, backwards)
 	if err != nil {

@@ -4,11 +4,35 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/url"
+	"strconv"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/tessera-hs/tessera/internal/mxerr"
 )
+
+// ParseTimestampQuery reads the ts and dir parameters that the client and
+// federation timestamp_to_event endpoints share.
+func ParseTimestampQuery(q url.Values) (ts int64, backwards bool, err error) {
+	if !q.Has("ts") {
+		return 0, false, mxerr.MissingParam("ts is required")
+	}
+	ts, err = strconv.ParseInt(q.Get("ts"), 10, 64)
+	if err != nil {
+		return 0, false, mxerr.InvalidParam("ts must be an integer (milliseconds since the Unix epoch)")
+	}
+	switch q.Get("dir") {
+	case "f":
+	case "b":
+		backwards = true
+	case "":
+		return 0, false, mxerr.MissingParam("dir is required")
+	default:
+		return 0, false, mxerr.InvalidParam("dir must be \"f\" or \"b\"")
+	}
+	return ts, backwards, nil
+}
 
 // timestampBatch is how many events one step of TimestampToEvent reads,
 // and maxTimestampScan how many it reads in all before giving up: events
