@@ -26,27 +26,29 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
-	ServerName     string        `yaml:"server_name"`
-	PublicBaseURL  string        `yaml:"public_baseurl"`
-	Listen         string        `yaml:"listen"`
-	DataDir        string        `yaml:"data_dir"`
-	SigningKeyPath string        `yaml:"signing_key_path"`
-	Database       Database      `yaml:"database"`
-	Logging        Logging       `yaml:"logging"`
-	HTTP           HTTP          `yaml:"http"`
-	Registration   Registration  `yaml:"registration"`
-	Passwords      Passwords     `yaml:"passwords"`
-	Auth           Auth          `yaml:"auth"`
-	RateLimits     RateLimits    `yaml:"rate_limits"`
-	Rooms          Rooms         `yaml:"rooms"`
-	Presence       Presence      `yaml:"presence"`
-	SyncStream     SyncStream    `yaml:"sync_stream"`
-	Media          Media         `yaml:"media"`
-	URLPreviews    URLPreviews   `yaml:"url_previews"`
-	Federation     Federation    `yaml:"federation"`
-	Calls          Calls         `yaml:"calls"`
-	VoIP           VoIP          `yaml:"voip"`
-	ServerNotices  ServerNotices `yaml:"server_notices"`
+	ServerName     string       `yaml:"server_name"`
+	PublicBaseURL  string       `yaml:"public_baseurl"`
+	Listen         string       `yaml:"listen"`
+	DataDir        string       `yaml:"data_dir"`
+	SigningKeyPath string       `yaml:"signing_key_path"`
+	Database       Database     `yaml:"database"`
+	Logging        Logging      `yaml:"logging"`
+	HTTP           HTTP         `yaml:"http"`
+	Registration   Registration `yaml:"registration"`
+	Passwords      Passwords    `yaml:"passwords"`
+	Auth           Auth         `yaml:"auth"`
+	RateLimits     RateLimits   `yaml:"rate_limits"`
+	Rooms          Rooms        `yaml:"rooms"`
+	Presence       Presence     `yaml:"presence"`
+	SyncStream     SyncStream   `yaml:"sync_stream"`
+	Media          Media        `yaml:"media"`
+	URLPreviews    URLPreviews  `yaml:"url_previews"`
+	Federation     Federation   `yaml:"federation"`
+	Calls          Calls        `yaml:"calls"`
+	VoIP           VoIP         `yaml:"voip"`
+
+	// ServerNotices are Synapse-style notices from the admins (notices/).
+	ServerNotices ServerNotices `yaml:"server_notices"`
 }
 
 // ServerNotices configures Synapse-style server notices: messages the
