@@ -114,6 +114,10 @@ func TestServerNotices(t *testing.T) {
 		}
 	}
 
+	// The invite cannot be rejected, as in Synapse.
+	post(t, srv, v3+"/rooms/"+url.PathEscape(room.String())+"/leave", alice.AccessToken, map[string]any{}).
+		expect(t, http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
+
 	// Once joined, the room carries the m.server_notice tag and the notice.
 	_, err = c.JoinRoomByID(ctx, room)
 	must(t, err, "join notices room")
@@ -144,7 +148,9 @@ func TestServerNotices(t *testing.T) {
 			map[string]any{"msgtype": "m.text", "body": "reply"}).expect(t, http.StatusForbidden, "M_FORBIDDEN")
 	})
 
-	t.Run("system user cannot log in", func(t *testing.T) {
+	t.Run("system user cannot log in or be registered", func(t *testing.T) {
+		post(t, srv, v3+"/register", "", map[string]any{"username": "notices", "password": "a-good-password"}).
+			expect(t, http.StatusBadRequest, "M_USER_IN_USE")
 		loginRaw(t, srv, "notices", "anything", nil).expect(t, http.StatusForbidden, "M_FORBIDDEN")
 	})
 
@@ -220,6 +226,9 @@ func TestServerNoticesAutoJoin(t *testing.T) {
 	srv := testserver.Start(t, withNotices(true))
 	admin := registerAdmin(t, srv)
 	bob := srv.Register("bob", "bob-password")
+	// The system user's ID is claimed at start-up, before any notice.
+	post(t, srv, v3+"/register", "", map[string]any{"username": "notices", "password": "a-good-password"}).
+		expect(t, http.StatusBadRequest, "M_USER_IN_USE")
 	r := post(t, srv, sendNoticeAPI, admin.AccessToken, notice(bob.UserID, "welcome")).expect(t, http.StatusOK, "")
 	rooms, err := bob.JoinedRooms(ctx)
 	must(t, err, "joined rooms")

@@ -86,7 +86,42 @@ func New(ctx context.Context, db *database.DB, rooms Rooms, us Users, server spe
 	if err := db.Migrate(ctx, "notices", migrations); err != nil {
 		return nil, fmt.Errorf("migrate server notices: %w", err)
 	}
-	return &Service{db: db, rooms: rooms, users: us, cfg: cfg, server: server, log: log}, nil
+	s := &Service{db: db, rooms: rooms, users: us, cfg: cfg, server: server, log: log}
+	if s.Enabled() {
+		// Claim the system user's ID now, before anyone can register it
+		// and so own every notices room.
+		if err := s.ensureSystemUser(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// CheckLeave refuses to let a user reject the invite to their notices room,
+// as Synapse does (403 M_CANNOT_LEAVE_SERVER_NOTICE_ROOM). Once joined, they
+// may leave; the next notice invites them again.
+func (s *Service) CheckLeave(ctx context.Context, roomID, userID string) error {
+	if !s.Enabled() {
+		return nil
+	}
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM server_notice_rooms WHERE user_id = $1 AND room_id = $2`,
+		userID, roomID).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("look up the server notices room of %s: %w", userID, err)
+	}
+	if n == 0 {
+		return nil
+	}
+	m, err := s.rooms.Membership(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if m == spec.Invite {
+		return &mxerr.Error{Status: http.StatusForbidden, Code: "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
+			Message: "You cannot reject this invite"}
+	}
+	return nil
 }
 
 // Enabled reports whether server notices are configured.
