@@ -152,6 +152,11 @@ func TestServerNotices(t *testing.T) {
 		post(t, srv, v3+"/register", "", map[string]any{"username": "notices", "password": "a-good-password"}).
 			expect(t, http.StatusBadRequest, "M_USER_IN_USE")
 		loginRaw(t, srv, "notices", "anything", nil).expect(t, http.StatusForbidden, "M_FORBIDDEN")
+		name := get(t, srv, v3+"/profile/"+url.PathEscape(srv.UserID("notices").String())+"/displayname", alice.AccessToken).
+			expect(t, http.StatusOK, "")
+		if name.str("displayname") != "Server Notices Bot" {
+			t.Errorf("system user's profile: %s", name.Raw)
+		}
 	})
 
 	t.Run("second notice reuses the room", func(t *testing.T) {
@@ -217,6 +222,16 @@ func TestServerNotices(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("the notice sent while away is not in the room")
+		}
+	})
+
+	t.Run("room survives a restart", func(t *testing.T) {
+		srv.Restart()
+		r := post(t, srv, sendNoticeAPI, admin.AccessToken, notice(alice.UserID, "after restart")).expect(t, http.StatusOK, "")
+		ev, err := c.GetEvent(ctx, room, id.EventID(r.str("event_id")))
+		must(t, err, "get the notice sent after the restart in the same room")
+		if ev.Content.Raw["body"] != "after restart" {
+			t.Errorf("notice = %v", ev.Content.Raw)
 		}
 	})
 }

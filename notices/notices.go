@@ -45,6 +45,7 @@ type Rooms interface {
 type Users interface {
 	Account(ctx context.Context, userID string) (*users.Account, error)
 	CreateAccount(ctx context.Context, na users.NewAccount) (*users.Account, error)
+	Profile(ctx context.Context, userID string) (map[string]json.RawMessage, error)
 	SetProfileField(ctx context.Context, userID, key string, value json.RawMessage) error
 	SetTag(ctx context.Context, userID, roomID, tag string, raw []byte) error
 }
@@ -198,11 +199,17 @@ func (s *Service) ensureSystemUser(ctx context.Context) error {
 		}
 		s.log.WithField("user_id", id).Info("created the server notices user")
 	}
+	profile, err := s.users.Profile(ctx, id)
+	if err != nil {
+		return fmt.Errorf("read the server notices user's profile: %w", err)
+	}
+	// Only changed fields are written: a write updates the system user's
+	// membership in every notices room.
 	set := func(key, value string) error {
-		if value == "" {
+		raw, _ := json.Marshal(value)
+		if value == "" || string(profile[key]) == string(raw) {
 			return nil
 		}
-		raw, _ := json.Marshal(value)
 		if err := s.users.SetProfileField(ctx, id, key, raw); err != nil {
 			return fmt.Errorf("set the server notices user's %s: %w", key, err)
 		}
