@@ -21,6 +21,7 @@ import (
 	"github.com/tessera-hs/tessera/keybackup"
 	"github.com/tessera-hs/tessera/keys"
 	"github.com/tessera-hs/tessera/media"
+	"github.com/tessera-hs/tessera/notices"
 	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/syncapi"
@@ -64,6 +65,8 @@ type API struct {
 	// rtcRemote gets tokens for other servers' SFUs (rtc.go); nil
 	// without federation.
 	rtcRemote RemoteLiveKitToken
+	// notices sends server notices (SetNotices; notices.go); nil until set.
+	notices *notices.Service
 
 	// nonces for shared-secret registration
 	nonces *nonceStore
@@ -142,6 +145,7 @@ func (a *API) Register(r *mux.Router) {
 	a.delayedRoutes(add)
 	a.rtcRoutes(add)
 	a.rtcDelegateRoutes(add)
+	a.noticesRoutes(add)
 	a.registerMedia(r)
 	a.registerStream(r)
 	add("/_synapse/admin/v1", []route{

@@ -359,6 +359,11 @@ func (a *API) leave(r *http.Request, who *users.Requester) (any, error) {
 	if err := httpx.DecodeJSON(r, &body, true); err != nil {
 		return nil, err
 	}
+	if a.notices != nil {
+		if err := a.notices.CheckLeave(r.Context(), id, who.UserID); err != nil {
+			return nil, err
+		}
+	}
 	if a.remote != nil {
 		// A room we hold no live copy of (an invite or knock from
 		// another server, or one all our users have left) is left

@@ -46,7 +46,31 @@ type Config struct {
 	Federation     Federation   `yaml:"federation"`
 	Calls          Calls        `yaml:"calls"`
 	VoIP           VoIP         `yaml:"voip"`
+
+	// ServerNotices are Synapse-style notices from the admins (notices/).
+	ServerNotices ServerNotices `yaml:"server_notices"`
 }
+
+// ServerNotices configures Synapse-style server notices: messages the
+// server admins send to a user, through
+// POST /_synapse/admin/v1/send_server_notice, in a room the user shares
+// with a system user. The keys are Synapse's.
+// https://element-hq.github.io/synapse/latest/server_notices.html
+type ServerNotices struct {
+	// SystemMXIDLocalpart is the system user's localpart; empty turns
+	// server notices off.
+	SystemMXIDLocalpart   string `yaml:"system_mxid_localpart"`
+	SystemMXIDDisplayName string `yaml:"system_mxid_display_name"`
+	SystemMXIDAvatarURL   string `yaml:"system_mxid_avatar_url"`
+	RoomName              string `yaml:"room_name"`
+	RoomAvatarURL         string `yaml:"room_avatar_url"`
+	RoomTopic             string `yaml:"room_topic"`
+	// AutoJoin joins the user to the notices room instead of inviting.
+	AutoJoin bool `yaml:"auto_join"`
+}
+
+// Enabled reports whether server notices are configured.
+func (n *ServerNotices) Enabled() bool { return n.SystemMXIDLocalpart != "" }
 
 // VoIP is the TURN server handed to clients at
 // GET /_matrix/client/v3/voip/turnServer. The keys are Synapse's.
@@ -377,7 +401,8 @@ func Default() Config {
 		Calls: Calls{SignalPort: 7880, UDPPort: 7882, TCPPort: 7881,
 			DelegatedLeavePollInterval: Duration(2 * time.Second), DelegatedLeaveConnectTimeout: Duration(2 * time.Minute)},
 		// Synapse's turn_user_lifetime and turn_allow_guests.
-		VoIP: VoIP{TURNUserLifetime: Duration(time.Hour), TURNAllowGuests: true},
+		VoIP:          VoIP{TURNUserLifetime: Duration(time.Hour), TURNAllowGuests: true},
+		ServerNotices: ServerNotices{RoomName: "Server Notices"},
 		// Synapse's max_spider_size; previews are off as in Synapse.
 		URLPreviews: URLPreviews{
 			MaxResponseBytes: 10 << 20,
@@ -608,6 +633,10 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Calls.validate(); err != nil {
 		return err
+	}
+	if n := c.ServerNotices; n.SystemMXIDAvatarURL != "" && !strings.HasPrefix(n.SystemMXIDAvatarURL, "mxc://") ||
+		n.RoomAvatarURL != "" && !strings.HasPrefix(n.RoomAvatarURL, "mxc://") {
+		return errors.New("server_notices: system_mxid_avatar_url and room_avatar_url must be mxc:// URIs")
 	}
 	if err := c.VoIP.validate(); err != nil {
 		return err

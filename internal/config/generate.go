@@ -380,4 +380,20 @@ voip:
   turn_user_lifetime: 1h
   # Whether guest accounts get TURN credentials.
   turn_allow_guests: true
+
+server_notices:
+  # Server notices (as in Synapse): admins send a user a message with
+  # POST /_synapse/admin/v1/send_server_notice; it arrives in a per-user
+  # room shared with this system user, tagged m.server_notice. Empty
+  # system_mxid_localpart turns them off. The system user cannot log in;
+  # pick a localpart no one has registered.
+  system_mxid_localpart: ""
+  system_mxid_display_name: ""
+  # mxc:// URIs, or empty.
+  system_mxid_avatar_url: ""
+  room_name: "Server Notices"
+  room_avatar_url: ""
+  room_topic: ""
+  # Join the user to the room instead of inviting them.
+  auto_join: false
 `))

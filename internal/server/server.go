@@ -36,6 +36,7 @@ import (
 	"github.com/tessera-hs/tessera/keybackup"
 	"github.com/tessera-hs/tessera/keys"
 	"github.com/tessera-hs/tessera/media"
+	"github.com/tessera-hs/tessera/notices"
 	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/syncapi"
@@ -233,6 +234,12 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	api.SetDelayed(s.delayed)
+	ns, err := notices.New(ctx, s.db, rs, us, spec.ServerName(s.cfg.ServerName), s.cfg.ServerNotices,
+		s.log.WithField("component", "notices"))
+	if err != nil {
+		return err
+	}
+	api.SetNotices(ns)
 	ms, err := media.New(ctx, s.db, media.Config{
 		ServerName:        spec.ServerName(s.cfg.ServerName),
 		Dir:               filepath.Join(s.cfg.DataDir, "media"),
