@@ -117,6 +117,9 @@ func TestServerNotices(t *testing.T) {
 	// The invite cannot be rejected, as in Synapse.
 	post(t, srv, v3+"/rooms/"+url.PathEscape(room.String())+"/leave", alice.AccessToken, map[string]any{}).
 		expect(t, http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
+	put(t, srv, v3+"/rooms/"+url.PathEscape(room.String())+"/state/m.room.member/"+url.PathEscape(alice.UserID.String()),
+		alice.AccessToken, map[string]any{"membership": "leave"}).
+		expect(t, http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
 
 	// Once joined, the room carries the m.server_notice tag and the notice.
 	_, err = c.JoinRoomByID(ctx, room)

@@ -455,6 +455,18 @@ func (a *API) sendEvent(r *http.Request, who *users.Requester, stateKey *string,
 		return nil, err
 	}
 	req := roomserver.SendRequest{RoomID: id, Sender: who.UserID, Type: pathVar(r, "eventType"), StateKey: stateKey, Content: content}
+	if a.notices != nil && req.Type == spec.MRoomMember && stateKey != nil && *stateKey == who.UserID {
+		// Leaving by a member event is /leave too: the notices room's
+		// invite cannot be rejected this way either.
+		var m struct {
+			Membership string `json:"membership"`
+		}
+		if json.Unmarshal(content, &m) == nil && m.Membership == spec.Leave {
+			if err := a.notices.CheckLeave(r.Context(), id, who.UserID); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if txn != nil {
 		req.Txn = txn(id)
 	}
