@@ -51,6 +51,10 @@ func TestLongPartitionKeepsTheGap(t *testing.T) {
 			t.Fatalf("B stores %s: %v", ev.EventID(), err)
 		}
 	}
+	before, err := p.alice.SyncRequest(ctx, 0, "", `{"room":{"timeline":{"limit":1}}}`, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	res, err := p.sendTxn(t, chain[59].JSON())
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +63,17 @@ func TestLongPartitionKeepsTheGap(t *testing.T) {
 		t.Fatalf("the last event of the partition: %q", r.Error)
 	}
 	waitForMessage(t, p.alice, p.roomID, "p59")
+	// alice's next sync has fewer events than her limit, but not all of
+	// them: the hole before the fetched ones makes the timeline limited.
+	after, err := p.alice.SyncRequest(ctx, 0, before.NextBatch, `{"room":{"timeline":{"limit":100}}}`, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := after.Rooms.Join[p.roomID].Timeline
+	if len(tl.Events) == 0 || len(tl.Events) >= 60 || !tl.Limited || tl.PrevBatch == "" {
+		t.Fatalf("timeline after the partition: %d events, limited %v, prev_batch %q; want fewer than 60, limited, a prev_batch",
+			len(tl.Events), tl.Limited, tl.PrevBatch)
+	}
 	// The 50 that get_missing_events brought are in A's history.
 	for _, i := range []int{10, 30, 58} {
 		ev, err := p.alice.GetEvent(ctx, p.roomID, id.EventID(chain[i].EventID()))

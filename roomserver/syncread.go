@@ -293,3 +293,31 @@ func (s *Service) MemberChanges(ctx context.Context, roomIDs []string, from, to 
 	}
 	return out, rows.Err()
 }
+
+// TimelineHasGap reports whether one of the events, a /sync timeline,
+// follows an event that is not in the room's history here: after a long
+// partition only the newest events are fetched, so the timeline misses
+// events before them and is incomplete (limited) even when it is shorter
+// than the client's limit. A rejected prev event is no gap.
+func (s *Service) TimelineHasGap(ctx context.Context, evs []*Event) (bool, error) {
+	if len(evs) == 0 {
+		return false, nil
+	}
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.EventID()
+	}
+	ph, args := placeholders(ids, 0)
+	var one int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM event_edges ed WHERE ed.event_id IN (`+ph+`)
+		AND NOT EXISTS (SELECT 1 FROM events p WHERE p.event_id = ed.prev_event_id AND (p.stream_pos > 0 OR p.state_group != 0))
+		AND NOT EXISTS (SELECT 1 FROM rejected_events r WHERE r.event_id = ed.prev_event_id)
+		LIMIT 1`, args...).Scan(&one)
+	if isNoRows(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("gaps in a timeline: %w", err)
+	}
+	return true, nil
+}

@@ -700,6 +700,14 @@ func (s *Service) roomEvents(ctx context.Context, sc *syncContext, f *filter, rs
 	if rs.fromStart && (!sc.initial || len(tl) == 0 || tl[0].Type() != spec.MRoomCreate) {
 		limited = true
 	}
+	if !limited && !rs.fromStart {
+		// Events fetched after a long partition leave a hole before them.
+		gap, err := s.rooms.TimelineHasGap(ctx, tl)
+		if err != nil {
+			return nil, false, err
+		}
+		limited = gap
+	}
 	stateAfter := len(sc.req.StateAfter) > 0
 	// gapless: the timeline is every event since the token, so the client
 	// can follow the state through it.
