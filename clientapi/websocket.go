@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -200,11 +199,11 @@ func (h *streamHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fail(err)
 		return
 	}
-	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
+	if !httpx.HeaderHasToken(r.Header, "Connection", "upgrade") || !httpx.HeaderHasToken(r.Header, "Upgrade", "websocket") {
 		fail(mxerr.InvalidParam("This endpoint is a WebSocket: send an Upgrade: websocket request"))
 		return
 	}
-	if !headerHasToken(r.Header, "Sec-WebSocket-Protocol", streamSubprotocol) {
+	if !httpx.HeaderHasToken(r.Header, "Sec-WebSocket-Protocol", streamSubprotocol) {
 		fail(mxerr.InvalidParam("Ask for the WebSocket subprotocol %q (Sec-WebSocket-Protocol)", streamSubprotocol))
 		return
 	}
@@ -268,19 +267,6 @@ func (h *streamHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.readLoop()
 	c.close(websocket.StatusNormalClosure, "")
 	c.wg.Wait()
-}
-
-// headerHasToken reports whether a comma-separated header has token, case
-// insensitively.
-func headerHasToken(h http.Header, key, token string) bool {
-	for _, v := range h.Values(key) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // streamConn is one open stream.

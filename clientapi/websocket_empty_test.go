@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/syncapi"
 )
 
@@ -41,10 +42,10 @@ func TestHeaderHasToken(t *testing.T) {
 	h := http.Header{}
 	h.Add("Sec-WebSocket-Protocol", "chat, M.JSON")
 	h.Add("Connection", "keep-alive, Upgrade")
-	if !headerHasToken(h, "Sec-WebSocket-Protocol", "m.json") || !headerHasToken(h, "Connection", "upgrade") {
+	if !httpx.HeaderHasToken(h, "Sec-WebSocket-Protocol", "m.json") || !httpx.HeaderHasToken(h, "Connection", "upgrade") {
 		t.Error("tokens not found")
 	}
-	if headerHasToken(h, "Sec-WebSocket-Protocol", "m.cbor") || headerHasToken(h, "Upgrade", "websocket") {
+	if httpx.HeaderHasToken(h, "Sec-WebSocket-Protocol", "m.cbor") || httpx.HeaderHasToken(h, "Upgrade", "websocket") {
 		t.Error("token found that is not there")
 	}
 }

@@ -238,7 +238,7 @@ func validParams(u *url.URL) bool {
 func LimitBody(limit int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > limit {
-			if !headerHasToken(r.Header, "Expect", "100-continue") {
+			if !HeaderHasToken(r.Header, "Expect", "100-continue") {
 				_, _ = io.CopyN(io.Discard, r.Body, oversizeDiscard)
 			}
 			w.Header().Set("Connection", "close")
@@ -266,9 +266,9 @@ func WithBody(r *http.Request, body io.ReadCloser) *http.Request {
 	return r2
 }
 
-// headerHasToken reports whether a comma-separated header has token, case
+// HeaderHasToken reports whether a comma-separated header has token, case
 // insensitively.
-func headerHasToken(h http.Header, key, token string) bool {
+func HeaderHasToken(h http.Header, key, token string) bool {
 	for _, v := range h.Values(key) {
 		for _, t := range strings.Split(v, ",") {
 			if strings.EqualFold(strings.TrimSpace(t), token) {
