@@ -39,10 +39,10 @@ func (a *API) relations(r *http.Request, who *users.Requester) (any, error) {
 	default:
 		return nil, mxerr.InvalidParam("dir must be \"b\" or \"f\"")
 	}
-	if req.From, err = paginationToken(q.Get("from")); err != nil {
+	if req.From, err = optionalToken(q.Get("from")); err != nil {
 		return nil, err
 	}
-	if req.To, err = paginationToken(q.Get("to")); err != nil {
+	if req.To, err = optionalToken(q.Get("to")); err != nil {
 		return nil, err
 	}
 	if req.Limit, err = parseLimit(q.Get("limit"), 5, 100); err != nil {
@@ -96,7 +96,7 @@ func (a *API) threads(r *http.Request, who *users.Requester) (any, error) {
 	default:
 		return nil, mxerr.InvalidParam("include must be \"all\" or \"participated\"")
 	}
-	if req.From, err = paginationToken(q.Get("from")); err != nil {
+	if req.From, err = optionalToken(q.Get("from")); err != nil {
 		return nil, err
 	}
 	if req.Limit, err = parseLimit(q.Get("limit"), 20, 100); err != nil {
@@ -118,11 +118,4 @@ func (a *API) threads(r *http.Request, who *users.Requester) (any, error) {
 		out["next_batch"] = resp.NextBatch.String()
 	}
 	return out, nil
-}
-
-// paginationToken reads the from/to tokens of /relations and /threads. It
-// is the one place that does, so that it can learn other token forms
-// (sync's next_batch) in one go.
-func paginationToken(s string) (*roomserver.Token, error) {
-	return optionalToken(s)
 }
