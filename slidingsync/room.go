@@ -28,7 +28,10 @@ type roomCtx struct {
 	since            int64 // the request's events position (0 on a first request)
 	ignored          map[string]bool
 	dms              map[string]bool
-	rl               *roomList
+	// receiptsMoved: receipts (which change unread counts) came since the
+	// request's position.
+	receiptsMoved bool
+	rl            *roomList
 }
 
 // hero is a member a client may name a nameless room after.
@@ -181,7 +184,12 @@ func (s *Service) joinedOrLeft(ctx context.Context, rc *roomCtx, rr *roomReq, up
 			next.Heroes = string(b)
 		}
 	}
-	if joined {
+	// Unread counts move with the room's events and the user's receipts
+	// only: read them when one of those did.
+	if prev != nil && !fresh {
+		next.Notif, next.Highlight = prev.Notif, prev.Highlight
+	}
+	if joined && (fresh || hasEvents || membershipChanged || rc.receiptsMoved) {
 		if next.Notif, next.Highlight, err = s.sync.UnreadCounts(ctx, rc.userID, roomID); err != nil {
 			return nil, nil, err
 		}

@@ -237,8 +237,10 @@ func (s *Service) compute(ctx context.Context, c *conn, req *Request, state conn
 		return nil, nil, false, err
 	}
 	rc := &roomCtx{userID: req.UserID, deviceID: req.DeviceID, now: now[0], ignored: ignored, dms: rl.dms, rl: rl}
+	rc.receiptsMoved = true
 	if c.since != nil {
 		rc.since = (*c.since)[0]
+		rc.receiptsMoved = now.Pos(syncapi.ReceiptsStream) > c.since.Pos(syncapi.ReceiptsStream)
 	}
 	var fresh []string
 	for _, id := range order {
