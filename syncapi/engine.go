@@ -26,8 +26,12 @@ func (s *Service) Now(ctx context.Context) (Token, error) {
 	return now, nil
 }
 
-// ReceiptsStream is the receipts stream's place in a token (see Pos).
-var ReceiptsStream = slices.Index(streamNames, "receipts")
+// ReceiptsStream and AccountDataStream are the receipts and account data
+// streams' places in a token (see Pos).
+var (
+	ReceiptsStream    = slices.Index(streamNames, "receipts")
+	AccountDataStream = slices.Index(streamNames, "account_data")
+)
 
 // Pos is the token's position in the stream at index i (0: events).
 func (t Token) Pos(i int) int64 { return t.pos(i) }
