@@ -321,8 +321,8 @@ func ackPos(ctx context.Context, tx *database.Tx, c *conn) error {
 		args []any
 	}{
 		{`UPDATE sliding_sync_rooms SET base = pending, pending = NULL, pending_pos = NULL WHERE conn_key = $1 AND pending_pos = $2`, []any{c.key, c.at}},
+		{`DELETE FROM sliding_sync_rooms WHERE conn_key = $1 AND pending_pos < $2 AND base IS NULL`, []any{c.key, c.at}},
 		{`UPDATE sliding_sync_rooms SET pending = NULL, pending_pos = NULL WHERE conn_key = $1 AND pending_pos < $2`, []any{c.key, c.at}},
-		{`DELETE FROM sliding_sync_rooms WHERE conn_key = $1 AND base IS NULL AND pending IS NULL`, []any{c.key}},
 		{`UPDATE sliding_sync_connections SET acked_pos = $1,
 			acked_token = (SELECT token FROM sliding_sync_positions WHERE conn_key = $2 AND pos = $1),
 			state = (SELECT state FROM sliding_sync_positions WHERE conn_key = $2 AND pos = $1)

@@ -47,5 +47,6 @@ CREATE TABLE sliding_sync_rooms (
 	pending_pos INTEGER,
 	PRIMARY KEY (conn_key, room_id)
 );
+CREATE INDEX sliding_sync_rooms_pending ON sliding_sync_rooms(conn_key, pending_pos);
 `},
 }
