@@ -220,6 +220,7 @@ async function start(who, user, ranges) {
       if (state === "ERROR") reject(new Error(`${who}: sync error: ${data?.error}`));
     });
   });
+  prepared.catch(() => {}); // awaited below; an early error must not end the process unreported
   // Element Web's options: members loaded lazily.
   await client.startClient({ slidingSync: ss, lazyLoadMembers: true });
   await withTimeout(`${who}'s first sliding sync response`, prepared, 30000, () => c.errors);
