@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -123,13 +124,21 @@ func TestJSSDKSlidingSync(t *testing.T) {
 	cmd.Env = append(os.Environ(), "TESSERA_JSSDK="+string(cfg))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if os.Getenv("TESSERA_JSSDK_SSLOG") != "" || os.Getenv("TESSERA_JSSDK_DEBUG") != "" {
+		// The script's log of each exchange (and the SDK's) as it runs.
+		cmd.Stderr = io.MultiWriter(&stderr, os.Stderr)
+	}
 	runErr := cmd.Run()
 
 	var res struct {
-		OK        bool              `json:"ok"`
-		Step      string            `json:"step"`
-		Error     string            `json:"error"`
-		Checks    []string          `json:"checks"`
+		OK       bool     `json:"ok"`
+		Step     string   `json:"step"`
+		Error    string   `json:"error"`
+		Checks   []string `json:"checks"`
+		Problems []struct {
+			Step    string `json:"step"`
+			Problem string `json:"problem"`
+		} `json:"problems"`
 		Failures  []json.RawMessage `json:"failures"`
 		Trace     json.RawMessage   `json:"trace"`
 		ChatRoom  string            `json:"chatRoom"`
@@ -148,6 +157,12 @@ func TestJSSDKSlidingSync(t *testing.T) {
 	}
 	for _, c := range res.Checks {
 		t.Logf("passed: %s", c)
+	}
+	for _, f := range res.Failures {
+		t.Logf("failed request: %s", f)
+	}
+	for _, p := range res.Problems {
+		t.Errorf("problem at step %q: %s", p.Step, p.Problem)
 	}
 	if !res.OK || runErr != nil {
 		var failed strings.Builder

@@ -45,6 +45,9 @@ for (const m of ["log", "info", "debug", "trace", "warn"]) console[m] = stderrWr
 const SS_PREFIX = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
 const LIST = "room_list";
 const steps = []; // what passed, in order
+// What went wrong without stopping the run (the rest still says something):
+// each is reported, and any makes the run fail at the end.
+const problems = [];
 let step = "start"; // what is running, for the failure report
 const failures = []; // requests that failed, with what was sent and answered
 const trace = { alice: [], bob: [] }; // the last sliding sync exchanges of each client
@@ -55,7 +58,7 @@ function finish(result) {
 }
 
 function fail(error) {
-  finish({ ok: false, step, error: String(error?.stack ?? error), checks: steps, failures, trace });
+  finish({ ok: false, step, error: String(error?.stack ?? error), checks: steps, problems, failures, trace });
 }
 
 const deadline = setTimeout(() => fail(new Error(`timed out after ${cfg.timeoutMs ?? 180000} ms`)), cfg.timeoutMs ?? 180000);
@@ -88,13 +91,15 @@ function summariseResponse(r) {
   out.rooms = Object.fromEntries(
     Object.entries(r.rooms ?? {}).map(([id, room]) => {
       const s = {};
-      for (const k of ["initial", "membership", "name", "limited", "num_live", "bump_stamp", "joined_count", "invited_count", "notification_count"]) {
+      for (const k of ["initial", "expanded_timeline", "membership", "name", "is_dm", "limited", "num_live", "bump_stamp", "joined_count", "invited_count", "notification_count", "highlight_count"]) {
         if (room[k] !== undefined) s[k] = room[k];
       }
       if (room.lists) s.lists = room.lists;
       if (room.timeline) s.timeline = room.timeline.map((e) => e.type + (e.content?.body ? `:${short(e.content.body, 40)}` : ""));
       if (room.required_state) s.required_state = room.required_state.map((e) => `${e.type}|${e.state_key}`);
       if (room.invite_state) s.invite_state = room.invite_state.length;
+      if (room.heroes) s.heroes = room.heroes.map((h) => h.user_id);
+      if (room.prev_batch) s.prev_batch = true;
       return [id, s];
     }),
   );
@@ -265,6 +270,29 @@ function check(what, cond, detail) {
   if (!cond) throw new Error(`${what}: ${typeof detail === "function" ? detail() : detail ?? "failed"}`);
 }
 
+// soft is check that records a problem and goes on.
+function soft(what, cond, detail) {
+  if (cond) return true;
+  const p = `${what}: ${typeof detail === "function" ? detail() : detail ?? "failed"}`;
+  problems.push({ step, problem: p });
+  process.stderr.write(`PROBLEM ${p}\n`);
+  return false;
+}
+
+// timelineOrder checks that a room's live timeline is in the server's
+// order: by origin_server_ts, and each event once.
+function timelineOrder(c, roomId, what) {
+  const evs = c.client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? [];
+  const ids = evs.map((e) => e.getId());
+  const desc = () => JSON.stringify(evs.map((e) => e.getType() + (e.getContent()?.body ? `:${e.getContent().body}` : "")));
+  soft(`${c.who}: ${what}: each event once in the live timeline`, new Set(ids).size === ids.length, desc);
+  soft(
+    `${c.who}: ${what}: the live timeline in order (m.room.create first, then by origin_server_ts)`,
+    evs[0]?.getType() === "m.room.create" && evs.every((e, i) => i === 0 || evs[i - 1].getTs() <= e.getTs()),
+    desc,
+  );
+}
+
 function pass(what) {
   steps.push(what);
   process.stderr.write(`PASS ${what}\n`);
@@ -375,6 +403,11 @@ try {
     () => ({ timeline: bodies(bob.client.getRoom(chat)), members: bob.client.getRoom(chat)?.getMembers().map((m) => m.userId) }),
     15000,
   );
+  // The subscription asks for 50 events where the list asked for 1: the
+  // server sends the room's history again (expanded_timeline), older
+  // than the event the client has. The SDK must put it before that event.
+  timelineOrder(bob, chat, "the chat room after its subscription widened the timeline");
+  timelineOrder(alice, chat, "the chat room after its subscription widened the timeline");
   const toBob = `hello bob ${Date.now()}`;
   const { event_id: toBobId } = await alice.client.sendTextMessage(chat, toBob);
   const bobSees = await waitFor(
@@ -485,6 +518,14 @@ try {
       15000,
     );
   }
+  await waitFor(
+    "both DM subscriptions to be answered (the room's m.room.create in the timeline)",
+    () => [alice, bob].every((c) => c.client.getRoom(dm)?.getLiveTimeline().getEvents().some((e) => e.getType() === "m.room.create")),
+    () => Object.fromEntries([alice, bob].map((c) => [c.who, c.client.getRoom(dm)?.getLiveTimeline().getEvents().map((e) => e.getType())])),
+    15000,
+  ).catch((e) => soft("the DM subscriptions", false, e.message));
+  timelineOrder(alice, dm, "the DM after its subscription widened the timeline");
+  timelineOrder(bob, dm, "the DM after its subscription widened the timeline");
   pass("bob joined the encrypted DM; both clients see it encrypted");
 
   async function sendAndDecrypt(from, to, body) {
@@ -521,8 +562,11 @@ try {
   alice.client.stopClient();
   bob.client.stopClient();
   finish({
-    ok: true,
+    ok: problems.length === 0,
+    error: problems.length ? `${problems.length} problem(s), see problems` : undefined,
     checks: steps,
+    problems,
+    trace: problems.length ? trace : undefined,
     failures,
     chatRoom: chat,
     dmRoom: dm,
