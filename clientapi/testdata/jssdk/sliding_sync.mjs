@@ -386,6 +386,24 @@ try {
   }
   check("alice's rooms after scrolling", roomIds(alice).length === N, () => `${roomIds(alice).length} rooms`);
 
+  // --- Back-pagination from a list room: the list sent one event
+  // (limited, with a prev_batch), /messages brings the rest. ---
+  step = "scrollback";
+  {
+    const r = alice.client.getRoom(newest[1]);
+    const token = r.getLiveTimeline().getPaginationToken(sdk.EventTimeline.BACKWARDS);
+    soft(`${nameOf(newest[1])}: a prev_batch for the limited timeline`, !!token, () => `pagination token ${token}`);
+    if (token) {
+      await withTimeout("scrollback", alice.client.scrollback(r, 30), 15000);
+      const got = bodies(r);
+      const want = cfg.bodies[N - 2];
+      if (soft(`${nameOf(newest[1])}: scrollback from prev_batch brings the older messages`, JSON.stringify(got) === JSON.stringify(want), () => `timeline ${JSON.stringify(got)}, want ${JSON.stringify(want)}`)) {
+        timelineOrder(alice, newest[1], "a list room after scrollback");
+        pass(`scrollback in ${nameOf(newest[1])} from the list's prev_batch: ${JSON.stringify(got)}`);
+      }
+    }
+  }
+
   // --- bob, and messages both ways in the newest room. ---
   step = "start bob";
   const bob = await start("bob", cfg.bob, [[0, 9]]);
@@ -401,6 +419,12 @@ try {
     "bob's subscribed chat room with alice as a member (lazy members of the timeline's senders)",
     () => bob.client.getRoom(chat)?.getMember(cfg.alice.userId),
     () => ({ timeline: bodies(bob.client.getRoom(chat)), members: bob.client.getRoom(chat)?.getMembers().map((m) => m.userId) }),
+    15000,
+  );
+  await waitFor(
+    "both chat room subscriptions to be answered (the room's m.room.create in the timeline)",
+    () => [alice, bob].every((c) => c.client.getRoom(chat)?.getLiveTimeline().getEvents().some((e) => e.getType() === "m.room.create")),
+    () => Object.fromEntries([alice, bob].map((c) => [c.who, c.client.getRoom(chat)?.getLiveTimeline().getEvents().map((e) => e.getType())])),
     15000,
   );
   // The subscription asks for 50 events where the list asked for 1: the
@@ -436,6 +460,12 @@ try {
       return { bobReadUpTo: r?.getEventReadUpTo(cfg.bob.userId), wanted: toBobId, receiptEvents };
     },
   );
+  await waitFor(
+    "bob's unread count in the chat room to drop to 0 after his receipt",
+    () => bob.client.getRoom(chat)?.getUnreadNotificationCount("total") === 0,
+    () => ({ total: bob.client.getRoom(chat)?.getUnreadNotificationCount("total") }),
+    15000,
+  ).catch((e) => soft("notification_count", false, e.message));
   pass("receipts: alice saw bob's read receipt on her message through the receipts extension");
 
   step = "messages: bob → alice";
@@ -488,6 +518,8 @@ try {
   await withTimeout("alice's m.direct to come back through the account_data extension", alice.client.setAccountData("m.direct", { [cfg.bob.userId]: [dm] }), 20000);
   check("alice's m.direct", alice.client.getAccountData("m.direct")?.getContent()?.[cfg.bob.userId]?.includes(dm), () => short(alice.client.getAccountData("m.direct")?.getContent()));
   pass("account_data: alice's m.direct came back through the account_data extension");
+  // The DM has no name: the SDK names it from the heroes.
+  soft("alice's DM named after bob (heroes)", /bob/.test(alice.client.getRoom(dm)?.name ?? ""), () => `name ${JSON.stringify(alice.client.getRoom(dm)?.name)}`);
 
   await waitFor(
     "bob's invite to the DM (invite_state in bob's list)",
@@ -563,7 +595,8 @@ try {
   bob.client.stopClient();
   finish({
     ok: problems.length === 0,
-    error: problems.length ? `${problems.length} problem(s), see problems` : undefined,
+    step: problems.length ? "end" : undefined,
+    error: problems.length ? `${problems.length} problem(s), reported above` : undefined,
     checks: steps,
     problems,
     trace: problems.length ? trace : undefined,
