@@ -50,7 +50,7 @@ const steps = []; // what passed, in order
 const problems = [];
 let step = "start"; // what is running, for the failure report
 const failures = []; // requests that failed, with what was sent and answered
-const trace = { alice: [], bob: [] }; // the last sliding sync exchanges of each client
+const trace = { alice: [], bob: [], "alice again": [] }; // the last sliding sync exchanges of each client
 
 function finish(result) {
   process.stdout.write("TESSERA_RESULT " + JSON.stringify(result) + "\n");
@@ -201,7 +201,7 @@ const UNENCRYPTED_SUBSCRIPTION = {
 const ENCRYPTED_SUBSCRIPTION_NAME = "encrypted";
 const ENCRYPTED_SUBSCRIPTION = { required_state: [[MSC3575_WILDCARD, MSC3575_WILDCARD]], ...DEFAULT_ROOM_SUBSCRIPTION_INFO };
 
-async function start(who, user, ranges) {
+async function start(who, user, ranges, { crypto = true } = {}) {
   const client = sdk.createClient({
     baseUrl: cfg.baseUrl,
     accessToken: user.accessToken,
@@ -209,7 +209,7 @@ async function start(who, user, ranges) {
     deviceId: user.deviceId,
     fetchFn: fetchFor(who),
   });
-  await client.initRustCrypto({ useIndexedDB: false });
+  if (crypto) await client.initRustCrypto({ useIndexedDB: false });
   const lists = new Map([
     [LIST, { ranges, timeline_limit: 1, required_state: REQUIRED_STATE_LIST, include_old_rooms: INCLUDE_OLD_ROOMS, filters: {} }],
   ]);
@@ -590,8 +590,33 @@ try {
   const encToAlice = await sendAndDecrypt(bob, alice, secret2);
   pass("encrypted DM: alice decrypted bob's reply");
 
-  clearTimeout(deadline);
+  // --- A reload: Element Web forgets pos and starts the connection again
+  // (same device, no conn_id). Without a crypto store to keep, the new
+  // client runs without crypto. ---
+  step = "restart";
   alice.client.stopClient();
+  const again = await start("alice again", cfg.alice, [[0, 9]], { crypto: false });
+  check("the list count after a restart", listCount(again) === N + 1, () => `count ${listCount(again)}, want ${N + 1}`);
+  const want = [dm, chat, ...newest.slice(1, 9)];
+  await waitFor(
+    "the 10 newest rooms again after the restart",
+    () => want.every((id) => again.client.getRoom(id)),
+    () => ({ missing: want.filter((id) => !again.client.getRoom(id)).map(nameOf), have: roomIds(again).map(nameOf) }),
+    15000,
+  );
+  soft(
+    "after a restart, only the rooms of the new connection's range",
+    roomIds(again).every((id) => want.includes(id)),
+    () => `rooms outside [0,9]: ${roomIds(again).filter((id) => !want.includes(id)).map(nameOf)}`,
+  );
+  {
+    const last = again.client.getRoom(dm).getLiveTimeline().getEvents().at(-1);
+    soft("the DM's latest event after the restart", last?.getId() === encToAlice, () => `latest ${last?.getId()} ${last?.getType()}, want ${encToAlice}`);
+  }
+  pass("restart: a new connection without pos gets the list (count and newest rooms) again");
+  again.client.stopClient();
+
+  clearTimeout(deadline);
   bob.client.stopClient();
   finish({
     ok: problems.length === 0,
