@@ -142,6 +142,13 @@ func (s *Service) joinedOrLeft(ctx context.Context, rc *roomCtx, rr *roomReq, up
 		}
 		// Nothing new and nothing older than the client had: no news.
 		hasEvents = expandedTimeline || hasNewer(tl, prev.Pos)
+		// The timeline is the room's latest events again, not a sequel
+		// to what the client had: limited tells it so (matrix-js-sdk then
+		// files the older events as scrollback rather than appending them
+		// after the newest).
+		if expandedTimeline {
+			limited = true
+		}
 	}
 	if !fresh && !expanded && !limited && len(tl) > 0 {
 		gap, err := s.rooms.TimelineHasGap(ctx, tl)
