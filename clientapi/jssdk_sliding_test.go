@@ -26,11 +26,14 @@ const jssdkSlidingRooms = 50
 // TestJSSDKSlidingSync runs matrix-js-sdk's simplified sliding sync
 // (MSC4186) as Element Web runs it, with Rust crypto: a list of 50 rooms
 // scrolled through with setListRanges, a room subscription outside the
-// window, messages both ways, typing and read receipts through their
-// extensions, m.direct through account_data, and an encrypted DM whose
-// keys travel through the e2ee and to_device extensions, decrypted both
-// ways. The script (testdata/jssdk/sliding_sync.mjs) reports each check it
-// passed; set TESSERA_JSSDK_SSLOG=1 to see every sliding sync exchange.
+// window, scrollback from a list room's prev_batch, subscriptions that
+// widen a room's timeline (which must stay in order), messages both ways,
+// typing and read receipts through their extensions, m.direct through
+// account_data, an encrypted DM whose keys travel through the e2ee and
+// to_device extensions, decrypted both ways, and a restart without pos.
+// The script (testdata/jssdk/sliding_sync.mjs) reports each check it
+// passed and each problem; set TESSERA_JSSDK_SSLOG=1 to see every sliding
+// sync exchange.
 func TestJSSDKSlidingSync(t *testing.T) {
 	if testing.Short() {
 		t.Skip("matrix-js-sdk test skipped in -short mode")
