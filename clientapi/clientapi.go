@@ -27,6 +27,7 @@ import (
 	"github.com/tessera-hs/tessera/slidingsync"
 	"github.com/tessera-hs/tessera/syncapi"
 	"github.com/tessera-hs/tessera/users"
+	"github.com/tessera-hs/tessera/webhooks"
 )
 
 // API is the Client-Server API edge.
@@ -70,6 +71,9 @@ type API struct {
 	rtcRemote RemoteLiveKitToken
 	// notices sends server notices (SetNotices; notices.go); nil until set.
 	notices *notices.Service
+	// webhooks are the built-in incoming webhooks (SetWebhooks;
+	// webhooks.go); nil when off.
+	webhooks *webhooks.Service
 
 	// nonces for shared-secret registration
 	nonces *nonceStore
@@ -150,6 +154,7 @@ func (a *API) Register(r *mux.Router) {
 	a.rtcRoutes(add)
 	a.rtcDelegateRoutes(add)
 	a.noticesRoutes(add)
+	a.webhooksRoutes(add)
 	a.registerMedia(r)
 	a.registerStream(r)
 	add("/_synapse/admin/v1", []route{
