@@ -41,7 +41,7 @@ func withWebhooks(c *config.Config) { c.Webhooks.Enabled = true }
 // githubExamples loads GitHub's example payloads by event name. Skipped on
 // a developer's machine without node_modules; fails where
 // TESSERA_REQUIRE_BROWSER is set (.ci/run runs npm ci there).
-func githubExamples(t *testing.T) map[string][]json.RawMessage {
+func githubExamples(t testing.TB) map[string][]json.RawMessage {
 	t.Helper()
 	path := filepath.Join(githubExamplesDir, "node_modules", "@octokit", "webhooks-examples", "api.github.com", "index.json")
 	raw, err := os.ReadFile(path)
@@ -65,7 +65,7 @@ func githubExamples(t *testing.T) map[string][]json.RawMessage {
 }
 
 // example is one example payload, compacted, optionally changed by edit.
-func example(t *testing.T, ex map[string][]json.RawMessage, name string, i int, edit func(map[string]any)) []byte {
+func example(t testing.TB, ex map[string][]json.RawMessage, name string, i int, edit func(map[string]any)) []byte {
 	t.Helper()
 	if len(ex[name]) <= i {
 		t.Fatalf("no example %d of %s", i, name)
@@ -90,7 +90,7 @@ func sign(secret string, body []byte) string {
 }
 
 // hookPath is the path of a hook's URL.
-func hookPath(t *testing.T, hookURL string) string {
+func hookPath(t testing.TB, hookURL string) string {
 	t.Helper()
 	u, err := url.Parse(hookURL)
 	must(t, err, "parse hook URL")
@@ -164,7 +164,7 @@ func waitMembership(t *testing.T, c *mautrix.Client, roomID id.RoomID, userID id
 func str(m map[string]any, key string) string { s, _ := m[key].(string); return s }
 
 // createHook makes a hook through the management API.
-func createHook(t *testing.T, srv *testserver.Server, token string, roomID id.RoomID, kind string) (hookID, path, secret string) {
+func createHook(t testing.TB, srv *testserver.Server, token string, roomID id.RoomID, kind string) (hookID, path, secret string) {
 	t.Helper()
 	r := post(t, srv, webhooksAPI+"/rooms/"+url.PathEscape(roomID.String())+"/hooks", token, map[string]any{"kind": kind}).
 		expect(t, http.StatusOK, "")
