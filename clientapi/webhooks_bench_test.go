@@ -53,7 +53,9 @@ func BenchmarkWebhooks(b *testing.B) {
 		defer close(syncDone)
 		since := first.NextBatch
 		for syncCtx.Err() == nil {
-			res, err := alice.FullSyncRequest(syncCtx, mautrix.ReqSync{Since: since, Timeout: 30000})
+			res, err := alice.FullSyncRequest(syncCtx, mautrix.ReqSync{Since: since, Timeout: 30000,
+				// Every notice, however many arrive between two syncs.
+				FilterID: `{"room":{"timeline":{"limit":5000}}}`})
 			if err != nil {
 				return
 			}

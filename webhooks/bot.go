@@ -31,7 +31,8 @@ func (s *Service) Start() {
 	go s.work()
 }
 
-// Close stops the bot's worker; call it before the room server closes.
+// Close stops the bot's worker and the delivery writer; call it before the
+// room server closes.
 func (s *Service) Close() {
 	select {
 	case <-s.stop:

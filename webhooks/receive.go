@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/roomserver"
@@ -143,34 +142,6 @@ func (s *Service) Receive(ctx context.Context, d Delivery) (*Result, error) {
 		return nil, fmt.Errorf("post webhook %s: %w", h.ID, err)
 	}
 	return &Result{EventID: ev.EventID()}, nil
-}
-
-// recordDelivery stores a GitHub delivery ID; false if it was seen
-// before. Old IDs are pruned now and then.
-func (s *Service) recordDelivery(ctx context.Context, hookID, deliveryID string) (bool, error) {
-	now := time.Now()
-	s.pruneMu.Lock()
-	prune := now.Sub(s.lastPrune) > time.Hour
-	if prune {
-		s.lastPrune = now
-	}
-	s.pruneMu.Unlock()
-	if prune {
-		if _, err := s.db.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE received_ts < $1`,
-			now.Add(-s.cfg.DeliveryRetention.Std()).UnixMilli()); err != nil {
-			s.log.WithError(err).Warn("webhooks: pruning delivery IDs")
-		}
-	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO webhook_deliveries (hook_id, delivery_id, received_ts) VALUES ($1, $2, $3)
-		ON CONFLICT (hook_id, delivery_id) DO NOTHING`, hookID, deliveryID, now.UnixMilli())
-	if err != nil {
-		return false, fmt.Errorf("record webhook delivery: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, err
-	}
-	return n == 1, nil
 }
 
 // formatGeneric turns hookshot's generic shape, {"text", "html",

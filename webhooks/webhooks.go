@@ -87,11 +87,10 @@ type Service struct {
 
 	// The bot's queue of committed events (bot.go).
 	events chan *roomserver.Event
-	stop   chan struct{}
-	wg     sync.WaitGroup
-
-	pruneMu   sync.Mutex
-	lastPrune time.Time
+	// deliveries queue GitHub delivery IDs to write (deliveries.go).
+	deliveries chan *deliveryReq
+	stop       chan struct{}
+	wg         sync.WaitGroup
 }
 
 // New migrates the tables and creates the bot's account. baseURL is the
@@ -106,10 +105,13 @@ func New(ctx context.Context, db *database.DB, rooms Rooms, us Users, server spe
 	}
 	s := &Service{db: db, rooms: rooms, users: us, cfg: cfg, server: server, baseURL: strings.TrimRight(baseURL, "/"),
 		log: log, limiter: ratelimit.New(cfg.Rate.PerSecond, cfg.Rate.Burst),
-		events: make(chan *roomserver.Event, 4096), stop: make(chan struct{})}
+		events: make(chan *roomserver.Event, 4096), deliveries: make(chan *deliveryReq, maxDeliveryBatch),
+		stop: make(chan struct{})}
 	if err := s.ensureBot(ctx); err != nil {
 		return nil, err
 	}
+	s.wg.Add(1)
+	go s.writeDeliveries()
 	return s, nil
 }
 
