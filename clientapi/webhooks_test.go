@@ -292,6 +292,16 @@ func TestWebhooksGitHubEvents(t *testing.T) {
 		}
 		deliver(t, srv, path, secret, "star", "dup-2", body).expect(t, http.StatusOK, "")
 		waitNotices(t, alice, room.RoomID, bot, len(cases)+2)
+
+		// After a restart the hook still works and remembers its
+		// deliveries.
+		srv.Restart()
+		again = deliver(t, srv, path, secret, "star", "dup-1", body).expect(t, http.StatusOK, "")
+		if dup, _ := again.boolean("duplicate"); !dup {
+			t.Errorf("repeat after restart not marked duplicate: %s", again.Raw)
+		}
+		deliver(t, srv, path, secret, "star", "dup-3", body).expect(t, http.StatusOK, "")
+		waitNotices(t, alice, room.RoomID, bot, len(cases)+3)
 	})
 }
 
@@ -570,7 +580,7 @@ func TestWebhooksBot(t *testing.T) {
 			t.Fatalf("generic hook after the kick: %d %s", r.Status, r.Raw)
 		}
 		// The kick is handled asynchronously; a delivery in between
-		// fails to post (the bot is not in the room).
+		// finds the bot gone and disables the hooks itself.
 		time.Sleep(50 * time.Millisecond)
 	}
 	if items, _ := get(t, srv, hooks, alice.AccessToken).Body["hooks"].([]any); len(items) != 1 ||

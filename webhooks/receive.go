@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/roomserver"
 )
@@ -57,8 +59,7 @@ func (s *Service) Receive(ctx context.Context, d Delivery) (*Result, error) {
 		return nil, err
 	}
 	if h.Disabled {
-		return nil, &mxerr.Error{Status: http.StatusGone, Code: "M_NOT_FOUND",
-			Message: "This webhook is disabled: the webhooks bot is no longer in its room"}
+		return nil, errDisabled()
 	}
 	var wantMAC []byte
 	switch h.Kind {
@@ -139,9 +140,22 @@ func (s *Service) Receive(ctx context.Context, d Delivery) (*Result, error) {
 			_, _ = s.db.ExecContext(context.WithoutCancel(ctx),
 				`DELETE FROM webhook_deliveries WHERE hook_id = $1 AND delivery_id = $2`, h.ID, d.DeliveryID)
 		}
+		if m, merr := s.rooms.Membership(ctx, h.RoomID, s.BotUserID()); merr == nil && m != spec.Join {
+			// The bot left before its listener heard of it.
+			if err := s.disableRoom(ctx, h.RoomID); err != nil {
+				return nil, err
+			}
+			return nil, errDisabled()
+		}
 		return nil, fmt.Errorf("post webhook %s: %w", h.ID, err)
 	}
 	return &Result{EventID: ev.EventID()}, nil
+}
+
+// errDisabled is the answer of a disabled hook.
+func errDisabled() error {
+	return &mxerr.Error{Status: http.StatusGone, Code: "M_NOT_FOUND",
+		Message: "This webhook is disabled: the webhooks bot is no longer in its room"}
 }
 
 // formatGeneric turns hookshot's generic shape, {"text", "html",
