@@ -590,4 +590,16 @@ func TestWebhooksBot(t *testing.T) {
 	if got := botNotices(t, alice, room.RoomID, bot); len(got) != n {
 		t.Errorf("notices after the kick: %d, want %d", len(got), n)
 	}
+
+	// A hook made since brings the bot back and works; the old one stays
+	// disabled.
+	_, newPath, newSecret := createHook(t, srv, alice.AccessToken, room.RoomID, "generic")
+	waitMembership(t, alice, room.RoomID, bot, "join")
+	do(t, srv, req{Method: http.MethodPost, Path: newPath, Body: map[string]any{"text": "back"},
+		Headers: map[string]string{"Authorization": "Bearer " + newSecret}}).expect(t, http.StatusOK, "")
+	do(t, srv, req{Method: http.MethodPost, Path: genPath, Body: map[string]any{"text": "old"},
+		Headers: map[string]string{"Authorization": "Bearer " + genSecret}}).expect(t, http.StatusGone, "M_NOT_FOUND")
+	if got := waitNotices(t, alice, room.RoomID, bot, n+1); str(got[n].Content.Raw, "body") != "back" {
+		t.Errorf("notice from the new hook: %v", got[n].Content.Raw)
+	}
 }

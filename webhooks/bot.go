@@ -94,7 +94,9 @@ func (s *Service) handle(ctx context.Context, ev *roomserver.Event) {
 				log.WithError(err).Warn("webhooks: the bot could not join a room it was invited to")
 			}
 		case spec.Leave, spec.Ban:
-			if err := s.disableRoom(ctx, ev.RoomID); err != nil {
+			// Only the hooks made before the removal: a hook made since
+			// (which invited the bot back) stays.
+			if err := s.disableRoom(ctx, ev.RoomID, int64(ev.OriginServerTS())); err != nil {
 				log.WithError(err).Error("webhooks: disabling a room's hooks")
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -142,7 +143,7 @@ func (s *Service) Receive(ctx context.Context, d Delivery) (*Result, error) {
 		}
 		if m, merr := s.rooms.Membership(ctx, h.RoomID, s.BotUserID()); merr == nil && m != spec.Join {
 			// The bot left before its listener heard of it.
-			if err := s.disableRoom(ctx, h.RoomID); err != nil {
+			if err := s.disableRoom(ctx, h.RoomID, time.Now().UnixMilli()); err != nil {
 				return nil, err
 			}
 			return nil, errDisabled()

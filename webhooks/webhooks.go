@@ -290,10 +290,11 @@ func (s *Service) Get(ctx context.Context, hookID string) (*Hook, error) {
 	return h, err
 }
 
-// disableRoom disables the room's hooks: the bot is no longer there.
-func (s *Service) disableRoom(ctx context.Context, roomID string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE webhooks SET disabled_ts = $1 WHERE room_id = $2 AND disabled_ts IS NULL`,
-		time.Now().UnixMilli(), roomID)
+// disableRoom disables the room's hooks created at or before the time
+// given (ms): the bot is no longer there.
+func (s *Service) disableRoom(ctx context.Context, roomID string, before int64) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE webhooks SET disabled_ts = $1
+		WHERE room_id = $2 AND disabled_ts IS NULL AND created_ts <= $3`, time.Now().UnixMilli(), roomID, before)
 	if err != nil {
 		return fmt.Errorf("disable the webhooks of %s: %w", roomID, err)
 	}
