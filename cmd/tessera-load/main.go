@@ -73,6 +73,8 @@ var scenarios = map[string]func() scenario{
 	"federation": func() scenario { return &federationScenario{} },
 	// MatrixRTC: the embedded SFU (calls.enabled).
 	"calls": func() scenario { return &callsScenario{} },
+	// Tessera's built-in incoming webhooks (webhooks.enabled).
+	"webhooks": func() scenario { return &webhooksScenario{} },
 }
 
 // env is what a scenario works with.
@@ -179,6 +181,8 @@ scenarios:
                                             P users join one call as Element Call does, each publishing
                                             synthetic VP8; join-to-first-RTP latency, received bitrate
                                             (sample the server meanwhile; see docs/calls-bench.sh)
+  webhooks [-c 8] [-m 250] [-verify]        C senders each POST M signed GitHub push deliveries to
+                                            one hook (webhooks.enabled); webhooks/s, POST-to-room latency
 
 common flags (before or after SCENARIO):
 `
