@@ -107,7 +107,10 @@ func TestSlidingSyncRequiredState(t *testing.T) {
 	rmSend(t, srv, bob, room, "bob speaks last")
 
 	// Every state key of the room, as /state has it.
-	st := get(t, srv, rmRoom(room, "state"), alice.AccessToken).expect(t, http.StatusOK, "")
+	st := get(t, srv, rmRoom(room, "state"), alice.AccessToken)
+	if st.Status != http.StatusOK {
+		t.Fatalf("/state: %d %s", st.Status, st.Raw)
+	}
 	var allState []string
 	var list []ssEvent
 	if err := json.Unmarshal(st.Raw, &list); err != nil {
