@@ -42,6 +42,14 @@ func (e ssEvent) key() string {
 	return e.Type + "|" + sk
 }
 
+// sk is the state key ("" when there is none).
+func (e ssEvent) sk() string {
+	if e.StateKey == nil {
+		return ""
+	}
+	return *e.StateKey
+}
+
 func (e ssEvent) body() string { s, _ := e.Content["body"].(string); return s }
 
 type ssHero struct {
