@@ -319,9 +319,9 @@ func TestSlidingSyncReceiptsTyping(t *testing.T) {
 		c := newSSConn(t, srv, alice)
 		body := ssExt(lists, map[string]any{"typing": ssOn(), "receipts": ssOn()})
 		c.sync(body)
-		typing(group, true)
 		m := rmSend(t, srv, bob, group, "read me")
 		psReceipt(t, srv, bob, group, "m.read", m, nil)
+		typing(group, true)
 		r := c.sync(body)
 		if got, ok := typers(r, group); !ok || !slices.Equal(got, []string{bob.UserID}) {
 			t.Fatalf("typing in group = %v (present %v), want bob: %s", got, ok, r.Raw)
@@ -376,12 +376,12 @@ func TestSlidingSyncReceiptsTyping(t *testing.T) {
 			}
 			c := newSSConn(t, srv, alice)
 			c.sync(body)
-			typing(dm, true)
-			typing(group, true)
 			md := rmSend(t, srv, bob, dm, "dm message")
 			mg := rmSend(t, srv, bob, group, "group message")
 			psReceipt(t, srv, bob, dm, "m.read", md, nil)
 			psReceipt(t, srv, bob, group, "m.read", mg, nil)
+			typing(dm, true)
+			typing(group, true)
 			r := c.sync(body)
 			for _, x := range []struct {
 				room string
