@@ -145,6 +145,15 @@ func TestSlidingSyncPosAsToken(t *testing.T) {
 	if len(chunk) != 1 || chunk[0]["event_id"] != two {
 		t.Fatalf("/messages from pos = %s, want the last event before the pos (%s)", m.Raw, two)
 	}
+	// And as /members?at= (the members at the pos).
+	mem := get(t, srv, rmRoom(room, "members")+"?"+url.Values{"at": {r.Pos}}.Encode(), alice.AccessToken).
+		expect(t, http.StatusOK, "")
+	if chunk := rmEventsOf(t, mem.Body["chunk"]); len(chunk) != 1 || chunk[0]["state_key"] != alice.UserID {
+		t.Fatalf("/members?at=pos = %s, want alice", mem.Raw)
+	}
+	// And as /relations from.
+	get(t, srv, "/_matrix/client/v1/rooms/"+url.PathEscape(room)+"/relations/"+url.PathEscape(two)+"?"+
+		url.Values{"from": {r.Pos}, "dir": {"b"}}.Encode(), alice.AccessToken).expect(t, http.StatusOK, "")
 }
 
 // TestSlidingSyncConnections: conn_id separates connections of a device.
