@@ -24,6 +24,7 @@ import (
 	"github.com/tessera-hs/tessera/notices"
 	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
+	"github.com/tessera-hs/tessera/slidingsync"
 	"github.com/tessera-hs/tessera/syncapi"
 	"github.com/tessera-hs/tessera/users"
 )
@@ -56,6 +57,8 @@ type API struct {
 	// delayed holds MSC4140 delayed events (SetDelayed; delayed.go); nil
 	// until set.
 	delayed *delayed.Service
+	// sliding serves simplified sliding sync (SetSlidingSync); nil: 404.
+	sliding *slidingsync.Service
 	// calls is the MatrixRTC token service (SetCalls; rtc.go); nil when
 	// calls are off.
 	calls *calls.Service
@@ -143,6 +146,7 @@ func (a *API) Register(r *mux.Router) {
 	a.hierarchyRoutes(add)
 	a.dehydratedRoutes(add)
 	a.delayedRoutes(add)
+	a.slidingSyncRoutes(add)
 	a.rtcRoutes(add)
 	a.rtcDelegateRoutes(add)
 	a.noticesRoutes(add)

@@ -24,6 +24,8 @@ func (a *API) versions(r *http.Request) (any, error) {
 		"unstable_features": map[string]bool{
 			"org.matrix.msc3814": true, "org.matrix.msc3916.stable": true,
 			"org.matrix.msc4140": a.delayedEnabled(),
+			// Simplified sliding sync (MSC4186), which Element X needs.
+			"org.matrix.simplified_msc3575": a.sliding != nil,
 		},
 	}, nil
 }

@@ -161,6 +161,7 @@ func (c *committer) commit(batch []*commitReq) {
 				members = true
 			}
 			c.s.cache.put(pe.ev)
+			c.s.facts.observe(pe.ev, pe.currentState != nil)
 			if pe.redaction != nil {
 				c.s.cache.forget(pe.redaction.targetID)
 			}
@@ -224,7 +225,14 @@ func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *co
 			return err
 		}
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE rooms SET state_group = $1 WHERE room_id = $2`, req.stateGroup, req.roomID)
+	var bump int64
+	for _, pe := range req.events {
+		if !pe.outlier && IsBumpType(pe.ev.Type()) {
+			bump = pe.ev.StreamPos
+		}
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE rooms SET state_group = $1,
+		bump_pos = CASE WHEN $3 > bump_pos THEN $3 ELSE bump_pos END WHERE room_id = $2`, req.stateGroup, req.roomID, bump)
 	return err
 }
 

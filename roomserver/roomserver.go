@@ -71,6 +71,8 @@ type Service struct {
 	acls aclCache
 	// recent holds each active room's newest event IDs for sync.
 	recent *recentEvents
+	// facts caches what room lists are sorted and filtered by.
+	facts *roomFacts
 	// memberships and membership cache a user's room list and one
 	// membership; any membership commit invalidates both.
 	memberships *gencache.Cache[string, []MembershipChange]
@@ -104,6 +106,7 @@ func New(ctx context.Context, db *database.DB, cfg Config, profiles Profiles, lo
 		cache:      newEventCache(50_000),
 		groupCache: &stateGroupCache{max: 1024, groups: map[int64]stateIDs{}},
 		rooms:      map[string]*room{},
+		facts:      newRoomFacts(),
 
 		memberships: gencache.New[string, []MembershipChange](20_000),
 		membership:  gencache.New[[2]string, string](100_000),

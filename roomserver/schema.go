@@ -239,4 +239,14 @@ CREATE TABLE pending_redactions (
 	PRIMARY KEY (target_id, redaction_id)
 );
 `},
+	{Version: 9, SQL: `
+-- The stream position of each room's latest event of a "bump" type (a
+-- message, an encrypted event, a call, the create event...): the recency
+-- sliding sync orders room lists by (bump_stamp). Written in the commit
+-- transaction.
+ALTER TABLE rooms ADD COLUMN bump_pos INTEGER NOT NULL DEFAULT 0;
+UPDATE rooms SET bump_pos = COALESCE((SELECT MAX(e.stream_pos) FROM events e
+	WHERE e.room_id = rooms.room_id AND e.stream_pos > 0 AND e.type IN
+	('m.room.create', 'm.room.message', 'm.room.encrypted', 'm.sticker', 'm.call.invite', 'm.poll.start', 'm.beacon_info')), 0);
+`},
 }

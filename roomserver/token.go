@@ -53,10 +53,19 @@ func (t Token) String() string {
 
 // ParseToken reads a pagination token: a topological token
 // "t<depth>_<stream>", or a sync token "s<events>_<...>" as /sync's
-// next_batch (only its events position matters to a room's timeline).
+// next_batch (only its events position matters to a room's timeline), also
+// as the end of a sliding sync pos "<n>/s<events>_<...>".
 // Anything else is 400 M_INVALID_PARAM.
 func ParseToken(s string) (Token, error) {
 	bad := mxerr.InvalidParam("Invalid pagination token %q", s)
+	// A sliding sync pos is "<connection position>/<sync token>"; MSC4186
+	// lets clients page from it like from a sync token.
+	if conn, tok, ok := strings.Cut(s, "/"); ok {
+		if _, err := strconv.ParseUint(conn, 10, 63); err != nil || !strings.HasPrefix(tok, "s") {
+			return Token{}, bad
+		}
+		s = tok
+	}
 	if rest, ok := strings.CutPrefix(s, "s"); ok {
 		// The events stream comes first in a sync token (syncapi's
 		// streamNames); the others are positions of other streams, but

@@ -893,13 +893,22 @@ func hasMember(evs []*roomserver.Event) bool {
 // maxHeroes is how many members the summary names.
 const maxHeroes = 5
 
-// summarize is a joined room's summary: its joined and invited member
-// counts, and its heroes, the first members (other than the user) by
-// stream order who are joined or invited, or, when there are none, who
-// have left or were banned.
+// summarize is a joined room's summary (see Summary) as /sync sends it.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
 func summarize(state map[roomserver.StateKey]*roomserver.Event, userID string) map[string]any {
-	joined, invited := 0, 0
+	heroes, joined, invited := Summary(state, userID)
+	return map[string]any{
+		"m.heroes":               heroes,
+		"m.joined_member_count":  joined,
+		"m.invited_member_count": invited,
+	}
+}
+
+// Summary is what a room's state says of its members: its joined and
+// invited member counts, and its heroes, the first members (other than the
+// user) by stream order who are joined or invited, or, when there are
+// none, who have left or were banned. Sliding sync sends the same.
+func Summary(state map[roomserver.StateKey]*roomserver.Event, userID string) (heroes []string, joined, invited int) {
 	var present, gone []*roomserver.Event
 	for k, ev := range state {
 		if k.Type != spec.MRoomMember {
@@ -927,18 +936,14 @@ func summarize(state map[roomserver.StateKey]*roomserver.Event, userID string) m
 		candidates = gone
 	}
 	sort.Slice(candidates, func(i, j int) bool { return candidates[i].StreamPos < candidates[j].StreamPos })
-	heroes := []string{}
+	heroes = []string{}
 	for _, ev := range candidates {
 		if len(heroes) == maxHeroes {
 			break
 		}
 		heroes = append(heroes, *ev.StateKey())
 	}
-	return map[string]any{
-		"m.heroes":               heroes,
-		"m.joined_member_count":  joined,
-		"m.invited_member_count": invited,
-	}
+	return heroes, joined, invited
 }
 
 // timeline returns the latest events of a room in (from, to] that the

@@ -268,16 +268,32 @@ func (t *ToDevice) DeviceEvents(ctx context.Context, userID, deviceID, nextBatch
 		if err != nil || v < 0 {
 			return nil, "", mxerr.InvalidParam("Invalid next_batch %q", nextBatch)
 		}
-		since = min(v, t.pos.Load())
+		since = v
+	}
+	events, last, err := t.Page(ctx, userID, deviceID, since, maxToDevicePerSync)
+	if err != nil {
+		return nil, "", err
+	}
+	return events, strconv.FormatInt(last, 10), nil
+}
+
+// Page acknowledges (deletes) a device's messages at or before since, and
+// returns the next ones, at most limit, with the stream position of the
+// last one (since when there are none): the to_device extension of sliding
+// sync, whose since and next_batch are these positions, and the
+// dehydrated devices' pages.
+func (t *ToDevice) Page(ctx context.Context, userID, deviceID string, since int64, limit int) ([]map[string]any, int64, error) {
+	since = min(since, t.pos.Load())
+	if since > 0 {
 		if err := t.ack(ctx, userID, deviceID, since); err != nil {
-			return nil, "", err
+			return nil, 0, err
 		}
 	}
 	rows, err := t.db.QueryContext(ctx, `SELECT stream_pos, sender, type, content FROM to_device_messages
-		WHERE user_id = $1 AND device_id = $2 AND stream_pos > $3
-		ORDER BY stream_pos LIMIT $4`, userID, deviceID, since, maxToDevicePerSync)
+		WHERE user_id = $1 AND device_id = $2 AND stream_pos > $3 AND stream_pos <= $4
+		ORDER BY stream_pos LIMIT $5`, userID, deviceID, since, t.pos.Load(), limit)
 	if err != nil {
-		return nil, "", fmt.Errorf("to-device messages: %w", err)
+		return nil, 0, fmt.Errorf("to-device messages: %w", err)
 	}
 	defer rows.Close()
 	events := []map[string]any{}
@@ -288,13 +304,13 @@ func (t *ToDevice) DeviceEvents(ctx context.Context, userID, deviceID, nextBatch
 			sender, typ, content string
 		)
 		if err := rows.Scan(&pos, &sender, &typ, &content); err != nil {
-			return nil, "", fmt.Errorf("to-device messages: %w", err)
+			return nil, 0, fmt.Errorf("to-device messages: %w", err)
 		}
 		events = append(events, map[string]any{"sender": sender, "type": typ, "content": json.RawMessage(content)})
 		last = pos
 	}
 	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("to-device messages: %w", err)
+		return nil, 0, fmt.Errorf("to-device messages: %w", err)
 	}
-	return events, strconv.FormatInt(last, 10), nil
+	return events, last, nil
 }

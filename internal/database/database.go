@@ -378,3 +378,22 @@ func Strings(ctx context.Context, q Querier, query string, args ...any) ([]strin
 	}
 	return out, rows.Err()
 }
+
+// Int64s runs a query whose rows are one integer column and returns them
+// in order (an empty, non-nil slice when there are none).
+func Int64s(ctx context.Context, q Querier, query string, args ...any) ([]int64, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []int64{}
+	for rows.Next() {
+		var v int64
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}

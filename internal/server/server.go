@@ -39,6 +39,7 @@ import (
 	"github.com/tessera-hs/tessera/notices"
 	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
+	"github.com/tessera-hs/tessera/slidingsync"
 	"github.com/tessera-hs/tessera/syncapi"
 	"github.com/tessera-hs/tessera/users"
 )
@@ -58,6 +59,8 @@ type Server struct {
 	keyBackup *keybackup.Service
 	// delayed sends MSC4140 delayed events when they fall due.
 	delayed *delayed.Service
+	// sliding is simplified sliding sync (MSC4186).
+	sliding *slidingsync.Service
 
 	// FederationClient makes requests to other servers, signed with our
 	// key; KeyRing holds other servers' keys and verifies their
@@ -170,6 +173,11 @@ func (s *Server) init(ctx context.Context) error {
 			if err := s.Push.DevicesDeleted(ctx, userID, deviceIDs); err != nil {
 				s.log.WithError(err).WithField("user_id", userID).Error("deleting the pushers of deleted devices")
 			}
+			if s.sliding != nil {
+				if err := s.sliding.DevicesDeleted(ctx, userID, deviceIDs); err != nil {
+					s.log.WithError(err).WithField("user_id", userID).Error("dropping the sliding sync connections of deleted devices")
+				}
+			}
 		},
 		TokensRevoked: func(userID string) {
 			// s.api is set before the server serves, and tokens are
@@ -234,6 +242,10 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	api.SetDelayed(s.delayed)
+	if s.sliding, err = slidingsync.New(ctx, s.db, s.log.WithField("component", "slidingsync"), rs, us, s.Sync); err != nil {
+		return err
+	}
+	api.SetSlidingSync(s.sliding)
 	ns, err := notices.New(ctx, s.db, rs, us, spec.ServerName(s.cfg.ServerName), s.cfg.ServerNotices,
 		s.log.WithField("component", "notices"))
 	if err != nil {
@@ -569,6 +581,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// No typing or presence timer fires once the database is closed.
 		s.Sync.Typing().Stop()
 		s.Sync.Presence().Stop()
+	}
+	if s.sliding != nil {
+		// After HTTP: write what answered requests recorded.
+		s.sliding.Close()
 	}
 	if s.delegations != nil {
 		// After HTTP (no new delegations), before the delayed events

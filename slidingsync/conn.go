@@ -1,0 +1,526 @@
+package slidingsync
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/syncapi"
+)
+
+// Connections.
+//
+// A response at position P records what it sent as pending at P; the
+// client's next request, naming P, makes that the connection's state
+// (base). A retry naming the position before P (the response was lost)
+// ignores P's records and sends the same again. Both happen in the
+// transaction that records the next response, so a request that fails or
+// waits changes nothing.
+
+const (
+	// connLifetime: a connection unused this long is dropped; its pos is
+	// then unknown and the client starts again.
+	connLifetime = 7 * 24 * time.Hour
+	// maxConnsPerDevice bounds what one device keeps stored (MSC4186's
+	// security considerations); the least recently used goes first.
+	maxConnsPerDevice = 100
+	// maxLazyRemembered bounds the lazy members remembered per room; past
+	// it the list starts again (members may then be sent twice).
+	maxLazyRemembered = 200
+)
+
+// connState is what a connection keeps beyond its rooms.
+type connState struct {
+	// Subs are the sticky room subscriptions.
+	Subs map[string]*RoomConfig `json:"subs,omitempty"`
+	// Counts are the list counts last sent.
+	Counts map[string]int `json:"counts,omitempty"`
+}
+
+// roomState is what a connection has sent of a room.
+type roomState struct {
+	// Pos is the events stream position the room's timeline was sent up
+	// to.
+	Pos int64 `json:"p"`
+	// Membership and MemberPos: the user's membership when last sent, and
+	// the position of its event.
+	Membership string `json:"m"`
+	MemberPos  int64  `json:"mp"`
+	// Rules is the room config it was sent with.
+	Rules roomRules `json:"r"`
+	// The fields last sent.
+	Name      *string `json:"n,omitempty"`
+	Avatar    *string `json:"a,omitempty"`
+	Heroes    string  `json:"h,omitempty"`
+	IsDM      bool    `json:"dm,omitempty"`
+	Joined    int     `json:"jc,omitempty"`
+	Invited   int     `json:"ic,omitempty"`
+	Notif     int     `json:"nc,omitempty"`
+	Highlight int     `json:"hc,omitempty"`
+	Bump      int64   `json:"b,omitempty"`
+	// Lazy are the members whose member events went out through lazy
+	// loading.
+	Lazy []string `json:"lazy,omitempty"`
+}
+
+// conn is a connection as one request sees it.
+type conn struct {
+	key                      int64
+	userID, deviceID, connID string
+	// reset: the request starts the connection (again).
+	reset bool
+	// at is the position the request named (0 for none); since the sync
+	// token there (nil for none).
+	at    int64
+	since *syncapi.Token
+	state connState
+	// nextPos is the last position handed out.
+	nextPos int64
+}
+
+// connLocks serialises the requests of one connection in this process.
+type connLocks struct {
+	mu    sync.Mutex
+	locks map[string]*connLock
+}
+
+type connLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (l *connLocks) lock(key string) func() {
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[string]*connLock{}
+	}
+	cl := l.locks[key]
+	if cl == nil {
+		cl = &connLock{}
+		l.locks[key] = cl
+	}
+	cl.refs++
+	l.mu.Unlock()
+	cl.mu.Lock()
+	return func() {
+		cl.mu.Unlock()
+		l.mu.Lock()
+		if cl.refs--; cl.refs == 0 {
+			delete(l.locks, key)
+		}
+		l.mu.Unlock()
+	}
+}
+
+func unknownPos() error {
+	return &mxerr.Error{Status: 400, Code: "M_UNKNOWN_POS", Message: "Unknown or expired pos: start the connection again"}
+}
+
+// parsePos reads the connection position of a pos: "<n>/<sync token>".
+func parsePos(s string) (int64, bool) {
+	n, _, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(n, 10, 64)
+	return v, err == nil && v > 0
+}
+
+// openConn finds the connection a request continues, or the one it
+// starts. It reads only: the request's writes come with its response.
+func (s *Service) openConn(ctx context.Context, req *Request) (*conn, error) {
+	c := &conn{userID: req.UserID, deviceID: req.DeviceID, connID: req.ConnID}
+	var (
+		ackedPos       int64
+		ackedToken, st string
+		lastUsed       int64
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT conn_key, acked_pos, acked_token, state, next_pos, last_used_ts
+		FROM sliding_sync_connections WHERE user_id = $1 AND device_id = $2 AND conn_id = $3`,
+		req.UserID, req.DeviceID, req.ConnID).Scan(&c.key, &ackedPos, &ackedToken, &st, &c.nextPos, &lastUsed)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if req.Pos != "" {
+			return nil, unknownPos()
+		}
+		c.reset = true
+		return c, nil
+	case err != nil:
+		return nil, fmt.Errorf("sliding sync connection: %w", err)
+	}
+	if req.Pos == "" {
+		c.reset = true
+		return c, nil
+	}
+	at, ok := parsePos(req.Pos)
+	if !ok || time.Since(time.UnixMilli(lastUsed)) > connLifetime {
+		return nil, unknownPos()
+	}
+	c.at = at
+	token, state := ackedToken, st
+	if at != ackedPos || ackedPos == 0 {
+		// A position handed out since: the client got that response.
+		err := s.db.QueryRowContext(ctx, `SELECT token, state FROM sliding_sync_positions WHERE conn_key = $1 AND pos = $2`,
+			c.key, at).Scan(&token, &state)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, unknownPos()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sliding sync position: %w", err)
+		}
+	}
+	tok, err := syncapi.ParseToken(token)
+	if err != nil {
+		return nil, unknownPos()
+	}
+	c.since = &tok
+	if err := json.Unmarshal([]byte(state), &c.state); err != nil {
+		return nil, fmt.Errorf("sliding sync connection state: %w", err)
+	}
+	return c, nil
+}
+
+// roomStates reads what the connection has sent of the rooms, as of the
+// request's position.
+func (s *Service) roomStates(ctx context.Context, c *conn, roomIDs []string) (map[string]*roomState, error) {
+	out := map[string]*roomState{}
+	if c.reset || len(roomIDs) == 0 {
+		return out, nil
+	}
+	for len(roomIDs) > 0 {
+		n := min(len(roomIDs), 500)
+		chunk := roomIDs[:n]
+		roomIDs = roomIDs[n:]
+		args := []any{c.key}
+		marks := make([]string, len(chunk))
+		for i, id := range chunk {
+			args = append(args, id)
+			marks[i] = "$" + strconv.Itoa(i+2)
+		}
+		rows, err := s.db.QueryContext(ctx, `SELECT room_id, base, pending, pending_pos FROM sliding_sync_rooms
+			WHERE conn_key = $1 AND room_id IN (`+strings.Join(marks, ",")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("sliding sync rooms: %w", err)
+		}
+		for rows.Next() {
+			var (
+				roomID        string
+				base, pending sql.NullString
+				pendingPos    sql.NullInt64
+			)
+			if err := rows.Scan(&roomID, &base, &pending, &pendingPos); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sliding sync rooms: %w", err)
+			}
+			raw := base
+			if pendingPos.Valid && pendingPos.Int64 == c.at {
+				raw = pending
+			}
+			if !raw.Valid {
+				continue
+			}
+			var rs roomState
+			if err := json.Unmarshal([]byte(raw.String), &rs); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sliding sync room state: %w", err)
+			}
+			out[roomID] = &rs
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("sliding sync rooms: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// record is what one response writes: the connection's new position and
+// what it sent of each room.
+type record struct {
+	token syncapi.Token
+	state connState
+	rooms map[string]*roomState
+}
+
+// save writes a response's record and returns its position. In the same
+// transaction the request's own position becomes the connection's state.
+func (s *Service) save(ctx context.Context, c *conn, rec *record) (int64, error) {
+	stateJSON, err := json.Marshal(rec.state)
+	if err != nil {
+		return 0, err
+	}
+	roomJSON := make(map[string]string, len(rec.rooms))
+	for id, rs := range rec.rooms {
+		b, err := json.Marshal(rs)
+		if err != nil {
+			return 0, err
+		}
+		roomJSON[id] = string(b)
+	}
+	var pos int64
+	err = s.writer.do(ctx, func(tx *database.Tx) error {
+		now := time.Now().UnixMilli()
+		if c.reset {
+			var err error
+			if pos, err = s.resetConn(ctx, tx, c, now); err != nil {
+				return err
+			}
+		} else {
+			var ackedPos int64
+			if err := tx.QueryRowContext(ctx, `SELECT next_pos, acked_pos FROM sliding_sync_connections WHERE conn_key = $1`,
+				c.key).Scan(&pos, &ackedPos); err != nil {
+				if errors.Is(err, sql.ErrNoRows) {
+					return unknownPos() // dropped meanwhile
+				}
+				return fmt.Errorf("sliding sync connection: %w", err)
+			}
+			if ackedPos > c.at {
+				return unknownPos() // a later request moved the connection on
+			}
+			pos++
+			if c.at != ackedPos {
+				if err := ackPos(ctx, tx, c); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE sliding_sync_connections SET next_pos = $1, last_used_ts = $2 WHERE conn_key = $3`,
+				pos, now, c.key); err != nil {
+				return fmt.Errorf("sliding sync connection: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO sliding_sync_positions (conn_key, pos, token, state) VALUES ($1, $2, $3, $4)`,
+			c.key, pos, rec.token.String(), string(stateJSON)); err != nil {
+			return fmt.Errorf("sliding sync position: %w", err)
+		}
+		for id, js := range roomJSON {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO sliding_sync_rooms (conn_key, room_id, pending, pending_pos) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (conn_key, room_id) DO UPDATE SET pending = excluded.pending, pending_pos = excluded.pending_pos`,
+				c.key, id, js, pos); err != nil {
+				return fmt.Errorf("sliding sync room: %w", err)
+			}
+		}
+		return nil
+	})
+	return pos, err
+}
+
+// ackPos makes the request's position the connection's state: the rooms
+// its response sent become base, what older positions sent (responses the
+// client never processed) is dropped.
+func ackPos(ctx context.Context, tx *database.Tx, c *conn) error {
+	stmts := []struct {
+		q    string
+		args []any
+	}{
+		{`UPDATE sliding_sync_rooms SET base = pending, pending = NULL, pending_pos = NULL WHERE conn_key = $1 AND pending_pos = $2`, []any{c.key, c.at}},
+		{`UPDATE sliding_sync_rooms SET pending = NULL, pending_pos = NULL WHERE conn_key = $1 AND pending_pos < $2`, []any{c.key, c.at}},
+		{`DELETE FROM sliding_sync_rooms WHERE conn_key = $1 AND base IS NULL AND pending IS NULL`, []any{c.key}},
+		{`UPDATE sliding_sync_connections SET acked_pos = $1,
+			acked_token = (SELECT token FROM sliding_sync_positions WHERE conn_key = $2 AND pos = $1),
+			state = (SELECT state FROM sliding_sync_positions WHERE conn_key = $2 AND pos = $1)
+			WHERE conn_key = $2`, []any{c.at, c.key}},
+		{`DELETE FROM sliding_sync_positions WHERE conn_key = $1 AND pos <= $2`, []any{c.key, c.at}},
+	}
+	for _, st := range stmts {
+		if _, err := tx.ExecContext(ctx, st.q, st.args...); err != nil {
+			return fmt.Errorf("sliding sync acknowledgement: %w", err)
+		}
+	}
+	return nil
+}
+
+// resetConn starts a connection (again): what it had sent is forgotten,
+// its positions go on from where they were. It drops the device's least
+// recently used connections beyond maxConnsPerDevice.
+func (s *Service) resetConn(ctx context.Context, tx *database.Tx, c *conn, now int64) (int64, error) {
+	var key, next int64
+	err := tx.QueryRowContext(ctx, `SELECT conn_key, next_pos FROM sliding_sync_connections
+		WHERE user_id = $1 AND device_id = $2 AND conn_id = $3`, c.userID, c.deviceID, c.connID).Scan(&key, &next)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if err := tx.QueryRowContext(ctx, `INSERT INTO sliding_sync_connections
+			(user_id, device_id, conn_id, acked_pos, acked_token, state, next_pos, last_used_ts)
+			VALUES ($1, $2, $3, 0, '', '{}', 1, $4) RETURNING conn_key`, c.userID, c.deviceID, c.connID, now).Scan(&key); err != nil {
+			return 0, fmt.Errorf("new sliding sync connection: %w", err)
+		}
+		next = 1
+		if err := pruneConns(ctx, tx, c.userID, c.deviceID); err != nil {
+			return 0, err
+		}
+	case err != nil:
+		return 0, fmt.Errorf("sliding sync connection: %w", err)
+	default:
+		next++
+		if err := deleteConnData(ctx, tx, key); err != nil {
+			return 0, err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE sliding_sync_connections SET acked_pos = 0, acked_token = '', state = '{}',
+			next_pos = $1, last_used_ts = $2 WHERE conn_key = $3`, next, now, key); err != nil {
+			return 0, fmt.Errorf("reset sliding sync connection: %w", err)
+		}
+	}
+	c.key = key
+	return next, nil
+}
+
+func deleteConnData(ctx context.Context, tx *database.Tx, key int64) error {
+	for _, q := range []string{
+		`DELETE FROM sliding_sync_rooms WHERE conn_key = $1`,
+		`DELETE FROM sliding_sync_positions WHERE conn_key = $1`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, key); err != nil {
+			return fmt.Errorf("drop sliding sync connection: %w", err)
+		}
+	}
+	return nil
+}
+
+func pruneConns(ctx context.Context, tx *database.Tx, userID, deviceID string) error {
+	keys, err := database.Int64s(ctx, tx, `SELECT conn_key FROM sliding_sync_connections WHERE user_id = $1 AND device_id = $2
+		ORDER BY last_used_ts DESC, conn_key DESC`, userID, deviceID)
+	if err != nil {
+		return fmt.Errorf("sliding sync connections: %w", err)
+	}
+	if len(keys) <= maxConnsPerDevice {
+		return nil
+	}
+	return dropConns(ctx, tx, keys[maxConnsPerDevice:])
+}
+
+func dropConns(ctx context.Context, tx *database.Tx, keys []int64) error {
+	for _, k := range keys {
+		if err := deleteConnData(ctx, tx, k); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM sliding_sync_connections WHERE conn_key = $1`, k); err != nil {
+			return fmt.Errorf("drop sliding sync connection: %w", err)
+		}
+	}
+	return nil
+}
+
+// DevicesDeleted drops the connections of devices that no longer exist.
+func (s *Service) DevicesDeleted(ctx context.Context, userID string, deviceIDs []string) error {
+	return s.db.WithTx(ctx, func(tx *database.Tx) error {
+		for _, d := range deviceIDs {
+			keys, err := database.Int64s(ctx, tx, `SELECT conn_key FROM sliding_sync_connections WHERE user_id = $1 AND device_id = $2`, userID, d)
+			if err != nil {
+				return fmt.Errorf("sliding sync connections: %w", err)
+			}
+			if err := dropConns(ctx, tx, keys); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// expire drops the connections unused for connLifetime.
+func (s *Service) expire(ctx context.Context) error {
+	cutoff := time.Now().Add(-connLifetime).UnixMilli()
+	return s.db.WithTx(ctx, func(tx *database.Tx) error {
+		keys, err := database.Int64s(ctx, tx, `SELECT conn_key FROM sliding_sync_connections WHERE last_used_ts < $1`, cutoff)
+		if err != nil {
+			return fmt.Errorf("expired sliding sync connections: %w", err)
+		}
+		return dropConns(ctx, tx, keys)
+	})
+}
+
+// writer commits the records of many responses in one transaction (group
+// commit), as the room server does events: under load, fifty clients woken
+// by one message share one fsync rather than queueing for fifty.
+type writer struct {
+	db   *database.DB
+	reqs chan *writeReq
+	stop chan struct{}
+	done chan struct{}
+}
+
+type writeReq struct {
+	fn   func(tx *database.Tx) error
+	done chan error
+}
+
+func newWriter(db *database.DB) *writer {
+	w := &writer{db: db, reqs: make(chan *writeReq, 256), stop: make(chan struct{}), done: make(chan struct{})}
+	go w.loop()
+	return w
+}
+
+func (w *writer) do(ctx context.Context, fn func(tx *database.Tx) error) error {
+	req := &writeReq{fn: fn, done: make(chan error, 1)}
+	select {
+	case w.reqs <- req:
+	case <-w.stop:
+		return errors.New("sliding sync: stopping")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-req.done
+}
+
+func (w *writer) close() {
+	close(w.stop)
+	<-w.done
+}
+
+func (w *writer) loop() {
+	defer close(w.done)
+	for {
+		var first *writeReq
+		select {
+		case first = <-w.reqs:
+		case <-w.stop:
+			// Finish what was queued.
+			for {
+				select {
+				case r := <-w.reqs:
+					w.commit([]*writeReq{r})
+				default:
+					return
+				}
+			}
+		}
+		batch := []*writeReq{first}
+	drain:
+		for len(batch) < 256 {
+			select {
+			case r := <-w.reqs:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		w.commit(batch)
+	}
+}
+
+func (w *writer) commit(batch []*writeReq) {
+	err := w.db.WithTx(context.Background(), func(tx *database.Tx) error {
+		for _, r := range batch {
+			if err := r.fn(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil && len(batch) > 1 {
+		// One failing record must not fail the others.
+		for _, r := range batch {
+			w.commit([]*writeReq{r})
+		}
+		return
+	}
+	for _, r := range batch {
+		r.done <- err
+	}
+}

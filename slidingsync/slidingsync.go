@@ -1,0 +1,292 @@
+// Package slidingsync serves simplified sliding sync (MSC4186), the sync
+// Element X and the newest Element Web use: lists of the user's rooms
+// sorted by recency, of which the client asks for ranges, and room
+// subscriptions, each sent once and then as deltas, on connections whose
+// state the database keeps. It is a second engine on /sync's stream
+// positions, notifier, timelines and visibility rules (syncapi), not a
+// copy of them.
+// https://github.com/matrix-org/matrix-spec-proposals/blob/main/proposals/4186-simplified-sliding-sync.md
+package slidingsync
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/roomserver"
+	"github.com/tessera-hs/tessera/syncapi"
+	"github.com/tessera-hs/tessera/users"
+)
+
+// Service is the sliding sync engine.
+type Service struct {
+	db     *database.DB
+	log    logrus.FieldLogger
+	rooms  *roomserver.Service
+	users  *users.Service
+	sync   *syncapi.Service
+	writer *writer
+	locks  connLocks
+	kicks  kickCache
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// New runs the domain's migrations and starts the engine.
+func New(ctx context.Context, db *database.DB, log logrus.FieldLogger, rooms *roomserver.Service, us *users.Service, ss *syncapi.Service) (*Service, error) {
+	if err := db.Migrate(ctx, "slidingsync", migrations); err != nil {
+		return nil, err
+	}
+	s := &Service{db: db, log: log, rooms: rooms, users: us, sync: ss, writer: newWriter(db), stop: make(chan struct{})}
+	s.wg.Add(1)
+	go s.expireLoop()
+	return s, nil
+}
+
+// Close stops the engine; call it after the HTTP server has stopped.
+func (s *Service) Close() {
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+		s.writer.close()
+	})
+}
+
+func (s *Service) expireLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if err := s.expire(context.Background()); err != nil {
+			s.log.WithError(err).Warn("sliding sync: dropping expired connections")
+		}
+		select {
+		case <-t.C:
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+// Response is a sliding sync response.
+type Response struct {
+	Pos        string                    `json:"pos"`
+	Lists      map[string]ListResult     `json:"lists"`
+	Rooms      map[string]map[string]any `json:"rooms"`
+	Extensions map[string]any            `json:"extensions"`
+}
+
+// ListResult is a list's entry: how many rooms pass its filters.
+type ListResult struct {
+	Count int `json:"count"`
+}
+
+// Sync answers a request: at once when there is anything to send (or on
+// a connection's first request, or without a timeout), else when there
+// is, or when the timeout ends.
+func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
+	unlock := s.locks.lock(req.UserID + "\x00" + req.DeviceID + "\x00" + req.ConnID)
+	defer func() { unlock() }()
+	c, err := s.openConn(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if c.reset {
+		if err := s.sync.EnsurePushRules(ctx, req.UserID); err != nil {
+			return nil, fmt.Errorf("push rules account data: %w", err)
+		}
+	}
+	// The subscriptions stick to the connection.
+	state := connState{Subs: maps.Clone(c.state.Subs), Counts: c.state.Counts}
+	if state.Subs == nil {
+		state.Subs = map[string]*RoomConfig{}
+	}
+	maps.Copy(state.Subs, req.Subscribe)
+	for _, id := range req.Unsubscribe {
+		delete(state.Subs, id)
+	}
+	if len(state.Subs) > maxSubscriptions {
+		return nil, tooManySubscriptions()
+	}
+	var deadline <-chan time.Time
+	if c.since != nil && req.Timeout > 0 {
+		t := time.NewTimer(req.Timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	notifier := s.sync.Notifier()
+	last := false
+	for {
+		changed := notifier.Changed(req.UserID)
+		resp, rec, news, err := s.compute(ctx, c, req, state)
+		if err != nil {
+			return nil, err
+		}
+		if news || last || c.since == nil || req.Timeout <= 0 {
+			pos, err := s.save(ctx, c, rec)
+			if err != nil {
+				return nil, err
+			}
+			resp.Pos = fmt.Sprintf("%d/%s", pos, rec.token)
+			return resp, nil
+		}
+		unlock()
+		select {
+		case <-changed:
+		case <-deadline:
+			last = true
+		case <-s.sync.Stopping():
+			last = true
+		case <-ctx.Done():
+			unlock = func() {}
+			return nil, ctx.Err()
+		}
+		unlock = s.locks.lock(req.UserID + "\x00" + req.DeviceID + "\x00" + req.ConnID)
+	}
+}
+
+// compute builds the response to a request: the lists, the rooms with
+// news, the extensions; and the record of what it sends.
+func (s *Service) compute(ctx context.Context, c *conn, req *Request, state connState) (*Response, *record, bool, error) {
+	now, err := s.sync.Now(ctx)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	ignored, err := s.users.IgnoredUsers(ctx, req.UserID)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	rl, err := s.listRooms(ctx, req.UserID, ignored, func(ids []string) (map[string]bool, error) {
+		prev, err := s.roomStates(ctx, c, ids)
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string]bool, len(prev))
+		for id := range prev {
+			out[id] = true
+		}
+		return out, nil
+	})
+	if err != nil {
+		return nil, nil, false, err
+	}
+	resp := &Response{Lists: map[string]ListResult{}, Rooms: map[string]map[string]any{}, Extensions: map[string]any{}}
+	rec := &record{token: now, state: connState{Subs: state.Subs, Counts: map[string]int{}}, rooms: map[string]*roomState{}}
+	news := false
+
+	// The rooms of the lists' ranges, then the subscriptions.
+	wanted := map[string]*roomReq{}
+	var order []string
+	add := func(cand *candidate, cfg *RoomConfig, list string) {
+		rr := wanted[cand.m.RoomID]
+		if rr == nil {
+			rr = &roomReq{c: cand}
+			wanted[cand.m.RoomID] = rr
+			order = append(order, cand.m.RoomID)
+		}
+		rr.rules.add(cfg)
+		if list != "" {
+			rr.lists = append(rr.lists, list)
+		}
+	}
+	listRooms := map[string][]string{}
+	for _, name := range sortedKeys(req.Lists) {
+		l := req.Lists[name]
+		rooms, err := rl.filter(ctx, l.Filters)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		resp.Lists[name] = ListResult{Count: len(rooms)}
+		rec.state.Counts[name] = len(rooms)
+		if old, ok := state.Counts[name]; !ok || old != len(rooms) {
+			news = true
+		}
+		for i, cand := range rooms {
+			if l.inRange(i) {
+				add(cand, &l.RoomConfig, name)
+				listRooms[name] = append(listRooms[name], cand.m.RoomID)
+			}
+		}
+	}
+	var subRooms []string
+	for _, id := range sortedKeys(state.Subs) {
+		cand := rl.byID[id]
+		if cand == nil {
+			if cand, err = s.subscribedElsewhere(ctx, req.UserID, id); err != nil {
+				return nil, nil, false, err
+			}
+			if cand == nil {
+				continue // not a room the user may see: ignored
+			}
+		}
+		add(cand, state.Subs[id], "")
+		subRooms = append(subRooms, id)
+	}
+
+	prevs, err := s.roomStates(ctx, c, order)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	rc := &roomCtx{userID: req.UserID, deviceID: req.DeviceID, now: now[0], ignored: ignored, dms: rl.dms, rl: rl}
+	if c.since != nil {
+		rc.since = (*c.since)[0]
+	}
+	var fresh []string
+	for _, id := range order {
+		rr := wanted[id]
+		rr.prev = prevs[id]
+		room, next, err := s.room(ctx, rc, rr)
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("room %s: %w", id, err)
+		}
+		if room == nil {
+			continue
+		}
+		resp.Rooms[id] = room
+		rec.rooms[id] = next
+		news = true
+		if room["initial"] == true && rr.c.m.Membership == spec.Join {
+			fresh = append(fresh, id)
+		}
+	}
+
+	extNews, err := s.extensions(ctx, c, req, now, resp, extensionRooms{lists: listRooms, subs: subRooms, byID: rl.byID, fresh: fresh})
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return resp, rec, news || extNews, nil
+}
+
+// subscribedElsewhere is the candidate for a subscribed room outside the
+// room list: one the user left themselves (the list shows those only
+// once sent). Nil for a room the user was never in.
+func (s *Service) subscribedElsewhere(ctx context.Context, userID, roomID string) (*candidate, error) {
+	mems, err := s.rooms.Memberships(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range mems {
+		if m.RoomID == roomID && (m.Membership == spec.Leave || m.Membership == spec.Ban) {
+			return &candidate{m: m, bump: m.StreamPos}, nil
+		}
+	}
+	return nil, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
