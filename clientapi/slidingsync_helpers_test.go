@@ -19,8 +19,8 @@ import (
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
-// ssPath is the simplified sliding sync endpoint.
-const ssPath = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
+// ssURL is the simplified sliding sync endpoint.
+const ssURL = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
 
 const ssPassword = "password1"
 
@@ -267,7 +267,7 @@ func (c *ssConn) rawAs(token, pos string, body any, query ...string) resp {
 		}
 		body = cp
 	}
-	path := ssPath
+	path := ssURL
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}

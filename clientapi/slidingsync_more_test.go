@@ -174,7 +174,7 @@ func TestSlidingSyncLongPollExtensions(t *testing.T) {
 			start := time.Now()
 			go func() {
 				q := url.Values{"pos": {pos}, "timeout": {"20000"}}
-				r, err := tryDo(srv, req{Method: http.MethodPost, Path: ssPath + "?" + q.Encode(), Token: alice.AccessToken, Body: b})
+				r, err := tryDo(srv, req{Method: http.MethodPost, Path: ssURL + "?" + q.Encode(), Token: alice.AccessToken, Body: b})
 				if err != nil {
 					errs <- err
 					return

@@ -211,7 +211,7 @@ func TestSlidingSyncLongPoll(t *testing.T) {
 			q := url.Values{"pos": {pos}, "timeout": {"20000"}}
 			body := ssAll(1)
 			body["conn_id"] = c.ConnID
-			r, err := tryDo(srv, req{Method: http.MethodPost, Path: ssPath + "?" + q.Encode(), Token: alice.AccessToken, Body: body})
+			r, err := tryDo(srv, req{Method: http.MethodPost, Path: ssURL + "?" + q.Encode(), Token: alice.AccessToken, Body: body})
 			done <- result{r, err, time.Since(start)}
 		}()
 		time.Sleep(500 * time.Millisecond)
