@@ -174,7 +174,7 @@ func TestSlidingSyncE2EE(t *testing.T) {
 		return out
 	}
 	bob.upload(t, srv, map[string]any{"device_keys": bob.deviceKeys(t)}).expect(t, http.StatusOK, "")
-	r = c.sync(body)
+	r = c.syncWait(body, 3000)
 	if !slices.Contains(changed(r), bob.UserID) {
 		t.Fatalf("device_lists.changed = %v after bob uploaded keys, want bob: %s", changed(r), r.Raw)
 	}
@@ -183,14 +183,16 @@ func TestSlidingSyncE2EE(t *testing.T) {
 		t.Fatalf("device_lists.changed = %v with no new change", changed(r))
 	}
 
-	login(t, srv, "bob", ssPassword, nil)
-	r = c.sync(body)
+	// A new device of bob's, once it has keys (as /sync counts it).
+	bob2 := kxNewDevice(t, login(t, srv, "bob", ssPassword, nil))
+	bob2.upload(t, srv, map[string]any{"device_keys": bob2.deviceKeys(t)}).expect(t, http.StatusOK, "")
+	r = c.syncWait(body, 3000)
 	if !slices.Contains(changed(r), bob.UserID) {
 		t.Fatalf("device_lists.changed = %v after bob's new device, want bob: %s", changed(r), r.Raw)
 	}
 
 	rmOp(t, srv, bob.session, room, "leave", nil).expect(t, http.StatusOK, "")
-	r = c.sync(body)
+	r = c.syncWait(body, 3000)
 	if !slices.Contains(left(r), bob.UserID) {
 		t.Fatalf("device_lists.left = %v after bob left the only shared room, want bob: %s", left(r), r.Raw)
 	}
