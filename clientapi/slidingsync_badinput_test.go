@@ -98,6 +98,16 @@ func TestSlidingSyncBadInput(t *testing.T) {
 		{"negative timeout", good, []string{"timeout", "-1"}, bad, invalid},
 		{"timeout not a number", good, []string{"timeout", "soon"}, bad, invalid},
 		{"bad set_presence in the body", map[string]any{"set_presence": "busy"}, nil, bad, invalid},
+		{"conn_id of 65 characters", map[string]any{"conn_id": strings.Repeat("c", 65)}, nil, bad, invalid},
+		{"no timeline_limit", map[string]any{"lists": map[string]any{"l": map[string]any{}}}, nil, bad, badJSON},
+		{"range and ranges", map[string]any{"lists": map[string]any{"l": map[string]any{"timeline_limit": 1,
+			"range": []int{0, 1}, "ranges": [][]int{{0, 1}}}}}, nil, bad, invalid},
+		{"a range of one number", ranges([]int{0}), nil, bad, invalid},
+		{"invalid room ID in unsubscribe_rooms", map[string]any{"unsubscribe_rooms": []string{"nope"}}, nil, bad, invalid},
+		{"invalid room ID in the spaces filter", list("filters", map[string]any{"spaces": []string{"nope"}}), nil, bad, invalid},
+		{"filters not an object", list("filters", []any{}), nil, bad, badJSON},
+		{"extension config not an object", map[string]any{"extensions": map[string]any{"typing": true}}, nil, bad, badJSON},
+		{"to_device since not a token", ext("to_device", ssOn("since", "soon")), nil, bad, invalid},
 		// Accepted.
 		{"namespaced unknown extension", ext("org.example.foo", ssOn()), nil, ok, ""},
 		{"100 lists", manyLists(100), nil, ok, ""},
@@ -106,6 +116,11 @@ func TestSlidingSyncBadInput(t *testing.T) {
 		{"timeline_limit 1000", withLimit(1000), nil, ok, ""},
 		{"txn_id", map[string]any{"txn_id": "abc"}, nil, ok, ""},
 		{"set_presence offline", good, []string{"set_presence", "offline"}, ok, ""},
+		{"include_heroes", list("include_heroes", true), nil, ok, ""},
+		{"a timeout above the cap", good, []string{"timeout", "600000"}, ok, ""},
+		{"object form of required_state", list("required_state", map[string]any{"include": []any{map[string]any{}},
+			"exclude": []any{map[string]any{"type": "m.room.create"}}, "lazy_members": true}), nil, ok, ""},
+		{"an empty conn_id", map[string]any{"conn_id": ""}, nil, ok, ""},
 	}
 	last := ref.Pos
 	for _, tc := range cases {

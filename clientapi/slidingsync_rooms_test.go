@@ -224,6 +224,14 @@ func TestSlidingSyncTimeline(t *testing.T) {
 	if !lim.Limited || lim.NumLive == nil || *lim.NumLive != 2 {
 		t.Fatalf("limited %v num_live %v, want limited and 2", lim.Limited, ssFmt(lim.NumLive))
 	}
+	// Its prev_batch reaches the event that did not fit, with no gap.
+	pm := get(t, srv, rmRoom(room, "messages")+"?"+url.Values{"dir": {"b"}, "from": {lim.PrevBatch}, "limit": {"2"}}.Encode(),
+		alice.AccessToken).expect(t, http.StatusOK, "")
+	var gap []string
+	for _, e := range rmEventsOf(t, pm.Body["chunk"]) {
+		gap = append(gap, e["event_id"].(string))
+	}
+	wantSeq(t, "/messages from the limited delta's prev_batch", gap, more[0], n2)
 
 	// Nothing new: the room is not sent.
 	r = c.sync(ssAll(2))

@@ -1,0 +1,228 @@
+package clientapi_test
+
+// Simplified sliding sync: changes to the fields of a room already sent
+// (avatar, heroes, is_dm, a rejected invite), account data arriving with a
+// room scrolled into view, subscriptions to invites, the subscription
+// bound, and to-device messages across a restart.
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"testing"
+
+	"github.com/tessera-hs/tessera/internal/testserver"
+)
+
+// TestSlidingSyncFieldChanges: each field is sent again when it changes,
+// and only then.
+func TestSlidingSyncFieldChanges(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	carol := registerUser(t, srv, "carol", ssPassword)
+	put(t, srv, profilePath(bob.UserID, "avatar_url"), bob.AccessToken, map[string]any{"avatar_url": "mxc://tessera.test/bob"}).
+		expect(t, http.StatusOK, "")
+	room := ssRoomWith(t, srv, alice)
+	ssJoin(t, srv, bob, room, &alice)
+	body := ssAll(1)
+	c := newSSConn(t, srv, alice)
+	r := c.sync(body)
+	got := r.room(t, room)
+	if len(got.Heroes) != 1 || got.Heroes[0].UserID != bob.UserID || got.Heroes[0].AvatarURL != "mxc://tessera.test/bob" {
+		t.Fatalf("heroes = %s, want bob with his avatar", ssFmt(got.Heroes))
+	}
+	if got.IsDM {
+		t.Fatal("is_dm before m.direct")
+	}
+
+	t.Run("avatar set", func(t *testing.T) {
+		rmPutState(t, srv, alice, room, "m.room.avatar", "", map[string]any{"url": "mxc://tessera.test/room"}).expect(t, http.StatusOK, "")
+		r := c.sync(body)
+		got := r.room(t, room)
+		if got.Avatar != "mxc://tessera.test/room" {
+			t.Fatalf("avatar = %q after it was set: %s", got.Avatar, r.Raw)
+		}
+		if got.has("heroes") {
+			t.Fatalf("unchanged heroes sent again: %s", r.Raw)
+		}
+	})
+	t.Run("avatar removed", func(t *testing.T) {
+		rmPutState(t, srv, alice, room, "m.room.avatar", "", map[string]any{}).expect(t, http.StatusOK, "")
+		r := c.sync(body)
+		got := r.room(t, room)
+		if v, ok := got.Raw["avatar"]; !ok || v != nil {
+			t.Fatalf("avatar after removal = %v (present %v), want null: %s", v, ok, r.Raw)
+		}
+	})
+	t.Run("a new member changes the heroes", func(t *testing.T) {
+		ssJoin(t, srv, carol, room, &alice)
+		r := c.sync(body)
+		got := r.room(t, room)
+		var ids []string
+		for _, h := range got.Heroes {
+			ids = append(ids, h.UserID)
+		}
+		wantSet(t, "heroes", ids, bob.UserID, carol.UserID)
+		if got.JoinedCount == nil || *got.JoinedCount != 3 {
+			t.Fatalf("joined_count = %v, want 3", ssFmt(got.JoinedCount))
+		}
+		if got.has("avatar") {
+			t.Fatalf("unchanged avatar sent again: %s", r.Raw)
+		}
+	})
+	t.Run("a name hides the heroes", func(t *testing.T) {
+		rmPutState(t, srv, alice, room, "m.room.name", "", map[string]any{"name": "Now named"}).expect(t, http.StatusOK, "")
+		r := c.sync(body)
+		got := r.room(t, room)
+		if got.Name != "Now named" {
+			t.Fatalf("name = %q", got.Name)
+		}
+		if len(got.Heroes) != 0 {
+			t.Fatalf("heroes %s sent for a named room", ssFmt(got.Heroes))
+		}
+	})
+	t.Run("is_dm", func(t *testing.T) {
+		ssSetAccountData(t, srv, alice, "", "m.direct", map[string]any{bob.UserID: []string{room}})
+		r := c.sync(body)
+		if got := r.room(t, room); !got.IsDM {
+			t.Fatalf("is_dm not sent after the room entered m.direct: %s", r.Raw)
+		}
+		ssSetAccountData(t, srv, alice, "", "m.direct", map[string]any{})
+		r = c.sync(body)
+		got := r.room(t, room)
+		if v, ok := got.Raw["is_dm"]; !ok || v != false {
+			t.Fatalf("is_dm = %v (present %v) after the room left m.direct, want false: %s", v, ok, r.Raw)
+		}
+		// Unchanged since: not sent again.
+		rmSend(t, srv, bob, room, "hi")
+		r = c.sync(body)
+		if got := r.room(t, room); got.has("is_dm") || got.has("name") {
+			t.Fatalf("unchanged is_dm or name sent again: %s", r.Raw)
+		}
+	})
+
+	t.Run("a rejected invite", func(t *testing.T) {
+		inv := ssRoomWith(t, srv, bob, "name", "Rejected")
+		ssInvite(t, srv, bob, inv, alice.UserID)
+		r := c.sync(body)
+		if got := r.room(t, inv); got.Membership != "invite" || !got.Initial {
+			t.Fatalf("invite: membership %q initial %v", got.Membership, got.Initial)
+		}
+		rmOp(t, srv, alice, inv, "leave", nil).expect(t, http.StatusOK, "")
+		r = c.sync(body)
+		if got := r.room(t, inv); got.Membership != "leave" {
+			t.Fatalf("after rejecting: membership %q, want leave: %s", got.Membership, r.Raw)
+		}
+		rmSend(t, srv, bob, inv, "after the rejection")
+		c.sync(body).noRoom(t, inv)
+	})
+}
+
+// TestSlidingSyncAccountDataScrolled: a room's account data comes the
+// first time the connection sends the room, e.g. when it scrolls into the
+// range.
+func TestSlidingSyncAccountDataScrolled(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	old := ssRoomWith(t, srv, alice, "name", "old")
+	ssRoomWith(t, srv, alice, "name", "new")
+	ssSetAccountData(t, srv, alice, old, "org.example.r", map[string]any{"v": 1})
+	c := newSSConn(t, srv, alice)
+	ext := map[string]any{"account_data": ssOn()}
+	r := c.sync(ssExt(map[string]any{"l": ssList(0, [][2]int{{0, 0}})}, ext))
+	r.noRoom(t, old)
+	if got := obj(r.ext("account_data"), "rooms")[old]; got != nil {
+		t.Fatalf("account data of a room not sent: %v", got)
+	}
+	r = c.sync(ssExt(map[string]any{"l": ssList(0, [][2]int{{0, 1}})}, ext))
+	if !r.room(t, old).Initial {
+		t.Fatal("scrolled-in room without initial")
+	}
+	wantSet(t, "account data of the scrolled-in room", ssAccountDataTypes(t, r, old), "org.example.r")
+}
+
+// TestSlidingSyncSubscribeInvite: a subscription to a room the user is
+// invited to returns its stripped state.
+func TestSlidingSyncSubscribeInvite(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	inv := ssRoomWith(t, srv, bob, "name", "Sub invite")
+	ssInvite(t, srv, bob, inv, alice.UserID)
+	r := newSSConn(t, srv, alice).sync(map[string]any{"room_subscriptions": map[string]any{inv: map[string]any{"timeline_limit": 1}}})
+	got := r.room(t, inv)
+	if got.Membership != "invite" || len(got.StrippedState) == 0 || len(got.InviteState) == 0 {
+		t.Fatalf("subscribed invite: %s", r.Raw)
+	}
+}
+
+// TestSlidingSyncSubscriptionLimit: at most 1,000 subscriptions per
+// connection, counting the sticky ones.
+func TestSlidingSyncSubscriptionLimit(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	subs := func(from, n int) map[string]any {
+		m := map[string]any{}
+		for i := from; i < from+n; i++ {
+			m[fmt.Sprintf("!r%d:tessera.test", i)] = map[string]any{"timeline_limit": 0}
+		}
+		return map[string]any{"room_subscriptions": m}
+	}
+	c := newSSConn(t, srv, alice)
+	c.raw("", subs(0, 1001)).expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+	c.sync(subs(0, 600))
+	c.raw(c.Pos, subs(600, 600), "timeout", "0").expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+	// Unsubscribing makes room.
+	body := subs(600, 600)
+	var unsub []string
+	for i := 0; i < 300; i++ {
+		unsub = append(unsub, fmt.Sprintf("!r%d:tessera.test", i))
+	}
+	body["unsubscribe_rooms"] = unsub
+	c.sync(body)
+}
+
+// TestSlidingSyncToDeviceRestart: unacknowledged to-device messages and
+// the connection survive a restart.
+func TestSlidingSyncToDeviceRestart(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	c := newSSConn(t, srv, alice)
+	body := ssExt(nil, map[string]any{"to_device": ssOn()})
+	c.sync(body)
+	ssToDevice(t, srv, bob, alice, 1)
+	ssToDevice(t, srv, bob, alice, 2)
+	r := c.sync(ssExt(nil, map[string]any{"to_device": ssOn("limit", 1)}))
+	got, nb := ssToDeviceNs(t, r, bob.UserID)
+	wantSeq(t, "before the restart", got, "1")
+	srv.Restart()
+	r = c.sync(ssExt(nil, map[string]any{"to_device": ssOn("since", nb)}))
+	got, _ = ssToDeviceNs(t, r, bob.UserID)
+	wantSeq(t, "after the restart", got, "2")
+}
+
+// TestSlidingSyncHistoryShared: the control of TestSlidingSyncHistoryVisibility:
+// with history_visibility shared, events before the join are in the
+// timeline.
+func TestSlidingSyncHistoryShared(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	room := ssRoomWith(t, srv, alice, "initial_state", []any{map[string]any{
+		"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": "shared"}}})
+	rmSend(t, srv, alice, room, "before")
+	ssJoin(t, srv, bob, room, &alice)
+	rmSend(t, srv, alice, room, "after")
+	r := newSSConn(t, srv, bob).sync(ssAll(20))
+	if got := r.room(t, room).timelineBodies(); !slices.Equal(got, []string{"before", "after"}) {
+		t.Fatalf("messages = %v, want before and after", got)
+	}
+}
