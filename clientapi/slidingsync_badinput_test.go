@@ -120,7 +120,6 @@ func TestSlidingSyncBadInput(t *testing.T) {
 		{"a timeout above the cap", good, []string{"timeout", "600000"}, ok, ""},
 		{"object form of required_state", list("required_state", map[string]any{"include": []any{map[string]any{}},
 			"exclude": []any{map[string]any{"type": "m.room.create"}}, "lazy_members": true}), nil, ok, ""},
-		{"an empty conn_id", map[string]any{"conn_id": ""}, nil, ok, ""},
 	}
 	last := ref.Pos
 	for _, tc := range cases {

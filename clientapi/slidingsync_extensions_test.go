@@ -131,6 +131,9 @@ func TestSlidingSyncE2EE(t *testing.T) {
 	if e == nil {
 		t.Fatalf("no e2ee extension: %s", r.Raw)
 	}
+	if _, ok := e["device_lists"]; ok {
+		t.Fatalf("device_lists on a connection's first request: %s", r.Raw)
+	}
 	if n := ssNum(e, "device_one_time_keys_count", "signed_curve25519"); n > 0 {
 		t.Fatalf("one-time key count %d before any upload", n)
 	}

@@ -1,0 +1,223 @@
+package clientapi_test
+
+// Simplified sliding sync edge cases: a room bumped into the window,
+// long-polls that must not wake, subscriptions across a restart,
+// set_presence, the default to-device limit, invite_state as /sync has it,
+// lazy members of member-event targets.
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/tessera-hs/tessera/internal/testserver"
+)
+
+// TestSlidingSyncBumpIntoWindow: a room that a new message moves into the
+// range comes with initial (the connection never sent it) and num_live
+// counting that message (MSC4186's num_live note).
+func TestSlidingSyncBumpIntoWindow(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	old := ssRoomWith(t, srv, alice, "name", "old")
+	ssJoin(t, srv, bob, old, &alice)
+	rmSend(t, srv, alice, old, "history")
+	newer := ssRoomWith(t, srv, alice, "name", "newer")
+	body := ssLists(map[string]any{"top": ssList(3, [][2]int{{0, 0}})})
+	c := newSSConn(t, srv, alice)
+	r := c.sync(body)
+	wantSet(t, "first window", r.roomIDs(), newer)
+	m := rmSend(t, srv, bob, old, "alice: look here")
+	r = c.sync(body)
+	wantSet(t, "window after the message", r.roomIDs(), old)
+	got := r.room(t, old)
+	if !got.Initial {
+		t.Fatalf("a room the connection never sent came without initial: %s", r.Raw)
+	}
+	ids := got.timelineIDs()
+	if len(ids) != 3 || ids[2] != m {
+		t.Fatalf("timeline = %v, want 3 events ending with the new message", ids)
+	}
+	if got.NumLive == nil || *got.NumLive != 1 {
+		t.Fatalf("num_live = %v, want 1 (the message since the pos)", ssFmt(got.NumLive))
+	}
+	// newer left the window: it is not sent (nothing changed in it).
+	r.noRoom(t, newer)
+	// And back: newer gets a message, so it is sent again, not initial.
+	m2 := rmSend(t, srv, alice, newer, "back on top")
+	r = c.sync(body)
+	got = r.room(t, newer)
+	if got.Initial {
+		t.Fatalf("a room the connection had sent came with initial: %s", r.Raw)
+	}
+	wantSeq(t, "timeline of the room back on top", got.timelineIDs(), m2)
+}
+
+// TestSlidingSyncLongPollQuiet: news outside what the connection asks for
+// does not end a long-poll early.
+func TestSlidingSyncLongPollQuiet(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	watched := ssRoomWith(t, srv, alice, "name", "watched")
+	other := ssRoomWith(t, srv, alice, "name", "other")
+	body := map[string]any{"room_subscriptions": map[string]any{watched: map[string]any{"timeline_limit": 1}}}
+	c := newSSConn(t, srv, alice)
+	c.sync(body)
+
+	done := make(chan resp, 1)
+	pos := c.Pos
+	start := time.Now()
+	go func() {
+		b := map[string]any{"conn_id": c.ConnID}
+		q := url.Values{"pos": {pos}, "timeout": {"2000"}}
+		r, err := tryDo(srv, req{Method: http.MethodPost, Path: ssURL + "?" + q.Encode(), Token: alice.AccessToken, Body: b})
+		if err != nil {
+			r = resp{Status: -1, Raw: []byte(err.Error())}
+		}
+		done <- r
+	}()
+	time.Sleep(200 * time.Millisecond)
+	rmSend(t, srv, alice, other, "not watched")
+	ssSetAccountData(t, srv, alice, "", "org.example.quiet", map[string]any{})
+	raw := <-done
+	d := time.Since(start)
+	r := ssDecode(t, raw.expect(t, http.StatusOK, ""))
+	if d < 1700*time.Millisecond {
+		t.Fatalf("long-poll returned after %s on news it did not ask for: %s", d, r.Raw)
+	}
+	if len(r.Rooms) != 0 {
+		t.Fatalf("rooms in the quiet long-poll: %s", r.Raw)
+	}
+}
+
+// TestSlidingSyncSubscriptionsSurviveRestart: sticky subscriptions are
+// kept in the database.
+func TestSlidingSyncSubscriptionsSurviveRestart(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	room := ssRoomWith(t, srv, alice, "name", "sticky")
+	c := newSSConn(t, srv, alice)
+	c.sync(map[string]any{"room_subscriptions": map[string]any{room: map[string]any{"timeline_limit": 2}}})
+	c.sync(map[string]any{})
+	srv.Restart()
+	m := rmSend(t, srv, alice, room, "after the restart")
+	r := c.sync(map[string]any{})
+	got := r.room(t, room)
+	if got.Initial {
+		t.Fatal("initial after the restart")
+	}
+	wantSeq(t, "subscribed room after the restart", got.timelineIDs(), m)
+}
+
+// TestSlidingSyncPresence: set_presence as /sync has it.
+func TestSlidingSyncPresence(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	presence := func() resp {
+		t.Helper()
+		return get(t, srv, presencePath(alice.UserID), alice.AccessToken).expect(t, http.StatusOK, "")
+	}
+	c := newSSConn(t, srv, alice)
+	c.at("", ssAll(0), "set_presence", "offline")
+	if r := presence(); r.str("presence") != "offline" {
+		t.Fatalf("after set_presence=offline: %s", r.Raw)
+	}
+	c.sync(ssAll(0))
+	if r := presence(); r.str("presence") != "online" {
+		t.Fatalf("after a request without set_presence: %s", r.Raw)
+	}
+	b := ssAll(0)
+	b["set_presence"] = "unavailable"
+	c.sync(b)
+	if r := presence(); r.str("presence") != "unavailable" {
+		t.Fatalf("after set_presence unavailable in the body: %s", r.Raw)
+	}
+}
+
+// TestSlidingSyncToDeviceDefaultLimit: without limit, 100 messages a
+// response.
+func TestSlidingSyncToDeviceDefaultLimit(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	for i := 0; i < 105; i++ {
+		ssToDevice(t, srv, bob, alice, i)
+	}
+	c := newSSConn(t, srv, alice)
+	r := c.sync(ssExt(nil, map[string]any{"to_device": ssOn()}))
+	got, nb := ssToDeviceNs(t, r, bob.UserID)
+	if len(got) != 100 || got[0] != "0" || got[99] != "99" {
+		t.Fatalf("first page: %d messages (%v...), want 0..99", len(got), got[:min(len(got), 3)])
+	}
+	r = c.sync(ssExt(nil, map[string]any{"to_device": ssOn("since", nb)}))
+	got, _ = ssToDeviceNs(t, r, bob.UserID)
+	wantSeq(t, "second page", got, "100", "101", "102", "103", "104")
+}
+
+// TestSlidingSyncInviteStateAsSync: invite_state and stripped_state hold
+// the same stripped events as /sync's invite_state.
+func TestSlidingSyncInviteStateAsSync(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	room := ssRoomWith(t, srv, bob, "name", "Compare", "topic", "same", "initial_state", []any{
+		map[string]any{"type": "m.room.avatar", "state_key": "", "content": map[string]any{"url": "mxc://tessera.test/a"}},
+		map[string]any{"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}})
+	ssInvite(t, srv, bob, room, alice.UserID)
+	sy := syncGet(t, srv, alice, url.Values{})
+	var want []string
+	for _, e := range events(sy.Body, "rooms", "invite", room, "invite_state") {
+		sk, _ := e["state_key"].(string)
+		want = append(want, e["type"].(string)+"|"+sk)
+	}
+	sort.Strings(want)
+	if len(want) == 0 {
+		t.Fatalf("/sync has no invite_state: %s", sy.Raw)
+	}
+	got := newSSConn(t, srv, alice).sync(ssAll(1)).room(t, room)
+	for name, st := range map[string][]ssEvent{"invite_state": got.InviteState, "stripped_state": got.StrippedState} {
+		var keys []string
+		for _, e := range st {
+			keys = append(keys, e.key())
+		}
+		sort.Strings(keys)
+		if !slices.Equal(keys, want) {
+			t.Fatalf("%s = %v, want /sync's %v", name, keys, want)
+		}
+	}
+}
+
+// TestSlidingSyncLazyTargets: lazy members include the targets of member
+// events in the timeline.
+func TestSlidingSyncLazyTargets(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	dave := registerUser(t, srv, "dave", ssPassword)
+	room := ssRoomWith(t, srv, alice, "name", "Targets")
+	ssJoin(t, srv, bob, room, &alice)
+	rmSend(t, srv, bob, room, "bob")
+	body := ssAll(1, "required_state", ssPairs("m.room.member", "$LAZY"))
+	c := newSSConn(t, srv, alice)
+	c.sync(body)
+	// Bob invites dave: the timeline has bob's invite of dave; lazy
+	// members are dave (the target; bob was sent already).
+	ssInvite(t, srv, bob, room, dave.UserID)
+	r := c.sync(body)
+	got := r.room(t, room)
+	wantSet(t, "lazy members after an invite", got.stateKeys(), "m.room.member|"+dave.UserID)
+	if e, _ := got.state("m.room.member", dave.UserID); e.Content["membership"] != "invite" {
+		t.Fatalf("dave's member event = %s", ssFmt(e))
+	}
+}
