@@ -71,7 +71,7 @@ func (k *kickCache) put(id string, v bool) {
 // left themselves only when the connection sent them before (sentBefore
 // answers that).
 // https://github.com/matrix-org/matrix-spec-proposals/blob/main/proposals/4186-simplified-sliding-sync.md#lists
-func (s *Service) listRooms(ctx context.Context, userID string, ignored map[string]bool,
+func (s *Service) listRooms(ctx context.Context, userID string, ignored map[string]bool, adPos int64,
 	sentBefore func([]string) (map[string]bool, error)) (*roomList, error) {
 	mems, err := s.rooms.Memberships(ctx, userID)
 	if err != nil {
@@ -141,7 +141,7 @@ func (s *Service) listRooms(ctx context.Context, userID string, ignored map[stri
 		}
 		return a.m.RoomID < b.m.RoomID
 	})
-	if rl.dms, err = s.directRooms(ctx, userID); err != nil {
+	if rl.dms, err = s.directRooms(ctx, userID, adPos); err != nil {
 		return nil, err
 	}
 	return rl, nil
@@ -165,7 +165,39 @@ func (s *Service) kickedOrBanned(ctx context.Context, userID string, m roomserve
 }
 
 // directRooms is the set of rooms in the user's m.direct account data.
-func (s *Service) directRooms(ctx context.Context, userID string) (map[string]bool, error) {
+// It is remembered until the account data stream moves on.
+func (s *Service) directRooms(ctx context.Context, userID string, adPos int64) (map[string]bool, error) {
+	s.dms.mu.Lock()
+	if e, ok := s.dms.m[userID]; ok && e.pos == adPos {
+		s.dms.mu.Unlock()
+		return e.rooms, nil
+	}
+	s.dms.mu.Unlock()
+	out, err := s.loadDirectRooms(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	s.dms.mu.Lock()
+	if s.dms.m == nil || len(s.dms.m) > 10_000 {
+		s.dms.m = map[string]dmEntry{}
+	}
+	s.dms.m[userID] = dmEntry{pos: adPos, rooms: out}
+	s.dms.mu.Unlock()
+	return out, nil
+}
+
+// dmCache remembers users' m.direct rooms at an account data position.
+type dmCache struct {
+	mu sync.Mutex
+	m  map[string]dmEntry
+}
+
+type dmEntry struct {
+	pos   int64
+	rooms map[string]bool
+}
+
+func (s *Service) loadDirectRooms(ctx context.Context, userID string) (map[string]bool, error) {
 	raw, err := s.users.AccountData(ctx, userID, "", "m.direct")
 	if err != nil || len(raw) == 0 {
 		return map[string]bool{}, nil // none set

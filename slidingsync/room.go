@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sort"
+	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
@@ -28,7 +29,10 @@ type roomCtx struct {
 	since            int64 // the request's events position (0 on a first request)
 	ignored          map[string]bool
 	dms              map[string]bool
-	rl               *roomList
+	// receiptsMoved: receipts (which change unread counts) came since the
+	// request's position.
+	receiptsMoved bool
+	rl            *roomList
 }
 
 // hero is a member a client may name a nameless room after.
@@ -147,8 +151,24 @@ func (s *Service) joinedOrLeft(ctx context.Context, rc *roomCtx, rr *roomReq, up
 		limited = gap
 	}
 
-	// The state, when something may have changed it.
-	needState := fresh || hasEvents || stateExpanded || membershipChanged
+	// The state, when something may have changed it: a timeline with
+	// every event since the room was last sent and no state event in it
+	// leaves the name, avatar, heroes and counts as they were, and the
+	// lazy members too, unless it has senders the client was not sent.
+	needState := fresh || stateExpanded || membershipChanged || limited || anyState(tl)
+	if !needState && rules.lazy() && len(tl) > 0 {
+		have := map[string]bool{}
+		for _, l := range prev.Lazy {
+			u, _, _ := strings.Cut(l, " ")
+			have[u] = true
+		}
+		for _, ev := range tl {
+			if !have[string(ev.SenderID())] {
+				needState = true
+				break
+			}
+		}
+	}
 	var cur map[roomserver.StateKey]*roomserver.Event
 	if needState {
 		if cur, err = s.rooms.StateAt(ctx, roomID, upto); err != nil {
@@ -181,7 +201,12 @@ func (s *Service) joinedOrLeft(ctx context.Context, rc *roomCtx, rr *roomReq, up
 			next.Heroes = string(b)
 		}
 	}
-	if joined {
+	// Unread counts move with the room's events and the user's receipts
+	// only: read them when one of those did.
+	if prev != nil && !fresh {
+		next.Notif, next.Highlight = prev.Notif, prev.Highlight
+	}
+	if joined && (fresh || hasEvents || membershipChanged || rc.receiptsMoved) {
 		if next.Notif, next.Highlight, err = s.sync.UnreadCounts(ctx, rc.userID, roomID); err != nil {
 			return nil, nil, err
 		}

@@ -35,6 +35,7 @@ type Service struct {
 	writer *writer
 	locks  connLocks
 	kicks  kickCache
+	dms    dmCache
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -165,7 +166,7 @@ func (s *Service) compute(ctx context.Context, c *conn, req *Request, state conn
 	if err != nil {
 		return nil, nil, false, err
 	}
-	rl, err := s.listRooms(ctx, req.UserID, ignored, func(ids []string) (map[string]bool, error) {
+	rl, err := s.listRooms(ctx, req.UserID, ignored, now.Pos(syncapi.AccountDataStream), func(ids []string) (map[string]bool, error) {
 		prev, err := s.roomStates(ctx, c, ids)
 		if err != nil {
 			return nil, err
@@ -237,8 +238,10 @@ func (s *Service) compute(ctx context.Context, c *conn, req *Request, state conn
 		return nil, nil, false, err
 	}
 	rc := &roomCtx{userID: req.UserID, deviceID: req.DeviceID, now: now[0], ignored: ignored, dms: rl.dms, rl: rl}
+	rc.receiptsMoved = true
 	if c.since != nil {
 		rc.since = (*c.since)[0]
+		rc.receiptsMoved = now.Pos(syncapi.ReceiptsStream) > c.since.Pos(syncapi.ReceiptsStream)
 	}
 	var fresh []string
 	for _, id := range order {

@@ -2,6 +2,7 @@ package syncapi
 
 import (
 	"context"
+	"slices"
 
 	"github.com/tessera-hs/tessera/roomserver"
 )
@@ -24,6 +25,16 @@ func (s *Service) Now(ctx context.Context) (Token, error) {
 	}
 	return now, nil
 }
+
+// ReceiptsStream and AccountDataStream are the receipts and account data
+// streams' places in a token (see Pos).
+var (
+	ReceiptsStream    = slices.Index(streamNames, "receipts")
+	AccountDataStream = slices.Index(streamNames, "account_data")
+)
+
+// Pos is the token's position in the stream at index i (0: events).
+func (t Token) Pos(i int) int64 { return t.pos(i) }
 
 // Notifier is the notifier that wakes waiting syncs.
 func (s *Service) Notifier() *Notifier { return s.notifier }
