@@ -8,8 +8,10 @@ package clientapi_test
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
@@ -224,5 +226,88 @@ func TestSlidingSyncHistoryShared(t *testing.T) {
 	r := newSSConn(t, srv, bob).sync(ssAll(20))
 	if got := r.room(t, room).timelineBodies(); !slices.Equal(got, []string{"before", "after"}) {
 		t.Fatalf("messages = %v, want before and after", got)
+	}
+}
+
+// TestSlidingSyncListChanges: what a list holds follows tags, m.direct and
+// invites on a connection already running: rooms enter with initial, the
+// count follows, and a waiting long-poll wakes for it.
+func TestSlidingSyncListChanges(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	room := ssRoomWith(t, srv, alice, "name", "to be tagged")
+	body := ssLists(map[string]any{
+		"fav":     ssList(1, nil, "filters", map[string]any{"tags": []string{"m.favourite"}}),
+		"dms":     ssList(1, nil, "filters", map[string]any{"is_dm": true}),
+		"invites": ssList(1, nil, "filters", map[string]any{"is_invite": true}),
+	})
+	c := newSSConn(t, srv, alice)
+	r := c.sync(body)
+	if r.Lists["fav"] != 0 || r.Lists["dms"] != 0 || r.Lists["invites"] != 0 || len(r.Rooms) != 0 {
+		t.Fatalf("first response: %s", r.Raw)
+	}
+
+	// A tag, while a long-poll waits.
+	type result struct {
+		r   resp
+		err error
+	}
+	done := make(chan result, 1)
+	pos := c.Pos
+	start := time.Now()
+	go func() {
+		b := ssLists(body["lists"].(map[string]any))
+		b["conn_id"] = c.ConnID
+		q := url.Values{"pos": {pos}, "timeout": {"10000"}}
+		r, err := tryDo(srv, req{Method: http.MethodPost, Path: ssURL + "?" + q.Encode(), Token: alice.AccessToken, Body: b})
+		done <- result{r, err}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	put(t, srv, tagsPath(alice.UserID, room, "m.favourite"), alice.AccessToken, map[string]any{}).expect(t, http.StatusOK, "")
+	res := <-done
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Fatalf("the long-poll did not wake for a tag (took %s)", d)
+	}
+	r = ssDecode(t, res.r.expect(t, http.StatusOK, ""))
+	c.Pos = r.Pos
+	if r.Lists["fav"] != 1 {
+		t.Fatalf("fav count after tagging = %d, want 1: %s", r.Lists["fav"], r.Raw)
+	}
+	if got := r.room(t, room); !got.Initial || !slices.Equal(got.Lists, []string{"fav"}) {
+		t.Fatalf("tagged room: initial %v lists %v, want initial and [fav]", got.Initial, got.Lists)
+	}
+
+	// Into m.direct: the dms list has it too; the room was sent already.
+	ssSetAccountData(t, srv, alice, "", "m.direct", map[string]any{bob.UserID: []string{room}})
+	r = c.sync(body)
+	if r.Lists["dms"] != 1 {
+		t.Fatalf("dms count = %d, want 1: %s", r.Lists["dms"], r.Raw)
+	}
+	if got, ok := r.Rooms[room]; ok && got.Initial {
+		t.Fatalf("a room sent before came again with initial: %s", r.Raw)
+	}
+
+	// An invite arrives, then is rejected: the count follows.
+	inv := ssRoomWith(t, srv, bob, "name", "invite")
+	ssInvite(t, srv, bob, inv, alice.UserID)
+	r = c.sync(body)
+	if r.Lists["invites"] != 1 || r.room(t, inv).Membership != "invite" {
+		t.Fatalf("after an invite: %s", r.Raw)
+	}
+	rmOp(t, srv, alice, inv, "leave", nil).expect(t, http.StatusOK, "")
+	r = c.sync(body)
+	if r.Lists["invites"] != 0 {
+		t.Fatalf("invites count after rejecting = %d, want 0: %s", r.Lists["invites"], r.Raw)
+	}
+	// Untagged: out of fav.
+	del(t, srv, tagsPath(alice.UserID, room, "m.favourite"), alice.AccessToken, nil).expect(t, http.StatusOK, "")
+	r = c.sync(body)
+	if r.Lists["fav"] != 0 || r.Lists["dms"] != 1 {
+		t.Fatalf("counts after untagging = %v, want fav 0, dms 1", r.Lists)
 	}
 }
