@@ -6,6 +6,9 @@ package clientapi_test
 // lazy members of member-event targets.
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -219,5 +222,78 @@ func TestSlidingSyncLazyTargets(t *testing.T) {
 	wantSet(t, "lazy members after an invite", got.stateKeys(), "m.room.member|"+dave.UserID)
 	if e, _ := got.state("m.room.member", dave.UserID); e.Content["membership"] != "invite" {
 		t.Fatalf("dave's member event = %s", ssFmt(e))
+	}
+}
+
+// TestSlidingSyncCancelAndResend: a client cancels a waiting long-poll and
+// sends the same pos with another body (MSC4186 allows it; Element X does
+// it when the user scrolls): the new request is answered at once, and the
+// connection goes on from its answer.
+func TestSlidingSyncCancelAndResend(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	var rooms []string
+	for i := 0; i < 4; i++ {
+		rooms = append(rooms, ssRoomWith(t, srv, alice, "name", "r"+string(rune('0'+i))))
+	}
+	slices.Reverse(rooms) // list order
+	narrow := ssLists(map[string]any{"l": ssList(1, [][2]int{{0, 1}})})
+	wide := ssLists(map[string]any{"l": ssList(1, [][2]int{{0, 3}})})
+	c := newSSConn(t, srv, alice)
+	c.sync(narrow)
+
+	pollCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	polled := make(chan error, 1)
+	go func() {
+		b := ssLists(narrow["lists"].(map[string]any))
+		b["conn_id"] = c.ConnID
+		buf, _ := json.Marshal(b)
+		q := url.Values{"pos": {c.Pos}, "timeout": {"20000"}}
+		hr, _ := http.NewRequestWithContext(pollCtx, http.MethodPost, srv.URL+ssURL+"?"+q.Encode(), bytes.NewReader(buf))
+		hr.Header.Set("Authorization", "Bearer "+alice.AccessToken)
+		hr.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(hr)
+		if err == nil {
+			res.Body.Close()
+		}
+		polled <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	<-polled
+	start := time.Now()
+	r := c.sync(wide)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the resent request took %s", d)
+	}
+	wantSet(t, "rooms of the wider range", r.roomIDs(), rooms[2], rooms[3])
+	r = c.sync(wide)
+	wantSet(t, "rooms after", r.roomIDs())
+
+	// Without cancelling (a client that gives up waiting but keeps the
+	// socket): the second request is answered at once all the same.
+	done := make(chan resp, 1)
+	pos := c.Pos
+	go func() {
+		b := ssLists(wide["lists"].(map[string]any))
+		b["conn_id"] = c.ConnID
+		q := url.Values{"pos": {pos}, "timeout": {"3000"}}
+		r, _ := tryDo(srv, req{Method: http.MethodPost, Path: ssURL + "?" + q.Encode(), Token: alice.AccessToken, Body: b})
+		done <- r
+	}()
+	time.Sleep(300 * time.Millisecond)
+	start = time.Now()
+	m := rmSend(t, srv, alice, rooms[3], "news")
+	r2 := c.sync(wide)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("a second request on the connection waited %s for the first", d)
+	}
+	wantSeq(t, "timeline of the second request", r2.room(t, rooms[3]).timelineIDs(), m)
+	<-done
+	// The connection goes on from the second answer: nothing new.
+	if r := c.sync(wide); len(r.Rooms) != 0 {
+		t.Fatalf("rooms sent again after the second answer: %s", r.Raw)
 	}
 }
