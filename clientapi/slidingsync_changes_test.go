@@ -311,3 +311,95 @@ func TestSlidingSyncListChanges(t *testing.T) {
 		t.Fatalf("counts after untagging = %v, want fav 0, dms 1", r.Lists)
 	}
 }
+
+// TestSlidingSyncRedactedName: redacting the m.room.name event removes the
+// name (its content loses "name"): name null, and the redacted event in
+// required_state.
+func TestSlidingSyncRedactedName(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	room := ssRoomWith(t, srv, alice)
+	ssJoin(t, srv, bob, room, &alice)
+	nameEv := rmPutState(t, srv, alice, room, "m.room.name", "", map[string]any{"name": "Redact me"}).
+		expect(t, http.StatusOK, "").str("event_id")
+	body := ssAll(2, "required_state", ssPairs("m.room.name", ""))
+	c := newSSConn(t, srv, alice)
+	if got := c.sync(body).room(t, room); got.Name != "Redact me" || len(got.Heroes) != 0 {
+		t.Fatalf("before the redaction: name %q heroes %v", got.Name, got.Heroes)
+	}
+	rmSendRedact(t, srv, alice, room, nameEv)
+	// The room's state has the redacted event: no name.
+	if st := rmGetState(t, srv, alice, room, "m.room.name", "").expect(t, http.StatusOK, ""); st.str("name") != "" {
+		t.Fatalf("GET state m.room.name after the redaction: %s", st.Raw)
+	}
+	r := c.sync(body)
+	got := r.room(t, room)
+	if v, ok := got.Raw["name"]; !ok || v != nil {
+		t.Errorf("name after its event was redacted = %v (present %v), want null: %s", v, ok, r.Raw)
+	}
+	if len(got.Heroes) != 1 || got.Heroes[0].UserID != bob.UserID {
+		t.Errorf("heroes after the name went = %s, want bob", ssFmt(got.Heroes))
+	}
+	if e, ok := got.state("m.room.name", ""); !ok || e.Content["name"] != nil {
+		t.Errorf("required_state after the redaction: %s, want the redacted m.room.name", ssFmt(got.RequiredState))
+	}
+	// A new connection sees the room without a name.
+	fresh := newSSConn(t, srv, alice).sync(body).room(t, room)
+	if fresh.Name != "" || len(fresh.Heroes) != 1 {
+		t.Errorf("new connection after the redaction: name %q heroes %s, want no name and bob", fresh.Name, ssFmt(fresh.Heroes))
+	}
+	if e, ok := fresh.state("m.room.name", ""); ok && e.Content["name"] != nil {
+		t.Errorf("new connection's required_state has the unredacted name: %s", ssFmt(e))
+	}
+}
+
+// TestSlidingSyncHeroRename: a hero's new displayname is sent.
+func TestSlidingSyncHeroRename(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	room := ssRoomWith(t, srv, alice)
+	ssJoin(t, srv, bob, room, &alice)
+	c := newSSConn(t, srv, alice)
+	c.sync(ssAll(1))
+	put(t, srv, profilePath(bob.UserID, "displayname"), bob.AccessToken, map[string]any{"displayname": "Robert"}).
+		expect(t, http.StatusOK, "")
+	r := c.sync(ssAll(1))
+	got := r.room(t, room)
+	if len(got.Heroes) != 1 || got.Heroes[0].Displayname != "Robert" {
+		t.Fatalf("heroes after bob's rename = %s, want Robert: %s", ssFmt(got.Heroes), r.Raw)
+	}
+}
+
+// TestSlidingSyncSubscriptionExpands: a subscription asking more of a room
+// a list already sent (a larger timeline_limit, more required_state)
+// sends it at once.
+func TestSlidingSyncSubscriptionExpands(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	room := ssRoomWith(t, srv, alice, "name", "Expand", "topic", "t")
+	var sent []string
+	for i := 0; i < 4; i++ {
+		sent = append(sent, rmSend(t, srv, alice, room, fmt.Sprint(i)))
+	}
+	list := ssAll(1, "required_state", ssPairs("m.room.name", ""))
+	c := newSSConn(t, srv, alice)
+	c.sync(list)
+	c.sync(list)
+	b := ssAll(1, "required_state", ssPairs("m.room.name", ""))
+	b["room_subscriptions"] = map[string]any{room: map[string]any{"timeline_limit": 3, "required_state": ssPairs("m.room.topic", "")}}
+	r := c.sync(b)
+	got := r.room(t, room)
+	wantSeq(t, "expanded timeline", got.timelineIDs(), sent[1], sent[2], sent[3])
+	if !got.ExpandedTimeline {
+		t.Fatalf("expanded_timeline not set: %s", r.Raw)
+	}
+	wantSet(t, "required_state", got.stateKeys(), "m.room.topic|")
+	if got.Initial {
+		t.Fatal("initial on an expansion")
+	}
+}
