@@ -403,3 +403,53 @@ func TestSlidingSyncSubscriptionExpands(t *testing.T) {
 		t.Fatal("initial on an expansion")
 	}
 }
+
+// TestSlidingSyncChangesOutOfRange: what changed in a room while it was
+// out of the range comes when it is back: as a delta from what the
+// connection last sent, not as initial.
+func TestSlidingSyncChangesOutOfRange(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	b := ssRoomWith(t, srv, alice, "name", "B", "topic", "t0")
+	ssJoin(t, srv, bob, b, &alice)
+	a := ssRoomWith(t, srv, alice, "name", "A")
+	rs := ssPairs("m.room.name", "", "m.room.topic", "", "m.room.member", "*")
+	window := func(end int) map[string]any {
+		return ssLists(map[string]any{"l": ssList(5, [][2]int{{0, end}}, "required_state", rs)})
+	}
+	c := newSSConn(t, srv, alice)
+	r := c.sync(window(1))
+	wantSet(t, "first window", r.roomIDs(), a, b)
+	c.sync(window(0))
+
+	// Out of the window: a topic, a rename, bob leaves. None bumps.
+	rmPutState(t, srv, alice, b, "m.room.topic", "", map[string]any{"topic": "t1"}).expect(t, http.StatusOK, "")
+	rmPutState(t, srv, alice, b, "m.room.name", "", map[string]any{"name": "B2"}).expect(t, http.StatusOK, "")
+	rmOp(t, srv, bob, b, "leave", nil).expect(t, http.StatusOK, "")
+	r = c.sync(window(0))
+	r.noRoom(t, b)
+
+	// Back in the window by scrolling.
+	r = c.sync(window(1))
+	got := r.room(t, b)
+	if got.Initial {
+		t.Fatalf("a room sent before came back with initial: %s", r.Raw)
+	}
+	if got.Name != "B2" {
+		t.Fatalf("name = %q, want the new name", got.Name)
+	}
+	wantSet(t, "required_state", got.stateKeys(), "m.room.name|", "m.room.topic|", "m.room.member|"+bob.UserID)
+	if e, _ := got.state("m.room.member", bob.UserID); e.Content["membership"] != "leave" {
+		t.Fatalf("bob's member event = %s", ssFmt(e))
+	}
+	var types []string
+	for _, e := range got.Timeline {
+		types = append(types, e.Type)
+	}
+	wantSeq(t, "timeline types", types, "m.room.topic", "m.room.name", "m.room.member")
+	if got.JoinedCount == nil || *got.JoinedCount != 1 {
+		t.Fatalf("joined_count = %v, want 1", ssFmt(got.JoinedCount))
+	}
+}

@@ -404,3 +404,46 @@ func TestSlidingSyncReceiptsTyping(t *testing.T) {
 		})
 	}
 }
+
+// TestSlidingSyncExtensionsPrivacy: private read receipts reach only their
+// owner; to-device messages and one-time key counts are the device's own.
+func TestSlidingSyncExtensionsPrivacy(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := kxNewDevice(t, registerUser(t, srv, "alice", ssPassword))
+	phone := kxNewDevice(t, login(t, srv, "alice", ssPassword, nil))
+	bob := registerUser(t, srv, "bob", ssPassword)
+	room := ssRoomWith(t, srv, alice.session, "name", "Private")
+	ssJoin(t, srv, bob, room, &alice.session)
+	m := rmSend(t, srv, bob, room, "read me privately")
+	body := ssExt(map[string]any{"all": ssList(1, nil)}, map[string]any{"receipts": ssOn(), "to_device": ssOn(), "e2ee": ssOn()})
+	c := newSSConn(t, srv, alice.session)
+	c.sync(body)
+
+	psReceipt(t, srv, bob, room, "m.read.private", m, nil)
+	psReceipt(t, srv, alice.session, room, "m.read.private", m, nil)
+	ssToDevice(t, srv, bob, phone.session, 1)
+	phone.upload(t, srv, map[string]any{"device_keys": phone.deviceKeys(t),
+		"one_time_keys": map[string]any{"signed_curve25519:P1": phone.otk(t, false)}}).expect(t, http.StatusOK, "")
+	r := c.sync(body)
+	content := obj(r.ext("receipts"), "rooms", room, "content", m)
+	if obj(content, "m.read.private")[bob.UserID] != nil {
+		t.Fatalf("bob's private receipt shown to alice: %s", r.Raw)
+	}
+	if obj(content, "m.read.private")[alice.UserID] == nil {
+		t.Fatalf("alice's own private receipt missing: %s", r.Raw)
+	}
+	if got, _ := ssToDeviceNs(t, r, bob.UserID); len(got) != 0 {
+		t.Fatalf("a to-device message for alice's phone reached her other device: %v", got)
+	}
+	if n := ssNum(r.ext("e2ee"), "device_one_time_keys_count", "signed_curve25519"); n > 0 {
+		t.Fatalf("the phone's one-time keys counted for the other device: %d", n)
+	}
+	pr := newSSConn(t, srv, phone.session).sync(ssExt(nil, map[string]any{"to_device": ssOn(), "e2ee": ssOn()}))
+	if got, _ := ssToDeviceNs(t, pr, bob.UserID); !slices.Equal(got, []string{"1"}) {
+		t.Fatalf("the phone's to-device messages = %v, want [1]", got)
+	}
+	if n := ssNum(pr.ext("e2ee"), "device_one_time_keys_count", "signed_curve25519"); n != 1 {
+		t.Fatalf("the phone's one-time key count = %d, want 1", n)
+	}
+}
