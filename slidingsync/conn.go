@@ -205,41 +205,43 @@ func (s *Service) roomStates(ctx context.Context, c *conn, roomIDs []string) (ma
 			args = append(args, id)
 			marks[i] = "$" + strconv.Itoa(i+2)
 		}
-		rows, err := s.db.QueryContext(ctx, `SELECT room_id, base, pending, pending_pos FROM sliding_sync_rooms
-			WHERE conn_key = $1 AND room_id IN (`+strings.Join(marks, ",")+`)`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("sliding sync rooms: %w", err)
-		}
-		for rows.Next() {
-			var (
-				roomID        string
-				base, pending sql.NullString
-				pendingPos    sql.NullInt64
-			)
-			if err := rows.Scan(&roomID, &base, &pending, &pendingPos); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("sliding sync rooms: %w", err)
+		in := strings.Join(marks, ",")
+		// The base, then what the response at the request's position
+		// sent over it.
+		for _, q := range []string{
+			`SELECT room_id, base FROM sliding_sync_rooms WHERE conn_key = $1 AND room_id IN (` + in + `)`,
+			`SELECT room_id, state FROM sliding_sync_room_pending WHERE conn_key = $1 AND pos = ` +
+				strconv.FormatInt(c.at, 10) + ` AND room_id IN (` + in + `)`,
+		} {
+			if err := s.readRoomStates(ctx, q, args, out); err != nil {
+				return nil, err
 			}
-			raw := base
-			if pendingPos.Valid && pendingPos.Int64 == c.at {
-				raw = pending
-			}
-			if !raw.Valid {
-				continue
-			}
-			var rs roomState
-			if err := json.Unmarshal([]byte(raw.String), &rs); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("sliding sync room state: %w", err)
-			}
-			out[roomID] = &rs
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("sliding sync rooms: %w", err)
 		}
 	}
 	return out, nil
+}
+
+func (s *Service) readRoomStates(ctx context.Context, q string, args []any, out map[string]*roomState) error {
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("sliding sync rooms: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var roomID, raw string
+		if err := rows.Scan(&roomID, &raw); err != nil {
+			return fmt.Errorf("sliding sync rooms: %w", err)
+		}
+		var rs roomState
+		if err := json.Unmarshal([]byte(raw), &rs); err != nil {
+			return fmt.Errorf("sliding sync room state: %w", err)
+		}
+		out[roomID] = &rs
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sliding sync rooms: %w", err)
+	}
+	return nil
 }
 
 // record is what one response writes: the connection's new position and
@@ -301,9 +303,8 @@ func (s *Service) save(ctx context.Context, c *conn, rec *record) (int64, error)
 			return fmt.Errorf("sliding sync position: %w", err)
 		}
 		for id, js := range roomJSON {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO sliding_sync_rooms (conn_key, room_id, pending, pending_pos) VALUES ($1, $2, $3, $4)
-				ON CONFLICT (conn_key, room_id) DO UPDATE SET pending = excluded.pending, pending_pos = excluded.pending_pos`,
-				c.key, id, js, pos); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO sliding_sync_room_pending (conn_key, pos, room_id, state) VALUES ($1, $2, $3, $4)`,
+				c.key, pos, id, js); err != nil {
 				return fmt.Errorf("sliding sync room: %w", err)
 			}
 		}
@@ -313,16 +314,19 @@ func (s *Service) save(ctx context.Context, c *conn, rec *record) (int64, error)
 }
 
 // ackPos makes the request's position the connection's state: the rooms
-// its response sent become base, what older positions sent (responses the
-// client never processed) is dropped.
+// its response sent become base; what older positions sent (responses the
+// client never processed) is dropped. Answers to the same request after
+// this one (positions above it) keep theirs until a later position is
+// acknowledged.
 func ackPos(ctx context.Context, tx *database.Tx, c *conn) error {
 	stmts := []struct {
 		q    string
 		args []any
 	}{
-		{`UPDATE sliding_sync_rooms SET base = pending, pending = NULL, pending_pos = NULL WHERE conn_key = $1 AND pending_pos = $2`, []any{c.key, c.at}},
-		{`UPDATE sliding_sync_rooms SET pending = NULL, pending_pos = NULL WHERE conn_key = $1 AND pending_pos < $2`, []any{c.key, c.at}},
-		{`DELETE FROM sliding_sync_rooms WHERE conn_key = $1 AND base IS NULL AND pending IS NULL`, []any{c.key}},
+		{`INSERT INTO sliding_sync_rooms (conn_key, room_id, base)
+			SELECT conn_key, room_id, state FROM sliding_sync_room_pending WHERE conn_key = $1 AND pos = $2
+			ON CONFLICT (conn_key, room_id) DO UPDATE SET base = excluded.base`, []any{c.key, c.at}},
+		{`DELETE FROM sliding_sync_room_pending WHERE conn_key = $1 AND pos <= $2`, []any{c.key, c.at}},
 		{`UPDATE sliding_sync_connections SET acked_pos = $1,
 			acked_token = (SELECT token FROM sliding_sync_positions WHERE conn_key = $2 AND pos = $1),
 			state = (SELECT state FROM sliding_sync_positions WHERE conn_key = $2 AND pos = $1)
@@ -374,6 +378,7 @@ func (s *Service) resetConn(ctx context.Context, tx *database.Tx, c *conn, now i
 func deleteConnData(ctx context.Context, tx *database.Tx, key int64) error {
 	for _, q := range []string{
 		`DELETE FROM sliding_sync_rooms WHERE conn_key = $1`,
+		`DELETE FROM sliding_sync_room_pending WHERE conn_key = $1`,
 		`DELETE FROM sliding_sync_positions WHERE conn_key = $1`,
 	} {
 		if _, err := tx.ExecContext(ctx, q, key); err != nil {

@@ -42,9 +42,9 @@ type hero struct {
 	AvatarURL   string `json:"avatar_url,omitempty"`
 }
 
-// room builds a room's result. It returns nil when there is nothing to
-// send (the connection has it all), and what the connection will then
-// have sent.
+// room builds a room's result and what the connection will then have sent
+// of the room. The result is nil when there is nothing to send (the
+// connection has it all); the record may still change (a new config).
 func (s *Service) room(ctx context.Context, rc *roomCtx, rr *roomReq) (map[string]any, *roomState, error) {
 	switch rr.c.m.Membership {
 	case spec.Join:
@@ -142,6 +142,13 @@ func (s *Service) joinedOrLeft(ctx context.Context, rc *roomCtx, rr *roomReq, up
 		}
 		// Nothing new and nothing older than the client had: no news.
 		hasEvents = expandedTimeline || hasNewer(tl, prev.Pos)
+		// The timeline is the room's latest events again, not a sequel
+		// to what the client had: limited tells it so (matrix-js-sdk then
+		// files the older events as scrollback rather than appending them
+		// after the newest).
+		if expandedTimeline {
+			limited = true
+		}
 	}
 	if !fresh && !expanded && !limited && len(tl) > 0 {
 		gap, err := s.rooms.TimelineHasGap(ctx, tl)
@@ -218,7 +225,7 @@ func (s *Service) joinedOrLeft(ctx context.Context, rc *roomCtx, rr *roomReq, up
 	var state []*roomserver.Event
 	var stubs []roomserver.StateKey
 	if cur != nil {
-		state, stubs, err = s.requiredState(ctx, rc, rr, cur, fresh, stateExpanded, limited, tl, upto)
+		state, stubs, err = s.requiredState(ctx, rc, rr, cur, fresh, stateExpanded, limited, tl)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -278,6 +285,14 @@ func (s *Service) joinedOrLeft(ctx context.Context, rc *roomCtx, rr *roomReq, up
 		prev.Invited != next.Invited || prev.Notif != next.Notif || prev.Highlight != next.Highlight ||
 		prev.Bump != next.Bump)
 	if !fresh && !hasEvents && !membershipChanged && !fieldsChanged && len(state) == 0 && len(stubs) == 0 {
+		if stateExpanded {
+			// A config that asks for less (or for what the room does not
+			// have): nothing to send, but remember it, so the next
+			// request does not compare the state again.
+			kept := *prev
+			kept.Rules = rules
+			return nil, &kept, nil
+		}
 		return nil, nil, nil
 	}
 	if !hasEvents && !fresh {
@@ -388,7 +403,7 @@ func hasNewer(tl []*roomserver.Event, pos int64) bool {
 // first time; then the events that differ from the state the room was
 // last sent at, or that the rules match now and did not then.
 func (s *Service) requiredState(ctx context.Context, rc *roomCtx, rr *roomReq, cur map[roomserver.StateKey]*roomserver.Event,
-	fresh, stateExpanded, limited bool, tl []*roomserver.Event, upto int64) ([]*roomserver.Event, []roomserver.StateKey, error) {
+	fresh, stateExpanded, limited bool, tl []*roomserver.Event) ([]*roomserver.Event, []roomserver.StateKey, error) {
 	rules, prev := &rr.rules, rr.prev
 	if len(rules.States) == 0 {
 		return nil, nil, nil

@@ -36,16 +36,23 @@ CREATE TABLE sliding_sync_positions (
 	PRIMARY KEY (conn_key, pos)
 );
 
--- What the connection has sent of each room (JSON): base as of acked_pos,
--- pending as a response at pending_pos changed it, which becomes base
--- when the client sends that position back.
+-- What the connection has sent of each room (JSON), as of acked_pos.
 CREATE TABLE sliding_sync_rooms (
-	conn_key    INTEGER NOT NULL,
-	room_id     TEXT NOT NULL,
-	base        TEXT,
-	pending     TEXT,
-	pending_pos INTEGER,
+	conn_key INTEGER NOT NULL,
+	room_id  TEXT NOT NULL,
+	base     TEXT NOT NULL,
 	PRIMARY KEY (conn_key, room_id)
+);
+
+-- What the response at pos sent of each room: it becomes base when the
+-- client sends pos back. Two answers to one request (a retry whose first
+-- answer the client did get after all) keep theirs apart.
+CREATE TABLE sliding_sync_room_pending (
+	conn_key INTEGER NOT NULL,
+	pos      INTEGER NOT NULL,
+	room_id  TEXT NOT NULL,
+	state    TEXT NOT NULL,
+	PRIMARY KEY (conn_key, pos, room_id)
 );
 `},
 }

@@ -252,6 +252,9 @@ func (s *Service) compute(ctx context.Context, c *conn, req *Request, state conn
 			return nil, nil, false, fmt.Errorf("room %s: %w", id, err)
 		}
 		if room == nil {
+			if next != nil {
+				rec.rooms[id] = next
+			}
 			continue
 		}
 		resp.Rooms[id] = room

@@ -5,6 +5,7 @@ package httpx
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -72,6 +73,12 @@ func WriteError(w http.ResponseWriter, r *http.Request, log logrus.FieldLogger, 
 			w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
 		}
 		WriteJSON(w, me.Status, me.Body())
+		return
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away (it gave up on a long-poll, say): nobody
+		// reads the answer, and nothing went wrong here.
+		w.WriteHeader(499)
 		return
 	}
 	log.WithError(err).WithFields(logrus.Fields{"method": r.Method, "path": r.URL.Path}).
