@@ -453,3 +453,54 @@ func TestSlidingSyncChangesOutOfRange(t *testing.T) {
 		t.Fatalf("joined_count = %v, want 1", ssFmt(got.JoinedCount))
 	}
 }
+
+// TestSlidingSyncStateBehindLimit: state that changed before the events
+// that fit in a limited timeline is still sent (required_state carries
+// every change, whatever the timeline shows).
+func TestSlidingSyncStateBehindLimit(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	room := ssRoomWith(t, srv, alice, "name", "Before")
+	ssJoin(t, srv, bob, room, &alice)
+	rmSend(t, srv, bob, room, "hello")
+	for _, tc := range []struct {
+		name string
+		rs   []any
+	}{
+		{"every member", ssPairs("m.room.member", "*", "m.room.name", "")},
+		{"lazy members", ssPairs("m.room.member", "$LAZY", "m.room.name", "")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := ssAll(1, "required_state", tc.rs)
+			c := newSSConn(t, srv, alice)
+			first := c.sync(body).room(t, room)
+			if _, ok := first.state("m.room.member", bob.UserID); !ok {
+				t.Fatalf("first: bob's member event not sent: %v", first.stateKeys())
+			}
+			name := "Robert " + tc.name
+			put(t, srv, profilePath(bob.UserID, "displayname"), bob.AccessToken, map[string]any{"displayname": name}).
+				expect(t, http.StatusOK, "")
+			rmPutState(t, srv, alice, room, "m.room.name", "", map[string]any{"name": "After " + tc.name}).expect(t, http.StatusOK, "")
+			m := rmSend(t, srv, bob, room, "only this fits")
+			r := c.sync(body)
+			got := r.room(t, room)
+			wantSeq(t, "timeline", got.timelineIDs(), m)
+			if !got.Limited {
+				t.Fatal("timeline not limited")
+			}
+			if got.Name != "After "+tc.name {
+				t.Fatalf("name = %q, want the new name: %s", got.Name, r.Raw)
+			}
+			if e, ok := got.state("m.room.name", ""); !ok || e.Content["name"] != "After "+tc.name {
+				t.Fatalf("required_state lacks the new m.room.name: %v", got.stateKeys())
+			}
+			// With lazy members too: bob sent the event in the timeline, and
+			// his member event as it is now was not sent yet.
+			if e, ok := got.state("m.room.member", bob.UserID); !ok || e.Content["displayname"] != name {
+				t.Fatalf("required_state lacks bob's new member event: %s", ssFmt(got.RequiredState))
+			}
+		})
+	}
+}
