@@ -247,3 +247,36 @@ func TestSlidingSyncInviteOrder(t *testing.T) {
 		t.Fatalf("joined_count after carol joined = %v, want 2: %s", ssFmt(got.JoinedCount), r.Raw)
 	}
 }
+
+// TestSlidingSyncInviteFilters: filters read an invite's stripped state:
+// an invite to an encrypted room is encrypted, an invite to a space is a
+// space.
+func TestSlidingSyncInviteFilters(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	enc := ssRoomWith(t, srv, bob, "name", "enc invite", "initial_state", []any{map[string]any{
+		"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}})
+	space := ssRoomWith(t, srv, bob, "name", "space invite", "creation_content", map[string]any{"type": "m.space"})
+	ssInvite(t, srv, bob, enc, alice.UserID)
+	ssInvite(t, srv, bob, space, alice.UserID)
+	for _, tc := range []struct {
+		name    string
+		filters map[string]any
+		want    []string
+	}{
+		{"is_encrypted", map[string]any{"is_encrypted": true}, []string{enc}},
+		{"not encrypted", map[string]any{"is_encrypted": false}, []string{space}},
+		{"spaces", map[string]any{"room_types": []any{"m.space"}}, []string{space}},
+		{"untyped", map[string]any{"room_types": []any{nil}}, []string{enc}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newSSConn(t, srv, alice).sync(ssLists(map[string]any{"f": ssList(0, nil, "filters", tc.filters)}))
+			wantSet(t, "rooms", r.roomIDs(), tc.want...)
+			if r.Lists["f"] != len(tc.want) {
+				t.Fatalf("count = %d, want %d", r.Lists["f"], len(tc.want))
+			}
+		})
+	}
+}

@@ -74,6 +74,9 @@ func TestSlidingSyncPos(t *testing.T) {
 		if got := fresh.room(t, room); !got.Initial {
 			t.Fatalf("a request without pos is a new start, want initial: %s", fresh.Raw)
 		}
+		// Once the new start's pos is used, the old positions are gone.
+		c.at(fresh.Pos, body, "timeout", "0")
+		c.raw(p1, body, "timeout", "0").expect(t, http.StatusBadRequest, "M_UNKNOWN_POS")
 	})
 }
 
@@ -282,4 +285,25 @@ func TestSlidingSyncPosSiblingRetry(t *testing.T) {
 	}
 	got := ssDecode(t, r.expect(t, http.StatusOK, ""))
 	wantSeq(t, "timeline after the first answer's pos", got.room(t, room).timelineIDs(), m2)
+}
+
+// TestSlidingSyncDeviceDeleted: a device's connections go with it; a new
+// login with the same device ID starts afresh.
+func TestSlidingSyncDeviceDeleted(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	room := ssRoomWith(t, srv, alice, "name", "Device")
+	phone := login(t, srv, "alice", ssPassword, map[string]any{"device_id": "PHONE"})
+	c := newSSConn(t, srv, phone)
+	c.sync(ssAll(1))
+	pos := c.Pos
+	withPasswordUIA(t, srv, http.MethodDelete, v3+"/devices/PHONE", alice.AccessToken, nil, alice.UserID, ssPassword).
+		expect(t, http.StatusOK, "")
+	again := login(t, srv, "alice", ssPassword, map[string]any{"device_id": "PHONE"})
+	c2 := &ssConn{t: t, srv: srv, s: again, ConnID: c.ConnID}
+	c2.raw(pos, ssAll(1), "timeout", "0").expect(t, http.StatusBadRequest, "M_UNKNOWN_POS")
+	if got := c2.sync(ssAll(1)).room(t, room); !got.Initial {
+		t.Fatal("the new device's first request: room without initial")
+	}
 }
