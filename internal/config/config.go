@@ -49,6 +49,10 @@ type Config struct {
 
 	// ServerNotices are Synapse-style notices from the admins (notices/).
 	ServerNotices ServerNotices `yaml:"server_notices"`
+
+	// AppServices are the registration files of the application services
+	// (bridges, bots), relative to the config file's directory.
+	AppServices []string `yaml:"app_services"`
 }
 
 // ServerNotices configures Synapse-style server notices: messages the
@@ -795,6 +799,9 @@ func (c *Config) resolvePaths(dir string) {
 		return filepath.Join(dir, p)
 	}
 	c.DataDir = abs(c.DataDir)
+	for i, p := range c.AppServices {
+		c.AppServices[i] = abs(p)
+	}
 	if c.Database.Path == "" {
 		c.Database.Path = filepath.Join(c.DataDir, "tessera.db")
 	} else {

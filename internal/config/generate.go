@@ -396,4 +396,11 @@ server_notices:
   room_topic: ""
   # Join the user to the room instead of inviting them.
   auto_join: false
+
+# Application services (bridges such as the mautrix bridges, bots): their
+# registration files, in the standard YAML format (id, url, as_token,
+# hs_token, sender_localpart, namespaces, rate_limited, receive_ephemeral,
+# org.matrix.msc3202, io.element.msc4190). Paths are relative to this file.
+# A bad file stops the server at start, naming the file and the field.
+app_services: []
 `))

@@ -21,6 +21,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/appservice"
 	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/clientapi"
 	"github.com/tessera-hs/tessera/delayed"
@@ -61,6 +62,8 @@ type Server struct {
 	delayed *delayed.Service
 	// sliding is simplified sliding sync (MSC4186).
 	sliding *slidingsync.Service
+	// appServices are the registered application services (none: empty).
+	appServices *appservice.Set
 
 	// FederationClient makes requests to other servers, signed with our
 	// key; KeyRing holds other servers' keys and verifies their
@@ -111,6 +114,16 @@ func NewLogger(cfg config.Logging, w io.Writer) *logrus.Logger {
 
 // New opens the database, runs migrations and builds the HTTP handler.
 func New(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*Server, error) {
+	// Application services first: a bad registration stops the start
+	// before anything is opened.
+	regs, err := appservice.LoadRegistrations(cfg.AppServices)
+	if err != nil {
+		return nil, err
+	}
+	appServices, err := appservice.NewSet(cfg.ServerName, regs)
+	if err != nil {
+		return nil, err
+	}
 	key, err := signingkey.Load(cfg.SigningKeyPath)
 	if err != nil {
 		return nil, err
@@ -119,7 +132,7 @@ func New(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*Server, 
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, db: db, key: key}
+	s := &Server{cfg: cfg, log: log, db: db, key: key, appServices: appServices}
 	if err := s.init(ctx); err != nil {
 		if s.guard != nil {
 			s.guard.Close()
