@@ -395,8 +395,8 @@ func TestSlidingSyncSubscriptionExpands(t *testing.T) {
 	r := c.sync(b)
 	got := r.room(t, room)
 	wantSeq(t, "expanded timeline", got.timelineIDs(), sent[1], sent[2], sent[3])
-	if !got.ExpandedTimeline {
-		t.Fatalf("expanded_timeline not set: %s", r.Raw)
+	if !got.ExpandedTimeline || !got.Limited {
+		t.Fatalf("expanded_timeline %v limited %v, want both: %s", got.ExpandedTimeline, got.Limited, r.Raw)
 	}
 	wantSet(t, "required_state", got.stateKeys(), "m.room.topic|")
 	if got.Initial {

@@ -241,8 +241,8 @@ func TestSlidingSyncTimeline(t *testing.T) {
 	r = c.sync(ssAll(4))
 	exp := r.room(t, room)
 	wantSeq(t, "expanded timeline", exp.timelineIDs(), n2, more[0], more[1], more[2])
-	if !exp.ExpandedTimeline {
-		t.Fatalf("expanded_timeline not set: %s", r.Raw)
+	if !exp.ExpandedTimeline || !exp.Limited {
+		t.Fatalf("expanded_timeline %v limited %v, want both: %s", exp.ExpandedTimeline, exp.Limited, r.Raw)
 	}
 	if exp.NumLive != nil && *exp.NumLive != 0 {
 		t.Fatalf("num_live = %d for an expanded timeline with nothing new", *exp.NumLive)
@@ -286,6 +286,12 @@ func TestSlidingSyncDeltas(t *testing.T) {
 	m := rmSend(t, srv, bob, room, "after the topic")
 	r = c.sync(body)
 	got = r.room(t, room)
+	// The counts come in every result of a joined room.
+	for _, f := range []string{"joined_count", "invited_count", "notification_count", "highlight_count"} {
+		if !got.has(f) {
+			t.Fatalf("%s missing from a joined room's delta: %s", f, r.Raw)
+		}
+	}
 	wantSet(t, "required_state after a message", got.stateKeys())
 	wantSeq(t, "timeline after a message", got.timelineIDs(), m)
 	if got.has("name") || got.has("avatar") || got.has("heroes") {
@@ -369,8 +375,14 @@ func TestSlidingSyncMemberships(t *testing.T) {
 		ssInvite(t, srv, bob, room, alice.UserID)
 		r := newSSConn(t, srv, alice).sync(ssAll(5, "required_state", ssPairs("*", "*")))
 		got := r.room(t, room)
-		if got.Membership != "invite" || !got.Initial || (got.has("name") && got.Name != "Invitation") {
+		if got.Membership != "invite" || !got.Initial || got.Name != "Invitation" {
 			t.Fatalf("membership %q initial %v name %q: %s", got.Membership, got.Initial, got.Name, r.Raw)
+		}
+		if tl, ok := got.Raw["timeline"].([]any); !ok || len(tl) != 0 {
+			t.Fatalf("an invite's timeline = %v, want []", got.Raw["timeline"])
+		}
+		if rs, ok := got.Raw["required_state"].([]any); !ok || len(rs) != 0 {
+			t.Fatalf("an invite's required_state = %v, want []", got.Raw["required_state"])
 		}
 		for what, state := range map[string][]ssEvent{"invite_state": got.InviteState, "stripped_state": got.StrippedState} {
 			types := map[string]bool{}
