@@ -280,3 +280,45 @@ func TestSlidingSyncInviteFilters(t *testing.T) {
 		})
 	}
 }
+
+// TestSlidingSyncBumpTypes: only the doc's event types bump a room.
+func TestSlidingSyncBumpTypes(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	r1 := ssRoomWith(t, srv, alice, "name", "one")
+	target := rmSend(t, srv, alice, r1, "target")
+	r2 := ssRoomWith(t, srv, alice, "name", "two")
+	names := ssNames{r1: "one", r2: "two"}
+	top := func() string { t.Helper(); return ssOrder(t, srv, alice, 2, names)[0] }
+	if got := top(); got != r2 {
+		t.Fatalf("top = %s, want two", names[got])
+	}
+	for _, tc := range []struct {
+		room, typ string
+		content   map[string]any
+		bumps     bool
+	}{
+		{r1, "m.reaction", map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": target, "key": "x"}}, false},
+		{r1, "org.example.custom", map[string]any{"x": 1}, false},
+		{r1, "m.sticker", map[string]any{"body": "s", "url": "mxc://tessera.test/s", "info": map[string]any{}}, true},
+		{r2, "m.room.encrypted", map[string]any{"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x",
+			"sender_key": "k", "device_id": "D", "session_id": "s"}, true},
+		{r1, "m.call.invite", map[string]any{"call_id": "c", "lifetime": 60000, "version": 0,
+			"offer": map[string]any{"type": "offer", "sdp": "v=0"}}, true},
+		{r2, "m.poll.start", map[string]any{"org.matrix.msc1767.text": "poll"}, true},
+		{r1, "m.beacon_info", map[string]any{"live": true}, true},
+	} {
+		t.Run(tc.typ, func(t *testing.T) {
+			before := top()
+			psSend(t, srv, alice, tc.room, tc.typ, tc.content)
+			after := top()
+			if tc.bumps && after != tc.room {
+				t.Fatalf("%s did not bump %s to the top", tc.typ, names[tc.room])
+			}
+			if !tc.bumps && after != before {
+				t.Fatalf("%s moved %s to the top", tc.typ, names[after])
+			}
+		})
+	}
+}
