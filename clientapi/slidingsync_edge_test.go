@@ -322,3 +322,35 @@ func TestSlidingSyncConcurrentSamePos(t *testing.T) {
 		}
 	}
 }
+
+// TestSlidingSyncTimelineEdges: a timeline_limit of 0 still gives a
+// prev_batch to page back from; a timeline with every event of the room
+// is not limited.
+func TestSlidingSyncTimelineEdges(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	room := ssRoomWith(t, srv, alice, "name", "Edges")
+	last := rmSend(t, srv, alice, room, "last")
+
+	zero := newSSConn(t, srv, alice).sync(ssAll(0)).room(t, room)
+	if len(zero.Timeline) != 0 {
+		t.Fatalf("timeline_limit 0: %d events", len(zero.Timeline))
+	}
+	if zero.PrevBatch == "" {
+		t.Fatal("timeline_limit 0: no prev_batch")
+	}
+	m := get(t, srv, rmRoom(room, "messages")+"?"+url.Values{"dir": {"b"}, "from": {zero.PrevBatch}, "limit": {"1"}}.Encode(),
+		alice.AccessToken).expect(t, http.StatusOK, "")
+	if chunk := rmEventsOf(t, m.Body["chunk"]); len(chunk) != 1 || chunk[0]["event_id"] != last {
+		t.Fatalf("/messages from the prev_batch of an empty timeline = %s, want the last event", m.Raw)
+	}
+
+	all := newSSConn(t, srv, alice).sync(ssAll(100)).room(t, room)
+	if all.Limited {
+		t.Fatalf("a timeline holding the whole room (%d events) is limited", len(all.Timeline))
+	}
+	if len(all.Timeline) == 0 || all.Timeline[0].Type != "m.room.create" || all.Timeline[len(all.Timeline)-1].EventID != last {
+		t.Fatalf("whole-room timeline = %v, want m.room.create ... last", all.timelineIDs())
+	}
+}
