@@ -354,3 +354,59 @@ func TestSlidingSyncTimelineEdges(t *testing.T) {
 		t.Fatalf("whole-room timeline = %v, want m.room.create ... last", all.timelineIDs())
 	}
 }
+
+// TestSlidingSyncLeftRoomFrozen: a room the user was kicked from shows it
+// as it was at the kick: what changed after (a name, a topic, members,
+// messages) is not the user's to see.
+func TestSlidingSyncLeftRoomFrozen(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", ssPassword)
+	bob := registerUser(t, srv, "bob", ssPassword)
+	carol := registerUser(t, srv, "carol", ssPassword)
+	room := ssRoomWith(t, srv, bob, "name", "Old name", "topic", "old topic")
+	ssJoin(t, srv, alice, room, &bob)
+	body := ssAll(5, "required_state", ssPairs("*", "*"))
+	c := newSSConn(t, srv, alice)
+	c.sync(body)
+	rmOp(t, srv, bob, room, "kick", map[string]any{"user_id": alice.UserID}).expect(t, http.StatusOK, "")
+	r := c.sync(body)
+	if got := r.room(t, room); got.Membership != "leave" {
+		t.Fatalf("membership after the kick = %q", got.Membership)
+	}
+	rmPutState(t, srv, bob, room, "m.room.name", "", map[string]any{"name": "Secret new name"}).expect(t, http.StatusOK, "")
+	rmPutState(t, srv, bob, room, "m.room.topic", "", map[string]any{"topic": "secret topic"}).expect(t, http.StatusOK, "")
+	ssJoin(t, srv, carol, room, &bob)
+	rmSend(t, srv, bob, room, "secret message")
+
+	check := func(what string, r ssResp) {
+		t.Helper()
+		got, ok := r.Rooms[room]
+		if !ok {
+			return
+		}
+		if got.Name == "Secret new name" {
+			t.Fatalf("%s: the name set after the kick leaked: %s", what, r.Raw)
+		}
+		for _, e := range append(got.Timeline, got.RequiredState...) {
+			if e.body() == "secret message" || e.Content["topic"] == "secret topic" || e.Content["name"] == "Secret new name" ||
+				(e.Type == "m.room.member" && e.sk() == carol.UserID) {
+				t.Fatalf("%s: an event from after the kick leaked: %s", what, ssFmt(e))
+			}
+		}
+		for _, h := range got.Heroes {
+			if h.UserID == carol.UserID {
+				t.Fatalf("%s: carol, who joined after the kick, is a hero", what)
+			}
+		}
+		if got.JoinedCount != nil && *got.JoinedCount != 1 {
+			t.Fatalf("%s: joined_count = %d, want the count at the kick (1)", what, *got.JoinedCount)
+		}
+	}
+	check("the same connection", c.sync(body))
+	fresh := newSSConn(t, srv, alice).sync(body)
+	if got := fresh.room(t, room); got.Name != "Old name" {
+		t.Fatalf("new connection: name = %q, want the name at the kick", got.Name)
+	}
+	check("a new connection", fresh)
+}
