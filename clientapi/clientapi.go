@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/appservice"
 	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/delayed"
 	"github.com/tessera-hs/tessera/internal/config"
@@ -70,6 +71,9 @@ type API struct {
 	rtcRemote RemoteLiveKitToken
 	// notices sends server notices (SetNotices; notices.go); nil until set.
 	notices *notices.Service
+	// asClient makes the requests to application services (pings,
+	// third-party lookups; appservice.go, thirdparty.go).
+	asClient *appservice.Client
 
 	// nonces for shared-secret registration
 	nonces *nonceStore
@@ -92,6 +96,8 @@ func New(cfg *config.Config, log logrus.FieldLogger, us *users.Service, rs *room
 		syncs:  ss,
 		uia:    newUIASessions(30 * time.Minute),
 		nonces: newNonceStore(time.Minute),
+
+		asClient: appservice.NewClient(),
 	}
 	if rl := cfg.RateLimits; rl.Enabled {
 		a.loginPerAddress = ratelimit.New(rl.LoginPerAddress.PerSecond, rl.LoginPerAddress.Burst)
@@ -150,6 +156,7 @@ func (a *API) Register(r *mux.Router) {
 	a.rtcRoutes(add)
 	a.rtcDelegateRoutes(add)
 	a.noticesRoutes(add)
+	a.appServiceRoutes(add)
 	a.registerMedia(r)
 	a.registerStream(r)
 	add("/_synapse/admin/v1", []route{
