@@ -11,7 +11,13 @@ import (
 // loginFlows: GET /login. Only what we serve is offered.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3login
 func (a *API) loginFlows(r *http.Request) (any, error) {
-	return map[string]any{"flows": []map[string]string{{"type": stagePassword}, {"type": loginAppService}}}, nil
+	flows := []map[string]string{{"type": stagePassword}}
+	// Application services log in with their as_token, when there are
+	// any (Synapse always offers it).
+	if len(a.users.AppServices().All()) > 0 {
+		flows = append(flows, map[string]string{"type": loginAppService})
+	}
+	return map[string]any{"flows": flows}, nil
 }
 
 // loginAppService is the login (and registration) type of application
