@@ -347,10 +347,20 @@ func TestAppServiceExclusiveAliases(t *testing.T) {
 }
 
 func TestAppServiceRateLimits(t *testing.T) {
-	srv, _ := startAS(t, rateLimited(func(l *config.RateLimits) { l.MediaUploadsPerUser = config.Rate{PerSecond: 0.001, Burst: 1} }))
+	srv, _ := startAS(t, rateLimited(func(l *config.RateLimits) {
+		l.MediaUploadsPerUser = config.Rate{PerSecond: 0.001, Burst: 1}
+		l.RegisterPerAddress = config.Rate{PerSecond: 0.001, Burst: 2}
+	}))
+	// Registrations: the unlimited bridge registers any number, the
+	// limited service shares the address's budget (alice took one).
 	alice := registerUser(t, srv, "alice", "password-alice")
-	asReg(t, srv, bridgeToken, "_bridge_p")
+	for _, name := range []string{"_bridge_p", "_bridge_q", "_bridge_r"} {
+		asReg(t, srv, bridgeToken, name)
+	}
 	asReg(t, srv, e2bToken, "e2b_p")
+	expectLimited(t, post(t, srv, v3+"/register", e2bToken, map[string]any{
+		"type": "m.login.application_service", "username": "e2b_q", "inhibit_login": true,
+	}))
 	upload := func(token, query string) resp {
 		return do(t, srv, req{Method: http.MethodPost, Path: "/_matrix/media/v3/upload" + query, Token: token,
 			Body: "hello", Headers: map[string]string{"Content-Type": "text/plain"}})
@@ -556,6 +566,20 @@ func TestAppServiceDevicesMSC4190(t *testing.T) {
 			do(t, srv, req{Method: s.method, Path: s.path, Token: s.token, Body: s.body}).expect(t, s.status, s.errcode)
 		})
 	}
+	// Cross-signing keys are replaced without UIA too (MSC4190).
+	t.Run("cross-signing keys", func(t *testing.T) {
+		for range 2 {
+			cs := kxNewCrossSigning(t, "@e2b_p:tessera.test")
+			post(t, srv, kxCSPath+as, e2bToken, cs.body(t)).expect(t, http.StatusOK, "")
+		}
+		// Not for a service without MSC4190.
+		puppet := "@_bridge_p:tessera.test"
+		post(t, srv, kxCSPath+q(puppet), bridgeToken, kxNewCrossSigning(t, puppet).body(t)).expect(t, http.StatusOK, "")
+		r := post(t, srv, kxCSPath+q(puppet), bridgeToken, kxNewCrossSigning(t, puppet).body(t))
+		if r.Status != http.StatusUnauthorized {
+			t.Fatalf("replaced a non-MSC4190 puppet's keys without UIA: %d %s", r.Status, r.Raw)
+		}
+	})
 }
 
 // TestAppServiceMautrixIntent drives the server with mautrix-go's
