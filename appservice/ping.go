@@ -11,7 +11,8 @@ import (
 	"github.com/tessera-hs/tessera/internal/mxerr"
 )
 
-// PingTimeout bounds a ping of a service.
+// PingTimeout bounds a ping of a service, unless Client.PingTimeout says
+// otherwise.
 const PingTimeout = 15 * time.Second
 
 // Ping calls the service's POST /_matrix/app/v1/ping and measures how long
@@ -21,7 +22,11 @@ const PingTimeout = 15 * time.Second
 // https://spec.matrix.org/v1.19/application-service-api/#post_matrixappv1ping
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv1appserviceappserviceidping
 func (c *Client) Ping(ctx context.Context, r *Registration, txnID string) (time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, PingTimeout)
+	timeout := c.PingTimeout
+	if timeout <= 0 {
+		timeout = PingTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	body := map[string]string{}
 	if txnID != "" {

@@ -201,6 +201,13 @@ func TestAppServiceAuth(t *testing.T) {
 			}
 		})
 	}
+	// A service without a device still syncs, as its sender or a puppet.
+	for _, query := range []string{"?timeout=0", q("@_bridge_puppet:tessera.test") + "&timeout=0"} {
+		r := get(t, srv, v3+"/sync"+query, bridgeToken).expect(t, http.StatusOK, "")
+		if r.str("next_batch") == "" {
+			t.Fatalf("sync %s: no next_batch: %s", query, r.Raw)
+		}
+	}
 	// Every registered service's sender exists from the start.
 	for _, sender := range []string{"bridgebot", "e2bbot", "brokenbot", "downbot"} {
 		get(t, srv, v3+"/profile/@"+sender+":tessera.test", "").expect(t, http.StatusOK, "")

@@ -50,7 +50,7 @@ func (a *API) thirdPartyProtocol(r *http.Request, _ *users.Requester) (any, erro
 // /thirdparty/user/{protocol}: the query string goes to the services as
 // it came.
 func (a *API) thirdPartyLookup(kind string) authedFunc {
-	return func(r *http.Request, _ *users.Requester) (any, error) {
+	return func(r *http.Request, who *users.Requester) (any, error) {
 		p := pathVar(r, "protocol")
 		set := a.users.AppServices()
 		if len(set.ForProtocol(p)) == 0 {
@@ -58,6 +58,12 @@ func (a *API) thirdPartyLookup(kind string) authedFunc {
 		}
 		q := r.URL.Query()
 		q.Del("access_token")
+		if who.AppService != "" {
+			// The identity assertion of a service's request.
+			for _, k := range []string{"user_id", "device_id", "org.matrix.msc3202.device_id"} {
+				q.Del(k)
+			}
+		}
 		found := a.asClient.Lookup(r.Context(), set, kind, p, q)
 		if len(found) == 0 {
 			return nil, mxerr.NotFound("No third-party %s found", kind)
