@@ -413,3 +413,15 @@ func (s *Set) CheckNewAlias(alias, userID string) error {
 	return &mxerr.Error{Status: http.StatusBadRequest, Code: "M_EXCLUSIVE",
 		Message: fmt.Sprintf("Room alias %s is reserved by an application service", alias)}
 }
+
+// CheckOwnAlias refuses the service (acting by its as_token) a new alias
+// outside its alias namespaces: 400 M_EXCLUSIVE, as the spec and Synapse
+// answer.
+// https://spec.matrix.org/v1.19/application-service-api/#server-admin-style-permissions
+func (r *Registration) CheckOwnAlias(alias string) error {
+	if r.InterestedInAlias(alias) {
+		return nil
+	}
+	return &mxerr.Error{Status: http.StatusBadRequest, Code: "M_EXCLUSIVE",
+		Message: fmt.Sprintf("Room alias %s is not in the application service's namespaces", alias)}
+}

@@ -2,6 +2,8 @@ package clientapi
 
 import (
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/tessera-hs/tessera/appservice"
 	"github.com/tessera-hs/tessera/internal/httpx"
@@ -100,4 +102,32 @@ func (a *API) appServiceRoomList(r *http.Request, who *users.Requester) (any, er
 		return nil, err
 	}
 	return struct{}{}, nil
+}
+
+// appServiceTS reads the ts query parameter of an application service's
+// send or state request (timestamp massaging): the event's
+// origin_server_ts, a non-negative integer of milliseconds. Others' ts is
+// ignored, and so is its absence (zero: now).
+// https://spec.matrix.org/v1.19/application-service-api/#timestamp-massaging
+func (a *API) appServiceTS(r *http.Request, who *users.Requester) (time.Time, error) {
+	v := r.URL.Query().Get("ts")
+	if v == "" || who.AppService == "" {
+		return time.Time{}, nil
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms < 0 || ms > 1<<53-1 {
+		return time.Time{}, mxerr.InvalidParam("ts must be a timestamp in milliseconds")
+	}
+	return time.UnixMilli(ms), nil
+}
+
+// checkServiceAlias refuses an application service acting by its as_token
+// a new alias outside its alias namespaces (400 M_EXCLUSIVE). Everyone's
+// aliases are also checked against the services' exclusive namespaces, by
+// the room server's alias guard.
+func (a *API) checkServiceAlias(who *users.Requester, alias string) error {
+	if reg := a.users.AppService(who); reg != nil {
+		return reg.CheckOwnAlias(alias)
+	}
+	return nil
 }

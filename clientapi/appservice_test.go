@@ -296,7 +296,7 @@ func TestAppServiceLogin(t *testing.T) {
 		{"puppet by user ID", bridgeToken, "@_bridge_a:tessera.test", 200, ""},
 		{"sender", bridgeToken, "bridgebot", 200, ""},
 		{"unregistered puppet", bridgeToken, "_bridge_ghost", 403, "M_FORBIDDEN"},
-		{"user outside the namespace", bridgeToken, "alice", 403, "M_FORBIDDEN"},
+		{"user outside the namespace", bridgeToken, "alice", 400, "M_EXCLUSIVE"},
 		{"MSC4190 service", e2bToken, "e2b_a", 400, "IO.ELEMENT.MSC4190.M_APPSERVICE_LOGIN_UNSUPPORTED"},
 		{"wrong token", "as-token-nope", "_bridge_a", 401, "M_UNKNOWN_TOKEN"},
 		{"no token", "", "_bridge_a", 401, "M_MISSING_TOKEN"},
@@ -334,6 +334,7 @@ func TestAppServiceExclusiveAliases(t *testing.T) {
 		{"the service's sender", bridgeToken, "", "#_bridge_x:tessera.test", botRoom, 200, ""},
 		{"the service's puppet", bridgeToken, q("@_bridge_p:tessera.test"), "#_bridge_y:tessera.test", botRoom, 200, ""},
 		{"another service", e2bToken, "", "#_bridge_z:tessera.test", e2bRoom, 400, "M_EXCLUSIVE"},
+		{"the service, outside its namespaces", bridgeToken, "", "#free2:tessera.test", botRoom, 400, "M_EXCLUSIVE"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -346,6 +347,8 @@ func TestAppServiceExclusiveAliases(t *testing.T) {
 			expect(t, http.StatusBadRequest, "M_EXCLUSIVE")
 		post(t, srv, v3+"/createRoom"+q("@_bridge_p:tessera.test"), bridgeToken, map[string]any{"room_alias_name": "_bridge_new"}).
 			expect(t, http.StatusOK, "")
+		post(t, srv, v3+"/createRoom", bridgeToken, map[string]any{"room_alias_name": "free3"}).
+			expect(t, http.StatusBadRequest, "M_EXCLUSIVE")
 		r := get(t, srv, v3+"/directory/room/"+esc("#_bridge_new:tessera.test"), "").expect(t, http.StatusOK, "")
 		if r.str("room_id") == "" {
 			t.Fatalf("alias not created: %s", r.Raw)
@@ -565,7 +568,8 @@ func TestAppServiceDevicesMSC4190(t *testing.T) {
 		{"delete without UIA", http.MethodDelete, dev("DEV1"), e2bToken, map[string]any{}, 200, ""},
 		{"gone", http.MethodGet, v3 + "/account/whoami" + as + "&device_id=DEV1", e2bToken, nil, 400, "M_UNKNOWN_DEVICE"},
 		{"delete_devices without UIA", http.MethodPost, v3 + "/delete_devices" + as, e2bToken, map[string]any{"devices": []string{"DEV2"}}, 200, ""},
-		{"not without MSC4190", http.MethodPut, v3 + "/devices/NEW" + q("@_bridge_p:tessera.test"), bridgeToken, map[string]any{}, 404, "M_NOT_FOUND"},
+		{"any service (spec v1.17)", http.MethodPut, v3 + "/devices/NEW" + q("@_bridge_p:tessera.test"), bridgeToken, map[string]any{}, 201, ""},
+		{"ordinary users only rename", http.MethodPut, v3 + "/devices/NEW", alice.AccessToken, map[string]any{}, 404, "M_NOT_FOUND"},
 		{"ordinary users still need UIA", http.MethodDelete, v3 + "/devices/" + alice.DeviceID, alice.AccessToken, map[string]any{}, 401, ""},
 	}
 	for _, s := range steps {
@@ -579,12 +583,12 @@ func TestAppServiceDevicesMSC4190(t *testing.T) {
 			cs := kxNewCrossSigning(t, "@e2b_p:tessera.test")
 			post(t, srv, kxCSPath+as, e2bToken, cs.body(t)).expect(t, http.StatusOK, "")
 		}
-		// Not for a service without MSC4190.
-		puppet := "@_bridge_p:tessera.test"
-		post(t, srv, kxCSPath+q(puppet), bridgeToken, kxNewCrossSigning(t, puppet).body(t)).expect(t, http.StatusOK, "")
-		r := post(t, srv, kxCSPath+q(puppet), bridgeToken, kxNewCrossSigning(t, puppet).body(t))
-		if r.Status != http.StatusUnauthorized {
-			t.Fatalf("replaced a non-MSC4190 puppet's keys without UIA: %d %s", r.Status, r.Raw)
+		// Ordinary users still need UIA.
+		for i := range 2 {
+			r := post(t, srv, kxCSPath, alice.AccessToken, kxNewCrossSigning(t, alice.UserID).body(t))
+			if want := []int{200, 401}[i]; r.Status != want {
+				t.Fatalf("upload %d by alice: %d, want %d: %s", i, r.Status, want, r.Raw)
+			}
 		}
 	})
 }
@@ -636,4 +640,46 @@ func TestAppServiceMautrixIntent(t *testing.T) {
 	outsider := as.Intent(id.NewUserID("notmine", "tessera.test"))
 	err = outsider.EnsureRegistered(ctx)
 	wantErr(t, err, http.StatusBadRequest, "M_EXCLUSIVE")
+}
+
+// TestAppServiceTimestampMassaging: a service's ts sets origin_server_ts of
+// the messages and state events it sends; anyone else's is ignored.
+// https://spec.matrix.org/v1.19/application-service-api/#timestamp-massaging
+func TestAppServiceTimestampMassaging(t *testing.T) {
+	srv, _ := startAS(t)
+	alice := registerUser(t, srv, "alice", "password-alice")
+	asReg(t, srv, bridgeToken, "_bridge_p")
+	puppet := q("@_bridge_p:tessera.test")
+	room := post(t, srv, v3+"/createRoom"+puppet, bridgeToken, map[string]any{"preset": "public_chat"}).
+		expect(t, http.StatusOK, "").str("room_id")
+	post(t, srv, v3+"/join/"+url.PathEscape(room), alice.AccessToken, map[string]any{}).expect(t, http.StatusOK, "")
+	rp := v3 + "/rooms/" + url.PathEscape(room)
+	cases := []struct {
+		name, path, token string
+		status            int
+		errcode           string
+		ts                float64 // 0: about now
+	}{
+		{"message", rp + "/send/m.room.message/t1" + puppet + "&ts=1000000", bridgeToken, 200, "", 1000000},
+		{"state", rp + "/state/m.room.topic/" + puppet + "&ts=2000000", bridgeToken, 200, "", 2000000},
+		{"state with a state key", rp + "/state/org.example.bridge/x" + puppet + "&ts=3000000", bridgeToken, 200, "", 3000000},
+		{"zero", rp + "/send/m.room.message/t2" + puppet + "&ts=0", bridgeToken, 200, "", -1},
+		{"not a number", rp + "/send/m.room.message/t3" + puppet + "&ts=soon", bridgeToken, 400, "M_INVALID_PARAM", 0},
+		{"negative", rp + "/send/m.room.message/t4" + puppet + "&ts=-5", bridgeToken, 400, "M_INVALID_PARAM", 0},
+		{"ordinary user", rp + "/send/m.room.message/t5?ts=1000000", alice.AccessToken, 200, "", 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := put(t, srv, c.path, c.token, map[string]any{"msgtype": "m.text", "body": "hi", "topic": "t"}).expect(t, c.status, c.errcode)
+			if c.status != 200 {
+				return
+			}
+			ev := get(t, srv, rp+"/event/"+url.PathEscape(r.str("event_id")), alice.AccessToken).expect(t, http.StatusOK, "")
+			got, _ := ev.Body["origin_server_ts"].(float64)
+			switch {
+			case c.ts > 0 && got != c.ts, c.ts < 0 && got != 0, c.ts == 0 && got < 1e12:
+				t.Fatalf("origin_server_ts = %v, want %v (0: now)", got, c.ts)
+			}
+		})
+	}
 }

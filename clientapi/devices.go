@@ -55,8 +55,8 @@ func (a *API) updateDevice(r *http.Request, who *users.Requester) (any, error) {
 	if req.DisplayName != nil && len([]rune(*req.DisplayName)) > maxDeviceNameLen {
 		return nil, mxerr.InvalidParam("display_name is longer than %d characters", maxDeviceNameLen)
 	}
-	// MSC4190: a service that manages its users' devices creates one
-	// here (201), without logging in.
+	// An application service creates its users' devices here (201),
+	// without logging in (spec v1.17, MSC4190).
 	if a.managesDevices(who) {
 		created, err := a.users.CreateDevice(r.Context(), who.UserID, deviceID, req.DisplayName)
 		if err != nil {
@@ -131,10 +131,10 @@ func (a *API) deleteDevices(r *http.Request, who *users.Requester) (any, error) 
 	return struct{}{}, nil
 }
 
-// managesDevices reports whether the requester is an application service
-// that manages its users' devices (MSC4190): it creates them with PUT
-// /devices/{deviceId} and deletes them without user-interactive auth.
+// managesDevices reports whether the requester is an application service,
+// which manages its users' devices (spec v1.17, MSC4190): it creates them
+// with PUT /devices/{deviceId} and deletes them, and replaces cross-signing
+// keys, without user-interactive auth.
 func (a *API) managesDevices(who *users.Requester) bool {
-	reg := a.users.AppService(who)
-	return reg != nil && reg.MSC4190
+	return a.users.AppService(who) != nil
 }

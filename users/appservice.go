@@ -142,7 +142,7 @@ func (s *Service) AppServiceLogin(ctx context.Context, token, identifier string)
 		return "", err
 	}
 	if !reg.OwnsUser(userID, string(s.cfg.ServerName)) {
-		return "", mxerr.Forbidden("Application service cannot log in as this user")
+		return "", errExclusive("User ID %s is not in the application service's namespaces", userID)
 	}
 	acc, err := s.Account(ctx, userID)
 	if err != nil {
