@@ -255,6 +255,27 @@ func TestAppServiceMautrixIntent(t *testing.T) {
 			t.Fatalf("alice sees %q from %s (all: %v)", got, name, seen)
 		}
 	}
+	// mautrix bridges ping the server at start.
+	pong, err := as.BotClient().AppservicePing(ctx, "bridge", "mautrix-txn")
+	must(t, err, "ping")
+	if pong.DurationMS < 0 {
+		t.Fatalf("ping duration %d", pong.DurationMS)
+	}
+
+	// An MSC4190 bridge creates its puppet's device itself and acts as it.
+	e2b, err := appservice.CreateFull(appservice.CreateOpts{Registration: &appservice.Registration{
+		ID: "e2b", AppToken: e2bToken, ServerToken: "hs-token-e2b", SenderLocalpart: "e2bbot", MSC4190: true,
+	}, HomeserverDomain: "tessera.test", HomeserverURL: srv.URL})
+	must(t, err, "create the MSC4190 appservice")
+	e2bPuppet := e2b.Intent(id.NewUserID("e2b_alpha", "tessera.test"))
+	must(t, e2bPuppet.EnsureRegistered(ctx), "register the MSC4190 puppet")
+	must(t, e2bPuppet.CreateDeviceMSC4190(ctx, "", "Bridge device"), "create a device")
+	who, err := e2bPuppet.Whoami(ctx)
+	must(t, err, "whoami as the device")
+	if who.UserID != e2bPuppet.UserID || who.DeviceID == "" || who.DeviceID != e2bPuppet.DeviceID {
+		t.Fatalf("whoami = %+v, want %s with device %s", who, e2bPuppet.UserID, e2bPuppet.DeviceID)
+	}
+
 	// A puppet outside the namespace is refused.
 	outsider := as.Intent(id.NewUserID("notmine", "tessera.test"))
 	err = outsider.EnsureRegistered(ctx)
