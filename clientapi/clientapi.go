@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/appservice"
 	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/delayed"
 	"github.com/tessera-hs/tessera/internal/config"
@@ -74,6 +75,9 @@ type API struct {
 	// webhooks are the built-in incoming webhooks (SetWebhooks;
 	// webhooks.go); nil when off.
 	webhooks *webhooks.Service
+	// asClient makes the requests to application services (pings,
+	// third-party lookups; appservice.go, thirdparty.go).
+	asClient *appservice.Client
 
 	// nonces for shared-secret registration
 	nonces *nonceStore
@@ -96,6 +100,8 @@ func New(cfg *config.Config, log logrus.FieldLogger, us *users.Service, rs *room
 		syncs:  ss,
 		uia:    newUIASessions(30 * time.Minute),
 		nonces: newNonceStore(time.Minute),
+
+		asClient: appservice.NewClient(),
 	}
 	if rl := cfg.RateLimits; rl.Enabled {
 		a.loginPerAddress = ratelimit.New(rl.LoginPerAddress.PerSecond, rl.LoginPerAddress.Burst)
@@ -155,6 +161,7 @@ func (a *API) Register(r *mux.Router) {
 	a.rtcDelegateRoutes(add)
 	a.noticesRoutes(add)
 	a.webhooksRoutes(add)
+	a.appServiceRoutes(add)
 	a.registerMedia(r)
 	a.registerStream(r)
 	add("/_synapse/admin/v1", []route{

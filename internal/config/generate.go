@@ -421,6 +421,7 @@ webhooks:
 # registration files, in the standard YAML format (id, url, as_token,
 # hs_token, sender_localpart, namespaces, rate_limited, receive_ephemeral,
 # org.matrix.msc3202, io.element.msc4190). Paths are relative to this file.
-# A bad file stops the server at start, naming the file and the field.
+# A bad file stops the server at start, naming the file and the field. How
+# to register a bridge: docs/appservices.md.
 app_services: []
 `))

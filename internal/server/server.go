@@ -160,6 +160,11 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	s.Users = us
+	// The application services act as users: their senders must exist.
+	us.SetAppServices(s.appServices)
+	if err := us.EnsureAppServiceSenders(ctx); err != nil {
+		return err
+	}
 	rs, err := roomserver.New(ctx, s.db, roomserver.Config{
 		ServerName: spec.ServerName(s.cfg.ServerName),
 		KeyID:      s.key.ID,
@@ -171,6 +176,8 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	s.Rooms = rs
+	// Aliases in an application service's exclusive namespace are its own.
+	rs.SetAliasGuard(s.appServices.CheckNewAlias)
 	us.SetHooks(users.Hooks{
 		ProfileChanged: func(ctx context.Context, userID string) {
 			if err := rs.UpdateMemberProfile(ctx, userID); err != nil {
