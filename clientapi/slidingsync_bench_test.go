@@ -49,3 +49,67 @@ func BenchmarkSlidingSyncInitial(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSlidingSyncFanout: 50 sliding sync connections long-polling one
+// room; one op is one message sent and seen by all 50 (the time until the
+// last of them has it).
+func BenchmarkSlidingSyncFanout(b *testing.B) {
+	const clients = 50
+	srv := testserver.Start(b)
+	owner := registerUser(b, srv, "owner", "password1")
+	room := post(b, srv, v3+"/createRoom", owner.AccessToken, map[string]any{"preset": "public_chat"}).str("room_id")
+	body := map[string]any{
+		"lists": map[string]any{"all": map[string]any{
+			"ranges": [][]int{{0, 19}}, "timeline_limit": 1,
+			"required_state": [][]string{{"m.room.name", ""}, {"m.room.member", "$LAZY"}},
+		}},
+		"extensions": map[string]any{"e2ee": map[string]any{"enabled": true}, "to_device": map[string]any{"enabled": true},
+			"receipts": map[string]any{"enabled": true}, "typing": map[string]any{"enabled": true}},
+	}
+	seen := make(chan string, clients*16)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < clients; i++ {
+		s := registerUser(b, srv, fmt.Sprintf("c%d", i), "password1")
+		post(b, srv, v3+"/join/"+url.PathEscape(room), s.AccessToken, map[string]any{})
+		pos := ssPost(b, srv, s, "", 0, body).str("pos")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r, err := tryDo(srv, req{Method: "POST", Path: ssPath + "?timeout=2000&pos=" + url.QueryEscape(pos), Token: s.AccessToken, Body: body})
+				if err != nil || r.Status != 200 {
+					continue
+				}
+				pos, _ = r.Body["pos"].(string)
+				rooms, _ := r.Body["rooms"].(map[string]any)
+				if rm, ok := rooms[room].(map[string]any); ok {
+					tl, _ := rm["timeline"].([]any)
+					for _, e := range tl {
+						if ev, ok := e.(map[string]any); ok && ev["type"] == "m.room.message" {
+							seen <- ev["event_id"].(string)
+						}
+					}
+				}
+			}
+		}()
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := put(b, srv, fmt.Sprintf("%s/rooms/%s/send/m.room.message/b%d", v3, url.PathEscape(room), i), owner.AccessToken,
+			map[string]any{"msgtype": "m.text", "body": "fan out"}).str("event_id")
+		for n := 0; n < clients; {
+			if <-seen == id {
+				n++
+			}
+		}
+	}
+	b.StopTimer()
+	close(stop)
+	wg.Wait()
+}

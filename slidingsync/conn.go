@@ -84,6 +84,9 @@ type conn struct {
 	state connState
 	// nextPos is the last position handed out.
 	nextPos int64
+	// known is what the connection had sent of the rooms read so far (nil:
+	// never sent), as of at.
+	known map[string]*roomState
 }
 
 // connLocks serialises the requests of one connection in this process.
@@ -195,27 +198,49 @@ func (s *Service) roomStates(ctx context.Context, c *conn, roomIDs []string) (ma
 	if c.reset || len(roomIDs) == 0 {
 		return out, nil
 	}
+	// What the connection's last response left in memory, then the
+	// database for the rest.
+	if c.known == nil {
+		c.known = map[string]*roomState{}
+		for id, rs := range s.memo.get(c.key, c.at) {
+			c.known[id] = rs
+		}
+	}
+	var missing []string
+	for _, id := range roomIDs {
+		if rs, ok := c.known[id]; ok {
+			if rs != nil {
+				out[id] = rs
+			}
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	roomIDs = missing
+	defer func() {
+		for _, id := range missing {
+			c.known[id] = out[id]
+		}
+	}()
 	for len(roomIDs) > 0 {
 		n := min(len(roomIDs), 500)
 		chunk := roomIDs[:n]
 		roomIDs = roomIDs[n:]
-		args := []any{c.key}
+		args := []any{c.key, c.at}
 		marks := make([]string, len(chunk))
 		for i, id := range chunk {
 			args = append(args, id)
-			marks[i] = "$" + strconv.Itoa(i+2)
+			marks[i] = "$" + strconv.Itoa(i+3)
 		}
 		in := strings.Join(marks, ",")
-		// The base, then what the response at the request's position
-		// sent over it.
-		for _, q := range []string{
-			`SELECT room_id, base FROM sliding_sync_rooms WHERE conn_key = $1 AND room_id IN (` + in + `)`,
-			`SELECT room_id, state FROM sliding_sync_room_pending WHERE conn_key = $1 AND pos = ` +
-				strconv.FormatInt(c.at, 10) + ` AND room_id IN (` + in + `)`,
-		} {
-			if err := s.readRoomStates(ctx, q, args, out); err != nil {
-				return nil, err
-			}
+		// The base, then (ordered after it) what the response at the
+		// request's position sent over it.
+		q := `SELECT room_id, base, 0 FROM sliding_sync_rooms WHERE conn_key = $1 AND room_id IN (` + in + `)
+			UNION ALL
+			SELECT room_id, state, 1 FROM sliding_sync_room_pending WHERE conn_key = $1 AND pos = $2 AND room_id IN (` + in + `)
+			ORDER BY 3`
+		if err := s.readRoomStates(ctx, q, args, out); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
@@ -228,8 +253,11 @@ func (s *Service) readRoomStates(ctx context.Context, q string, args []any, out 
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var roomID, raw string
-		if err := rows.Scan(&roomID, &raw); err != nil {
+		var (
+			roomID, raw string
+			pending     int
+		)
+		if err := rows.Scan(&roomID, &raw, &pending); err != nil {
 			return fmt.Errorf("sliding sync rooms: %w", err)
 		}
 		var rs roomState
@@ -356,13 +384,14 @@ func (s *Service) resetConn(ctx context.Context, tx *database.Tx, c *conn, now i
 			return 0, fmt.Errorf("new sliding sync connection: %w", err)
 		}
 		next = 1
-		if err := pruneConns(ctx, tx, c.userID, c.deviceID); err != nil {
+		if err := s.pruneConns(ctx, tx, c.userID, c.deviceID); err != nil {
 			return 0, err
 		}
 	case err != nil:
 		return 0, fmt.Errorf("sliding sync connection: %w", err)
 	default:
 		next++
+		s.memo.drop(key)
 		if err := deleteConnData(ctx, tx, key); err != nil {
 			return 0, err
 		}
@@ -388,7 +417,7 @@ func deleteConnData(ctx context.Context, tx *database.Tx, key int64) error {
 	return nil
 }
 
-func pruneConns(ctx context.Context, tx *database.Tx, userID, deviceID string) error {
+func (s *Service) pruneConns(ctx context.Context, tx *database.Tx, userID, deviceID string) error {
 	keys, err := database.Int64s(ctx, tx, `SELECT conn_key FROM sliding_sync_connections WHERE user_id = $1 AND device_id = $2
 		ORDER BY last_used_ts DESC, conn_key DESC`, userID, deviceID)
 	if err != nil {
@@ -397,11 +426,12 @@ func pruneConns(ctx context.Context, tx *database.Tx, userID, deviceID string) e
 	if len(keys) <= maxConnsPerDevice {
 		return nil
 	}
-	return dropConns(ctx, tx, keys[maxConnsPerDevice:])
+	return s.dropConns(ctx, tx, keys[maxConnsPerDevice:])
 }
 
-func dropConns(ctx context.Context, tx *database.Tx, keys []int64) error {
+func (s *Service) dropConns(ctx context.Context, tx *database.Tx, keys []int64) error {
 	for _, k := range keys {
+		s.memo.drop(k)
 		if err := deleteConnData(ctx, tx, k); err != nil {
 			return err
 		}
@@ -420,7 +450,7 @@ func (s *Service) DevicesDeleted(ctx context.Context, userID string, deviceIDs [
 			if err != nil {
 				return fmt.Errorf("sliding sync connections: %w", err)
 			}
-			if err := dropConns(ctx, tx, keys); err != nil {
+			if err := s.dropConns(ctx, tx, keys); err != nil {
 				return err
 			}
 		}
@@ -436,7 +466,7 @@ func (s *Service) expire(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("expired sliding sync connections: %w", err)
 		}
-		return dropConns(ctx, tx, keys)
+		return s.dropConns(ctx, tx, keys)
 	})
 }
 

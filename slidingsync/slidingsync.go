@@ -36,6 +36,7 @@ type Service struct {
 	locks  connLocks
 	kicks  kickCache
 	dms    dmCache
+	memo   memo
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -137,6 +138,11 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 			if err != nil {
 				return nil, err
 			}
+			known := c.known
+			if c.reset || known == nil {
+				known = map[string]*roomState{}
+			}
+			s.memo.put(c.key, pos, maps.Clone(known), rec.rooms)
 			resp.Pos = fmt.Sprintf("%d/%s", pos, rec.token)
 			return resp, nil
 		}

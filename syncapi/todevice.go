@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -40,6 +41,12 @@ type ToDevice struct {
 	// remote queues messages for other servers' users (todevice_remote.go);
 	// nil drops them.
 	remote RemoteSender
+
+	// acked remembers how far each device's queue is known deleted
+	// (Page); a device deleted and recreated starts from nothing, as its
+	// queue was dropped with it.
+	ackedMu sync.Mutex
+	acked   map[string]int64
 }
 
 // maxToDevicePerSync bounds the messages of one response, as the spec
@@ -283,15 +290,20 @@ func (t *ToDevice) DeviceEvents(ctx context.Context, userID, deviceID, nextBatch
 // sync, whose since and next_batch are these positions, and the
 // dehydrated devices' pages.
 func (t *ToDevice) Page(ctx context.Context, userID, deviceID string, since int64, limit int) ([]map[string]any, int64, error) {
-	since = min(since, t.pos.Load())
-	if since > 0 {
+	cur := t.pos.Load()
+	since = min(since, cur)
+	if since > 0 && !t.ackedUpTo(userID, deviceID, since) {
 		if err := t.ack(ctx, userID, deviceID, since); err != nil {
 			return nil, 0, err
 		}
+		t.setAcked(userID, deviceID, since)
+	}
+	if since >= cur {
+		return []map[string]any{}, since, nil // nothing can be newer
 	}
 	rows, err := t.db.QueryContext(ctx, `SELECT stream_pos, sender, type, content FROM to_device_messages
 		WHERE user_id = $1 AND device_id = $2 AND stream_pos > $3 AND stream_pos <= $4
-		ORDER BY stream_pos LIMIT $5`, userID, deviceID, since, t.pos.Load(), limit)
+		ORDER BY stream_pos LIMIT $5`, userID, deviceID, since, cur, limit)
 	if err != nil {
 		return nil, 0, fmt.Errorf("to-device messages: %w", err)
 	}
@@ -313,4 +325,22 @@ func (t *ToDevice) Page(ctx context.Context, userID, deviceID string, since int6
 		return nil, 0, fmt.Errorf("to-device messages: %w", err)
 	}
 	return events, last, nil
+}
+
+// ackedUpTo reports whether the device's messages up to pos are known to
+// be deleted already (a page asked with the same since again, as every
+// sliding sync request without new messages does), which saves the query.
+func (t *ToDevice) ackedUpTo(userID, deviceID string, pos int64) bool {
+	t.ackedMu.Lock()
+	defer t.ackedMu.Unlock()
+	return t.acked[userID+"\x00"+deviceID] >= pos
+}
+
+func (t *ToDevice) setAcked(userID, deviceID string, pos int64) {
+	t.ackedMu.Lock()
+	defer t.ackedMu.Unlock()
+	if t.acked == nil || len(t.acked) >= 100_000 {
+		t.acked = map[string]int64{}
+	}
+	t.acked[userID+"\x00"+deviceID] = pos
 }
