@@ -40,6 +40,9 @@ type ToDevice struct {
 	// remote queues messages for other servers' users (todevice_remote.go);
 	// nil drops them.
 	remote RemoteSender
+	// onDelivered, if set, is told of the recipients of committed
+	// messages (appservice.go).
+	onDelivered func(userIDs []string)
 }
 
 // maxToDevicePerSync bounds the messages of one response, as the spec

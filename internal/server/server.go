@@ -64,6 +64,8 @@ type Server struct {
 	sliding *slidingsync.Service
 	// appServices are the registered application services (none: empty).
 	appServices *appservice.Set
+	// asPush pushes events to them (appservices.go).
+	asPush *appservice.Service
 
 	// FederationClient makes requests to other servers, signed with our
 	// key; KeyRing holds other servers' keys and verifies their
@@ -175,6 +177,9 @@ func (s *Server) init(ctx context.Context) error {
 				s.Push.ReceiptsChanged(roomID) // before the wake: woken syncs count afresh
 			}
 			s.notifier.WakeRoom(roomID)
+			if s.asPush != nil {
+				s.asPush.ReceiptsChanged(roomID)
+			}
 		},
 		DevicesDeleted: func(ctx context.Context, userID string, deviceIDs []string) {
 			if err := s.Sync.ToDevice().DevicesDeleted(ctx, userID, deviceIDs); err != nil {
@@ -234,6 +239,9 @@ func (s *Server) init(ctx context.Context) error {
 	// everyone who shares a room with them.
 	s.Keys.SetChangeHook(func(ctx context.Context, userID string) {
 		s.notifier.Wake(userID)
+		if s.asPush != nil {
+			s.asPush.DeviceListChanged(userID)
+		}
 		rooms, err := rs.JoinedRooms(ctx, userID)
 		if err != nil {
 			s.log.WithError(err).WithField("user_id", userID).Error("waking syncs after a device list change")
@@ -244,6 +252,9 @@ func (s *Server) init(ctx context.Context) error {
 		}
 	})
 	if s.keyBackup, err = keybackup.New(ctx, s.db); err != nil {
+		return err
+	}
+	if err := s.initAppServices(ctx); err != nil {
 		return err
 	}
 	api := clientapi.New(s.cfg, s.log, us, rs, s.Sync)
@@ -351,6 +362,7 @@ func (s *Server) init(ctx context.Context) error {
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 	}
+	s.asPush.Start()
 	// Last, so that a failed start leaves no timer running: events that
 	// fell due while the server was down go out now.
 	return s.delayed.Start(ctx)
@@ -617,6 +629,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.Push != nil {
 		// After the room server: evaluate what it handed over, then stop.
 		s.Push.Close()
+	}
+	if s.asPush != nil {
+		// After the room server; what is unsent is read again at the
+		// next start.
+		s.asPush.Close()
 	}
 	if s.fedStop != nil {
 		close(s.fedStop)

@@ -1,0 +1,187 @@
+package appservice
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/tessera-hs/tessera/roomserver"
+)
+
+// Which events a service is interested in: those sent by a user in its
+// namespaces, member events about one (invites to its users), and every
+// event of a room with an ID in its rooms namespaces, an alias in its
+// aliases namespaces, or a joined member in its users namespaces.
+// https://spec.matrix.org/v1.19/application-service-api/#namespaces
+
+// maxInterestRooms bounds the membership cache; past it, it starts afresh.
+const maxInterestRooms = 50_000
+
+// aliasTTL is how long a room's local aliases are cached: creating an
+// alias is no event, so the cache cannot be told.
+const aliasTTL = 10 * time.Second
+
+type interest struct {
+	rooms      Rooms
+	serverName string
+
+	mu    sync.Mutex
+	cache map[string]*roomInterest
+}
+
+// roomInterest is what is cached of one room.
+type roomInterest struct {
+	members map[string]bool
+	// byService is, per service ID, whether a joined member is in its
+	// user namespaces; dropped whenever the membership changes.
+	byService map[string]bool
+	aliases   []string
+	aliasesAt time.Time
+}
+
+func newInterest(rooms Rooms, serverName string) *interest {
+	return &interest{rooms: rooms, serverName: serverName, cache: map[string]*roomInterest{}}
+}
+
+// observe applies committed member events to the cached rooms (a room not
+// cached is read whole when it is next needed) and forgets the aliases of
+// rooms whose canonical alias changed.
+func (in *interest) observe(evs []*roomserver.Event) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for _, ev := range evs {
+		ri, ok := in.cache[ev.RoomID]
+		if !ok || ev.StateKey() == nil {
+			continue
+		}
+		switch ev.Type() {
+		case spec.MRoomMember:
+			target := *ev.StateKey()
+			if m, _ := ev.Membership(); m == spec.Join {
+				ri.members[target] = true
+			} else {
+				delete(ri.members, target)
+			}
+			clear(ri.byService)
+		case "m.room.canonical_alias":
+			ri.aliasesAt = time.Time{}
+		}
+	}
+}
+
+// load returns the room's cache entry, reading its members on a miss.
+func (in *interest) load(ctx context.Context, roomID string) (*roomInterest, error) {
+	in.mu.Lock()
+	ri, ok := in.cache[roomID]
+	in.mu.Unlock()
+	if ok {
+		return ri, nil
+	}
+	list, err := in.rooms.JoinedUsers(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	ri = &roomInterest{members: make(map[string]bool, len(list)), byService: map[string]bool{}}
+	for _, u := range list {
+		ri.members[u] = true
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if cur, ok := in.cache[roomID]; ok {
+		return cur, nil
+	}
+	if len(in.cache) >= maxInterestRooms {
+		in.cache = map[string]*roomInterest{}
+	}
+	in.cache[roomID] = ri
+	return ri, nil
+}
+
+// membersInterest reports whether a joined member of the room is in the
+// service's user namespaces.
+func (in *interest) membersInterest(ctx context.Context, r *Registration, roomID string) bool {
+	ri, err := in.load(ctx, roomID)
+	if err != nil {
+		return false
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if v, ok := ri.byService[r.ID]; ok {
+		return v
+	}
+	v := false
+	for u := range ri.members {
+		if r.InterestedInUser(u, in.serverName) {
+			v = true
+			break
+		}
+	}
+	ri.byService[r.ID] = v
+	return v
+}
+
+// aliasInterest reports whether one of the room's local aliases is in
+// the service's alias namespaces.
+func (in *interest) aliasInterest(ctx context.Context, r *Registration, roomID string) bool {
+	if len(r.Namespaces.Aliases) == 0 {
+		return false
+	}
+	ri, err := in.load(ctx, roomID)
+	if err != nil {
+		return false
+	}
+	in.mu.Lock()
+	aliases, fresh := ri.aliases, time.Since(ri.aliasesAt) < aliasTTL
+	in.mu.Unlock()
+	if !fresh {
+		if aliases, err = in.rooms.Aliases(ctx, roomID); err != nil {
+			return false
+		}
+		in.mu.Lock()
+		ri.aliases, ri.aliasesAt = aliases, time.Now()
+		in.mu.Unlock()
+	}
+	for _, a := range aliases {
+		if r.InterestedInAlias(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// room reports whether the service is interested in everything that
+// happens in the room.
+func (in *interest) room(ctx context.Context, r *Registration, roomID string) bool {
+	return r.InterestedInRoom(roomID) || in.membersInterest(ctx, r, roomID) || in.aliasInterest(ctx, r, roomID)
+}
+
+// event reports whether the service is interested in the event.
+func (in *interest) event(ctx context.Context, r *Registration, serverName string, ev *roomserver.Event) bool {
+	if r.InterestedInUser(string(ev.SenderID()), serverName) {
+		return true
+	}
+	if sk := ev.StateKey(); sk != nil {
+		switch ev.Type() {
+		case spec.MRoomMember:
+			if r.InterestedInUser(*sk, serverName) {
+				return true
+			}
+		case "m.room.canonical_alias":
+			var c struct {
+				Alias      string   `json:"alias"`
+				AltAliases []string `json:"alt_aliases"`
+			}
+			if json.Unmarshal(ev.Content(), &c) == nil {
+				for _, a := range append(c.AltAliases, c.Alias) {
+					if a != "" && r.InterestedInAlias(a) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return in.room(ctx, r, ev.RoomID)
+}
