@@ -428,3 +428,69 @@ func TestBridgeEphemeralAndToDevice(t *testing.T) {
 		}
 	}
 }
+
+// TestBridgeUserAndAliasQueries: a profile lookup of an unknown user in the
+// bridge's namespace, and a join by an unknown alias in it, ask the bridge,
+// which creates them; the lookup and the join then succeed. Users and
+// aliases outside its namespaces are not asked about.
+func TestBridgeUserAndAliasQueries(t *testing.T) {
+	ctx := context.Background()
+	b := newBridge(t, "tessera.test", nil)
+	srv := testserver.Start(t, b.option())
+	alice := srv.Register("alice", "pw-alice-1")
+	creator := srv.Register("puppet_creator", "pw-creator-1")
+	var created []string
+	answer := func(what string) bool {
+		switch what {
+		case "user @puppet_new:tessera.test":
+			c := srv.Client("", "")
+			_, err := c.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "puppet_new", Password: "pw-new-1"})
+			if err != nil {
+				return false
+			}
+		case "alias #bridged_chat:tessera.test":
+			_, err := creator.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "bridged_chat"})
+			if err != nil {
+				return false
+			}
+		default:
+			return false
+		}
+		created = append(created, what)
+		return true
+	}
+	b.mu.Lock()
+	b.queryAnswer = answer
+	b.mu.Unlock()
+
+	prof, err := alice.GetProfile(ctx, "@puppet_new:tessera.test")
+	if err != nil {
+		t.Fatalf("profile of a user the bridge creates on demand: %v", err)
+	}
+	_ = prof
+	if _, err := alice.GetProfile(ctx, "@puppet_never:tessera.test"); err == nil {
+		t.Errorf("profile of a user the bridge refuses: no error")
+	}
+	if _, err := alice.GetProfile(ctx, "@nobody:tessera.test"); err == nil {
+		t.Errorf("profile of an unknown user: no error")
+	}
+	join, err := alice.JoinRoom(ctx, "#bridged_chat:tessera.test", nil)
+	if err != nil {
+		t.Fatalf("join by an alias the bridge creates on demand: %v", err)
+	}
+	if join.RoomID == "" {
+		t.Fatal("no room ID")
+	}
+	if _, err := alice.ResolveAlias(ctx, "#elsewhere:tessera.test"); err == nil {
+		t.Errorf("an unknown alias outside the namespace resolved")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	want := []string{"user @puppet_new:tessera.test", "user @puppet_never:tessera.test", "alias #bridged_chat:tessera.test"}
+	if !equal(b.queries, want) {
+		t.Errorf("queries = %q, want %q", b.queries, want)
+	}
+	if len(created) != 2 {
+		t.Errorf("created = %q", created)
+	}
+}

@@ -34,6 +34,9 @@ type Config struct {
 type Service struct {
 	db  *database.DB
 	cfg Config
+	// askUnknown, if set, asks the application services about an
+	// unknown local user (appservicequery.go).
+	askUnknown func(ctx context.Context, userID string) (bool, error)
 	now func() time.Time
 	// hashSlots bounds concurrent password hashing: each Argon2id run holds
 	// hash_memory_kib of memory, so a burst of logins cannot exhaust RAM.

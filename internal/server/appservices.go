@@ -23,6 +23,8 @@ func (s *Server) initAppServices(ctx context.Context) error {
 		return err
 	}
 	s.asPush = svc
+	s.Users.SetUnknownUserQuery(svc.QueryUser)
+	s.Rooms.SetAliasQuery(svc.QueryAlias)
 	s.Rooms.Subscribe(svc.OnEvents)
 	s.Sync.Typing().SetChangeHook(svc.Typing)
 	td.SetDeliveredHook(svc.ToDeviceDelivered)
