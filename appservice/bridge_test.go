@@ -42,6 +42,9 @@ type bridge struct {
 	events    []*event.Event // room events, in the order received
 	ephemeral []*event.Event
 	toDevice  []*event.Event
+	// deviceLists and otkCounts are what MSC3202 brought.
+	deviceLists []*mautrix.DeviceLists
+	otkCounts   []*mautrix.OTKCount
 	// attempts are the transaction IDs of every PUT, retries included.
 	attempts []string
 	// bodies are the raw transaction bodies the bridge accepted, by ID.
@@ -111,6 +114,14 @@ func (b *bridge) collect() {
 		case ev := <-b.as.ToDeviceEvents:
 			b.mu.Lock()
 			b.toDevice = append(b.toDevice, ev)
+			b.mu.Unlock()
+		case dl := <-b.as.DeviceLists:
+			b.mu.Lock()
+			b.deviceLists = append(b.deviceLists, dl)
+			b.mu.Unlock()
+		case c := <-b.as.OTKCounts:
+			b.mu.Lock()
+			b.otkCounts = append(b.otkCounts, c)
 			b.mu.Unlock()
 		}
 	}
