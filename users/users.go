@@ -34,9 +34,6 @@ type Config struct {
 type Service struct {
 	db  *database.DB
 	cfg Config
-	// askUnknown, if set, asks the application services about an
-	// unknown local user (appservicequery.go).
-	askUnknown func(ctx context.Context, userID string) (bool, error)
 	now func() time.Time
 	// hashSlots bounds concurrent password hashing: each Argon2id run holds
 	// hash_memory_kib of memory, so a burst of logins cannot exhaust RAM.
@@ -57,6 +54,9 @@ type Service struct {
 	auth *gencache.Cache[string, authEntry]
 	// ignored caches ignore lists (ignored.go).
 	ignored *gencache.Cache[string, map[string]bool]
+	// askUnknown, if set, asks the application services about an
+	// unknown local user (appservicequery.go).
+	askUnknown func(ctx context.Context, userID string) (bool, error)
 }
 
 // New runs the domain's migrations and returns the service.
