@@ -73,6 +73,15 @@ var scenarios = map[string]func() scenario{
 	"federation": func() scenario { return &federationScenario{} },
 	// MatrixRTC: the embedded SFU (calls.enabled).
 	"calls": func() scenario { return &callsScenario{} },
+	// Application services: events pushed in transactions (the tool is
+	// the service; appservice-registration writes its registration).
+	"appservice":              func() scenario { return &appserviceScenario{} },
+	"appservice-registration": func() scenario { return &asRegistrationScenario{} },
+}
+
+// standaloneScenario runs without a homeserver (no -hs needed).
+type standaloneScenario interface {
+	standalone(stdout io.Writer) error
 }
 
 // env is what a scenario works with.
@@ -179,6 +188,13 @@ scenarios:
                                             P users join one call as Element Call does, each publishing
                                             synthetic VP8; join-to-first-RTP latency, received bitrate
                                             (sample the server meanwhile; see docs/calls-bench.sh)
+  appservice-registration [-o FILE] [-as-listen 127.0.0.1:29400]
+                                            write the registration of the appservice scenario's
+                                            application service (no -hs needed); add it to app_services
+  appservice -registration FILE [-c 8] [-m 250] [-drain 30s]
+                                            the tool is the application service: C senders send M
+                                            messages each into a room with its user; delivered
+                                            events/s and the latency from send to transaction
 
 common flags (before or after SCENARIO):
 `
@@ -225,6 +241,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if sfs.NArg() > 0 {
 		fmt.Fprintf(stderr, "tessera-load %s: unexpected argument %q\n", name, sfs.Arg(0))
 		return exitUsage
+	}
+	if st, ok := sc.(standaloneScenario); ok {
+		if err := sc.check(); err != nil {
+			fmt.Fprintf(stderr, "tessera-load %s: %v\n", name, err)
+			return exitUsage
+		}
+		if err := st.standalone(stdout); err != nil {
+			fmt.Fprintf(stderr, "tessera-load %s: %v\n", name, err)
+			return exitFail
+		}
+		return exitOK
 	}
 	checks := []func() error{opts.check, sc.check}
 	if oc, ok := sc.(optionsChecker); ok {
