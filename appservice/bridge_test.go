@@ -266,7 +266,14 @@ func TestBridgeReceivesRoomEvents(t *testing.T) {
 		send(t, alice, room.RoomID, want[i])
 	}
 	send(t, alice, other.RoomID, "still not for the bridge")
-	b.waitFor("five messages", 10*time.Second, func() bool { return len(b.messages(room.RoomID)) >= 5 })
+	// The puppet's own message carries its transaction ID: the bridge
+	// knows its echo.
+	_, err = puppet.SendMessageEvent(ctx, room.RoomID, event.EventMessage,
+		&event.MessageEventContent{MsgType: event.MsgText, Body: "from the puppet"},
+		mautrix.ReqSendEvent{TransactionID: "puppet-txn-1"})
+	must(t, err)
+	want = append(want, "from the puppet")
+	b.waitFor("six messages", 10*time.Second, func() bool { return len(b.messages(room.RoomID)) >= 6 })
 	time.Sleep(200 * time.Millisecond)
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -279,6 +286,15 @@ func TestBridgeReceivesRoomEvents(t *testing.T) {
 		}
 		if ev.Sender == "" || ev.ID == "" || ev.Timestamp == 0 {
 			t.Errorf("an event without sender, ID or timestamp: %+v", ev)
+		}
+		if ev.Type == event.EventMessage {
+			wantTxn := ""
+			if ev.Sender == puppet.UserID {
+				wantTxn = "puppet-txn-1"
+			}
+			if ev.Unsigned.TransactionID != wantTxn {
+				t.Errorf("message from %s: transaction_id %q, want %q", ev.Sender, ev.Unsigned.TransactionID, wantTxn)
+			}
 		}
 	}
 	// Every attempt carried the hs_token: each was accepted once.

@@ -225,7 +225,13 @@ scan:
 				if len(events) == s.cfg.MaxEvents {
 					break scan
 				}
-				events = append(events, ev.ToClient(roomserver.Viewer{}, nil))
+				// unsigned.transaction_id for the events the service's
+				// own users sent, so that it knows its echoes.
+				var viewer roomserver.Viewer
+				if ev.TxnID != "" && w.reg.InterestedInUser(ev.TxnUser, serverName) {
+					viewer = roomserver.Viewer{UserID: ev.TxnUser, DeviceID: ev.TxnDevice}
+				}
+				events = append(events, ev.ToClient(viewer, nil))
 			}
 			evPos = ev.StreamPos
 		}

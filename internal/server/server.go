@@ -362,10 +362,15 @@ func (s *Server) init(ctx context.Context) error {
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 	}
-	s.asPush.Start()
 	// Last, so that a failed start leaves no timer running: events that
 	// fell due while the server was down go out now.
-	return s.delayed.Start(ctx)
+	if err := s.delayed.Start(ctx); err != nil {
+		return err
+	}
+	// What application services missed while the server was down (and
+	// the transaction that was being delivered) goes out now.
+	s.asPush.Start()
+	return nil
 }
 
 // userInfoLooker is fclient's client, whose interface leaves out
