@@ -52,6 +52,10 @@ type sender struct {
 	savedEventPos         int64
 	savedToDevicePos      int64
 	savedAt               time.Time
+	// unrecorded: a delivered transaction is still stored as pending.
+	// The next transaction's store overwrites it (one write per
+	// transaction under load); with no next one, saveCursor clears it.
+	unrecorded bool
 
 	mu            sync.Mutex
 	ephemeral     []json.RawMessage
@@ -308,14 +312,18 @@ scan:
 	}
 	p := &pendingTxn{id: fmt.Sprintf("%d.%d", w.epoch, w.seq+1), body: raw, eventPos: evPos, toDevicePos: tdPos,
 		acks: acks, events: len(events)}
+	// The cursors are written too: they are where the last delivered
+	// transaction took them, which this replaces as the pending one.
 	if _, err := s.db.ExecContext(ctx, `UPDATE appservice_senders SET txn_seq = $2, pending_txn = $3, pending_body = $4,
-		pending_event_pos = $5, pending_to_device_pos = $6 WHERE as_id = $1`,
-		w.reg.ID, w.seq+1, p.id, string(raw), evPos, tdPos); err != nil {
+		pending_event_pos = $5, pending_to_device_pos = $6, event_pos = $7, to_device_pos = $8 WHERE as_id = $1`,
+		w.reg.ID, w.seq+1, p.id, string(raw), evPos, tdPos, w.eventPos, w.toDevicePos); err != nil {
 		// The ephemeral events taken are lost with it; the rest is read
 		// again from the cursors.
 		return nil, fmt.Errorf("store transaction: %w", err)
 	}
 	w.seq++
+	w.unrecorded = false
+	w.savedEventPos, w.savedToDevicePos, w.savedAt = w.eventPos, w.toDevicePos, time.Now()
 	return p, nil
 }
 
@@ -369,16 +377,13 @@ func (w *sender) deliver(ctx context.Context, p *pendingTxn) error {
 		}
 		return fmt.Errorf("the service answered %d: %s", status, answer)
 	}
-	// The service has it: a failure to record that would only resend it
-	// under the same ID, which the service drops.
-	if _, err := w.s.db.ExecContext(context.Background(), `UPDATE appservice_senders SET event_pos = $2, to_device_pos = $3,
-		pending_txn = NULL, pending_body = NULL, pending_event_pos = NULL, pending_to_device_pos = NULL WHERE as_id = $1`,
-		w.reg.ID, p.eventPos, p.toDevicePos); err != nil {
-		return fmt.Errorf("record delivery: %w", err)
-	}
+	// The service has it. That is recorded by the next transaction's
+	// store, or by saveCursor when there is none; should the process die
+	// first, the next start resends it under the same ID, which the
+	// service drops as a repeat.
 	w.eventPos, w.toDevicePos = p.eventPos, p.toDevicePos
-	w.savedEventPos, w.savedToDevicePos, w.savedAt = p.eventPos, p.toDevicePos, time.Now()
 	w.pending = nil
+	w.unrecorded = true
 	if w.reg.MSC3202 && w.s.toDevice != nil {
 		// Its devices do not sync: nobody else would ever delete these.
 		for dev, pos := range p.acks {
@@ -394,23 +399,27 @@ func (w *sender) deliver(ctx context.Context, p *pendingTxn) error {
 // saveCursor stores cursors moved past events of no interest, at most
 // once a second unless forced.
 func (w *sender) saveCursor(force bool) {
-	if w.eventPos == w.savedEventPos && w.toDevicePos == w.savedToDevicePos {
-		return
-	}
-	if !force && time.Since(w.savedAt) < cursorSaveInterval {
-		return
-	}
 	// Only while no transaction is pending: its positions are what
 	// the cursors become when it is delivered.
 	if w.pending != nil {
 		return
 	}
-	if _, err := w.s.db.ExecContext(context.Background(), `UPDATE appservice_senders SET event_pos = $2, to_device_pos = $3
-		WHERE as_id = $1 AND pending_txn IS NULL`, w.reg.ID, w.eventPos, w.toDevicePos); err != nil {
+	if !w.unrecorded {
+		if w.eventPos == w.savedEventPos && w.toDevicePos == w.savedToDevicePos {
+			return
+		}
+		if !force && time.Since(w.savedAt) < cursorSaveInterval {
+			return
+		}
+	}
+	if _, err := w.s.db.ExecContext(context.Background(), `UPDATE appservice_senders SET event_pos = $2, to_device_pos = $3,
+		pending_txn = NULL, pending_body = NULL, pending_event_pos = NULL, pending_to_device_pos = NULL
+		WHERE as_id = $1`, w.reg.ID, w.eventPos, w.toDevicePos); err != nil {
 		if !errors.Is(err, context.Canceled) {
 			w.log.WithError(err).Warn("appservice: saving the cursor")
 		}
 		return
 	}
 	w.savedEventPos, w.savedToDevicePos, w.savedAt = w.eventPos, w.toDevicePos, time.Now()
+	w.unrecorded = false
 }
