@@ -428,6 +428,20 @@ func TestBridgeEphemeralAndToDevice(t *testing.T) {
 	// A private receipt is nobody else's business.
 	must(t, alice.SendReceipt(ctx, room.RoomID, msg, event.ReceiptTypeReadPrivate, nil))
 
+	// Presence of a user who shares a room with a puppet.
+	must(t, alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: "away from keyboard"}))
+	b.waitFor("alice's presence", 10*time.Second, func() bool {
+		for _, ev := range b.ephemeral {
+			if ev.Type == event.EphemeralEventPresence && ev.Sender == alice.UserID {
+				p := ev.Content.AsPresence()
+				if p.Presence == event.PresenceUnavailable && p.StatusMessage == "away from keyboard" {
+					return true
+				}
+			}
+		}
+		return false
+	})
+
 	_, err = alice.SendToDevice(ctx, event.NewEventType("com.example.ping"), &mautrix.ReqSendToDevice{
 		Messages: map[id.UserID]map[id.DeviceID]*event.Content{
 			puppet.UserID: {puppet.DeviceID: {Raw: map[string]any{"n": 7}}},
@@ -519,5 +533,48 @@ func TestBridgeUserAndAliasQueries(t *testing.T) {
 	}
 	if len(created) != 2 {
 		t.Errorf("created = %q", created)
+	}
+}
+
+// TestBridgeAliasAndRoomNamespaces: a room with a local alias in the
+// bridge's alias namespaces, or with an ID in its rooms namespaces, is the
+// bridge's business though none of its users is in it.
+func TestBridgeAliasAndRoomNamespaces(t *testing.T) {
+	ctx := context.Background()
+	b := newBridge(t, "tessera.test", nil)
+	srv := testserver.Start(t, b.option())
+	alice := srv.Register("alice", "pw-alice-1")
+	aliased, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "bridged_lobby"})
+	must(t, err)
+	plain, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	must(t, err)
+	send(t, alice, aliased.RoomID, "in the aliased room")
+	send(t, alice, plain.RoomID, "in the plain room")
+	b.waitFor("the aliased room's message", 10*time.Second, func() bool { return len(b.messages(aliased.RoomID)) == 1 })
+
+	// A second bridge, which claims the plain room by its ID.
+	b2 := newBridge(t, "tessera.test", func(r *mas.Registration) {
+		r.ID = "roombridge"
+		r.SenderLocalpart = "roombridgebot"
+		r.Namespaces.UserIDs = nil
+		r.Namespaces.RoomAliases = nil
+		r.Namespaces.RoomIDs.Register(regexp.MustCompile(regexp.QuoteMeta(plain.RoomID.String())), false)
+	})
+	srv.Stop()
+	srv.Config.AppServices = append(srv.Config.AppServices, b2.path)
+	srv.Restart()
+	send(t, alice, plain.RoomID, "claimed by ID")
+	send(t, alice, aliased.RoomID, "not for the room bridge")
+	b2.waitFor("the claimed room's message", 10*time.Second, func() bool { return len(b2.messages(plain.RoomID)) == 1 })
+	time.Sleep(200 * time.Millisecond)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if got := b.messages(plain.RoomID); len(got) != 0 {
+		t.Errorf("the alias bridge got the plain room's messages %q", got)
+	}
+	b2.mu.Lock()
+	defer b2.mu.Unlock()
+	if got := b2.messages(aliased.RoomID); len(got) != 0 {
+		t.Errorf("the room bridge got the aliased room's messages %q", got)
 	}
 }
