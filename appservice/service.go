@@ -167,6 +167,9 @@ func (s *Service) Close() {
 // current and wakes the senders. It runs on the committer's goroutine and
 // does no I/O.
 func (s *Service) OnEvents(evs []*roomserver.Event) {
+	if len(s.senders) == 0 {
+		return
+	}
 	s.interest.observe(evs)
 	for _, w := range s.senders {
 		w.wake()
