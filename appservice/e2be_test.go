@@ -106,6 +106,32 @@ func TestBridgeEncryptedRoom(t *testing.T) {
 	if body := dec.Content.AsMessage().Body; body != "for the bridge only" {
 		t.Errorf("decrypted body = %q", body)
 	}
+	// Carol joins the room, then leaves it: the devices the bridge must
+	// encrypt for change, then she is no longer its concern.
+	carol := srv.Register("carol", "pw-carol-1")
+	_, err = alice.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: carol.UserID})
+	must(t, err)
+	_, err = carol.JoinRoom(ctx, room.RoomID.String(), nil)
+	must(t, err)
+	b.waitFor("carol in changed", 10*time.Second, func() bool {
+		for _, dl := range b.deviceLists {
+			if slices.Contains(dl.Changed, carol.UserID) {
+				return true
+			}
+		}
+		return false
+	})
+	_, err = carol.LeaveRoom(ctx, room.RoomID)
+	must(t, err)
+	b.waitFor("carol in left", 10*time.Second, func() bool {
+		for _, dl := range b.deviceLists {
+			if slices.Contains(dl.Left, carol.UserID) {
+				return true
+			}
+		}
+		return false
+	})
+
 	// Alice claimed one of the puppet's one-time keys to reach it: the
 	// bridge was told the device's count.
 	found := false

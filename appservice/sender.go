@@ -218,6 +218,7 @@ func (w *sender) build(ctx context.Context) (*pendingTxn, error) {
 	serverName := s.set.ServerName()
 	evPos := w.eventPos
 	var events []roomserver.ClientEvent
+	joined, left := map[string]bool{}, map[string]bool{}
 scan:
 	for {
 		evs, err := s.rooms.EventsAfter(ctx, evPos, scanBatch)
@@ -236,6 +237,9 @@ scan:
 					viewer = roomserver.Viewer{UserID: ev.TxnUser, DeviceID: ev.TxnDevice}
 				}
 				events = append(events, ev.ToClient(viewer, nil))
+				if w.reg.MSC3202 {
+					w.memberDeviceLists(ctx, ev, joined, left)
+				}
 			}
 			evPos = ev.StreamPos
 		}
@@ -275,12 +279,18 @@ scan:
 	n := min(len(w.ephemeral), maxToDevicePerTxn)
 	ephemeral := w.ephemeral[:n:n]
 	w.ephemeral = w.ephemeral[n:]
-	var changed []string
 	for u := range w.deviceChanged {
-		changed = append(changed, u)
+		joined[u] = true
 	}
 	clear(w.deviceChanged)
 	w.mu.Unlock()
+	var changed, gone []string
+	for u := range joined {
+		changed = append(changed, u)
+	}
+	for u := range left {
+		gone = append(gone, u)
+	}
 
 	if len(events) == 0 && len(toDevice) == 0 && len(ephemeral) == 0 && len(changed) == 0 {
 		w.eventPos, w.toDevicePos = evPos, tdPos
@@ -298,9 +308,10 @@ scan:
 		body["de.sorunome.msc2409.to_device"] = toDevice
 	}
 	if w.reg.MSC3202 {
-		if len(changed) > 0 {
+		if len(changed) > 0 || len(gone) > 0 {
 			sort.Strings(changed)
-			body["org.matrix.msc3202.device_lists"] = map[string]any{"changed": changed, "left": []string{}}
+			sort.Strings(gone)
+			body["org.matrix.msc3202.device_lists"] = map[string]any{"changed": nonNil(changed), "left": nonNil(gone)}
 		}
 		if err := w.keyCounts(ctx, body, toDevice); err != nil {
 			return nil, err
@@ -422,4 +433,50 @@ func (w *sender) saveCursor(force bool) {
 	}
 	w.savedEventPos, w.savedToDevicePos, w.savedAt = w.eventPos, w.toDevicePos, time.Now()
 	w.unrecorded = false
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// memberDeviceLists notes, for MSC3202, the device lists a member event
+// makes relevant or irrelevant to the service: a user who joins a room
+// with the service's users (whose devices the service must now encrypt
+// for: changed), and one who left the last room they shared with them
+// (left), as /sync's device_lists does.
+// https://github.com/matrix-org/matrix-spec-proposals/pull/3202
+func (w *sender) memberDeviceLists(ctx context.Context, ev *roomserver.Event, joined, left map[string]bool) {
+	if ev.Type() != "m.room.member" || ev.StateKey() == nil {
+		return
+	}
+	u := *ev.StateKey()
+	serverName := w.s.set.ServerName()
+	if w.reg.InterestedInUser(u, serverName) {
+		return
+	}
+	m, _ := ev.Membership()
+	if m == "join" {
+		if w.s.interest.membersInterest(ctx, w.reg, ev.RoomID) {
+			joined[u] = true
+			delete(left, u)
+		}
+		return
+	}
+	if m != "leave" && m != "ban" {
+		return
+	}
+	rooms, err := w.s.rooms.JoinedRooms(ctx, u)
+	if err != nil {
+		return
+	}
+	for _, r := range rooms {
+		if w.s.interest.membersInterest(ctx, w.reg, r) {
+			return // still shares a room with the service's users
+		}
+	}
+	left[u] = true
+	delete(joined, u)
 }
