@@ -1080,7 +1080,11 @@ func (b *backfillBatch) redactions(ctx context.Context) error {
 
 // redactsOf is the event a redaction redacts (in content from room
 // version 11).
-func redactsOf(red *Event) string {
+func redactsOf(red *Event) string { return red.RedactsID() }
+
+// RedactsID is the event a redaction redacts: the top-level redacts before
+// room version 11, content.redacts from it on ("" for other events).
+func (red *Event) RedactsID() string {
 	if id := red.Redacts(); id != "" {
 		return id
 	}

@@ -162,7 +162,7 @@ func (s *Service) joinedOrLeft(ctx context.Context, rc *roomCtx, rr *roomReq, up
 	// every event since the room was last sent and no state event in it
 	// leaves the name, avatar, heroes and counts as they were, and the
 	// lazy members too, unless it has senders the client was not sent.
-	needState := fresh || stateExpanded || membershipChanged || limited || anyState(tl)
+	needState := fresh || stateExpanded || membershipChanged || limited || anyState(tl) || len(redacted(tl)) > 0
 	if !needState && rules.lazy() && len(tl) > 0 {
 		have := map[string]bool{}
 		for _, l := range prev.Lazy {
@@ -421,7 +421,8 @@ func (s *Service) requiredState(ctx context.Context, rc *roomCtx, rr *roomReq, c
 	}
 	// Unless the config changed, the timeline being complete and free of
 	// state events means the state did not change.
-	if !stateExpanded && !limited && !anyState(tl) {
+	reds := redacted(tl)
+	if !stateExpanded && !limited && !anyState(tl) && len(reds) == 0 {
 		return nil, nil, nil
 	}
 	old, err := s.rooms.StateAt(ctx, rr.c.m.RoomID, prev.Pos)
@@ -432,7 +433,7 @@ func (s *Service) requiredState(ctx context.Context, rc *roomCtx, rr *roomReq, c
 		if !wanted(k, rules) {
 			continue
 		}
-		if o, ok := old[k]; ok && o.EventID() == ev.EventID() && wanted(k, &prev.Rules) {
+		if o, ok := old[k]; ok && o.EventID() == ev.EventID() && wanted(k, &prev.Rules) && !reds[ev.EventID()] {
 			continue
 		}
 		out = append(out, ev)
@@ -451,6 +452,25 @@ func (s *Service) requiredState(ctx context.Context, rc *roomCtx, rr *roomReq, c
 		return stubs[i].StateKey < stubs[j].StateKey
 	})
 	return out, stubs, nil
+}
+
+// redacted is the set of events the redactions among evs redact: a
+// redacted state event is a change of state (a name redacted is a name
+// gone) though its ID stays.
+func redacted(evs []*roomserver.Event) map[string]bool {
+	var out map[string]bool
+	for _, ev := range evs {
+		if ev.Type() != spec.MRoomRedaction {
+			continue
+		}
+		if id := ev.RedactsID(); id != "" {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[id] = true
+		}
+	}
+	return out
 }
 
 func anyState(evs []*roomserver.Event) bool {
