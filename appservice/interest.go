@@ -103,14 +103,19 @@ func (in *interest) load(ctx context.Context, roomID string) (*roomInterest, err
 // membersInterest reports whether a joined member of the room is in the
 // service's user namespaces.
 func (in *interest) membersInterest(ctx context.Context, r *Registration, roomID string) bool {
+	v, _ := in.membersInterestErr(ctx, r, roomID)
+	return v
+}
+
+func (in *interest) membersInterestErr(ctx context.Context, r *Registration, roomID string) (bool, error) {
 	ri, err := in.load(ctx, roomID)
 	if err != nil {
-		return false
+		return false, err
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if v, ok := ri.byService[r.ID]; ok {
-		return v
+		return v, nil
 	}
 	v := false
 	for u := range ri.members {
@@ -120,25 +125,25 @@ func (in *interest) membersInterest(ctx context.Context, r *Registration, roomID
 		}
 	}
 	ri.byService[r.ID] = v
-	return v
+	return v, nil
 }
 
 // aliasInterest reports whether one of the room's local aliases is in
 // the service's alias namespaces.
-func (in *interest) aliasInterest(ctx context.Context, r *Registration, roomID string) bool {
+func (in *interest) aliasInterest(ctx context.Context, r *Registration, roomID string) (bool, error) {
 	if len(r.Namespaces.Aliases) == 0 {
-		return false
+		return false, nil
 	}
 	ri, err := in.load(ctx, roomID)
 	if err != nil {
-		return false
+		return false, err
 	}
 	in.mu.Lock()
 	aliases, fresh := ri.aliases, time.Since(ri.aliasesAt) < aliasTTL
 	in.mu.Unlock()
 	if !fresh {
 		if aliases, err = in.rooms.Aliases(ctx, roomID); err != nil {
-			return false
+			return false, err
 		}
 		in.mu.Lock()
 		ri.aliases, ri.aliasesAt = aliases, time.Now()
@@ -146,28 +151,42 @@ func (in *interest) aliasInterest(ctx context.Context, r *Registration, roomID s
 	}
 	for _, a := range aliases {
 		if r.InterestedInAlias(a) {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
 // room reports whether the service is interested in everything that
-// happens in the room.
+// happens in the room (false when that cannot be read: for ephemeral
+// events, which are not retried).
 func (in *interest) room(ctx context.Context, r *Registration, roomID string) bool {
-	return r.InterestedInRoom(roomID) || in.membersInterest(ctx, r, roomID) || in.aliasInterest(ctx, r, roomID)
+	v, _ := in.roomErr(ctx, r, roomID)
+	return v
 }
 
-// event reports whether the service is interested in the event.
-func (in *interest) event(ctx context.Context, r *Registration, serverName string, ev *roomserver.Event) bool {
+func (in *interest) roomErr(ctx context.Context, r *Registration, roomID string) (bool, error) {
+	if r.InterestedInRoom(roomID) {
+		return true, nil
+	}
+	if v, err := in.membersInterestErr(ctx, r, roomID); v || err != nil {
+		return v, err
+	}
+	return in.aliasInterest(ctx, r, roomID)
+}
+
+// event reports whether the service is interested in the event; an
+// error (the room's members could not be read) makes the caller try again
+// rather than skip the event.
+func (in *interest) event(ctx context.Context, r *Registration, serverName string, ev *roomserver.Event) (bool, error) {
 	if r.InterestedInUser(string(ev.SenderID()), serverName) {
-		return true
+		return true, nil
 	}
 	if sk := ev.StateKey(); sk != nil {
 		switch ev.Type() {
 		case spec.MRoomMember:
 			if r.InterestedInUser(*sk, serverName) {
-				return true
+				return true, nil
 			}
 		case "m.room.canonical_alias":
 			var c struct {
@@ -177,11 +196,11 @@ func (in *interest) event(ctx context.Context, r *Registration, serverName strin
 			if json.Unmarshal(ev.Content(), &c) == nil {
 				for _, a := range append(c.AltAliases, c.Alias) {
 					if a != "" && r.InterestedInAlias(a) {
-						return true
+						return true, nil
 					}
 				}
 			}
 		}
 	}
-	return in.room(ctx, r, ev.RoomID)
+	return in.roomErr(ctx, r, ev.RoomID)
 }

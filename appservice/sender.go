@@ -226,7 +226,11 @@ scan:
 			return nil, err
 		}
 		for _, ev := range evs {
-			if s.interest.event(ctx, w.reg, serverName, ev) {
+			interested, err := s.interest.event(ctx, w.reg, serverName, ev)
+			if err != nil {
+				return nil, err
+			}
+			if interested {
 				if len(events) == s.cfg.MaxEvents {
 					break scan
 				}
