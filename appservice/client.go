@@ -20,6 +20,8 @@ import (
 // https://spec.matrix.org/v1.19/application-service-api/#authorization
 type Client struct {
 	HTTP *http.Client
+	// PingTimeout bounds Ping; 0 is the default PingTimeout.
+	PingTimeout time.Duration
 }
 
 // NewClient returns a client with a bounded timeout per request. The

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"regexp"
@@ -18,6 +19,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tessera-hs/tessera/internal/mxerr"
 )
 
 // Registration is one application service's registration file, in the
@@ -103,7 +106,9 @@ func (r *Registration) InterestedInUser(userID, serverName string) bool {
 
 // OwnsUser reports whether the service may act as the user: its sender or
 // a user in its user namespaces.
-func (r *Registration) OwnsUser(userID, serverName string) bool { return r.InterestedInUser(userID, serverName) }
+func (r *Registration) OwnsUser(userID, serverName string) bool {
+	return r.InterestedInUser(userID, serverName)
+}
 
 // ExclusiveUser reports whether an exclusive namespace reserves the user.
 func (r *Registration) ExclusiveUser(userID string) bool {
@@ -394,4 +399,29 @@ func sample(b *strings.Builder, re *syntax.Regexp, once bool) {
 			sample(b, re.Sub[0], once)
 		}
 	}
+}
+
+// CheckNewAlias refuses a user a new alias in an application service's
+// exclusive alias namespace, unless the user is that service's (its sender
+// or in its user namespaces), as Synapse decides: 400 M_EXCLUSIVE.
+// https://spec.matrix.org/v1.19/application-service-api/#server-admin-style-permissions
+func (s *Set) CheckNewAlias(alias, userID string) error {
+	owner := s.ExclusiveAliasOwner(alias)
+	if owner == nil || owner.InterestedInUser(userID, s.serverName) {
+		return nil
+	}
+	return &mxerr.Error{Status: http.StatusBadRequest, Code: "M_EXCLUSIVE",
+		Message: fmt.Sprintf("Room alias %s is reserved by an application service", alias)}
+}
+
+// CheckOwnAlias refuses the service (acting by its as_token) a new alias
+// outside its alias namespaces: 400 M_EXCLUSIVE, as the spec and Synapse
+// answer.
+// https://spec.matrix.org/v1.19/application-service-api/#server-admin-style-permissions
+func (r *Registration) CheckOwnAlias(alias string) error {
+	if r.InterestedInAlias(alias) {
+		return nil
+	}
+	return &mxerr.Error{Status: http.StatusBadRequest, Code: "M_EXCLUSIVE",
+		Message: fmt.Sprintf("Room alias %s is not in the application service's namespaces", alias)}
 }

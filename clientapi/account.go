@@ -11,7 +11,12 @@ import (
 // whoami: GET /account/whoami.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3accountwhoami
 func (a *API) whoami(r *http.Request, who *users.Requester) (any, error) {
-	return map[string]any{"user_id": who.UserID, "device_id": who.DeviceID, "is_guest": who.IsGuest}, nil
+	out := map[string]any{"user_id": who.UserID, "is_guest": who.IsGuest}
+	// An application service acting as a user without a device has none.
+	if who.DeviceID != "" {
+		out["device_id"] = who.DeviceID
+	}
+	return out, nil
 }
 
 // changePassword: POST /account/password, behind m.login.password UIA.

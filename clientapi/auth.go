@@ -28,7 +28,7 @@ func (a *API) authed(h authedFunc, guests guestPolicy) httpx.HandlerFunc {
 		if err != nil {
 			return nil, err
 		}
-		who, err := a.users.Authenticate(r.Context(), token, a.clientInfo(r))
+		who, err := a.authenticate(r, token)
 		if err != nil {
 			return nil, err
 		}
@@ -54,4 +54,17 @@ func accessToken(r *http.Request) (string, error) {
 		return t, nil
 	}
 	return "", mxerr.MissingToken()
+}
+
+// authenticate checks an access token; an application service's as_token
+// acts as the user (?user_id=) and device (?device_id=, or MSC3202's
+// org.matrix.msc3202.device_id) the request asserts.
+// https://spec.matrix.org/v1.19/application-service-api/#identity-assertion
+func (a *API) authenticate(r *http.Request, token string) (*users.Requester, error) {
+	q := r.URL.Query()
+	as := users.Assertion{UserID: q.Get("user_id"), DeviceID: q.Get("device_id")}
+	if as.DeviceID == "" {
+		as.DeviceID = q.Get("org.matrix.msc3202.device_id")
+	}
+	return a.users.AuthenticateAs(r.Context(), token, a.clientInfo(r), as)
 }

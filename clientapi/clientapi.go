@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/appservice"
 	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/delayed"
 	"github.com/tessera-hs/tessera/internal/config"
@@ -27,6 +28,7 @@ import (
 	"github.com/tessera-hs/tessera/slidingsync"
 	"github.com/tessera-hs/tessera/syncapi"
 	"github.com/tessera-hs/tessera/users"
+	"github.com/tessera-hs/tessera/webhooks"
 )
 
 // API is the Client-Server API edge.
@@ -70,6 +72,12 @@ type API struct {
 	rtcRemote RemoteLiveKitToken
 	// notices sends server notices (SetNotices; notices.go); nil until set.
 	notices *notices.Service
+	// webhooks are the built-in incoming webhooks (SetWebhooks;
+	// webhooks.go); nil when off.
+	webhooks *webhooks.Service
+	// asClient makes the requests to application services (pings,
+	// third-party lookups; appservice.go, thirdparty.go).
+	asClient *appservice.Client
 
 	// nonces for shared-secret registration
 	nonces *nonceStore
@@ -92,6 +100,8 @@ func New(cfg *config.Config, log logrus.FieldLogger, us *users.Service, rs *room
 		syncs:  ss,
 		uia:    newUIASessions(30 * time.Minute),
 		nonces: newNonceStore(time.Minute),
+
+		asClient: appservice.NewClient(),
 	}
 	if rl := cfg.RateLimits; rl.Enabled {
 		a.loginPerAddress = ratelimit.New(rl.LoginPerAddress.PerSecond, rl.LoginPerAddress.Burst)
@@ -150,6 +160,8 @@ func (a *API) Register(r *mux.Router) {
 	a.rtcRoutes(add)
 	a.rtcDelegateRoutes(add)
 	a.noticesRoutes(add)
+	a.webhooksRoutes(add)
+	a.appServiceRoutes(add)
 	a.registerMedia(r)
 	a.registerStream(r)
 	add("/_synapse/admin/v1", []route{

@@ -52,6 +52,21 @@ func (a *API) updateDevice(r *http.Request, who *users.Requester) (any, error) {
 		return nil, err
 	}
 	deviceID := pathVar(r, "deviceId")
+	if req.DisplayName != nil && len([]rune(*req.DisplayName)) > maxDeviceNameLen {
+		return nil, mxerr.InvalidParam("display_name is longer than %d characters", maxDeviceNameLen)
+	}
+	// An application service creates its users' devices here (201),
+	// without logging in (spec v1.17, MSC4190).
+	if a.managesDevices(who) {
+		created, err := a.users.CreateDevice(r.Context(), who.UserID, deviceID, req.DisplayName)
+		if err != nil {
+			return nil, err
+		}
+		if created {
+			return &httpx.Response{Status: http.StatusCreated, Body: struct{}{}}, nil
+		}
+		return struct{}{}, nil
+	}
 	if req.DisplayName == nil {
 		// Nothing to change, but the device must exist.
 		_, err := a.users.Device(r.Context(), who.UserID, deviceID)
@@ -79,8 +94,10 @@ func (a *API) deleteDevice(r *http.Request, who *users.Requester) (any, error) {
 	// "had been removed previously" (so a retried DELETE succeeds), as
 	// Synapse does; DeleteDevices ignores IDs the user does not have.
 	deviceID := pathVar(r, "deviceId")
-	if err := a.passwordUIA(r, who, "DELETE /devices/"+deviceID, raw); err != nil {
-		return nil, err
+	if !a.managesDevices(who) {
+		if err := a.passwordUIA(r, who, "DELETE /devices/"+deviceID, raw); err != nil {
+			return nil, err
+		}
 	}
 	if err := a.users.DeleteDevices(r.Context(), who.UserID, []string{deviceID}); err != nil {
 		return nil, err
@@ -103,11 +120,21 @@ func (a *API) deleteDevices(r *http.Request, who *users.Requester) (any, error) 
 	if req.Devices == nil {
 		return nil, mxerr.MissingParam("devices is required")
 	}
-	if err := a.passwordUIA(r, who, "POST /delete_devices", raw); err != nil {
-		return nil, err
+	if !a.managesDevices(who) {
+		if err := a.passwordUIA(r, who, "POST /delete_devices", raw); err != nil {
+			return nil, err
+		}
 	}
 	if err := a.users.DeleteDevices(r.Context(), who.UserID, *req.Devices); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil
+}
+
+// managesDevices reports whether the requester is an application service,
+// which manages its users' devices (spec v1.17, MSC4190): it creates them
+// with PUT /devices/{deviceId} and deletes them, and replaces cross-signing
+// keys, without user-interactive auth.
+func (a *API) managesDevices(who *users.Requester) bool {
+	return a.users.AppService(who) != nil
 }

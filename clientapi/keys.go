@@ -89,7 +89,9 @@ func (a *API) uploadCrossSigningKeys(r *http.Request, who *users.Requester) (any
 	if err := httpx.Unmarshal(raw, &req); err != nil {
 		return nil, err
 	}
-	err = a.keys.UploadCrossSigningKeys(r.Context(), who.UserID, req, false)
+	// Application services replace their users' keys without
+	// user-interactive auth (spec v1.17, MSC4190).
+	err = a.keys.UploadCrossSigningKeys(r.Context(), who.UserID, req, a.managesDevices(who))
 	if errors.Is(err, keys.ErrAuthRequired) {
 		if err := a.passwordUIA(r, who, "POST /keys/device_signing/upload", raw); err != nil {
 			return nil, err

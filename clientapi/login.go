@@ -11,8 +11,19 @@ import (
 // loginFlows: GET /login. Only what we serve is offered.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3login
 func (a *API) loginFlows(r *http.Request) (any, error) {
-	return map[string]any{"flows": []map[string]string{{"type": stagePassword}}}, nil
+	flows := []map[string]string{{"type": stagePassword}}
+	// Application services log in with their as_token, when there are
+	// any (Synapse always offers it).
+	if len(a.users.AppServices().All()) > 0 {
+		flows = append(flows, map[string]string{"type": loginAppService})
+	}
+	return map[string]any{"flows": flows}, nil
 }
+
+// loginAppService is the login (and registration) type of application
+// services, authenticated by their as_token.
+// https://spec.matrix.org/v1.19/client-server-api/#appservice-login
+const loginAppService = "m.login.application_service"
 
 type loginRequest struct {
 	Type                     string          `json:"type"`
@@ -48,6 +59,9 @@ func (a *API) login(r *http.Request) (any, error) {
 	if err := httpx.DecodeJSON(r, &req, false); err != nil {
 		return nil, err
 	}
+	if req.Type == loginAppService {
+		return a.loginAppService(r, &req)
+	}
 	if err := limit(a.loginPerAddress, a.clientIP(r)); err != nil {
 		return nil, err
 	}
@@ -78,6 +92,44 @@ func (a *API) login(r *http.Request) (any, error) {
 		if me, ok := mxerr.As(err); ok && me.Code == "M_FORBIDDEN" {
 			a.loginFailures.Allow(userID)
 		}
+		return nil, err
+	}
+	sess, err := a.users.CreateSession(r.Context(), users.NewSession{
+		UserID: userID, DeviceID: req.DeviceID, DisplayName: req.InitialDeviceDisplayName,
+		WantRefresh: req.RefreshToken, Client: a.clientInfo(r),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a.sessionResponse(sess), nil
+}
+
+// loginAppService logs an application service in as a user of its
+// namespaces (a device and token for it), authenticated by its as_token.
+// No rate limit: the as_token is the proof.
+func (a *API) loginAppService(r *http.Request, req *loginRequest) (any, error) {
+	token, err := accessToken(r)
+	if err != nil {
+		return nil, err
+	}
+	if a.users.AppServices().ByASToken(token) == nil {
+		// Not a service: limited, so that as_tokens cannot be guessed.
+		if err := limit(a.loginPerAddress, a.clientIP(r)); err != nil {
+			return nil, err
+		}
+	}
+	ident := req.User
+	if req.Identifier != nil {
+		if req.Identifier.Type != "m.id.user" {
+			return nil, mxerr.Unknown(http.StatusBadRequest, "Unsupported identifier type %q", req.Identifier.Type)
+		}
+		ident = req.Identifier.User
+	}
+	if ident == "" {
+		return nil, mxerr.MissingParam("identifier.user is required")
+	}
+	userID, err := a.users.AppServiceLogin(r.Context(), token, ident)
+	if err != nil {
 		return nil, err
 	}
 	sess, err := a.users.CreateSession(r.Context(), users.NewSession{

@@ -10,6 +10,9 @@ import (
 )
 
 type registerRequest struct {
+	// Type is m.login.application_service for an application service's
+	// registration, which the spec puts at the top level.
+	Type                     string    `json:"type"`
 	Auth                     *authDict `json:"auth"`
 	Username                 string    `json:"username"`
 	Password                 string    `json:"password"`
@@ -25,6 +28,9 @@ func (a *API) register(r *http.Request) (any, error) {
 	var req registerRequest
 	if err := httpx.DecodeJSON(r, &req, true); err != nil {
 		return nil, err
+	}
+	if req.Type == loginAppService || (req.Auth != nil && req.Auth.Type == loginAppService) {
+		return a.registerAppService(r, &req)
 	}
 	switch kind := r.URL.Query().Get("kind"); kind {
 	case "", "user":
@@ -91,6 +97,51 @@ func (a *API) register(r *http.Request) (any, error) {
 	a.registerPerAddress.Allow(a.clientIP(r))
 	a.log.WithField("user_id", acc.UserID).Info("registered user")
 	return a.loginAfterRegister(r, acc, &req)
+}
+
+// registerAppService creates a user for the application service whose
+// as_token the request carries: no UIA and no password; the user must be
+// in the service's namespaces (400 M_EXCLUSIVE).
+// https://spec.matrix.org/v1.19/application-service-api/#server-admin-style-permissions
+func (a *API) registerAppService(r *http.Request, req *registerRequest) (any, error) {
+	token, err := accessToken(r)
+	if err != nil {
+		return nil, err
+	}
+	reg := a.users.AppServices().ByASToken(token)
+	if reg == nil {
+		return nil, mxerr.UnknownToken(false)
+	}
+	if reg.IsRateLimited() {
+		if err := checkLimit(a.registerPerAddress, a.clientIP(r)); err != nil {
+			return nil, err
+		}
+	}
+	if req.Username == "" {
+		return nil, mxerr.MissingParam("username is required")
+	}
+	// MSC4190: services that manage their devices do not log in.
+	if reg.MSC4190 && !req.InhibitLogin {
+		return nil, users.ErrAppServiceLoginUnsupported()
+	}
+	localpart := strings.ToLower(req.Username)
+	if err := a.users.CheckAvailableFor(r.Context(), localpart, reg.ID); err != nil {
+		return nil, err
+	}
+	if !req.InhibitLogin {
+		if err := users.ValidateDeviceID(req.DeviceID); err != nil {
+			return nil, err
+		}
+	}
+	acc, err := a.users.CreateAccount(r.Context(), users.NewAccount{Localpart: localpart, AppService: reg.ID})
+	if err != nil {
+		return nil, err
+	}
+	if reg.IsRateLimited() {
+		a.registerPerAddress.Allow(a.clientIP(r))
+	}
+	a.log.WithField("user_id", acc.UserID).WithField("appservice", reg.ID).Info("registered application service user")
+	return a.loginAfterRegister(r, acc, req)
 }
 
 // registerGuest creates a guest account: no UIA, no password.

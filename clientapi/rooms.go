@@ -85,6 +85,11 @@ func (a *API) createRoom(r *http.Request, who *users.Requester) (any, error) {
 	if err := httpx.DecodeJSON(r, &req, true); err != nil {
 		return nil, err
 	}
+	if req.RoomAliasName != "" {
+		if err := a.checkServiceAlias(who, "#"+req.RoomAliasName+":"+a.cfg.ServerName); err != nil {
+			return nil, err
+		}
+	}
 	id, err := a.rooms.CreateRoom(r.Context(), who.UserID, req)
 	if err != nil {
 		return nil, err
@@ -470,6 +475,9 @@ func (a *API) sendEvent(r *http.Request, who *users.Requester, stateKey *string,
 	if txn != nil {
 		req.Txn = txn(id)
 	}
+	if req.Timestamp, err = a.appServiceTS(r, who); err != nil {
+		return nil, err
+	}
 	if delay, ok, err := delayParam(r); err != nil {
 		return nil, err
 	} else if ok {
@@ -745,6 +753,9 @@ func (a *API) putAlias(r *http.Request, who *users.Requester) (any, error) {
 		return nil, mxerr.MissingParam("room_id is required")
 	}
 	if _, err := checkRoomID(body.RoomID, "room_id"); err != nil {
+		return nil, err
+	}
+	if err := a.checkServiceAlias(who, pathVar(r, "roomAlias")); err != nil {
 		return nil, err
 	}
 	if err := a.rooms.SetAlias(r.Context(), pathVar(r, "roomAlias"), body.RoomID, who.UserID); err != nil {

@@ -74,7 +74,7 @@ func (a *API) rtcLiveKitToken(r *http.Request, who *users.Requester) (any, error
 	if a.calls == nil && a.rtcRemote == nil {
 		return nil, mxerr.Unrecognized("Calls are not enabled on this server")
 	}
-	if err := limit(a.callTokens, who.UserID); err != nil {
+	if err := a.limitUser(a.callTokens, who); err != nil {
 		return nil, err
 	}
 	var body struct {

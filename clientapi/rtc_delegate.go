@@ -31,7 +31,7 @@ func (a *API) rtcDelegateDelayedLeave(r *http.Request, who *users.Requester) (an
 		return nil, mxerr.Unrecognized("Calls are not enabled on this server")
 	}
 	// MSC4195 recommends a limit; each delegation is a job polling the SFU.
-	if err := limit(a.callTokens, who.UserID); err != nil {
+	if err := a.limitUser(a.callTokens, who); err != nil {
 		return nil, err
 	}
 	var body struct {

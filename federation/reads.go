@@ -178,9 +178,8 @@ func thirdPartyNetwork(req *roomserver.PublicRoomsRequest, all bool, instanceID 
 	if all && instanceID != "" {
 		return mxerr.InvalidParam("third_party_instance_id cannot be used with include_all_networks")
 	}
-	// All networks are ours: this server has no application services
-	// whose networks it could add.
 	req.ThirdPartyInstanceID = instanceID
+	req.IncludeAllNetworks = all
 	return nil
 }
 

@@ -64,6 +64,21 @@ func (s *Service) storedAlias(ctx context.Context, alias string) (string, error)
 	return roomID, nil
 }
 
+// AliasGuard refuses a user a new alias that is reserved (application
+// services' exclusive namespaces); nil allows it.
+type AliasGuard func(alias, userID string) error
+
+// SetAliasGuard sets the check every new local alias passes. Called once
+// at start.
+func (s *Service) SetAliasGuard(g AliasGuard) { s.aliasGuard = g }
+
+func (s *Service) checkAliasGuard(alias, userID string) error {
+	if s.aliasGuard == nil {
+		return nil
+	}
+	return s.aliasGuard(alias, userID)
+}
+
 // SetAlias creates a local alias. An alias that exists is 409 M_UNKNOWN,
 // as the spec says.
 func (s *Service) SetAlias(ctx context.Context, alias, roomID, creator string) error {
@@ -72,6 +87,9 @@ func (s *Service) SetAlias(ctx context.Context, alias, roomID, creator string) e
 	}
 	if !s.isLocal(alias) {
 		return mxerr.InvalidParam("Room alias must be on this server (%s)", s.cfg.ServerName)
+	}
+	if err := s.checkAliasGuard(alias, creator); err != nil {
+		return err
 	}
 	if _, err := s.RoomVersion(ctx, roomID); err != nil {
 		return err
@@ -153,6 +171,24 @@ func (s *Service) SetPublished(ctx context.Context, roomID string, published boo
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return mxerr.NotFound("Unknown room")
+	}
+	return nil
+}
+
+// SetAppServiceListed adds a room to (or removes it from) the directory
+// an application service keeps for one of its networks.
+// https://spec.matrix.org/v1.19/application-service-api/#put_matrixclientv3directorylistappservicenetworkidroomid
+func (s *Service) SetAppServiceListed(ctx context.Context, appServiceID, networkID, roomID string, listed bool) error {
+	if _, err := s.RoomVersion(ctx, roomID); err != nil {
+		return err
+	}
+	q := `DELETE FROM appservice_room_lists WHERE appservice_id = $1 AND network_id = $2 AND room_id = $3`
+	if listed {
+		q = `INSERT INTO appservice_room_lists (appservice_id, network_id, room_id) VALUES ($1, $2, $3)
+			ON CONFLICT (appservice_id, network_id, room_id) DO NOTHING`
+	}
+	if _, err := s.db.ExecContext(ctx, q, appServiceID, networkID, roomID); err != nil {
+		return fmt.Errorf("set the application service room list: %w", err)
 	}
 	return nil
 }

@@ -52,7 +52,7 @@ type PublicRoomsBody struct {
 // Request is the directory request the body asks for, for server.
 func (b *PublicRoomsBody) Request(server string) PublicRoomsRequest {
 	req := PublicRoomsRequest{Server: server, Since: b.Since, SearchTerm: b.Filter.GenericSearchTerm,
-		RoomTypes: b.Filter.RoomTypes, ThirdPartyInstanceID: b.ThirdPartyInstanceID}
+		RoomTypes: b.Filter.RoomTypes, ThirdPartyInstanceID: b.ThirdPartyInstanceID, IncludeAllNetworks: b.IncludeAllNetworks}
 	if b.Limit != nil {
 		req.Limit = *b.Limit
 	}
@@ -72,9 +72,14 @@ type PublicRoomsRequest struct {
 	// RoomTypes keeps rooms of these types; a nil entry stands for rooms
 	// without a type. Empty keeps every room.
 	RoomTypes []*string
-	// ThirdPartyInstanceID asks for an application service's network
-	// list; this server has none.
+	// ThirdPartyInstanceID asks for the rooms application services list
+	// for one network instead of the server's directory: the instance_id
+	// of a protocol instance ("{service id}|{network id}"), or a bare
+	// network id for that network of every service.
 	ThirdPartyInstanceID string
+	// IncludeAllNetworks adds every network's rooms to the server's
+	// directory.
+	IncludeAllNetworks bool
 }
 
 // PublicRoomsResponse is a page of the directory.
@@ -118,13 +123,21 @@ func (s *Service) PublicRooms(ctx context.Context, req PublicRoomsRequest) (*Pub
 		since = &t
 	}
 	resp := &PublicRoomsResponse{Chunk: []PublicRoom{}}
-	if req.ThirdPartyInstanceID != "" {
-		// Network lists belong to application services' bridges, and
-		// this server has no application services.
-		return resp, nil
+	where, args := `r.published = 1`, []any{}
+	switch {
+	case req.ThirdPartyInstanceID != "":
+		service, network, ok := strings.Cut(req.ThirdPartyInstanceID, "|")
+		if !ok {
+			service, network = "", req.ThirdPartyInstanceID
+		}
+		where = `r.room_id IN (SELECT l.room_id FROM appservice_room_lists l
+			WHERE l.network_id = $1 AND ($2 = '' OR l.appservice_id = $2))`
+		args = []any{network, service}
+	case req.IncludeAllNetworks:
+		where = `(r.published = 1 OR r.room_id IN (SELECT l.room_id FROM appservice_room_lists l))`
 	}
 
-	infos, err := s.roomInfos(ctx, `r.published = 1`)
+	infos, err := s.roomInfos(ctx, where, args...)
 	if err != nil {
 		return nil, err
 	}

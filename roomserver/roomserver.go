@@ -46,12 +46,14 @@ type Listener func(events []*Event)
 
 // Service is the room server.
 type Service struct {
-	db       *database.DB
-	cfg      Config
-	log      logrus.FieldLogger
-	profiles Profiles
-	commit   *committer
-	cache    *eventCache
+	// aliasGuard checks new local aliases (SetAliasGuard); nil: none.
+	aliasGuard AliasGuard
+	db         *database.DB
+	cfg        Config
+	log        logrus.FieldLogger
+	profiles   Profiles
+	commit     *committer
+	cache      *eventCache
 	// groupCache holds recently read state snapshots.
 	groupCache *stateGroupCache
 	// lastGroupID is the last state group ID handed out (atomic).

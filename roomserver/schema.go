@@ -249,4 +249,15 @@ UPDATE rooms SET bump_pos = COALESCE((SELECT MAX(e.stream_pos) FROM events e
 	WHERE e.room_id = rooms.room_id AND e.stream_pos > 0 AND e.type IN
 	('m.room.create', 'm.room.message', 'm.room.encrypted', 'm.sticker', 'm.call.invite', 'm.poll.start', 'm.beacon_info')), 0);
 `},
+	{Version: 10, SQL: `
+-- Rooms application services list in their networks' directories
+-- (PUT /directory/list/appservice/{networkId}/{roomId}), apart from the
+-- server's own directory (rooms.published).
+CREATE TABLE appservice_room_lists (
+	appservice_id TEXT NOT NULL,
+	network_id    TEXT NOT NULL,
+	room_id       TEXT NOT NULL,
+	PRIMARY KEY (appservice_id, network_id, room_id)
+);
+`},
 }

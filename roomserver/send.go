@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -21,6 +22,11 @@ type SendRequest struct {
 	StateKey *string // nil for a message event
 	Content  json.RawMessage
 	Txn      *TxnKey
+	// Timestamp, if set, is the event's origin_server_ts instead of now:
+	// application services' timestamp massaging. It does not change the
+	// event's place in the DAG.
+	// https://spec.matrix.org/v1.19/application-service-api/#timestamp-massaging
+	Timestamp time.Time
 }
 
 // existingEvent ends a request that needs no new event, such as a state
@@ -63,6 +69,7 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (*Event, error) {
 	}
 	ev, err := s.submit(ctx, req.RoomID, EventRequest{
 		Sender: req.Sender, Type: req.Type, StateKey: req.StateKey, Content: req.Content, Txn: req.Txn,
+		ts: req.Timestamp,
 	}, check)
 	var ex existingEvent
 	if errors.As(err, &ex) {

@@ -56,10 +56,30 @@ func (s *Service) ValidateLocalpart(localpart string) error {
 	return nil
 }
 
+// validateNewLocalpart is ValidateLocalpart, except that application
+// services may use a leading underscore (bridges' puppets do, e.g.
+// @_telegram_123), which is reserved to them.
+func (s *Service) validateNewLocalpart(localpart, appService string) error {
+	if appService != "" && strings.HasPrefix(localpart, "_") && len(localpart) > 1 {
+		return s.ValidateLocalpart(localpart[1:])
+	}
+	return s.ValidateLocalpart(localpart)
+}
+
 // CheckAvailable reports M_INVALID_USERNAME or M_USER_IN_USE for a localpart
 // that cannot be registered, and nil for one that can.
 func (s *Service) CheckAvailable(ctx context.Context, localpart string) error {
-	if err := s.ValidateLocalpart(localpart); err != nil {
+	return s.CheckAvailableFor(ctx, localpart, "")
+}
+
+// CheckAvailableFor is CheckAvailable for a registration by an application
+// service (its id; "" for anyone else): M_EXCLUSIVE for a user ID in
+// another service's exclusive namespace, or outside the service's own.
+func (s *Service) CheckAvailableFor(ctx context.Context, localpart, appService string) error {
+	if err := s.validateNewLocalpart(localpart, appService); err != nil {
+		return err
+	}
+	if err := s.checkExclusive(s.UserID(localpart), appService); err != nil {
 		return err
 	}
 	var n int
@@ -81,6 +101,11 @@ type NewAccount struct {
 	IsGuest   bool
 	// RegistrationToken, if set, is consumed in the same transaction.
 	RegistrationToken string
+	// AppService is the id of the application service registering the
+	// account: it may take a localpart with a leading underscore and
+	// must stay in its namespaces. "" for anyone else, who may not take
+	// a user ID an application service reserved.
+	AppService string
 }
 
 // CreateAccount creates an account with its default profile (display name =
@@ -88,7 +113,10 @@ type NewAccount struct {
 func (s *Service) CreateAccount(ctx context.Context, na NewAccount) (*Account, error) {
 	if na.Localpart == "" {
 		na.Localpart = s.randomLocalpart(na.IsGuest)
-	} else if err := s.ValidateLocalpart(na.Localpart); err != nil {
+	} else if err := s.validateNewLocalpart(na.Localpart, na.AppService); err != nil {
+		return nil, err
+	}
+	if err := s.checkExclusive(s.UserID(na.Localpart), na.AppService); err != nil {
 		return nil, err
 	}
 	var hash sql.NullString

@@ -18,6 +18,11 @@ type Requester struct {
 	DeviceID string
 	IsGuest  bool
 	IsAdmin  bool
+	// AppService is the id of the application service whose as_token
+	// authenticated the request ("" for an ordinary token); rules that
+	// treat services differently (rate limits, exclusive namespaces,
+	// MSC4190 devices) look it up with Service.AppService.
+	AppService string
 }
 
 // Session is a freshly issued set of tokens for a device.
@@ -144,6 +149,9 @@ const lastSeenInterval = 5 * time.Minute
 // M_UNKNOWN_TOKEN; an expired one says soft_logout, so the client refreshes
 // or logs in again on the same device.
 func (s *Service) Authenticate(ctx context.Context, token string, client ClientInfo) (*Requester, error) {
+	if reg := s.appServices.ByASToken(token); reg != nil {
+		return s.appServiceRequester(ctx, reg, Assertion{})
+	}
 	hash := hashToken(token)
 	now := s.nowMS()
 	if e, ok := s.auth.Get(string(hash)); ok && (e.expires == 0 || now < e.expires) &&

@@ -16,6 +16,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/tessera-hs/tessera/appservice"
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/gencache"
@@ -54,6 +55,9 @@ type Service struct {
 	auth *gencache.Cache[string, authEntry]
 	// ignored caches ignore lists (ignored.go).
 	ignored *gencache.Cache[string, map[string]bool]
+	// appServices are the registered application services
+	// (SetAppServices; appservice.go); nil for none.
+	appServices *appservice.Set
 	// askUnknown, if set, asks the application services about an
 	// unknown local user (appservicequery.go).
 	askUnknown func(ctx context.Context, userID string) (bool, error)

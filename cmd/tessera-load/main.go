@@ -73,6 +73,8 @@ var scenarios = map[string]func() scenario{
 	"federation": func() scenario { return &federationScenario{} },
 	// MatrixRTC: the embedded SFU (calls.enabled).
 	"calls": func() scenario { return &callsScenario{} },
+	// Tessera's built-in incoming webhooks (webhooks.enabled).
+	"webhooks": func() scenario { return &webhooksScenario{} },
 	// Application services: events pushed in transactions (the tool is
 	// the service; appservice-registration writes its registration).
 	"appservice":              func() scenario { return &appserviceScenario{} },
@@ -188,6 +190,8 @@ scenarios:
                                             P users join one call as Element Call does, each publishing
                                             synthetic VP8; join-to-first-RTP latency, received bitrate
                                             (sample the server meanwhile; see docs/calls-bench.sh)
+  webhooks [-c 8] [-m 250] [-verify]        C senders each POST M signed GitHub push deliveries to
+                                            one hook (webhooks.enabled); webhooks/s, POST-to-room latency
   appservice-registration [-o FILE] [-as-listen 127.0.0.1:29400]
                                             write the registration of the appservice scenario's
                                             application service (no -hs needed); add it to app_services

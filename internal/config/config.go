@@ -50,6 +50,10 @@ type Config struct {
 	// ServerNotices are Synapse-style notices from the admins (notices/).
 	ServerNotices ServerNotices `yaml:"server_notices"`
 
+	// Webhooks are the built-in incoming webhooks (webhooks/): GitHub and
+	// generic hooks that post notices into rooms through a bot user.
+	Webhooks Webhooks `yaml:"webhooks"`
+
 	// AppServices are the registration files of the application services
 	// (bridges, bots), relative to the config file's directory.
 	AppServices []string `yaml:"app_services"`
@@ -75,6 +79,25 @@ type ServerNotices struct {
 
 // Enabled reports whether server notices are configured.
 func (n *ServerNotices) Enabled() bool { return n.SystemMXIDLocalpart != "" }
+
+// Webhooks configures the built-in incoming webhooks: a room admin attaches
+// a hook to a room and gets a URL and a secret; GitHub (or anything that
+// speaks the generic shape) posts there and a bot user posts notices.
+type Webhooks struct {
+	Enabled bool `yaml:"enabled"`
+	// BotLocalpart is the bot's localpart; its user ID is reserved to the
+	// server as an internal application service.
+	BotLocalpart   string `yaml:"bot_localpart"`
+	BotDisplayName string `yaml:"bot_display_name"`
+	// MaxBodyBytes caps a delivery's body (413 M_TOO_LARGE above).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// Rate is per hook (429 M_LIMIT_EXCEEDED beyond), whether or not
+	// rate_limits are enabled.
+	Rate Rate `yaml:"rate"`
+	// DeliveryRetention is how long GitHub delivery IDs are kept to drop
+	// repeats.
+	DeliveryRetention Duration `yaml:"delivery_retention"`
+}
 
 // VoIP is the TURN server handed to clients at
 // GET /_matrix/client/v3/voip/turnServer. The keys are Synapse's.
@@ -407,6 +430,8 @@ func Default() Config {
 		// Synapse's turn_user_lifetime and turn_allow_guests.
 		VoIP:          VoIP{TURNUserLifetime: Duration(time.Hour), TURNAllowGuests: true},
 		ServerNotices: ServerNotices{RoomName: "Server Notices"},
+		Webhooks: Webhooks{BotLocalpart: "webhooks", BotDisplayName: "Webhooks", MaxBodyBytes: 1 << 20,
+			Rate: Rate{PerSecond: 5, Burst: 30}, DeliveryRetention: Duration(7 * 24 * time.Hour)},
 		// Synapse's max_spider_size; previews are off as in Synapse.
 		URLPreviews: URLPreviews{
 			MaxResponseBytes: 10 << 20,
@@ -530,6 +555,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen: expected HOST:PORT, got %q", c.Listen)
+	}
+	if err := c.Webhooks.validate(); err != nil {
+		return err
 	}
 	if c.PublicBaseURL != "" {
 		u, err := url.Parse(c.PublicBaseURL)
@@ -838,6 +866,22 @@ func (v *VoIP) validate() error {
 	}
 	if v.TURNUserLifetime < Duration(time.Minute) {
 		return fmt.Errorf("voip.turn_user_lifetime: expected at least 1m, got %s", v.TURNUserLifetime.Std())
+	}
+	return nil
+}
+
+func (w *Webhooks) validate() error {
+	if !w.Enabled {
+		return nil
+	}
+	if w.BotLocalpart == "" || strings.ContainsAny(w.BotLocalpart, ":@ ") || strings.ToLower(w.BotLocalpart) != w.BotLocalpart {
+		return fmt.Errorf("webhooks.bot_localpart: %q is not a valid localpart", w.BotLocalpart)
+	}
+	if w.MaxBodyBytes < 1024 {
+		return fmt.Errorf("webhooks.max_body_bytes: expected at least 1024, got %d", w.MaxBodyBytes)
+	}
+	if w.Rate.PerSecond <= 0 || w.Rate.Burst < 1 {
+		return fmt.Errorf("webhooks.rate: expected per_second > 0 and burst >= 1")
 	}
 	return nil
 }

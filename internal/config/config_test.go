@@ -79,6 +79,9 @@ func TestParseErrors(t *testing.T) {
 		{"bad room version", "rooms:\n  default_room_version: '99'\n", "rooms.default_room_version: expected a stable room version"},
 		{"fast delegate poll", "calls:\n  delegated_leave_poll_interval: 10ms\n", "calls.delegated_leave_poll_interval: expected at least 100ms"},
 		{"short delegate wait", "calls:\n  delegated_leave_connect_timeout: 0s\n", "calls.delegated_leave_connect_timeout: expected at least 1s"},
+		{"bad webhooks bot", "webhooks:\n  enabled: true\n  bot_localpart: 'Web Hooks'\n", "webhooks.bot_localpart"},
+		{"small webhooks body", "webhooks:\n  enabled: true\n  max_body_bytes: 10\n", "webhooks.max_body_bytes: expected at least 1024"},
+		{"bad webhooks rate", "webhooks:\n  enabled: true\n  rate:\n    per_second: 0\n    burst: 1\n", "webhooks.rate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

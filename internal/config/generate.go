@@ -397,10 +397,31 @@ server_notices:
   # Join the user to the room instead of inviting them.
   auto_join: false
 
+webhooks:
+  # Built-in incoming webhooks: a room admin attaches a GitHub or generic
+  # hook to a room (with "!webhook github" to the bot, or the
+  # /_tessera/webhooks/v1 API) and gets a URL and a secret; deliveries are
+  # posted into the room as notices by the bot. See docs/webhooks.md.
+  enabled: false
+  # The bot's localpart; its user ID is reserved (no one can register it).
+  bot_localpart: "webhooks"
+  bot_display_name: "Webhooks"
+  # Largest delivery body accepted (413 M_TOO_LARGE above).
+  max_body_bytes: 1048576
+  # Deliveries per hook (429 M_LIMIT_EXCEEDED beyond), whether or not
+  # rate_limits are enabled.
+  rate:
+    per_second: 5
+    burst: 30
+  # How long GitHub delivery IDs (X-GitHub-Delivery) are kept to drop
+  # repeated deliveries.
+  delivery_retention: "168h"
+
 # Application services (bridges such as the mautrix bridges, bots): their
 # registration files, in the standard YAML format (id, url, as_token,
 # hs_token, sender_localpart, namespaces, rate_limited, receive_ephemeral,
 # org.matrix.msc3202, io.element.msc4190). Paths are relative to this file.
-# A bad file stops the server at start, naming the file and the field.
+# A bad file stops the server at start, naming the file and the field. How
+# to register a bridge: docs/appservices.md.
 app_services: []
 `))

@@ -43,6 +43,7 @@ import (
 	"github.com/tessera-hs/tessera/slidingsync"
 	"github.com/tessera-hs/tessera/syncapi"
 	"github.com/tessera-hs/tessera/users"
+	"github.com/tessera-hs/tessera/webhooks"
 )
 
 // Server is a running (or ready to run) Tessera.
@@ -62,6 +63,8 @@ type Server struct {
 	delayed *delayed.Service
 	// sliding is simplified sliding sync (MSC4186).
 	sliding *slidingsync.Service
+	// webhooks are the built-in incoming webhooks; nil when off.
+	webhooks *webhooks.Service
 	// appServices are the registered application services (none: empty).
 	appServices *appservice.Set
 	// asPush pushes events to them (appservices.go).
@@ -122,6 +125,11 @@ func New(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*Server, 
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Webhooks.Enabled {
+		// The webhooks bot's user ID is reserved like an exclusive
+		// namespace, so that no one can register it.
+		regs = append(regs, webhooks.Registration(cfg.Webhooks, cfg.ServerName))
+	}
 	appServices, err := appservice.NewSet(cfg.ServerName, regs)
 	if err != nil {
 		return nil, err
@@ -154,6 +162,11 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	s.Users = us
+	// The application services act as users: their senders must exist.
+	us.SetAppServices(s.appServices)
+	if err := us.EnsureAppServiceSenders(ctx); err != nil {
+		return err
+	}
 	rs, err := roomserver.New(ctx, s.db, roomserver.Config{
 		ServerName: spec.ServerName(s.cfg.ServerName),
 		KeyID:      s.key.ID,
@@ -165,6 +178,8 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	s.Rooms = rs
+	// Aliases in an application service's exclusive namespace are its own.
+	rs.SetAliasGuard(s.appServices.CheckNewAlias)
 	us.SetHooks(users.Hooks{
 		ProfileChanged: func(ctx context.Context, userID string) {
 			if err := rs.UpdateMemberProfile(ctx, userID); err != nil {
@@ -276,6 +291,14 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	api.SetNotices(ns)
+	if s.cfg.Webhooks.Enabled {
+		if s.webhooks, err = webhooks.New(ctx, s.db, rs, us, spec.ServerName(s.cfg.ServerName), s.cfg.PublicBaseURL,
+			s.cfg.Webhooks, s.log.WithField("component", "webhooks")); err != nil {
+			return err
+		}
+		s.webhooks.Start()
+		api.SetWebhooks(s.webhooks)
+	}
 	ms, err := media.New(ctx, s.db, media.Config{
 		ServerName:        spec.ServerName(s.cfg.ServerName),
 		Dir:               filepath.Join(s.cfg.DataDir, "media"),
@@ -622,6 +645,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// would look like every participant leaving. What it kept alive
 		// stays scheduled.
 		s.delegations.Close()
+	}
+	if s.webhooks != nil {
+		// Before the room server: the bot sends through it.
+		s.webhooks.Close()
 	}
 	if s.delayed != nil {
 		// Before the room server, which sends what falls due.
