@@ -578,3 +578,55 @@ func TestBridgeAliasAndRoomNamespaces(t *testing.T) {
 		t.Errorf("the room bridge got the aliased room's messages %q", got)
 	}
 }
+
+// TestBridgePuppetsThroughIntent: the bridge works as mautrix bridges do,
+// through its as_token: its bot and a puppet in its exclusive namespace
+// are registered by mautrix's IntentAPI (m.login.application_service), the
+// puppet joins and sends by masquerading; the bridge is sent the puppet's
+// join, its own message back with its transaction ID (its echo), and the
+// other user's message, in order.
+func TestBridgePuppetsThroughIntent(t *testing.T) {
+	ctx := context.Background()
+	b := newBridge(t, "tessera.test", func(r *mas.Registration) {
+		r.ID = "telegram"
+		r.SenderLocalpart = "telegrambot"
+		r.Namespaces.UserIDs = nil
+		r.Namespaces.UserIDs.Register(regexpFor(`@tg_.*:tessera.test`), true)
+	})
+	srv := testserver.Start(t, b.option())
+	must(t, b.as.SetHomeserverURL(srv.URL))
+	alice := srv.Register("alice", "pw-alice-1")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	must(t, err)
+
+	must(t, b.as.BotIntent().EnsureRegistered(ctx))
+	puppet := b.as.Intent(id.NewUserID("tg_1", "tessera.test"))
+	must(t, puppet.EnsureJoined(ctx, room.RoomID))
+	sent, err := puppet.SendText(ctx, room.RoomID, "from telegram")
+	must(t, err)
+	send(t, alice, room.RoomID, "to telegram")
+	b.waitFor("both messages", 10*time.Second, func() bool { return len(b.messages(room.RoomID)) >= 2 })
+	time.Sleep(200 * time.Millisecond)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if got := b.messages(room.RoomID); !equal(got, []string{"from telegram", "to telegram"}) {
+		t.Errorf("messages = %q", got)
+	}
+	joined := false
+	for _, ev := range b.events {
+		if ev.Type == event.StateMember && ev.GetStateKey() == puppet.UserID.String() &&
+			ev.Content.AsMember().Membership == event.MembershipJoin {
+			joined = true
+		}
+		if ev.ID == sent.EventID && ev.Unsigned.TransactionID == "" {
+			t.Errorf("the puppet's message came back without its transaction_id")
+		}
+		if ev.Type == event.EventMessage && ev.Sender == alice.UserID && ev.Unsigned.TransactionID != "" {
+			t.Errorf("alice's message came with her transaction_id")
+		}
+	}
+	if !joined {
+		t.Errorf("the puppet's join did not reach the bridge")
+	}
+}
