@@ -165,3 +165,80 @@ func cryptoStore(t *testing.T, client *mautrix.Client, log zerolog.Logger) *cryp
 	must(t, store.DB.Upgrade(context.Background()))
 	return store
 }
+
+// TestBridgeEncryptedRoomMSC4190 is the same as a bridge built on mautrix's
+// IntentAPI does it: the puppet is registered through the as_token, its
+// device is created by the bridge (MSC4190), and the Olm machine acts as
+// that device by masquerading (user_id and device_id on each request).
+func TestBridgeEncryptedRoomMSC4190(t *testing.T) {
+	ctx := context.Background()
+	b := newBridge(t, "tessera.test", func(r *mas.Registration) {
+		r.ID, r.SenderLocalpart = "signal", "signalbot"
+		r.MSC3202, r.MSC4190 = true, true
+		r.Namespaces.UserIDs = nil
+		r.Namespaces.UserIDs.Register(regexpFor(`@sig_.*:tessera.test`), true)
+	})
+	srv := testserver.Start(t, b.option())
+	must(t, b.as.SetHomeserverURL(srv.URL))
+	alice := srv.Register("alice", "pw-alice-1")
+	var room mautrix.RespCreateRoom
+	_, err := alice.MakeRequest(ctx, "POST", alice.BuildClientURL("v3", "createRoom"), &mautrix.ReqCreateRoom{
+		Preset: "private_chat",
+		InitialState: []*event.Event{{Type: event.StateEncryption, Content: event.Content{
+			Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}}}},
+	}, &room)
+	must(t, err)
+	puppet := b.as.Intent(id.NewUserID("sig_1", "tessera.test"))
+	must(t, puppet.EnsureRegistered(ctx))
+	must(t, puppet.CreateDeviceMSC4190(ctx, "", "Signal bridge"))
+	_, err = alice.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: puppet.UserID})
+	must(t, err)
+	must(t, puppet.EnsureJoined(ctx, room.RoomID))
+
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	cli := puppet.Client
+	cli.Log = log
+	cli.StateStore = mautrix.NewMemoryStateStore()
+	mach := crypto.NewOlmMachine(cli, &log, cryptoStore(t, cli, log), cli.StateStore.(crypto.StateStore))
+	must(t, mach.Load(ctx))
+	must(t, mach.ShareKeys(ctx, -1))
+
+	aliceDev := e2eetest.NewDevice(t, alice)
+	deadline := time.Now().Add(10 * time.Second)
+	for !aliceDev.Sees(room.RoomID, alice.UserID, puppet.UserID) {
+		if time.Now().After(deadline) {
+			t.Fatal("alice's client does not see the encrypted room with the puppet")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	msgID, _ := aliceDev.Send(room.RoomID, []id.UserID{alice.UserID, puppet.UserID}, "to signal, encrypted")
+	b.waitFor("the room key and the message", 15*time.Second, func() bool {
+		key, msg := false, false
+		for _, ev := range b.toDevice {
+			key = key || (ev.Type == event.ToDeviceEncrypted && ev.ToUserID == puppet.UserID && ev.ToDeviceID == cli.DeviceID)
+		}
+		for _, ev := range b.events {
+			msg = msg || ev.ID == msgID
+		}
+		return key && msg
+	})
+	b.mu.Lock()
+	toDevice := slices.Clone(b.toDevice)
+	var encrypted *event.Event
+	for _, ev := range b.events {
+		if ev.ID == msgID {
+			encrypted = ev
+		}
+	}
+	b.mu.Unlock()
+	for _, ev := range toDevice {
+		mach.HandleToDeviceEvent(ctx, ev)
+	}
+	dec, err := mach.DecryptMegolmEvent(ctx, encrypted)
+	if err != nil {
+		t.Fatalf("the bridge cannot decrypt alice's message: %v", err)
+	}
+	if body := dec.Content.AsMessage().Body; body != "to signal, encrypted" {
+		t.Errorf("decrypted body = %q", body)
+	}
+}
