@@ -489,6 +489,12 @@ func TestBridgeUserAndAliasQueries(t *testing.T) {
 			if err != nil {
 				return false
 			}
+		case "user @puppet_invited:tessera.test":
+			c := srv.Client("", "")
+			_, err := c.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "puppet_invited", Password: "pw-inv-1"})
+			if err != nil {
+				return false
+			}
 		case "alias #bridged_chat:tessera.test":
 			_, err := creator.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "bridged_chat"})
 			if err != nil {
@@ -525,13 +531,18 @@ func TestBridgeUserAndAliasQueries(t *testing.T) {
 	if _, err := alice.ResolveAlias(ctx, "#elsewhere:tessera.test"); err == nil {
 		t.Errorf("an unknown alias outside the namespace resolved")
 	}
+	// Inviting a user the bridge creates when asked.
+	if _, err := creator.InviteUser(ctx, join.RoomID, &mautrix.ReqInviteUser{UserID: "@puppet_invited:tessera.test"}); err != nil {
+		t.Errorf("invite of a user the bridge creates on demand: %v", err)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	want := []string{"user @puppet_new:tessera.test", "user @puppet_never:tessera.test", "alias #bridged_chat:tessera.test"}
+	want := []string{"user @puppet_new:tessera.test", "user @puppet_never:tessera.test", "alias #bridged_chat:tessera.test",
+		"user @puppet_invited:tessera.test"}
 	if !equal(b.queries, want) {
 		t.Errorf("queries = %q, want %q", b.queries, want)
 	}
-	if len(created) != 2 {
+	if len(created) != 3 {
 		t.Errorf("created = %q", created)
 	}
 }
