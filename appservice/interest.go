@@ -30,6 +30,14 @@ type interest struct {
 
 	mu    sync.Mutex
 	cache map[string]*roomInterest
+	// memberGen counts the member events observed: a room read while it
+	// moved may have missed one, and is used but not cached.
+	memberGen uint64
+	// observedPos is the stream position of the last event observed: the
+	// cache holds every membership change up to it. An event after it
+	// (a sender can read committed events before the listener has run)
+	// is judged on the members read afresh.
+	observedPos int64
 }
 
 // roomInterest is what is cached of one room.
@@ -53,6 +61,10 @@ func (in *interest) observe(evs []*roomserver.Event) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	for _, ev := range evs {
+		in.observedPos = max(in.observedPos, ev.StreamPos)
+		if ev.Type() == spec.MRoomMember {
+			in.memberGen++
+		}
 		ri, ok := in.cache[ev.RoomID]
 		if !ok || ev.StateKey() == nil {
 			continue
@@ -72,12 +84,15 @@ func (in *interest) observe(evs []*roomserver.Event) {
 	}
 }
 
-// load returns the room's cache entry, reading its members on a miss.
-func (in *interest) load(ctx context.Context, roomID string) (*roomInterest, error) {
+// load returns the room's cache entry, reading its members on a miss,
+// or when the cache may not have caught up with stream position pos yet.
+func (in *interest) load(ctx context.Context, roomID string, pos int64) (*roomInterest, error) {
 	in.mu.Lock()
 	ri, ok := in.cache[roomID]
+	gen := in.memberGen
+	behind := pos > in.observedPos
 	in.mu.Unlock()
-	if ok {
+	if ok && !behind {
 		return ri, nil
 	}
 	list, err := in.rooms.JoinedUsers(ctx, roomID)
@@ -90,8 +105,17 @@ func (in *interest) load(ctx context.Context, roomID string) (*roomInterest, err
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if behind {
+		return ri, nil // fresh, but the cache is left to the listener
+	}
 	if cur, ok := in.cache[roomID]; ok {
 		return cur, nil
+	}
+	if in.memberGen != gen {
+		// A member event committed meanwhile may or may not be in
+		// what was read: good for now (it is at least as new as the
+		// events being sent), not to keep.
+		return ri, nil
 	}
 	if len(in.cache) >= maxInterestRooms {
 		in.cache = map[string]*roomInterest{}
@@ -103,12 +127,14 @@ func (in *interest) load(ctx context.Context, roomID string) (*roomInterest, err
 // membersInterest reports whether a joined member of the room is in the
 // service's user namespaces.
 func (in *interest) membersInterest(ctx context.Context, r *Registration, roomID string) bool {
-	v, _ := in.membersInterestErr(ctx, r, roomID)
+	v, _ := in.membersInterestErr(ctx, r, roomID, 0)
 	return v
 }
 
-func (in *interest) membersInterestErr(ctx context.Context, r *Registration, roomID string) (bool, error) {
-	ri, err := in.load(ctx, roomID)
+// membersInterestErr is membersInterest for an event at stream position
+// pos (0: now).
+func (in *interest) membersInterestErr(ctx context.Context, r *Registration, roomID string, pos int64) (bool, error) {
+	ri, err := in.load(ctx, roomID, pos)
 	if err != nil {
 		return false, err
 	}
@@ -134,7 +160,7 @@ func (in *interest) aliasInterest(ctx context.Context, r *Registration, roomID s
 	if len(r.Namespaces.Aliases) == 0 {
 		return false, nil
 	}
-	ri, err := in.load(ctx, roomID)
+	ri, err := in.load(ctx, roomID, 0)
 	if err != nil {
 		return false, err
 	}
@@ -161,15 +187,15 @@ func (in *interest) aliasInterest(ctx context.Context, r *Registration, roomID s
 // happens in the room (false when that cannot be read: for ephemeral
 // events, which are not retried).
 func (in *interest) room(ctx context.Context, r *Registration, roomID string) bool {
-	v, _ := in.roomErr(ctx, r, roomID)
+	v, _ := in.roomErr(ctx, r, roomID, 0)
 	return v
 }
 
-func (in *interest) roomErr(ctx context.Context, r *Registration, roomID string) (bool, error) {
+func (in *interest) roomErr(ctx context.Context, r *Registration, roomID string, pos int64) (bool, error) {
 	if r.InterestedInRoom(roomID) {
 		return true, nil
 	}
-	if v, err := in.membersInterestErr(ctx, r, roomID); v || err != nil {
+	if v, err := in.membersInterestErr(ctx, r, roomID, pos); v || err != nil {
 		return v, err
 	}
 	return in.aliasInterest(ctx, r, roomID)
@@ -202,5 +228,5 @@ func (in *interest) event(ctx context.Context, r *Registration, serverName strin
 			}
 		}
 	}
-	return in.roomErr(ctx, r, ev.RoomID)
+	return in.roomErr(ctx, r, ev.RoomID, ev.StreamPos)
 }
