@@ -114,7 +114,7 @@ func (s *Service) aggregations(ctx context.Context, viewer Viewer, evs []*Event,
 		if ev.RedactedBy != "" {
 			continue
 		}
-		if _, dup := byID[ev.EventID()]; !dup {
+		if _, dup := byID[ev.EventID()]; !dup && !s.noRels.has(ev.EventID()) {
 			byID[ev.EventID()] = ev
 			ids = append(ids, ev.EventID())
 		}
@@ -122,6 +122,7 @@ func (s *Service) aggregations(ctx context.Context, viewer Viewer, evs []*Event,
 	if len(ids) == 0 {
 		return nil, nil
 	}
+	gen := s.noRels.generation()
 	var rels []relationRow
 	for start := 0; start < len(ids); start += maxInList {
 		chunk := ids[start:min(start+maxInList, len(ids))]
@@ -185,12 +186,26 @@ func (s *Service) aggregations(ctx context.Context, viewer Viewer, evs []*Event,
 			put(id, RelReplace, ce)
 		}
 	}
+	threadRoots := map[string]bool{}
 	for start := 0; start < len(ids); start += maxInList {
 		chunk := ids[start:min(start+maxInList, len(ids))]
-		if err := s.threadAggregations(ctx, viewer, chunk, byID, vfs, depth, put); err != nil {
+		if err := s.threadAggregations(ctx, viewer, chunk, byID, vfs, depth, put, threadRoots); err != nil {
 			return nil, err
 		}
 	}
+	// What has no child relation now needs no query next time, until one
+	// is committed.
+	hasRels := map[string]bool{}
+	for _, r := range rels {
+		hasRels[r.target] = true
+	}
+	var none []string
+	for _, id := range ids {
+		if !hasRels[id] && !threadRoots[id] {
+			none = append(none, id)
+		}
+	}
+	s.noRels.record(gen, none)
 	return out, nil
 }
 
@@ -255,7 +270,7 @@ func hasNewContent(content []byte) bool {
 // size, and whether the viewer took part.
 // https://spec.matrix.org/v1.19/client-server-api/#server-side-aggregation-of-mthread-relationships
 func (s *Service) threadAggregations(ctx context.Context, viewer Viewer, ids []string, byID map[string]*Event,
-	vfs map[string]*visibilityFilter, depth int, put func(id, relType string, v any)) error {
+	vfs map[string]*visibilityFilter, depth int, put func(id, relType string, v any), roots map[string]bool) error {
 	ph, args := placeholders(ids, 1)
 	args = append([]any{viewer.UserID}, args...)
 	rows, err := s.db.QueryContext(ctx, `SELECT t.root_id, t.room_id, t.latest_id, t.count,
@@ -277,6 +292,7 @@ func (s *Service) threadAggregations(ctx context.Context, viewer Viewer, ids []s
 			return err
 		}
 		threads = append(threads, t)
+		roots[t.root] = true
 	}
 	if err := rows.Close(); err != nil {
 		return err

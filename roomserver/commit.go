@@ -1,6 +1,7 @@
 package roomserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -151,6 +152,20 @@ func (c *committer) commit(batch []*commitReq) {
 	}
 	var all []*Event
 	members := false
+	var targets []string
+	for _, req := range batch {
+		for _, pe := range req.events {
+			if !bytes.Contains(pe.ev.Content(), []byte(`"m.relates_to"`)) {
+				continue
+			}
+			if rel, ok := RelationOf(pe.ev.Content()); ok {
+				targets = append(targets, rel.EventID)
+			}
+		}
+	}
+	// Before the events are published: a reader woken by them must not
+	// trust an old "no relations".
+	c.s.noRels.related(targets)
 	for _, req := range batch {
 		for _, pe := range req.events {
 			if pe.outlier {

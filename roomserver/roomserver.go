@@ -78,6 +78,8 @@ type Service struct {
 	recent *recentEvents
 	// facts caches what room lists are sorted and filtered by.
 	facts *roomFacts
+	// noRels remembers events without child relations (aggregate.go).
+	noRels *noRelations
 	// memberships and membership cache a user's room list and one
 	// membership; any membership commit invalidates both.
 	memberships *gencache.Cache[string, []MembershipChange]
@@ -112,6 +114,7 @@ func New(ctx context.Context, db *database.DB, cfg Config, profiles Profiles, lo
 		groupCache: &stateGroupCache{max: 1024, groups: map[int64]stateIDs{}},
 		rooms:      map[string]*room{},
 		facts:      newRoomFacts(),
+		noRels:     newNoRelations(),
 
 		memberships: gencache.New[string, []MembershipChange](20_000),
 		membership:  gencache.New[[2]string, string](100_000),

@@ -176,10 +176,16 @@ type seenEvents struct {
 // record notes the room's timeline of one response read at at. The
 // caller holds mu.
 func (r *seenEvents) record(jr syncJoinedRoom, at time.Time) {
-	if jr.Timeline.Limited {
+	r.recordTimeline(jr.Timeline.Events, jr.Timeline.Limited, at)
+}
+
+// recordTimeline notes a room's timeline events (and whether the timeline
+// was limited) of one response read at at. The caller holds mu.
+func (r *seenEvents) recordTimeline(events []syncEvent, limited bool, at time.Time) {
+	if limited {
 		r.limited++
 	}
-	for _, ev := range jr.Timeline.Events {
+	for _, ev := range events {
 		if ev.Type != "m.room.message" {
 			continue
 		}

@@ -83,28 +83,7 @@ func (s *initialSyncScenario) run(ctx context.Context, e *env) (report, error) {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
 	u := users[0]
-	e.logf("setup: creating %d rooms", s.rooms)
-	rooms := make([]string, s.rooms)
-	err = forEach(ctx, s.rooms, s.setupPar, func(ctx context.Context, i int) error {
-		return e.c.retry429(ctx, "createRoom", func() (err error) {
-			rooms[i], err = createRoom(ctx, e.c, u.AccessToken, map[string]any{
-				"preset": "private_chat", "name": fmt.Sprintf("tessera-load initialsync %s room %d", e.runID, i),
-			})
-			return err
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("setup: %w", err)
-	}
-	e.logf("setup: sending %d messages into each of %d rooms", s.messages, s.rooms)
-	err = forEach(ctx, s.rooms*s.messages, s.setupPar, func(ctx context.Context, i int) error {
-		room, j := i%s.rooms, i/s.rooms
-		return e.c.retry429(ctx, "send", func() error {
-			_, err := sendText(ctx, e.c, u.AccessToken, rooms[room],
-				fmt.Sprintf("%s.%d.%d", e.runID, room, j), fmt.Sprintf("tessera-load %s: message %d", e.runID, j))
-			return err
-		})
-	})
+	rooms, err := roomsWithMessages(ctx, e, u, "initialsync", s.rooms, s.messages, s.setupPar)
 	if err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
@@ -164,4 +143,38 @@ func median(sorted []time.Duration) time.Duration {
 		return sorted[n/2]
 	}
 	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+// roomsWithMessages has u create n private rooms named for the scenario and
+// send messages text messages into each, par requests at a time, across
+// the rooms: the first message of every room, then the second of every
+// room, and so on. It returns the room IDs. For setup: not timed, and 429s
+// are waited out.
+func roomsWithMessages(ctx context.Context, e *env, u user, scenario string, n, messages, par int) ([]string, error) {
+	e.logf("setup: creating %d rooms", n)
+	rooms := make([]string, n)
+	err := forEach(ctx, n, par, func(ctx context.Context, i int) error {
+		return e.c.retry429(ctx, "createRoom", func() (err error) {
+			rooms[i], err = createRoom(ctx, e.c, u.AccessToken, map[string]any{
+				"preset": "private_chat", "name": fmt.Sprintf("tessera-load %s %s room %d", scenario, e.runID, i),
+			})
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.logf("setup: sending %d messages into each of %d rooms", messages, n)
+	err = forEach(ctx, n*messages, par, func(ctx context.Context, i int) error {
+		room, j := i%n, i/n
+		return e.c.retry429(ctx, "send", func() error {
+			_, err := sendText(ctx, e.c, u.AccessToken, rooms[room],
+				fmt.Sprintf("%s.%d.%d", e.runID, room, j), fmt.Sprintf("tessera-load %s: message %d", e.runID, j))
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rooms, nil
 }

@@ -69,6 +69,11 @@ var scenarios = map[string]func() scenario{
 	"initialsync": func() scenario { return &initialSyncScenario{} },
 	"idle":        func() scenario { return &idleScenario{} },
 	"fanout-ws":   func() scenario { return &fanoutWSScenario{} }, // Tessera's sync stream (WebSocket)
+	// Simplified sliding sync (MSC4186): a fresh connection's room list,
+	// delivery latency, idle connections.
+	"ss-initial": func() scenario { return &ssInitialScenario{} },
+	"ss-fanout":  func() scenario { return &ssFanoutScenario{} },
+	"ss-conns":   func() scenario { return &ssConnsScenario{} },
 	// Two servers: delivery from -hs to -hs2 over federation.
 	"federation": func() scenario { return &federationScenario{} },
 	// MatrixRTC: the embedded SFU (calls.enabled).
@@ -183,6 +188,15 @@ scenarios:
   idle     [-s 1000] [-d 20] [-poll-timeout 60s] [-settle 2s]
                                             S idle long-polls for D (sample the server meanwhile;
                                             see docs/idle-bench.sh)
+  ss-initial [-rooms 1000] [-messages 50] [-r 50] [-c 16]
+                                            one user in ROOMS rooms of MESSAGES messages: R fresh
+                                            sliding sync connections asking for the top 20 rooms
+  ss-fanout [-clients 50] [-n 100] [-interval 15ms] [-poll-timeout 30s] [-drain 10s]
+                                            fanout over sliding sync: each client its own user on its
+                                            own connection, long-polling with pos
+  ss-conns [-conns 1000] [-users 100] [-rooms 0] [-d 20] [-poll-timeout 60s] [-settle 2s] [-server-pid P]
+                                            CONNS idle sliding sync long-polls over USERS users for D;
+                                            with P, the server's RSS meanwhile
   federation [-s 1] [-n 200] [-interval 10ms] [-poll-timeout 30s] [-drain 15s] [-timeline-limit 100]
                                             one sender on -hs, S receivers on -hs2 long-polling /sync:
                                             latency and events/s over federation (-interval 0: flat out)
