@@ -110,7 +110,7 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 		if err := s.checkAliasGuard(alias, creator); err != nil {
 			return "", err
 		}
-		if id, err := s.ResolveAlias(ctx, alias); err == nil && id != "" {
+		if id, err := s.storedAlias(ctx, alias); err == nil && id != "" {
 			return "", &mxerr.Error{Status: 400, Code: "M_ROOM_IN_USE", Message: "Room alias already taken"}
 		}
 	}

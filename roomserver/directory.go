@@ -32,8 +32,24 @@ func validateAlias(alias string) error {
 }
 
 // ResolveAlias returns the room an alias points to, or "" if none. Aliases
-// of other servers need federation and are not found.
+// of other servers need federation and are not found. An unknown local
+// alias in an application service's namespace is asked of the service,
+// which may create it.
 func (s *Service) ResolveAlias(ctx context.Context, alias string) (string, error) {
+	if err := validateAlias(alias); err != nil {
+		return "", err
+	}
+	roomID, err := s.storedAlias(ctx, alias)
+	if err == nil && roomID == "" && s.queryAlias(ctx, alias) {
+		return s.storedAlias(ctx, alias)
+	}
+	return roomID, err
+}
+
+// storedAlias is the room an alias points to here, or "", without asking
+// the application services (room creation and canonical alias checks:
+// their answer would have a service create what is being created).
+func (s *Service) storedAlias(ctx context.Context, alias string) (string, error) {
 	if err := validateAlias(alias); err != nil {
 		return "", err
 	}

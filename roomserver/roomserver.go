@@ -69,6 +69,9 @@ type Service struct {
 	hierarchy HierarchyFetcher
 	// outbox, when set, queues committed events for other servers.
 	outbox atomic.Pointer[Outbox]
+	// aliasQuery, when set, asks the application services about unknown
+	// local aliases (aliasquery.go).
+	aliasQuery AliasQuery
 	// acls caches compiled m.room.server_acl contents.
 	acls aclCache
 	// recent holds each active room's newest event IDs for sync.

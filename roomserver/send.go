@@ -109,7 +109,7 @@ func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, conten
 		if !s.isLocal(a) {
 			continue // remote aliases cannot be checked without federation
 		}
-		id, err := s.ResolveAlias(ctx, a)
+		id, err := s.storedAlias(ctx, a)
 		if err != nil {
 			return err
 		}

@@ -41,6 +41,9 @@ type ToDevice struct {
 	// remote queues messages for other servers' users (todevice_remote.go);
 	// nil drops them.
 	remote RemoteSender
+	// onDelivered, if set, is told of the recipients of committed
+	// messages (appservice.go).
+	onDelivered func(userIDs []string)
 
 	// acked remembers how far each device's queue is known deleted
 	// (Page); a device deleted and recreated starts from nothing, as its

@@ -96,11 +96,16 @@ func (t *ToDevice) delivered(last int64, out []toDeviceMessage) {
 	}
 	t.pos.Advance(last)
 	woken := map[string]bool{}
+	var users []string
 	for _, m := range out {
 		if !woken[m.userID] {
 			woken[m.userID] = true
+			users = append(users, m.userID)
 			t.notifier.Wake(m.userID)
 		}
+	}
+	if t.onDelivered != nil {
+		t.onDelivered(users)
 	}
 }
 

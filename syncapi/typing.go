@@ -32,6 +32,9 @@ type Typing struct {
 	pos     int64
 	rooms   map[string]*typingRoom
 	stopped bool
+	// onChange, if set, is told of each change of a room's typing users
+	// (appservice.go).
+	onChange func(roomID string, userIDs []string)
 }
 
 // typingRoom is a room's typing users. It stays after the last user stops,
@@ -102,13 +105,18 @@ func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) 
 			changed = true
 		}
 	}
+	var now []string
 	if changed {
 		t.pos++
 		room.pos = t.pos
+		now = t.usersLocked(room)
 	}
 	t.mu.Unlock()
 	if changed {
 		t.notifier.WakeRoom(roomID)
+		if t.onChange != nil {
+			t.onChange(roomID, now)
+		}
 	}
 }
 
@@ -124,8 +132,12 @@ func (t *Typing) expire(roomID, userID string, tp *typist) {
 	delete(room.users, userID)
 	t.pos++
 	room.pos = t.pos
+	now := t.usersLocked(room)
 	t.mu.Unlock()
 	t.notifier.WakeRoom(roomID)
+	if t.onChange != nil {
+		t.onChange(roomID, now)
+	}
 }
 
 // Stop cancels every timer; later calls change nothing. For shutdown.

@@ -26,6 +26,9 @@ func (s *Service) MemberProfile(ctx context.Context, userID string) (string, str
 func (s *Service) Exists(ctx context.Context, userID string) (bool, error) {
 	var deactivated bool
 	err := s.db.QueryRowContext(ctx, `SELECT deactivated FROM accounts WHERE user_id = $1`, userID).Scan(&deactivated)
+	if isNoRowsErr(err) && s.queryUnknown(ctx, userID) {
+		err = s.db.QueryRowContext(ctx, `SELECT deactivated FROM accounts WHERE user_id = $1`, userID).Scan(&deactivated)
+	}
 	if isNoRowsErr(err) {
 		return false, nil
 	}

@@ -26,6 +26,9 @@ var profileKeyRe = regexp.MustCompile(`^(avatar_url|displayname|m\.tz|[a-z][a-z0
 // user does not exist or is deactivated.
 func (s *Service) Profile(ctx context.Context, userID string) (map[string]json.RawMessage, error) {
 	acc, err := s.Account(ctx, userID)
+	if _, ok := mxerr.As(err); ok && s.queryUnknown(ctx, userID) {
+		acc, err = s.Account(ctx, userID)
+	}
 	if err != nil {
 		if _, ok := mxerr.As(err); ok {
 			return nil, mxerr.NotFound("Profile not found")

@@ -58,6 +58,9 @@ type Service struct {
 	// appServices are the registered application services
 	// (SetAppServices; appservice.go); nil for none.
 	appServices *appservice.Set
+	// askUnknown, if set, asks the application services about an
+	// unknown local user (appservicequery.go).
+	askUnknown func(ctx context.Context, userID string) (bool, error)
 }
 
 // New runs the domain's migrations and returns the service.

@@ -80,6 +80,15 @@ var scenarios = map[string]func() scenario{
 	"calls": func() scenario { return &callsScenario{} },
 	// Tessera's built-in incoming webhooks (webhooks.enabled).
 	"webhooks": func() scenario { return &webhooksScenario{} },
+	// Application services: events pushed in transactions (the tool is
+	// the service; appservice-registration writes its registration).
+	"appservice":              func() scenario { return &appserviceScenario{} },
+	"appservice-registration": func() scenario { return &asRegistrationScenario{} },
+}
+
+// standaloneScenario runs without a homeserver (no -hs needed).
+type standaloneScenario interface {
+	standalone(stdout io.Writer) error
 }
 
 // env is what a scenario works with.
@@ -197,6 +206,13 @@ scenarios:
                                             (sample the server meanwhile; see docs/calls-bench.sh)
   webhooks [-c 8] [-m 250] [-verify]        C senders each POST M signed GitHub push deliveries to
                                             one hook (webhooks.enabled); webhooks/s, POST-to-room latency
+  appservice-registration [-o FILE] [-as-listen 127.0.0.1:29400]
+                                            write the registration of the appservice scenario's
+                                            application service (no -hs needed); add it to app_services
+  appservice -registration FILE [-c 8] [-m 250] [-drain 30s]
+                                            the tool is the application service: C senders send M
+                                            messages each into a room with its user; delivered
+                                            events/s and the latency from send to transaction
 
 common flags (before or after SCENARIO):
 `
@@ -243,6 +259,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if sfs.NArg() > 0 {
 		fmt.Fprintf(stderr, "tessera-load %s: unexpected argument %q\n", name, sfs.Arg(0))
 		return exitUsage
+	}
+	if st, ok := sc.(standaloneScenario); ok {
+		if err := sc.check(); err != nil {
+			fmt.Fprintf(stderr, "tessera-load %s: %v\n", name, err)
+			return exitUsage
+		}
+		if err := st.standalone(stdout); err != nil {
+			fmt.Fprintf(stderr, "tessera-load %s: %v\n", name, err)
+			return exitFail
+		}
+		return exitOK
 	}
 	checks := []func() error{opts.check, sc.check}
 	if oc, ok := sc.(optionsChecker); ok {

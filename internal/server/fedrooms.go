@@ -175,6 +175,7 @@ func (s *Server) sendUserEDU(ctx context.Context, q *queue.Queue, userID, typ st
 func (s *Server) startFederationPresence(q *queue.Queue) {
 	changes := make(chan string, 1024)
 	s.Sync.Presence().SetPublishHook(func(_ context.Context, userID string) {
+		s.presenceToAppServices(userID)
 		select {
 		case changes <- userID:
 		default:

@@ -67,6 +67,8 @@ type Server struct {
 	webhooks *webhooks.Service
 	// appServices are the registered application services (none: empty).
 	appServices *appservice.Set
+	// asPush pushes events to them (appservices.go).
+	asPush *appservice.Service
 
 	// FederationClient makes requests to other servers, signed with our
 	// key; KeyRing holds other servers' keys and verifies their
@@ -190,6 +192,9 @@ func (s *Server) init(ctx context.Context) error {
 				s.Push.ReceiptsChanged(roomID) // before the wake: woken syncs count afresh
 			}
 			s.notifier.WakeRoom(roomID)
+			if s.asPush != nil {
+				s.asPush.ReceiptsChanged(roomID)
+			}
 		},
 		DevicesDeleted: func(ctx context.Context, userID string, deviceIDs []string) {
 			if err := s.Sync.ToDevice().DevicesDeleted(ctx, userID, deviceIDs); err != nil {
@@ -249,6 +254,9 @@ func (s *Server) init(ctx context.Context) error {
 	// everyone who shares a room with them.
 	s.Keys.SetChangeHook(func(ctx context.Context, userID string) {
 		s.notifier.Wake(userID)
+		if s.asPush != nil {
+			s.asPush.DeviceListChanged(userID)
+		}
 		rooms, err := rs.JoinedRooms(ctx, userID)
 		if err != nil {
 			s.log.WithError(err).WithField("user_id", userID).Error("waking syncs after a device list change")
@@ -259,6 +267,9 @@ func (s *Server) init(ctx context.Context) error {
 		}
 	})
 	if s.keyBackup, err = keybackup.New(ctx, s.db); err != nil {
+		return err
+	}
+	if err := s.initAppServices(ctx); err != nil {
 		return err
 	}
 	api := clientapi.New(s.cfg, s.log, us, rs, s.Sync)
@@ -376,7 +387,13 @@ func (s *Server) init(ctx context.Context) error {
 	}
 	// Last, so that a failed start leaves no timer running: events that
 	// fell due while the server was down go out now.
-	return s.delayed.Start(ctx)
+	if err := s.delayed.Start(ctx); err != nil {
+		return err
+	}
+	// What application services missed while the server was down (and
+	// the transaction that was being delivered) goes out now.
+	s.asPush.Start()
+	return nil
 }
 
 // userInfoLooker is fclient's client, whose interface leaves out
@@ -644,6 +661,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.Push != nil {
 		// After the room server: evaluate what it handed over, then stop.
 		s.Push.Close()
+	}
+	if s.asPush != nil {
+		// After the room server; what is unsent is read again at the
+		// next start.
+		s.asPush.Close()
 	}
 	if s.fedStop != nil {
 		close(s.fedStop)
