@@ -141,6 +141,11 @@ func parsePos(s string) (int64, bool) {
 // starts. It reads only: the request's writes come with its response.
 func (s *Service) openConn(ctx context.Context, req *Request) (*conn, error) {
 	c := &conn{userID: req.UserID, deviceID: req.DeviceID, connID: req.ConnID}
+	// The record of the connection's last answer may still be on its way
+	// to the database.
+	if err := s.inflight.wait(ctx, connIdentity(req.UserID, req.DeviceID, req.ConnID)); err != nil {
+		return nil, err
+	}
 	var (
 		ackedPos       int64
 		ackedToken, st string
@@ -296,7 +301,7 @@ func (s *Service) save(ctx context.Context, c *conn, rec *record) (int64, error)
 		roomJSON[id] = string(b)
 	}
 	var pos int64
-	err = s.writer.do(ctx, func(tx *database.Tx) error {
+	write := func(ctx context.Context, tx *database.Tx) error {
 		now := time.Now().UnixMilli()
 		if c.reset {
 			var err error
@@ -304,18 +309,17 @@ func (s *Service) save(ctx context.Context, c *conn, rec *record) (int64, error)
 				return err
 			}
 		} else {
-			var ackedPos int64
+			var ackedPos, nextPos int64
 			if err := tx.QueryRowContext(ctx, `SELECT next_pos, acked_pos FROM sliding_sync_connections WHERE conn_key = $1`,
-				c.key).Scan(&pos, &ackedPos); err != nil {
+				c.key).Scan(&nextPos, &ackedPos); err != nil {
 				if errors.Is(err, sql.ErrNoRows) {
 					return unknownPos() // dropped meanwhile
 				}
 				return fmt.Errorf("sliding sync connection: %w", err)
 			}
-			if ackedPos > c.at {
+			if ackedPos > c.at || nextPos >= pos {
 				return unknownPos() // a later request moved the connection on
 			}
-			pos++
 			if c.at != ackedPos {
 				if err := ackPos(ctx, tx, c); err != nil {
 					return err
@@ -337,8 +341,81 @@ func (s *Service) save(ctx context.Context, c *conn, rec *record) (int64, error)
 			}
 		}
 		return nil
+	}
+	if c.reset {
+		// A connection's first answer: its row is made, and its key
+		// known, in this transaction.
+		err = s.writer.do(ctx, func(tx *database.Tx) error { return write(ctx, tx) })
+		return pos, err
+	}
+	// Then the answer goes out before its record commits: the record is
+	// a cache of what the client was sent, and the client's next request,
+	// which names this position, waits for it (openConn). Should the
+	// server die first, that position is unknown and the client starts
+	// the connection again, as MSC4186 provides.
+	pos = c.nextPos + 1
+	done := s.inflight.start(connIdentity(c.userID, c.deviceID, c.connID))
+	// The request's context ends with the answer: the write has its own.
+	wctx := context.WithoutCancel(ctx)
+	s.writer.later(func(tx *database.Tx) error { return write(wctx, tx) }, func(err error) {
+		if err != nil && !isUnknownPos(err) {
+			s.log.WithError(err).Warn("sliding sync: recording an answer")
+		}
+		done()
 	})
-	return pos, err
+	return pos, nil
+}
+
+func isUnknownPos(err error) bool {
+	me, ok := mxerr.As(err)
+	return ok && me.Code == "M_UNKNOWN_POS"
+}
+
+// connIdentity names a connection before its key is read.
+func connIdentity(userID, deviceID, connID string) string {
+	return userID + "\x00" + deviceID + "\x00" + connID
+}
+
+// inflight tracks, per connection, the record of its last answer while it
+// is being written.
+type inflight struct {
+	mu sync.Mutex
+	m  map[string]chan struct{}
+}
+
+// start registers a write and returns the function that ends it.
+func (f *inflight) start(id string) func() {
+	ch := make(chan struct{})
+	f.mu.Lock()
+	if f.m == nil {
+		f.m = map[string]chan struct{}{}
+	}
+	f.m[id] = ch
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		if f.m[id] == ch {
+			delete(f.m, id)
+		}
+		f.mu.Unlock()
+		close(ch)
+	}
+}
+
+// wait returns once the connection's last record is written.
+func (f *inflight) wait(ctx context.Context, id string) error {
+	f.mu.Lock()
+	ch := f.m[id]
+	f.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // ackPos makes the request's position the connection's state: the rooms
@@ -483,6 +560,8 @@ type writer struct {
 type writeReq struct {
 	fn   func(tx *database.Tx) error
 	done chan error
+	// then, when set, is told the outcome (a write nobody waits for).
+	then func(error)
 }
 
 func newWriter(db *database.DB) *writer {
@@ -501,6 +580,17 @@ func (w *writer) do(ctx context.Context, fn func(tx *database.Tx) error) error {
 		return ctx.Err()
 	}
 	return <-req.done
+}
+
+// later queues a write without waiting for it; then is called with its
+// outcome once it committed (or failed).
+func (w *writer) later(fn func(tx *database.Tx) error, then func(error)) {
+	req := &writeReq{fn: fn, done: make(chan error, 1), then: then}
+	select {
+	case w.reqs <- req:
+	case <-w.stop:
+		then(errors.New("sliding sync: stopping"))
+	}
 }
 
 func (w *writer) close() {
@@ -557,5 +647,8 @@ func (w *writer) commit(batch []*writeReq) {
 	}
 	for _, r := range batch {
 		r.done <- err
+		if r.then != nil {
+			r.then(err)
+		}
 	}
 }

@@ -37,6 +37,8 @@ type Service struct {
 	kicks  kickCache
 	dms    dmCache
 	memo   memo
+	// inflight: answers whose records are still being written.
+	inflight inflight
 
 	stop     chan struct{}
 	stopOnce sync.Once
