@@ -85,20 +85,15 @@ func (a *API) appServiceRoomList(r *http.Request, who *users.Requester) (any, er
 	if err != nil {
 		return nil, err
 	}
-	var body struct {
-		Visibility string `json:"visibility"`
-	}
-	if err := httpx.DecodeJSON(r, &body, false); err != nil {
+	visibility, err := decodeVisibility(r)
+	if err != nil {
 		return nil, err
-	}
-	if body.Visibility != "public" && body.Visibility != "private" {
-		return nil, mxerr.InvalidParam("visibility must be \"public\" or \"private\"")
 	}
 	network := pathVar(r, "networkId")
 	if network == "" {
 		return nil, mxerr.InvalidParam("networkId is required")
 	}
-	if err := a.rooms.SetAppServiceListed(r.Context(), reg.ID, network, id, body.Visibility == "public"); err != nil {
+	if err := a.rooms.SetAppServiceListed(r.Context(), reg.ID, network, id, visibility == "public"); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil

@@ -804,20 +804,30 @@ func (a *API) putVisibility(r *http.Request, who *users.Requester) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	var body struct {
-		Visibility string `json:"visibility"`
-	}
-	if err := httpx.DecodeJSON(r, &body, false); err != nil {
+	visibility, err := decodeVisibility(r)
+	if err != nil {
 		return nil, err
-	}
-	if body.Visibility != "public" && body.Visibility != "private" {
-		return nil, mxerr.InvalidParam("visibility must be \"public\" or \"private\"")
 	}
 	if err := a.rooms.CheckCanPublish(r.Context(), id, who.UserID, who.IsAdmin); err != nil {
 		return nil, err
 	}
-	if err := a.rooms.SetPublished(r.Context(), id, body.Visibility == "public"); err != nil {
+	if err := a.rooms.SetPublished(r.Context(), id, visibility == "public"); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil
+}
+
+// decodeVisibility reads a room directory visibility body:
+// {"visibility": "public" | "private"}.
+func decodeVisibility(r *http.Request) (string, error) {
+	var body struct {
+		Visibility string `json:"visibility"`
+	}
+	if err := httpx.DecodeJSON(r, &body, false); err != nil {
+		return "", err
+	}
+	if body.Visibility != "public" && body.Visibility != "private" {
+		return "", mxerr.InvalidParam("visibility must be \"public\" or \"private\"")
+	}
+	return body.Visibility, nil
 }
