@@ -10,6 +10,7 @@ package slidingsync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -149,17 +150,46 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 			return resp, nil
 		}
 		unlock()
+		if err := s.wait(ctx, req.UserID, changed, deadline, rec.token); errors.Is(err, errLast) {
+			last = true
+		} else if err != nil {
+			unlock = func() {}
+			return nil, err
+		}
+		unlock = s.locks.lock(req.UserID + "\x00" + req.DeviceID + "\x00" + req.ConnID)
+	}
+}
+
+// errLast: the long-poll ends (its timeout, or the server stopping); the
+// request answers with what it has.
+var errLast = errors.New("last")
+
+// wait sleeps until the user's next change that sliding sync may care
+// about. Presence wakes /sync's clients but sliding sync serves no
+// presence: a wake that moved no other stream (a user going idle, say)
+// is slept through rather than answered by a recomputation, which for a
+// thousand idle connections is a burst of work and garbage for nothing.
+func (s *Service) wait(ctx context.Context, userID string, changed <-chan struct{}, deadline <-chan time.Time, seen syncapi.Token) error {
+	notifier := s.sync.Notifier()
+	for {
 		select {
 		case <-changed:
 		case <-deadline:
-			last = true
+			return errLast
 		case <-s.sync.Stopping():
-			last = true
+			return errLast
 		case <-ctx.Done():
-			unlock = func() {}
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
-		unlock = s.locks.lock(req.UserID + "\x00" + req.DeviceID + "\x00" + req.ConnID)
+		next := notifier.Changed(userID)
+		now, err := s.sync.Now(ctx)
+		if err != nil {
+			return err
+		}
+		if !syncapi.OnlyPresenceMoved(seen, now) {
+			return nil
+		}
+		changed = next
 	}
 }
 

@@ -147,3 +147,17 @@ func (s *Service) RoomTimeline(ctx context.Context, roomID, userID string, ignor
 	tl, limited, _, _, err := s.timeline(ctx, f, roomID, userID, from, to)
 	return tl, limited, err
 }
+
+// presenceIndex is the presence stream's place in a token.
+var presenceIndex = slices.Index(streamNames, "presence")
+
+// OnlyPresenceMoved reports whether now differs from seen in the presence
+// stream alone (or not at all).
+func OnlyPresenceMoved(seen, now Token) bool {
+	for i := range streamNames {
+		if i != presenceIndex && now.pos(i) != seen.pos(i) {
+			return false
+		}
+	}
+	return true
+}
