@@ -30,10 +30,12 @@ type candidate struct {
 // roomList is the user's rooms, sorted by recency, newest first, and what
 // the filters read, loaded once per request.
 type roomList struct {
-	s        *Service
-	userID   string
-	rooms    []*candidate
-	byID     map[string]*candidate
+	s      *Service
+	userID string
+	rooms  []*candidate
+	byID   map[string]*candidate
+	// all is every membership of the user, listed or not.
+	all      []roomserver.MembershipChange
 	dms      map[string]bool
 	ignored  map[string]bool
 	tags     map[string]map[string]bool // nil until a filter needs them
@@ -77,7 +79,7 @@ func (s *Service) listRooms(ctx context.Context, userID string, ignored map[stri
 	if err != nil {
 		return nil, err
 	}
-	rl := &roomList{s: s, userID: userID, byID: make(map[string]*candidate, len(mems)), ignored: ignored}
+	rl := &roomList{s: s, userID: userID, byID: make(map[string]*candidate, len(mems)), ignored: ignored, all: mems}
 	var known, selfLeft []string
 	var pendingLeft []*candidate
 	for _, m := range mems {

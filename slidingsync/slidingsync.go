@@ -260,10 +260,7 @@ func (s *Service) compute(ctx context.Context, c *conn, req *Request, state conn
 	for _, id := range sortedKeys(state.Subs) {
 		cand := rl.byID[id]
 		if cand == nil {
-			if cand, err = s.subscribedElsewhere(ctx, req.UserID, id); err != nil {
-				return nil, nil, false, err
-			}
-			if cand == nil {
+			if cand = rl.elsewhere(id); cand == nil {
 				continue // not a room the user may see: ignored
 			}
 		}
@@ -310,20 +307,16 @@ func (s *Service) compute(ctx context.Context, c *conn, req *Request, state conn
 	return resp, rec, news || extNews, nil
 }
 
-// subscribedElsewhere is the candidate for a subscribed room outside the
-// room list: one the user left themselves (the list shows those only
-// once sent). Nil for a room the user was never in.
-func (s *Service) subscribedElsewhere(ctx context.Context, userID, roomID string) (*candidate, error) {
-	mems, err := s.rooms.Memberships(ctx, userID)
-	if err != nil {
-		return nil, err
-	}
-	for _, m := range mems {
+// elsewhere is the candidate for a subscribed room outside the room list:
+// one the user left themselves (the list shows those only once sent). Nil
+// for a room the user was never in.
+func (rl *roomList) elsewhere(roomID string) *candidate {
+	for _, m := range rl.all {
 		if m.RoomID == roomID && (m.Membership == spec.Leave || m.Membership == spec.Ban) {
-			return &candidate{m: m, bump: m.StreamPos}, nil
+			return &candidate{m: m, bump: m.StreamPos}
 		}
 	}
-	return nil, nil
+	return nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {
