@@ -236,7 +236,7 @@ func TestAppServiceRegister(t *testing.T) {
 		{"outside the namespace", bridgeToken, with(map[string]any{"username": "carol", "inhibit_login": true}), 400, "M_EXCLUSIVE", false},
 		{"another service's namespace", bridgeToken, with(map[string]any{"username": "e2b_x", "inhibit_login": true}), 400, "M_EXCLUSIVE", false},
 		{"service without namespace", downToken, with(map[string]any{"username": "dave", "inhibit_login": true}), 400, "M_EXCLUSIVE", false},
-		{"MSC4190 service must inhibit login", e2bToken, with(map[string]any{"username": "e2b_y"}), 400, "IO.ELEMENT.MSC4190.M_APPSERVICE_LOGIN_UNSUPPORTED", false},
+		{"MSC4190 service must inhibit login", e2bToken, with(map[string]any{"username": "e2b_y"}), 400, "M_APPSERVICE_LOGIN_UNSUPPORTED", false},
 		{"MSC4190 service", e2bToken, with(map[string]any{"username": "e2b_y", "inhibit_login": true}), 200, "", false},
 		{"no username", bridgeToken, with(map[string]any{"inhibit_login": true}), 400, "M_MISSING_PARAM", false},
 		{"wrong token", "as-token-nope", with(map[string]any{"username": "_bridge_d"}), 401, "M_UNKNOWN_TOKEN", false},
@@ -291,7 +291,7 @@ func TestAppServiceLogin(t *testing.T) {
 		{"sender", bridgeToken, "bridgebot", 200, ""},
 		{"unregistered puppet", bridgeToken, "_bridge_ghost", 403, "M_FORBIDDEN"},
 		{"user outside the namespace", bridgeToken, "alice", 400, "M_EXCLUSIVE"},
-		{"MSC4190 service", e2bToken, "e2b_a", 400, "IO.ELEMENT.MSC4190.M_APPSERVICE_LOGIN_UNSUPPORTED"},
+		{"MSC4190 service", e2bToken, "e2b_a", 400, "M_APPSERVICE_LOGIN_UNSUPPORTED"},
 		{"wrong token", "as-token-nope", "_bridge_a", 401, "M_UNKNOWN_TOKEN"},
 		{"no token", "", "_bridge_a", 401, "M_MISSING_TOKEN"},
 	}

@@ -158,10 +158,11 @@ func (s *Service) AppServiceLogin(ctx context.Context, token, identifier string)
 }
 
 // ErrAppServiceLoginUnsupported refuses logins (and registrations that
-// would log in) to services that manage their devices (MSC4190, whose
-// unstable error code this is).
+// would log in) to services that manage their devices (MSC4190): the
+// spec's code since v1.17.
+// https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3login
 func ErrAppServiceLoginUnsupported() *mxerr.Error {
-	return &mxerr.Error{Status: http.StatusBadRequest, Code: "IO.ELEMENT.MSC4190.M_APPSERVICE_LOGIN_UNSUPPORTED",
+	return &mxerr.Error{Status: http.StatusBadRequest, Code: "M_APPSERVICE_LOGIN_UNSUPPORTED",
 		Message: "This application service manages its devices (MSC4190): use inhibit_login and device masquerading"}
 }
 
