@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -35,22 +34,7 @@ const jssdkSlidingRooms = 50
 // passed and each problem; set TESSERA_JSSDK_SSLOG=1 to see every sliding
 // sync exchange.
 func TestJSSDKSlidingSync(t *testing.T) {
-	if testing.Short() {
-		t.Skip("matrix-js-sdk test skipped in -short mode")
-	}
-	// As TestJSSDKEncryptedRoom: skip without Node or the packages, fail
-	// where TESSERA_REQUIRE_BROWSER is set.
-	missing := t.Skipf
-	if os.Getenv("TESSERA_REQUIRE_BROWSER") != "" {
-		missing = t.Fatalf
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		missing("node not installed (.ci/run installs Debian's nodejs)")
-	}
-	if _, err := os.Stat(filepath.Join(jssdkDir, "node_modules", "matrix-js-sdk", "package.json")); err != nil {
-		missing("matrix-js-sdk missing (run npm ci in clientapi/%s): %v", jssdkDir, err)
-	}
+	node := requireJSSDK(t)
 	t.Parallel()
 
 	srv := testserver.Start(t)

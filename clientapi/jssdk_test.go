@@ -23,17 +23,25 @@ const jssdkDir = "testdata/jssdk"
 // members, which the SDK loads with /members?at=<its latest next_batch>:
 // a server that refuses sync tokens there breaks encrypted sends in
 // Element Web.
-func TestJSSDKEncryptedRoom(t *testing.T) {
+// missingTool is how a test reacts to a missing external tool (Node, npm
+// packages, Chromium): a skip on a developer's machine, a failure where
+// TESSERA_REQUIRE_BROWSER is set (.ci/run installs them all), so that CI
+// cannot pass by skipping.
+func missingTool(t testing.TB) func(format string, args ...any) {
+	if os.Getenv("TESSERA_REQUIRE_BROWSER") != "" {
+		return t.Fatalf
+	}
+	return t.Skipf
+}
+
+// requireJSSDK skips (or, in CI, fails) a matrix-js-sdk test without Node
+// or the npm packages, and returns the node binary.
+func requireJSSDK(t *testing.T) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("matrix-js-sdk test skipped in -short mode")
 	}
-	// As TestCallsBrowser: skip on a developer's machine without Node or
-	// the packages, fail where TESSERA_REQUIRE_BROWSER is set (.ci/run
-	// installs both) so that CI cannot pass by skipping.
-	missing := t.Skipf
-	if os.Getenv("TESSERA_REQUIRE_BROWSER") != "" {
-		missing = t.Fatalf
-	}
+	missing := missingTool(t)
 	node, err := exec.LookPath("node")
 	if err != nil {
 		missing("node not installed (.ci/run installs Debian's nodejs)")
@@ -41,6 +49,11 @@ func TestJSSDKEncryptedRoom(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(jssdkDir, "node_modules", "matrix-js-sdk", "package.json")); err != nil {
 		missing("matrix-js-sdk missing (run npm ci in clientapi/%s): %v", jssdkDir, err)
 	}
+	return node
+}
+
+func TestJSSDKEncryptedRoom(t *testing.T) {
+	node := requireJSSDK(t)
 	t.Parallel()
 
 	srv := testserver.Start(t)

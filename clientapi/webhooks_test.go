@@ -46,11 +46,7 @@ func githubExamples(t testing.TB) map[string][]json.RawMessage {
 	path := filepath.Join(githubExamplesDir, "node_modules", "@octokit", "webhooks-examples", "api.github.com", "index.json")
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		missing := t.Skipf
-		if os.Getenv("TESSERA_REQUIRE_BROWSER") != "" {
-			missing = t.Fatalf
-		}
-		missing("@octokit/webhooks-examples missing (run npm ci in webhooks/testdata/github): %v", err)
+		missingTool(t)("@octokit/webhooks-examples missing (run npm ci in webhooks/testdata/github): %v", err)
 	}
 	var index []struct {
 		Name     string            `json:"name"`
