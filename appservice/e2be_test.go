@@ -146,6 +146,51 @@ func TestBridgeEncryptedRoom(t *testing.T) {
 	if !found {
 		t.Errorf("no one-time key count of the puppet's device: %+v", counts)
 	}
+
+	// Carol claims a key of the puppet's device and sends nothing: the
+	// bridge is still told the lower count, so that it uploads more
+	// before they run out.
+	before := lastOTKCount(b, puppet.UserID, puppet.DeviceID)
+	claim, err := carol.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{
+		puppet.UserID: {puppet.DeviceID: id.KeyAlgorithmSignedCurve25519}}})
+	must(t, err)
+	if len(claim.OneTimeKeys[puppet.UserID][puppet.DeviceID]) != 1 {
+		t.Fatalf("claim answered %+v", claim.OneTimeKeys)
+	}
+	b.waitFor("the count after carol's claim", 10*time.Second, func() bool {
+		return lastOTKCountLocked(b, puppet.UserID, puppet.DeviceID) == before-1
+	})
+
+	// The puppet leaves the only room it shared with alice: her devices
+	// are no longer the bridge's concern.
+	_, err = puppet.LeaveRoom(ctx, room.RoomID)
+	must(t, err)
+	b.waitFor("alice in left after the puppet left", 10*time.Second, func() bool {
+		for _, dl := range b.deviceLists {
+			if slices.Contains(dl.Left, alice.UserID) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// lastOTKCount is the signed_curve25519 count of the last one-time key
+// count the bridge received for a device (-1: none).
+func lastOTKCount(b *bridge, user id.UserID, device id.DeviceID) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return lastOTKCountLocked(b, user, device)
+}
+
+func lastOTKCountLocked(b *bridge, user id.UserID, device id.DeviceID) int {
+	n := -1
+	for _, c := range b.otkCounts {
+		if c.UserID == user && c.DeviceID == device {
+			n = c.SignedCurve25519
+		}
+	}
+	return n
 }
 
 // cryptoStore is mautrix-go's SQL crypto store on a SQLite file.

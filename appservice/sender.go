@@ -60,6 +60,10 @@ type sender struct {
 	mu            sync.Mutex
 	ephemeral     []json.RawMessage
 	deviceChanged map[string]bool
+	// claimed are the service's users' devices whose one-time or
+	// fallback keys someone claimed (MSC3202): their counts go in the
+	// next transaction.
+	claimed map[[2]string]bool
 }
 
 // pendingTxn is the transaction being delivered, and where it takes the
@@ -81,6 +85,7 @@ func (s *Service) newSender(ctx context.Context, r *Registration) (*sender, erro
 		s: s, reg: r, log: s.log.WithField("appservice", r.ID),
 		wakeCh:        make(chan struct{}, 1),
 		deviceChanged: map[string]bool{},
+		claimed:       map[[2]string]bool{},
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	var tdPos int64
@@ -157,6 +162,17 @@ func (w *sender) deviceListChanged(userID string) {
 	w.mu.Lock()
 	if len(w.deviceChanged) < maxEphemeralQueue {
 		w.deviceChanged[userID] = true
+	}
+	w.mu.Unlock()
+	w.wake()
+}
+
+func (w *sender) keysClaimed(userID string, deviceIDs []string) {
+	w.mu.Lock()
+	for _, d := range deviceIDs {
+		if len(w.claimed) < maxEphemeralQueue {
+			w.claimed[[2]string{userID, d}] = true
+		}
 	}
 	w.mu.Unlock()
 	w.wake()
@@ -287,6 +303,11 @@ scan:
 		joined[u] = true
 	}
 	clear(w.deviceChanged)
+	counted := make([][2]string, 0, len(w.claimed))
+	for dev := range w.claimed {
+		counted = append(counted, dev)
+	}
+	clear(w.claimed)
 	w.mu.Unlock()
 	var changed, gone []string
 	for u := range joined {
@@ -296,7 +317,8 @@ scan:
 		gone = append(gone, u)
 	}
 
-	if len(events) == 0 && len(toDevice) == 0 && len(ephemeral) == 0 && len(changed) == 0 {
+	if len(events) == 0 && len(toDevice) == 0 && len(ephemeral) == 0 && len(changed) == 0 && len(gone) == 0 &&
+		(len(counted) == 0 || !w.reg.MSC3202) {
 		w.eventPos, w.toDevicePos = evPos, tdPos
 		return nil, nil
 	}
@@ -317,7 +339,10 @@ scan:
 			sort.Strings(gone)
 			body["org.matrix.msc3202.device_lists"] = map[string]any{"changed": nonNil(changed), "left": nonNil(gone)}
 		}
-		if err := w.keyCounts(ctx, body, toDevice); err != nil {
+		for _, m := range toDevice {
+			counted = append(counted, [2]string{m["to_user_id"].(string), m["to_device_id"].(string)})
+		}
+		if err := w.keyCounts(ctx, body, counted); err != nil {
 			return nil, err
 		}
 	}
@@ -343,16 +368,17 @@ scan:
 }
 
 // keyCounts adds the one-time key counts and unused fallback key types of
-// the devices that the transaction's to-device messages are for (MSC3202):
-// a device that was sent an olm message has had a one-time key claimed.
-func (w *sender) keyCounts(ctx context.Context, body map[string]any, toDevice []map[string]any) error {
-	if w.s.keys == nil || len(toDevice) == 0 {
+// devices (MSC3202): those whose keys were claimed, and those the
+// transaction's to-device messages are for (an olm message usually follows
+// a claim).
+func (w *sender) keyCounts(ctx context.Context, body map[string]any, devices [][2]string) error {
+	if w.s.keys == nil || len(devices) == 0 {
 		return nil
 	}
 	otks := map[string]map[string]map[string]int{}
 	fallbacks := map[string]map[string][]string{}
-	for _, m := range toDevice {
-		u, d := m["to_user_id"].(string), m["to_device_id"].(string)
+	for _, dev := range devices {
+		u, d := dev[0], dev[1]
 		if _, done := otks[u][d]; done {
 			continue
 		}
@@ -458,29 +484,46 @@ func (w *sender) memberDeviceLists(ctx context.Context, ev *roomserver.Event, jo
 	}
 	u := *ev.StateKey()
 	serverName := w.s.set.ServerName()
-	if w.reg.InterestedInUser(u, serverName) {
-		return
-	}
 	m, _ := ev.Membership()
-	if m == "join" {
-		if w.s.interest.membersInterest(ctx, w.reg, ev.RoomID) {
-			joined[u] = true
-			delete(left, u)
-		}
+	if m != "join" && m != "leave" && m != "ban" {
 		return
 	}
-	if m != "leave" && m != "ban" {
+	if !w.reg.InterestedInUser(u, serverName) {
+		w.deviceListsOf(ctx, u, m == "join" && w.s.interest.membersInterest(ctx, w.reg, ev.RoomID), joined, left)
 		return
 	}
-	rooms, err := w.s.rooms.JoinedRooms(ctx, u)
+	// One of the service's users joined or left: the room's members are
+	// newly shared with the service (their devices may have changed
+	// unseen), or may no longer be.
+	members, err := w.s.rooms.JoinedUsers(ctx, ev.RoomID)
 	if err != nil {
+		w.log.WithError(err).WithField("room_id", ev.RoomID).Warn("appservice: members for device lists")
 		return
 	}
-	for _, r := range rooms {
-		if w.s.interest.membersInterest(ctx, w.reg, r) {
-			return // still shares a room with the service's users
+	for _, other := range members {
+		if other != u && !w.reg.InterestedInUser(other, serverName) {
+			w.deviceListsOf(ctx, other, m == "join", joined, left)
 		}
 	}
-	left[u] = true
-	delete(joined, u)
+}
+
+// deviceListsOf files user as changed (shares is true: they share a room
+// with the service's users) or, when they no longer share any, as left.
+func (w *sender) deviceListsOf(ctx context.Context, user string, shares bool, joined, left map[string]bool) {
+	if !shares {
+		rooms, err := w.s.rooms.JoinedRooms(ctx, user)
+		if err != nil {
+			return
+		}
+		for _, r := range rooms {
+			if w.s.interest.membersInterest(ctx, w.reg, r) {
+				return // still shares a room with the service's users
+			}
+		}
+		left[user] = true
+		delete(joined, user)
+		return
+	}
+	joined[user] = true
+	delete(left, user)
 }

@@ -292,6 +292,22 @@ func (s *Service) DeviceListChanged(userID string) {
 	}
 }
 
+// KeysClaimed tells the MSC3202 services whose users' one-time or
+// fallback keys were claimed (user ID to device IDs), so that they get
+// the new counts and upload more keys before they run out.
+func (s *Service) KeysClaimed(claimed map[string][]string) {
+	for _, w := range s.senders {
+		if !w.reg.MSC3202 {
+			continue
+		}
+		for u, devs := range claimed {
+			if w.reg.InterestedInUser(u, s.set.ServerName()) {
+				w.keysClaimed(u, devs)
+			}
+		}
+	}
+}
+
 // WantsEphemeral reports whether a service asked for ephemeral events.
 func (s *Service) WantsEphemeral() bool { return s.anyEphemeral() }
 

@@ -181,7 +181,7 @@ func TestAppServiceAuth(t *testing.T) {
 		{"device of an MSC4190 service", e2bToken, q("@e2b_puppet:tessera.test") + "&device_id=E2BDEV", 200, "", "@e2b_puppet:tessera.test", "E2BDEV"},
 		{"MSC3202 device parameter", e2bToken, q("@e2b_puppet:tessera.test") + "&org.matrix.msc3202.device_id=E2BDEV", 200, "", "@e2b_puppet:tessera.test", "E2BDEV"},
 		{"unknown device", e2bToken, q("@e2b_puppet:tessera.test") + "&device_id=NOPE", 400, "M_UNKNOWN_DEVICE", "", ""},
-		{"device ignored without MSC4190", bridgeToken, q("@_bridge_puppet:tessera.test") + "&device_id=NOPE", 200, "", "@_bridge_puppet:tessera.test", ""},
+		{"any service asserts devices (MSC4326)", bridgeToken, q("@_bridge_puppet:tessera.test") + "&device_id=NOPE", 400, "M_UNKNOWN_DEVICE", "", ""},
 		{"wrong token", "as-token-nope", "", 401, "M_UNKNOWN_TOKEN", "", ""},
 	}
 	for _, c := range cases {

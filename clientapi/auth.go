@@ -61,10 +61,16 @@ func accessToken(r *http.Request) (string, error) {
 // org.matrix.msc3202.device_id) the request asserts.
 // https://spec.matrix.org/v1.19/application-service-api/#identity-assertion
 func (a *API) authenticate(r *http.Request, token string) (*users.Requester, error) {
+	return a.users.AuthenticateAs(r.Context(), token, a.clientInfo(r), assertion(r))
+}
+
+// assertion is the identity a request asserts, used only when its token is
+// an application service's.
+func assertion(r *http.Request) users.Assertion {
 	q := r.URL.Query()
 	as := users.Assertion{UserID: q.Get("user_id"), DeviceID: q.Get("device_id")}
 	if as.DeviceID == "" {
 		as.DeviceID = q.Get("org.matrix.msc3202.device_id")
 	}
-	return a.users.AuthenticateAs(r.Context(), token, a.clientInfo(r), as)
+	return as
 }

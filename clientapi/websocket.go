@@ -194,7 +194,9 @@ func (h *streamHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fail(err)
 		return
 	}
-	who, err := a.users.Authenticate(r.Context(), token, a.clientInfo(r))
+	// An application service's stream is its asserted user's (user_id,
+	// device_id), as on every other endpoint.
+	who, err := a.authenticate(r, token)
 	if err != nil {
 		fail(err)
 		return
@@ -220,7 +222,7 @@ func (h *streamHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
 	c := &streamConn{
-		hub: h, who: who, token: token, query: r.URL.Query(),
+		hub: h, who: who, token: token, assertion: assertion(r), query: r.URL.Query(),
 		remoteAddr: r.RemoteAddr, header: r.Header.Clone(),
 		ctx: ctx, cancel: cancel,
 		out:     make(chan outMessage, h.limits.queueLen),
@@ -271,10 +273,13 @@ func (h *streamHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // streamConn is one open stream.
 type streamConn struct {
-	hub        *streamHub
-	ws         *websocket.Conn
-	who        *users.Requester
-	token      string
+	hub   *streamHub
+	ws    *websocket.Conn
+	who   *users.Requester
+	token string
+	// assertion is what an application service asserted (user_id,
+	// device_id): re-checked with the token, and sent with its requests.
+	assertion  users.Assertion
 	query      url.Values // the request's parameters
 	remoteAddr string
 	header     http.Header
@@ -441,9 +446,9 @@ func (c *streamConn) keepalive() {
 // checkToken re-authenticates the stream's access token, closing the
 // stream (4401) when it is no longer valid.
 func (c *streamConn) checkToken() bool {
-	_, err := c.hub.a.users.Authenticate(c.ctx, c.token, users.ClientInfo{
+	_, err := c.hub.a.users.AuthenticateAs(c.ctx, c.token, users.ClientInfo{
 		IP: c.clientIP(), UserAgent: c.header.Get("User-Agent"),
-	})
+	}, c.assertion)
 	if err == nil {
 		return true
 	}

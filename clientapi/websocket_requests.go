@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 
 	"github.com/coder/websocket"
 
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/jsonx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/users"
 )
 
 // The requests a client may send on the sync stream:
@@ -259,6 +261,20 @@ func (c *streamConn) dispatch(method, path string, body any) (json.RawMessage, e
 	raw, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
+	}
+	if c.assertion != (users.Assertion{}) {
+		q := url.Values{}
+		if c.assertion.UserID != "" {
+			q.Set("user_id", c.assertion.UserID)
+		}
+		if c.assertion.DeviceID != "" {
+			q.Set("device_id", c.assertion.DeviceID)
+		}
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		path += sep + q.Encode()
 	}
 	r, err := http.NewRequestWithContext(c.ctx, method, path, bytes.NewReader(raw))
 	if err != nil {

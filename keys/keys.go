@@ -24,6 +24,7 @@ type Service struct {
 	users    *users.Service
 	log      logrus.FieldLogger
 	onChange func(ctx context.Context, userID string)
+	onClaim  func(ctx context.Context, claimed map[string][]string)
 	// pos is the device list stream's latest committed position.
 	pos streampos.Position
 	// otkCounts and fallbackTypes cache each device's one-time key counts
@@ -63,6 +64,15 @@ func New(ctx context.Context, db *database.DB, us *users.Service, log logrus.Fie
 // or signatures changed), so that sync can wake those who share a room
 // with them. Call it once, before serving requests.
 func (s *Service) SetChangeHook(f func(ctx context.Context, userID string)) { s.onChange = f }
+
+// SetClaimHook installs f, called after one-time or fallback keys of our
+// users' devices were claimed, with those devices (user ID to device
+// IDs): a device that does not sync (an application service's, MSC3202)
+// learns its new counts only by being told. Call it once, before serving
+// requests.
+func (s *Service) SetClaimHook(f func(ctx context.Context, claimed map[string][]string)) {
+	s.onClaim = f
+}
 
 // StreamPos is the device list stream's latest committed position.
 func (s *Service) StreamPos() int64 { return s.pos.Load() }

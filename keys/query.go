@@ -259,6 +259,15 @@ func (s *Service) Claim(ctx context.Context, req map[string]map[string]string) (
 		return nil, err
 	}
 	out.OneTimeKeys = got
+	if s.onClaim != nil && len(got) > 0 {
+		claimed := make(map[string][]string, len(got))
+		for user, devs := range got {
+			for dev := range devs {
+				claimed[user] = append(claimed[user], dev)
+			}
+		}
+		s.onClaim(context.WithoutCancel(ctx), claimed)
+	}
 	s.claimRemote(ctx, remote, out)
 	return out, nil
 }

@@ -87,9 +87,9 @@ func (s *Service) appServiceRequester(ctx context.Context, reg *appservice.Regis
 		return nil, err
 	}
 	who := &Requester{UserID: userID, IsAdmin: acc.IsAdmin, AppService: reg.ID}
-	// Device masquerading is for the services that manage their users'
-	// devices (MSC4190) or ask for their to-device traffic (MSC3202).
-	if as.DeviceID != "" && (reg.MSC4190 || reg.MSC3202) {
+	// Device masquerading (MSC4326) is open to every service, as user
+	// masquerading is; a device the user does not have is refused.
+	if as.DeviceID != "" {
 		if _, err := s.Device(ctx, userID, as.DeviceID); err != nil {
 			if e, ok := mxerr.As(err); ok && e.Code == "M_NOT_FOUND" {
 				return nil, &mxerr.Error{Status: http.StatusBadRequest, Code: "M_UNKNOWN_DEVICE",

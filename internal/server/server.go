@@ -266,6 +266,11 @@ func (s *Server) init(ctx context.Context) error {
 			s.notifier.WakeRoom(roomID)
 		}
 	})
+	s.Keys.SetClaimHook(func(_ context.Context, claimed map[string][]string) {
+		if s.asPush != nil {
+			s.asPush.KeysClaimed(claimed)
+		}
+	})
 	if s.keyBackup, err = keybackup.New(ctx, s.db); err != nil {
 		return err
 	}
