@@ -599,3 +599,49 @@ func TestWebhooksBot(t *testing.T) {
 		t.Errorf("notice from the new hook: %v", got[n].Content.Raw)
 	}
 }
+
+// TestWebhooksBotEncryptedRoom: the bot has no end-to-end encryption, so
+// in an encrypted room it says once that it cannot read commands (when it
+// joins one, and when a room it is in turns encryption on) rather than
+// ignoring them silently; hooks still post there.
+func TestWebhooksBotEncryptedRoom(t *testing.T) {
+	srv := testserver.Start(t, withWebhooks)
+	alice := srv.Register("alice", "alice-password")
+	bot := srv.UserID("webhooks")
+	encryption := []*event.Event{{Type: event.StateEncryption, Content: event.Content{
+		Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}}}}
+	var enc mautrix.RespCreateRoom
+	_, err := alice.MakeRequest(ctx, "POST", alice.BuildClientURL("v3", "createRoom"),
+		&mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: encryption}, &enc)
+	must(t, err, "create an encrypted room")
+	_, err = alice.InviteUser(ctx, enc.RoomID, &mautrix.ReqInviteUser{UserID: bot})
+	must(t, err, "invite the bot")
+	got := waitNotices(t, alice, enc.RoomID, bot, 1)
+	if body := str(got[0].Content.Raw, "body"); !strings.Contains(body, "This room is encrypted, so I cannot read commands") ||
+		!strings.Contains(body, "/_tessera/webhooks/v1/rooms/"+enc.RoomID.String()+"/hooks") {
+		t.Errorf("notice in the encrypted room: %q", body)
+	}
+	// Hooks made through the API post there.
+	_, path, secret := createHook(t, srv, alice.AccessToken, enc.RoomID, "generic")
+	do(t, srv, req{Method: http.MethodPost, Path: path, Body: map[string]any{"text": "deployed"},
+		Headers: map[string]string{"Authorization": "Bearer " + secret}}).expect(t, http.StatusOK, "")
+	if got := waitNotices(t, alice, enc.RoomID, bot, 2); str(got[1].Content.Raw, "body") != "deployed" {
+		t.Errorf("hook notice: %v", got[1].Content.Raw)
+	}
+
+	// A plain room where the bot is, then encryption turned on.
+	plain, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	must(t, err, "create room")
+	_, err = alice.InviteUser(ctx, plain.RoomID, &mautrix.ReqInviteUser{UserID: bot})
+	must(t, err, "invite the bot")
+	waitMembership(t, alice, plain.RoomID, bot, "join")
+	if n := len(botNotices(t, alice, plain.RoomID, bot)); n != 0 {
+		t.Fatalf("%d notices in an unencrypted room", n)
+	}
+	_, err = alice.SendStateEvent(ctx, plain.RoomID, event.StateEncryption, "",
+		&event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1})
+	must(t, err, "turn on encryption")
+	if got := waitNotices(t, alice, plain.RoomID, bot, 1); !strings.Contains(str(got[0].Content.Raw, "body"), "This room is encrypted") {
+		t.Errorf("notice after encryption was turned on: %v", got[0].Content.Raw)
+	}
+}

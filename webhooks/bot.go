@@ -50,6 +50,7 @@ func (s *Service) onEvents(evs []*roomserver.Event) {
 	for _, ev := range evs {
 		switch {
 		case ev.Type() == spec.MRoomMember && ev.StateKey() != nil && *ev.StateKey() == bot:
+		case ev.Type() == spec.MRoomEncryption && ev.StateKey() != nil && *ev.StateKey() == "":
 		case ev.Type() == "m.room.message" && ev.StateKey() == nil && string(ev.SenderID()) != bot &&
 			strings.Contains(string(ev.Content()), "!webhook"):
 		default:
@@ -92,6 +93,10 @@ func (s *Service) handle(ctx context.Context, ev *roomserver.Event) {
 			}
 			if _, err := s.rooms.Join(ctx, s.BotUserID(), ev.RoomID, nil); err != nil {
 				log.WithError(err).Warn("webhooks: the bot could not join a room it was invited to")
+				return
+			}
+			if _, err := s.rooms.StateEvent(ctx, ev.RoomID, s.BotUserID(), spec.MRoomEncryption, ""); err == nil {
+				s.sayEncrypted(ctx, ev.RoomID)
 			}
 		case spec.Leave, spec.Ban:
 			// Only the hooks made before the removal: a hook made since
@@ -99,6 +104,12 @@ func (s *Service) handle(ctx context.Context, ev *roomserver.Event) {
 			if err := s.disableRoom(ctx, ev.RoomID, int64(ev.OriginServerTS())); err != nil {
 				log.WithError(err).Error("webhooks: disabling a room's hooks")
 			}
+		}
+		return
+	}
+	if ev.Type() == spec.MRoomEncryption {
+		if m, err := s.rooms.Membership(ctx, ev.RoomID, s.BotUserID()); err == nil && m == spec.Join {
+			s.sayEncrypted(ctx, ev.RoomID)
 		}
 		return
 	}
@@ -124,6 +135,21 @@ func (s *Service) handle(ctx context.Context, ev *roomserver.Event) {
 	if _, err := s.rooms.Send(ctx, roomserver.SendRequest{RoomID: ev.RoomID, Sender: s.BotUserID(),
 		Type: "m.room.message", Content: raw}); err != nil {
 		log.WithError(err).Warn("webhooks: the bot could not answer a command")
+	}
+}
+
+// sayEncrypted tells a room that the bot cannot read its commands: it has
+// no end-to-end encryption, and failing silently would leave people
+// typing commands nobody reads.
+func (s *Service) sayEncrypted(ctx context.Context, roomID string) {
+	m := (&msg{}).add("This room is encrypted, so I cannot read commands sent in it. ").
+		add("Its hooks still post here; to add or remove them, use the webhooks API (POST or GET ").
+		add("/_tessera/webhooks/v1/rooms/" + roomID + "/hooks").
+		add(") or run the commands in an unencrypted room.")
+	raw, _ := json.Marshal(m.content())
+	if _, err := s.rooms.Send(ctx, roomserver.SendRequest{RoomID: roomID, Sender: s.BotUserID(),
+		Type: "m.room.message", Content: raw}); err != nil {
+		s.log.WithError(err).WithField("room_id", roomID).Warn("webhooks: the bot could not post a notice")
 	}
 }
 

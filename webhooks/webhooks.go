@@ -51,6 +51,7 @@ type Rooms interface {
 	Join(ctx context.Context, userID, roomIDOrAlias string, content map[string]any) (string, error)
 	Send(ctx context.Context, req roomserver.SendRequest) (*roomserver.Event, error)
 	CanSendState(ctx context.Context, roomID, userID, eventType string) (bool, error)
+	StateEvent(ctx context.Context, roomID, userID, typ, key string) (*roomserver.Event, error)
 	Subscribe(l roomserver.Listener)
 }
 
