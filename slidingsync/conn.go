@@ -345,7 +345,7 @@ func (s *Service) save(ctx context.Context, c *conn, rec *record) (int64, error)
 	if c.reset {
 		// A connection's first answer: its row is made, and its key
 		// known, in this transaction.
-		err = s.writer.do(ctx, func(tx *database.Tx) error { return write(ctx, tx) })
+		err = s.writer.Do(ctx, func(tx *database.Tx) error { return write(ctx, tx) })
 		return pos, err
 	}
 	// Then the answer goes out before its record commits: the record is
@@ -357,7 +357,7 @@ func (s *Service) save(ctx context.Context, c *conn, rec *record) (int64, error)
 	done := s.inflight.start(connIdentity(c.userID, c.deviceID, c.connID))
 	// The request's context ends with the answer: the write has its own.
 	wctx := context.WithoutCancel(ctx)
-	s.writer.later(func(tx *database.Tx) error { return write(wctx, tx) }, func(err error) {
+	s.writer.Later(func(tx *database.Tx) error { return write(wctx, tx) }, func(err error) {
 		if err != nil && !isUnknownPos(err) {
 			s.log.WithError(err).Warn("sliding sync: recording an answer")
 		}
@@ -545,110 +545,4 @@ func (s *Service) expire(ctx context.Context) error {
 		}
 		return s.dropConns(ctx, tx, keys)
 	})
-}
-
-// writer commits the records of many responses in one transaction (group
-// commit), as the room server does events: under load, fifty clients woken
-// by one message share one fsync rather than queueing for fifty.
-type writer struct {
-	db   *database.DB
-	reqs chan *writeReq
-	stop chan struct{}
-	done chan struct{}
-}
-
-type writeReq struct {
-	fn   func(tx *database.Tx) error
-	done chan error
-	// then, when set, is told the outcome (a write nobody waits for).
-	then func(error)
-}
-
-func newWriter(db *database.DB) *writer {
-	w := &writer{db: db, reqs: make(chan *writeReq, 256), stop: make(chan struct{}), done: make(chan struct{})}
-	go w.loop()
-	return w
-}
-
-func (w *writer) do(ctx context.Context, fn func(tx *database.Tx) error) error {
-	req := &writeReq{fn: fn, done: make(chan error, 1)}
-	select {
-	case w.reqs <- req:
-	case <-w.stop:
-		return errors.New("sliding sync: stopping")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return <-req.done
-}
-
-// later queues a write without waiting for it; then is called with its
-// outcome once it committed (or failed).
-func (w *writer) later(fn func(tx *database.Tx) error, then func(error)) {
-	req := &writeReq{fn: fn, done: make(chan error, 1), then: then}
-	select {
-	case w.reqs <- req:
-	case <-w.stop:
-		then(errors.New("sliding sync: stopping"))
-	}
-}
-
-func (w *writer) close() {
-	close(w.stop)
-	<-w.done
-}
-
-func (w *writer) loop() {
-	defer close(w.done)
-	for {
-		var first *writeReq
-		select {
-		case first = <-w.reqs:
-		case <-w.stop:
-			// Finish what was queued.
-			for {
-				select {
-				case r := <-w.reqs:
-					w.commit([]*writeReq{r})
-				default:
-					return
-				}
-			}
-		}
-		batch := []*writeReq{first}
-	drain:
-		for len(batch) < 256 {
-			select {
-			case r := <-w.reqs:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
-		w.commit(batch)
-	}
-}
-
-func (w *writer) commit(batch []*writeReq) {
-	err := w.db.WithTx(context.Background(), func(tx *database.Tx) error {
-		for _, r := range batch {
-			if err := r.fn(tx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil && len(batch) > 1 {
-		// One failing record must not fail the others.
-		for _, r := range batch {
-			w.commit([]*writeReq{r})
-		}
-		return
-	}
-	for _, r := range batch {
-		r.done <- err
-		if r.then != nil {
-			r.then(err)
-		}
-	}
 }

@@ -28,12 +28,14 @@ import (
 
 // Service is the sliding sync engine.
 type Service struct {
-	db     *database.DB
-	log    logrus.FieldLogger
-	rooms  *roomserver.Service
-	users  *users.Service
-	sync   *syncapi.Service
-	writer *writer
+	db    *database.DB
+	log   logrus.FieldLogger
+	rooms *roomserver.Service
+	users *users.Service
+	sync  *syncapi.Service
+	// writer commits the records of many responses in one transaction:
+	// fifty clients woken by one message share one fsync.
+	writer *database.GroupWriter
 	locks  connLocks
 	kicks  kickCache
 	dms    dmCache
@@ -51,7 +53,7 @@ func New(ctx context.Context, db *database.DB, log logrus.FieldLogger, rooms *ro
 	if err := db.Migrate(ctx, "slidingsync", migrations); err != nil {
 		return nil, err
 	}
-	s := &Service{db: db, log: log, rooms: rooms, users: us, sync: ss, writer: newWriter(db), stop: make(chan struct{})}
+	s := &Service{db: db, log: log, rooms: rooms, users: us, sync: ss, writer: database.NewGroupWriter(db, 256), stop: make(chan struct{})}
 	s.wg.Add(1)
 	go s.expireLoop()
 	return s, nil
@@ -62,7 +64,7 @@ func (s *Service) Close() {
 	s.stopOnce.Do(func() {
 		close(s.stop)
 		s.wg.Wait()
-		s.writer.close()
+		s.writer.Close()
 	})
 }
 

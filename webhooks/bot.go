@@ -41,6 +41,7 @@ func (s *Service) Close() {
 	}
 	close(s.stop)
 	s.wg.Wait()
+	s.deliveries.Close()
 }
 
 // onEvents runs in the room server's commit path: it only queues what the

@@ -88,8 +88,8 @@ type Service struct {
 
 	// The bot's queue of committed events (bot.go).
 	events chan *roomserver.Event
-	// deliveries queue GitHub delivery IDs to write (deliveries.go).
-	deliveries chan *deliveryReq
+	// deliveries writes GitHub delivery IDs (deliveries.go).
+	deliveries *database.GroupWriter
 	stop       chan struct{}
 	wg         sync.WaitGroup
 }
@@ -106,13 +106,13 @@ func New(ctx context.Context, db *database.DB, rooms Rooms, us Users, server spe
 	}
 	s := &Service{db: db, rooms: rooms, users: us, cfg: cfg, server: server, baseURL: strings.TrimRight(baseURL, "/"),
 		log: log, limiter: ratelimit.New(cfg.Rate.PerSecond, cfg.Rate.Burst),
-		events: make(chan *roomserver.Event, 4096), deliveries: make(chan *deliveryReq, maxDeliveryBatch),
+		events: make(chan *roomserver.Event, 4096), deliveries: database.NewGroupWriter(db, maxDeliveryBatch),
 		stop: make(chan struct{})}
 	if err := s.ensureBot(ctx); err != nil {
 		return nil, err
 	}
 	s.wg.Add(1)
-	go s.writeDeliveries()
+	go s.pruneDeliveries()
 	return s, nil
 }
 
