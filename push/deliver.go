@@ -101,7 +101,7 @@ type httpPusher struct {
 	failingSince int64 // ms since the current notification fails; 0 if not failing
 	lastSuccess  int64 // ms of the last delivery, or of the pusher's creation
 	backoff      time.Duration
-	lastBadge    int // the unread count last sent; -1 unknown
+	lastBadge    int // the unread count last sent
 }
 
 // deliverer runs the HTTP pushers.
@@ -125,7 +125,10 @@ type deliverer struct {
 	saveMu sync.Mutex // one cursor save at a time
 }
 
-type savedCursor struct{ pos, successTS int64 }
+type savedCursor struct {
+	pos, successTS int64
+	badge          int
+}
 
 func newDeliverer(s *Service, cfg DeliveryConfig) (*deliverer, error) {
 	cfg.setDefaults()
@@ -151,9 +154,11 @@ type pusherRow struct {
 	createdTS          int64
 	cursor             sql.NullInt64
 	failingSince, okTS int64
+	lastBadge          int
 }
 
-const pusherRowColumns = `user_id, app_id, pushkey, data, created_ts, last_stream_pos, failing_since, last_success_ts`
+const pusherRowColumns = `user_id, app_id, pushkey, data, created_ts, last_stream_pos, failing_since, last_success_ts,
+	last_badge`
 
 func scanPusherRows(rows *sql.Rows) ([]pusherRow, error) {
 	defer rows.Close()
@@ -161,7 +166,7 @@ func scanPusherRows(rows *sql.Rows) ([]pusherRow, error) {
 	for rows.Next() {
 		var r pusherRow
 		if err := rows.Scan(&r.key.userID, &r.key.appID, &r.key.pushKey, &r.data, &r.createdTS, &r.cursor,
-			&r.failingSince, &r.okTS); err != nil {
+			&r.failingSince, &r.okTS, &r.lastBadge); err != nil {
 			return nil, err
 		}
 		out = append(out, r)
@@ -187,7 +192,7 @@ func newHTTPPusher(r pusherRow, from int64) (*httpPusher, error) {
 		return nil, err
 	}
 	p := &httpPusher{key: r.key, url: u, data: minus, rawData: r.data, eventIDOnly: format == "event_id_only",
-		pushKeyTS: r.createdTS / 1000, failingSince: r.failingSince, lastSuccess: r.okTS, lastBadge: -1}
+		pushKeyTS: r.createdTS / 1000, failingSince: r.failingSince, lastSuccess: r.okTS, lastBadge: r.lastBadge}
 	if p.lastSuccess == 0 {
 		p.lastSuccess = r.createdTS
 	}
@@ -472,12 +477,19 @@ func (d *deliverer) saveFailing(p *httpPusher) {
 // cursor to be saved.
 func (d *deliverer) advance(p *httpPusher, pos int64) {
 	p.cursor.Store(pos)
+	d.queueSave(p)
+}
+
+// queueSave queues a pusher's progress (cursor, last success, last badge)
+// to be saved.
+func (d *deliverer) queueSave(p *httpPusher) {
+	pos := p.cursor.Load()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if p.gone || d.closed {
 		return
 	}
-	d.toSave[p.key] = savedCursor{pos: pos, successTS: p.lastSuccess}
+	d.toSave[p.key] = savedCursor{pos: pos, successTS: p.lastSuccess, badge: p.lastBadge}
 	if d.saveTick == nil {
 		d.saveTick = time.AfterFunc(cursorSaveDelay, d.saveCursors)
 	}
@@ -497,8 +509,9 @@ func (d *deliverer) saveCursors() {
 	}
 	err := d.s.db.WithTx(context.Background(), func(tx *database.Tx) error {
 		for k, c := range batch {
-			if _, err := tx.ExecContext(context.Background(), `UPDATE pushers SET last_stream_pos = $1, last_success_ts = $2
-				WHERE user_id = $3 AND app_id = $4 AND pushkey = $5`, c.pos, c.successTS, k.userID, k.appID, k.pushKey); err != nil {
+			if _, err := tx.ExecContext(context.Background(), `UPDATE pushers SET last_stream_pos = $1, last_success_ts = $2,
+				last_badge = $3 WHERE user_id = $4 AND app_id = $5 AND pushkey = $6`,
+				c.pos, c.successTS, c.badge, k.userID, k.appID, k.pushKey); err != nil {
 				return err
 			}
 		}
@@ -589,6 +602,7 @@ func (d *deliverer) sendBadge(p *httpPusher) {
 	switch res {
 	case delivered:
 		p.lastBadge = badge
+		d.queueSave(p)
 	case rejected:
 		d.remove(p)
 	default:

@@ -109,8 +109,10 @@ CREATE INDEX event_push_actions_room ON event_push_actions(user_id, room_id, str
 -- set before delivery existed, which starts from the position at the next
 -- start); failing_since is when its current notification started to fail
 -- (0: not failing); last_success_ts when it last delivered (or was set);
--- a pusher failing for too long is disabled (enabled 0) until set again.
+-- a pusher failing for too long is disabled (enabled 0) until set again;
+-- last_badge is the unread count the gateway was last sent.
 ALTER TABLE pushers ADD COLUMN last_stream_pos INTEGER;
+ALTER TABLE pushers ADD COLUMN last_badge INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE pushers ADD COLUMN failing_since INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE pushers ADD COLUMN last_success_ts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE pushers ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
