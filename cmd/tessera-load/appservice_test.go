@@ -56,3 +56,4 @@ func TestAppserviceScenario(t *testing.T) {
 		t.Errorf("report %+v", rep)
 	}
 }
+
