@@ -56,4 +56,3 @@ func TestAppserviceScenario(t *testing.T) {
 		t.Errorf("report %+v", rep)
 	}
 }
-
