@@ -58,7 +58,7 @@ var (
 		".m.rule.is_room_mention", ".m.rule.roomnotif", ".m.rule.tombstone", ".m.rule.reaction",
 		".m.rule.room.server_acl", ".m.rule.suppress_edits"}
 	psDefaultContent   = []string{".m.rule.contains_user_name"}
-	psDefaultUnderride = []string{".m.rule.call", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one",
+	psDefaultUnderride = []string{".m.rule.call", ".org.matrix.msc4075.rule.rtc.notification", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one",
 		".m.rule.message", ".m.rule.encrypted"}
 )
 

@@ -1,7 +1,7 @@
 package media
 
 // URL previews: GET /_matrix/client/v1/media/preview_url fetches a page
-// (preview_fetch.go has the SSRF defences), reads its OpenGraph data,
+// (preview_fetch.go; internal/ssrf has the SSRF defences), reads its OpenGraph data,
 // stores its og:image as a local upload of the requesting user and caches
 // the answer in media_url_cache.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv1mediapreview_url
@@ -30,6 +30,7 @@ import (
 
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/internal/ssrf"
 )
 
 // PreviewConfig is what URL previews need from url_previews.
@@ -43,7 +44,7 @@ type PreviewConfig struct {
 	IPRangeWhitelist []string
 
 	// lookup replaces DNS resolution in tests.
-	lookup previewLookup
+	lookup ssrf.Lookup
 }
 
 // Previewer answers preview_url.
@@ -84,18 +85,14 @@ func NewPreviewer(ctx context.Context, svc *Service, cfg PreviewConfig) (*Previe
 	if cfg.MaxResponseBytes <= 0 || cfg.Timeout <= 0 {
 		return nil, errors.New("url previews: max_response_bytes and timeout must be above 0")
 	}
-	deny, err := previewParsePrefixes(cfg.IPRangeBlacklist)
+	policy, err := ssrf.NewPolicy(cfg.IPRangeBlacklist, cfg.IPRangeWhitelist)
 	if err != nil {
-		return nil, fmt.Errorf("url previews: ip_range_blacklist: %w", err)
-	}
-	allow, err := previewParsePrefixes(cfg.IPRangeWhitelist)
-	if err != nil {
-		return nil, fmt.Errorf("url previews: ip_range_whitelist: %w", err)
+		return nil, fmt.Errorf("url previews: %w", err)
 	}
 	if err := svc.db.Migrate(ctx, "media_preview", previewMigrations); err != nil {
 		return nil, err
 	}
-	d := newPreviewDialer(&previewIPPolicy{deny: deny, allow: allow}, cfg.lookup)
+	d := ssrf.NewDialer(policy, cfg.lookup)
 	return &Previewer{svc: svc, cfg: cfg, client: newPreviewClient(d), inflight: map[string]*previewCall{}}, nil
 }
 

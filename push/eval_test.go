@@ -244,6 +244,12 @@ func TestDefaultRules(t *testing.T) {
 		{"edit", `{"type":"m.room.message","content":{"body":"* alice","m.relates_to":{"rel_type":"m.replace","event_id":"$x"}}}`, 2, 0,
 			".m.rule.suppress_edits", false, false},
 		{"call", `{"type":"m.call.invite","content":{}}`, 5, 0, ".m.rule.call", true, false},
+		{"rtc ring", `{"type":"org.matrix.msc4075.rtc.notification","content":{"notification_type":"ring"}}`, 2, 0,
+			".org.matrix.msc4075.rule.rtc.notification", true, false},
+		{"rtc ring, stable type", `{"type":"m.rtc.notification","content":{"notification_type":"ring"}}`, 2, 0,
+			".org.matrix.msc4075.rule.rtc.notification", true, false},
+		{"rtc group notification", `{"type":"org.matrix.msc4075.rtc.notification","content":{"notification_type":"notification"}}`,
+			3, 0, "", false, false},
 		{"encrypted DM", `{"type":"m.room.encrypted","content":{}}`, 2, 0, ".m.rule.encrypted_room_one_to_one", true, false},
 		{"encrypted group", `{"type":"m.room.encrypted","content":{}}`, 3, 0, ".m.rule.encrypted", true, false},
 		{"state event", `{"type":"m.room.topic","state_key":"","content":{"topic":"x"}}`, 3, 0, "", false, false},
@@ -309,7 +315,7 @@ func TestDefaultRuleOrder(t *testing.T) {
 			".m.rule.is_user_mention", ".m.rule.contains_display_name", ".m.rule.is_room_mention", ".m.rule.roomnotif",
 			".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl", ".m.rule.suppress_edits"},
 		KindContent: {".m.rule.contains_user_name"},
-		KindUnderride: {".m.rule.call", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one",
+		KindUnderride: {".m.rule.call", ".org.matrix.msc4075.rule.rtc.notification", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one",
 			".m.rule.message", ".m.rule.encrypted"},
 	}
 	for kind, ids := range want {

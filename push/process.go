@@ -200,7 +200,15 @@ func (s *Service) processBatch(evs []*roomserver.Event) map[string]bool {
 	// it waits for this evaluation: marks need no wake of their own.
 	woken := map[string]bool{}
 	for _, r := range rows {
+		if r.outcome.Notify && !woken[r.userID] {
+			s.delivery.wakeUser(r.userID, false)
+		}
 		woken[r.userID] = true
+	}
+	// A user's own event marks what was before it read: their phones'
+	// badges may drop.
+	for _, m := range marks {
+		s.delivery.wakeUser(m.userID, true)
 	}
 	return woken
 }

@@ -14,8 +14,8 @@
 // committed but not yet evaluated when the process died are not evaluated
 // later, so their notifications are missed (never the events).
 //
-// Pushers are stored and listed, but this server does not yet deliver
-// notifications to push gateways: nothing here calls one.
+// Notifications are delivered to the push gateways of HTTP pushers
+// (deliver.go, gateway.go); email pushers are not supported.
 package push
 
 import (
@@ -42,6 +42,7 @@ const TypePushRules = "m.push_rules"
 // Config is what the push domain needs from the configuration.
 type Config struct {
 	ServerName spec.ServerName
+	Delivery   DeliveryConfig
 }
 
 // Rooms is what the push domain needs from the room server;
@@ -52,6 +53,10 @@ type Rooms interface {
 	StateAt(ctx context.Context, roomID string, pos int64) (map[roomserver.StateKey]*roomserver.Event, error)
 	Event(ctx context.Context, roomID, userID, eventID string) (*roomserver.Event, error)
 	Redaction(ctx context.Context, ev *roomserver.Event) *roomserver.Event
+	// JoinedRooms and OwnMembershipEvent serve push delivery (the badge,
+	// and invites, which the invited user can see outside the room).
+	JoinedRooms(ctx context.Context, userID string) ([]string, error)
+	OwnMembershipEvent(ctx context.Context, userID, eventID string) (*roomserver.Event, error)
 }
 
 // Users is what the push domain needs from the users domain;
@@ -98,6 +103,8 @@ type Service struct {
 	pending   *pendingStore
 	counts    *countCache
 	roomCtxs  map[int64]*roomContext
+
+	delivery *deliverer
 }
 
 // maxCachedRulesets bounds the ruleset cache; it is emptied when full.
@@ -123,6 +130,17 @@ func New(ctx context.Context, db *database.DB, cfg Config, rooms Rooms, us Users
 	s.processed = rooms.CurrentPos()
 	s.pending = newPendingStore(s.processed)
 	s.counts = newCountCache()
+	d, err := newDeliverer(s, cfg.Delivery)
+	if err != nil {
+		return nil, err
+	}
+	s.delivery = d
+	// Every stored pusher starts, and delivers what came after its
+	// cursor before the last stop.
+	if err := d.resync(ctx, func(pusherKey) bool { return true }, "1 = 1"); err != nil {
+		d.close()
+		return nil, err
+	}
 	go s.loop()
 	return s, nil
 }
@@ -138,6 +156,9 @@ func (s *Service) Close() {
 	s.closed = true
 	close(s.events)
 	s.inMu.Unlock()
+	// Delivery first: its cursors are saved; what it had not delivered
+	// is read again at the next start.
+	s.delivery.close()
 	<-s.done
 }
 

@@ -17,9 +17,8 @@ import (
 // Pushers: where a user's notifications are to be delivered.
 // https://spec.matrix.org/v1.19/client-server-api/#push-notifications
 //
-// Pushers are stored and listed only. Delivering notifications to push
-// gateways (POST /_matrix/push/v1/notify) is not implemented yet, and
-// nothing pretends otherwise: a pusher set here receives nothing.
+// HTTP pushers receive notifications through their push gateways
+// (deliver.go). Email pushers are refused: this server sends no email.
 
 // Pusher is one pusher as GET /pushers lists it.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3pushers
@@ -113,9 +112,11 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, body [
 		return mxerr.InvalidParam("app_id must be at most %d characters", maxAppIDChars)
 	}
 	if string(kindRaw) == "null" {
-		_, err := s.db.ExecContext(ctx, `DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3`,
-			userID, p.AppID, p.PushKey)
-		return err
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3`,
+			userID, p.AppID, p.PushKey); err != nil {
+			return fmt.Errorf("delete pusher: %w", err)
+		}
+		return s.resyncPushKey(ctx, p.AppID, p.PushKey)
 	}
 	if json.Unmarshal(kindRaw, &p.Kind) != nil {
 		return mxerr.BadJSON("'kind' must be a string or null")
@@ -169,16 +170,19 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, body [
 		return mxerr.BadJSON("'data' is not valid JSON")
 	}
 	now := s.now().UnixMilli()
-	return s.db.WithTx(ctx, func(tx *database.Tx) error {
+	// A new pusher delivers what is evaluated from now on; one set again
+	// keeps its place, and is enabled again with its failures forgotten.
+	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name,
-			device_display_name, profile_tag, lang, data, device_id, created_ts)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+			device_display_name, profile_tag, lang, data, device_id, created_ts, last_stream_pos, last_success_ts)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $11)
 			ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET kind = excluded.kind,
 				app_display_name = excluded.app_display_name, device_display_name = excluded.device_display_name,
 				profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data,
-				device_id = excluded.device_id`,
+				device_id = excluded.device_id, enabled = 1, failing_since = 0,
+				last_success_ts = excluded.last_success_ts`,
 			userID, p.AppID, p.PushKey, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang,
-			compact.String(), deviceID, now); err != nil {
+			compact.String(), deviceID, now, s.processedPos()); err != nil {
 			return fmt.Errorf("store pusher: %w", err)
 		}
 		if !appendPusher {
@@ -191,6 +195,17 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, body [
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return s.resyncPushKey(ctx, p.AppID, p.PushKey)
+}
+
+// resyncPushKey brings the running pushers of an (app_id, pushkey) in
+// line with the stored ones after a change.
+func (s *Service) resyncPushKey(ctx context.Context, appID, pushKey string) error {
+	return s.delivery.resync(ctx, func(k pusherKey) bool { return k.appID == appID && k.pushKey == pushKey },
+		"app_id = $1 AND pushkey = $2", appID, pushKey)
 }
 
 // checkHTTPPusherData checks an http pusher's data: a url, "an HTTPS URL
@@ -231,5 +246,5 @@ func (s *Service) DevicesDeleted(ctx context.Context, userID string, deviceIDs [
 			return fmt.Errorf("delete pushers of a deleted device: %w", err)
 		}
 	}
-	return nil
+	return s.delivery.resync(ctx, func(k pusherKey) bool { return k.userID == userID }, "user_id = $1", userID)
 }

@@ -181,7 +181,9 @@ func (rs *Ruleset) Find(kind, ruleID string) *Rule {
 }
 
 // defaultRulesJSON is the spec's list of server-default rules, verbatim,
-// in order. USER_ID and LOCALPART stand for the owner's user ID and the
+// in order, with one more: MatrixRTC ring notifications (MSC4075's
+// m.rtc.notification, sent as org.matrix.msc4075.rtc.notification by
+// Element Call) ring like m.call.invite, so that phones ring for calls. USER_ID and LOCALPART stand for the owner's user ID and the
 // local part of it.
 // https://spec.matrix.org/v1.19/client-server-api/#predefined-rules
 const defaultRulesJSON = `{
@@ -248,6 +250,12 @@ const defaultRulesJSON = `{
 "underride": [
 	{"rule_id": ".m.rule.call", "default": true, "enabled": true,
 	 "conditions": [{"key": "type", "kind": "event_match", "pattern": "m.call.invite"}],
+	 "actions": ["notify", {"set_tweak": "sound", "value": "ring"}]},
+	{"rule_id": ".org.matrix.msc4075.rule.rtc.notification", "default": true, "enabled": true,
+	 "conditions": [
+		{"key": "type", "kind": "event_match", "pattern": "*.rtc.notification"},
+		{"kind": "event_property_is", "key": "content.notification_type", "value": "ring"}
+	 ],
 	 "actions": ["notify", {"set_tweak": "sound", "value": "ring"}]},
 	{"rule_id": ".m.rule.encrypted_room_one_to_one", "default": true, "enabled": true,
 	 "conditions": [

@@ -103,4 +103,18 @@ DROP TABLE event_push_actions;
 ALTER TABLE event_push_actions_v2 RENAME TO event_push_actions;
 CREATE INDEX event_push_actions_room ON event_push_actions(user_id, room_id, stream_pos);
 `},
+	{Version: 3, SQL: `
+-- Delivery to push gateways. last_stream_pos is the stream position of the
+-- last notification the pusher delivered or gave up on (NULL: a pusher
+-- set before delivery existed, which starts from the position at the next
+-- start); failing_since is when its current notification started to fail
+-- (0: not failing); last_success_ts when it last delivered (or was set);
+-- a pusher failing for too long is disabled (enabled 0) until set again;
+-- last_badge is the unread count the gateway was last sent.
+ALTER TABLE pushers ADD COLUMN last_stream_pos INTEGER;
+ALTER TABLE pushers ADD COLUMN last_badge INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pushers ADD COLUMN failing_since INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pushers ADD COLUMN last_success_ts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pushers ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+`},
 }

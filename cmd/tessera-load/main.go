@@ -80,6 +80,8 @@ var scenarios = map[string]func() scenario{
 	"calls": func() scenario { return &callsScenario{} },
 	// Tessera's built-in incoming webhooks (webhooks.enabled).
 	"webhooks": func() scenario { return &webhooksScenario{} },
+	// Push notifications: the tool is every user's push gateway.
+	"push": func() scenario { return &pushScenario{} },
 	// Application services: events pushed in transactions (the tool is
 	// the service; appservice-registration writes its registration).
 	"appservice":              func() scenario { return &appserviceScenario{} },
@@ -206,6 +208,11 @@ scenarios:
                                             (sample the server meanwhile; see docs/calls-bench.sh)
   webhooks [-c 8] [-m 250] [-verify]        C senders each POST M signed GitHub push deliveries to
                                             one hook (webhooks.enabled); webhooks/s, POST-to-room latency
+  push     [-n 1000] [-m 1] [-c 16] [-gateway-listen 127.0.0.1:0] [-drain 30s] [-server-pid P]
+                                            N users with HTTP pushers (the tool is their gateway) in one
+                                            room; M messages; send-to-gateway latency of every
+                                            notification; with P, the server's CPU per notification
+                                            (push.ip_range_whitelist must allow the gateway)
   appservice-registration [-o FILE] [-as-listen 127.0.0.1:29400]
                                             write the registration of the appservice scenario's
                                             application service (no -hs needed); add it to app_services

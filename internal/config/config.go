@@ -43,6 +43,7 @@ type Config struct {
 	SyncStream     SyncStream   `yaml:"sync_stream"`
 	Media          Media        `yaml:"media"`
 	URLPreviews    URLPreviews  `yaml:"url_previews"`
+	Push           Push         `yaml:"push"`
 	Federation     Federation   `yaml:"federation"`
 	Calls          Calls        `yaml:"calls"`
 	VoIP           VoIP         `yaml:"voip"`
@@ -350,6 +351,35 @@ type URLPreviews struct {
 	IPRangeWhitelist []string `yaml:"ip_range_whitelist"`
 }
 
+// Push is the delivery of notifications to the push gateways of HTTP
+// pushers (POST /_matrix/push/v1/notify). The gateways' URLs come from
+// users, so they get the same SSRF guard as URL previews.
+type Push struct {
+	// IncludeContent sends the event's content to gateways (Synapse's
+	// push.include_content); false sends what event_id_only would.
+	IncludeContent bool `yaml:"include_content"`
+	// GroupUnreadCountByRoom makes the badge the number of rooms with
+	// unread notifications rather than the number of notifications
+	// (Synapse's push.group_unread_count_by_room).
+	GroupUnreadCountByRoom bool `yaml:"group_unread_count_by_room"`
+	// Timeout bounds one request to a gateway.
+	Timeout Duration `yaml:"timeout"`
+	// InitialBackoff and MaxBackoff bound the waits between retries of a
+	// notification that failed (network error, 429 or 5xx).
+	InitialBackoff Duration `yaml:"initial_backoff"`
+	MaxBackoff     Duration `yaml:"max_backoff"`
+	// GiveUpAfter is how long a notification is retried before it is
+	// dropped; DisableAfter how long a pusher may fail, with no success,
+	// before it is disabled.
+	GiveUpAfter  Duration `yaml:"give_up_after"`
+	DisableAfter Duration `yaml:"disable_after"`
+	// IPRangeBlacklist adds CIDRs to the built-in deny list;
+	// IPRangeWhitelist CIDRs are allowed even when denied (a gateway on
+	// this host or the private network).
+	IPRangeBlacklist []string `yaml:"ip_range_blacklist"`
+	IPRangeWhitelist []string `yaml:"ip_range_whitelist"`
+}
+
 // Duration is a time.Duration written as "5m", "1h30m" or "0".
 type Duration time.Duration
 
@@ -432,6 +462,11 @@ func Default() Config {
 		ServerNotices: ServerNotices{RoomName: "Server Notices"},
 		Webhooks: Webhooks{BotLocalpart: "webhooks", BotDisplayName: "Webhooks", MaxBodyBytes: 1 << 20,
 			Rate: Rate{PerSecond: 5, Burst: 30}, DeliveryRetention: Duration(7 * 24 * time.Hour)},
+		// Synapse's push defaults and HttpPusher's backoff (1 s doubling
+		// to 1 h, a notification dropped after a day).
+		Push: Push{IncludeContent: true, GroupUnreadCountByRoom: true, Timeout: Duration(30 * time.Second),
+			InitialBackoff: Duration(time.Second), MaxBackoff: Duration(time.Hour),
+			GiveUpAfter: Duration(24 * time.Hour), DisableAfter: Duration(72 * time.Hour)},
 		// Synapse's max_spider_size; previews are off as in Synapse.
 		URLPreviews: URLPreviews{
 			MaxResponseBytes: 10 << 20,
@@ -655,13 +690,27 @@ func (c *Config) Validate() error {
 		return errors.New("url_previews.timeout: expected a duration above 0")
 	}
 	for key, list := range map[string][]string{
-		"ip_range_blacklist": c.URLPreviews.IPRangeBlacklist, "ip_range_whitelist": c.URLPreviews.IPRangeWhitelist,
+		"url_previews.ip_range_blacklist": c.URLPreviews.IPRangeBlacklist,
+		"url_previews.ip_range_whitelist": c.URLPreviews.IPRangeWhitelist,
+		"push.ip_range_blacklist":         c.Push.IPRangeBlacklist,
+		"push.ip_range_whitelist":         c.Push.IPRangeWhitelist,
 	} {
 		for i, cidr := range list {
 			if _, _, err := net.ParseCIDR(cidr); err != nil {
-				return fmt.Errorf("url_previews.%s[%d]: expected a CIDR such as 10.1.0.0/16, got %q", key, i, cidr)
+				return fmt.Errorf("%s[%d]: expected a CIDR such as 10.1.0.0/16, got %q", key, i, cidr)
 			}
 		}
+	}
+	for key, d := range map[string]Duration{
+		"timeout": c.Push.Timeout, "initial_backoff": c.Push.InitialBackoff, "max_backoff": c.Push.MaxBackoff,
+		"give_up_after": c.Push.GiveUpAfter, "disable_after": c.Push.DisableAfter,
+	} {
+		if d <= 0 {
+			return fmt.Errorf("push.%s: expected a duration above 0", key)
+		}
+	}
+	if c.Push.MaxBackoff < c.Push.InitialBackoff {
+		return errors.New("push.max_backoff: expected at least push.initial_backoff")
 	}
 	if err := c.Calls.validate(); err != nil {
 		return err

@@ -289,6 +289,32 @@ url_previews:
   # internal wiki's ["10.1.2.0/24"].
   ip_range_whitelist: []
 
+push:
+  # Notifications are delivered to the push gateways of the users' HTTP
+  # pushers (phones: Element X, Element, FluffyChat), as Synapse does.
+  # Send the event's content to gateways (false: only its IDs).
+  include_content: true
+  # The badge is the number of rooms with unread notifications (false:
+  # the number of unread notifications).
+  group_unread_count_by_room: true
+  # How long one request to a gateway may take.
+  timeout: 30s
+  # A notification that fails (network error, 429 or 5xx) is retried,
+  # waiting initial_backoff, then twice as long each time up to
+  # max_backoff; after give_up_after it is dropped. A pusher that has
+  # not delivered anything for disable_after is disabled (a client that
+  # sets it again re-enables it).
+  initial_backoff: 1s
+  max_backoff: 1h
+  give_up_after: 24h
+  disable_after: 72h
+  # Gateways are never reached on loopback, private, link-local or other
+  # internal addresses (as URL previews). These CIDRs are refused as well.
+  ip_range_blacklist: []
+  # CIDRs allowed even though they are in a refused range, e.g. a gateway
+  # on this host: ["127.0.0.1/32"], or on the private network.
+  ip_range_whitelist: []
+
 federation:
   # Talk to other Matrix servers (the server-server API): join rooms on
   # other servers, and let their users join rooms here. Off, this server

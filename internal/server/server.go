@@ -186,7 +186,13 @@ func (s *Server) init(ctx context.Context) error {
 				s.log.WithError(err).WithField("user_id", userID).Error("updating member events after a profile change")
 			}
 		},
-		AccountDataChanged: func(_ context.Context, userID string) { s.notifier.Wake(userID) },
+		AccountDataChanged: func(_ context.Context, userID string) {
+			s.notifier.Wake(userID)
+			if s.Push != nil {
+				// Read receipts and markers come with this too: badges follow.
+				s.Push.ReadMaybeChanged(userID)
+			}
+		},
 		ReceiptsChanged: func(_ context.Context, roomID string) {
 			if s.Push != nil {
 				s.Push.ReceiptsChanged(roomID) // before the wake: woken syncs count afresh
@@ -239,7 +245,12 @@ func (s *Server) init(ctx context.Context) error {
 	if err := s.Sync.Presence().Start(ctx, s.cfg.Presence.Enabled); err != nil {
 		return err
 	}
-	ps, err := push.New(ctx, s.db, push.Config{ServerName: spec.ServerName(s.cfg.ServerName)}, rs, us, s.notifier.Wake, s.log)
+	pc := s.cfg.Push
+	ps, err := push.New(ctx, s.db, push.Config{ServerName: spec.ServerName(s.cfg.ServerName), Delivery: push.DeliveryConfig{
+		IncludeContent: pc.IncludeContent, GroupUnreadCountByRoom: pc.GroupUnreadCountByRoom, Timeout: pc.Timeout.Std(),
+		InitialBackoff: pc.InitialBackoff.Std(), MaxBackoff: pc.MaxBackoff.Std(), GiveUpAfter: pc.GiveUpAfter.Std(),
+		DisableAfter: pc.DisableAfter.Std(), IPRangeBlacklist: pc.IPRangeBlacklist, IPRangeWhitelist: pc.IPRangeWhitelist,
+	}}, rs, us, s.notifier.Wake, s.log)
 	if err != nil {
 		return err
 	}
