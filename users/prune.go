@@ -24,6 +24,10 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int64, error) {
 			sql string
 			arg int64
 		}{
+			// Access tokens of the refresh tokens that go, first, so
+			// that they are counted (the cascade would drop them too).
+			{`DELETE FROM access_tokens WHERE refresh_id IN
+				(SELECT id FROM refresh_tokens WHERE expires_ts != 0 AND expires_ts < $1)`, cutoff},
 			{`DELETE FROM refresh_tokens WHERE expires_ts != 0 AND expires_ts < $1`, cutoff},
 			{`DELETE FROM access_tokens WHERE expires_ts != 0 AND expires_ts < $1
 				AND (refresh_id IS NULL OR refresh_id NOT IN (SELECT id FROM refresh_tokens))`, cutoff},
