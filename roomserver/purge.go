@@ -142,6 +142,12 @@ func (s *Service) purgeBatch(ctx context.Context, req PurgeRequest, point Token)
 			return nil
 		}
 		ph, idArgs := placeholders(ids, 0)
+		// The threads the purged events were in, read again below.
+		roots, err := database.Strings(ctx, tx, `SELECT DISTINCT relates_to FROM event_relations
+			WHERE rel_type = 'm.thread' AND event_id IN (`+ph+`)`, idArgs...)
+		if err != nil {
+			return fmt.Errorf("purge threads: %w", err)
+		}
 		for _, del := range []string{
 			`DELETE FROM events WHERE event_id IN (` + ph + `)`,
 			`DELETE FROM event_edges WHERE event_id IN (` + ph + `)`,
@@ -154,22 +160,25 @@ func (s *Service) purgeBatch(ctx context.Context, req PurgeRequest, point Token)
 				return fmt.Errorf("purge: %w", err)
 			}
 		}
-		posPh, _ := placeholders(ids, 0)
-		if _, err := tx.ExecContext(ctx, `DELETE FROM event_search WHERE rowid IN (`+posPh+`)`, positions...); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM event_search WHERE rowid IN (`+ph+`)`, positions...); err != nil {
 			return fmt.Errorf("purge search index: %w", err)
 		}
-		// A thread whose latest event went keeps its root: its latest
-		// and count are read again from the relations left.
-		if _, err := tx.ExecContext(ctx, `DELETE FROM threads WHERE room_id = $1 AND NOT EXISTS
-			(SELECT 1 FROM event_relations r WHERE r.relates_to = threads.root_id AND r.rel_type = 'm.thread')`, req.RoomID); err != nil {
-			return fmt.Errorf("purge threads: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE threads SET
-			count = (SELECT COUNT(*) FROM event_relations r WHERE r.relates_to = threads.root_id AND r.rel_type = 'm.thread'),
-			(latest_id, latest_depth, latest_stream) = (SELECT r.event_id, r.depth, r.stream_pos FROM event_relations r
-				WHERE r.relates_to = threads.root_id AND r.rel_type = 'm.thread' ORDER BY r.depth DESC, r.stream_pos DESC LIMIT 1)
-			WHERE room_id = $1 AND latest_id IN (`+placeholdersFrom(len(ids), 1)+`)`, append([]any{req.RoomID}, idArgs...)...); err != nil {
-			return fmt.Errorf("purge threads: %w", err)
+		if len(roots) > 0 {
+			// A thread that lost events but kept its root: gone when it
+			// has no events left, else its count and latest event are
+			// read again from the relations left.
+			rph, rootArgs := placeholders(roots, 0)
+			if _, err := tx.ExecContext(ctx, `DELETE FROM threads WHERE root_id IN (`+rph+`) AND NOT EXISTS
+				(SELECT 1 FROM event_relations r WHERE r.relates_to = threads.root_id AND r.rel_type = 'm.thread')`, rootArgs...); err != nil {
+				return fmt.Errorf("purge threads: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE threads SET
+				count = (SELECT COUNT(*) FROM event_relations r WHERE r.relates_to = threads.root_id AND r.rel_type = 'm.thread'),
+				(latest_id, latest_depth, latest_stream) = (SELECT r.event_id, r.depth, r.stream_pos FROM event_relations r
+					WHERE r.relates_to = threads.root_id AND r.rel_type = 'm.thread' ORDER BY r.depth DESC, r.stream_pos DESC LIMIT 1)
+				WHERE root_id IN (`+rph+`)`, rootArgs...); err != nil {
+				return fmt.Errorf("purge threads: %w", err)
+			}
 		}
 		tx.AfterCommit(func() {
 			for _, id := range ids {
@@ -203,12 +212,6 @@ func (s *Service) markPurged(ctx context.Context, roomID string, point Token) er
 }
 
 const laterPoint = `(excluded.depth > room_purges.depth OR (excluded.depth = room_purges.depth AND excluded.stream_pos > room_purges.stream_pos))`
-
-// placeholdersFrom is "$from+1, ..., $from+n".
-func placeholdersFrom(n, from int) string {
-	ph, _ := placeholders(make([]string, n), from)
-	return ph
-}
 
 // purgedBelow reports whether the room's history before pos was purged
 // here, so that /messages does not fetch it back from other servers.
