@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -148,29 +146,6 @@ func TestPurgeHistoryAdminAPI(t *testing.T) {
 	}
 }
 
-// mediaFiles counts the content files of a server's media store.
-func mediaFiles(t *testing.T, s *testserver.Server) int {
-	t.Helper()
-	n := 0
-	root := filepath.Join(s.Config.DataDir, "media")
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && d.Name() == "tmp" {
-			return filepath.SkipDir
-		}
-		if !d.IsDir() {
-			n++
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // TestMediaRetention: purge_media_cache evicts B's cached copy of A's
 // media (fetched again on the next download), and media retention deletes
 // local media not downloaded for its lifetime, file included.
@@ -200,7 +175,7 @@ func TestMediaRetention(t *testing.T) {
 	if got, err := download(bob, kept.ContentURI); err != nil || got != "downloaded lately" {
 		t.Fatalf("bob downloads A's media: %q, %v", got, err)
 	}
-	if n := mediaFiles(t, b); n != 1 {
+	if n := b.MediaFiles(); n != 1 {
 		t.Fatalf("B's store holds %d files, want the cached one", n)
 	}
 
@@ -221,7 +196,7 @@ func TestMediaRetention(t *testing.T) {
 	if status != http.StatusOK || body["deleted"] != float64(1) {
 		t.Errorf("purge_media_cache: %d %v, want deleted 1", status, body)
 	}
-	if n := mediaFiles(t, b); n != 0 {
+	if n := b.MediaFiles(); n != 0 {
 		t.Errorf("B's store holds %d files after the purge", n)
 	}
 	// Fetched again from A.
@@ -233,7 +208,7 @@ func TestMediaRetention(t *testing.T) {
 	// both media stay; two hours on neither was downloaded within the
 	// hour, and both go, files included.
 	later := time.Now().Add(2 * time.Hour)
-	filesBefore := mediaFiles(t, a)
+	filesBefore := a.MediaFiles()
 	rep, err := a.Server().Housekeeping.RunOnce(ctx, later.Add(-90*time.Minute))
 	if err != nil || rep.MediaDeleted != 0 {
 		t.Errorf("media retention within the lifetime: deleted %d, %v", rep.MediaDeleted, err)
@@ -242,7 +217,7 @@ func TestMediaRetention(t *testing.T) {
 	if err != nil || rep.MediaDeleted != 2 {
 		t.Errorf("media retention past the lifetime: deleted %d, %v; want 2", rep.MediaDeleted, err)
 	}
-	if n := mediaFiles(t, a); n != filesBefore-2 {
+	if n := a.MediaFiles(); n != filesBefore-2 {
 		t.Errorf("A's store: %d files, want %d", n, filesBefore-2)
 	}
 	for _, uri := range []id.ContentURI{kept.ContentURI, stale.ContentURI} {

@@ -4,6 +4,7 @@
 package housekeeping
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
+
+	"github.com/tessera-hs/tessera/internal/config"
 )
 
 // The names inside a backup directory.
@@ -43,6 +46,16 @@ type Paths struct {
 	Database   string
 	MediaDir   string
 	SigningKey string
+}
+
+// PathsOf are the paths a (finalized) config gives.
+func PathsOf(cfg *config.Config) Paths {
+	return Paths{
+		ServerName: cfg.ServerName,
+		Database:   cfg.Database.Path,
+		MediaDir:   filepath.Join(cfg.DataDir, "media"),
+		SigningKey: cfg.SigningKeyPath,
+	}
 }
 
 // Backup writes a consistent copy of the database, the media store and the
@@ -76,7 +89,7 @@ func Backup(ctx context.Context, p Paths, dir string) (Manifest, error) {
 		return m, fmt.Errorf("copy signing key: %w", err)
 	}
 	raw, _ := json.MarshalIndent(m, "", "  ")
-	if err := writeSynced(filepath.Join(dir, backupManifestFile), raw, 0o600); err != nil {
+	if err := writeSynced(filepath.Join(dir, backupManifestFile), bytes.NewReader(raw), 0o600); err != nil {
 		return m, err
 	}
 	return m, nil
@@ -227,27 +240,16 @@ func copyFile(src, dst string, perm fs.FileMode) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return writeSynced(dst, in, perm)
 }
 
-func writeSynced(path string, data []byte, perm fs.FileMode) error {
+// writeSynced writes what r reads to path and syncs it.
+func writeSynced(path string, r io.Reader, perm fs.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
+	if _, err := io.Copy(f, r); err != nil {
 		f.Close()
 		return err
 	}

@@ -15,15 +15,6 @@ import (
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
-func paths(c *config.Config) housekeeping.Paths {
-	return housekeeping.Paths{
-		ServerName: c.ServerName,
-		Database:   c.Database.Path,
-		MediaDir:   filepath.Join(c.DataDir, "media"),
-		SigningKey: c.SigningKeyPath,
-	}
-}
-
 // A backup taken while messages are being sent restores to a server that
 // has every message acknowledged before the backup began.
 func TestBackupUnderWriteLoad(t *testing.T) {
@@ -76,7 +67,7 @@ func TestBackupUnderWriteLoad(t *testing.T) {
 	}
 	before := ackedNow()
 	out := filepath.Join(t.TempDir(), "backup")
-	m, err := housekeeping.Backup(ctx, paths(s.Config), out)
+	m, err := housekeeping.Backup(ctx, housekeeping.PathsOf(s.Config), out)
 	if err != nil {
 		t.Fatalf("backup: %v", err)
 	}
@@ -99,10 +90,10 @@ func TestBackupUnderWriteLoad(t *testing.T) {
 	if err := restored.Finalize(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := housekeeping.Restore(ctx, paths(&restored), out, false); err != nil {
+	if _, err := housekeeping.Restore(ctx, housekeeping.PathsOf(&restored), out, false); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
-	if _, err := housekeeping.Restore(ctx, paths(&restored), out, false); err == nil {
+	if _, err := housekeeping.Restore(ctx, housekeeping.PathsOf(&restored), out, false); err == nil {
 		t.Error("a second restore over the database without force succeeded")
 	}
 	s.Stop()

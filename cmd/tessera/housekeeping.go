@@ -6,21 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/tessera-hs/tessera/housekeeping"
-	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/database"
 )
-
-func dataPaths(cfg *config.Config) housekeeping.Paths {
-	return housekeeping.Paths{
-		ServerName: cfg.ServerName,
-		Database:   cfg.Database.Path,
-		MediaDir:   filepath.Join(cfg.DataDir, "media"),
-		SigningKey: cfg.SigningKeyPath,
-	}
-}
 
 // cmdBackup copies the database, media store and signing key to a new
 // directory, while the server runs or not.
@@ -38,7 +27,7 @@ func cmdBackup(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := housekeeping.Backup(context.Background(), dataPaths(cfg), *out)
+	m, err := housekeeping.Backup(context.Background(), housekeeping.PathsOf(cfg), *out)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
@@ -63,7 +52,7 @@ func cmdRestore(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := housekeeping.Restore(context.Background(), dataPaths(cfg), *in, *force)
+	m, err := housekeeping.Restore(context.Background(), housekeeping.PathsOf(cfg), *in, *force)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
