@@ -15,6 +15,7 @@ import (
 	"github.com/tessera-hs/tessera/appservice"
 	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/delayed"
+	"github.com/tessera-hs/tessera/housekeeping"
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/httpx"
 	"github.com/tessera-hs/tessera/internal/mxerr"
@@ -70,6 +71,9 @@ type API struct {
 	// rtcRemote gets tokens for other servers' SFUs (rtc.go); nil
 	// without federation.
 	rtcRemote RemoteLiveKitToken
+	// housekeeping purges history and media (SetHousekeeping;
+	// admin_housekeeping.go); nil until set.
+	housekeeping *housekeeping.Service
 	// notices sends server notices (SetNotices; notices.go); nil until set.
 	notices *notices.Service
 	// webhooks are the built-in incoming webhooks (SetWebhooks;
@@ -160,6 +164,7 @@ func (a *API) Register(r *mux.Router) {
 	a.rtcRoutes(add)
 	a.rtcDelegateRoutes(add)
 	a.noticesRoutes(add)
+	a.housekeepingRoutes(add)
 	a.webhooksRoutes(add)
 	a.appServiceRoutes(add)
 	a.registerMedia(r)

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"crypto/rand"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -53,24 +51,7 @@ func uploadOK(t testing.TB, srv *testserver.Server, token, contentType, fileName
 // storedFiles counts the content files in the media store.
 func storedFiles(t testing.TB, srv *testserver.Server) int {
 	t.Helper()
-	root := filepath.Join(srv.Config.DataDir, "media")
-	n := 0
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && d.Name() == "tmp" {
-			return filepath.SkipDir
-		}
-		if !d.IsDir() {
-			n++
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walk media store: %v", err)
-	}
-	return n
+	return srv.MediaFiles()
 }
 
 func randomBytes(t testing.TB, n int) []byte {

@@ -62,6 +62,8 @@ type Service struct {
 
 	// remote fetches other servers' media (remote.go).
 	remote remoteFetcher
+	// accessed throttles the writes of last access times (retention.go).
+	accessed accessTracker
 }
 
 // New runs the domain's migrations, opens the file store and returns the
@@ -175,6 +177,7 @@ func (s *Service) Upload(ctx context.Context, uploader, contentType, uploadName 
 	if err != nil {
 		return nil, err
 	}
+	defer s.files.release()
 	now := s.now()
 	m := &Media{
 		ServerName: s.cfg.ServerName, MediaID: newMediaID(), Uploader: uploader,
@@ -182,8 +185,8 @@ func (s *Service) Upload(ctx context.Context, uploader, contentType, uploadName 
 	}
 	// The file is in place before the row that names it commits.
 	_, err = s.db.ExecContext(ctx, `
-INSERT INTO media_local (media_id, server_name, uploader, content_type, upload_name, size, sha256, created_ts, uploaded_ts)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
+INSERT INTO media_local (media_id, server_name, uploader, content_type, upload_name, size, sha256, created_ts, uploaded_ts, last_access_ts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)`,
 		m.MediaID, string(m.ServerName), uploader, contentType, uploadName, size, sum, now.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("insert media: %w", err)
@@ -312,10 +315,11 @@ func (s *Service) UploadTo(ctx context.Context, uploader string, serverName spec
 	if err != nil {
 		return err
 	}
+	defer s.files.release()
 	now := s.now()
 	err = s.db.WithTx(ctx, func(tx *database.Tx) error {
 		res, err := tx.ExecContext(ctx, `
-UPDATE media_local SET content_type = $1, upload_name = $2, size = $3, sha256 = $4, uploaded_ts = $5
+UPDATE media_local SET content_type = $1, upload_name = $2, size = $3, sha256 = $4, uploaded_ts = $5, last_access_ts = $5
 WHERE media_id = $6 AND uploader = $7 AND sha256 IS NULL AND unused_expires_ts > $5`,
 			contentType, uploadName, size, sum, now.UnixMilli(), mediaID, uploader)
 		if err != nil {
@@ -389,6 +393,7 @@ func (s *Service) Get(ctx context.Context, serverName spec.ServerName, mediaID s
 			return nil, mxerr.NotFound("Media not found")
 		}
 		if r.hasContent {
+			s.touch(ctx, &r.Media)
 			return &r.Media, nil
 		}
 		left := deadline.Sub(now)

@@ -113,6 +113,7 @@ func (s *Service) GetRemote(ctx context.Context, origin spec.ServerName, mediaID
 		if opts.Legacy && !m.Created.Before(s.frozenAfter) {
 			return nil, mxerr.NotFound("Media not found")
 		}
+		s.touch(ctx, m)
 		return m, nil
 	}
 	r := &s.remote
@@ -296,6 +297,9 @@ func (s *Service) storeRemote(ctx context.Context, origin spec.ServerName, media
 	}
 	body := &readErrReader{r: c.body}
 	sum, size, err := s.files.write(body, limit)
+	if err == nil {
+		defer s.files.release()
+	}
 	switch {
 	case errors.Is(err, errTooLarge):
 		return nil, remoteTooLarge(limit)
@@ -309,8 +313,8 @@ func (s *Service) storeRemote(ctx context.Context, origin spec.ServerName, media
 		ctype = "application/octet-stream"
 	}
 	_, err = s.db.ExecContext(ctx, `
-INSERT INTO media_remote (origin, media_id, content_type, upload_name, size, sha256, fetched_ts)
-VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (origin, media_id) DO NOTHING`,
+INSERT INTO media_remote (origin, media_id, content_type, upload_name, size, sha256, fetched_ts, last_access_ts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (origin, media_id) DO NOTHING`,
 		string(origin), mediaID, ctype, dispositionFileName(c.disposition), size, sum, s.now().UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("record remote media: %w", err)

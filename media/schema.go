@@ -81,4 +81,19 @@ CREATE TABLE media_remote_thumbnails (
 	FOREIGN KEY (origin, media_id) REFERENCES media_remote(origin, media_id) ON DELETE CASCADE
 );
 `},
+	{Version: 4, SQL: `
+-- When media was last downloaded (or thumbnailed), for media retention:
+-- the housekeeping job deletes what was not accessed for a configured
+-- time, the remote cache first of all. Written at most once an hour per
+-- media (accessResolution). Existing rows count from their upload/fetch.
+ALTER TABLE media_local ADD COLUMN last_access_ts INTEGER NOT NULL DEFAULT 0;
+UPDATE media_local SET last_access_ts = COALESCE(uploaded_ts, created_ts);
+CREATE INDEX media_local_last_access ON media_local(last_access_ts) WHERE sha256 IS NOT NULL;
+ALTER TABLE media_remote ADD COLUMN last_access_ts INTEGER NOT NULL DEFAULT 0;
+UPDATE media_remote SET last_access_ts = fetched_ts;
+CREATE INDEX media_remote_last_access ON media_remote(last_access_ts);
+-- A file is deleted only when no row names it.
+CREATE INDEX media_thumbnails_sha256 ON media_thumbnails(sha256);
+CREATE INDEX media_remote_thumbnails_sha256 ON media_remote_thumbnails(sha256);
+`},
 }

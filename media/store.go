@@ -9,14 +9,21 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // fileStore keeps content by its SHA-256 under root, as ab/cd/abcd...: the
 // same bytes uploaded twice are one file. A file appears under its final
 // name only once complete and synced (written to tmp/, fsynced, renamed,
 // directory fsynced), so a crash never leaves a half file to be served.
+//
+// Files are shared, so one is deleted only when no row names it. mu keeps
+// that check and the unlink (write lock) from running between a write's
+// finding or placing a file and the insert of the row that names it
+// (read lock, held from write until the caller's release).
 type fileStore struct {
 	root string
+	mu   sync.RWMutex
 }
 
 func newFileStore(root string) (*fileStore, error) {
@@ -41,6 +48,8 @@ var errTooLarge = errors.New("content too large")
 
 // write stores up to max bytes from src and returns their SHA-256 (hex)
 // and size. More than max bytes is errTooLarge, and nothing is stored.
+// On success the store's read lock is held: the caller records the file in
+// a row, then calls release.
 func (fs *fileStore) write(src io.Reader, max int64) (sum string, size int64, err error) {
 	tmp, err := os.CreateTemp(filepath.Join(fs.root, "tmp"), "upload-*")
 	if err != nil {
@@ -64,6 +73,12 @@ func (fs *fileStore) write(src io.Reader, max int64) (sum string, size int64, er
 	}
 	sum = hex.EncodeToString(h.Sum(nil))
 	final := fs.path(sum)
+	fs.mu.RLock()
+	defer func() {
+		if err != nil {
+			fs.mu.RUnlock()
+		}
+	}()
 	if _, err := os.Stat(final); err == nil {
 		return sum, size, nil // already stored: the deferred clean-up drops tmp
 	}
@@ -82,7 +97,35 @@ func (fs *fileStore) write(src io.Reader, max int64) (sum string, size int64, er
 	return sum, size, nil
 }
 
-// writeBytes stores data (a generated thumbnail).
+// release ends what a successful write began, once its row is written.
+func (fs *fileStore) release() { fs.mu.RUnlock() }
+
+// removeUnused deletes the files of sums that referenced says no row
+// names any more, and returns how many it deleted.
+func (fs *fileStore) removeUnused(sums []string, referenced func(sum string) (bool, error)) (int, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	n := 0
+	for _, sum := range sums {
+		if len(sum) != 64 {
+			continue
+		}
+		used, err := referenced(sum)
+		if err != nil {
+			return n, err
+		}
+		if used {
+			continue
+		}
+		if err := os.Remove(fs.path(sum)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return n, fmt.Errorf("delete media file: %w", err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// writeBytes stores data (a generated thumbnail), as write.
 func (fs *fileStore) writeBytes(data []byte) (string, error) {
 	sum, _, err := fs.write(bytes.NewReader(data), int64(len(data)))
 	return sum, err

@@ -114,6 +114,7 @@ func (s *Service) Thumbnail(ctx context.Context, m *Media, width, height int, me
 	if err != nil {
 		return nil, err
 	}
+	defer s.files.release()
 	now := s.now()
 	q, args := `
 INSERT INTO media_thumbnails (media_id, width, height, method, animated, content_type, size, sha256, created_ts)

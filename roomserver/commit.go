@@ -1,6 +1,8 @@
 package roomserver
 
 import (
+	"time"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -334,8 +336,8 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 		}
 	}
 	if t := pe.txn; t != nil {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO txn_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)`,
-			t.UserID, t.DeviceID, t.storeKey(), ev.EventID()); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO txn_ids (user_id, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)`,
+			t.UserID, t.DeviceID, t.storeKey(), ev.EventID(), time.Now().UnixMilli()); err != nil {
 			return fmt.Errorf("record transaction: %w", err)
 		}
 	}

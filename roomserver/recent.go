@@ -1,6 +1,9 @@
 package roomserver
 
-import "sync"
+import (
+	"slices"
+	"sync"
+)
 
 // recentEvents remembers the stream positions and IDs of each room's latest
 // events, as the committer writes them, so that the question every
@@ -94,4 +97,20 @@ func (r *recentEvents) window(roomID string, from, to int64, limit int) (ids []s
 		ids = append(ids, e.id)
 	}
 	return ids, limited, true
+}
+
+// remove drops purged events from the room's ring. Every event after the
+// floor that still exists stays in the ring, so the ring stays complete.
+func (r *recentEvents) remove(roomID string, ids []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ring := r.rooms[roomID]
+	if ring == nil {
+		return
+	}
+	gone := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		gone[id] = true
+	}
+	ring.evs = slices.DeleteFunc(ring.evs, func(e recentEvent) bool { return gone[e.id] })
 }

@@ -84,6 +84,8 @@ type Service struct {
 	// membership; any membership commit invalidates both.
 	memberships *gencache.Cache[string, []MembershipChange]
 	membership  *gencache.Cache[[2]string, string]
+	// purgeListener is told of purged events (purge.go); nil: none.
+	purgeListener PurgeListener
 	// lastCreateMS is the origin_server_ts of the last create event built
 	// (see createTime).
 	lastCreateMS atomic.Int64

@@ -260,4 +260,23 @@ CREATE TABLE appservice_room_lists (
 	PRIMARY KEY (appservice_id, network_id, room_id)
 );
 `},
+	{Version: 11, SQL: `
+-- The point before which each room's history was purged (by an admin or
+-- by retention): /messages does not backfill from other servers below it,
+-- which would fetch back what was purged.
+CREATE TABLE room_purges (
+	room_id    TEXT PRIMARY KEY,
+	depth      INTEGER NOT NULL,
+	stream_pos INTEGER NOT NULL,
+	purged_ts  INTEGER NOT NULL
+);
+`},
+	{Version: 12, SQL: `
+-- When each client transaction ID was recorded, so that the housekeeping
+-- job prunes them after a while (a retry comes within minutes, not days).
+-- Rows recorded before this column count from the upgrade.
+ALTER TABLE txn_ids ADD COLUMN created_ts INTEGER NOT NULL DEFAULT 0;
+UPDATE txn_ids SET created_ts = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+CREATE INDEX txn_ids_created ON txn_ids(created_ts);
+`},
 }

@@ -4,6 +4,9 @@
 //	tessera run -config FILE      run with FILE
 //	tessera generate-config ...   write a config and a signing key
 //	tessera register-user ...     create an account (for operators)
+//	tessera backup ...            online copy of the data directory
+//	tessera restore ...           put a backup in place
+//	tessera db-stats ...          table sizes
 //	tessera version
 package main
 
@@ -57,6 +60,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdGenerateConfig(args[1:], stdout, stderr)
 	case "register-user":
 		return cmdRegisterUser(args[1:], stdout, stderr)
+	case "backup":
+		return cmdBackup(args[1:], stdout, stderr)
+	case "restore":
+		return cmdRestore(args[1:], stdout, stderr)
+	case "db-stats":
+		return cmdDBStats(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "tessera", buildVersion())
 		return nil
@@ -74,6 +83,9 @@ const usage = `usage:
   tessera generate-config -server-name NAME -data-dir DIR -listen HOST:PORT
                           [-registration-shared-secret S] [-open-registration] -o FILE
   tessera register-user -config FILE -user NAME -password PW [-admin]
+  tessera backup -config FILE -o DIR       consistent copy of the data, while the server runs
+  tessera restore -config FILE -i DIR [-force]   put a backup in place (server stopped)
+  tessera db-stats -config FILE            rows and size of each database table
   tessera version
 `
 

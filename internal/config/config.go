@@ -55,9 +55,54 @@ type Config struct {
 	// generic hooks that post notices into rooms through a bot user.
 	Webhooks Webhooks `yaml:"webhooks"`
 
+	// Housekeeping keeps the disk in hand: retention, media retention and
+	// pruning (housekeeping/).
+	Housekeeping Housekeeping `yaml:"housekeeping"`
+
 	// AppServices are the registration files of the application services
 	// (bridges, bots), relative to the config file's directory.
 	AppServices []string `yaml:"app_services"`
+}
+
+// Housekeeping configures the periodic job of the housekeeping domain.
+type Housekeeping struct {
+	// Interval between runs; 0 turns the job off.
+	Interval Duration `yaml:"interval"`
+	// TxnIDLifetime is how long client transaction IDs are kept.
+	TxnIDLifetime Duration  `yaml:"txn_id_lifetime"`
+	Retention     Retention `yaml:"retention"`
+	// Media not downloaded for this long is deleted; 0 keeps it.
+	LocalMediaLifetime  Duration `yaml:"local_media_lifetime"`
+	RemoteMediaLifetime Duration `yaml:"remote_media_lifetime"`
+}
+
+func (h Housekeeping) validate() error {
+	for key, d := range map[string]Duration{
+		"interval": h.Interval, "txn_id_lifetime": h.TxnIDLifetime,
+		"local_media_lifetime": h.LocalMediaLifetime, "remote_media_lifetime": h.RemoteMediaLifetime,
+		"retention.default_min_lifetime": h.Retention.DefaultMinLifetime, "retention.default_max_lifetime": h.Retention.DefaultMaxLifetime,
+		"retention.allowed_lifetime_min": h.Retention.AllowedLifetimeMin, "retention.allowed_lifetime_max": h.Retention.AllowedLifetimeMax,
+	} {
+		if d < 0 {
+			return fmt.Errorf("housekeeping.%s: must not be negative", key)
+		}
+	}
+	r := h.Retention
+	if r.AllowedLifetimeMax > 0 && r.AllowedLifetimeMin > r.AllowedLifetimeMax {
+		return errors.New("housekeeping.retention.allowed_lifetime_min: must not be above allowed_lifetime_max")
+	}
+	return nil
+}
+
+// Retention is message retention: m.room.retention and a server default,
+// with Synapse's keys.
+// https://element-hq.github.io/synapse/latest/message_retention_policies.html
+type Retention struct {
+	Enabled            bool     `yaml:"enabled"`
+	DefaultMinLifetime Duration `yaml:"default_min_lifetime"`
+	DefaultMaxLifetime Duration `yaml:"default_max_lifetime"`
+	AllowedLifetimeMin Duration `yaml:"allowed_lifetime_min"`
+	AllowedLifetimeMax Duration `yaml:"allowed_lifetime_max"`
 }
 
 // ServerNotices configures Synapse-style server notices: messages the
@@ -460,6 +505,7 @@ func Default() Config {
 		// Synapse's turn_user_lifetime and turn_allow_guests.
 		VoIP:          VoIP{TURNUserLifetime: Duration(time.Hour), TURNAllowGuests: true},
 		ServerNotices: ServerNotices{RoomName: "Server Notices"},
+		Housekeeping:  Housekeeping{Interval: Duration(time.Hour), TxnIDLifetime: Duration(24 * time.Hour)},
 		Webhooks: Webhooks{BotLocalpart: "webhooks", BotDisplayName: "Webhooks", MaxBodyBytes: 1 << 20,
 			Rate: Rate{PerSecond: 5, Burst: 30}, DeliveryRetention: Duration(7 * 24 * time.Hour)},
 		// Synapse's push defaults and HttpPusher's backoff (1 s doubling
@@ -592,6 +638,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("listen: expected HOST:PORT, got %q", c.Listen)
 	}
 	if err := c.Webhooks.validate(); err != nil {
+		return err
+	}
+	if err := c.Housekeeping.validate(); err != nil {
 		return err
 	}
 	if c.PublicBaseURL != "" {

@@ -443,6 +443,35 @@ webhooks:
   # repeated deliveries.
   delivery_retention: "168h"
 
+housekeeping:
+  # How often the housekeeping job runs: retention, media retention and
+  # the pruning of rows only needed for a while (push actions of read
+  # events, delivered to-device messages, expired tokens, old transaction
+  # IDs); it logs the database's table sizes too. "0" turns it off. See
+  # docs/housekeeping.md.
+  interval: "1h"
+  # Transaction IDs of client requests are kept this long for idempotent
+  # retries, then pruned.
+  txn_id_lifetime: "24h"
+  # Message retention (m.room.retention, Synapse's retention block).
+  # Off by default: nothing is deleted. On, a room's m.room.retention
+  # max_lifetime (clamped to the allowed range) or else the default
+  # policy says how old a message may grow before it is purged. State
+  # events are never purged.
+  retention:
+    enabled: false
+    # The policy of rooms without m.room.retention; "0" is none (keep).
+    default_min_lifetime: "0"
+    default_max_lifetime: "0"
+    # Bounds on a room's max_lifetime; "0" is no bound.
+    allowed_lifetime_min: "0"
+    allowed_lifetime_max: "0"
+  # Media retention: media not downloaded for this long is deleted, with
+  # its thumbnails. Remote media is a cache and fetched again on demand;
+  # local media is gone for good. "0" keeps media forever.
+  local_media_lifetime: "0"
+  remote_media_lifetime: "0"
+
 # Application services (bridges such as the mautrix bridges, bots): their
 # registration files, in the standard YAML format (id, url, as_token,
 # hs_token, sender_localpart, namespaces, rate_limited, receive_ephemeral,

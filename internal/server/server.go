@@ -28,6 +28,7 @@ import (
 	"github.com/tessera-hs/tessera/federation"
 	"github.com/tessera-hs/tessera/federation/keyring"
 	"github.com/tessera-hs/tessera/federation/queue"
+	"github.com/tessera-hs/tessera/housekeeping"
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/httpx"
@@ -57,6 +58,8 @@ type Server struct {
 	Sync  *syncapi.Service
 	Push  *push.Service
 	Keys  *keys.Service
+	// Housekeeping runs retention, pruning and admin purges.
+	Housekeeping *housekeeping.Service
 
 	keyBackup *keybackup.Service
 	// delayed sends MSC4140 delayed events when they fall due.
@@ -328,6 +331,7 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	api.SetMedia(ms)
+	s.initHousekeeping(api, ms)
 
 	s.api = api
 	if s.cfg.Federation.Enabled {
@@ -669,6 +673,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.delayed != nil {
 		// Before the room server, which sends what falls due.
 		s.delayed.Stop()
+	}
+	if s.Housekeeping != nil {
+		// Before the room server: running purges stop at their batch.
+		s.Housekeeping.Close()
 	}
 	if s.Rooms != nil {
 		// After HTTP has drained: finish queued events, then close.

@@ -7,6 +7,7 @@ package testserver
 import (
 	"context"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -231,6 +232,29 @@ func (s *Server) Register(localpart, password string) *mautrix.Client {
 	c.SetCredentials(resp.UserID, resp.AccessToken)
 	c.DeviceID = resp.DeviceID
 	return c
+}
+
+// MediaFiles counts the content files in the server's media store
+// (uploads in progress left out).
+func (s *Server) MediaFiles() int {
+	s.t.Helper()
+	n := 0
+	err := filepath.WalkDir(filepath.Join(s.Config.DataDir, "media"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && d.Name() == "tmp" {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		s.t.Fatalf("walk media store: %v", err)
+	}
+	return n
 }
 
 // UserID is the full user ID of a localpart on this server.

@@ -1,0 +1,28 @@
+package server
+
+import (
+	"context"
+
+	"github.com/tessera-hs/tessera/clientapi"
+	"github.com/tessera-hs/tessera/housekeeping"
+	"github.com/tessera-hs/tessera/media"
+)
+
+// initHousekeeping builds the housekeeping domain: the room server's
+// purges tell push to drop the purged events' actions, and the job prunes
+// each domain's short-lived rows.
+func (s *Server) initHousekeeping(api *clientapi.API, ms *media.Service) {
+	hk := housekeeping.New(s.cfg.Housekeeping, s.db, s.Rooms, s.log.WithField("component", "housekeeping"))
+	s.Rooms.SetPurgeListener(func(ctx context.Context, roomID string, eventIDs []string) {
+		if err := s.Push.EventsPurged(ctx, roomID, eventIDs); err != nil {
+			s.log.WithError(err).WithField("room_id", roomID).Error("dropping the push actions of purged events")
+		}
+	})
+	hk.SetMedia(ms)
+	hk.AddPruner("txn_ids", s.Rooms.TxnPruner(s.cfg.Housekeeping.TxnIDLifetime.Std()))
+	hk.AddPruner("push_actions", s.Push)
+	hk.AddPruner("tokens", s.Users)
+	api.SetHousekeeping(hk)
+	s.Housekeeping = hk
+	hk.Start()
+}
