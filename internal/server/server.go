@@ -38,6 +38,7 @@ import (
 	"github.com/tessera-hs/tessera/keys"
 	"github.com/tessera-hs/tessera/media"
 	"github.com/tessera-hs/tessera/notices"
+	"github.com/tessera-hs/tessera/oauth"
 	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/slidingsync"
@@ -296,6 +297,16 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	api.SetNotices(ns)
+	if oc := s.cfg.Auth.OAuth; oc.Enabled {
+		oa, err := oauth.New(ctx, s.db, us, oauth.Config{
+			CodeLifetime: oc.CodeLifetime.Std(), DeviceCodeLifetime: oc.DeviceCodeLifetime.Std(),
+			DeviceCodeInterval: oc.DeviceCodeInterval.Std(), SessionLifetime: oc.SessionLifetime.Std(),
+		})
+		if err != nil {
+			return err
+		}
+		api.SetOAuth(oa)
+	}
 	if s.cfg.Webhooks.Enabled {
 		if s.webhooks, err = webhooks.New(ctx, s.db, rs, us, spec.ServerName(s.cfg.ServerName), s.cfg.PublicBaseURL,
 			s.cfg.Webhooks, s.log.WithField("component", "webhooks")); err != nil {
