@@ -44,8 +44,8 @@ var paths = pagePaths{
 // pageData is what every page template gets.
 type pageData struct {
 	Title, ServerName, Error, Message, CSRF, UserID, Next, Username string
-	Paths                                                          pagePaths
-	Client                                                         *oauth.ClientMetadata
+	Paths                                                           pagePaths
+	Client                                                          *oauth.ClientMetadata
 	// Consent
 	Action, DeviceID string
 	Params           url.Values
