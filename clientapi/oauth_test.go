@@ -195,7 +195,7 @@ func TestOAuthCodeFlow(t *testing.T) {
 	// Revocation (RFC 7009) ends the session: the device goes with its tokens.
 	revoke := func(clientID, token string) resp {
 		return do(t, srv, req{Method: http.MethodPost, Path: "/_tessera/oauth2/revoke",
-			Body: url.Values{"client_id": {clientID}, "token": {token}}.Encode(),
+			Body:    url.Values{"client_id": {clientID}, "token": {token}}.Encode(),
 			Headers: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}})
 	}
 	revoke(other.ClientID, tok2.AccessToken).oauthError(t, http.StatusBadRequest, "invalid_request")
@@ -231,7 +231,7 @@ func TestOAuthAuthorizeErrors(t *testing.T) {
 		return q
 	}
 	b := newBrowser(t, srv)
-	b.get("/_tessera/oauth2/authorize?" + good.Encode()).expect(t, http.StatusOK)
+	b.get("/_tessera/oauth2/authorize?"+good.Encode()).expect(t, http.StatusOK)
 	for _, tc := range []struct {
 		name  string
 		query url.Values
@@ -276,11 +276,11 @@ func TestOAuthAuthorizeErrors(t *testing.T) {
 	if frag, _ := url.ParseQuery(to.Fragment); frag.Get("code") == "" || frag.Get("state") != "xyz" || to.RawQuery != "" {
 		t.Fatalf("fragment redirect = %s", to)
 	}
-	p = b.get("/_tessera/oauth2/authorize?" + good.Encode()).expect(t, http.StatusOK)
+	p = b.get("/_tessera/oauth2/authorize?"+good.Encode()).expect(t, http.StatusOK)
 	if to := b.consent(p, "deny"); to.Query().Get("error") != "access_denied" || to.Query().Get("state") != "xyz" {
 		t.Fatalf("deny redirect = %s", to)
 	}
-	p = b.get("/_tessera/oauth2/authorize?" + with("response_mode", "fragment").Encode()).expect(t, http.StatusOK)
+	p = b.get("/_tessera/oauth2/authorize?"+with("response_mode", "fragment").Encode()).expect(t, http.StatusOK)
 	if to := b.consent(p, "deny"); !strings.Contains(to.Fragment, "error=access_denied") {
 		t.Fatalf("deny redirect = %s", to)
 	}
