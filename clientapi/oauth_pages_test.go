@@ -123,7 +123,7 @@ func TestOAuthDeviceGrant(t *testing.T) {
 		t.Fatalf("device page: %.400s", p.HTML)
 	}
 	b.get("/_tessera/device?user_code=BCDF-GHJK").expect(t, http.StatusNotFound)
-	consent := b.get("/_tessera/device?user_code=" + url.QueryEscape(strings.ToLower(da.UserCode))).expect(t, http.StatusOK)
+	consent := b.get("/_tessera/device?user_code="+url.QueryEscape(strings.ToLower(da.UserCode))).expect(t, http.StatusOK)
 	if !strings.Contains(consent.HTML, "Test Client") || !strings.Contains(consent.HTML, "TVDEVICE0001") {
 		t.Fatalf("device consent page: %.600s", consent.HTML)
 	}
@@ -142,7 +142,7 @@ func TestOAuthDeviceGrant(t *testing.T) {
 
 	// Denied.
 	da = start()
-	f = b.get("/_tessera/device?user_code=" + url.QueryEscape(da.UserCode)).expect(t, http.StatusOK).hidden()
+	f = b.get("/_tessera/device?user_code="+url.QueryEscape(da.UserCode)).expect(t, http.StatusOK).hidden()
 	f.Set("action", "deny")
 	b.post("/_tessera/device", f).expect(t, http.StatusOK)
 	time.Sleep(250 * time.Millisecond)
