@@ -249,6 +249,7 @@ func TestOAuthAuthorizeErrors(t *testing.T) {
 		{"bad device scope", with("scope", scopeAPI+" urn:matrix:client:device:x"), "invalid_scope"},
 		{"unknown response_mode", with("response_mode", "form_post"), "invalid_request"},
 		{"unknown prompt", with("prompt", "none"), "invalid_request"},
+		{"prompt=login", with("prompt", "login"), "invalid_request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := b.get("/_tessera/oauth2/authorize?" + tc.query.Encode())
@@ -333,8 +334,21 @@ func TestOAuthTokenErrors(t *testing.T) {
 	tokenForm(t, srv, url.Values{"grant_type": {"refresh_token"}, "client_id": {webOnly}, "refresh_token": {"x"}}).
 		oauthError(t, http.StatusBadRequest, "unauthorized_client")
 
+	// A device deleted through the Matrix API takes its grant with it: the
+	// same device ID signed in again by /login is not the client's.
+	dev := *conf
+	dev.Scopes = []string{scopeAPI, "urn:matrix:client:device:REUSEDDEV01"}
+	v = oauth2.GenerateVerifier()
+	_, err := dev.Exchange(ctx, authorizeCode(t, b, &dev, v, "alice", "password1"), oauth2.VerifierOption(v))
+	must(t, err, "exchange for REUSEDDEV01")
+	withPasswordUIA(t, srv, http.MethodDelete, v3+"/devices/REUSEDDEV01", alice.AccessToken, nil, alice.UserID, "password1").
+		expect(t, http.StatusOK, "")
+	again := login(t, srv, "alice", "password1", map[string]any{"device_id": "REUSEDDEV01", "refresh_token": true})
+	tokenForm(t, srv, url.Values{"grant_type": {"refresh_token"}, "client_id": {conf.ClientID}, "refresh_token": {again.RefreshToken}}).
+		oauthError(t, http.StatusBadRequest, "invalid_grant")
+
 	// The oauth2 library sees the same errors.
-	_, err := conf.Exchange(ctx, "nope", oauth2.VerifierOption(v))
+	_, err = conf.Exchange(ctx, "nope", oauth2.VerifierOption(v))
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
 		t.Fatalf("exchange error = %v, want invalid_grant", err)

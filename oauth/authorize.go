@@ -81,8 +81,10 @@ func (s *Service) ParseAuthorization(ctx context.Context, q url.Values) (*AuthRe
 	if !pkceValue.MatchString(r.Challenge) {
 		return r, invalidRequest("code_challenge is malformed")
 	}
+	// The consent page is always shown, so prompt=consent is met; other
+	// values (login, none, select_account) are not served.
 	switch p := q.Get("prompt"); p {
-	case "", "consent", "login":
+	case "", "consent":
 	case "create":
 		r.Prompt = p
 	default:

@@ -243,6 +243,26 @@ func (s *Service) EndDevice(ctx context.Context, userID, deviceID string) error 
 	return nil
 }
 
+// DevicesDeleted forgets the grants of deleted devices, so that a device ID
+// used again later (by /login, say) is not taken for the old client's.
+func (s *Service) DevicesDeleted(ctx context.Context, userID string, deviceIDs []string) error {
+	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
+		for _, id := range deviceIDs {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM oauth_grants WHERE user_id = $1 AND device_id = $2`, userID, id); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM oauth_used_refresh_tokens WHERE user_id = $1 AND device_id = $2`, userID, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("forget oauth grants of deleted devices: %w", err)
+	}
+	return nil
+}
+
 // ClientNames maps the user's devices signed in through OAuth to the names
 // of their clients, for the account page.
 func (s *Service) ClientNames(ctx context.Context, userID string) (map[string]string, error) {
