@@ -53,3 +53,38 @@ func BenchmarkOAuthTokenRefresh(b *testing.B) {
 		rt = r.str("refresh_token")
 	}
 }
+
+// BenchmarkOAuthTokenRefreshParallel is the token endpoint's throughput:
+// 16 devices of one client refreshing at once, each rotating its own
+// refresh token; commits of concurrent requests share fsyncs.
+func BenchmarkOAuthTokenRefreshParallel(b *testing.B) {
+	srv := testserver.Start(b)
+	srv.Register("alice", "benchmark password")
+	conf := nativeClient(b, srv)
+	sessions := make(chan string, 16)
+	for i := 0; i < cap(sessions); i++ {
+		verifier := oauth2.GenerateVerifier()
+		tok, err := conf.Exchange(ctx, authorizeCode(b, newBrowser(b, srv), conf, verifier, "alice", "benchmark password"),
+			oauth2.VerifierOption(verifier))
+		if err != nil {
+			b.Fatal(err)
+		}
+		sessions <- tok.RefreshToken
+	}
+	b.SetParallelism(8) // 16 goroutines on 2 CPUs
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		rt := <-sessions
+		defer func() { sessions <- rt }()
+		for pb.Next() {
+			r, err := tryDo(srv, req{Method: http.MethodPost, Path: "/_tessera/oauth2/token",
+				Body:    url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {conf.ClientID}}.Encode(),
+				Headers: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}})
+			if err != nil || r.Status != http.StatusOK {
+				b.Errorf("refresh: %v %d %s", err, r.Status, r.Raw)
+				return
+			}
+			rt = r.str("refresh_token")
+		}
+	})
+}
