@@ -12,8 +12,10 @@ import (
 // https://spec.matrix.org/v1.19/client-server-api/#oauth-20-account-management
 
 // accountPage starts an account page: signed out, the login page is shown
-// instead (coming back here after) and ok is false.
-func (a *API) accountPage(w http.ResponseWriter, r *http.Request) (*pageData, bool) {
+// instead (coming back here after) and ok is false. A form post must carry
+// the CSRF token and, if passwordField is set, the user's password in that
+// field, checked under the login rate limits.
+func (a *API) accountPage(w http.ResponseWriter, r *http.Request, passwordField string) (*pageData, bool) {
 	d := a.page(w, r, "Your account")
 	if d.UserID == "" {
 		d.Next = pathAccount
@@ -26,13 +28,19 @@ func (a *API) accountPage(w http.ResponseWriter, r *http.Request) (*pageData, bo
 	if r.Method == http.MethodPost && !a.checkCSRF(w, r, d) {
 		return d, false
 	}
+	if passwordField != "" {
+		if _, err := a.checkPasswordLogin(r, d.UserID, r.PostForm.Get(passwordField)); err != nil {
+			a.accountError(w, r, d, err)
+			return d, false
+		}
+	}
 	return d, true
 }
 
 // pageAccount shows the account. The spec's action and device_id query
 // parameters pick out a device (org.matrix.device_view, device_delete).
 func (a *API) pageAccount(w http.ResponseWriter, r *http.Request) {
-	d, ok := a.accountPage(w, r)
+	d, ok := a.accountPage(w, r, "")
 	if !ok {
 		return
 	}
@@ -73,7 +81,7 @@ func (a *API) renderAccount(w http.ResponseWriter, r *http.Request, d *pageData,
 
 // pageDeleteDevice signs one of the user's devices out.
 func (a *API) pageDeleteDevice(w http.ResponseWriter, r *http.Request) {
-	d, ok := a.accountPage(w, r)
+	d, ok := a.accountPage(w, r, "")
 	if !ok {
 		return
 	}
@@ -87,12 +95,8 @@ func (a *API) pageDeleteDevice(w http.ResponseWriter, r *http.Request) {
 // pageChangePassword changes the password after checking the current one
 // under the login rate limits.
 func (a *API) pageChangePassword(w http.ResponseWriter, r *http.Request) {
-	d, ok := a.accountPage(w, r)
+	d, ok := a.accountPage(w, r, "current_password")
 	if !ok {
-		return
-	}
-	if _, err := a.checkPasswordLogin(r, d.UserID, r.PostForm.Get("current_password")); err != nil {
-		a.accountError(w, r, d, err)
 		return
 	}
 	logout := r.PostForm.Get("logout_devices") != ""
@@ -109,12 +113,8 @@ func (a *API) pageChangePassword(w http.ResponseWriter, r *http.Request) {
 
 // pageDeactivate deactivates the account after checking the password.
 func (a *API) pageDeactivate(w http.ResponseWriter, r *http.Request) {
-	d, ok := a.accountPage(w, r)
+	d, ok := a.accountPage(w, r, "password")
 	if !ok {
-		return
-	}
-	if _, err := a.checkPasswordLogin(r, d.UserID, r.PostForm.Get("password")); err != nil {
-		a.accountError(w, r, d, err)
 		return
 	}
 	if err := a.users.Deactivate(r.Context(), d.UserID, false); err != nil {

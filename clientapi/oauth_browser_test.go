@@ -1,8 +1,6 @@
 package clientapi_test
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -38,14 +36,7 @@ func TestOAuthBrowserCodeFlow(t *testing.T) {
 	alice := registerUser(t, srv, "alice", "password1")
 	cfg, _ := json.Marshal(map[string]any{"baseUrl": srv.URL, "user": "alice", "password": "password1",
 		"chromium": chromium, "timeoutMs": 100000})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "code_flow.mjs")
-	cmd.Dir = oauthDir
-	cmd.Env = append(os.Environ(), "TESSERA_OAUTH="+string(cfg))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
+	run := runNode(node, oauthDir, "code_flow.mjs", 2*time.Minute, false, "TESSERA_OAUTH="+string(cfg))
 
 	var res struct {
 		OK       bool               `json:"ok"`
@@ -56,15 +47,9 @@ func TestOAuthBrowserCodeFlow(t *testing.T) {
 		Steps    []string           `json:"steps"`
 		Timings  map[string]float64 `json:"timings"`
 	}
-	line := stdout.Bytes()
-	if i := bytes.LastIndex(line, []byte("TESSERA_RESULT ")); i >= 0 {
-		line = line[i+len("TESSERA_RESULT "):]
-	}
-	if err := json.Unmarshal(bytes.TrimSpace(line), &res); err != nil {
-		t.Fatalf("node: %v; no result (%v)\nstdout: %s\nstderr: %s", runErr, err, stdout.String(), tail(stderr.String(), 8000))
-	}
-	if !res.OK || runErr != nil {
-		t.Fatalf("openid-client: %s %s\nsteps: %q\nstderr: %s", res.Error, res.Cause, res.Steps, tail(stderr.String(), 8000))
+	run.result(t, &res)
+	if !res.OK || run.err != nil {
+		t.Fatalf("openid-client: %s %s\nsteps: %q\nstderr: %s", res.Error, res.Cause, res.Steps, tail(run.stderr.String(), 8000))
 	}
 	if res.UserID != alice.UserID || res.DeviceID != "JSOAUTHDEV01" {
 		t.Fatalf("signed in as %s %s, want %s JSOAUTHDEV01", res.UserID, res.DeviceID, alice.UserID)

@@ -284,19 +284,29 @@ func (a *API) signIn(w http.ResponseWriter, r *http.Request, d *pageData, userID
 	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
 }
 
+// credentialsForm serves the login and sign-up pages: a GET shows the
+// form (tmpl); a post must carry the CSRF token. It reports whether there
+// is a post to act on.
+func (a *API) credentialsForm(w http.ResponseWriter, r *http.Request, d *pageData, tmpl string) bool {
+	if r.Method == http.MethodGet {
+		d.Next = safeNext(r.URL.Query().Get("next"))
+		a.render(w, http.StatusOK, tmpl, d)
+		return false
+	}
+	if !a.checkCSRF(w, r, d) {
+		return false
+	}
+	d.Next, d.Username = safeNext(r.PostForm.Get("next")), r.PostForm.Get("username")
+	return true
+}
+
 // pageLogin: the login page and its form.
 func (a *API) pageLogin(w http.ResponseWriter, r *http.Request) {
 	d := a.page(w, r, "Sign in")
 	d.CanRegister = a.canRegister()
-	if r.Method == http.MethodGet {
-		d.Next = safeNext(r.URL.Query().Get("next"))
-		a.render(w, http.StatusOK, "login", d)
+	if !a.credentialsForm(w, r, d, "login") {
 		return
 	}
-	if !a.checkCSRF(w, r, d) {
-		return
-	}
-	d.Next, d.Username = safeNext(r.PostForm.Get("next")), r.PostForm.Get("username")
 	if err := limit(a.loginPerAddress, a.clientIP(r)); err != nil {
 		a.pageError(w, r, d, "login", err)
 		return
@@ -319,15 +329,9 @@ func (a *API) pageSignup(w http.ResponseWriter, r *http.Request) {
 		a.render(w, http.StatusForbidden, "message", d)
 		return
 	}
-	if r.Method == http.MethodGet {
-		d.Next = safeNext(r.URL.Query().Get("next"))
-		a.render(w, http.StatusOK, "register", d)
+	if !a.credentialsForm(w, r, d, "register") {
 		return
 	}
-	if !a.checkCSRF(w, r, d) {
-		return
-	}
-	d.Next, d.Username = safeNext(r.PostForm.Get("next")), r.PostForm.Get("username")
 	if err := checkLimit(a.registerPerAddress, a.clientIP(r)); err != nil {
 		a.pageError(w, r, d, "register", err)
 		return

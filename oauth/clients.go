@@ -96,6 +96,16 @@ func (s *Service) Client(ctx context.Context, clientID string) (*ClientMetadata,
 	return &md, nil
 }
 
+// authClient is the client a token, revocation or device request names:
+// an unknown one is invalid_client (RFC 6749 section 5.2).
+func (s *Service) authClient(ctx context.Context, clientID string) (*ClientMetadata, error) {
+	client, err := s.Client(ctx, clientID)
+	if err == nil && client == nil {
+		err = invalidClient("unknown client_id")
+	}
+	return client, err
+}
+
 // validateMetadata applies the spec's rules and fills RFC 7591's defaults.
 func validateMetadata(md *ClientMetadata) error {
 	if md.ClientURI == "" {

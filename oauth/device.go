@@ -38,12 +38,9 @@ const (
 // client on a device without a browser.
 // https://spec.matrix.org/v1.19/client-server-api/#device-authorisation-grant
 func (s *Service) StartDeviceAuthorization(ctx context.Context, clientID, scope string) (*DeviceAuthorization, error) {
-	client, err := s.Client(ctx, clientID)
+	client, err := s.authClient(ctx, clientID)
 	if err != nil {
 		return nil, err
-	}
-	if client == nil {
-		return nil, invalidClient("unknown client_id")
 	}
 	if !client.allowsGrant(GrantDeviceCode) {
 		return nil, oauthErr(400, "unauthorized_client", "the client did not register the device code grant")

@@ -31,12 +31,9 @@ func tokenResponse(sess *users.Session, scope string) *TokenResponse {
 // and device code grants, for public clients identified by client_id.
 // https://spec.matrix.org/v1.19/client-server-api/#token-request
 func (s *Service) Token(ctx context.Context, form url.Values, ci users.ClientInfo) (*TokenResponse, error) {
-	client, err := s.Client(ctx, form.Get("client_id"))
+	client, err := s.authClient(ctx, form.Get("client_id"))
 	if err != nil {
 		return nil, err
-	}
-	if client == nil {
-		return nil, invalidClient("unknown client_id")
 	}
 	grant := form.Get("grant_type")
 	switch grant {
@@ -205,12 +202,9 @@ func (s *Service) refresh(ctx context.Context, client *ClientMetadata, token str
 // go. An unknown token is not an error (RFC 7009 section 2.2).
 // https://spec.matrix.org/v1.19/client-server-api/#token-revocation
 func (s *Service) Revoke(ctx context.Context, clientID, token string) error {
-	client, err := s.Client(ctx, clientID)
+	client, err := s.authClient(ctx, clientID)
 	if err != nil {
 		return err
-	}
-	if client == nil {
-		return invalidClient("unknown client_id")
 	}
 	if token == "" {
 		return invalidRequest("token is required")
