@@ -250,3 +250,24 @@ func TestOAuthSignUp(t *testing.T) {
 	closed := testserver.Start(t, registrationClosed)
 	newBrowser(t, closed).get("/_tessera/register").expect(t, http.StatusForbidden)
 }
+
+// TestOAuthBehindHTTPS: with an https public_baseurl (a TLS proxy in
+// front), the issuer and endpoints are https and the cookies Secure.
+func TestOAuthBehindHTTPS(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, func(c *config.Config) { c.PublicBaseURL = "https://matrix.example.org" })
+	r := get(t, srv, "/_matrix/client/v1/auth_metadata", "").expect(t, http.StatusOK, "")
+	if r.str("issuer") != "https://matrix.example.org/" || r.str("token_endpoint") != "https://matrix.example.org/_tessera/oauth2/token" {
+		t.Fatalf("metadata = %s", r.Raw)
+	}
+	p := newBrowser(t, srv).get("/_tessera/login").expect(t, http.StatusOK)
+	cookies := p.Header.Values("Set-Cookie")
+	if len(cookies) == 0 {
+		t.Fatal("no cookie set")
+	}
+	for _, c := range cookies {
+		if !strings.Contains(c, "Secure") || !strings.Contains(c, "HttpOnly") || !strings.Contains(c, "SameSite=Lax") {
+			t.Errorf("cookie %q: want Secure, HttpOnly, SameSite=Lax", c)
+		}
+	}
+}
