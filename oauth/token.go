@@ -147,6 +147,10 @@ func (s *Service) grantOf(ctx context.Context, userID, deviceID string) (clientI
 	return clientID, scope, true, nil
 }
 
+// usedRefreshTokensKept is how many exchanged refresh tokens of a device
+// are remembered for reuse detection.
+const usedRefreshTokensKept = 16
+
 // refresh rotates a refresh token (the users domain's refresh: the old
 // token stays good until the new pair is first used, so a client that lost
 // the answer can retry). A token presented after its successor was used is
@@ -190,8 +194,20 @@ func (s *Service) refresh(ctx context.Context, client *ClientMetadata, token str
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO oauth_used_refresh_tokens (token_hash, user_id, device_id, used_ts)
-		VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO NOTHING`, hash, userID, deviceID, s.nowMS()); err != nil {
+	err = s.db.WithTx(ctx, func(tx *database.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO oauth_used_refresh_tokens (token_hash, user_id, device_id, used_ts)
+			VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO NOTHING`, hash, userID, deviceID, s.nowMS()); err != nil {
+			return err
+		}
+		// A device refreshing every few minutes for months must not grow
+		// the table without end: a stolen token is replayed soon, so the
+		// last few used ones are the ones worth recognising.
+		_, err := tx.ExecContext(ctx, `DELETE FROM oauth_used_refresh_tokens WHERE user_id = $1 AND device_id = $2
+			AND token_hash NOT IN (SELECT token_hash FROM oauth_used_refresh_tokens WHERE user_id = $1 AND device_id = $2
+				ORDER BY used_ts DESC LIMIT $3)`, userID, deviceID, usedRefreshTokensKept)
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("record used refresh token: %w", err)
 	}
 	return tokenResponse(sess, scope), nil
