@@ -21,6 +21,8 @@ require (
 	maunium.net/go/mautrix v0.32.0
 )
 
+require golang.org/x/oauth2 v0.38.0
+
 require (
 	buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go v1.36.11-20260709200747-435963d16310.1 // indirect
 	buf.build/go/protovalidate v1.2.0 // indirect

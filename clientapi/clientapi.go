@@ -24,6 +24,7 @@ import (
 	"github.com/tessera-hs/tessera/keys"
 	"github.com/tessera-hs/tessera/media"
 	"github.com/tessera-hs/tessera/notices"
+	"github.com/tessera-hs/tessera/oauth"
 	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/slidingsync"
@@ -79,6 +80,9 @@ type API struct {
 	// webhooks are the built-in incoming webhooks (SetWebhooks;
 	// webhooks.go); nil when off.
 	webhooks *webhooks.Service
+	// oauth is the OAuth 2.0 API's authorisation server (SetOAuth;
+	// oauth.go, oauth_pages.go); nil when off.
+	oauth *oauth.Service
 	// asClient makes the requests to application services (pings,
 	// third-party lookups; appservice.go, thirdparty.go).
 	asClient *appservice.Client
@@ -169,6 +173,7 @@ func (a *API) Register(r *mux.Router) {
 	a.appServiceRoutes(add)
 	a.registerMedia(r)
 	a.registerStream(r)
+	a.oauthRoutes(r)
 	add("/_synapse/admin/v1", []route{
 		{http.MethodGet, "/register", a.sharedSecretNonce},
 		{http.MethodPost, "/register", a.sharedSecretRegister},

@@ -2,13 +2,10 @@ package clientapi_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -104,18 +101,10 @@ func TestJSSDKSlidingSync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "sliding_sync.mjs")
-	cmd.Dir = jssdkDir
-	cmd.Env = append(os.Environ(), "TESSERA_JSSDK="+string(cfg))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if os.Getenv("TESSERA_JSSDK_SSLOG") != "" || os.Getenv("TESSERA_JSSDK_DEBUG") != "" {
-		// The script's log of each exchange (and the SDK's) as it runs.
-		cmd.Stderr = io.MultiWriter(&stderr, os.Stderr)
-	}
-	runErr := cmd.Run()
+	// With TESSERA_JSSDK_SSLOG or _DEBUG, the script's log of each
+	// exchange (and the SDK's) shows as it runs.
+	echo := os.Getenv("TESSERA_JSSDK_SSLOG") != "" || os.Getenv("TESSERA_JSSDK_DEBUG") != ""
+	run := runNode(node, jssdkDir, "sliding_sync.mjs", 4*time.Minute, echo, "TESSERA_JSSDK="+string(cfg))
 
 	var res struct {
 		OK       bool     `json:"ok"`
@@ -135,13 +124,7 @@ func TestJSSDKSlidingSync(t *testing.T) {
 			Body    string `json:"body"`
 		} `json:"encrypted"`
 	}
-	line := stdout.Bytes()
-	if i := bytes.LastIndex(line, []byte("TESSERA_RESULT ")); i >= 0 {
-		line = line[i+len("TESSERA_RESULT "):]
-	}
-	if err := json.Unmarshal(bytes.TrimSpace(line), &res); err != nil {
-		t.Fatalf("node: %v; no result (%v)\nstdout: %s\nstderr: %s", runErr, err, tail(stdout.String(), 8000), tail(stderr.String(), 8000))
-	}
+	run.result(t, &res)
 	for _, c := range res.Checks {
 		t.Logf("passed: %s", c)
 	}
@@ -151,14 +134,14 @@ func TestJSSDKSlidingSync(t *testing.T) {
 	for _, p := range res.Problems {
 		t.Errorf("problem at step %q: %s", p.Step, p.Problem)
 	}
-	if !res.OK || runErr != nil {
+	if !res.OK || run.err != nil {
 		var failed strings.Builder
 		for _, f := range res.Failures {
 			failed.WriteString("\n  ")
 			failed.Write(f)
 		}
 		t.Fatalf("matrix-js-sdk failed at step %q: %s\nfailed requests:%s\nlast sliding sync exchanges: %s\nstderr: %s",
-			res.Step, res.Error, failed.String(), tail(string(res.Trace), 12000), tail(stderr.String(), 6000))
+			res.Step, res.Error, failed.String(), tail(string(res.Trace), 12000), tail(run.stderr.String(), 6000))
 	}
 	if res.ChatRoom != rooms[n-1] {
 		t.Errorf("the chat room is %s, want the newest room %s", res.ChatRoom, rooms[n-1])

@@ -2,7 +2,6 @@ package clientapi_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -73,14 +72,7 @@ func TestJSSDKEncryptedRoom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "encrypted_room.mjs")
-	cmd.Dir = jssdkDir
-	cmd.Env = append(os.Environ(), "TESSERA_JSSDK="+string(cfg))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
+	run := runNode(node, jssdkDir, "encrypted_room.mjs", 2*time.Minute, false, "TESSERA_JSSDK="+string(cfg))
 
 	var res struct {
 		OK       bool     `json:"ok"`
@@ -91,15 +83,9 @@ func TestJSSDKEncryptedRoom(t *testing.T) {
 		Failures []string `json:"failures"`
 		Log      []string `json:"log"`
 	}
-	line := stdout.Bytes()
-	if i := bytes.LastIndex(line, []byte("TESSERA_RESULT ")); i >= 0 {
-		line = line[i+len("TESSERA_RESULT "):]
-	}
-	if err := json.Unmarshal(bytes.TrimSpace(line), &res); err != nil {
-		t.Fatalf("node: %v; no result (%v)\nstdout: %s\nstderr: %s", runErr, err, stdout.String(), tail(stderr.String(), 8000))
-	}
-	if !res.OK || runErr != nil {
-		t.Fatalf("matrix-js-sdk: %s\nfailed requests: %q\nsteps: %q\nstderr: %s", res.Error, res.Failures, res.Log, tail(stderr.String(), 8000))
+	run.result(t, &res)
+	if !res.OK || run.err != nil {
+		t.Fatalf("matrix-js-sdk: %s\nfailed requests: %q\nsteps: %q\nstderr: %s", res.Error, res.Failures, res.Log, tail(run.stderr.String(), 8000))
 	}
 	if res.WireType != "m.room.encrypted" || res.EventID == "" {
 		t.Fatalf("bob got %q as %q, want an m.room.encrypted event", res.EventID, res.WireType)

@@ -10,14 +10,29 @@ import (
 
 // loginFlows: GET /login. Only what we serve is offered.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3login
+// With password login turned off and no application services, the legacy
+// API is off: 404 M_UNRECOGNIZED tells clients to use the OAuth 2.0 API.
 func (a *API) loginFlows(r *http.Request) (any, error) {
-	flows := []map[string]string{{"type": stagePassword}}
+	var flows []map[string]string
+	if a.cfg.Auth.PasswordLogin {
+		flows = append(flows, map[string]string{"type": stagePassword})
+	}
 	// Application services log in with their as_token, when there are
 	// any (Synapse always offers it).
 	if len(a.users.AppServices().All()) > 0 {
 		flows = append(flows, map[string]string{"type": loginAppService})
 	}
+	if len(flows) == 0 {
+		return nil, errLegacyAuthOff()
+	}
 	return map[string]any{"flows": flows}, nil
+}
+
+// errLegacyAuthOff is the spec's answer of /login on a server that only
+// signs in through the OAuth 2.0 API.
+// https://spec.matrix.org/v1.19/client-server-api/#authentication-api-discovery
+func errLegacyAuthOff() error {
+	return mxerr.Unrecognized("OAuth 2.0 authentication is in use on this homeserver.")
 }
 
 // loginAppService is the login (and registration) type of application
@@ -62,6 +77,12 @@ func (a *API) login(r *http.Request) (any, error) {
 	if req.Type == loginAppService {
 		return a.loginAppService(r, &req)
 	}
+	if !a.cfg.Auth.PasswordLogin {
+		if len(a.users.AppServices().All()) == 0 {
+			return nil, errLegacyAuthOff()
+		}
+		return nil, mxerr.Unknown(http.StatusBadRequest, "Password login is turned off on this server: use the OAuth 2.0 API")
+	}
 	if err := limit(a.loginPerAddress, a.clientIP(r)); err != nil {
 		return nil, err
 	}
@@ -78,20 +99,8 @@ func (a *API) login(r *http.Request) (any, error) {
 	if ident == "" {
 		return nil, mxerr.MissingParam("identifier.user is required")
 	}
-	userID, err := a.users.ResolveUser(ident)
+	userID, err := a.checkPasswordLogin(r, ident, req.Password)
 	if err != nil {
-		return nil, err
-	}
-	if err := limit(a.loginPerAccount, userID); err != nil {
-		return nil, err
-	}
-	if ok, wait := a.loginFailures.Check(userID); !ok {
-		return nil, mxerr.LimitExceeded(wait.Milliseconds())
-	}
-	if err := a.users.CheckPassword(r.Context(), userID, req.Password); err != nil {
-		if me, ok := mxerr.As(err); ok && me.Code == "M_FORBIDDEN" {
-			a.loginFailures.Allow(userID)
-		}
 		return nil, err
 	}
 	sess, err := a.users.CreateSession(r.Context(), users.NewSession{

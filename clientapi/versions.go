@@ -26,6 +26,9 @@ func (a *API) versions(r *http.Request) (any, error) {
 			"org.matrix.msc4140": a.delayedEnabled(),
 			// Simplified sliding sync (MSC4186), which Element X needs.
 			"org.matrix.simplified_msc3575": a.sliding != nil,
+			// The OAuth 2.0 API's discovery (MSC2965, in the spec since
+			// v1.15): /auth_metadata answers when it is on.
+			"org.matrix.msc2965": a.oauth != nil,
 		},
 	}, nil
 }

@@ -350,6 +350,36 @@ type Auth struct {
 	AccessTokenLifetime Duration `yaml:"access_token_lifetime"`
 	// RefreshTokenLifetime; 0 means refresh tokens do not expire.
 	RefreshTokenLifetime Duration `yaml:"refresh_token_lifetime"`
+	// PasswordLogin offers m.login.password at /login (the legacy
+	// authentication API). Off, clients sign in through the OAuth 2.0 API.
+	PasswordLogin bool `yaml:"password_login"`
+	// OAuth is the built-in OAuth 2.0 authorisation server (oauth/).
+	OAuth OAuth `yaml:"oauth"`
+}
+
+// OAuth configures the OAuth 2.0 API (Matrix v1.15+): the server's own
+// login, sign-up, consent, device-code and account pages, and the tokens
+// it issues to clients such as Element X.
+type OAuth struct {
+	Enabled bool `yaml:"enabled"`
+	// CodeLifetime bounds an authorisation code.
+	CodeLifetime Duration `yaml:"code_lifetime"`
+	// DeviceCodeLifetime bounds a device authorisation grant (RFC 8628);
+	// DeviceCodeInterval is how often the device may poll.
+	DeviceCodeLifetime Duration `yaml:"device_code_lifetime"`
+	DeviceCodeInterval Duration `yaml:"device_code_interval"`
+	// SessionLifetime bounds a sign-in to the server's pages.
+	SessionLifetime Duration `yaml:"session_lifetime"`
+}
+
+func (o *OAuth) validate() error {
+	if !o.Enabled {
+		return nil
+	}
+	if o.CodeLifetime <= 0 || o.DeviceCodeLifetime <= 0 || o.DeviceCodeInterval <= 0 || o.SessionLifetime <= 0 {
+		return errors.New("auth.oauth: code_lifetime, device_code_lifetime, device_code_interval and session_lifetime must be positive")
+	}
+	return nil
 }
 
 type RateLimits struct {
@@ -473,7 +503,9 @@ func Default() Config {
 			MinWriteRate: 64 << 10,
 			QueueLength:  16,
 		},
-		Auth: Auth{AccessTokenLifetime: Duration(5 * time.Minute)},
+		Auth: Auth{AccessTokenLifetime: Duration(5 * time.Minute), PasswordLogin: true,
+			OAuth: OAuth{Enabled: true, CodeLifetime: Duration(10 * time.Minute), DeviceCodeLifetime: Duration(10 * time.Minute),
+				DeviceCodeInterval: Duration(5 * time.Second), SessionLifetime: Duration(24 * time.Hour)}},
 		// Synapse's defaults (max_upload_size, unused_expiration_time,
 		// max_pending_media_uploads).
 		Media: Media{
@@ -636,6 +668,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen: expected HOST:PORT, got %q", c.Listen)
+	}
+	if err := c.Auth.OAuth.validate(); err != nil {
+		return err
 	}
 	if err := c.Webhooks.validate(); err != nil {
 		return err

@@ -183,6 +183,23 @@ auth:
   access_token_lifetime: 5m
   # Lifetime of refresh tokens; 0 means they do not expire.
   refresh_token_lifetime: "0"
+  # Offer password login at /_matrix/client/v3/login (the legacy API).
+  # Turned off, clients sign in through the OAuth 2.0 API below.
+  password_login: true
+  # The OAuth 2.0 API (Matrix v1.15, "next-generation auth", used by
+  # Element X): Tessera's own login, sign-up, consent, device-code and
+  # account pages, discovered at /_matrix/client/v1/auth_metadata.
+  # Set public_baseurl to the https URL clients reach: it is the issuer.
+  oauth:
+    enabled: true
+    # How long an authorisation code may wait to be exchanged.
+    code_lifetime: 10m
+    # How long a device (a TV, a CLI) waits for its user to enter the code,
+    # and how often it may poll meanwhile.
+    device_code_lifetime: 10m
+    device_code_interval: 5s
+    # How long a sign-in to the server's pages lasts.
+    session_lifetime: 24h
 
 rate_limits:
   # Answer 429 M_LIMIT_EXCEEDED when a client goes over these rates.

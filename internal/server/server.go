@@ -39,6 +39,7 @@ import (
 	"github.com/tessera-hs/tessera/keys"
 	"github.com/tessera-hs/tessera/media"
 	"github.com/tessera-hs/tessera/notices"
+	"github.com/tessera-hs/tessera/oauth"
 	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/slidingsync"
@@ -68,6 +69,8 @@ type Server struct {
 	sliding *slidingsync.Service
 	// webhooks are the built-in incoming webhooks; nil when off.
 	webhooks *webhooks.Service
+	// oauth is the OAuth 2.0 API's authorisation server; nil when off.
+	oauth *oauth.Service
 	// appServices are the registered application services (none: empty).
 	appServices *appservice.Set
 	// asPush pushes events to them (appservices.go).
@@ -215,6 +218,11 @@ func (s *Server) init(ctx context.Context) error {
 			if err := s.Push.DevicesDeleted(ctx, userID, deviceIDs); err != nil {
 				s.log.WithError(err).WithField("user_id", userID).Error("deleting the pushers of deleted devices")
 			}
+			if s.oauth != nil {
+				if err := s.oauth.DevicesDeleted(ctx, userID, deviceIDs); err != nil {
+					s.log.WithError(err).WithField("user_id", userID).Error("forgetting the OAuth grants of deleted devices")
+				}
+			}
 			if s.sliding != nil {
 				if err := s.sliding.DevicesDeleted(ctx, userID, deviceIDs); err != nil {
 					s.log.WithError(err).WithField("user_id", userID).Error("dropping the sliding sync connections of deleted devices")
@@ -310,6 +318,15 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	api.SetNotices(ns)
+	if oc := s.cfg.Auth.OAuth; oc.Enabled {
+		if s.oauth, err = oauth.New(ctx, s.db, us, oauth.Config{
+			CodeLifetime: oc.CodeLifetime.Std(), DeviceCodeLifetime: oc.DeviceCodeLifetime.Std(),
+			DeviceCodeInterval: oc.DeviceCodeInterval.Std(), SessionLifetime: oc.SessionLifetime.Std(),
+		}); err != nil {
+			return err
+		}
+		api.SetOAuth(s.oauth)
+	}
 	if s.cfg.Webhooks.Enabled {
 		if s.webhooks, err = webhooks.New(ctx, s.db, rs, us, spec.ServerName(s.cfg.ServerName), s.cfg.PublicBaseURL,
 			s.cfg.Webhooks, s.log.WithField("component", "webhooks")); err != nil {
