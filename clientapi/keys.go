@@ -93,7 +93,7 @@ func (a *API) uploadCrossSigningKeys(r *http.Request, who *users.Requester) (any
 	// user-interactive auth (spec v1.17, MSC4190).
 	err = a.keys.UploadCrossSigningKeys(r.Context(), who.UserID, req, a.managesDevices(who))
 	if errors.Is(err, keys.ErrAuthRequired) {
-		if err := a.passwordUIA(r, who, "POST /keys/device_signing/upload", raw); err != nil {
+		if err := a.crossSigningResetUIA(r, who, raw); err != nil {
 			return nil, err
 		}
 		err = a.keys.UploadCrossSigningKeys(r.Context(), who.UserID, req, true)

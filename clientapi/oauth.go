@@ -54,7 +54,12 @@ func (a *API) oauthRoutes(r *mux.Router) {
 // https://spec.matrix.org/v1.19/client-server-api/#account-management-url-actions
 var accountActions = []string{
 	"org.matrix.devices_list", "org.matrix.device_view", "org.matrix.device_delete", "org.matrix.account_deactivate",
+	actionCrossSigningReset,
 }
+
+// actionCrossSigningReset is the account page's approval of replacing the
+// cross-signing keys, the m.oauth UIA stage's URL.
+const actionCrossSigningReset = "org.matrix.cross_signing_reset"
 
 // authMetadata: GET /_matrix/client/v1/auth_metadata (RFC 8414).
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv1auth_metadata

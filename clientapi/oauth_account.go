@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/oauth"
 )
 
 // The account management page behind the metadata's
@@ -59,6 +60,7 @@ func (a *API) renderAccount(w http.ResponseWriter, r *http.Request, d *pageData,
 		return
 	}
 	selected := r.URL.Query().Get("device_id")
+	d.CrossSigningReset = r.URL.Query().Get("action") == actionCrossSigningReset
 	d.Devices = d.Devices[:0]
 	for _, dev := range devices {
 		ad := accountDevice{ID: dev.DeviceID, Selected: dev.DeviceID == selected}
@@ -143,4 +145,21 @@ func (a *API) accountError(w http.ResponseWriter, r *http.Request, d *pageData, 
 		d.Error = "Too many attempts. Wait a while and try again."
 	}
 	a.renderAccount(w, r, d, me.Status)
+}
+
+// pageCrossSigningReset approves, after the password, replacing the
+// cross-signing keys for a while: the client's m.oauth UIA stage passes.
+func (a *API) pageCrossSigningReset(w http.ResponseWriter, r *http.Request) {
+	d, ok := a.accountPage(w, r, "password")
+	if !ok {
+		return
+	}
+	if err := a.oauth.ApproveCrossSigningReset(r.Context(), d.UserID); err != nil {
+		a.pageError(w, r, d, "message", err)
+		return
+	}
+	d.Title = "Identity reset allowed"
+	d.Message = "Go back to your app to finish resetting your identity. The approval lasts " +
+		oauth.CrossSigningResetWindow.String() + "."
+	a.render(w, http.StatusOK, "message", d)
 }

@@ -33,12 +33,13 @@ const (
 
 // pagePaths are the pages' URLs, for the templates.
 type pagePaths struct {
-	Login, Register, Logout, Device, Account, Password, DeleteDevice, Deactivate string
+	Login, Register, Logout, Device, Account, Password, DeleteDevice, Deactivate, CrossSigningReset string
 }
 
 var paths = pagePaths{
 	Login: pathLoginPage, Register: pathSignupPage, Logout: pathLogoutPage, Device: pathDevicePage, Account: pathAccount,
 	Password: pathAccount + "/password", DeleteDevice: pathAccount + "/devices/delete", Deactivate: pathAccount + "/deactivate",
+	CrossSigningReset: pathAccount + "/cross-signing-reset",
 }
 
 // pageData is what every page template gets.
@@ -53,6 +54,9 @@ type pageData struct {
 	CanRegister, TokenRequired bool
 	// Account
 	Devices []accountDevice
+	// CrossSigningReset asks the user to approve replacing their
+	// cross-signing keys (the m.oauth UIA stage).
+	CrossSigningReset bool
 }
 
 type accountDevice struct {
@@ -72,6 +76,7 @@ func (a *API) oauthPageRoutes(r *mux.Router) {
 	r.HandleFunc(paths.Password, a.pageChangePassword).Methods(post)
 	r.HandleFunc(paths.DeleteDevice, a.pageDeleteDevice).Methods(post)
 	r.HandleFunc(paths.Deactivate, a.pageDeactivate).Methods(post)
+	r.HandleFunc(paths.CrossSigningReset, a.pageCrossSigningReset).Methods(post)
 }
 
 // page starts a page's data: the CSRF token (set as a cookie on first

@@ -271,3 +271,52 @@ func TestOAuthBehindHTTPS(t *testing.T) {
 		}
 	}
 }
+
+// TestOAuthCrossSigningReset: a client signed in through OAuth replaces
+// its cross-signing keys after the user approves on the account page (the
+// m.oauth UIA stage); a password-login device keeps the password stage.
+func TestOAuthCrossSigningReset(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", "password1")
+	conf := nativeClient(t, srv)
+	b := newBrowser(t, srv)
+	verifier := oauth2.GenerateVerifier()
+	tok, err := conf.Exchange(ctx, authorizeCode(t, b, conf, verifier, "alice", "password1"), oauth2.VerifierOption(verifier))
+	must(t, err, "exchange")
+
+	post(t, srv, kxCSPath, tok.AccessToken, kxNewCrossSigning(t, alice.UserID).body(t)).expect(t, http.StatusOK, "")
+	cs2 := kxNewCrossSigning(t, alice.UserID)
+	// A password-login device is offered the password only.
+	wantFlows(t, post(t, srv, kxCSPath, alice.AccessToken, cs2.body(t)), "", "m.login.password")
+
+	ch := post(t, srv, kxCSPath, tok.AccessToken, cs2.body(t)).expect(t, http.StatusUnauthorized, "")
+	if !strings.Contains(string(ch.Raw), `{"stages":["m.oauth"]}`) {
+		t.Fatalf("challenge = %s, want an m.oauth flow", ch.Raw)
+	}
+	params, _ := ch.Body["params"].(map[string]any)
+	stage, _ := params["m.oauth"].(map[string]any)
+	approveURL, _ := stage["url"].(string)
+	if !strings.HasPrefix(approveURL, srv.URL+"/_tessera/account?action=org.matrix.cross_signing_reset") {
+		t.Fatalf("m.oauth url = %q", approveURL)
+	}
+	retry := cs2.body(t)
+	retry["auth"] = map[string]any{"type": "m.oauth", "session": ch.str("session")}
+	// Not approved yet: the challenge again.
+	post(t, srv, kxCSPath, tok.AccessToken, retry).expect(t, http.StatusUnauthorized, "")
+
+	page := b.get(approveURL).expect(t, http.StatusOK)
+	if !strings.Contains(page.HTML, "Reset your identity?") {
+		t.Fatalf("account page: %.600s", page.HTML)
+	}
+	f := url.Values{"csrf": {page.hidden().Get("csrf")}, "password": {"wrong"}}
+	b.post("/_tessera/account/cross-signing-reset", f).expect(t, http.StatusForbidden)
+	post(t, srv, kxCSPath, tok.AccessToken, retry).expect(t, http.StatusUnauthorized, "")
+	f.Set("password", "password1")
+	b.post("/_tessera/account/cross-signing-reset", f).expect(t, http.StatusOK)
+	post(t, srv, kxCSPath, tok.AccessToken, retry).expect(t, http.StatusOK, "")
+	r := kxQuery(t, srv, alice.AccessToken, map[string][]string{alice.UserID: {}})
+	if kxPath(r.Body, "master_keys", alice.UserID, "keys", "ed25519:"+cs2.master.pub) != cs2.master.pub {
+		t.Fatalf("master key not replaced: %s", r.Raw)
+	}
+}

@@ -354,3 +354,23 @@ func TestOAuthTokenErrors(t *testing.T) {
 		t.Fatalf("exchange error = %v, want invalid_grant", err)
 	}
 }
+
+// TestOAuthLogout: OAuth tokens are ordinary tokens: /logout with the
+// access token signs the device out, and its refresh token dies with it.
+func TestOAuthLogout(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", "password1")
+	conf := nativeClient(t, srv)
+	verifier := oauth2.GenerateVerifier()
+	tok, err := conf.Exchange(ctx, authorizeCode(t, newBrowser(t, srv), conf, verifier, "alice", "password1"), oauth2.VerifierOption(verifier))
+	must(t, err, "exchange")
+	tokenWorks(t, srv, tok.AccessToken, alice.UserID)
+	post(t, srv, v3+"/logout", tok.AccessToken, map[string]any{}).expect(t, http.StatusOK, "")
+	tokenDead(t, srv, tok.AccessToken, false)
+	tokenForm(t, srv, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {conf.ClientID}}).
+		oauthError(t, http.StatusBadRequest, "invalid_grant")
+	if ids := deviceIDs(t, srv, alice.AccessToken); len(ids) != 1 {
+		t.Fatalf("devices after logout = %v", ids)
+	}
+}

@@ -19,6 +19,9 @@ const (
 	stageDummy    = "m.login.dummy"
 	stagePassword = "m.login.password"
 	stageRegToken = "m.login.registration_token"
+	// stageOAuth is approval on the OAuth 2.0 API's account page (see
+	// oauth_uia.go).
+	stageOAuth = "m.oauth"
 )
 
 // authDict is the "auth" object of a UIA request.
@@ -123,6 +126,8 @@ type uiaRequest struct {
 	operation string     // e.g. "POST /account/password"
 	userID    string     // the user who must authenticate ("" for registration)
 	flows     [][]string // acceptable stage sequences
+	// params are the challenge's per-stage parameters (m.oauth's URL).
+	params map[string]any
 }
 
 // uiaResult is a completed UIA.
@@ -148,16 +153,16 @@ func (a *API) checkUIA(r *http.Request, auth *authDict, req uiaRequest) (*uiaRes
 			// stages cannot be retried; the spec lets the server answer a
 			// retry with the 401 that lists them, which cannot repeat the
 			// operation (a second account, say).
-			return nil, uiaChallenge(sess, req.flows, nil)
+			return nil, uiaChallenge(sess, req, nil)
 		}
 	} else {
 		sess = a.uia.create(req.operation, req.userID)
 	}
 	if auth == nil || auth.Type == "" {
-		return nil, uiaChallenge(sess, req.flows, nil)
+		return nil, uiaChallenge(sess, req, nil)
 	}
 	if !flowsAllow(req.flows, auth.Type) {
-		return nil, uiaChallenge(sess, req.flows, mxerr.Unauthorized("Authentication type %q is not offered here", auth.Type))
+		return nil, uiaChallenge(sess, req, mxerr.Unauthorized("Authentication type %q is not offered here", auth.Type))
 	}
 	var regToken string
 	switch auth.Type {
@@ -165,7 +170,7 @@ func (a *API) checkUIA(r *http.Request, auth *authDict, req uiaRequest) (*uiaRes
 	case stagePassword:
 		if err := a.uiaPassword(r, auth, req.userID); err != nil {
 			if me, ok := mxerr.As(err); ok && me.Status != http.StatusTooManyRequests {
-				return nil, uiaChallenge(sess, req.flows, me)
+				return nil, uiaChallenge(sess, req, me)
 			}
 			return nil, err
 		}
@@ -179,9 +184,17 @@ func (a *API) checkUIA(r *http.Request, auth *authDict, req uiaRequest) (*uiaRes
 			// /register cannot be used to guess tokens faster than the
 			// validity endpoint allows.
 			a.registerPerAddress.Allow(a.clientIP(r))
-			return nil, uiaChallenge(sess, req.flows, mxerr.Unauthorized("Invalid registration token"))
+			return nil, uiaChallenge(sess, req, mxerr.Unauthorized("Invalid registration token"))
 		}
 		regToken = auth.Token
+	case stageOAuth:
+		approved, err := a.uiaOAuth(r, req.userID)
+		if err != nil {
+			return nil, err
+		}
+		if !approved { // not yet: the challenge again, as for a fresh start
+			return nil, uiaChallenge(sess, req, nil)
+		}
 	}
 	completed := a.uia.update(sess, auth.Type, regToken)
 	for _, flow := range req.flows {
@@ -192,7 +205,7 @@ func (a *API) checkUIA(r *http.Request, auth *authDict, req uiaRequest) (*uiaRes
 			return &uiaResult{regToken: sess.regToken}, nil
 		}
 	}
-	return nil, uiaChallenge(sess, req.flows, nil)
+	return nil, uiaChallenge(sess, req, nil)
 }
 
 // uiaPassword checks an m.login.password stage: the identifier must name
@@ -223,17 +236,21 @@ func (a *API) uiaPassword(r *http.Request, auth *authDict, userID string) error 
 }
 
 // uiaChallenge is the 401 body that tells the client what to do next.
-func uiaChallenge(s *uiaSession, flows [][]string, stageErr *mxerr.Error) *mxerr.Error {
+func uiaChallenge(s *uiaSession, req uiaRequest, stageErr *mxerr.Error) *mxerr.Error {
 	type flow struct {
 		Stages []string `json:"stages"`
 	}
-	fl := make([]flow, len(flows))
-	for i, f := range flows {
+	fl := make([]flow, len(req.flows))
+	for i, f := range req.flows {
 		fl[i] = flow{Stages: f}
+	}
+	params := req.params
+	if params == nil {
+		params = map[string]any{}
 	}
 	body := map[string]any{
 		"flows":   fl,
-		"params":  map[string]any{},
+		"params":  params,
 		"session": s.id,
 	}
 	if completed := s.snapshot(); len(completed) > 0 {

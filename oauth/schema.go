@@ -80,4 +80,13 @@ CREATE TABLE oauth_browser_sessions (
 );
 CREATE INDEX oauth_browser_sessions_user ON oauth_browser_sessions (user_id);
 `},
+	{Version: 2, SQL: `
+-- A user's approval, on the account page, of replacing their cross-signing
+-- keys: the m.oauth UIA stage passes until expires_ts.
+CREATE TABLE oauth_cross_signing_resets (
+	user_id     TEXT PRIMARY KEY,
+	approved_ts BIGINT NOT NULL,
+	expires_ts  BIGINT NOT NULL
+);
+`},
 }

@@ -151,6 +151,13 @@ func (s *Service) grantOf(ctx context.Context, userID, deviceID string) (clientI
 // are remembered for reuse detection.
 const usedRefreshTokensKept = 16
 
+// SignedInThroughOAuth reports whether a device got its tokens from the
+// OAuth 2.0 API (and so whether its client can know the password).
+func (s *Service) SignedInThroughOAuth(ctx context.Context, userID, deviceID string) (bool, error) {
+	_, _, ok, err := s.grantOf(ctx, userID, deviceID)
+	return ok, err
+}
+
 // refresh rotates a refresh token (the users domain's refresh: the old
 // token stays good until the new pair is first used, so a client that lost
 // the answer can retry). A token presented after its successor was used is
