@@ -616,6 +616,18 @@ export class Client {
     return p;
   }
 
+  // lookupProfile is a user's profile, or null when there is no such user.
+  async lookupProfile(userId) {
+    try {
+      const p = await this.request("GET", `${API}/profile/${encodeURIComponent(userId)}`);
+      this.profiles.set(userId, p);
+      return p;
+    } catch (e) {
+      if (e.status === 404) return null;
+      throw e;
+    }
+  }
+
   setDisplayName(name) {
     this.profiles.delete(this.userId);
     return this.request("PUT", `${API}/profile/${encodeURIComponent(this.userId)}/displayname`, { displayname: name });

@@ -75,8 +75,17 @@ export function AddFriend({ client }) {
   const search = (ev) => {
     ev.preventDefault();
     run(async () => {
-      const r = await client.searchUsers(term.trim());
-      setResults((r.results || []).filter((u) => u.user_id !== client.userId));
+      const t = term.trim();
+      const r = await client.searchUsers(t);
+      const results = (r.results || []).filter((u) => u.user_id !== client.userId);
+      // The directory lists only people one shares a room with (as on
+      // Synapse): someone new is found by their user ID or username.
+      const guess = t.startsWith("@") ? t : `@${t.toLowerCase()}:${serverName(client.userId)}`;
+      if (/^@[^:\s]+:\S+$/.test(guess) && guess !== client.userId && !results.some((u) => u.user_id === guess)) {
+        const p = await client.lookupProfile(guess);
+        if (p) results.unshift({ user_id: guess, display_name: p.displayname });
+      }
+      setResults(results);
     });
   };
   // add opens the existing DM with someone, or starts one: a private

@@ -47,12 +47,12 @@ function FileLink({ client, content }) {
     a.click();
     setTimeout(() => URL.revokeObjectURL(url), 10000);
   };
-  return html`<a href="#" onClick=${download} class="file">📎 ${content.filename || content.body}</a>`;
+  return html`<a href="#" onClick=${download} class="file">Download ${content.filename || content.body}</a>`;
 }
 
 function Body({ client, room, ev }) {
   if (room.redacted.has(ev.event_id)) return html`<span class="muted">Message deleted</span>`;
-  if (ev.type === "m.room.encrypted") return html`<span class="encrypted">🔒 ${ENCRYPTED_TEXT}</span>`;
+  if (ev.type === "m.room.encrypted") return html`<span class="encrypted">${ENCRYPTED_TEXT}</span>`;
   const edit = room.edits.get(ev.event_id);
   const content = (edit && edit.content["m.new_content"]) || ev.content;
   let inner;
@@ -74,7 +74,7 @@ function Body({ client, room, ev }) {
       } else {
         const rel = ev.content["m.relates_to"];
         const body = rel && rel["m.in_reply_to"] ? stripReplyFallback(content.body) : content.body;
-        inner = html`<div class="text">${String(body === undefined ? "" : body)}</div>`;
+        inner = html`<span class="text">${String(body === undefined ? "" : body)}</span>`;
       }
   }
   return html`${inner}${edit && html`<span class="muted edited"> (edited)</span>`}`;
@@ -114,7 +114,14 @@ function stateText(client, room, ev) {
   }
 }
 
-function Event({ client, room, ev, onReply, onEdit, seenBy }) {
+// continues says whether ev follows a message of the same sender closely
+// enough to be shown without repeating the sender and time.
+function continues(prev, ev) {
+  return !!prev && prev.sender === ev.sender && prev.type === "m.room.message" && ev.type === "m.room.message" &&
+    ev.origin_server_ts - prev.origin_server_ts < 5 * 60 * 1000;
+}
+
+function Event({ client, room, ev, onReply, onEdit, seenBy, continued }) {
   if (ev.type !== "m.room.message" && ev.type !== "m.room.encrypted") {
     const t = stateText(client, room, ev);
     return t ? html`<li class="stateline">${t}</li>` : null;
@@ -125,8 +132,8 @@ function Event({ client, room, ev, onReply, onEdit, seenBy }) {
     if (confirm("Delete this message?")) await client.redact(room.id, ev.event_id).catch((e) => alert(errorText(e)));
   };
   return html`
-    <li class=${`msg ${mine ? "mine" : ""}`} data-event-id=${ev.event_id}>
-      <div class="meta"><b class="sender">${client.displayName(room, ev.sender)}</b> <time>${time(ev.origin_server_ts)}</time></div>
+    <li class=${`msg ${mine ? "mine" : ""} ${continued ? "continued" : ""}`} data-event-id=${ev.event_id} tabindex="0">
+      <div class=${continued ? "meta visually-hidden" : "meta"}><b class="sender">${client.displayName(room, ev.sender)}</b> <time>${time(ev.origin_server_ts)}</time></div>
       <${ReplyQuote} client=${client} room=${room} ev=${ev} />
       <div class="content"><${Body} client=${client} room=${room} ev=${ev} /></div>
       ${!deleted && ev.type === "m.room.message" && html`<div class="msgactions">
@@ -210,13 +217,13 @@ function Composer({ client, room, replyTo, editing, onDone }) {
       setError(errorText(e));
     }
   };
-  if (encrypted) return html`<p class="composer encrypted">🔒 This room is ${ENCRYPTED_TEXT}.</p>`;
+  if (encrypted) return html`<p class="composer encrypted">This room is end-to-end encrypted: open it in an app with end-to-end encryption to send messages.</p>`;
   return html`
     <form class="composer" onSubmit=${send}>
       ${(replyTo || editing) && html`<div class="replying">${editing ? "Editing" : `Replying to ${client.displayName(room, replyTo.sender)}`} <button type="button" onClick=${onDone} aria-label="Cancel">✕</button></div>`}
       ${error && html`<p class="error" role="alert">${error}</p>`}
       <div class="row">
-        <button type="button" onClick=${() => fileInput.current.click()} aria-label="Attach a file">📎</button>
+        <button type="button" onClick=${() => fileInput.current.click()} aria-label="Attach a file" title="Attach a file" class="attach">+</button>
         <input type="file" ref=${fileInput} onChange=${upload} hidden id="fileinput" />
         <textarea ref=${input} rows="1" value=${text} onInput=${onInput} onKeyDown=${onKey} aria-label="Message" placeholder="Message (Markdown)" id="composer"></textarea>
         <button type="submit" class="primary">Send</button>
@@ -297,12 +304,12 @@ export function RoomView({ client, roomId }) {
         ${room.membership === "join" && html`
           <button onClick=${() => setPanel(panel === "members" ? null : "members")} aria-pressed=${panel === "members"}>Members</button>`}
       </header>
-      ${client.isEncrypted(room) && html`<p class="banner encrypted" role="note">🔒 Messages here are end-to-end encrypted: open this room in an app with end-to-end encryption to read them.</p>`}
+      ${client.isEncrypted(room) && html`<p class="banner encrypted" role="note">Messages here are end-to-end encrypted: open this room in an app with end-to-end encryption to read them.</p>`}
       <div class="roombody">
         <ol class="timeline" ref=${list} onScroll=${onScroll} aria-label="Messages" aria-live="polite" id="timeline">
           ${room.atStart ? html`<li class="stateline">Start of the conversation</li>` : html`<li class="stateline">${room.backfilling ? "Loading older messages…" : ""}</li>`}
-          ${room.timeline.map((ev) => html`<${Event} key=${ev.event_id} client=${client} room=${room} ev=${ev}
-              seenBy=${seen.get(ev.event_id) || []}
+          ${room.timeline.map((ev, i) => html`<${Event} key=${ev.event_id} client=${client} room=${room} ev=${ev}
+              seenBy=${seen.get(ev.event_id) || []} continued=${continues(room.timeline[i - 1], ev)}
               onReply=${(e) => { setEditing(null); setReplyTo(e); }}
               onEdit=${(e) => { setReplyTo(null); setEditing(e); }} />`)}
         </ol>

@@ -1,0 +1,330 @@
+// Drives Tessera's web client in Debian's chromium with puppeteer-core for
+// web/browser_test.go. Two people (two browser contexts, so two separate
+// storages) sign up, befriend each other and chat; the Go test plays a
+// third person with mautrix-go.
+//
+// Protocol with the Go test: this script prints one JSON object per line,
+// prefixed "@@ ", on stdout: {"step": name, ...data} when a step is done,
+// {"ask": name, ...data} when it needs the Go side, which answers with one
+// JSON line on stdin. {"fail": message} ends the test.
+//
+// Environment: BASE_URL (the server), CHROMIUM, ARTIFACTS (screenshots),
+// SCENARIO ("chat" or "rooms100"), and for rooms100 USER and PASSWORD.
+
+import puppeteer from "puppeteer-core";
+import { createInterface } from "node:readline";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const base = process.env.BASE_URL;
+const artifacts = process.env.ARTIFACTS;
+mkdirSync(artifacts, { recursive: true });
+const SECOND = 1000;
+
+function emit(obj) {
+  process.stdout.write(`@@ ${JSON.stringify(obj)}\n`);
+}
+const lines = createInterface({ input: process.stdin });
+const answers = [];
+const waiters = [];
+lines.on("line", (l) => {
+  const w = waiters.shift();
+  if (w) w(JSON.parse(l));
+  else answers.push(JSON.parse(l));
+});
+function ask(name, data = {}) {
+  emit({ ask: name, ...data });
+  return new Promise((res) => {
+    if (answers.length) res(answers.shift());
+    else waiters.push(res);
+  });
+}
+function step(name, data = {}) {
+  emit({ step: name, ...data });
+}
+
+const browser = await puppeteer.launch({
+  executablePath: process.env.CHROMIUM,
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-dev-shm-usage",
+    "--disable-gpu",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+
+const pages = [];
+
+async function newPage(name) {
+  const ctx = await browser.createBrowserContext();
+  const page = await ctx.newPage();
+  await page.setViewport({ width: 1280, height: 800 });
+  page.on("pageerror", (e) => emit({ log: `${name} pageerror: ${e.message}` }));
+  page.on("console", (m) => {
+    // 401s are the sign-up's user-interactive auth; CSP reports come from
+    // DOMPurify parsing hostile HTML in an inert document (nothing runs).
+    if (m.type() === "error" && !/status of 401|violates the following Content Security Policy/.test(m.text())) emit({ log: `${name} console: ${m.text()}` });
+  });
+  page.on("dialog", (d) => d.accept());
+  page.label = name;
+  pages.push(page);
+  return page;
+}
+
+async function signUp(page, username, password) {
+  await page.goto(base);
+  await page.waitForSelector("button[role=tab]");
+  const tabs = await page.$$("button[role=tab]");
+  await tabs[1].click();
+  await page.waitForSelector("#password2");
+  await page.type("#username", username);
+  await page.type("#password", password);
+  await page.type("#password2", password);
+  await page.click("form button[type=submit]");
+  await page.waitForSelector("nav.sidebar", { timeout: 10 * SECOND });
+  await page.waitForFunction(() => !document.querySelector(".sidebar [role=status]"));
+}
+
+async function logIn(page, username, password) {
+  await page.goto(base);
+  await page.waitForSelector("#username");
+  await page.type("#username", username);
+  await page.type("#password", password);
+  await page.click("form button[type=submit]");
+  await page.waitForSelector("nav.sidebar", { timeout: 10 * SECOND });
+}
+
+// timeline texts of the open room
+function timelineHas(page, text, timeout = 5 * SECOND) {
+  return page.waitForFunction(
+    (t) => [...document.querySelectorAll("#timeline .msg .content")].some((el) => el.textContent.includes(t)),
+    { timeout, polling: "mutation" },
+    text,
+  );
+}
+
+async function since(t0) {
+  return Math.round(performance.now() - t0);
+}
+
+async function shoot(page, name) {
+  for (const [label, vp] of [["desktop", { width: 1280, height: 800 }], ["phone", { width: 390, height: 844, isMobile: true, hasTouch: true }]]) {
+    await page.setViewport(vp);
+    await new Promise((r) => setTimeout(r, 150));
+    await page.screenshot({ path: join(artifacts, `${name}-${label}.png`) });
+  }
+  await page.setViewport({ width: 1280, height: 800 });
+}
+
+async function openRoom(page, roomId) {
+  await page.evaluate((id) => { location.hash = `#/room/${encodeURIComponent(id)}`; }, roomId);
+  await page.waitForSelector("#composer");
+}
+
+async function chat() {
+  const password = "correct horse 1";
+  const a = await newPage("alice");
+  const b = await newPage("bob");
+  await signUp(a, "alice", password);
+  await signUp(b, "bob", password);
+  await shoot(a, "empty-list");
+  step("signed-up");
+
+  // Alice adds Bob as a friend: a DM invite, which Bob accepts.
+  await a.goto(`${base}#/friends/add`);
+  await a.waitForSelector("#usersearch");
+  await a.type("#usersearch", "bob");
+  await a.click("form[role=search] button[type=submit]");
+  const add = await a.waitForSelector('#userresults button[aria-label="Add @bob:tessera.test"]');
+  await add.click();
+  await a.waitForSelector("#composer");
+  const dmRoom = await a.evaluate(() => decodeURIComponent(location.hash.replace("#/room/", "")));
+  const accept = await b.waitForSelector(`.invite[data-room-id="${dmRoom}"] button.primary`, { timeout: 5 * SECOND });
+  const inviteText = await b.$eval(`.invite[data-room-id="${dmRoom}"]`, (el) => el.textContent);
+  if (!/Friend request from/.test(inviteText)) throw new Error(`bob's invite reads ${JSON.stringify(inviteText)}`);
+  await accept.click();
+  await b.waitForSelector("#composer");
+  await a.waitForSelector(`#friends a[data-room-id="${dmRoom}"]`);
+  await b.waitForSelector(`#friends a[data-room-id="${dmRoom}"]`);
+  step("befriended", { room_id: dmRoom });
+
+  // Typing, message and read receipt, each seen by the other within 1 s.
+  let t0 = performance.now();
+  await a.type("#composer", "hello **bob**");
+  await b.waitForFunction(() => /alice is typing/.test(document.querySelector("#typing").textContent), { timeout: SECOND, polling: "mutation" });
+  const typingMs = await since(t0);
+  t0 = performance.now();
+  await a.keyboard.press("Enter");
+  await b.waitForFunction(
+    () => [...document.querySelectorAll("#timeline .msg .html strong")].some((el) => el.textContent === "bob"),
+    { timeout: SECOND, polling: "mutation" },
+  );
+  const messageMs = await since(t0);
+  // Bob has the room open and visible: his client sends the receipt.
+  t0 = performance.now();
+  await a.waitForFunction(() => [...document.querySelectorAll("#timeline .receipts")].some((el) => /bob/.test(el.textContent)), { timeout: SECOND, polling: "mutation" });
+  const receiptMs = await since(t0);
+  // And back, with a reply, an edit and a deletion.
+  await b.type("#composer", "hi alice");
+  await b.keyboard.press("Enter");
+  await timelineHas(a, "hi alice", SECOND);
+  step("chatted", { typing_ms: typingMs, message_ms: messageMs, receipt_ms: receiptMs });
+
+  const lastOwn = await b.$$eval("#timeline .msg.mine", (els) => els[els.length - 1].dataset.eventId);
+  await b.hover(`[data-event-id="${lastOwn}"]`);
+  await b.click(`[data-event-id="${lastOwn}"] button[aria-label=Edit]`);
+  await b.click("#composer");
+  await b.keyboard.down("Control"); await b.keyboard.press("a"); await b.keyboard.up("Control");
+  await b.type("#composer", "hi alice, edited");
+  await b.keyboard.press("Enter");
+  await a.waitForFunction((id) => {
+    const el = document.querySelector(`[data-event-id="${id}"]`);
+    return el && /hi alice, edited/.test(el.textContent) && /\(edited\)/.test(el.textContent);
+  }, { timeout: 5 * SECOND }, lastOwn);
+  const firstA = await a.$$eval("#timeline .msg.mine", (els) => els[0].dataset.eventId);
+  await a.hover(`[data-event-id="${firstA}"]`);
+  await a.click(`[data-event-id="${firstA}"] button[aria-label=Reply]`);
+  await a.type("#composer", "a reply");
+  await a.keyboard.press("Enter");
+  await b.waitForFunction(() => [...document.querySelectorAll("#timeline .msg")].some((el) => el.querySelector(".reply") && /a reply/.test(el.textContent)), { timeout: 5 * SECOND });
+  await a.hover(`[data-event-id="${firstA}"]`);
+  await a.click(`[data-event-id="${firstA}"] button[aria-label=Delete]`);
+  await b.waitForFunction((id) => {
+    const el = document.querySelector(`[data-event-id="${id}"]`);
+    return el && /Message deleted/.test(el.textContent);
+  }, { timeout: 5 * SECOND }, firstA);
+  step("edited-replied-deleted");
+  await shoot(b, "dm-chat");
+
+  // A private room with an address; Bob and the mautrix-go user invited.
+  const { user_id: carol } = await ask("carol");
+  await a.goto(`${base}#/new`);
+  await a.waitForSelector("#createroom");
+  await a.type("#createroom input[name=name]", "Book club");
+  await a.type("#createroom input[name=alias]", "bookclub");
+  await a.type("#createroom textarea[name=topic]", "Chapter one on Friday");
+  await a.type("#createroom input[name=invite]", `@bob:tessera.test ${carol}`);
+  await a.click("#createroom button[type=submit]");
+  await a.waitForSelector("#composer");
+  const club = await a.evaluate(() => decodeURIComponent(location.hash.replace("#/room/", "")));
+  const roomName = await a.$eval("#roomname", (el) => el.textContent);
+  if (roomName !== "Book club") throw new Error(`room name ${roomName}`);
+  const joinB = await b.waitForSelector(`.invite[data-room-id="${club}"] button.primary`, { timeout: 5 * SECOND });
+  await joinB.click();
+  await b.waitForSelector("#composer");
+  step("private-room", { room_id: club });
+
+  // mautrix-go joins, sends 200 messages and one more; the page shows it,
+  // and a message from the page reaches mautrix-go.
+  await ask("carol-fill", { room_id: club });
+  await timelineHas(a, "from mautrix-go", 5 * SECOND);
+  await a.type("#composer", "from the page");
+  await a.keyboard.press("Enter");
+  await ask("carol-got", { room_id: club, body: "from the page" });
+  step("mautrix");
+
+  // Scroll back through the 200 messages to the room's creation.
+  t0 = performance.now();
+  for (let i = 0; i < 200; i++) {
+    await a.evaluate(() => { document.querySelector("#timeline").scrollTop = 0; });
+    const done = await a.evaluate(() => [...document.querySelectorAll("#timeline .msg .content")].some((el) => el.textContent.trim() === "history 1"));
+    if (done) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const count = await a.evaluate(() => [...document.querySelectorAll("#timeline .msg .content")].filter((el) => /^history \d+$/.test(el.textContent.trim())).length);
+  if (count !== 200) throw new Error(`scrolled back to ${count} of 200 history messages`);
+  await a.waitForFunction(() => /Start of the conversation/.test(document.querySelector("#timeline").textContent), { timeout: 10 * SECOND });
+  step("scrolled-back", { ms: await since(t0), messages: count });
+
+  // An image from Alice that Bob sees, through authenticated media.
+  await openRoom(b, club);
+  const input = await a.$("#fileinput");
+  await input.uploadFile(process.env.IMAGE);
+  await b.waitForFunction(() => {
+    const img = document.querySelector("#timeline img.msgimage");
+    return img && img.complete && img.naturalWidth > 0 && img.src.startsWith("blob:");
+  }, { timeout: 10 * SECOND });
+  step("image");
+  await shoot(b, "room-image");
+
+  // Hostile content from mautrix-go: nothing runs, it shows as text.
+  await ask("xss", { room_id: club });
+  await b.waitForFunction(() => /hostile body/.test(document.querySelector("#timeline").textContent), { timeout: 5 * SECOND });
+  await new Promise((r) => setTimeout(r, 500));
+  for (const page of [a, b]) {
+    const r = await page.evaluate(() => ({
+      ran: window.__xss || 0,
+      handlers: document.querySelectorAll("#app [onerror], #app [onload], #app [onclick], #app script, #app iframe, #app object").length,
+      jsLinks: [...document.querySelectorAll("#app a[href]")].filter((el) => /^\s*javascript:/i.test(el.getAttribute("href"))).length,
+      roomShown: document.body.textContent.includes("<img src=x onerror=window.__xss=3>"),
+    }));
+    if (r.ran || r.handlers || r.jsLinks) throw new Error(`${page.label}: hostile content got through: ${JSON.stringify(r)}`);
+    if (!r.roomShown) throw new Error(`${page.label}: the hostile room name is not shown as text`);
+  }
+  step("xss");
+  await shoot(a, "room-list");
+
+  // Log out, log back in, stay logged in across a reload.
+  await b.goto(`${base}#/settings`);
+  await b.waitForSelector("#logout");
+  await shoot(b, "settings");
+  await b.click("#logout");
+  await b.waitForSelector("#username");
+  await logIn(b, "bob", password);
+  await b.reload();
+  await b.waitForSelector(`#roomlist a[data-room-id="${club}"]`, { timeout: 5 * SECOND });
+  step("relogin");
+}
+
+// rooms100 measures the first load of a user in 100 rooms: JavaScript
+// bytes and the time from navigation to an interactive room list.
+async function rooms100() {
+  const page = await newPage("hundred");
+  await logIn(page, process.env.USER_NAME, process.env.PASSWORD);
+  await page.waitForFunction(() => document.querySelectorAll("#roomlist a.roomitem").length >= 100, { timeout: 20 * SECOND });
+  const runs = [];
+  let js = 0;
+  for (let i = 0; i < 5; i++) {
+    await page.reload({ waitUntil: "domcontentloaded" });
+    await page.waitForFunction(() => document.querySelectorAll("#roomlist a.roomitem").length >= 100, { timeout: 20 * SECOND, polling: "mutation" });
+    const r = await page.evaluate(() => ({
+      ms: performance.now(),
+      js: performance.getEntriesByType("resource")
+        .filter((e) => /\.m?js$/.test(new URL(e.name).pathname))
+        .reduce((n, e) => n + e.decodedBodySize, 0),
+    }));
+    runs.push(Math.round(r.ms));
+    js = Math.max(js, r.js);
+  }
+  // Interactive: a click on a room opens it.
+  await page.click("#roomlist a.roomitem");
+  await page.waitForSelector("#composer");
+  await shoot(page, "hundred-rooms");
+  // The reloads above may come from the cache: measure the bytes once
+  // more, cold, in a fresh context.
+  const cold = await newPage("cold");
+  await cold.goto(base);
+  await cold.waitForSelector("#username");
+  const coldJS = await cold.evaluate(() => performance.getEntriesByType("resource")
+    .filter((e) => /\.m?js$/.test(new URL(e.name).pathname))
+    .map((e) => ({ name: new URL(e.name).pathname, decoded: e.decodedBodySize, transfer: e.transferSize, encoded: e.encodedBodySize })));
+  step("rooms100", { runs_ms: runs, js_bytes: js, cold: coldJS });
+}
+
+try {
+  if (process.env.SCENARIO === "rooms100") await rooms100();
+  else await chat();
+  emit({ done: true });
+} catch (e) {
+  emit({ fail: String((e && e.stack) || e) });
+  for (const p of pages) {
+    await p.screenshot({ path: join(artifacts, `failure-${p.label}.png`) }).catch(() => {});
+    emit({ log: `${p.label} at ${p.url()}: ${await p.evaluate(() => document.body.innerText).catch(() => "?")}` });
+  }
+} finally {
+  await browser.close();
+  process.exit(0);
+}
