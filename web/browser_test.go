@@ -345,4 +345,3 @@ func TestBrowserHundredRooms(t *testing.T) {
 		t.Errorf("median time to an interactive room list %d ms, over 1 s", median)
 	}
 }
-
