@@ -22,6 +22,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
@@ -262,11 +263,29 @@ func TestBrowserChat(t *testing.T) {
 			}); err != nil {
 				return fail("hostile room: %v", err)
 			}
+			// An encrypted room, with a message no one here can decrypt.
+			enc, err := carol.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+				Name:   "Secret",
+				Preset: "private_chat",
+				Invite: []id.UserID{"@alice:tessera.test"},
+				InitialState: []*event.Event{{Type: event.StateEncryption, StateKey: new(string),
+					Content: event.Content{Raw: map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}},
+			})
+			if err != nil {
+				return fail("encrypted room: %v", err)
+			}
+			if _, err := carol.SendMessageEvent(ctx, enc.RoomID, event.EventEncrypted, map[string]any{
+				"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEnACgAkLmt6qF84IK++J7UDH2Za1YVchHyprqTqsg",
+				"device_id": carol.DeviceID, "sender_key": "IlRMeOPX2e0MurIyfWEucYBRVOEEUMrOHqn/8mLqMjA",
+				"session_id": "X3lUlvLELLYxeTx4yOVu6UDpasGEVO0Jbu+QFnm0cKQ",
+			}); err != nil {
+				return fail("encrypted message: %v", err)
+			}
 			return map[string]string{}
 		}
 		return fail("unknown question %q", m.Ask)
 	})
-	for _, want := range []string{"signed-up", "befriended", "chatted", "edited-replied-deleted", "private-room", "mautrix", "scrolled-back", "image", "xss", "relogin"} {
+	for _, want := range []string{"signed-up", "befriended", "chatted", "edited-replied-deleted", "private-room", "mautrix", "scrolled-back", "image", "xss", "encrypted", "relogin"} {
 		if _, ok := steps[want]; !ok {
 			t.Errorf("step %s not done", want)
 		}
@@ -343,5 +362,35 @@ func TestBrowserHundredRooms(t *testing.T) {
 	}
 	if median > 1000 {
 		t.Errorf("median time to an interactive room list %d ms, over 1 s", median)
+	}
+}
+
+// TestBrowserSignUpToken: on a server with registration tokens and a
+// password policy, the sign-up form asks for the token, shows the policy's
+// error for a weak password, and signs in with a good one.
+func TestBrowserSignUpToken(t *testing.T) {
+	browserTools(t)
+	srv := testserver.Start(t, func(c *config.Config) {
+		c.Registration.Open = false
+		c.Registration.Tokens = []config.RegistrationToken{{Token: "let-me-in"}}
+		c.Passwords.MinLength = 12
+		c.Passwords.RequireDigit = true
+	})
+	steps := runScenario(t, []string{"BASE_URL=" + srv.URL, "SCENARIO=signup-token", "REG_TOKEN=let-me-in"},
+		func(m scenarioMsg) any { return map[string]string{} })
+	var got struct {
+		WeakError string `json:"weak_error"`
+	}
+	if err := json.Unmarshal(steps["signup-token"], &got); err != nil {
+		t.Fatalf("signup-token step: %v %s", err, steps["signup-token"])
+	}
+	if !strings.Contains(strings.ToLower(got.WeakError), "password") {
+		t.Errorf("weak password error reads %q", got.WeakError)
+	}
+	if _, err := srv.Client("", "").Login(context.Background(), &mautrix.ReqLogin{
+		Type: mautrix.AuthTypePassword, Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "dana"},
+		Password: "a much longer password 1",
+	}); err != nil {
+		t.Errorf("dana cannot log in with the password the page registered: %v", err)
 	}
 }

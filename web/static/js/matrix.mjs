@@ -513,6 +513,14 @@ export class Client {
     return this.powerLevel(room, this.userId) >= needed;
   }
 
+  canSendState(room, type) {
+    const pl = room.stateEvent("m.room.power_levels");
+    if (!pl) return true;
+    const events = pl.content.events || {};
+    const needed = events[type] !== undefined ? events[type] : pl.content.state_default !== undefined ? pl.content.state_default : 50;
+    return this.powerLevel(room, this.userId) >= needed;
+  }
+
   // --- actions ---
 
   sendEvent(roomId, type, content) {

@@ -1,5 +1,5 @@
 // The member list of a room, with invite, kick and ban for those whose
-// power level allows them, and leaving the room.
+// power level allows them, the room's settings, and leaving the room.
 
 import { html, useState, useEffect } from "../vendor/preact-htm-3.1.1.mjs";
 import { errorText } from "./errors.mjs";
@@ -65,6 +65,44 @@ export function Members({ client, room }) {
         <label>Invite <input value=${invitee} onInput=${(e) => setInvitee(e.target.value)} placeholder="@name:server" id="invitee" /></label>
         <button type="submit">Invite</button>
       </form>`}
+      <${RoomSettings} client=${client} room=${room} />
       <button class="danger" onClick=${leave}>Leave room</button>
     </aside>`;
+}
+
+// RoomSettings edits the name and topic, for those allowed to.
+function RoomSettings({ client, room }) {
+  const [error, setError] = useState("");
+  const [saved, setSaved] = useState(false);
+  const canName = client.canSendState(room, "m.room.name");
+  const canTopic = client.canSendState(room, "m.room.topic");
+  if (!canName && !canTopic) return null;
+  const name = room.stateEvent("m.room.name");
+  const topic = room.stateEvent("m.room.topic");
+  const save = async (ev) => {
+    ev.preventDefault();
+    const f = ev.target.elements;
+    setError("");
+    setSaved(false);
+    try {
+      if (canName && f.roomname.value !== ((name && name.content.name) || "")) {
+        await client.sendState(room.id, "m.room.name", "", { name: f.roomname.value });
+      }
+      if (canTopic && f.roomtopic.value !== ((topic && topic.content.topic) || "")) {
+        await client.sendState(room.id, "m.room.topic", "", { topic: f.roomtopic.value });
+      }
+      setSaved(true);
+    } catch (e) {
+      setError(errorText(e));
+    }
+  };
+  return html`
+    <form onSubmit=${save} class="roomsettings" aria-label="Room settings">
+      <h2>Settings</h2>
+      ${canName && html`<label>Name <input name="roomname" value=${(name && name.content.name) || ""} /></label>`}
+      ${canTopic && html`<label>Topic <textarea name="roomtopic" rows="2" value=${(topic && topic.content.topic) || ""}></textarea></label>`}
+      ${error && html`<p class="error" role="alert">${error}</p>`}
+      ${saved && html`<p role="status">Saved.</p>`}
+      <button type="submit">Save</button>
+    </form>`;
 }

@@ -49,7 +49,7 @@ export function CreateRoom({ client }) {
   };
   return html`
     <section class="page">
-      <h1>New room</h1>
+      <h1><a href="#/" class="back" aria-label="Back to the list">‹</a>New room</h1>
       <form onSubmit=${submit} id="createroom">
         <label>Name <input name="name" required /></label>
         <label>Address <span class="addr">#<input name="alias" aria-describedby="aliashelp" />:${serverName(client.userId)}</span></label>
@@ -97,7 +97,7 @@ export function AddFriend({ client }) {
   });
   return html`
     <section class="page">
-      <h1>Add friend</h1>
+      <h1><a href="#/" class="back" aria-label="Back to the list">‹</a>Add friend</h1>
       <form onSubmit=${search} class="inline" role="search">
         <label>Find people <input value=${term} onInput=${(e) => setTerm(e.target.value)} id="usersearch" placeholder="name or @user:server" required /></label>
         <button type="submit" disabled=${busy}>Search</button>
@@ -131,7 +131,7 @@ export function Directory({ client }) {
   };
   return html`
     <section class="page">
-      <h1>Rooms</h1>
+      <h1><a href="#/" class="back" aria-label="Back to the list">‹</a>Rooms</h1>
       <form onSubmit=${joinAddress} class="inline">
         <label>Join by address <input name="address" placeholder="#room:server" required id="joinaddress" /></label>
         <button type="submit" disabled=${busy}>Join</button>
@@ -196,7 +196,7 @@ export function Settings({ client }) {
   };
   return html`
     <section class="page">
-      <h1>Settings</h1>
+      <h1><a href="#/" class="back" aria-label="Back to the list">‹</a>Settings</h1>
       <p>Signed in as <b>${client.userId}</b>.</p>
       <form onSubmit=${saveName} class="inline">
         <label>Display name <input name="displayname" value=${me.displayname || ""} /></label>
