@@ -394,3 +394,44 @@ func TestBrowserSignUpToken(t *testing.T) {
 		t.Errorf("dana cannot log in with the password the page registered: %v", err)
 	}
 }
+
+// TestBrowserCall: two people in a video room join its call with
+// Chromium's fake camera and microphone, through the MatrixRTC
+// membership, the token service and the embedded SFU; each page decodes
+// the other's video. Muting shows on the other side, and leaving removes
+// the tile.
+func TestBrowserCall(t *testing.T) {
+	browserTools(t)
+	srv := testserver.Start(t, testserver.Calls())
+	steps := runScenario(t, []string{"BASE_URL=" + srv.URL, "SCENARIO=call"}, func(m scenarioMsg) any { return map[string]string{} })
+	var got struct {
+		AliceSees, BobSees struct {
+			From          string
+			Width, Height int
+		}
+		MS int
+	}
+	raw, ok := steps["call"]
+	if !ok {
+		t.Fatalf("no call step")
+	}
+	var m struct {
+		AliceSees json.RawMessage `json:"alice_sees"`
+		BobSees   json.RawMessage `json:"bob_sees"`
+		MS        int             `json:"ms"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	_ = json.Unmarshal(m.AliceSees, &got.AliceSees)
+	_ = json.Unmarshal(m.BobSees, &got.BobSees)
+	// /sfu/get identities are "@user:server:DEVICE".
+	if !strings.HasPrefix(got.AliceSees.From, "@bob:tessera.test:") || !strings.HasPrefix(got.BobSees.From, "@alice:tessera.test:") {
+		t.Errorf("alice sees %q, bob sees %q", got.AliceSees.From, got.BobSees.From)
+	}
+	if got.AliceSees.Width <= 0 || got.BobSees.Width <= 0 {
+		t.Errorf("decoded frames: %+v %+v", got.AliceSees, got.BobSees)
+	}
+	t.Logf("both pages decode the other's video %d ms after the first join (%dx%d, %dx%d)",
+		m.MS, got.AliceSees.Width, got.AliceSees.Height, got.BobSees.Width, got.BobSees.Height)
+}

@@ -10,6 +10,7 @@ out=static/vendor
 HTM=3.1.1        # htm's preact/standalone: Preact + hooks + htm in one ESM file
 MARKED=18.3.0    # Markdown to HTML for sent messages (as Element does)
 DOMPURIFY=3.5.0  # sanitizer for HTML from other clients
+LIVEKIT=2.23.0   # livekit-client for calls, loaded only when a call starts (as clientapi's call test)
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -34,5 +35,10 @@ cp "$tmp/marked/package/LICENSE" "$out/marked-$MARKED.LICENSE.txt"
 fetch dompurify "$DOMPURIFY"
 cp "$tmp/dompurify/package/dist/purify.es.mjs" "$out/dompurify-$DOMPURIFY.mjs"
 cp "$tmp/dompurify/package/LICENSE" "$out/dompurify-$DOMPURIFY.LICENSE.txt"
+
+fetch livekit-client "$LIVEKIT"
+# Self-contained ESM build; its source map is not shipped.
+sed '$ s|//# sourceMappingURL=.*$||' "$tmp/livekit-client/package/dist/livekit-client.esm.mjs" >"$out/livekit-client-$LIVEKIT.mjs"
+cp "$tmp/livekit-client/package/LICENSE" "$out/livekit-client-$LIVEKIT.LICENSE.txt"
 
 ls -l "$out"

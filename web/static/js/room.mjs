@@ -5,6 +5,7 @@ import { html, useState, useEffect, useRef, useLayoutEffect } from "../vendor/pr
 import { sanitize, markdownContent, stripReplyFallback } from "./format.mjs";
 import { errorText } from "./errors.mjs";
 import { Members } from "./members.mjs";
+import { CallPanel, isVideoRoom, callMembers } from "./call.mjs";
 
 const ENCRYPTED_TEXT = "encrypted: open this room in an app with end-to-end encryption";
 
@@ -239,6 +240,12 @@ export function RoomView({ client, roomId }) {
   const [replyTo, setReplyTo] = useState(null);
   const [editing, setEditing] = useState(null);
   const [panel, setPanel] = useState(null);
+  // Video rooms open on their call; other rooms show it on demand.
+  const video = isVideoRoom(room);
+  const [showCall, setShowCall] = useState(video);
+  useEffect(() => {
+    if (video) setShowCall(true);
+  }, [video]);
   const [error, setError] = useState("");
   const name = client.roomName(room);
   const topic = room.stateEvent("m.room.topic");
@@ -295,6 +302,7 @@ export function RoomView({ client, roomId }) {
     names.push(client.displayName(room, user));
     seen.set(eventId, names);
   }
+  const inCall = callMembers(room).length;
   const typing = room.typing.filter((u) => u !== client.userId).map((u) => client.displayName(room, u));
   return html`
     <section class="room" aria-label=${name}>
@@ -302,9 +310,11 @@ export function RoomView({ client, roomId }) {
         <a href="#/" class="back" aria-label="Back to the list">‹</a>
         <div class="title"><h1 id="roomname">${name}</h1>${topic && topic.content.topic && html`<p class="topic">${topic.content.topic}</p>`}</div>
         ${room.membership === "join" && html`
+          <button onClick=${() => setShowCall(!showCall)} aria-pressed=${showCall} id="callbutton">${inCall ? `Call (${inCall})` : "Call"}</button>
           <button onClick=${() => setPanel(panel === "members" ? null : "members")} aria-pressed=${panel === "members"}>Members</button>`}
       </header>
       ${client.isEncrypted(room) && html`<p class="banner encrypted" role="note">Messages here are end-to-end encrypted: open this room in an app with end-to-end encryption to read them.</p>`}
+      ${showCall && room.membership === "join" && html`<${CallPanel} client=${client} room=${room} />`}
       <div class="roombody">
         <ol class="timeline" ref=${list} onScroll=${onScroll} aria-label="Messages" aria-live="polite" id="timeline">
           ${room.atStart ? html`<li class="stateline">Start of the conversation</li>` : html`<li class="stateline">${room.backfilling ? "Loading older messages…" : ""}</li>`}

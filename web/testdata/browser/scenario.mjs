@@ -110,8 +110,10 @@ async function since(t0) {
   return Math.round(performance.now() - t0);
 }
 
+// shoot saves the page at desktop and phone widths. (Not isMobile: that
+// reloads the page, which would leave a call.)
 async function shoot(page, name) {
-  for (const [label, vp] of [["desktop", { width: 1280, height: 800 }], ["phone", { width: 390, height: 844, isMobile: true, hasTouch: true }]]) {
+  for (const [label, vp] of [["desktop", { width: 1280, height: 800 }], ["phone", { width: 390, height: 844 }]]) {
     await page.setViewport(vp);
     await new Promise((r) => setTimeout(r, 150));
     await page.screenshot({ path: join(artifacts, `${name}-${label}.png`) });
@@ -328,6 +330,82 @@ async function rooms100() {
   step("rooms100", { runs_ms: runs, js_bytes: js, cold: coldJS });
 }
 
+// sdpWorkaround is clientapi/testdata/browser/call.html's workaround for a
+// data race in livekit-server v1.13.5 that the race detector flags (see
+// there): the pages leave out the optional RTP header extensions whose
+// negotiation races. Injected by the test, not part of the client.
+function sdpWorkaround() {
+  const declined = [
+    "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension",
+    "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time",
+  ];
+  const decline = (sdp) => sdp.split("\r\n")
+    .filter((l) => !(l.startsWith("a=extmap:") && declined.some((u) => l.endsWith(" " + u))))
+    .join("\r\n");
+  for (const method of ["createOffer", "createAnswer"]) {
+    const orig = RTCPeerConnection.prototype[method];
+    RTCPeerConnection.prototype[method] = async function (...args) {
+      const desc = await orig.apply(this, args);
+      return { type: desc.type, sdp: decline(desc.sdp) };
+    };
+  }
+}
+
+// call: two people in a video room, each page must decode the other's
+// (fake) camera.
+async function call() {
+  const password = "correct horse 1";
+  const a = await newPage("alice");
+  const b = await newPage("bob");
+  for (const p of [a, b]) await p.evaluateOnNewDocument(sdpWorkaround);
+  await signUp(a, "alice", password);
+  await signUp(b, "bob", password);
+  await a.goto(`${base}#/new`);
+  await a.waitForSelector("#createroom");
+  await a.type("#createroom input[name=name]", "Standup");
+  await a.click("#createroom input[name=video]");
+  await a.type("#createroom input[name=invite]", "@bob:tessera.test");
+  await a.click("#createroom button[type=submit]");
+  await a.waitForSelector("#joincall", { timeout: 5 * SECOND });
+  const room = await a.evaluate(() => decodeURIComponent(location.hash.replace("#/room/", "")));
+  const accept = await b.waitForSelector(`.invite[data-room-id="${room}"] button.primary`, { timeout: 5 * SECOND });
+  await accept.click();
+  await b.waitForSelector("#joincall", { timeout: 5 * SECOND });
+  step("video-room", { room_id: room });
+  const t0 = performance.now();
+  // One after the other, as clientapi's call test does.
+  await a.click("#joincall");
+  await a.waitForSelector(".tile.local video", { timeout: 20 * SECOND });
+  await b.click("#joincall");
+  const decoded = async (page) => {
+    await page.waitForSelector(".tile.remote video", { timeout: 30 * SECOND });
+    return page.evaluate(() => new Promise((resolve, reject) => {
+      const v = document.querySelector(".tile.remote video");
+      let frames = 0;
+      const tick = (now, meta) => {
+        frames++;
+        if (frames >= 5 && meta.width > 0 && meta.height > 0) {
+          resolve({ from: v.closest(".tile").dataset.identity, width: meta.width, height: meta.height });
+        } else v.requestVideoFrameCallback(tick);
+      };
+      v.requestVideoFrameCallback(tick);
+      setTimeout(() => reject(new Error(`only ${frames} frames decoded`)), 30000);
+    }));
+  };
+  const [fa, fb] = await Promise.all([decoded(a), decoded(b)]);
+  const ms = Math.round(performance.now() - t0);
+  await shoot(a, "call");
+  // Mute, camera off, leave: the other page sees the membership go.
+  await a.click(".callbar button[aria-pressed]");
+  await b.waitForFunction(() => /\(muted\)/.test(document.querySelector(".tile.remote figcaption").textContent), { timeout: 10 * SECOND });
+  await a.click("#leavecall");
+  await b.waitForFunction(() => !document.querySelector(".tile.remote"), { timeout: 30 * SECOND });
+  step("call", { alice_sees: fa, bob_sees: fb, ms });
+}
+
 // signupToken signs up on a server that wants a registration token and a
 // strong password: the page shows the policy's error, asks for the token,
 // and signs in.
@@ -358,6 +436,7 @@ async function signupToken() {
 
 try {
   if (process.env.SCENARIO === "signup-token") await signupToken();
+  else if (process.env.SCENARIO === "call") await call();
   else if (process.env.SCENARIO === "rooms100") await rooms100();
   else await chat();
   emit({ done: true });
