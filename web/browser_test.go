@@ -10,6 +10,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/tessera-hs/tessera/internal/config"
+	"github.com/tessera-hs/tessera/internal/lkrelay"
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
@@ -360,7 +362,10 @@ func TestBrowserHundredRooms(t *testing.T) {
 	if decoded == 0 || encoded >= decoded {
 		t.Errorf("JavaScript not measured or not compressed: decoded %d, encoded %d", decoded, encoded)
 	}
-	if median > 1000 {
+	switch {
+	case median > 1000 && raceEnabled:
+		t.Logf("median time to an interactive room list %d ms, over 1 s, but the race detector is on", median)
+	case median > 1000:
 		t.Errorf("median time to an interactive room list %d ms, over 1 s", median)
 	}
 }
@@ -403,7 +408,13 @@ func TestBrowserSignUpToken(t *testing.T) {
 func TestBrowserCall(t *testing.T) {
 	browserTools(t)
 	srv := testserver.Start(t, testserver.Calls())
-	steps := runScenario(t, []string{"BASE_URL=" + srv.URL, "SCENARIO=call"}, func(m scenarioMsg) any { return map[string]string{} })
+	// The pages' signalling goes through lkrelay.PublishAfterTrackPublished
+	// (see throughRelay in scenario.mjs and TestCallsBrowser).
+	relay := httptest.NewServer(lkrelay.PublishAfterTrackPublished())
+	defer relay.Close()
+	relayURL := "ws://" + strings.TrimPrefix(relay.URL, "http://")
+	steps := runScenario(t, []string{"BASE_URL=" + srv.URL, "SCENARIO=call", "RELAY_URL=" + relayURL},
+		func(m scenarioMsg) any { return map[string]string{} })
 	var got struct {
 		AliceSees, BobSees struct {
 			From          string

@@ -98,7 +98,7 @@ async function logIn(page, username, password) {
 }
 
 // timeline texts of the open room
-function timelineHas(page, text, timeout = 5 * SECOND) {
+function timelineHas(page, text, timeout = 15 * SECOND) {
   return page.waitForFunction(
     (t) => [...document.querySelectorAll("#timeline .msg .content")].some((el) => el.textContent.includes(t)),
     { timeout, polling: "mutation" },
@@ -144,7 +144,7 @@ async function chat() {
   await add.click();
   await a.waitForSelector("#composer");
   const dmRoom = await a.evaluate(() => decodeURIComponent(location.hash.replace("#/room/", "")));
-  const accept = await b.waitForSelector(`.invite[data-room-id="${dmRoom}"] button.primary`, { timeout: 5 * SECOND });
+  const accept = await b.waitForSelector(`.invite[data-room-id="${dmRoom}"] button.primary`, { timeout: 15 * SECOND });
   const inviteText = await b.$eval(`.invite[data-room-id="${dmRoom}"]`, (el) => el.textContent);
   if (!/Friend request from/.test(inviteText)) throw new Error(`bob's invite reads ${JSON.stringify(inviteText)}`);
   await accept.click();
@@ -187,19 +187,19 @@ async function chat() {
   await a.waitForFunction((id) => {
     const el = document.querySelector(`[data-event-id="${id}"]`);
     return el && /hi alice, edited/.test(el.textContent) && /\(edited\)/.test(el.textContent);
-  }, { timeout: 5 * SECOND }, lastOwn);
+  }, { timeout: 15 * SECOND }, lastOwn);
   const firstA = await a.$$eval("#timeline .msg.mine", (els) => els[0].dataset.eventId);
   await a.hover(`[data-event-id="${firstA}"]`);
   await a.click(`[data-event-id="${firstA}"] button[aria-label=Reply]`);
   await a.type("#composer", "a reply");
   await a.keyboard.press("Enter");
-  await b.waitForFunction(() => [...document.querySelectorAll("#timeline .msg")].some((el) => el.querySelector(".reply") && /a reply/.test(el.textContent)), { timeout: 5 * SECOND });
+  await b.waitForFunction(() => [...document.querySelectorAll("#timeline .msg")].some((el) => el.querySelector(".reply") && /a reply/.test(el.textContent)), { timeout: 15 * SECOND });
   await a.hover(`[data-event-id="${firstA}"]`);
   await a.click(`[data-event-id="${firstA}"] button[aria-label=Delete]`);
   await b.waitForFunction((id) => {
     const el = document.querySelector(`[data-event-id="${id}"]`);
     return el && /Message deleted/.test(el.textContent);
-  }, { timeout: 5 * SECOND }, firstA);
+  }, { timeout: 15 * SECOND }, firstA);
   step("edited-replied-deleted");
   await shoot(b, "dm-chat");
 
@@ -216,7 +216,7 @@ async function chat() {
   const club = await a.evaluate(() => decodeURIComponent(location.hash.replace("#/room/", "")));
   const roomName = await a.$eval("#roomname", (el) => el.textContent);
   if (roomName !== "Book club") throw new Error(`room name ${roomName}`);
-  const joinB = await b.waitForSelector(`.invite[data-room-id="${club}"] button.primary`, { timeout: 5 * SECOND });
+  const joinB = await b.waitForSelector(`.invite[data-room-id="${club}"] button.primary`, { timeout: 15 * SECOND });
   await joinB.click();
   await b.waitForSelector("#composer");
   step("private-room", { room_id: club });
@@ -224,7 +224,7 @@ async function chat() {
   // mautrix-go joins, sends 200 messages and one more; the page shows it,
   // and a message from the page reaches mautrix-go.
   await ask("carol-fill", { room_id: club });
-  await timelineHas(a, "from mautrix-go", 5 * SECOND);
+  await timelineHas(a, "from mautrix-go");
   await a.type("#composer", "from the page");
   await a.keyboard.press("Enter");
   await ask("carol-got", { room_id: club, body: "from the page" });
@@ -232,7 +232,7 @@ async function chat() {
 
   // Scroll back through the 200 messages to the room's creation.
   t0 = performance.now();
-  for (let i = 0; i < 200; i++) {
+  while (performance.now() - t0 < 60 * SECOND) {
     await a.evaluate(() => { document.querySelector("#timeline").scrollTop = 0; });
     const done = await a.evaluate(() => [...document.querySelectorAll("#timeline .msg .content")].some((el) => el.textContent.trim() === "history 1"));
     if (done) break;
@@ -256,7 +256,7 @@ async function chat() {
 
   // Hostile content from mautrix-go: nothing runs, it shows as text.
   await ask("xss", { room_id: club });
-  await b.waitForFunction(() => /hostile body/.test(document.querySelector("#timeline").textContent), { timeout: 5 * SECOND });
+  await b.waitForFunction(() => /hostile body/.test(document.querySelector("#timeline").textContent), { timeout: 15 * SECOND });
   await new Promise((r) => setTimeout(r, 500));
   for (const page of [a, b]) {
     const r = await page.evaluate(() => ({
@@ -272,13 +272,13 @@ async function chat() {
 
   // An encrypted room: its messages say plainly that this client cannot
   // read them, and the composer does not send in the clear.
-  await a.waitForFunction(() => /Secret/.test(document.querySelector(".sidebar").textContent), { timeout: 5 * SECOND });
+  await a.waitForFunction(() => /Secret/.test(document.querySelector(".sidebar").textContent), { timeout: 15 * SECOND });
   const invites = await a.$$eval(".invite[data-room-id]", (els) => els.map((el) => ({ id: el.dataset.roomId, text: el.textContent })));
   const secretRoom = invites.find((i) => /Secret/.test(i.text));
   if (!secretRoom) throw new Error(`no invite to the encrypted room: ${JSON.stringify(invites)}`);
   await a.click(`.invite[data-room-id="${secretRoom.id}"] button.primary`);
   await a.waitForFunction(() => [...document.querySelectorAll("#timeline .msg .content")]
-    .some((el) => el.textContent.includes("encrypted: open this room in an app with end-to-end encryption")), { timeout: 5 * SECOND });
+    .some((el) => el.textContent.includes("encrypted: open this room in an app with end-to-end encryption")), { timeout: 15 * SECOND });
   if (await a.$("#composer")) throw new Error("the encrypted room offers a plaintext composer");
   step("encrypted");
   await shoot(a, "room-list");
@@ -291,7 +291,7 @@ async function chat() {
   await b.waitForSelector("#username");
   await logIn(b, "bob", password);
   await b.reload();
-  await b.waitForSelector(`#roomlist a[data-room-id="${club}"]`, { timeout: 5 * SECOND });
+  await b.waitForSelector(`#roomlist a[data-room-id="${club}"]`, { timeout: 15 * SECOND });
   step("relogin");
 }
 
@@ -354,13 +354,42 @@ function sdpWorkaround() {
   }
 }
 
+// throughRelay sends the pages' LiveKit signalling through
+// internal/lkrelay's PublishAfterTrackPublished, as clientapi's call test
+// does: livekit-server v1.13.5 has a data race between a track's
+// TrackPublished and the next offer that the race detector reports (see
+// lkrelay). The relay takes the SFU's URL in its "upstream" parameter.
+function throughRelay(relay) {
+  const Orig = window.WebSocket;
+  const prefix = "/_tessera/livekit";
+  function Relayed(url, protocols) {
+    const u = new URL(url, location.href);
+    const i = u.pathname.indexOf(prefix);
+    if (i >= 0) {
+      const r = new URL(relay + u.pathname.slice(i + prefix.length) + u.search);
+      r.searchParams.set("upstream", `${u.protocol}//${u.host}${u.pathname.slice(0, i + prefix.length)}`);
+      url = r.toString();
+    }
+    return protocols === undefined ? new Orig(url) : new Orig(url, protocols);
+  }
+  Relayed.prototype = Orig.prototype;
+  for (const k of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) Relayed[k] = Orig[k];
+  window.WebSocket = Relayed;
+}
+
 // call: two people in a video room, each page must decode the other's
 // (fake) camera.
 async function call() {
   const password = "correct horse 1";
   const a = await newPage("alice");
   const b = await newPage("bob");
-  for (const p of [a, b]) await p.evaluateOnNewDocument(sdpWorkaround);
+  for (const p of [a, b]) {
+    await p.evaluateOnNewDocument(sdpWorkaround);
+    // The relay is on another port, which the client's CSP (rightly)
+    // does not allow: this test's pages only skip it.
+    await p.setBypassCSP(true);
+    await p.evaluateOnNewDocument(throughRelay, process.env.RELAY_URL);
+  }
   await signUp(a, "alice", password);
   await signUp(b, "bob", password);
   await a.goto(`${base}#/new`);
@@ -369,11 +398,11 @@ async function call() {
   await a.click("#createroom input[name=video]");
   await a.type("#createroom input[name=invite]", "@bob:tessera.test");
   await a.click("#createroom button[type=submit]");
-  await a.waitForSelector("#joincall", { timeout: 5 * SECOND });
+  await a.waitForSelector("#joincall", { timeout: 15 * SECOND });
   const room = await a.evaluate(() => decodeURIComponent(location.hash.replace("#/room/", "")));
-  const accept = await b.waitForSelector(`.invite[data-room-id="${room}"] button.primary`, { timeout: 5 * SECOND });
+  const accept = await b.waitForSelector(`.invite[data-room-id="${room}"] button.primary`, { timeout: 15 * SECOND });
   await accept.click();
-  await b.waitForSelector("#joincall", { timeout: 5 * SECOND });
+  await b.waitForSelector("#joincall", { timeout: 15 * SECOND });
   step("video-room", { room_id: room });
   const t0 = performance.now();
   // One after the other, as clientapi's call test does.
@@ -419,14 +448,14 @@ async function signupToken() {
   await page.type("#password", "short1");
   await page.type("#password2", "short1");
   await page.click("form button[type=submit]");
-  const weak = await page.waitForSelector(".auth .error", { timeout: 5 * SECOND });
+  const weak = await page.waitForSelector(".auth .error", { timeout: 15 * SECOND });
   const weakText = await weak.evaluate((el) => el.textContent);
   for (const sel of ["#password", "#password2"]) {
     await page.click(sel, { clickCount: 3 });
     await page.type(sel, "a much longer password 1");
   }
   await page.click("form button[type=submit]");
-  await page.waitForSelector("#regtoken", { timeout: 5 * SECOND });
+  await page.waitForSelector("#regtoken", { timeout: 15 * SECOND });
   await page.type("#regtoken", process.env.REG_TOKEN);
   await page.click("form button[type=submit]");
   await page.waitForSelector("nav.sidebar", { timeout: 10 * SECOND });
