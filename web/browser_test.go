@@ -32,22 +32,13 @@ import (
 // .ci/run installs Debian's chromium and runs npm ci there.
 const browserDir = "testdata/browser"
 
-// missingTool skips the test on a developer's machine without chromium or
-// the npm packages, and fails it in CI (TESSERA_REQUIRE_BROWSER=1).
-func missingTool(t testing.TB) func(format string, args ...any) {
-	if os.Getenv("TESSERA_REQUIRE_BROWSER") != "" {
-		return t.Fatalf
-	}
-	return t.Skipf
-}
-
 // browserTools returns node and chromium, or skips (fails in CI).
 func browserTools(t *testing.T) (node, chromium string) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}
-	missing := missingTool(t)
+	missing := testserver.MissingTool(t)
 	for _, name := range []string{"chromium", "chromium-browser"} {
 		if p, err := exec.LookPath(name); err == nil {
 			chromium = p

@@ -153,6 +153,7 @@ function Sidebar({ client, currentRoom }) {
         <a href="#/directory" class="button">Directory</a>
       </div>
       ${!client.synced && html`<p class="muted" role="status">Loading…</p>`}
+      ${client.synced && !client.connected && html`<p class="error" role="status">Reconnecting…</p>`}
       ${invites.length > 0 && html`
         <h2>Invites</h2>
         <ul class="invites">${invites.map((r) => html`<${Invite} key=${r.id} client=${client} room=${r} />`)}</ul>`}
@@ -166,6 +167,7 @@ function Sidebar({ client, currentRoom }) {
         ${rooms.map((r) => html`<${RoomItem} key=${r.id} client=${client} room=${r} current=${r.id === currentRoom} />`)}
         ${client.synced && rooms.length === 0 && html`<li class="muted">No rooms yet.</li>`}
       </ul>
+      <p class="muted transport" id="transport">${client.connected ? `Live (${client.transport === "websocket" ? "WebSocket" : "long-poll"})` : ""}</p>
     </nav>`;
 }
 
@@ -213,8 +215,6 @@ function App() {
     clientRef.current = c;
     c.start();
     setClient(c);
-    // Exposed for debugging and for the browser tests' assertions.
-    window.tessera = c;
   };
   useEffect(() => {
     const s = matrix.savedSession();

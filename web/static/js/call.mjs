@@ -168,21 +168,21 @@ class Call {
   }
 }
 
+// useTrack attaches a LiveKit track to the element behind the ref.
+function useTrack(track) {
+  const ref = useRef(null);
+  useEffect(() => {
+    const el = ref.current;
+    if (!track || !el) return undefined;
+    track.attach(el);
+    return () => track.detach(el);
+  }, [track]);
+  return ref;
+}
+
 function Tile({ client, room, tile }) {
-  const video = useRef(null);
-  const audio = useRef(null);
-  useEffect(() => {
-    if (!tile.video || !video.current) return undefined;
-    const el = video.current;
-    tile.video.attach(el);
-    return () => tile.video.detach(el);
-  }, [tile.video]);
-  useEffect(() => {
-    if (!tile.audio || !audio.current) return undefined;
-    const el = audio.current;
-    tile.audio.attach(el);
-    return () => tile.audio.detach(el);
-  }, [tile.audio]);
+  const video = useTrack(tile.video);
+  const audio = useTrack(tile.audio);
   const name = tile.local ? "You" : client.displayName(room, tile.userId);
   return html`
     <figure class=${`tile ${tile.local ? "local" : "remote"}`} data-identity=${tile.id}>

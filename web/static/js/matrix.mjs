@@ -180,7 +180,8 @@ export class Client {
     this.profiles = new Map();
     this.nextBatch = null;
     this.synced = false;
-    this.transport = "";
+    this.transport = ""; // "websocket" or "long-poll"
+    this.connected = false;
     this.listeners = new Set();
     this.stopped = false;
     this.ws = null;
@@ -293,6 +294,8 @@ export class Client {
     ws.onopen = () => {
       opened = true;
       this.transport = "websocket";
+      this.connected = true;
+      this.changed();
     };
     ws.onmessage = (m) => {
       let msg;
@@ -311,6 +314,8 @@ export class Client {
     ws.onclose = async (ev) => {
       this.ws = null;
       if (this.stopped) return;
+      this.connected = false;
+      this.changed();
       if (ev.code === 4401) {
         // The token was revoked or expired: refresh, or the session ended.
         if (this.session.refresh_token) {
@@ -344,10 +349,13 @@ export class Client {
       try {
         const resp = await this.request("GET", `${API}/sync?${q}`);
         failures = 0;
+        this.connected = true;
         this.applySync(resp);
       } catch (e) {
         if (this.stopped) return;
         failures++;
+        this.connected = false;
+        this.changed();
         await new Promise((res) => setTimeout(res, Math.min(30000, 500 * 2 ** failures)));
       }
     }
