@@ -275,10 +275,17 @@ func TestBrowserChat(t *testing.T) {
 				return fail("encrypted message: %v", err)
 			}
 			return map[string]string{}
+		case "public":
+			if _, err := carol.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+				Name: "Lobby", RoomAliasName: "lobby", Preset: "public_chat", Visibility: "public", Topic: "Say hello",
+			}); err != nil {
+				return fail("public room: %v", err)
+			}
+			return map[string]string{}
 		}
 		return fail("unknown question %q", m.Ask)
 	})
-	for _, want := range []string{"signed-up", "befriended", "chatted", "edited-replied-deleted", "private-room", "mautrix", "scrolled-back", "image", "xss", "encrypted", "relogin"} {
+	for _, want := range []string{"signed-up", "befriended", "chatted", "edited-replied-deleted", "private-room", "mautrix", "scrolled-back", "image", "xss", "encrypted", "relogin", "directory", "kicked"} {
 		if _, ok := steps[want]; !ok {
 			t.Errorf("step %s not done", want)
 		}
@@ -371,6 +378,8 @@ func TestBrowserSignUpToken(t *testing.T) {
 		c.Registration.Tokens = []config.RegistrationToken{{Token: "let-me-in"}}
 		c.Passwords.MinLength = 12
 		c.Passwords.RequireDigit = true
+		// Short-lived access tokens: the page must refresh its own.
+		c.Auth.AccessTokenLifetime = config.Duration(3 * time.Second)
 	})
 	steps := runScenario(t, []string{"BASE_URL=" + srv.URL, "SCENARIO=signup-token", "REG_TOKEN=let-me-in"},
 		func(m scenarioMsg) any { return map[string]string{} })
@@ -379,6 +388,9 @@ func TestBrowserSignUpToken(t *testing.T) {
 	}
 	if err := json.Unmarshal(steps["signup-token"], &got); err != nil {
 		t.Fatalf("signup-token step: %v %s", err, steps["signup-token"])
+	}
+	if _, ok := steps["refreshed"]; !ok {
+		t.Errorf("no refreshed step")
 	}
 	if !strings.Contains(strings.ToLower(got.WeakError), "password") {
 		t.Errorf("weak password error reads %q", got.WeakError)

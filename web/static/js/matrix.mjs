@@ -132,6 +132,11 @@ function txnId() {
   return `web${Date.now()}.${txnCounter}`;
 }
 
+function creatorsPrivileged(version) {
+  const v = String(version || "1");
+  return v === "org.matrix.hydra.11" || (/^\d+$/.test(v) && Number(v) >= 12);
+}
+
 function stateKey(type, key) {
   return `${type}\u0000${key}`;
 }
@@ -509,6 +514,12 @@ export class Client {
   }
 
   powerLevel(room, userId) {
+    // Room versions 12 and later (MSC4289) give the creators a power
+    // above every level, and leave them out of power_levels.users.
+    const create = room.stateEvent("m.room.create");
+    if (create && creatorsPrivileged(create.content.room_version)) {
+      if (create.sender === userId || (create.content.additional_creators || []).includes(userId)) return Infinity;
+    }
     const pl = room.stateEvent("m.room.power_levels");
     if (!pl) return 0;
     const users = pl.content.users || {};

@@ -12,7 +12,7 @@ export function Members({ client, room }) {
   }, [room.id]);
   const members = room.stateEvents("m.room.member")
     .filter((m) => ["join", "invite", "ban"].includes(m.content.membership))
-    .sort((a, b) => client.powerLevel(room, b.state_key) - client.powerLevel(room, a.state_key));
+    .sort((a, b) => Math.min(client.powerLevel(room, b.state_key), 1e9) - Math.min(client.powerLevel(room, a.state_key), 1e9));
   const act = (action, userId) => async () => {
     setError("");
     if (action !== "invite" && !confirm(`${action} ${userId}?`)) return;

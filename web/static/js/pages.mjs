@@ -132,7 +132,7 @@ export function Directory({ client }) {
   return html`
     <section class="page">
       <h1><a href="#/" class="back" aria-label="Back to the list">‹</a>Rooms</h1>
-      <form onSubmit=${joinAddress} class="inline">
+      <form onSubmit=${joinAddress} class="inline" id="joinform">
         <label>Join by address <input name="address" placeholder="#room:server" required id="joinaddress" /></label>
         <button type="submit" disabled=${busy}>Join</button>
       </form>

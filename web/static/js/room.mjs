@@ -311,7 +311,7 @@ export function RoomView({ client, roomId }) {
         <div class="title"><h1 id="roomname">${name}</h1>${topic && topic.content.topic && html`<p class="topic">${topic.content.topic}</p>`}</div>
         ${room.membership === "join" && html`
           <button onClick=${() => setShowCall(!showCall)} aria-pressed=${showCall} id="callbutton">${inCall ? `Call (${inCall})` : "Call"}</button>
-          <button onClick=${() => setPanel(panel === "members" ? null : "members")} aria-pressed=${panel === "members"}>Members</button>`}
+          <button onClick=${() => setPanel(panel === "members" ? null : "members")} aria-pressed=${panel === "members"} id="membersbutton">Members</button>`}
       </header>
       ${client.isEncrypted(room) && html`<p class="banner encrypted" role="note">Messages here are end-to-end encrypted: open this room in an app with end-to-end encryption to read them.</p>`}
       ${showCall && room.membership === "join" && html`<${CallPanel} client=${client} room=${room} />`}

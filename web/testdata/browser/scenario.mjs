@@ -302,6 +302,25 @@ async function chat() {
   await b.reload();
   await b.waitForSelector(`#roomlist a[data-room-id="${club}"]`, { timeout: 15 * SECOND });
   step("relogin");
+
+  // The public directory and joining by address.
+  await ask("public");
+  await b.goto(`${base}#/directory`);
+  await b.waitForFunction(() => /Lobby/.test(document.querySelector("section.page").textContent), { timeout: 15 * SECOND });
+  await b.type("#joinaddress", "lobby");
+  await b.click("#joinform button[type=submit]");
+  await b.waitForFunction(() => document.querySelector("#roomname") && document.querySelector("#roomname").textContent === "Lobby", { timeout: 15 * SECOND });
+  step("directory");
+
+  // The owner removes someone; the other page sees it.
+  await openRoom(a, club);
+  await a.click("#membersbutton");
+  const kick = await a.waitForSelector(`.members button[aria-label="Remove ${carol}"]`, { timeout: 15 * SECOND });
+  await kick.click();
+  await openRoom(b, club);
+  await b.waitForFunction(() => [...document.querySelectorAll("#timeline .stateline")].some((el) => /alice removed/.test(el.textContent)), { timeout: 15 * SECOND });
+  await shoot(a, "members");
+  step("kicked");
 }
 
 // rooms100 measures the first load of a user in 100 rooms: JavaScript
@@ -458,6 +477,22 @@ async function signupToken() {
   await page.waitForSelector("nav.sidebar", { timeout: 10 * SECOND });
   await shoot(page, "signed-up");
   step("signup-token", { weak_error: weakText });
+
+  // The server's access tokens live 3 s here: after they expire, the page
+  // refreshes its token and goes on, and the new one is kept.
+  const before = await page.evaluate(() => JSON.parse(localStorage.getItem("tessera.session")).access_token);
+  await new Promise((r) => setTimeout(r, 4 * SECOND));
+  await page.goto(`${base}#/settings`);
+  await page.waitForFunction(() => /Tessera web/.test(document.querySelector("section.page").textContent), { timeout: 15 * SECOND });
+  await page.goto(`${base}#/new`);
+  await page.waitForSelector("#createroom");
+  await page.type("#createroom input[name=name]", "After refresh");
+  await page.click("#createroom button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#roomname") && document.querySelector("#roomname").textContent === "After refresh", { timeout: 15 * SECOND });
+  const after = await page.evaluate(() => JSON.parse(localStorage.getItem("tessera.session")).access_token);
+  if (after === before) throw new Error("the access token was not refreshed");
+  if (await page.$("#username")) throw new Error("logged out instead of refreshing");
+  step("refreshed");
 }
 
 try {
