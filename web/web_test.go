@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"path"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -154,5 +156,44 @@ func TestBadPath(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "web.path") {
 			t.Errorf("web.path %q: %v, want a web.path error", p, err)
 		}
+	}
+}
+
+// TestPreloads: every module index.html preloads is served, and every
+// module of the first load is preloaded (a stale name would cost a
+// wasted request; a missing one, a round trip).
+func TestPreloads(t *testing.T) {
+	srv := testserver.Start(t)
+	_, index := fetch(t, "GET", srv.URL+"/", nil)
+	re := regexp.MustCompile(`<link rel="modulepreload" href="([^"]+)">`)
+	preloaded := map[string]bool{}
+	for _, m := range re.FindAllStringSubmatch(string(index), -1) {
+		preloaded[m[1]] = true
+		if resp, body := fetch(t, "GET", srv.URL+"/"+m[1], nil); resp.StatusCode != http.StatusOK {
+			t.Errorf("preloaded %s: %d %s", m[1], resp.StatusCode, body)
+		}
+	}
+	// The static imports of the app, followed from js/app.mjs.
+	imp := regexp.MustCompile(`(?m)^import .* from "([^"]+)";`)
+	seen := map[string]bool{}
+	var walk func(p string)
+	walk = func(p string) {
+		if seen[p] {
+			return
+		}
+		seen[p] = true
+		_, body := fetch(t, "GET", srv.URL+"/"+p, nil)
+		for _, m := range imp.FindAllStringSubmatch(string(body), -1) {
+			walk(path.Clean(path.Join(path.Dir(p), m[1])))
+		}
+	}
+	walk("js/app.mjs")
+	for p := range seen {
+		if p != "js/app.mjs" && !preloaded[p] {
+			t.Errorf("%s is imported on first load but not preloaded", p)
+		}
+	}
+	if len(seen) < 5 {
+		t.Errorf("followed only %v", seen)
 	}
 }

@@ -36,8 +36,9 @@ export function sanitize(html) {
     ALLOWED_TAGS,
     ALLOWED_ATTR: ALLOWED_ATTR.concat(["target", "rel"]),
     ALLOW_DATA_ATTR: false,
-    // mx-reply is the spec's reply fallback: drop it and its contents.
-    FORBID_CONTENTS: ["mx-reply", "script", "style"],
+    // mx-reply is the spec's reply fallback: drop it and its contents
+    // (besides DOMPurify's own list: script, style, svg, math, ...).
+    ADD_FORBID_CONTENTS: ["mx-reply"],
     KEEP_CONTENT: true,
   });
 }

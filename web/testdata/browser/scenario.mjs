@@ -331,7 +331,7 @@ async function rooms100() {
   await page.waitForFunction(() => document.querySelectorAll("#roomlist a.roomitem").length >= 100, { timeout: 20 * SECOND });
   const runs = [];
   let js = 0;
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < Number(process.env.RUNS || 5); i++) {
     await page.reload({ waitUntil: "domcontentloaded" });
     await page.waitForFunction(() => document.querySelectorAll("#roomlist a.roomitem").length >= 100, { timeout: 20 * SECOND, polling: "mutation" });
     const r = await page.evaluate(() => ({
