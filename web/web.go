@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync"
 )
 
 //go:embed static
@@ -35,10 +36,50 @@ const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
 
 // file is one embedded file, ready to serve.
 type file struct {
-	body, gz    []byte
 	contentType string
-	etag        string
 	immutable   bool
+	// body and its hash are read on first use: a server start (and every
+	// test server) only indexes the names.
+	root     fs.FS
+	name     string
+	loadOnce sync.Once
+	body     []byte
+	etag     string
+	// gz is body gzip-compressed, made on the first request that takes
+	// gzip: compressing everything up front would cost every server
+	// start seconds, for livekit-client alone.
+	gzOnce sync.Once
+	gz     []byte
+}
+
+// load reads the file; embedded files cannot fail to read.
+func (f *file) load() {
+	f.loadOnce.Do(func() {
+		body, err := fs.ReadFile(f.root, f.name)
+		if err != nil {
+			panic(fmt.Sprintf("web: reading embedded %s: %v", f.name, err))
+		}
+		sum := sha256.Sum256(body)
+		f.body, f.etag = body, `"`+hex.EncodeToString(sum[:12])+`"`
+	})
+}
+
+// gzipped returns the compressed body, or nil when the file is not worth
+// compressing.
+func (f *file) gzipped() []byte {
+	if !compressible(f.contentType) {
+		return nil
+	}
+	f.load()
+	f.gzOnce.Do(func() {
+		var buf bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.DefaultCompression)
+		// Writes to a bytes.Buffer do not fail.
+		_, _ = zw.Write(f.body)
+		_ = zw.Close()
+		f.gz = buf.Bytes()
+	})
+	return f.gz
 }
 
 // Client serves the embedded files under a path prefix.
@@ -47,7 +88,7 @@ type Client struct {
 	files  map[string]*file // by path relative to static/
 }
 
-// New loads and compresses the embedded files once. prefix is the
+// New indexes the embedded files. prefix is the
 // config's web.path ("/" or "/chat/").
 func New(prefix string) (*Client, error) {
 	c := &Client{prefix: prefix, files: map[string]*file{}}
@@ -59,27 +100,10 @@ func New(prefix string) (*Client, error) {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		body, err := fs.ReadFile(root, p)
-		if err != nil {
-			return err
-		}
-		f := &file{body: body, contentType: contentType(p)}
-		sum := sha256.Sum256(body)
-		f.etag = `"` + hex.EncodeToString(sum[:12]) + `"`
+		f := &file{root: root, name: p, contentType: contentType(p)}
 		// Vendored files carry their version in their name (see
 		// vendor/refresh.sh), so they never change under one URL.
 		f.immutable = strings.HasPrefix(p, "vendor/")
-		if compressible(f.contentType) {
-			var buf bytes.Buffer
-			zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-			if _, err := zw.Write(body); err != nil {
-				return err
-			}
-			if err := zw.Close(); err != nil {
-				return err
-			}
-			f.gz = buf.Bytes()
-		}
 		c.files[p] = f
 		return nil
 	})
@@ -142,11 +166,12 @@ func (c *Client) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The app's own files change with the binary: revalidate.
 		h.Set("Cache-Control", "no-cache")
 	}
+	f.load()
 	body, etag := f.body, f.etag
-	if f.gz != nil && acceptsGzip(r) {
+	if gz := f.gzipped(); gz != nil && acceptsGzip(r) {
 		// Each encoding is its own representation, with its own tag.
 		h.Set("Content-Encoding", "gzip")
-		body, etag = f.gz, strings.TrimSuffix(f.etag, `"`)+`-gz"`
+		body, etag = gz, strings.TrimSuffix(etag, `"`)+`-gz"`
 	}
 	h.Set("ETag", etag)
 	if match := r.Header.Get("If-None-Match"); match != "" && match == etag {
