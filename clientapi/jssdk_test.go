@@ -27,10 +27,7 @@ const jssdkDir = "testdata/jssdk"
 // TESSERA_REQUIRE_BROWSER is set (.ci/run installs them all), so that CI
 // cannot pass by skipping.
 func missingTool(t testing.TB) func(format string, args ...any) {
-	if os.Getenv("TESSERA_REQUIRE_BROWSER") != "" {
-		return t.Fatalf
-	}
-	return t.Skipf
+	return testserver.MissingTool(t)
 }
 
 // requireJSSDK skips (or, in CI, fails) a matrix-js-sdk test without Node

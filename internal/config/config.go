@@ -58,6 +58,8 @@ type Config struct {
 	// Housekeeping keeps the disk in hand: retention, media retention and
 	// pruning (housekeeping/).
 	Housekeeping Housekeeping `yaml:"housekeeping"`
+	// Web is the web client served by Tessera itself (web/).
+	Web Web `yaml:"web"`
 
 	// AppServices are the registration files of the application services
 	// (bridges, bots), relative to the config file's directory.
@@ -125,6 +127,32 @@ type ServerNotices struct {
 
 // Enabled reports whether server notices are configured.
 func (n *ServerNotices) Enabled() bool { return n.SystemMXIDLocalpart != "" }
+
+// Web configures the web client embedded in the binary (web/).
+type Web struct {
+	Enabled bool `yaml:"enabled"`
+	// Path is where the client is served: "/" or a path such as "/chat/",
+	// starting and ending with "/"; never under the API prefixes.
+	Path string `yaml:"path"`
+}
+
+// webReserved are the prefixes of the APIs the client must not shadow.
+var webReserved = []string{"/_matrix", "/_tessera", "/_synapse", "/.well-known"}
+
+func (w *Web) validate() error {
+	if !w.Enabled {
+		return nil
+	}
+	if !strings.HasPrefix(w.Path, "/") || !strings.HasSuffix(w.Path, "/") {
+		return fmt.Errorf("web.path: expected a path starting and ending with \"/\", got %q", w.Path)
+	}
+	for _, p := range webReserved {
+		if strings.HasPrefix(w.Path, p+"/") {
+			return fmt.Errorf("web.path: %q is under %s, which the server's APIs use", w.Path, p)
+		}
+	}
+	return nil
+}
 
 // Webhooks configures the built-in incoming webhooks: a room admin attaches
 // a hook to a room and gets a URL and a secret; GitHub (or anything that
@@ -538,6 +566,7 @@ func Default() Config {
 		VoIP:          VoIP{TURNUserLifetime: Duration(time.Hour), TURNAllowGuests: true},
 		ServerNotices: ServerNotices{RoomName: "Server Notices"},
 		Housekeeping:  Housekeeping{Interval: Duration(time.Hour), TxnIDLifetime: Duration(24 * time.Hour)},
+		Web:           Web{Enabled: true, Path: "/"},
 		Webhooks: Webhooks{BotLocalpart: "webhooks", BotDisplayName: "Webhooks", MaxBodyBytes: 1 << 20,
 			Rate: Rate{PerSecond: 5, Burst: 30}, DeliveryRetention: Duration(7 * 24 * time.Hour)},
 		// Synapse's push defaults and HttpPusher's backoff (1 s doubling
@@ -676,6 +705,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Housekeeping.validate(); err != nil {
+		return err
+	}
+	if err := c.Web.validate(); err != nil {
 		return err
 	}
 	if c.PublicBaseURL != "" {

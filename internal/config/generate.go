@@ -488,6 +488,14 @@ housekeeping:
   # local media is gone for good. "0" keeps media forever.
   local_media_lifetime: "0"
   remote_media_lifetime: "0"
+web:
+  # The web client built into the binary: open the server's address in a
+  # browser to sign up, chat and call. No Node or build step; the pages
+  # speak only the public Matrix API. See docs/web.md.
+  enabled: true
+  # Where it is served: "/" or a path such as "/chat/". The API prefixes
+  # (/_matrix, /_tessera, /_synapse, /.well-known) always reach the APIs.
+  path: "/"
 
 # Application services (bridges such as the mautrix bridges, bots): their
 # registration files, in the standard YAML format (id, url, as_token,

@@ -45,6 +45,7 @@ import (
 	"github.com/tessera-hs/tessera/slidingsync"
 	"github.com/tessera-hs/tessera/syncapi"
 	"github.com/tessera-hs/tessera/users"
+	"github.com/tessera-hs/tessera/web"
 	"github.com/tessera-hs/tessera/webhooks"
 )
 
@@ -402,6 +403,15 @@ func (s *Server) init(ctx context.Context) error {
 		if w := s.cfg.Federation.WellKnownServer; w != "" {
 			federation.RegisterWellKnown(r, w)
 		}
+	}
+	if s.cfg.Web.Enabled {
+		// The web client, last: it only matches its own files, so the
+		// APIs and their 404 M_UNRECOGNIZED stay as they are.
+		client, err := web.New(s.cfg.Web.Path)
+		if err != nil {
+			return err
+		}
+		r.MatcherFunc(func(req *http.Request, _ *mux.RouteMatch) bool { return client.Match(req) }).Handler(client)
 	}
 	s.api = api
 	r.NotFoundHandler = httpx.NotFoundOr405(r, clientapi.NotFound(s.log), clientapi.MethodNotAllowed(s.log))
