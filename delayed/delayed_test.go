@@ -131,7 +131,9 @@ func TestActions(t *testing.T) {
 	ctx := context.Background()
 
 	// A retried transaction gets the same delay_id.
-	req := msg(300 * time.Millisecond)
+	// The delay is long beside the sleeps so that a loaded machine, whose
+	// sleeps overshoot, does not see it fire before the restart.
+	req := msg(1500 * time.Millisecond)
 	req.TxnKey = "send/x/1"
 	id1, err := s.Schedule(ctx, req)
 	if err != nil {
@@ -142,12 +144,12 @@ func TestActions(t *testing.T) {
 	}
 
 	// Restart postpones: not sent at the first deadline, sent after.
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(1000 * time.Millisecond)
 	if err := s.Update(ctx, "@a:t", id1, Restart); err != nil {
 		t.Fatalf("restart: %v", err)
 	}
-	noSend(t, rooms, 200*time.Millisecond)
-	waitSend(t, rooms, time.Second)
+	noSend(t, rooms, 1000*time.Millisecond) // past the first deadline
+	waitSend(t, rooms, 3*time.Second)
 
 	tests := []struct {
 		name   string
