@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/synapseadmin"
 
@@ -225,4 +226,66 @@ func TestMediaRetention(t *testing.T) {
 			t.Errorf("download of deleted media %s: %v, want M_NOT_FOUND", uri, err)
 		}
 	}
+}
+
+// TestPurgedHistoryIsNotBackfilled: A joined B's room, which had history
+// before the join (A never fetched it). A purges its copy up to a recent
+// message: paging back on A ends at the purge instead of fetching the
+// older history from B with backfill, and the two go on talking.
+func TestPurgedHistoryIsNotBackfilled(t *testing.T) {
+	ctx := context.Background()
+	a := testserver.Start(t, testserver.Federation("127.0.0.1"))
+	b := testserver.Start(t, testserver.Federation("127.0.0.2"))
+	admin := registerAdmin(t, a)
+	alice := a.Register("alice", "password-alice")
+	bob := b.Register("bob", "password-bob")
+	room, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{
+		{Type: event.StateHistoryVisibility, Content: event.Content{Raw: map[string]any{"history_visibility": "shared"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := bob.SendText(ctx, room.RoomID, fmt.Sprintf("before the join %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := alice.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{b.Config.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []id.EventID
+	for i := range 20 {
+		resp, err := bob.SendText(ctx, room.RoomID, fmt.Sprintf("m%02d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, resp.EventID)
+	}
+	waitFor(t, alice, room.RoomID, "m19")
+
+	// bob's events are remote on A: no delete_local_events needed.
+	status, body := call(t, a, http.MethodPost, "/_synapse/admin/v1/purge_history/"+url.PathEscape(room.RoomID.String())+
+		"/"+url.PathEscape(ids[10].String()), admin, nil)
+	expect(t, "purge", status, body, http.StatusOK, "")
+	if got := waitPurge(t, a, admin, body["purge_id"].(string)); got != "complete" {
+		t.Fatalf("purge status %q", got)
+	}
+	var want []string
+	for i := 19; i >= 10; i-- {
+		want = append(want, fmt.Sprintf("m%02d", i))
+	}
+	if got := messageBodies(t, alice, room.RoomID); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("alice's history on A after the purge: %v, want %v", got, want)
+	}
+	// B kept its copy.
+	if got := messageBodies(t, bob, room.RoomID); len(got) != 30 {
+		t.Errorf("bob's history on B: %d messages, want 30", len(got))
+	}
+	if _, err := bob.SendText(ctx, room.RoomID, "still talking"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, alice, room.RoomID, "still talking")
+	if _, err := alice.SendText(ctx, room.RoomID, "me too"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, bob, room.RoomID, "me too")
 }
