@@ -65,21 +65,38 @@ func registerAdmin(t *testing.T, s *testserver.Server) string {
 	return admin.AccessToken
 }
 
-// waitPurge polls purge_history_status until the purge is over.
-func waitPurge(t *testing.T, s *testserver.Server, token, purgeID string) string {
+// purgeAndWait starts a purge as an admin and polls
+// purge_history_status until it completes.
+func purgeAndWait(t *testing.T, s *testserver.Server, token, path string, body any) {
 	t.Helper()
+	status, resp := call(t, s, http.MethodPost, path, token, body)
+	if status != http.StatusOK {
+		t.Fatalf("POST %s: %d %v", path, status, resp)
+	}
 	for range 200 {
-		status, body := call(t, s, http.MethodGet, "/_synapse/admin/v1/purge_history_status/"+purgeID, token, nil)
+		status, st := call(t, s, http.MethodGet, "/_synapse/admin/v1/purge_history_status/"+resp["purge_id"].(string), token, nil)
 		if status != http.StatusOK {
-			t.Fatalf("purge status: %d %v", status, body)
+			t.Fatalf("purge status: %d %v", status, st)
 		}
-		if body["status"] != "active" {
-			return body["status"].(string)
+		switch st["status"] {
+		case "complete":
+			return
+		case "active":
+			time.Sleep(25 * time.Millisecond)
+		default:
+			t.Fatalf("purge: %v", st)
 		}
-		time.Sleep(25 * time.Millisecond)
 	}
 	t.Fatal("the purge never ended")
-	return ""
+}
+
+// messagesDown are the bodies m<from> down to m<to>, newest first.
+func messagesDown(from, to int) []string {
+	var out []string
+	for i := from; i >= to; i-- {
+		out = append(out, fmt.Sprintf("m%02d", i))
+	}
+	return out
 }
 
 // TestPurgeHistoryAdminAPI: Synapse's purge_history and
@@ -119,26 +136,14 @@ func TestPurgeHistoryAdminAPI(t *testing.T) {
 	expect(t, "unknown purge", status, body, http.StatusNotFound, "M_NOT_FOUND")
 
 	// Without delete_local_events, local events stay (as in Synapse).
-	status, body = call(t, s, http.MethodPost, purge+"/"+url.PathEscape(ids[10].String()), admin, nil)
-	expect(t, "purge keeping local events", status, body, http.StatusOK, "")
-	if got := waitPurge(t, s, admin, body["purge_id"].(string)); got != "complete" {
-		t.Fatalf("purge status %q", got)
-	}
+	purgeAndWait(t, s, admin, purge+"/"+url.PathEscape(ids[10].String()), nil)
 	if got := messageBodies(t, alice, room.RoomID); len(got) != 20 {
 		t.Errorf("after purging remote events only: %d messages, want 20", len(got))
 	}
 
 	// With it, the events before the given one go; it stays.
-	status, body = call(t, s, http.MethodPost, purge, admin, map[string]any{
-		"purge_up_to_event_id": ids[10], "delete_local_events": true})
-	expect(t, "purge", status, body, http.StatusOK, "")
-	if got := waitPurge(t, s, admin, body["purge_id"].(string)); got != "complete" {
-		t.Fatalf("purge status %q", got)
-	}
-	var want []string
-	for i := 19; i >= 10; i-- {
-		want = append(want, fmt.Sprintf("m%02d", i))
-	}
+	purgeAndWait(t, s, admin, purge, map[string]any{"purge_up_to_event_id": ids[10], "delete_local_events": true})
+	want := messagesDown(19, 10)
 	if got := messageBodies(t, alice, room.RoomID); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("after the purge: %v, want %v", got, want)
 	}
@@ -263,16 +268,9 @@ func TestPurgedHistoryIsNotBackfilled(t *testing.T) {
 	waitFor(t, alice, room.RoomID, "m19")
 
 	// bob's events are remote on A: no delete_local_events needed.
-	status, body := call(t, a, http.MethodPost, "/_synapse/admin/v1/purge_history/"+url.PathEscape(room.RoomID.String())+
-		"/"+url.PathEscape(ids[10].String()), admin, nil)
-	expect(t, "purge", status, body, http.StatusOK, "")
-	if got := waitPurge(t, a, admin, body["purge_id"].(string)); got != "complete" {
-		t.Fatalf("purge status %q", got)
-	}
-	var want []string
-	for i := 19; i >= 10; i-- {
-		want = append(want, fmt.Sprintf("m%02d", i))
-	}
+	purgeAndWait(t, a, admin, "/_synapse/admin/v1/purge_history/"+url.PathEscape(room.RoomID.String())+
+		"/"+url.PathEscape(ids[10].String()), nil)
+	want := messagesDown(19, 10)
 	if got := messageBodies(t, alice, room.RoomID); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("alice's history on A after the purge: %v, want %v", got, want)
 	}
