@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/synapseadmin"
 
@@ -64,21 +65,38 @@ func registerAdmin(t *testing.T, s *testserver.Server) string {
 	return admin.AccessToken
 }
 
-// waitPurge polls purge_history_status until the purge is over.
-func waitPurge(t *testing.T, s *testserver.Server, token, purgeID string) string {
+// purgeAndWait starts a purge as an admin and polls
+// purge_history_status until it completes.
+func purgeAndWait(t *testing.T, s *testserver.Server, token, path string, body any) {
 	t.Helper()
+	status, resp := call(t, s, http.MethodPost, path, token, body)
+	if status != http.StatusOK {
+		t.Fatalf("POST %s: %d %v", path, status, resp)
+	}
 	for range 200 {
-		status, body := call(t, s, http.MethodGet, "/_synapse/admin/v1/purge_history_status/"+purgeID, token, nil)
+		status, st := call(t, s, http.MethodGet, "/_synapse/admin/v1/purge_history_status/"+resp["purge_id"].(string), token, nil)
 		if status != http.StatusOK {
-			t.Fatalf("purge status: %d %v", status, body)
+			t.Fatalf("purge status: %d %v", status, st)
 		}
-		if body["status"] != "active" {
-			return body["status"].(string)
+		switch st["status"] {
+		case "complete":
+			return
+		case "active":
+			time.Sleep(25 * time.Millisecond)
+		default:
+			t.Fatalf("purge: %v", st)
 		}
-		time.Sleep(25 * time.Millisecond)
 	}
 	t.Fatal("the purge never ended")
-	return ""
+}
+
+// messagesDown are the bodies m<from> down to m<to>, newest first.
+func messagesDown(from, to int) []string {
+	var out []string
+	for i := from; i >= to; i-- {
+		out = append(out, fmt.Sprintf("m%02d", i))
+	}
+	return out
 }
 
 // TestPurgeHistoryAdminAPI: Synapse's purge_history and
@@ -118,26 +136,14 @@ func TestPurgeHistoryAdminAPI(t *testing.T) {
 	expect(t, "unknown purge", status, body, http.StatusNotFound, "M_NOT_FOUND")
 
 	// Without delete_local_events, local events stay (as in Synapse).
-	status, body = call(t, s, http.MethodPost, purge+"/"+url.PathEscape(ids[10].String()), admin, nil)
-	expect(t, "purge keeping local events", status, body, http.StatusOK, "")
-	if got := waitPurge(t, s, admin, body["purge_id"].(string)); got != "complete" {
-		t.Fatalf("purge status %q", got)
-	}
+	purgeAndWait(t, s, admin, purge+"/"+url.PathEscape(ids[10].String()), nil)
 	if got := messageBodies(t, alice, room.RoomID); len(got) != 20 {
 		t.Errorf("after purging remote events only: %d messages, want 20", len(got))
 	}
 
 	// With it, the events before the given one go; it stays.
-	status, body = call(t, s, http.MethodPost, purge, admin, map[string]any{
-		"purge_up_to_event_id": ids[10], "delete_local_events": true})
-	expect(t, "purge", status, body, http.StatusOK, "")
-	if got := waitPurge(t, s, admin, body["purge_id"].(string)); got != "complete" {
-		t.Fatalf("purge status %q", got)
-	}
-	var want []string
-	for i := 19; i >= 10; i-- {
-		want = append(want, fmt.Sprintf("m%02d", i))
-	}
+	purgeAndWait(t, s, admin, purge, map[string]any{"purge_up_to_event_id": ids[10], "delete_local_events": true})
+	want := messagesDown(19, 10)
 	if got := messageBodies(t, alice, room.RoomID); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("after the purge: %v, want %v", got, want)
 	}
@@ -225,4 +231,59 @@ func TestMediaRetention(t *testing.T) {
 			t.Errorf("download of deleted media %s: %v, want M_NOT_FOUND", uri, err)
 		}
 	}
+}
+
+// TestPurgedHistoryIsNotBackfilled: A joined B's room, which had history
+// before the join (A never fetched it). A purges its copy up to a recent
+// message: paging back on A ends at the purge instead of fetching the
+// older history from B with backfill, and the two go on talking.
+func TestPurgedHistoryIsNotBackfilled(t *testing.T) {
+	ctx := context.Background()
+	a := testserver.Start(t, testserver.Federation("127.0.0.1"))
+	b := testserver.Start(t, testserver.Federation("127.0.0.2"))
+	admin := registerAdmin(t, a)
+	alice := a.Register("alice", "password-alice")
+	bob := b.Register("bob", "password-bob")
+	room, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{
+		{Type: event.StateHistoryVisibility, Content: event.Content{Raw: map[string]any{"history_visibility": "shared"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := bob.SendText(ctx, room.RoomID, fmt.Sprintf("before the join %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := alice.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{b.Config.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []id.EventID
+	for i := range 20 {
+		resp, err := bob.SendText(ctx, room.RoomID, fmt.Sprintf("m%02d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, resp.EventID)
+	}
+	waitFor(t, alice, room.RoomID, "m19")
+
+	// bob's events are remote on A: no delete_local_events needed.
+	purgeAndWait(t, a, admin, "/_synapse/admin/v1/purge_history/"+url.PathEscape(room.RoomID.String())+
+		"/"+url.PathEscape(ids[10].String()), nil)
+	want := messagesDown(19, 10)
+	if got := messageBodies(t, alice, room.RoomID); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("alice's history on A after the purge: %v, want %v", got, want)
+	}
+	// B kept its copy.
+	if got := messageBodies(t, bob, room.RoomID); len(got) != 30 {
+		t.Errorf("bob's history on B: %d messages, want 30", len(got))
+	}
+	if _, err := bob.SendText(ctx, room.RoomID, "still talking"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, alice, room.RoomID, "still talking")
+	if _, err := alice.SendText(ctx, room.RoomID, "me too"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, bob, room.RoomID, "me too")
 }

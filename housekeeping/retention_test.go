@@ -155,7 +155,7 @@ func TestRetentionPurgesOldMessages(t *testing.T) {
 }
 
 // sendMany sends n messages with 8 senders at once and returns their IDs.
-func sendMany(t *testing.T, c *mautrix.Client, roomID id.RoomID, n int, prefix string) []id.EventID {
+func sendMany(t testing.TB, c *mautrix.Client, roomID id.RoomID, n int, prefix string) []id.EventID {
 	t.Helper()
 	ids := make([]id.EventID, n)
 	var wg sync.WaitGroup

@@ -53,12 +53,18 @@ func (s *Service) PurgeHistory(ctx context.Context, req PurgeRequest) (int, erro
 	if err != nil {
 		return 0, err
 	}
-	if err := s.markPurged(ctx, req.RoomID, point); err != nil {
-		return 0, err
-	}
 	total := 0
 	for {
 		n, err := s.purgeBatch(ctx, req, point)
+		if n > 0 && total == 0 {
+			// Marked only when something went: a purge that deleted
+			// nothing (a room joined over federation whose events are
+			// all newer than the cut-off) leaves /messages free to
+			// backfill the history before the join.
+			if err := s.markPurged(ctx, req.RoomID, point); err != nil {
+				return n, err
+			}
+		}
 		total += n
 		if err != nil {
 			return total, err
@@ -212,6 +218,17 @@ func (s *Service) markPurged(ctx context.Context, roomID string, point Token) er
 }
 
 const laterPoint = `(excluded.depth > room_purges.depth OR (excluded.depth = room_purges.depth AND excluded.stream_pos > room_purges.stream_pos))`
+
+// purgedBelowOrErr is purgedBelow for /messages, which on a failed read
+// does not backfill (and logs why).
+func (s *Service) purgedBelowOrErr(ctx context.Context, roomID string, pos Token) bool {
+	purged, err := s.purgedBelow(ctx, roomID, pos)
+	if err != nil {
+		s.log.WithError(err).WithField("room_id", roomID).Warn("reading the purge mark; not backfilling")
+		return true
+	}
+	return purged
+}
 
 // purgedBelow reports whether the room's history before pos was purged
 // here, so that /messages does not fetch it back from other servers.

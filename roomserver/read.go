@@ -151,11 +151,7 @@ func (s *Service) Messages(ctx context.Context, req MessagesRequest) (*MessagesR
 		if len(page) == 0 {
 			// Our copy ran out: a room joined over federation has
 			// history before our join on other servers.
-			purged, err := s.purgedBelow(ctx, req.RoomID, pos)
-			if err != nil {
-				return nil, err
-			}
-			if req.Backwards && s.history != nil && !purged {
+			if req.Backwards && s.history != nil && !s.purgedBelowOrErr(ctx, req.RoomID, pos) {
 				if backfills == maxBackfillsPerPage {
 					// The budget is spent, not the history: an end at
 					// pos lets the next page backfill on, even when the
