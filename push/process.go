@@ -364,13 +364,35 @@ func (s *Service) processEvent(ctx context.Context, ev *roomserver.Event) ([]act
 		rows = append(rows, actionRow{userID: u, roomID: ev.RoomID, eventID: ev.EventID(), threadID: thread(),
 			pos: ev.StreamPos, outcome: o, actions: rule.Actions, actionsJSON: rule.actionsJSON})
 	}
+	if len(rows) > 0 {
+		// What push gateways are told of the event, from the state in
+		// hand: delivery then need not load the room's state again.
+		s.delivery.events.prime(&eventInfo{eventID: ev.EventID(), roomID: ev.RoomID, typ: ev.Type(), sender: sender,
+			stateKey: ev.StateKey(), content: ev.Content(), senderDisplayName: rc.members[sender],
+			roomName: rc.name, roomAlias: rc.alias})
+	}
 	return rows, marks, nil
+}
+
+// stateString is a string field of a state event's content ("" if
+// absent).
+func stateString(st map[roomserver.StateKey]*roomserver.Event, typ, field string) string {
+	ev, ok := st[roomserver.StateKey{Type: typ}]
+	if !ok {
+		return ""
+	}
+	var c map[string]any
+	_ = json.Unmarshal(ev.Content(), &c)
+	v, _ := c[field].(string)
+	return v
 }
 
 // roomContext is what evaluation needs of a room's state.
 type roomContext struct {
 	members map[string]string // joined user -> display name in the room
 	pl      *gomatrixserverlib.PowerLevelContent
+	// The room's name and canonical alias, for push gateways.
+	name, alias string
 }
 
 // maxRoomContexts bounds the cache of room contexts; it is emptied when
@@ -403,6 +425,8 @@ func (s *Service) roomContext(ctx context.Context, ev *roomserver.Event) (*roomC
 		rc.members[k.StateKey] = c.DisplayName
 	}
 	rc.pl = powerLevels(st)
+	rc.name = stateString(st, "m.room.name", "name")
+	rc.alias = stateString(st, "m.room.canonical_alias", "alias")
 	if ev.StateGroup != 0 {
 		if len(s.roomCtxs) >= maxRoomContexts {
 			s.roomCtxs = map[int64]*roomContext{}
