@@ -205,11 +205,10 @@ func (s *Service) processBatch(evs []*roomserver.Event) map[string]bool {
 		}
 		woken[r.userID] = true
 	}
-	// A user's own event marks what was before it read: their phones'
-	// badges may drop.
-	for _, m := range marks {
-		s.delivery.wakeUser(m.userID, true)
-	}
+	// (A user's own event marks what came before it read, but sends no
+	// badge update, as in Synapse: counting a user's badge reads every
+	// room they are in, too much for every message they send; the read
+	// receipt their client sends does it.)
 	return woken
 }
 
