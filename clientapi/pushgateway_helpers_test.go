@@ -92,22 +92,11 @@ func pgSchema(t testing.TB) map[string]any {
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		t.Fatalf("push gateway API: %v", err)
 	}
-	schema, ok := pgDig(doc, "paths", "/notify", "post", "requestBody", "content", "application/json", "schema").(map[string]any)
+	schema, ok := kxPath(doc, "paths", "/notify", "post", "requestBody", "content", "application/json", "schema").(map[string]any)
 	if !ok {
 		t.Fatal("push gateway API: no request schema")
 	}
 	return schema
-}
-
-func pgDig(v any, keys ...string) any {
-	for _, k := range keys {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[k]
-	}
-	return v
 }
 
 // pgValidate checks v against an OpenAPI schema: types, required
@@ -296,4 +285,19 @@ func setHTTPPusher(t testing.TB, srv *testserver.Server, s session, pushkey, u s
 		"kind": "http", "app_id": "io.element.test", "pushkey": pushkey, "app_display_name": "Test",
 		"device_display_name": "Phone", "lang": "en", "data": d,
 	}).expect(t, http.StatusOK, "")
+}
+
+// pgSetup starts a server that reaches gateways on loopback (with opts
+// on top), a gateway, alice with a pusher "phone" at it, and bob in a
+// public room with her.
+func pgSetup(t *testing.T, opts ...testserver.Option) (gw *pushGateway, srv *testserver.Server, alice, bob session, room string) {
+	t.Helper()
+	gw = newPushGateway(t)
+	srv = testserver.Start(t, append([]testserver.Option{withPushGateways}, opts...)...)
+	alice = registerUser(t, srv, "alice", psPassword)
+	bob = registerUser(t, srv, "bob", psPassword)
+	setHTTPPusher(t, srv, alice, "phone", gw.URL, nil)
+	room = adCreateRoom(t, srv, bob, map[string]any{"preset": "public_chat"})
+	adJoin(t, srv, alice, room)
+	return gw, srv, alice, bob, room
 }

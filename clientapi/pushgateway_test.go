@@ -169,7 +169,7 @@ func (f *failingGateway) answer(n map[string]any) pgAnswer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r := pgRequest{N: n}
-	body, _ := pgDig(n, "content", "body").(string)
+	body, _ := kxPath(n, "content", "body").(string)
 	k := r.pushkey() + " " + body
 	i := f.attempts[k]
 	f.attempts[k]++
@@ -181,14 +181,8 @@ func (f *failingGateway) answer(n map[string]any) pgAnswer {
 
 func TestPushGatewayFailures(t *testing.T) {
 	t.Parallel()
-	gw := newPushGateway(t)
-	srv := testserver.Start(t, withPushGateways)
-	alice := registerUser(t, srv, "alice", psPassword)
-	bob := registerUser(t, srv, "bob", psPassword)
-	setHTTPPusher(t, srv, alice, "phone", gw.URL, nil)
+	gw, srv, alice, bob, room := pgSetup(t)
 	setHTTPPusher(t, srv, alice, "tablet", gw.URL, nil)
-	room := adCreateRoom(t, srv, bob, map[string]any{"preset": "public_chat"})
-	adJoin(t, srv, alice, room)
 
 	// a fails twice with 500 and 503, b times out once (the server's
 	// timeout is 1s), c is rejected for the phone.
@@ -257,13 +251,7 @@ func TestPushGatewayFailures(t *testing.T) {
 // again, what was not is delivered once, in order.
 func TestPushGatewayRestart(t *testing.T) {
 	t.Parallel()
-	gw := newPushGateway(t)
-	srv := testserver.Start(t, withPushGateways)
-	alice := registerUser(t, srv, "alice", psPassword)
-	bob := registerUser(t, srv, "bob", psPassword)
-	setHTTPPusher(t, srv, alice, "phone", gw.URL, nil)
-	room := adCreateRoom(t, srv, bob, map[string]any{"preset": "public_chat"})
-	adJoin(t, srv, alice, room)
+	gw, srv, _, bob, room := pgSetup(t)
 
 	first := psSend(t, srv, bob, room, "m.room.message", psText("before"))
 	gw.waitDelivered(first, "phone")
@@ -302,16 +290,10 @@ func TestPushGatewayRestart(t *testing.T) {
 // again.
 func TestPushGatewayGiveUpAndDisable(t *testing.T) {
 	t.Parallel()
-	gw := newPushGateway(t)
-	srv := testserver.Start(t, withPushGateways, func(c *config.Config) {
+	gw, srv, alice, bob, room := pgSetup(t, func(c *config.Config) {
 		c.Push.GiveUpAfter = config.Duration(400 * time.Millisecond)
 		c.Push.DisableAfter = config.Duration(2 * time.Second)
 	})
-	alice := registerUser(t, srv, "alice", psPassword)
-	bob := registerUser(t, srv, "bob", psPassword)
-	setHTTPPusher(t, srv, alice, "phone", gw.URL, nil)
-	room := adCreateRoom(t, srv, bob, map[string]any{"preset": "public_chat"})
-	adJoin(t, srv, alice, room)
 	gw.setAnswer(func(map[string]any) pgAnswer { return pgAnswer{Status: 500} })
 
 	a := psSend(t, srv, bob, room, "m.room.message", psText("a"))
@@ -349,16 +331,7 @@ func TestPushGatewayGiveUpAndDisable(t *testing.T) {
 // are: nothing reaches the gateway.
 func TestPushGatewaySSRFGuard(t *testing.T) {
 	t.Parallel()
-	gw := newPushGateway(t)
-	srv := testserver.Start(t, func(c *config.Config) {
-		withPushGateways(c)
-		c.Push.IPRangeWhitelist = nil
-	})
-	alice := registerUser(t, srv, "alice", psPassword)
-	bob := registerUser(t, srv, "bob", psPassword)
-	setHTTPPusher(t, srv, alice, "phone", gw.URL, nil)
-	room := adCreateRoom(t, srv, bob, map[string]any{"preset": "public_chat"})
-	adJoin(t, srv, alice, room)
+	gw, srv, _, bob, room := pgSetup(t, func(c *config.Config) { c.Push.IPRangeWhitelist = nil })
 	psSend(t, srv, bob, room, "m.room.message", psText("to loopback?"))
 	time.Sleep(time.Second)
 	if reqs := gw.requests(); len(reqs) != 0 {

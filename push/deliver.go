@@ -68,8 +68,8 @@ func (c *DeliveryConfig) setDefaults() {
 }
 
 const (
-	// maxInFlight bounds the requests to gateways in flight at once (and
-	// the connections to one gateway).
+	// maxInFlight bounds the notifications being built and sent at once
+	// (and the connections to one gateway).
 	maxInFlight = 64
 	// cursorSaveDelay is how long delivered cursors wait to be saved
 	// together: one write for many deliveries.
@@ -345,6 +345,21 @@ func (d *deliverer) drain(p *httpPusher) bool {
 	}
 }
 
+// acquire takes one of the maxInFlight places to build and send a
+// notification: a thousand pushers woken by one message then finish a few
+// at a time, the first within milliseconds, instead of all together at
+// the end; false when closing.
+func (d *deliverer) acquire() bool {
+	select {
+	case d.sem <- struct{}{}:
+		return true
+	case <-d.ctx.Done():
+		return false
+	}
+}
+
+func (d *deliverer) release() { <-d.sem }
+
 // sleep waits, or until closing or the pusher is gone (false).
 func (d *deliverer) sleep(p *httpPusher, wait time.Duration) bool {
 	t := time.NewTimer(wait)
@@ -364,11 +379,18 @@ func (d *deliverer) sleep(p *httpPusher, wait time.Duration) bool {
 func (d *deliverer) deliver(p *httpPusher, it pushItem) bool {
 	log := d.log.WithFields(logrus.Fields{"user_id": p.key.userID, "app_id": p.key.appID, "event_id": it.eventID})
 	for {
+		if !d.acquire() {
+			return false
+		}
 		body, badge, err := d.build(p, it)
-		res := retryable
+		res, hidden := retryable, false
 		if err == nil {
 			res, err = d.post(d.ctx, p, body)
 		} else if me, ok := mxerr.As(err); ok && me.Status == http.StatusNotFound {
+			hidden = true
+		}
+		d.release()
+		if hidden {
 			// The user can no longer see the event.
 			d.advance(p, it.pos)
 			return true
@@ -581,6 +603,10 @@ func (d *deliverer) build(p *httpPusher, it pushItem) ([]byte, int, error) {
 // user read something elsewhere. Like Synapse's, it is sent once, not
 // retried: the next notification carries the count anyway.
 func (d *deliverer) sendBadge(p *httpPusher) {
+	if !d.acquire() {
+		return
+	}
+	defer d.release()
 	badge, err := d.s.badge(d.ctx, p.key.userID, true)
 	if err != nil {
 		if d.ctx.Err() == nil {

@@ -82,6 +82,21 @@ type eventEntry struct {
 // maxCachedEvents bounds the cache; it is emptied when full.
 const maxCachedEvents = 4096
 
+// prime stores an event's info, known at evaluation.
+func (c *eventCache) prime(info *eventInfo) {
+	e := &eventEntry{info: info}
+	e.once.Do(func() {})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.entries[info.eventID]; ok {
+		return
+	}
+	if len(c.entries) >= maxCachedEvents {
+		c.entries = map[string]*eventEntry{}
+	}
+	c.entries[info.eventID] = e
+}
+
 // get returns the event's info, loading it once however many ask at
 // the same time. A failed load is not kept.
 func (c *eventCache) get(eventID string, load func() (*eventInfo, error)) (*eventInfo, error) {
@@ -106,8 +121,8 @@ func (c *eventCache) get(eventID string, load func() (*eventInfo, error)) (*even
 	return e.info, e.err
 }
 
-// eventInfo loads what a notification to userID says of an event the
-// user can see: the event (or the user's own invite, which they can see
+// eventInfo is what a notification to userID says of an event the user
+// can see. Evaluation primes the cache; after a restart it is loaded: the event (or the user's own invite, which they can see
 // without being in the room), and from the room's state at it, the room's
 // name and canonical alias and the sender's display name. A 404 error
 // means the user can no longer see it.
@@ -128,19 +143,15 @@ func (s *Service) eventInfo(ctx context.Context, userID, roomID, eventID string)
 		if err != nil {
 			return nil, err
 		}
-		str := func(typ, stateKey, field string) string {
-			sev, ok := st[roomserver.StateKey{Type: typ, StateKey: stateKey}]
-			if !ok {
-				return ""
+		info.roomName = stateString(st, "m.room.name", "name")
+		info.roomAlias = stateString(st, "m.room.canonical_alias", "alias")
+		if m, ok := st[roomserver.StateKey{Type: spec.MRoomMember, StateKey: info.sender}]; ok {
+			var c struct {
+				DisplayName string `json:"displayname"`
 			}
-			var c map[string]any
-			_ = json.Unmarshal(sev.Content(), &c)
-			v, _ := c[field].(string)
-			return v
+			_ = json.Unmarshal(m.Content(), &c)
+			info.senderDisplayName = c.DisplayName
 		}
-		info.roomName = str("m.room.name", "", "name")
-		info.roomAlias = str("m.room.canonical_alias", "", "alias")
-		info.senderDisplayName = str(spec.MRoomMember, info.sender, "displayname")
 		return info, nil
 	})
 }
@@ -219,12 +230,6 @@ func newGatewayClient(policy *ssrf.Policy, lookup ssrf.Lookup, timeout time.Dura
 // post sends one notification to a pusher's gateway and classifies the
 // answer.
 func (d *deliverer) post(ctx context.Context, p *httpPusher, body []byte) (gatewayResult, error) {
-	select {
-	case d.sem <- struct{}{}:
-	case <-ctx.Done():
-		return retryable, ctx.Err()
-	}
-	defer func() { <-d.sem }()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
 	if err != nil {
 		return permanent, fmt.Errorf("push gateway request: %w", err)

@@ -205,11 +205,10 @@ func (s *Service) processBatch(evs []*roomserver.Event) map[string]bool {
 		}
 		woken[r.userID] = true
 	}
-	// A user's own event marks what was before it read: their phones'
-	// badges may drop.
-	for _, m := range marks {
-		s.delivery.wakeUser(m.userID, true)
-	}
+	// (A user's own event marks what came before it read, but sends no
+	// badge update, as in Synapse: counting a user's badge reads every
+	// room they are in, too much for every message they send; the read
+	// receipt their client sends does it.)
 	return woken
 }
 
@@ -364,13 +363,35 @@ func (s *Service) processEvent(ctx context.Context, ev *roomserver.Event) ([]act
 		rows = append(rows, actionRow{userID: u, roomID: ev.RoomID, eventID: ev.EventID(), threadID: thread(),
 			pos: ev.StreamPos, outcome: o, actions: rule.Actions, actionsJSON: rule.actionsJSON})
 	}
+	if len(rows) > 0 {
+		// What push gateways are told of the event, from the state in
+		// hand: delivery then need not load the room's state again.
+		s.delivery.events.prime(&eventInfo{eventID: ev.EventID(), roomID: ev.RoomID, typ: ev.Type(), sender: sender,
+			stateKey: ev.StateKey(), content: ev.Content(), senderDisplayName: rc.members[sender],
+			roomName: rc.name, roomAlias: rc.alias})
+	}
 	return rows, marks, nil
+}
+
+// stateString is a string field of a state event's content ("" if
+// absent).
+func stateString(st map[roomserver.StateKey]*roomserver.Event, typ, field string) string {
+	ev, ok := st[roomserver.StateKey{Type: typ}]
+	if !ok {
+		return ""
+	}
+	var c map[string]any
+	_ = json.Unmarshal(ev.Content(), &c)
+	v, _ := c[field].(string)
+	return v
 }
 
 // roomContext is what evaluation needs of a room's state.
 type roomContext struct {
 	members map[string]string // joined user -> display name in the room
 	pl      *gomatrixserverlib.PowerLevelContent
+	// The room's name and canonical alias, for push gateways.
+	name, alias string
 }
 
 // maxRoomContexts bounds the cache of room contexts; it is emptied when
@@ -403,6 +424,8 @@ func (s *Service) roomContext(ctx context.Context, ev *roomserver.Event) (*roomC
 		rc.members[k.StateKey] = c.DisplayName
 	}
 	rc.pl = powerLevels(st)
+	rc.name = stateString(st, "m.room.name", "name")
+	rc.alias = stateString(st, "m.room.canonical_alias", "alias")
 	if ev.StateGroup != 0 {
 		if len(s.roomCtxs) >= maxRoomContexts {
 			s.roomCtxs = map[int64]*roomContext{}
