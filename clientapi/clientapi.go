@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/admin"
 	"github.com/tessera-hs/tessera/appservice"
 	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/delayed"
@@ -70,6 +71,9 @@ type API struct {
 	// rtcRemote gets tokens for other servers' SFUs (rtc.go); nil
 	// without federation.
 	rtcRemote RemoteLiveKitToken
+	// admin is the server admin API's domain (SetAdmin; admin.go); nil
+	// until set.
+	admin *admin.Service
 	// notices sends server notices (SetNotices; notices.go); nil until set.
 	notices *notices.Service
 	// webhooks are the built-in incoming webhooks (SetWebhooks;
@@ -162,6 +166,7 @@ func (a *API) Register(r *mux.Router) {
 	a.noticesRoutes(add)
 	a.webhooksRoutes(add)
 	a.appServiceRoutes(add)
+	a.adminRoutes(add)
 	a.registerMedia(r)
 	a.registerStream(r)
 	add("/_synapse/admin/v1", []route{

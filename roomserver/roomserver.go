@@ -48,6 +48,8 @@ type Listener func(events []*Event)
 type Service struct {
 	// aliasGuard checks new local aliases (SetAliasGuard); nil: none.
 	aliasGuard AliasGuard
+	// joinGuard refuses joins to blocked rooms (SetJoinGuard); nil: none.
+	joinGuard JoinGuard
 	db         *database.DB
 	cfg        Config
 	log        logrus.FieldLogger

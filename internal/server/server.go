@@ -21,6 +21,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/admin"
 	"github.com/tessera-hs/tessera/appservice"
 	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/clientapi"
@@ -65,6 +66,8 @@ type Server struct {
 	sliding *slidingsync.Service
 	// webhooks are the built-in incoming webhooks; nil when off.
 	webhooks *webhooks.Service
+	// Admin is the server admin domain (/_synapse/admin, tessera admin).
+	Admin *admin.Service
 	// appServices are the registered application services (none: empty).
 	appServices *appservice.Set
 	// asPush pushes events to them (appservices.go).
@@ -296,6 +299,11 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	api.SetNotices(ns)
+	if s.Admin, err = admin.New(ctx, s.db, us, rs, s.log.WithField("component", "admin")); err != nil {
+		return err
+	}
+	rs.SetJoinGuard(s.Admin.CheckJoin)
+	api.SetAdmin(s.Admin)
 	if s.cfg.Webhooks.Enabled {
 		if s.webhooks, err = webhooks.New(ctx, s.db, rs, us, spec.ServerName(s.cfg.ServerName), s.cfg.PublicBaseURL,
 			s.cfg.Webhooks, s.log.WithField("component", "webhooks")); err != nil {
@@ -639,6 +647,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// No typing or presence timer fires once the database is closed.
 		s.Sync.Typing().Stop()
 		s.Sync.Presence().Stop()
+	}
+	if s.Admin != nil {
+		// After HTTP: room deletions in progress end before the database
+		// closes.
+		s.Admin.Close()
 	}
 	if s.sliding != nil {
 		// After HTTP: write what answered requests recorded.

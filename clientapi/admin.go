@@ -1,0 +1,120 @@
+package clientapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/tessera-hs/tessera/admin"
+	"github.com/tessera-hs/tessera/internal/httpx"
+	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/users"
+)
+
+// Synapse's server admin API under /_synapse/admin, for server admins
+// only: the routes and the checks of their parameters. What they do is
+// the admin domain's (package admin).
+// https://element-hq.github.io/synapse/latest/usage/administration/admin_api/index.html
+
+// SetAdmin enables the server admin API.
+func (a *API) SetAdmin(s *admin.Service) { a.admin = s }
+
+// adminFunc is a handler for server admins.
+type adminFunc func(r *http.Request, who *users.Requester) (any, error)
+
+// adminOnly serves h to server admins: 403 M_FORBIDDEN for anyone else,
+// and 404 M_UNRECOGNIZED while the admin API is not wired (tests of the
+// edge alone).
+func (a *API) adminOnly(h adminFunc) httpx.HandlerFunc {
+	return a.authed(func(r *http.Request, who *users.Requester) (any, error) {
+		if !who.IsAdmin {
+			return nil, mxerr.Forbidden("You are not a server admin")
+		}
+		if a.admin == nil {
+			return nil, mxerr.Unrecognized("Unrecognized request")
+		}
+		return h(r, who)
+	}, noGuests)
+}
+
+func (a *API) adminRoutes(add func(string, []route)) {
+	const get, post, put, del = http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
+	ad := a.adminOnly
+	add("/_synapse/admin/v1", []route{
+		{get, "/server_version", ad(a.adminServerVersion)},
+
+		{post, "/deactivate/{userId}", ad(a.adminDeactivate)},
+		{post, "/reset_password/{userId}", ad(a.adminResetPassword)},
+		{get, "/whois/{userId}", ad(a.adminWhois)},
+		{get, "/users/{userId}/joined_rooms", ad(a.adminJoinedRooms)},
+		{get, "/users/{userId}/accountdata", ad(a.adminAccountData)},
+		{get, "/users/{userId}/admin", ad(a.adminGetAdmin)},
+		{put, "/users/{userId}/admin", ad(a.adminPutAdmin)},
+		{get, "/username_available", ad(a.adminUsernameAvailable)},
+
+		{get, "/rooms", ad(a.adminListRooms)},
+		{get, "/rooms/{roomId}", ad(a.adminRoom)},
+		{get, "/rooms/{roomId}/members", ad(a.adminRoomMembers)},
+		{get, "/rooms/{roomId}/state", ad(a.adminRoomState)},
+		{get, "/rooms/{roomId}/block", ad(a.adminGetBlock)},
+		{put, "/rooms/{roomId}/block", ad(a.adminPutBlock)},
+		{post, "/rooms/{roomId}/make_room_admin", ad(a.adminMakeRoomAdmin)},
+		{get, "/rooms/{roomId}/forward_extremities", ad(a.adminForwardExtremities)},
+		{post, "/join/{roomId}", ad(a.adminJoin)},
+	})
+	add("/_synapse/admin/v2", []route{
+		{get, "/users", ad(a.adminListUsers)},
+		{get, "/users/{userId}", ad(a.adminGetUser)},
+		{put, "/users/{userId}", ad(a.adminPutUser)},
+		{get, "/users/{userId}/devices", ad(a.adminDevices)},
+		{get, "/users/{userId}/devices/{deviceId}", ad(a.adminDevice)},
+		{del, "/users/{userId}/devices/{deviceId}", ad(a.adminDeleteDevice)},
+		{post, "/users/{userId}/delete_devices", ad(a.adminDeleteDevices)},
+
+		{del, "/rooms/{roomId}", ad(a.adminDeleteRoom)},
+		{get, "/rooms/{roomId}/delete_status", ad(a.adminDeleteStatusOfRoom)},
+		{get, "/rooms/delete_status/{deleteId}", ad(a.adminDeleteStatus)},
+	})
+}
+
+// adminServerVersion: GET /_synapse/admin/v1/server_version.
+func (a *API) adminServerVersion(_ *http.Request, _ *users.Requester) (any, error) {
+	return map[string]string{"server_version": admin.Version()}, nil
+}
+
+// queryInt reads a non-negative integer query parameter, def if absent.
+func queryInt(r *http.Request, name string, def int) (int, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, mxerr.InvalidParam("Query parameter %s must be a non-negative integer", name)
+	}
+	return n, nil
+}
+
+// queryBool reads a boolean query parameter ("true" or "false"), def if
+// absent.
+func queryBool(r *http.Request, name string, def bool) (bool, error) {
+	switch r.URL.Query().Get(name) {
+	case "":
+		return def, nil
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return false, mxerr.InvalidParam("Boolean query parameter %s must be one of ['true', 'false']", name)
+}
+
+// queryDir reads the dir parameter: "f" (the default) or "b".
+func queryDir(r *http.Request) (backwards bool, err error) {
+	switch r.URL.Query().Get("dir") {
+	case "", "f":
+		return false, nil
+	case "b":
+		return true, nil
+	}
+	return false, mxerr.InvalidParam("Query parameter dir must be one of ['b', 'f']")
+}
