@@ -50,12 +50,12 @@ type Service struct {
 	aliasGuard AliasGuard
 	// joinGuard refuses joins to blocked rooms (SetJoinGuard); nil: none.
 	joinGuard JoinGuard
-	db         *database.DB
-	cfg        Config
-	log        logrus.FieldLogger
-	profiles   Profiles
-	commit     *committer
-	cache      *eventCache
+	db        *database.DB
+	cfg       Config
+	log       logrus.FieldLogger
+	profiles  Profiles
+	commit    *committer
+	cache     *eventCache
 	// groupCache holds recently read state snapshots.
 	groupCache *stateGroupCache
 	// lastGroupID is the last state group ID handed out (atomic).
