@@ -219,6 +219,8 @@ type DeleteStatus struct {
 	Status       string         `json:"status"`
 	Error        string         `json:"error,omitempty"`
 	ShutdownRoom ShutdownResult `json:"shutdown_room"`
+	// done is closed when the deletion ends.
+	done chan struct{}
 }
 
 // StartDelete begins deleting a room in the background and returns the
@@ -244,7 +246,7 @@ func (s *Service) StartDelete(ctx context.Context, actor, roomID string, req Del
 	}
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
-	st := &DeleteStatus{DeleteID: hex.EncodeToString(b), RoomID: roomID, Status: StatusShuttingDown,
+	st := &DeleteStatus{DeleteID: hex.EncodeToString(b), RoomID: roomID, Status: StatusShuttingDown, done: make(chan struct{}),
 		ShutdownRoom: ShutdownResult{KickedUsers: []string{}, FailedToKickUsers: []string{}, LocalAliases: []string{}}}
 	s.mu.Lock()
 	for _, id := range s.byRoom[roomID] {
@@ -270,6 +272,7 @@ func (s *Service) StartDelete(ctx context.Context, actor, roomID string, req Del
 			st.Status = StatusComplete
 		}
 		s.mu.Unlock()
+		close(st.done)
 		if err != nil {
 			s.log.WithError(err).WithField("room_id", roomID).Error("room deletion failed")
 		}
@@ -277,14 +280,21 @@ func (s *Service) StartDelete(ctx context.Context, actor, roomID string, req Del
 	return st.DeleteID, nil
 }
 
-// DeleteRoom deletes a room and waits for the deletion to end: for the
-// command line, which has no one to poll the status.
+// DeleteRoom deletes a room and waits for the deletion to end: for
+// DELETE /_synapse/admin/v1/rooms/{roomId} and the command line.
 func (s *Service) DeleteRoom(ctx context.Context, actor, roomID string, req DeleteRequest) (*DeleteStatus, error) {
 	id, err := s.StartDelete(ctx, actor, roomID, req)
 	if err != nil {
 		return nil, err
 	}
-	s.wg.Wait()
+	s.mu.Lock()
+	done := s.deletes[id].done
+	s.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	st, _ := s.DeleteStatusByID(id)
 	return st, nil
 }

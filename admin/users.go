@@ -101,9 +101,14 @@ func (s *Service) PutUser(ctx context.Context, actor, userID string, u UserUpdat
 	if created {
 		action = "create_user"
 	}
-	s.Audit(actor, action, userID, logrus.Fields{
-		"password_changed": u.Password != nil, "admin": u.Admin, "deactivated": u.Deactivated,
-	})
+	fields := logrus.Fields{"password_changed": u.Password != nil}
+	if u.Admin != nil {
+		fields["server_admin"] = *u.Admin
+	}
+	if u.Deactivated != nil {
+		fields["deactivated"] = *u.Deactivated
+	}
+	s.Audit(actor, action, userID, fields)
 	return created, nil
 }
 
@@ -157,7 +162,7 @@ func (s *Service) SetAdmin(ctx context.Context, actor, userID string, admin bool
 	if err := s.users.SetAdmin(ctx, userID, admin); err != nil {
 		return err
 	}
-	s.Audit(actor, "set_admin", userID, logrus.Fields{"admin": admin})
+	s.Audit(actor, "set_admin", userID, logrus.Fields{"server_admin": admin})
 	return nil
 }
 

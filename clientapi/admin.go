@@ -53,6 +53,7 @@ func (a *API) adminRoutes(add func(string, []route)) {
 
 		{get, "/rooms", ad(a.adminListRooms)},
 		{get, "/rooms/{roomId}", ad(a.adminRoom)},
+		{del, "/rooms/{roomId}", ad(a.adminDeleteRoomSync)},
 		{get, "/rooms/{roomId}/members", ad(a.adminRoomMembers)},
 		{get, "/rooms/{roomId}/state", ad(a.adminRoomState)},
 		{get, "/rooms/{roomId}/block", ad(a.adminGetBlock)},

@@ -205,6 +205,27 @@ func (a *API) adminDeleteRoom(r *http.Request, who *users.Requester) (any, error
 	return map[string]string{"delete_id": deleteID}, nil
 }
 
+// adminDeleteRoomSync: DELETE /_synapse/admin/v1/rooms/{roomId}, the older
+// form, which answers when the deletion has ended.
+func (a *API) adminDeleteRoomSync(r *http.Request, who *users.Requester) (any, error) {
+	id, err := roomID(r)
+	if err != nil {
+		return nil, err
+	}
+	var body admin.DeleteRequest
+	if err := httpx.DecodeJSON(r, &body, true); err != nil {
+		return nil, err
+	}
+	st, err := a.admin.DeleteRoom(r.Context(), who.UserID, id, body)
+	if err != nil {
+		return nil, err
+	}
+	if st.Status == admin.StatusFailed {
+		return nil, mxerr.Unknown(http.StatusInternalServerError, "Room deletion failed: %s", st.Error)
+	}
+	return st.ShutdownRoom, nil
+}
+
 // adminDeleteStatusOfRoom: GET /_synapse/admin/v2/rooms/{roomId}/delete_status.
 func (a *API) adminDeleteStatusOfRoom(r *http.Request, _ *users.Requester) (any, error) {
 	id, err := roomID(r)
