@@ -307,4 +307,3 @@ func (h *captureHook) String() string {
 	defer h.mu.Unlock()
 	return h.buf.String()
 }
-
