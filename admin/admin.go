@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/media"
 	"github.com/tessera-hs/tessera/roomserver"
 	"github.com/tessera-hs/tessera/users"
 )
@@ -26,6 +27,7 @@ type Service struct {
 	db    *database.DB
 	users *users.Service
 	rooms *roomserver.Service
+	media *media.Service // nil until SetMedia
 	log   logrus.FieldLogger
 	name  spec.ServerName
 

@@ -50,6 +50,13 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{get, "/users/{userId}/admin", ad(a.adminGetAdmin)},
 		{put, "/users/{userId}/admin", ad(a.adminPutAdmin)},
 		{get, "/username_available", ad(a.adminUsernameAvailable)},
+		{get, "/users/{userId}/media", ad(a.adminUserMedia)},
+		{del, "/users/{userId}/media", ad(a.adminDeleteUserMedia)},
+
+		{post, "/media/delete", ad(a.adminDeleteMediaBefore)},
+		{post, "/media/{serverName}/delete", ad(a.adminDeleteMediaBefore)},
+		{del, "/media/{serverName}/{mediaId}", ad(a.adminDeleteMedia)},
+		{get, "/statistics/users/media", ad(a.adminMediaStatistics)},
 
 		{get, "/rooms", ad(a.adminListRooms)},
 		{get, "/rooms/{roomId}", ad(a.adminRoom)},

@@ -4,6 +4,7 @@
 //	tessera run -config FILE      run with FILE
 //	tessera generate-config ...   write a config and a signing key
 //	tessera register-user ...     create an account (for operators)
+//	tessera admin ...             operators' jobs on users and rooms
 //	tessera version
 package main
 
@@ -57,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdGenerateConfig(args[1:], stdout, stderr)
 	case "register-user":
 		return cmdRegisterUser(args[1:], stdout, stderr)
+	case "admin":
+		return cmdAdmin(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "tessera", buildVersion())
 		return nil
@@ -74,6 +77,8 @@ const usage = `usage:
   tessera generate-config -server-name NAME -data-dir DIR -listen HOST:PORT
                           [-registration-shared-secret S] [-open-registration] -o FILE
   tessera register-user -config FILE -user NAME -password PW [-admin]
+  tessera admin COMMAND ...        reset-password, make-admin, deactivate, delete-room,
+                                   purge-remote-media (tessera admin -h for details)
   tessera version
 `
 

@@ -325,6 +325,7 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	api.SetMedia(ms)
+	s.Admin.SetMedia(ms)
 
 	s.api = api
 	if s.cfg.Federation.Enabled {
