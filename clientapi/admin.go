@@ -57,6 +57,9 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{post, "/media/{serverName}/delete", ad(a.adminDeleteMediaBefore)},
 		{del, "/media/{serverName}/{mediaId}", ad(a.adminDeleteMedia)},
 		{get, "/statistics/users/media", ad(a.adminMediaStatistics)},
+		{get, "/statistics/database/rooms", ad(a.adminRoomSizes)},
+		{get, "/event_reports/{reportId}", ad(a.adminEventReport)},
+		{del, "/event_reports/{reportId}", ad(a.adminDeleteEventReport)},
 
 		{get, "/rooms", ad(a.adminListRooms)},
 		{get, "/rooms/{roomId}", ad(a.adminRoom)},

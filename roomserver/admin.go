@@ -2,6 +2,7 @@ package roomserver
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -358,4 +359,84 @@ func (s *Service) AdminPowerLevels(ctx context.Context, roomID string) (*gomatri
 		content = ev.Content()
 	}
 	return pl, content, nil
+}
+
+// ReportDetails is one report with the reported event, for the admins.
+type ReportDetails struct {
+	Report
+	// Event is the reported event as stored (nil for a room report, or
+	// if the event is gone).
+	Event *Event
+}
+
+// ReportByID returns one report; M_NOT_FOUND if there is none.
+func (s *Service) ReportByID(ctx context.Context, id int64) (*ReportDetails, error) {
+	var d ReportDetails
+	var eventID, reason sql.NullString
+	var score sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT id, room_id, event_id, reporter, reason, score, received_ts
+		FROM reports WHERE id = $1`, id).Scan(&d.ID, &d.RoomID, &eventID, &d.Reporter, &reason, &score, &d.ReceivedTS)
+	if isNoRows(err) {
+		return nil, mxerr.NotFound("Event report not found")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("report %d: %w", id, err)
+	}
+	d.EventID = eventID.String
+	if reason.Valid {
+		d.Reason = &reason.String
+	}
+	if score.Valid {
+		d.Score = &score.Int64
+	}
+	if d.EventID != "" {
+		if ev, err := s.event(ctx, d.EventID); err == nil {
+			d.Event = ev
+		}
+	}
+	return &d, nil
+}
+
+// DeleteReport deletes one report; M_NOT_FOUND if there is none.
+func (s *Service) DeleteReport(ctx context.Context, id int64) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM reports WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("delete report %d: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return mxerr.NotFound("Event report not found")
+	}
+	return nil
+}
+
+// RoomSize is a room's estimated share of the database.
+type RoomSize struct {
+	RoomID        string `json:"room_id"`
+	EstimatedSize int64  `json:"estimated_size"`
+}
+
+// RoomSizes estimates each room's size in the database, largest first:
+// the bytes of its events' JSON and of its state snapshots' entries. It
+// leaves out indexes and page overhead, which SQLite does not report per
+// row without its dbstat extension.
+func (s *Service) RoomSizes(ctx context.Context, limit int) ([]RoomSize, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT room_id, SUM(n) AS size FROM (
+		SELECT room_id, SUM(LENGTH(json) + COALESCE(LENGTH(unsigned), 0) + LENGTH(event_id) + 64) AS n FROM events GROUP BY room_id
+		UNION ALL
+		SELECT g.room_id, SUM(LENGTH(e.type) + LENGTH(e.state_key) + LENGTH(e.event_id) + 16) AS n
+			FROM state_group_entries e JOIN state_groups g ON g.group_id = e.group_id GROUP BY g.room_id
+	) t GROUP BY room_id ORDER BY size DESC, room_id LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("room sizes: %w", err)
+	}
+	defer rows.Close()
+	out := []RoomSize{}
+	for rows.Next() {
+		var r RoomSize
+		if err := rows.Scan(&r.RoomID, &r.EstimatedSize); err != nil {
+			return nil, fmt.Errorf("read room size: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }
