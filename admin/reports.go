@@ -4,7 +4,6 @@ import (
 	"context"
 	"strconv"
 
-
 	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/roomserver"
 )
@@ -59,4 +58,3 @@ func (s *Service) DeleteReport(ctx context.Context, actor, reportID string) erro
 func (s *Service) RoomSizes(ctx context.Context) ([]roomserver.RoomSize, error) {
 	return s.rooms.RoomSizes(ctx, 10)
 }
-
