@@ -58,6 +58,11 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{del, "/media/{serverName}/{mediaId}", ad(a.adminDeleteMedia)},
 		{get, "/statistics/users/media", ad(a.adminMediaStatistics)},
 		{get, "/statistics/database/rooms", ad(a.adminRoomSizes)},
+		{get, "/registration_tokens", ad(a.adminListRegTokens)},
+		{post, "/registration_tokens/new", ad(a.adminNewRegToken)},
+		{get, "/registration_tokens/{token}", ad(a.adminGetRegToken)},
+		{put, "/registration_tokens/{token}", ad(a.adminUpdateRegToken)},
+		{del, "/registration_tokens/{token}", ad(a.adminDeleteRegToken)},
 		{get, "/event_reports/{reportId}", ad(a.adminEventReport)},
 		{del, "/event_reports/{reportId}", ad(a.adminDeleteEventReport)},
 
