@@ -28,6 +28,7 @@ type Service struct {
 	users *users.Service
 	rooms *roomserver.Service
 	media *media.Service // nil until SetMedia
+	dests Destinations   // nil until SetDestinations (federation off)
 	log   logrus.FieldLogger
 	name  spec.ServerName
 

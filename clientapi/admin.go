@@ -63,6 +63,9 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{get, "/registration_tokens/{token}", ad(a.adminGetRegToken)},
 		{put, "/registration_tokens/{token}", ad(a.adminUpdateRegToken)},
 		{del, "/registration_tokens/{token}", ad(a.adminDeleteRegToken)},
+		{get, "/federation/destinations", ad(a.adminDestinations)},
+		{get, "/federation/destinations/{destination}", ad(a.adminDestination)},
+		{post, "/federation/destinations/{destination}/reset_connection", ad(a.adminResetConnection)},
 		{get, "/event_reports/{reportId}", ad(a.adminEventReport)},
 		{del, "/event_reports/{reportId}", ad(a.adminDeleteEventReport)},
 

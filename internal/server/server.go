@@ -335,6 +335,7 @@ func (s *Server) init(ctx context.Context) error {
 		if err := s.startFederationRooms(ctx, s.fedAPI, s.FederationClient, s.KeyRing.KeyRing); err != nil {
 			return err
 		}
+		s.Admin.SetDestinations(s.fedQueue)
 		// Our media to other servers, and theirs to our users. fclient's
 		// client has DoHTTPRequest, which its interface leaves out.
 		s.fedAPI.SetMedia(ms)
