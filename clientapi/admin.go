@@ -74,6 +74,7 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{del, "/rooms/{roomId}", ad(a.adminDeleteRoomSync)},
 		{get, "/rooms/{roomId}/members", ad(a.adminRoomMembers)},
 		{get, "/rooms/{roomId}/state", ad(a.adminRoomState)},
+		{get, "/rooms/{roomId}/messages", ad(a.adminRoomMessages)},
 		{get, "/rooms/{roomId}/block", ad(a.adminGetBlock)},
 		{put, "/rooms/{roomId}/block", ad(a.adminPutBlock)},
 		{post, "/rooms/{roomId}/make_room_admin", ad(a.adminMakeRoomAdmin)},

@@ -94,6 +94,17 @@ func (a *API) adminRoomState(r *http.Request, who *users.Requester) (any, error)
 	return map[string]any{"state": a.clientEvents(r, who, evs)}, nil
 }
 
+// adminRoomMessages: GET /_synapse/admin/v1/rooms/{roomId}/messages, as
+// /messages but for any room and every event; dir defaults to "f".
+func (a *API) adminRoomMessages(r *http.Request, who *users.Requester) (any, error) {
+	if r.URL.Query().Get("dir") == "" {
+		q := r.URL.Query()
+		q.Set("dir", "f")
+		r.URL.RawQuery = q.Encode()
+	}
+	return a.pageMessages(r, who, true)
+}
+
 // adminGetBlock: GET /_synapse/admin/v1/rooms/{roomId}/block.
 func (a *API) adminGetBlock(r *http.Request, _ *users.Requester) (any, error) {
 	id, err := roomID(r)

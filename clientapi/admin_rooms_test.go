@@ -105,6 +105,21 @@ func TestAdminRooms(t *testing.T) {
 			t.Fatalf("state without the name: %s", r.Raw)
 		}
 
+		// ... and its messages, with mautrix's admin client.
+		_, err = bob.SendText(ctx, small.RoomID, "in the attic")
+		must(t, err, "send")
+		msgs, err := ac.RoomMessages(ctx, small.RoomID, "", "", mautrix.DirectionBackward, nil, 5)
+		must(t, err, "admin room messages")
+		if len(msgs.Chunk) == 0 || msgs.Chunk[0].Content.Raw["body"] != "in the attic" {
+			t.Fatalf("admin messages: %+v", msgs.Chunk)
+		}
+		r = get(t, srv, adminV1+"/rooms/"+url.PathEscape(string(small.RoomID))+"/messages?limit=100", tok).expect(t, http.StatusOK, "")
+		if chunk := r.Body["chunk"].([]any); chunk[0].(map[string]any)["type"] != "m.room.create" {
+			t.Fatalf("dir defaults to f: %s", r.Raw)
+		}
+		get(t, srv, adminV1+"/rooms/!nope:tessera.test/messages", tok).expect(t, http.StatusNotFound, "M_NOT_FOUND")
+		get(t, srv, v3+"/rooms/"+url.PathEscape(string(small.RoomID))+"/messages?dir=b", tok).expect(t, http.StatusForbidden, "M_FORBIDDEN")
+
 		r = get(t, srv, adminV1+"/rooms/"+url.PathEscape(string(big.RoomID))+"/forward_extremities", tok).expect(t, http.StatusOK, "")
 		res := r.Body["results"].([]any)
 		if r.Body["count"] != float64(1) || len(res) != 1 || res[0].(map[string]any)["event_id"] == "" {
