@@ -70,15 +70,15 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{del, "/event_reports/{reportId}", ad(a.adminDeleteEventReport)},
 
 		{get, "/rooms", ad(a.adminListRooms)},
-		{get, "/rooms/{roomId}", ad(a.adminRoom)},
-		{del, "/rooms/{roomId}", ad(a.adminDeleteRoomSync)},
-		{get, "/rooms/{roomId}/members", ad(a.adminRoomMembers)},
-		{get, "/rooms/{roomId}/state", ad(a.adminRoomState)},
+		{get, "/rooms/{roomId}", ad(inRoom(a.adminRoom))},
+		{del, "/rooms/{roomId}", ad(inRoom(a.adminDeleteRoomSync))},
+		{get, "/rooms/{roomId}/members", ad(inRoom(a.adminRoomMembers))},
+		{get, "/rooms/{roomId}/state", ad(inRoom(a.adminRoomState))},
 		{get, "/rooms/{roomId}/messages", ad(a.adminRoomMessages)},
-		{get, "/rooms/{roomId}/block", ad(a.adminGetBlock)},
-		{put, "/rooms/{roomId}/block", ad(a.adminPutBlock)},
+		{get, "/rooms/{roomId}/block", ad(inRoom(a.adminGetBlock))},
+		{put, "/rooms/{roomId}/block", ad(inRoom(a.adminPutBlock))},
 		{post, "/rooms/{roomId}/make_room_admin", ad(a.adminMakeRoomAdmin)},
-		{get, "/rooms/{roomId}/forward_extremities", ad(a.adminForwardExtremities)},
+		{get, "/rooms/{roomId}/forward_extremities", ad(inRoom(a.adminForwardExtremities))},
 		{post, "/join/{roomId}", ad(a.adminJoin)},
 	})
 	add("/_synapse/admin/v2", []route{
@@ -90,8 +90,8 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{del, "/users/{userId}/devices/{deviceId}", ad(a.adminDeleteDevice)},
 		{post, "/users/{userId}/delete_devices", ad(a.adminDeleteDevices)},
 
-		{del, "/rooms/{roomId}", ad(a.adminDeleteRoom)},
-		{get, "/rooms/{roomId}/delete_status", ad(a.adminDeleteStatusOfRoom)},
+		{del, "/rooms/{roomId}", ad(inRoom(a.adminDeleteRoom))},
+		{get, "/rooms/{roomId}/delete_status", ad(inRoom(a.adminDeleteStatusOfRoom))},
 		{get, "/rooms/delete_status/{deleteId}", ad(a.adminDeleteStatus)},
 	})
 }
@@ -137,4 +137,17 @@ func queryDir(r *http.Request) (backwards bool, err error) {
 		return true, nil
 	}
 	return false, mxerr.InvalidParam("Query parameter dir must be one of ['b', 'f']")
+}
+
+// queryPage reads the paging parameters most admin lists take: from
+// (default 0), limit (default 100) and dir.
+func queryPage(r *http.Request) (from, limit int, backwards bool, err error) {
+	if from, err = queryInt(r, "from", 0); err != nil {
+		return 0, 0, false, err
+	}
+	if limit, err = queryInt(r, "limit", 100); err != nil {
+		return 0, 0, false, err
+	}
+	backwards, err = queryDir(r)
+	return from, limit, backwards, err
 }

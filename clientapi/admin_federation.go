@@ -33,15 +33,7 @@ var destinationOrders = map[string]func(a, b queue.Health) bool{
 
 // adminDestinations: GET /_synapse/admin/v1/federation/destinations.
 func (a *API) adminDestinations(r *http.Request, _ *users.Requester) (any, error) {
-	from, err := queryInt(r, "from", 0)
-	if err != nil {
-		return nil, err
-	}
-	limit, err := queryInt(r, "limit", 100)
-	if err != nil {
-		return nil, err
-	}
-	backwards, err := queryDir(r)
+	from, limit, backwards, err := queryPage(r)
 	if err != nil {
 		return nil, err
 	}

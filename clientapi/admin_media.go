@@ -19,15 +19,7 @@ import (
 
 // adminUserMedia: GET /_synapse/admin/v1/users/{userId}/media.
 func (a *API) adminUserMedia(r *http.Request, _ *users.Requester) (any, error) {
-	from, err := queryInt(r, "from", 0)
-	if err != nil {
-		return nil, err
-	}
-	limit, err := queryInt(r, "limit", 100)
-	if err != nil {
-		return nil, err
-	}
-	backwards, err := queryDir(r)
+	from, limit, backwards, err := queryPage(r)
 	if err != nil {
 		return nil, err
 	}
@@ -109,19 +101,11 @@ func (a *API) adminDeleteMediaBefore(r *http.Request, who *users.Requester) (any
 // adminMediaStatistics: GET /_synapse/admin/v1/statistics/users/media.
 // Ordered by media_length, smallest first (dir=b: largest first).
 func (a *API) adminMediaStatistics(r *http.Request, _ *users.Requester) (any, error) {
-	from, err := queryInt(r, "from", 0)
-	if err != nil {
-		return nil, err
-	}
-	limit, err := queryInt(r, "limit", 100)
+	from, limit, backwards, err := queryPage(r)
 	if err != nil {
 		return nil, err
 	}
 	stats, err := a.admin.MediaUsageByUser(r.Context())
-	if err != nil {
-		return nil, err
-	}
-	backwards, err := queryDir(r)
 	if err != nil {
 		return nil, err
 	}

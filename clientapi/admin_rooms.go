@@ -17,13 +17,7 @@ import (
 func (a *API) adminListRooms(r *http.Request, _ *users.Requester) (any, error) {
 	q := admin.RoomListQuery{SearchTerm: r.URL.Query().Get("search_term"), OrderBy: r.URL.Query().Get("order_by")}
 	var err error
-	if q.From, err = queryInt(r, "from", 0); err != nil {
-		return nil, err
-	}
-	if q.Limit, err = queryInt(r, "limit", 100); err != nil {
-		return nil, err
-	}
-	if q.Backwards, err = queryDir(r); err != nil {
+	if q.From, q.Limit, q.Backwards, err = queryPage(r); err != nil {
 		return nil, err
 	}
 	if _, ok := admin.RoomOrders[q.OrderBy]; q.OrderBy != "" && !ok {
@@ -55,12 +49,19 @@ func (a *API) adminListRooms(r *http.Request, _ *users.Requester) (any, error) {
 	return out, nil
 }
 
-// adminRoom: GET /_synapse/admin/v1/rooms/{roomId}.
-func (a *API) adminRoom(r *http.Request, _ *users.Requester) (any, error) {
-	id, err := roomID(r)
-	if err != nil {
-		return nil, err
+// inRoom serves h with the room ID of the path, checked.
+func inRoom(h func(r *http.Request, who *users.Requester, roomID string) (any, error)) adminFunc {
+	return func(r *http.Request, who *users.Requester) (any, error) {
+		id, err := roomID(r)
+		if err != nil {
+			return nil, err
+		}
+		return h(r, who, id)
 	}
+}
+
+// adminRoom: GET /_synapse/admin/v1/rooms/{roomId}.
+func (a *API) adminRoom(r *http.Request, _ *users.Requester, id string) (any, error) {
 	d, err := a.admin.RoomDetails(r.Context(), id)
 	if err != nil {
 		return nil, err
@@ -69,11 +70,7 @@ func (a *API) adminRoom(r *http.Request, _ *users.Requester) (any, error) {
 }
 
 // adminRoomMembers: GET /_synapse/admin/v1/rooms/{roomId}/members.
-func (a *API) adminRoomMembers(r *http.Request, _ *users.Requester) (any, error) {
-	id, err := roomID(r)
-	if err != nil {
-		return nil, err
-	}
+func (a *API) adminRoomMembers(r *http.Request, _ *users.Requester, id string) (any, error) {
 	members, err := a.admin.Members(r.Context(), id)
 	if err != nil {
 		return nil, err
@@ -82,11 +79,7 @@ func (a *API) adminRoomMembers(r *http.Request, _ *users.Requester) (any, error)
 }
 
 // adminRoomState: GET /_synapse/admin/v1/rooms/{roomId}/state.
-func (a *API) adminRoomState(r *http.Request, who *users.Requester) (any, error) {
-	id, err := roomID(r)
-	if err != nil {
-		return nil, err
-	}
+func (a *API) adminRoomState(r *http.Request, who *users.Requester, id string) (any, error) {
 	evs, err := a.admin.State(r.Context(), id)
 	if err != nil {
 		return nil, err
@@ -106,11 +99,7 @@ func (a *API) adminRoomMessages(r *http.Request, who *users.Requester) (any, err
 }
 
 // adminGetBlock: GET /_synapse/admin/v1/rooms/{roomId}/block.
-func (a *API) adminGetBlock(r *http.Request, _ *users.Requester) (any, error) {
-	id, err := roomID(r)
-	if err != nil {
-		return nil, err
-	}
+func (a *API) adminGetBlock(r *http.Request, _ *users.Requester, id string) (any, error) {
 	blocked, by, err := a.admin.BlockStatus(r.Context(), id)
 	if err != nil {
 		return nil, err
@@ -122,11 +111,7 @@ func (a *API) adminGetBlock(r *http.Request, _ *users.Requester) (any, error) {
 }
 
 // adminPutBlock: PUT /_synapse/admin/v1/rooms/{roomId}/block.
-func (a *API) adminPutBlock(r *http.Request, who *users.Requester) (any, error) {
-	id, err := roomID(r)
-	if err != nil {
-		return nil, err
-	}
+func (a *API) adminPutBlock(r *http.Request, who *users.Requester, id string) (any, error) {
 	var body struct {
 		Block *bool `json:"block"`
 	}
@@ -186,11 +171,7 @@ func (a *API) adminJoin(r *http.Request, who *users.Requester) (any, error) {
 }
 
 // adminForwardExtremities: GET /_synapse/admin/v1/rooms/{roomId}/forward_extremities.
-func (a *API) adminForwardExtremities(r *http.Request, _ *users.Requester) (any, error) {
-	id, err := roomID(r)
-	if err != nil {
-		return nil, err
-	}
+func (a *API) adminForwardExtremities(r *http.Request, _ *users.Requester, id string) (any, error) {
 	xs, err := a.admin.ForwardExtremities(r.Context(), id)
 	if err != nil {
 		return nil, err
@@ -200,11 +181,7 @@ func (a *API) adminForwardExtremities(r *http.Request, _ *users.Requester) (any,
 
 // adminDeleteRoom: DELETE /_synapse/admin/v2/rooms/{roomId}: starts the
 // deletion and answers with its ID.
-func (a *API) adminDeleteRoom(r *http.Request, who *users.Requester) (any, error) {
-	id, err := roomID(r)
-	if err != nil {
-		return nil, err
-	}
+func (a *API) adminDeleteRoom(r *http.Request, who *users.Requester, id string) (any, error) {
 	var body admin.DeleteRequest
 	if err := httpx.DecodeJSON(r, &body, true); err != nil {
 		return nil, err
@@ -218,11 +195,7 @@ func (a *API) adminDeleteRoom(r *http.Request, who *users.Requester) (any, error
 
 // adminDeleteRoomSync: DELETE /_synapse/admin/v1/rooms/{roomId}, the older
 // form, which answers when the deletion has ended.
-func (a *API) adminDeleteRoomSync(r *http.Request, who *users.Requester) (any, error) {
-	id, err := roomID(r)
-	if err != nil {
-		return nil, err
-	}
+func (a *API) adminDeleteRoomSync(r *http.Request, who *users.Requester, id string) (any, error) {
 	var body admin.DeleteRequest
 	if err := httpx.DecodeJSON(r, &body, true); err != nil {
 		return nil, err
@@ -238,11 +211,7 @@ func (a *API) adminDeleteRoomSync(r *http.Request, who *users.Requester) (any, e
 }
 
 // adminDeleteStatusOfRoom: GET /_synapse/admin/v2/rooms/{roomId}/delete_status.
-func (a *API) adminDeleteStatusOfRoom(r *http.Request, _ *users.Requester) (any, error) {
-	id, err := roomID(r)
-	if err != nil {
-		return nil, err
-	}
+func (a *API) adminDeleteStatusOfRoom(r *http.Request, _ *users.Requester, id string) (any, error) {
 	sts := a.admin.DeleteStatusesOfRoom(id)
 	if len(sts) == 0 {
 		return nil, mxerr.NotFound("No delete task for room_id '%s' found", id)

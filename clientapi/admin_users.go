@@ -29,10 +29,7 @@ func adminUserJSON(u *users.AdminUser) map[string]any {
 func (a *API) adminListUsers(r *http.Request, _ *users.Requester) (any, error) {
 	q := users.UserListQuery{Name: r.URL.Query().Get("name"), UserID: r.URL.Query().Get("user_id"), OrderBy: r.URL.Query().Get("order_by")}
 	var err error
-	if q.From, err = queryInt(r, "from", 0); err != nil {
-		return nil, err
-	}
-	if q.Limit, err = queryInt(r, "limit", 100); err != nil {
+	if q.From, q.Limit, q.Backwards, err = queryPage(r); err != nil {
 		return nil, err
 	}
 	if q.Guests, err = queryBool(r, "guests", true); err != nil {
@@ -47,9 +44,6 @@ func (a *API) adminListUsers(r *http.Request, _ *users.Requester) (any, error) {
 			return nil, err
 		}
 		q.Admins = &b
-	}
-	if q.Backwards, err = queryDir(r); err != nil {
-		return nil, err
 	}
 	if _, ok := users.UserOrderColumns[q.OrderBy]; q.OrderBy != "" && !ok {
 		return nil, mxerr.InvalidParam("Unknown value for order_by: %s", q.OrderBy)

@@ -10,7 +10,8 @@ import (
 	"testing"
 )
 
-// authedJSON sends an authenticated request to a running server.
+// authedJSON sends a request to a running server, authenticated unless
+// token is "".
 func authedJSON(t *testing.T, method, url, token string, body any) (int, map[string]any) {
 	t.Helper()
 	var rd io.Reader
@@ -22,7 +23,10 @@ func authedJSON(t *testing.T, method, url, token string, body any) (int, map[str
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
