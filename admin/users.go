@@ -219,3 +219,30 @@ func (s *Service) UsernameAvailable(ctx context.Context, localpart string) error
 func (s *Service) ListUsers(ctx context.Context, q users.UserListQuery) ([]users.AdminUser, int, error) {
 	return s.users.ListUsers(ctx, q)
 }
+
+// CreateDevice makes a device (without tokens) for a user, as bridges and
+// admin tools do before they hand its keys over; it reports whether the
+// device is new.
+func (s *Service) CreateDevice(ctx context.Context, actor, userID, deviceID string) (bool, error) {
+	if _, err := s.existing(ctx, userID); err != nil {
+		return false, err
+	}
+	created, err := s.users.CreateDevice(ctx, userID, deviceID, nil)
+	if err != nil {
+		return false, err
+	}
+	s.Audit(actor, "create_device", userID, logrus.Fields{"device_id": deviceID})
+	return created, nil
+}
+
+// RenameDevice changes a device's display name.
+func (s *Service) RenameDevice(ctx context.Context, actor, userID, deviceID, name string) error {
+	if _, err := s.existing(ctx, userID); err != nil {
+		return err
+	}
+	if err := s.users.SetDeviceDisplayName(ctx, userID, deviceID, name); err != nil {
+		return err
+	}
+	s.Audit(actor, "rename_device", userID, logrus.Fields{"device_id": deviceID})
+	return nil
+}

@@ -86,6 +86,8 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{get, "/users/{userId}", ad(a.adminGetUser)},
 		{put, "/users/{userId}", ad(a.adminPutUser)},
 		{get, "/users/{userId}/devices", ad(a.adminDevices)},
+		{post, "/users/{userId}/devices", ad(a.adminCreateDevice)},
+		{put, "/users/{userId}/devices/{deviceId}", ad(a.adminRenameDevice)},
 		{get, "/users/{userId}/devices/{deviceId}", ad(a.adminDevice)},
 		{del, "/users/{userId}/devices/{deviceId}", ad(a.adminDeleteDevice)},
 		{post, "/users/{userId}/delete_devices", ad(a.adminDeleteDevices)},

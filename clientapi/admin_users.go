@@ -278,3 +278,39 @@ func (a *API) adminDeleteDevices(r *http.Request, who *users.Requester) (any, er
 	}
 	return struct{}{}, nil
 }
+
+// adminCreateDevice: POST /_synapse/admin/v2/users/{userId}/devices:
+// 201 for a new device, 200 for one that existed.
+func (a *API) adminCreateDevice(r *http.Request, who *users.Requester) (any, error) {
+	var body struct {
+		DeviceID string `json:"device_id"`
+	}
+	if err := httpx.DecodeJSON(r, &body, false); err != nil {
+		return nil, err
+	}
+	created, err := a.admin.CreateDevice(r.Context(), who.UserID, pathVar(r, "userId"), body.DeviceID)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		return &httpx.Response{Status: http.StatusCreated, Body: struct{}{}}, nil
+	}
+	return struct{}{}, nil
+}
+
+// adminRenameDevice: PUT /_synapse/admin/v2/users/{userId}/devices/{deviceId}.
+func (a *API) adminRenameDevice(r *http.Request, who *users.Requester) (any, error) {
+	var body struct {
+		DisplayName *string `json:"display_name"`
+	}
+	if err := httpx.DecodeJSON(r, &body, true); err != nil {
+		return nil, err
+	}
+	if body.DisplayName == nil {
+		return struct{}{}, nil // nothing to change, as in Synapse
+	}
+	if err := a.admin.RenameDevice(r.Context(), who.UserID, pathVar(r, "userId"), pathVar(r, "deviceId"), *body.DisplayName); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}

@@ -49,6 +49,8 @@ func TestAdminRefusesNonAdmins(t *testing.T) {
 		{http.MethodGet, adminV2 + "/users/" + u + "/devices"},
 		{http.MethodGet, adminV2 + "/users/" + u + "/devices/D"},
 		{http.MethodDelete, adminV2 + "/users/" + u + "/devices/D"},
+		{http.MethodPost, adminV2 + "/users/" + u + "/devices"},
+		{http.MethodPut, adminV2 + "/users/" + u + "/devices/D"},
 		{http.MethodPost, adminV2 + "/users/" + u + "/delete_devices"},
 		{http.MethodGet, adminV1 + "/rooms"},
 		{http.MethodGet, adminV1 + "/rooms/" + room},
@@ -224,6 +226,16 @@ func TestAdminUsers(t *testing.T) {
 		_, err = other.Whoami(ctx)
 		wantErr(t, err, http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
 		post(t, srv, adminV2+"/users/"+string(alice.UserID)+"/delete_devices", tok, map[string]any{}).expect(t, http.StatusBadRequest, "M_MISSING_PARAM")
+		devices := adminV2 + "/users/" + string(alice.UserID) + "/devices"
+		post(t, srv, devices, tok, map[string]any{"device_id": "BRIDGE"}).expect(t, http.StatusCreated, "")
+		post(t, srv, devices, tok, map[string]any{"device_id": "BRIDGE"}).expect(t, http.StatusOK, "")
+		post(t, srv, devices, tok, map[string]any{}).expect(t, http.StatusBadRequest, "M_MISSING_PARAM")
+		put(t, srv, devices+"/BRIDGE", tok, map[string]any{"display_name": "Bridge"}).expect(t, http.StatusOK, "")
+		put(t, srv, devices+"/NOPE", tok, map[string]any{"display_name": "x"}).expect(t, http.StatusNotFound, "M_NOT_FOUND")
+		r = get(t, srv, devices+"/BRIDGE", tok).expect(t, http.StatusOK, "")
+		if r.str("display_name") != "Bridge" {
+			t.Fatalf("created device: %s", r.Raw)
+		}
 	})
 
 	t.Run("joined rooms and account data", func(t *testing.T) {
