@@ -48,14 +48,12 @@ type Listener func(events []*Event)
 type Service struct {
 	// aliasGuard checks new local aliases (SetAliasGuard); nil: none.
 	aliasGuard AliasGuard
-	// joinGuard refuses joins to blocked rooms (SetJoinGuard); nil: none.
-	joinGuard JoinGuard
-	db        *database.DB
-	cfg       Config
-	log       logrus.FieldLogger
-	profiles  Profiles
-	commit    *committer
-	cache     *eventCache
+	db         *database.DB
+	cfg        Config
+	log        logrus.FieldLogger
+	profiles   Profiles
+	commit     *committer
+	cache      *eventCache
 	// groupCache holds recently read state snapshots.
 	groupCache *stateGroupCache
 	// lastGroupID is the last state group ID handed out (atomic).
@@ -89,6 +87,9 @@ type Service struct {
 	// lastCreateMS is the origin_server_ts of the last create event built
 	// (see createTime).
 	lastCreateMS atomic.Int64
+
+	// joinGuard refuses joins to blocked rooms (SetJoinGuard); nil: none.
+	joinGuard JoinGuard
 
 	mu    sync.Mutex
 	rooms map[string]*room
