@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/admin"
 	"github.com/tessera-hs/tessera/appservice"
 	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/delayed"
@@ -75,6 +76,9 @@ type API struct {
 	// housekeeping purges history and media (SetHousekeeping;
 	// admin_housekeeping.go); nil until set.
 	housekeeping *housekeeping.Service
+	// admin is the server admin API's domain (SetAdmin; admin.go); nil
+	// until set.
+	admin *admin.Service
 	// notices sends server notices (SetNotices; notices.go); nil until set.
 	notices *notices.Service
 	// webhooks are the built-in incoming webhooks (SetWebhooks;
@@ -171,6 +175,7 @@ func (a *API) Register(r *mux.Router) {
 	a.housekeepingRoutes(add)
 	a.webhooksRoutes(add)
 	a.appServiceRoutes(add)
+	a.adminRoutes(add)
 	a.registerMedia(r)
 	a.registerStream(r)
 	a.oauthRoutes(r)

@@ -633,12 +633,18 @@ func parseEventFilter(s string) (*roomserver.EventFilter, error) {
 
 // messages: GET /rooms/{roomId}/messages.
 func (a *API) messages(r *http.Request, who *users.Requester) (any, error) {
+	return a.pageMessages(r, who, false)
+}
+
+// pageMessages answers /messages, and the admin API's room messages with
+// serverAdmin (every event, whatever the admin's membership).
+func (a *API) pageMessages(r *http.Request, who *users.Requester, serverAdmin bool) (any, error) {
 	id, err := roomID(r)
 	if err != nil {
 		return nil, err
 	}
 	q := r.URL.Query()
-	req := roomserver.MessagesRequest{RoomID: id, UserID: who.UserID}
+	req := roomserver.MessagesRequest{RoomID: id, UserID: who.UserID, ServerAdmin: serverAdmin}
 	switch q.Get("dir") {
 	case "b":
 		req.Backwards = true

@@ -115,6 +115,11 @@ func (s *Service) Join(ctx context.Context, userID, roomIDOrAlias string, conten
 	if err != nil {
 		return "", err
 	}
+	if s.joinGuard != nil {
+		if err := s.joinGuard(ctx, roomID, userID); err != nil {
+			return "", err
+		}
+	}
 	extra := make(map[string]any, len(content)+1)
 	for k, v := range content {
 		if k != "membership" && k != "join_authorised_via_users_server" {

@@ -90,6 +90,9 @@ type Service struct {
 	// (see createTime).
 	lastCreateMS atomic.Int64
 
+	// joinGuard refuses joins to blocked rooms (SetJoinGuard); nil: none.
+	joinGuard JoinGuard
+
 	mu    sync.Mutex
 	rooms map[string]*room
 	// idleTimeout, if set (by tests), replaces roomIdleTimeout.

@@ -304,8 +304,11 @@ func (s *Service) Deactivate(ctx context.Context, userID string, erase bool) err
 	return nil
 }
 
-// RegistrationTokensRequired reports whether /register needs a token.
-func (s *Service) RegistrationTokensRequired() bool { return len(s.cfg.RegistrationTokens) > 0 }
+// RegistrationTokensRequired reports whether /register needs a token: the
+// config file lists some, or an admin made some.
+func (s *Service) RegistrationTokensRequired() bool {
+	return len(s.cfg.RegistrationTokens) > 0 || s.storedTokens.Load() > 0
+}
 
 // ValidRegistrationToken reports whether token can still be used.
 // https://spec.matrix.org/v1.19/client-server-api/#token-authenticated-registration
@@ -341,7 +344,7 @@ func (s *Service) checkRegistrationToken(ctx context.Context, q database.Querier
 		}
 		return nil
 	}
-	return errInvalidRegToken()
+	return s.checkStoredToken(ctx, q, token)
 }
 
 func errInvalidRegToken() *mxerr.Error {

@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -61,11 +62,17 @@ type Service struct {
 	// askUnknown, if set, asks the application services about an
 	// unknown local user (appservicequery.go).
 	askUnknown func(ctx context.Context, userID string) (bool, error)
+	// storedTokens counts the registration tokens admins made
+	// (regtokens.go); any makes registration need a token.
+	storedTokens atomic.Int64
 }
 
 // New runs the domain's migrations and returns the service.
 func New(ctx context.Context, db *database.DB, cfg Config) (*Service, error) {
 	if err := db.Migrate(ctx, "users", migrations); err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx, "users_registration_tokens", regTokenMigrations); err != nil {
 		return nil, err
 	}
 	s := &Service{
@@ -82,6 +89,9 @@ func New(ctx context.Context, db *database.DB, cfg Config) (*Service, error) {
 	}
 	s.dummyHash = h
 	if s.positions, err = loadStreamPositions(ctx, db); err != nil {
+		return nil, err
+	}
+	if err := s.loadStoredTokenCount(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil

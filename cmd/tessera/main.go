@@ -7,6 +7,7 @@
 //	tessera backup ...            online copy of the data directory
 //	tessera restore ...           put a backup in place
 //	tessera db-stats ...          table sizes
+//	tessera admin ...             operators' jobs on users and rooms
 //	tessera version
 package main
 
@@ -66,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdRestore(args[1:], stdout, stderr)
 	case "db-stats":
 		return cmdDBStats(args[1:], stdout, stderr)
+	case "admin":
+		return cmdAdmin(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "tessera", buildVersion())
 		return nil
@@ -86,6 +89,8 @@ const usage = `usage:
   tessera backup -config FILE -o DIR       consistent copy of the data, while the server runs
   tessera restore -config FILE -i DIR [-force]   put a backup in place (server stopped)
   tessera db-stats -config FILE            rows and size of each database table
+  tessera admin COMMAND ...        reset-password, make-admin, deactivate, delete-room,
+                                   purge-remote-media (tessera admin -h for details)
   tessera version
 `
 

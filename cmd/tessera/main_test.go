@@ -3,10 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -185,16 +183,7 @@ func (r *running) stop(t *testing.T) {
 
 func postJSON(t *testing.T, url string, body any) (int, map[string]any) {
 	t.Helper()
-	raw, _ := json.Marshal(body)
-	resp, err := http.Post(url, "application/json", bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out := map[string]any{}
-	b, _ := io.ReadAll(resp.Body)
-	json.Unmarshal(b, &out)
-	return resp.StatusCode, out
+	return authedJSON(t, http.MethodPost, url, "", body)
 }
 
 // TestRunRegisterUserLoginRestart is the operator's path: generate a config,

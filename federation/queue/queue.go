@@ -87,6 +87,8 @@ type Queue struct {
 	mu      sync.Mutex
 	closed  bool
 	workers map[spec.ServerName]*worker // destinations with a running worker
+	// health is what each destination's sends came to (destinations.go).
+	health map[spec.ServerName]*Health
 }
 
 // worker is the state of one destination's worker goroutine.
@@ -134,6 +136,7 @@ func New(ctx context.Context, db *database.DB, cfg Config, send SendFunc, log lo
 		ctx:     runCtx,
 		cancel:  cancel,
 		workers: map[spec.ServerName]*worker{},
+		health:  map[spec.ServerName]*Health{},
 	}
 	for _, dest := range dests {
 		if dest != cfg.Origin {
@@ -328,6 +331,7 @@ func (q *Queue) run(dest spec.ServerName, w *worker) {
 			done = b
 			limit = min(maxItemsPerTxn, limit*2)
 			failures = 0
+			q.noteSent(dest)
 			// A Wake that came while dest was answering is stale.
 			select {
 			case <-w.wake:
@@ -341,6 +345,7 @@ func (q *Queue) run(dest spec.ServerName, w *worker) {
 
 		failures++
 		delay := q.backoff(failures)
+		q.noteFailed(dest, delay)
 		entry := q.log.WithError(err).WithFields(logrus.Fields{
 			"destination": dest,
 			"failures":    failures,

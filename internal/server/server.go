@@ -21,6 +21,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/admin"
 	"github.com/tessera-hs/tessera/appservice"
 	"github.com/tessera-hs/tessera/calls"
 	"github.com/tessera-hs/tessera/clientapi"
@@ -72,6 +73,8 @@ type Server struct {
 	webhooks *webhooks.Service
 	// oauth is the OAuth 2.0 API's authorisation server; nil when off.
 	oauth *oauth.Service
+	// Admin is the server admin domain (/_synapse/admin, tessera admin).
+	Admin *admin.Service
 	// appServices are the registered application services (none: empty).
 	appServices *appservice.Set
 	// asPush pushes events to them (appservices.go).
@@ -328,6 +331,11 @@ func (s *Server) init(ctx context.Context) error {
 		}
 		api.SetOAuth(s.oauth)
 	}
+	if s.Admin, err = admin.New(ctx, s.db, us, rs, s.log.WithField("component", "admin")); err != nil {
+		return err
+	}
+	rs.SetJoinGuard(s.Admin.CheckJoin)
+	api.SetAdmin(s.Admin)
 	if s.cfg.Webhooks.Enabled {
 		if s.webhooks, err = webhooks.New(ctx, s.db, rs, us, spec.ServerName(s.cfg.ServerName), s.cfg.PublicBaseURL,
 			s.cfg.Webhooks, s.log.WithField("component", "webhooks")); err != nil {
@@ -350,6 +358,7 @@ func (s *Server) init(ctx context.Context) error {
 	}
 	api.SetMedia(ms)
 	s.initHousekeeping(api, ms)
+	s.Admin.SetMedia(ms)
 
 	s.api = api
 	if s.cfg.Federation.Enabled {
@@ -359,6 +368,7 @@ func (s *Server) init(ctx context.Context) error {
 		if err := s.startFederationRooms(ctx, s.fedAPI, s.FederationClient, s.KeyRing.KeyRing); err != nil {
 			return err
 		}
+		s.Admin.SetDestinations(s.fedQueue)
 		// Our media to other servers, and theirs to our users. fclient's
 		// client has DoHTTPRequest, which its interface leaves out.
 		s.fedAPI.SetMedia(ms)
@@ -681,6 +691,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// No typing or presence timer fires once the database is closed.
 		s.Sync.Typing().Stop()
 		s.Sync.Presence().Stop()
+	}
+	if s.Admin != nil {
+		// After HTTP: room deletions in progress end before the database
+		// closes.
+		s.Admin.Close()
 	}
 	if s.sliding != nil {
 		// After HTTP: write what answered requests recorded.
