@@ -93,7 +93,7 @@ func (db *DB) migrationSQL(m Migration) string {
 		return m.SQL
 	}
 	if m.Postgres != "" {
-		return m.Postgres
+		return translateDDL(m.Postgres)
 	}
 	return translateDDL(m.SQL)
 }
@@ -168,4 +168,14 @@ func IsUniqueViolation(err error) bool {
 	}
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "23505" // unique_violation
+}
+
+// JSONValues is a subquery of the strings in a JSON array bound at param
+// ("$2"), for `x IN `+db.JSONValues("$2") with a list of any length as one
+// argument: SQLite's json_each, PostgreSQL's jsonb_array_elements_text.
+func (db *DB) JSONValues(param string) string {
+	if db.engine == Postgres {
+		return `(SELECT jsonb_array_elements_text(CAST(` + param + ` AS jsonb)))`
+	}
+	return `(SELECT value FROM json_each(` + param + `))`
 }
