@@ -167,8 +167,9 @@ func (s *Service) UploadCrossSigningKeys(ctx context.Context, userID string, up 
 					}
 				}
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO keys_cross_signing_keys
-				(user_id, key_type, public_key, key_json) VALUES ($1, $2, $3, $4)`,
+			if _, err := tx.ExecContext(ctx, `INSERT INTO keys_cross_signing_keys
+				(user_id, key_type, public_key, key_json) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (user_id, key_type) DO UPDATE SET public_key = excluded.public_key, key_json = excluded.key_json`,
 				userID, k.typ, k.pub, string(k.json)); err != nil {
 				return fmt.Errorf("store cross-signing key: %w", err)
 			}

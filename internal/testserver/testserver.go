@@ -1,6 +1,6 @@
 // Package testserver starts a real Tessera for tests: the same wiring the
 // binary uses, on 127.0.0.1:0, with a real SQLite file in a temp directory
-// (or a fresh PostgreSQL database: see EnvDatabase).
+// (or a fresh PostgreSQL database: see package dbtest).
 // Tests drive it over HTTP with mautrix-go, a client library the Matrix
 // world uses for bots and bridges.
 package testserver
