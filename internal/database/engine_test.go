@@ -2,6 +2,7 @@ package database_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -115,5 +116,30 @@ func TestEngineConcurrentMigrations(t *testing.T) {
 	xs, err := database.Int64s(ctx, db, `SELECT x FROM m ORDER BY x`)
 	if err != nil || fmt.Sprint(xs) != "[1 2]" {
 		t.Fatalf("rows = %v, %v; want each migration once", xs, err)
+	}
+}
+
+func TestEngineJSONText(t *testing.T) {
+	db := dbtest.Open(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE j (json TEXT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO j (json) VALUES ($1)`,
+		`{"content":{"membership":"join","m.relates_to":{"rel_type":"m.thread"}}}`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		keys []string
+		want sql.NullString
+	}{
+		{[]string{"content", "membership"}, sql.NullString{String: "join", Valid: true}},
+		{[]string{"content", "m.relates_to", "rel_type"}, sql.NullString{String: "m.thread", Valid: true}},
+		{[]string{"content", "nope"}, sql.NullString{}},
+	} {
+		var got sql.NullString
+		if err := db.QueryRowContext(ctx, `SELECT `+db.JSONText("json", tt.keys...)+` FROM j`).Scan(&got); err != nil || got != tt.want {
+			t.Errorf("JSONText %v = %v, %v; want %v", tt.keys, got, err, tt.want)
+		}
 	}
 }

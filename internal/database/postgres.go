@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
@@ -178,4 +179,30 @@ func (db *DB) JSONValues(param string) string {
 		return `(SELECT jsonb_array_elements_text(CAST(` + param + ` AS jsonb)))`
 	}
 	return `(SELECT value FROM json_each(` + param + `))`
+}
+
+// JSONText is an expression reading the text at keys (a path of object
+// keys) of the JSON held in the TEXT column: NULL when absent. SQLite's
+// json_extract, PostgreSQL's ->>. The keys are constants of the query,
+// never user input.
+func (db *DB) JSONText(column string, keys ...string) string {
+	if db.engine == Postgres {
+		var b strings.Builder
+		b.WriteString("(CAST(" + column + " AS jsonb)")
+		for i, k := range keys {
+			if i == len(keys)-1 {
+				b.WriteString("->>")
+			} else {
+				b.WriteString("->")
+			}
+			b.WriteString("'" + k + "'")
+		}
+		b.WriteString(")")
+		return b.String()
+	}
+	path := "$"
+	for _, k := range keys {
+		path += `."` + k + `"`
+	}
+	return "json_extract(" + column + ", '" + path + "')"
 }

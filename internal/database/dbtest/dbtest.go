@@ -33,12 +33,35 @@ func Postgres() bool { return os.Getenv(EnvDatabase) == "postgres" }
 // test ends. On SQLite it is a file in t.TempDir().
 func Open(t testing.TB) *database.DB {
 	t.Helper()
+	return New(t).Open(t)
+}
+
+// Store is one fresh test database that a test may open more than once,
+// to restart what runs on it.
+type Store struct {
+	path string // SQLite
+	dsn  string // PostgreSQL
+}
+
+// New creates a fresh, empty database on the test run's engine.
+func New(t testing.TB) *Store {
+	t.Helper()
+	if Postgres() {
+		return &Store{dsn: CreatePostgres(t)}
+	}
+	return &Store{path: filepath.Join(t.TempDir(), "tessera.db")}
+}
+
+// Open opens the store's database; it is closed when the test ends (a
+// test may close it sooner).
+func (s *Store) Open(t testing.TB) *database.DB {
+	t.Helper()
 	var db *database.DB
 	var err error
-	if Postgres() {
-		db, err = database.OpenPostgres(context.Background(), CreatePostgres(t), database.Options{Readers: 6, Idle: 2})
+	if s.dsn != "" {
+		db, err = database.OpenPostgres(context.Background(), s.dsn, database.Options{Readers: 6, Idle: 2})
 	} else {
-		db, err = database.Open(filepath.Join(t.TempDir(), "tessera.db"), database.Options{})
+		db, err = database.Open(s.path, database.Options{})
 	}
 	if err != nil {
 		t.Fatalf("open test database: %v", err)
