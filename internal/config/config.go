@@ -251,8 +251,8 @@ type Database struct {
 	// DSN of the PostgreSQL database (postgres://user@host/db?... or
 	// "host=... dbname=..."), for engine postgres.
 	DSN string `yaml:"dsn"`
-	// MaxOpenConns bounds the read pool (SQLite) or the whole pool
-	// (PostgreSQL); 0 means 4 (SQLite) or 16 (PostgreSQL).
+	// MaxOpenConns bounds the read pool (writes use one more
+	// connection); 0 means 4 (SQLite) or 16 (PostgreSQL).
 	MaxOpenConns int `yaml:"max_open_conns"`
 	// MaxIdleConns is how many of those stay open when idle; 0 means all.
 	MaxIdleConns int `yaml:"max_idle_conns"`

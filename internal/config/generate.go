@@ -127,9 +127,9 @@ database:
   # postgres://tessera:PASSWORD@localhost/tessera?sslmode=disable or
   # "host=/var/run/postgresql dbname=tessera user=tessera".
   dsn: ""
-  # Connections in the read pool (SQLite) or in the whole pool
-  # (PostgreSQL; keep it under the server's max_connections). 0 means 4
-  # for SQLite and 16 for PostgreSQL.
+  # Connections in the read pool; writes use one more. 0 means 4 for
+  # SQLite and 16 for PostgreSQL (keep it under the server's
+  # max_connections).
   max_open_conns: 0
   # How many of those stay open while idle. 0 means all of them.
   max_idle_conns: 0

@@ -31,10 +31,8 @@ type DB struct {
 	path    string
 	queries sync.Map // original query -> rewritten query
 
-	// engine is SQLite or Postgres. On PostgreSQL writer and reader are
-	// one pool, and writeLock serialises the writes (see postgres.go).
-	engine    Engine
-	writeLock chan struct{}
+	// engine is SQLite or Postgres (see OpenPostgres).
+	engine Engine
 
 	// Prepared statements, per query, on the reader pool and on the
 	// writer: SQLite then parses and plans each query once per
@@ -129,8 +127,8 @@ func (c *stmtCache) close() error {
 
 // Options tunes Open.
 type Options struct {
-	// Readers is the size of the read pool (on PostgreSQL, of the one
-	// pool, writes included). Zero means 4 on SQLite and 16 on PostgreSQL.
+	// Readers is the size of the read pool. Zero means 4 on SQLite and 16
+	// on PostgreSQL.
 	Readers int
 	// Idle is how many pooled connections stay open when unused. Zero
 	// means all of them.
@@ -205,9 +203,6 @@ func (db *DB) Engine() Engine { return db.engine }
 // Close closes every connection. SQLite checkpoints the WAL when the last
 // connection closes, so a cleanly stopped server leaves one database file.
 func (db *DB) Close() error {
-	if db.engine == Postgres {
-		return db.writer.Close()
-	}
 	return errors.Join(db.readStmts.close(), db.writeStmts.close(), db.reader.Close(), db.writer.Close())
 }
 
@@ -249,10 +244,6 @@ type Querier interface {
 // ExecContext runs a single write statement on the writer.
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	if db.engine == Postgres {
-		if err := db.lockWrites(ctx); err != nil {
-			return nil, err
-		}
-		defer db.unlockWrites()
 		return db.writer.ExecContext(ctx, query, pgArgs(args)...)
 	}
 	q := db.rewrite(query)
@@ -343,13 +334,7 @@ func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sq
 // WithTx runs fn in a write transaction on the writer connection, committing
 // if fn returns nil and rolling back otherwise.
 func (db *DB) WithTx(ctx context.Context, fn func(tx *Tx) error) error {
-	if err := db.lockWrites(ctx); err != nil {
-		return err
-	}
 	tx, err := db.runTx(ctx, fn)
-	// Released before the after-commit hooks, as SQLite's writer
-	// connection is: a hook may write.
-	db.unlockWrites()
 	if err != nil {
 		return err
 	}

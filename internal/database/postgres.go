@@ -24,51 +24,40 @@ const (
 // OpenPostgres opens the PostgreSQL database at dsn (a postgres:// URL or
 // a "host=... dbname=..." string, as libpq takes them) through pgx.
 //
-// Writes are serialised in this process, as SQLite's single writer
-// connection serialises them: the domains allocate stream positions in
-// memory inside their write transactions and rely on those transactions
-// committing in position order, so that a reader never sees position N+1
-// before N. Reads run in parallel on the same pool. One Tessera process per
-// database, then, as with SQLite.
+// As on SQLite, writes go through one connection and reads through a pool.
+// PostgreSQL could take concurrent writers, but the domains allocate
+// stream positions in memory inside their write transactions and rely on
+// those transactions committing in position order, so that a reader never
+// sees position N+1 before N: the single writer keeps that order, and group
+// commit still shares one transaction between the events that arrive
+// together. A separate connection, rather than a lock on one shared pool,
+// means a reader holding a connection while it waits to write can never
+// starve the writer of one. One Tessera process per database, then, as
+// with SQLite.
 func OpenPostgres(ctx context.Context, dsn string, opts Options) (*DB, error) {
-	pool, err := sql.Open("pgx", dsn)
+	writer, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres database: %w", err)
+	}
+	writer.SetMaxOpenConns(1)
+	writer.SetMaxIdleConns(1)
+	writer.SetConnMaxLifetime(0)
+	if err := writer.PingContext(ctx); err != nil {
+		writer.Close()
+		return nil, fmt.Errorf("open postgres database: %w", err)
+	}
+	reader, err := sql.Open("pgx", dsn)
+	if err != nil {
+		writer.Close()
+		return nil, fmt.Errorf("open postgres database readers: %w", err)
 	}
 	n := opts.Readers
 	if n <= 0 {
 		n = 16
 	}
-	// One connection for the writer's transaction and at least one for
-	// the reads it may make meanwhile.
-	n = max(n, 2)
-	pool.SetMaxOpenConns(n)
-	pool.SetMaxIdleConns(idleConns(opts, n))
-	if err := pool.PingContext(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("open postgres database: %w", err)
-	}
-	return &DB{writer: pool, reader: pool, engine: Postgres, writeLock: make(chan struct{}, 1)}, nil
-}
-
-// lockWrites waits for this process's turn to write on PostgreSQL (see
-// OpenPostgres); on SQLite the single writer connection is the lock.
-func (db *DB) lockWrites(ctx context.Context) error {
-	if db.writeLock == nil {
-		return nil
-	}
-	select {
-	case db.writeLock <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("wait to write: %w", ctx.Err())
-	}
-}
-
-func (db *DB) unlockWrites() {
-	if db.writeLock != nil {
-		<-db.writeLock
-	}
+	reader.SetMaxOpenConns(n)
+	reader.SetMaxIdleConns(idleConns(opts, n))
+	return &DB{writer: writer, reader: reader, engine: Postgres}, nil
 }
 
 // migrationLockKey is the pg_advisory_xact_lock key Tessera's migrations
