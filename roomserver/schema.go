@@ -153,7 +153,7 @@ CREATE TABLE backfilled_events (
 	event_id TEXT PRIMARY KEY
 );
 `},
-	{Version: 6, SQL: relationsTables + relationsBackfill, Postgres: relationsTables + relationsBackfillPostgres},
+	{Version: 6, SQL: relationsTables + relationsBackfill + threadsBackfill, Postgres: relationsTables + relationsBackfillPostgres + threadsBackfill},
 	{Version: 7, SQL: `
 -- Full-text search (POST /search) over content.body, content.name and
 -- content.topic: one row per event, its rowid the event's stream_pos.
@@ -259,13 +259,6 @@ FROM events
 WHERE redacted_by IS NULL
 	AND json_extract(json, '$.content."m.relates_to".rel_type') IS NOT NULL
 	AND json_extract(json, '$.content."m.relates_to".event_id') IS NOT NULL;
-INSERT INTO threads (root_id, room_id, latest_id, latest_depth, latest_stream, count)
-SELECT r.relates_to, r.room_id, r.event_id, r.depth, r.stream_pos,
-	(SELECT COUNT(*) FROM event_relations c WHERE c.relates_to = r.relates_to AND c.rel_type = 'm.thread')
-FROM event_relations r
-WHERE r.rel_type = 'm.thread' AND NOT EXISTS (
-	SELECT 1 FROM event_relations n WHERE n.relates_to = r.relates_to AND n.rel_type = 'm.thread'
-		AND (n.depth > r.depth OR (n.depth = r.depth AND n.stream_pos > r.stream_pos)));
 `
 
 const relationsBackfillPostgres = `-- The relations of the events stored before this table existed.
@@ -280,7 +273,9 @@ FROM events
 WHERE redacted_by IS NULL
 	AND CAST(json AS jsonb)->'content'->'m.relates_to'->>'rel_type' IS NOT NULL
 	AND CAST(json AS jsonb)->'content'->'m.relates_to'->>'event_id' IS NOT NULL;
-INSERT INTO threads (root_id, room_id, latest_id, latest_depth, latest_stream, count)
+`
+
+const threadsBackfill = `INSERT INTO threads (root_id, room_id, latest_id, latest_depth, latest_stream, count)
 SELECT r.relates_to, r.room_id, r.event_id, r.depth, r.stream_pos,
 	(SELECT COUNT(*) FROM event_relations c WHERE c.relates_to = r.relates_to AND c.rel_type = 'm.thread')
 FROM event_relations r
