@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 	"github.com/tessera-hs/tessera/roomserver"
 )
 
@@ -97,10 +97,7 @@ func startService(t *testing.T, db *database.DB, url string, cfg Config) *Servic
 
 func openDB(t *testing.T) *database.DB {
 	t.Helper()
-	db, err := database.Open(filepath.Join(t.TempDir(), "db.sqlite"), database.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := dbtest.Open(t)
 	t.Cleanup(func() { db.Close() })
 	return db
 }

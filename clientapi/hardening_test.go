@@ -6,7 +6,9 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 	"github.com/tessera-hs/tessera/internal/testserver"
 	"github.com/tessera-hs/tessera/roomserver"
 )
@@ -126,14 +128,25 @@ func TestStoredBadEventWithheld(t *testing.T) {
 	post(t, srv, rmRoom(roomID, "join"), bob.AccessToken, map[string]any{}).expect(t, http.StatusOK, "")
 
 	// Past the edge, as an older release stored them.
+	withheld := 0
 	for _, content := range []string{
 		`{"msgtype":"m.text","body":"deep","n":` + nested(9990) + `}`,
 		"{\"msgtype\":\"m.text\",\"body\":\"caf\xe9\"}",
 	} {
-		if _, err := srv.Server().Rooms.Send(ctx, roomserver.SendRequest{RoomID: roomID, Sender: alice.UserID,
-			Type: "m.room.message", Content: json.RawMessage(content)}); err != nil {
+		_, err := srv.Server().Rooms.Send(ctx, roomserver.SendRequest{RoomID: roomID, Sender: alice.UserID,
+			Type: "m.room.message", Content: json.RawMessage(content)})
+		if dbtest.Postgres() && !utf8.ValidString(content) {
+			// PostgreSQL's TEXT refuses invalid UTF-8, so no release
+			// could have stored it there.
+			if err == nil {
+				t.Fatalf("PostgreSQL stored invalid UTF-8 %.40q", content)
+			}
+			continue
+		}
+		if err != nil {
 			t.Fatalf("could not store %.40q: %v", content, err)
 		}
+		withheld++
 	}
 	rmSendRaw(t, srv, alice, roomID, "m.room.message", rmTxn(), map[string]any{"msgtype": "m.text", "body": "after"}).
 		expect(t, http.StatusOK, "")
@@ -146,11 +159,11 @@ func TestStoredBadEventWithheld(t *testing.T) {
 		if strings.Contains(string(r.Raw), `"deep"`) || strings.Contains(string(r.Raw), `caf`) {
 			t.Fatalf("%s's sync serves the bad events", who.UserID)
 		}
-		if n := strings.Count(string(r.Raw), `"io.tessera.withheld":true`); n != 2 {
-			t.Fatalf("%s's sync marks %d events withheld, want 2", who.UserID, n)
+		if n := strings.Count(string(r.Raw), `"io.tessera.withheld":true`); n != withheld {
+			t.Fatalf("%s's sync marks %d events withheld, want %d", who.UserID, n, withheld)
 		}
 		m := get(t, srv, rmRoom(roomID, "messages")+"?dir=b&limit=50", who.AccessToken).expect(t, http.StatusOK, "")
-		if !strings.Contains(string(m.Raw), `"after"`) || strings.Count(string(m.Raw), `"io.tessera.withheld":true`) != 2 {
+		if !strings.Contains(string(m.Raw), `"after"`) || strings.Count(string(m.Raw), `"io.tessera.withheld":true`) != withheld {
 			t.Fatalf("%s's /messages lacks the later message or the withheld ones: %.300s", who.UserID, m.Raw)
 		}
 	}

@@ -23,7 +23,8 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/config"
+	"github.com/tessera-hs/tessera/internal/server"
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
@@ -1471,16 +1472,16 @@ func TestConcurrentSenders(t *testing.T) {
 	srv.Stop()
 	// create, creator's join, power levels, join rules, history
 	// visibility, guest access; the joins; the messages.
-	rmCheckLinearDAG(t, srv.Config.Database.Path, room, 6+senders+senders*perSender)
+	rmCheckLinearDAG(t, srv.Config.Database, room, 6+senders+senders*perSender)
 }
 
 // rmCheckLinearDAG opens the stopped server's database and checks that the
 // room's events form one chain: depths 1..N in stream order, each event's
 // prev_events exactly the event before it, one forward extremity (the last
 // event). minEvents is a lower bound on N.
-func rmCheckLinearDAG(t testing.TB, path, roomID string, minEvents int) {
+func rmCheckLinearDAG(t testing.TB, dbConfig config.Database, roomID string, minEvents int) {
 	t.Helper()
-	db, err := database.Open(path, database.Options{Readers: 1})
+	db, err := server.OpenDatabase(ctx, dbConfig)
 	must(t, err, "open database")
 	defer db.Close()
 	rows, err := db.QueryContext(ctx, `SELECT event_id, depth FROM events WHERE room_id = $1 ORDER BY stream_pos`, roomID)
@@ -1627,7 +1628,7 @@ func TestRestartRoundTrip(t *testing.T) {
 	// The DAGs stayed linear through the restart.
 	srv.Stop()
 	for _, room := range rooms {
-		rmCheckLinearDAG(t, srv.Config.Database.Path, room, 20)
+		rmCheckLinearDAG(t, srv.Config.Database, room, 20)
 	}
 }
 

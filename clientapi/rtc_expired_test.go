@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/tessera-hs/tessera/calls"
-	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/server"
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
@@ -25,7 +25,7 @@ func TestCallsExpiredOpenIDToken(t *testing.T) {
 	post(t, srv, calls.TokenPrefix+"/get_token", "", body).expect(t, http.StatusOK, "")
 
 	// The hour passes (the token's expiry moves into the past).
-	db, err := database.Open(srv.Config.Database.Path, database.Options{})
+	db, err := server.OpenDatabase(context.Background(), srv.Config.Database)
 	if err != nil {
 		t.Fatal(err)
 	}

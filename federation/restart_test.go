@@ -10,7 +10,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/server"
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
@@ -115,7 +115,7 @@ func TestGapFilledFromState(t *testing.T) {
 	}
 	// B loses what it queued for A (as a server that gives up on a
 	// destination does).
-	db, err := database.Open(p.b.Config.Database.Path, database.Options{})
+	db, err := server.OpenDatabase(ctx, p.b.Config.Database)
 	if err != nil {
 		t.Fatal(err)
 	}

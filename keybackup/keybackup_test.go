@@ -2,10 +2,9 @@ package keybackup
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
-	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 )
 
@@ -75,10 +74,7 @@ func TestParseUploadLevels(t *testing.T) {
 // count and etag follow its keys, and deleting a version deletes them.
 func TestKeyBackupStore(t *testing.T) {
 	ctx := context.Background()
-	db, err := database.Open(filepath.Join(t.TempDir(), "kb.db"), database.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := dbtest.Open(t)
 	defer db.Close()
 	s, err := New(ctx, db)
 	if err != nil {

@@ -167,8 +167,9 @@ func (s *Service) UploadCrossSigningKeys(ctx context.Context, userID string, up 
 					}
 				}
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO keys_cross_signing_keys
-				(user_id, key_type, public_key, key_json) VALUES ($1, $2, $3, $4)`,
+			if _, err := tx.ExecContext(ctx, `INSERT INTO keys_cross_signing_keys
+				(user_id, key_type, public_key, key_json) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (user_id, key_type) DO UPDATE SET public_key = excluded.public_key, key_json = excluded.key_json`,
 				userID, k.typ, k.pub, string(k.json)); err != nil {
 				return fmt.Errorf("store cross-signing key: %w", err)
 			}
@@ -380,7 +381,7 @@ func storeSignature(ctx context.Context, tx *database.Tx, targetUser string, r s
 	res, err := tx.ExecContext(ctx, `INSERT INTO keys_signatures
 		(target_user_id, target_key_id, signer_user_id, signer_key_id, signature) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (target_user_id, target_key_id, signer_user_id, signer_key_id)
-		DO UPDATE SET signature = excluded.signature WHERE signature != excluded.signature`,
+		DO UPDATE SET signature = excluded.signature WHERE keys_signatures.signature != excluded.signature`,
 		targetUser, r.target, r.signer, r.keyID, r.sig)
 	if err != nil {
 		return false, fmt.Errorf("store signature: %w", err)

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -15,7 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/internal/config"
-	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 	"github.com/tessera-hs/tessera/users"
 )
 
@@ -26,10 +25,7 @@ var ctx = context.Background()
 
 func newTestService(t *testing.T) *Service {
 	t.Helper()
-	db, err := database.Open(filepath.Join(t.TempDir(), "tessera.db"), database.Options{})
-	if err != nil {
-		t.Fatalf("open database: %v", err)
-	}
+	db := dbtest.Open(t)
 	t.Cleanup(func() { db.Close() })
 	us, err := users.New(ctx, db, users.Config{
 		ServerName: "tessera.test",

@@ -381,8 +381,9 @@ func applyDeviceUpdate(ctx context.Context, tx *database.Tx, u gomatrixserverlib
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO keys_remote_devices (user_id, device_id, display_name, key_json)
-			VALUES ($1, $2, $3, $4)`, u.UserID, u.DeviceID, name, string(k)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO keys_remote_devices (user_id, device_id, display_name, key_json)
+			VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id)
+			DO UPDATE SET display_name = excluded.display_name, key_json = excluded.key_json`, u.UserID, u.DeviceID, name, string(k)); err != nil {
 			return fmt.Errorf("store remote device: %w", err)
 		}
 	default:
@@ -756,8 +757,10 @@ func (s *Service) resync(ctx context.Context, server spec.ServerName, userID str
 				return fmt.Errorf("cache device: %w", err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO keys_remote_users
-			(user_id, stream_id, stale, master_key, self_signing_key) VALUES ($1, $2, 0, $3, $4)`,
+		if _, err := tx.ExecContext(ctx, `INSERT INTO keys_remote_users
+			(user_id, stream_id, stale, master_key, self_signing_key) VALUES ($1, $2, 0, $3, $4)
+			ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id, stale = excluded.stale,
+			master_key = excluded.master_key, self_signing_key = excluded.self_signing_key`,
 			userID, ud.StreamID, string(ud.MasterKey), string(ud.SelfSigningKey)); err != nil {
 			return fmt.Errorf("cache device list: %w", err)
 		}

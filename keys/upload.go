@@ -301,8 +301,10 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req Uploa
 			if err == nil && haveID == k.keyID && haveJSON == string(k.json) {
 				continue // the same key again: it keeps its used flag
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO keys_fallback_keys
-				(user_id, device_id, algorithm, key_id, key_json, used) VALUES ($1, $2, $3, $4, $5, 0)`,
+			if _, err := tx.ExecContext(ctx, `INSERT INTO keys_fallback_keys
+				(user_id, device_id, algorithm, key_id, key_json, used) VALUES ($1, $2, $3, $4, $5, 0)
+				ON CONFLICT (user_id, device_id, algorithm)
+				DO UPDATE SET key_id = excluded.key_id, key_json = excluded.key_json, used = excluded.used`,
 				userID, deviceID, k.algorithm, k.keyID, string(k.json)); err != nil {
 				return fmt.Errorf("store fallback key: %w", err)
 			}

@@ -3,12 +3,11 @@ package push
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 )
 
 func row(user, room, thread string, pos int64, highlight bool) actionRow {
@@ -105,10 +104,7 @@ func TestPendingStore(t *testing.T) {
 
 func TestFlushInParts(t *testing.T) {
 	ctx := context.Background()
-	db, err := database.Open(filepath.Join(t.TempDir(), "push.db"), database.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := dbtest.Open(t)
 	defer db.Close()
 	if err := db.Migrate(ctx, "push", migrations); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 )
 
 // dagProfiles says every user exists and has no profile.
@@ -26,13 +26,10 @@ func (dagProfiles) MemberProfile(context.Context, string) (string, string, error
 }
 func (dagProfiles) Exists(context.Context, string) (bool, error) { return true, nil }
 
-// dagStart opens the database at path and starts a room server on it.
-func dagStart(t *testing.T, path string, key ed25519.PrivateKey) (*Service, *database.DB) {
+// dagStart opens the database of store and starts a room server on it.
+func dagStart(t *testing.T, store *dbtest.Store, key ed25519.PrivateKey) (*Service, *database.DB) {
 	t.Helper()
-	db, err := database.Open(path, database.Options{})
-	if err != nil {
-		t.Fatalf("open database: %v", err)
-	}
+	db := store.Open(t)
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	s, err := New(context.Background(), db, Config{ServerName: "dag.test", KeyID: "ed25519:test", PrivateKey: key}, dagProfiles{}, log)
@@ -52,7 +49,7 @@ func dagStart(t *testing.T, path string, key ed25519.PrivateKey) (*Service, *dat
 func TestConcurrentSendsMakeALinearDAG(t *testing.T) {
 	const senders, perSender = 50, 20
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "dag.db")
+	store := dbtest.New(t)
 	_, key, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +59,7 @@ func TestConcurrentSendsMakeALinearDAG(t *testing.T) {
 		users[i] = fmt.Sprintf("@user%02d:dag.test", i)
 	}
 
-	s, db := dagStart(t, path, key)
+	s, db := dagStart(t, store, key)
 	roomID, err := s.CreateRoom(ctx, "@creator:dag.test", CreateRoomRequest{Preset: "public_chat"})
 	if err != nil {
 		t.Fatalf("create room: %v", err)
@@ -114,7 +111,7 @@ func TestConcurrentSendsMakeALinearDAG(t *testing.T) {
 	}
 	// create, creator's join, power levels, join rules, history
 	// visibility, guest access; the joins; the messages.
-	ids := dagCheckLinear(t, path, roomID, 6+senders+senders*perSender)
+	ids := dagCheckLinear(t, store, roomID, 6+senders+senders*perSender)
 	for id := range acked {
 		if !slices.Contains(ids, id) {
 			t.Fatalf("acknowledged event %s is not in the database", id)
@@ -122,13 +119,13 @@ func TestConcurrentSendsMakeALinearDAG(t *testing.T) {
 	}
 
 	// Restart on the same database and send again.
-	s, db = dagStart(t, path, key)
+	s, db = dagStart(t, store, key)
 	acked2 := send(s, 1)
 	s.Close()
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	ids2 := dagCheckLinear(t, path, roomID, len(ids)+senders*perSender)
+	ids2 := dagCheckLinear(t, store, roomID, len(ids)+senders*perSender)
 	if !slices.Equal(ids2[:len(ids)], ids) {
 		t.Fatalf("the restart changed the events written before it")
 	}
@@ -139,15 +136,12 @@ func TestConcurrentSendsMakeALinearDAG(t *testing.T) {
 	}
 }
 
-// dagCheckLinear opens the database at path and checks that the room is
+// dagCheckLinear opens the database of store and checks that the room is
 // one chain of exactly want events; it returns their IDs in order.
-func dagCheckLinear(t *testing.T, path, roomID string, want int) []string {
+func dagCheckLinear(t *testing.T, store *dbtest.Store, roomID string, want int) []string {
 	t.Helper()
 	ctx := context.Background()
-	db, err := database.Open(path, database.Options{Readers: 1})
-	if err != nil {
-		t.Fatalf("open database: %v", err)
-	}
+	db := store.Open(t)
 	defer db.Close()
 	var ids []string
 	rows, err := db.QueryContext(ctx, `SELECT event_id, depth, json FROM events WHERE room_id = $1 ORDER BY stream_pos`, roomID)
@@ -234,12 +228,12 @@ func dagCheckLinear(t *testing.T, path, roomID string, want int) []string {
 // linear chain.
 func TestIdleSequencersRetire(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "dag.db")
+	store := dbtest.New(t)
 	_, key, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, db := dagStart(t, path, key)
+	s, db := dagStart(t, store, key)
 	s.idleTimeout = 5 * time.Millisecond
 	roomID, err := s.CreateRoom(ctx, "@creator:dag.test", CreateRoomRequest{Preset: "public_chat"})
 	if err != nil {
@@ -286,7 +280,7 @@ func TestIdleSequencersRetire(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	dagCheckLinear(t, path, roomID, 6+acked)
+	dagCheckLinear(t, store, roomID, 6+acked)
 	if acked != senders*rounds {
 		t.Fatalf("%d sends acknowledged, want %d", acked, senders*rounds)
 	}

@@ -7,12 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 )
 
 // remoteJoin has @bob:remote.test join roomID through make_join and
@@ -62,7 +63,7 @@ func sendText(t *testing.T, s *Service, roomID, sender, body string) *Event {
 func TestMissingEventsForServer(t *testing.T) {
 	ctx := context.Background()
 	_, key, _ := ed25519.GenerateKey(nil)
-	s, _ := dagStart(t, filepath.Join(t.TempDir(), "gme.db"), key)
+	s, _ := dagStart(t, dbtest.New(t), key)
 	t.Cleanup(s.Close)
 	alice := "@alice:dag.test"
 	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: ptrTo("12")})
@@ -143,7 +144,7 @@ func equalIDs(a, b []string) bool {
 func TestRejectedLocallyWithoutFetching(t *testing.T) {
 	ctx := context.Background()
 	_, key, _ := ed25519.GenerateKey(nil)
-	s, _ := dagStart(t, filepath.Join(t.TempDir(), "rej.db"), key)
+	s, _ := dagStart(t, dbtest.New(t), key)
 	t.Cleanup(s.Close)
 	alice := "@alice:dag.test"
 	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: ptrTo("12")})
@@ -188,7 +189,7 @@ func TestRejectedLocallyWithoutFetching(t *testing.T) {
 func TestStateResV21ConflictedPowerEvents(t *testing.T) {
 	ctx := context.Background()
 	_, key, _ := ed25519.GenerateKey(nil)
-	s, _ := dagStart(t, filepath.Join(t.TempDir(), "sr21.db"), key)
+	s, _ := dagStart(t, dbtest.New(t), key)
 	t.Cleanup(s.Close)
 	alice := "@alice:dag.test"
 	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: ptrTo("12"), Name: ptrTo("Room")})
@@ -251,7 +252,7 @@ func (c *capturingInviter) SignInvite(_ context.Context, invite gomatrixserverli
 func TestOutboundRoomStateIsFullPDUs(t *testing.T) {
 	ctx := context.Background()
 	_, key, _ := ed25519.GenerateKey(nil)
-	s, _ := dagStart(t, filepath.Join(t.TempDir(), "strip.db"), key)
+	s, _ := dagStart(t, dbtest.New(t), key)
 	t.Cleanup(s.Close)
 	inviter := &capturingInviter{}
 	s.SetRemoteInviter(inviter)
@@ -373,7 +374,7 @@ func TestBackfillFillsTheLimit(t *testing.T) {
 func TestBackfillForServerWalksBranches(t *testing.T) {
 	ctx := context.Background()
 	_, key, _ := ed25519.GenerateKey(nil)
-	s, _ := dagStart(t, filepath.Join(t.TempDir(), "bf.db"), key)
+	s, _ := dagStart(t, dbtest.New(t), key)
 	t.Cleanup(s.Close)
 	alice := "@alice:dag.test"
 	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", RoomVersion: ptrTo("12")})

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -16,7 +15,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
-	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 )
 
 // fedStart starts a room server named name on a fresh database.
@@ -24,10 +23,7 @@ func fedStart(t *testing.T, name spec.ServerName) *Service {
 	t.Helper()
 	ctx := context.Background()
 	_, key, _ := ed25519.GenerateKey(nil)
-	db, err := database.Open(filepath.Join(t.TempDir(), "rooms.db"), database.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := dbtest.Open(t)
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	s, err := New(ctx, db, Config{ServerName: name, KeyID: "ed25519:test", PrivateKey: key, DefaultRoomVersion: "12"}, dagProfiles{}, log)

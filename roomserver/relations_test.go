@@ -2,10 +2,9 @@ package roomserver
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
-	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 )
 
 // TestRelationsMigrationBackfill checks that migration 6 finds the
@@ -13,10 +12,7 @@ import (
 // must aggregate its old edits and threads.
 func TestRelationsMigrationBackfill(t *testing.T) {
 	ctx := context.Background()
-	db, err := database.Open(filepath.Join(t.TempDir(), "rs.db"), database.Options{})
-	if err != nil {
-		t.Fatalf("open database: %v", err)
-	}
+	db := dbtest.Open(t)
 	defer db.Close()
 	if err := db.Migrate(ctx, "roomserver", migrations[:5]); err != nil {
 		t.Fatalf("migrations 1-5: %v", err)

@@ -4,13 +4,14 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 )
 
 // acceptAll stands in for the key ring: the federation edge checks
@@ -78,7 +79,7 @@ func timelineIDs(t *testing.T, s *Service, roomID, userID string) []string {
 func TestRemoteEvents(t *testing.T) {
 	ctx := context.Background()
 	_, key, _ := ed25519.GenerateKey(nil)
-	s, _ := dagStart(t, filepath.Join(t.TempDir(), "remote.db"), key)
+	s, _ := dagStart(t, dbtest.New(t), key)
 	t.Cleanup(s.Close)
 	alice := "@alice:dag.test"
 	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat"})
@@ -201,7 +202,7 @@ func TestRemoteEvents(t *testing.T) {
 func TestRemoteEventWithGivenState(t *testing.T) {
 	ctx := context.Background()
 	_, key, _ := ed25519.GenerateKey(nil)
-	s, _ := dagStart(t, filepath.Join(t.TempDir(), "given.db"), key)
+	s, _ := dagStart(t, dbtest.New(t), key)
 	t.Cleanup(s.Close)
 	alice := "@alice:dag.test"
 	roomID, err := s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat"})

@@ -153,58 +153,7 @@ CREATE TABLE backfilled_events (
 	event_id TEXT PRIMARY KEY
 );
 `},
-	{Version: 6, SQL: `
--- Relations between events (m.relates_to), for /relations, /threads and
--- the aggregations bundled in unsigned.m.relations. A redacted event's
--- row is deleted: redacted relations count for nothing.
--- https://spec.matrix.org/v1.19/client-server-api/#forming-relationships-between-events
-CREATE TABLE event_relations (
-	event_id   TEXT PRIMARY KEY,
-	room_id    TEXT NOT NULL,
-	relates_to TEXT NOT NULL,
-	rel_type   TEXT NOT NULL,
-	type       TEXT NOT NULL,
-	sender     TEXT NOT NULL,
-	-- The annotation key of m.annotation relations.
-	key        TEXT,
-	origin_ts  INTEGER NOT NULL,
-	depth      INTEGER NOT NULL,
-	stream_pos INTEGER NOT NULL
-);
-CREATE INDEX event_relations_target ON event_relations(relates_to, rel_type, depth, stream_pos);
-
--- One row per thread root: its topologically latest thread event and how
--- many events the thread has, for /threads and the m.thread aggregation.
-CREATE TABLE threads (
-	root_id       TEXT PRIMARY KEY,
-	room_id       TEXT NOT NULL,
-	latest_id     TEXT NOT NULL,
-	latest_depth  INTEGER NOT NULL,
-	latest_stream INTEGER NOT NULL,
-	count         INTEGER NOT NULL
-);
-CREATE INDEX threads_room_latest ON threads(room_id, latest_depth, latest_stream);
-
--- The relations of the events stored before this table existed.
-INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, type, sender, key, origin_ts, depth, stream_pos)
-SELECT event_id, room_id,
-	json_extract(json, '$.content."m.relates_to".event_id'),
-	json_extract(json, '$.content."m.relates_to".rel_type'),
-	type, sender,
-	json_extract(json, '$.content."m.relates_to".key'),
-	origin_ts, depth, stream_pos
-FROM events
-WHERE redacted_by IS NULL
-	AND json_extract(json, '$.content."m.relates_to".rel_type') IS NOT NULL
-	AND json_extract(json, '$.content."m.relates_to".event_id') IS NOT NULL;
-INSERT INTO threads (root_id, room_id, latest_id, latest_depth, latest_stream, count)
-SELECT r.relates_to, r.room_id, r.event_id, r.depth, r.stream_pos,
-	(SELECT COUNT(*) FROM event_relations c WHERE c.relates_to = r.relates_to AND c.rel_type = 'm.thread')
-FROM event_relations r
-WHERE r.rel_type = 'm.thread' AND NOT EXISTS (
-	SELECT 1 FROM event_relations n WHERE n.relates_to = r.relates_to AND n.rel_type = 'm.thread'
-		AND (n.depth > r.depth OR (n.depth = r.depth AND n.stream_pos > r.stream_pos)));
-`},
+	{Version: 6, SQL: relationsTables + relationsBackfill + threadsBackfill, Postgres: relationsTables + relationsBackfillPostgres + threadsBackfill},
 	{Version: 7, SQL: `
 -- Full-text search (POST /search) over content.body, content.name and
 -- content.topic: one row per event, its rowid the event's stream_pos.
@@ -225,7 +174,7 @@ INSERT INTO event_search (rowid, key, value)
 INSERT INTO event_search (rowid, key, value)
 	SELECT stream_pos, 'content.topic', json_extract(json, '$.content.topic') FROM events
 	WHERE type = 'm.room.topic' AND state_key = '' AND redacted_by IS NULL AND json_type(json, '$.content.topic') = 'text';
-`},
+`, Postgres: searchIndexPostgres},
 	{Version: 8, SQL: `
 -- Redactions of events we did not have when the redaction was stored
 -- (room versions 3+ allow it): applied when the target arrives, if the
@@ -280,3 +229,76 @@ UPDATE txn_ids SET created_ts = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
 CREATE INDEX txn_ids_created ON txn_ids(created_ts);
 `},
 }
+
+// Migration 6: its tables, and the backfill of the relations of the events
+// stored before them, which reads the events' JSON in each engine's way.
+const relationsTables = `
+-- Relations between events (m.relates_to), for /relations, /threads and
+-- the aggregations bundled in unsigned.m.relations. A redacted event's
+-- row is deleted: redacted relations count for nothing.
+-- https://spec.matrix.org/v1.19/client-server-api/#forming-relationships-between-events
+CREATE TABLE event_relations (
+	event_id   TEXT PRIMARY KEY,
+	room_id    TEXT NOT NULL,
+	relates_to TEXT NOT NULL,
+	rel_type   TEXT NOT NULL,
+	type       TEXT NOT NULL,
+	sender     TEXT NOT NULL,
+	-- The annotation key of m.annotation relations.
+	key        TEXT,
+	origin_ts  INTEGER NOT NULL,
+	depth      INTEGER NOT NULL,
+	stream_pos INTEGER NOT NULL
+);
+CREATE INDEX event_relations_target ON event_relations(relates_to, rel_type, depth, stream_pos);
+
+-- One row per thread root: its topologically latest thread event and how
+-- many events the thread has, for /threads and the m.thread aggregation.
+CREATE TABLE threads (
+	root_id       TEXT PRIMARY KEY,
+	room_id       TEXT NOT NULL,
+	latest_id     TEXT NOT NULL,
+	latest_depth  INTEGER NOT NULL,
+	latest_stream INTEGER NOT NULL,
+	count         INTEGER NOT NULL
+);
+CREATE INDEX threads_room_latest ON threads(room_id, latest_depth, latest_stream);
+
+`
+
+const relationsBackfill = `-- The relations of the events stored before this table existed.
+INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, type, sender, key, origin_ts, depth, stream_pos)
+SELECT event_id, room_id,
+	json_extract(json, '$.content."m.relates_to".event_id'),
+	json_extract(json, '$.content."m.relates_to".rel_type'),
+	type, sender,
+	json_extract(json, '$.content."m.relates_to".key'),
+	origin_ts, depth, stream_pos
+FROM events
+WHERE redacted_by IS NULL
+	AND json_extract(json, '$.content."m.relates_to".rel_type') IS NOT NULL
+	AND json_extract(json, '$.content."m.relates_to".event_id') IS NOT NULL;
+`
+
+const relationsBackfillPostgres = `-- The relations of the events stored before this table existed.
+INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, type, sender, key, origin_ts, depth, stream_pos)
+SELECT event_id, room_id,
+	CAST(json AS jsonb)->'content'->'m.relates_to'->>'event_id',
+	CAST(json AS jsonb)->'content'->'m.relates_to'->>'rel_type',
+	type, sender,
+	CAST(json AS jsonb)->'content'->'m.relates_to'->>'key',
+	origin_ts, depth, stream_pos
+FROM events
+WHERE redacted_by IS NULL
+	AND CAST(json AS jsonb)->'content'->'m.relates_to'->>'rel_type' IS NOT NULL
+	AND CAST(json AS jsonb)->'content'->'m.relates_to'->>'event_id' IS NOT NULL;
+`
+
+const threadsBackfill = `INSERT INTO threads (root_id, room_id, latest_id, latest_depth, latest_stream, count)
+SELECT r.relates_to, r.room_id, r.event_id, r.depth, r.stream_pos,
+	(SELECT COUNT(*) FROM event_relations c WHERE c.relates_to = r.relates_to AND c.rel_type = 'm.thread')
+FROM event_relations r
+WHERE r.rel_type = 'm.thread' AND NOT EXISTS (
+	SELECT 1 FROM event_relations n WHERE n.relates_to = r.relates_to AND n.rel_type = 'm.thread'
+		AND (n.depth > r.depth OR (n.depth = r.depth AND n.stream_pos > r.stream_pos)));
+`

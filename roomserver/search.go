@@ -18,8 +18,9 @@ import (
 // Server-side search over the rooms a user may read.
 // https://spec.matrix.org/v1.19/client-server-api/#server-side-search
 //
-// The index is an SQLite FTS5 table (event_search, migration 7) written in
-// the commit transaction: an event is searchable as soon as it is visible,
+// The index is an SQLite FTS5 table (event_search, migration 7), or on
+// PostgreSQL a tsvector column (search_index.go), written in the commit
+// transaction: an event is searchable as soon as it is visible,
 // and a redaction takes it out in the transaction that redacts it.
 
 // searchKeys maps the spec's keys to the event type whose content they
@@ -182,27 +183,22 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) (*SearchRespons
 	if len(terms) == 0 || len(rooms) == 0 {
 		return resp, nil
 	}
-	match := make([]string, len(terms))
-	for i, t := range terms {
-		// Each word quoted (no FTS5 syntax from the user), as a prefix,
-		// all of them required.
-		match[i] = `"` + t + `"*`
-	}
+	idx := newSearchIndex(s.db.Engine())
 	roomsJSON, _ := json.Marshal(rooms)
 	keysJSON, _ := json.Marshal(keys)
-	where := `event_search MATCH $1 AND s.key IN (SELECT value FROM json_each($2)) AND e.room_id IN (SELECT value FROM json_each($3))`
+	where := idx.match("$1") + ` AND s.key IN ` + s.db.JSONValues("$2") + ` AND e.room_id IN ` + s.db.JSONValues("$3")
 	// Only the room's history: not the outliers of auth chains.
 	where += ` AND ` + HistorySQL
-	args := []any{strings.Join(match, " "), string(keysJSON), string(roomsJSON)}
+	args := []any{idx.query(terms), string(keysJSON), string(roomsJSON)}
 	if len(req.Filter.Senders) > 0 {
 		js, _ := json.Marshal(req.Filter.Senders)
 		args = append(args, string(js))
-		where += fmt.Sprintf(` AND e.sender IN (SELECT value FROM json_each($%d))`, len(args))
+		where += ` AND e.sender IN ` + s.db.JSONValues(fmt.Sprintf("$%d", len(args)))
 	}
 	if len(req.Filter.NotSenders) > 0 {
 		js, _ := json.Marshal(req.Filter.NotSenders)
 		args = append(args, string(js))
-		where += fmt.Sprintf(` AND e.sender NOT IN (SELECT value FROM json_each($%d))`, len(args))
+		where += ` AND e.sender NOT IN ` + s.db.JSONValues(fmt.Sprintf("$%d", len(args)))
 	}
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM event_search s JOIN events e ON e.stream_pos = s.rowid WHERE `+where,
 		args...).Scan(&resp.Count); err != nil {
@@ -215,7 +211,7 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) (*SearchRespons
 	var last int64
 	exhausted := false
 	for len(resp.Results) < limit && !exhausted {
-		q := `SELECT e.event_id, s.rowid, -s.rank, s.value FROM event_search s JOIN events e ON e.stream_pos = s.rowid WHERE ` + where
+		q := `SELECT e.event_id, s.rowid, ` + idx.rank("$1") + `, s.value FROM event_search s JOIN events e ON e.stream_pos = s.rowid WHERE ` + where
 		pageArgs := append([]any(nil), args...)
 		if recent {
 			if beforePos != nil {
@@ -224,9 +220,7 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) (*SearchRespons
 			}
 			q += ` ORDER BY s.rowid DESC`
 		} else {
-			// FTS5's rank column is bm25() by default, and ORDER BY rank
-			// is the form FTS5 sorts fastest.
-			q += ` ORDER BY s.rank, s.rowid DESC`
+			q += ` ORDER BY ` + idx.byRank("$1")
 		}
 		skip := offset
 		if recent {

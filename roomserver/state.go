@@ -60,7 +60,7 @@ func (s *Service) stateOfGroup(ctx context.Context, q database.Querier, group in
 	}
 	rows, err := q.QueryContext(ctx, `
 		WITH RECURSIVE chain(g, n) AS (
-			SELECT $1, 0
+			SELECT CAST($1 AS BIGINT), 0
 			UNION ALL
 			SELECT sg.prev_group, chain.n + 1 FROM state_groups sg JOIN chain ON sg.group_id = chain.g
 			WHERE sg.prev_group IS NOT NULL

@@ -272,7 +272,7 @@ func (s *Service) MemberChanges(ctx context.Context, roomIDs []string, from, to 
 	}
 	// The window is short for an incremental sync: scanning its member
 	// events and keeping those of the user's rooms beats one query per room.
-	rows, err := s.db.QueryContext(ctx, `SELECT room_id, state_key, json_extract(json, '$.content.membership') FROM events
+	rows, err := s.db.QueryContext(ctx, `SELECT room_id, state_key, `+s.db.JSONText("json", "content", "membership")+` FROM events
 		WHERE stream_pos > $1 AND stream_pos <= $2 AND type = 'm.room.member' AND state_key IS NOT NULL
 		ORDER BY stream_pos`, from, to)
 	if err != nil {

@@ -3,7 +3,6 @@ package syncapi
 import (
 	"context"
 	"io"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 	"github.com/tessera-hs/tessera/users"
 )
 
@@ -34,10 +34,7 @@ type presenceFixture struct {
 func newPresenceFixture(t *testing.T) *presenceFixture {
 	t.Helper()
 	ctx := context.Background()
-	db, err := database.Open(filepath.Join(t.TempDir(), "p.db"), database.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := dbtest.Open(t)
 	t.Cleanup(func() { db.Close() })
 	us, err := users.New(ctx, db, users.Config{
 		ServerName: "p.test",

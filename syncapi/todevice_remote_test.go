@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"maps"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 	"github.com/tessera-hs/tessera/users"
 )
 
@@ -32,10 +32,7 @@ type toDeviceFixture struct {
 func newToDeviceFixture(t *testing.T) *toDeviceFixture {
 	t.Helper()
 	ctx := context.Background()
-	db, err := database.Open(filepath.Join(t.TempDir(), "td.db"), database.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := dbtest.Open(t)
 	t.Cleanup(func() { db.Close() })
 	us, err := users.New(ctx, db, users.Config{
 		ServerName: "local.test",

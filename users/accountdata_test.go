@@ -3,12 +3,11 @@ package users
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"reflect"
 	"testing"
 
 	"github.com/tessera-hs/tessera/internal/config"
-	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 )
 
@@ -18,10 +17,7 @@ import (
 
 func newTestService(t *testing.T) *Service {
 	t.Helper()
-	db, err := database.Open(filepath.Join(t.TempDir(), "tessera.db"), database.Options{})
-	if err != nil {
-		t.Fatalf("open database: %v", err)
-	}
+	db := dbtest.Open(t)
 	t.Cleanup(func() { db.Close() })
 	s, err := New(context.Background(), db, Config{
 		ServerName: "tessera.test",

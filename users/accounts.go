@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mattn/go-sqlite3"
-
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 )
@@ -143,7 +141,7 @@ func (s *Service) CreateAccount(ctx context.Context, na NewAccount) (*Account, e
 		_, err := tx.ExecContext(ctx, `INSERT INTO accounts
 			(user_id, localpart, password_hash, created_ts, is_admin, is_guest) VALUES ($1, $2, $3, $4, $5, $6)`,
 			acc.UserID, acc.Localpart, hash, acc.CreatedTS, acc.IsAdmin, acc.IsGuest)
-		if isUniqueViolation(err) {
+		if database.IsUniqueViolation(err) {
 			return mxerr.UserInUse()
 		}
 		if err != nil {
@@ -171,12 +169,6 @@ func (s *Service) randomLocalpart(guest bool) string {
 		return randomString(12, digits)
 	}
 	return "u" + randomString(11, alphaNum)
-}
-
-func isUniqueViolation(err error) bool {
-	var se sqlite3.Error
-	return errors.As(err, &se) && se.ExtendedCode == sqlite3.ErrConstraintUnique ||
-		errors.As(err, &se) && se.ExtendedCode == sqlite3.ErrConstraintPrimaryKey
 }
 
 // Account looks up a local account by user ID; M_NOT_FOUND if none.

@@ -2,12 +2,11 @@ package users
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/tessera-hs/tessera/internal/config"
-	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 )
 
 // TestPasswordHashCost: new hashes use the configured cost, by default
@@ -16,10 +15,7 @@ import (
 // verifies, with the parameters it records.
 func TestPasswordHashCost(t *testing.T) {
 	ctx := context.Background()
-	db, err := database.Open(filepath.Join(t.TempDir(), "tessera.db"), database.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := dbtest.Open(t)
 	t.Cleanup(func() { db.Close() })
 	def := config.Default().Passwords
 	s, err := New(ctx, db, Config{ServerName: "tessera.test", Passwords: def})

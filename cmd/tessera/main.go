@@ -23,7 +23,6 @@ import (
 	"syscall"
 
 	"github.com/tessera-hs/tessera/internal/config"
-	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/server"
 	"github.com/tessera-hs/tessera/users"
 )
@@ -208,7 +207,9 @@ func cmdRegisterUser(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	ctx := context.Background()
-	db, err := database.Open(cfg.Database.Path, database.Options{Readers: 1})
+	dbCfg := cfg.Database
+	dbCfg.MaxOpenConns = 1
+	db, err := server.OpenDatabase(ctx, dbCfg)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 )
 
 // fakeServer is another homeserver as the key ring sees it: a name, a
@@ -127,10 +127,7 @@ type harness struct {
 
 func newHarness(t *testing.T, adjust func(*Config)) *harness {
 	t.Helper()
-	db, err := database.Open(filepath.Join(t.TempDir(), "test.db"), database.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := dbtest.Open(t)
 	t.Cleanup(func() { db.Close() })
 	self := newFakeServer(t, "self.test")
 	cfg := Config{

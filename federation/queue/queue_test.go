@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,16 +17,14 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
 )
 
 const origin = spec.ServerName("origin.test")
 
 func openDB(tb testing.TB) *database.DB {
 	tb.Helper()
-	db, err := database.Open(filepath.Join(tb.TempDir(), "tessera.db"), database.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	db := dbtest.Open(tb)
 	tb.Cleanup(func() { db.Close() })
 	return db
 }

@@ -318,8 +318,18 @@ type Rooms struct {
 }
 
 type Database struct {
+	// Engine is "sqlite" (the default) or "postgres".
+	Engine string `yaml:"engine"`
 	// Path of the SQLite file; empty means DATA_DIR/tessera.db.
 	Path string `yaml:"path"`
+	// DSN of the PostgreSQL database (postgres://user@host/db?... or
+	// "host=... dbname=..."), for engine postgres.
+	DSN string `yaml:"dsn"`
+	// MaxOpenConns bounds the read pool (writes use one more
+	// connection); 0 means 4 (SQLite) or 16 (PostgreSQL).
+	MaxOpenConns int `yaml:"max_open_conns"`
+	// MaxIdleConns is how many of those stay open when idle; 0 means all.
+	MaxIdleConns int `yaml:"max_idle_conns"`
 }
 
 type Logging struct {
@@ -511,6 +521,7 @@ func Default() Config {
 		Listen:     "127.0.0.1:8008",
 		DataDir:    "./data",
 		Logging:    Logging{Level: "info", Format: "text"},
+		Database:   Database{Engine: "sqlite"},
 		HTTP: HTTP{
 			MaxRequestBodyBytes: 4 << 20,
 			ShutdownTimeout:     Duration(10 * time.Second),
@@ -718,6 +729,18 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("data_dir: must not be empty")
+	}
+	switch c.Database.Engine {
+	case "", "sqlite":
+	case "postgres":
+		if c.Database.DSN == "" {
+			return errors.New("database.dsn: expected the PostgreSQL database to use, e.g. postgres://tessera@localhost/tessera")
+		}
+	default:
+		return fmt.Errorf("database.engine: expected sqlite or postgres, got %q", c.Database.Engine)
+	}
+	if c.Database.MaxOpenConns < 0 || c.Database.MaxIdleConns < 0 {
+		return errors.New("database.max_open_conns / max_idle_conns: expected 0 (the default) or more")
 	}
 	switch c.Logging.Level {
 	case "debug", "info", "warn", "error":

@@ -119,8 +119,20 @@ data_dir: {{.DataDir}}
 signing_key_path: ""
 
 database:
+  # sqlite (one file, the default) or postgres (see docs/postgresql.md).
+  engine: sqlite
   # SQLite database file. Empty means <data_dir>/tessera.db.
   path: ""
+  # The PostgreSQL database, for engine postgres: a URL such as
+  # postgres://tessera:PASSWORD@localhost/tessera?sslmode=disable or
+  # "host=/var/run/postgresql dbname=tessera user=tessera".
+  dsn: ""
+  # Connections in the read pool; writes use one more. 0 means 4 for
+  # SQLite and 16 for PostgreSQL (keep it under the server's
+  # max_connections).
+  max_open_conns: 0
+  # How many of those stay open while idle. 0 means all of them.
+  max_idle_conns: 0
 
 logging:
   # debug, info, warn or error.

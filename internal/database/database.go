@@ -1,5 +1,6 @@
-// Package database opens the SQLite database every domain stores its tables
-// in, and runs each domain's numbered migrations.
+// Package database opens the database every domain stores its tables in
+// (SQLite, the default, or PostgreSQL; see postgres.go), and runs each
+// domain's numbered migrations.
 //
 // SQLite allows one writer at a time, so writes go through a single
 // connection (no SQLITE_BUSY between our own writers) while reads use a pool
@@ -29,6 +30,9 @@ type DB struct {
 	reader  *sql.DB
 	path    string
 	queries sync.Map // original query -> rewritten query
+
+	// engine is SQLite or Postgres (see OpenPostgres).
+	engine Engine
 
 	// Prepared statements, per query, on the reader pool and on the
 	// writer: SQLite then parses and plans each query once per
@@ -123,8 +127,12 @@ func (c *stmtCache) close() error {
 
 // Options tunes Open.
 type Options struct {
-	// Readers is the size of the read pool. Zero means 4.
+	// Readers is the size of the read pool. Zero means 4 on SQLite and 16
+	// on PostgreSQL.
 	Readers int
+	// Idle is how many pooled connections stay open when unused. Zero
+	// means all of them.
+	Idle int
 }
 
 // Open opens (creating if needed) the SQLite database at path.
@@ -174,13 +182,23 @@ func Open(path string, opts Options) (*DB, error) {
 		n = 4
 	}
 	reader.SetMaxOpenConns(n)
-	reader.SetMaxIdleConns(n)
+	reader.SetMaxIdleConns(idleConns(opts, n))
 	reader.SetConnMaxLifetime(0)
-	return &DB{writer: writer, reader: reader, path: path}, nil
+	return &DB{writer: writer, reader: reader, path: path, engine: SQLite}, nil
 }
 
-// Path is the database file's path.
+func idleConns(opts Options, open int) int {
+	if opts.Idle > 0 && opts.Idle < open {
+		return opts.Idle
+	}
+	return open
+}
+
+// Path is the database file's path (empty on PostgreSQL).
 func (db *DB) Path() string { return db.path }
+
+// Engine is the database's engine.
+func (db *DB) Engine() Engine { return db.engine }
 
 // Close closes every connection. SQLite checkpoints the WAL when the last
 // connection closes, so a cleanly stopped server leaves one database file.
@@ -189,7 +207,11 @@ func (db *DB) Close() error {
 }
 
 // rewrite turns $1 placeholders into ?1, leaving string literals alone.
+// PostgreSQL takes the query as written.
 func (db *DB) rewrite(query string) string {
+	if db.engine == Postgres {
+		return query
+	}
 	if q, ok := db.queries.Load(query); ok {
 		return q.(string)
 	}
@@ -221,6 +243,9 @@ type Querier interface {
 
 // ExecContext runs a single write statement on the writer.
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if db.engine == Postgres {
+		return db.writer.ExecContext(ctx, query, pgArgs(args)...)
+	}
 	q := db.rewrite(query)
 	if st := db.writeStmts.get(ctx, db.writer, q); st != nil {
 		return st.ExecContext(ctx, args...)
@@ -230,6 +255,9 @@ func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.R
 
 // QueryContext runs a read on the reader pool.
 func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if db.engine == Postgres {
+		return db.reader.QueryContext(ctx, query, pgArgs(args)...)
+	}
 	q := db.rewrite(query)
 	if st := db.readStmts.get(ctx, db.reader, q); st != nil {
 		return st.QueryContext(ctx, args...)
@@ -239,6 +267,9 @@ func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql
 
 // QueryRowContext runs a single-row read on the reader pool.
 func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if db.engine == Postgres {
+		return db.reader.QueryRowContext(ctx, query, pgArgs(args)...)
+	}
 	q := db.rewrite(query)
 	if st := db.readStmts.get(ctx, db.reader, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
@@ -265,6 +296,10 @@ func (t *Tx) AfterCommit(f func()) { t.afterCommit = append(t.afterCommit, f) }
 // connection. It runs unprepared, and is prepared in the background once
 // the connection is free.
 func (t *Tx) stmt(ctx context.Context, query string) *sql.Stmt {
+	if t.db.engine == Postgres {
+		// pgx prepares and caches each query per connection itself.
+		return nil
+	}
 	if st, ok := t.db.writeStmts.lookup(query); ok {
 		return t.tx.StmtContext(ctx, st)
 	}
@@ -279,37 +314,29 @@ func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Re
 	if st := t.stmt(ctx, q); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
-	return t.tx.ExecContext(ctx, q, args...)
+	return t.tx.ExecContext(ctx, q, t.db.args(args)...)
 }
 func (t *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	q := t.db.rewrite(query)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
-	return t.tx.QueryContext(ctx, q, args...)
+	return t.tx.QueryContext(ctx, q, t.db.args(args)...)
 }
 func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	q := t.db.rewrite(query)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
-	return t.tx.QueryRowContext(ctx, q, args...)
+	return t.tx.QueryRowContext(ctx, q, t.db.args(args)...)
 }
 
 // WithTx runs fn in a write transaction on the writer connection, committing
 // if fn returns nil and rolling back otherwise.
 func (db *DB) WithTx(ctx context.Context, fn func(tx *Tx) error) error {
-	sqlTx, err := db.writer.BeginTx(ctx, nil)
+	tx, err := db.runTx(ctx, fn)
 	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
-	}
-	tx := &Tx{tx: sqlTx, db: db}
-	if err := fn(tx); err != nil {
-		_ = sqlTx.Rollback()
 		return err
-	}
-	if err := sqlTx.Commit(); err != nil {
-		return fmt.Errorf("commit transaction: %w", err)
 	}
 	for _, f := range tx.afterCommit {
 		f()
@@ -317,21 +344,52 @@ func (db *DB) WithTx(ctx context.Context, fn func(tx *Tx) error) error {
 	return nil
 }
 
+// runTx runs fn in a transaction on the writer, committing if fn returns
+// nil and rolling back otherwise.
+func (db *DB) runTx(ctx context.Context, fn func(tx *Tx) error) (*Tx, error) {
+	sqlTx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin transaction: %w", err)
+	}
+	tx := &Tx{tx: sqlTx, db: db}
+	if err := fn(tx); err != nil {
+		_ = sqlTx.Rollback()
+		return nil, err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit transaction: %w", err)
+	}
+	return tx, nil
+}
+
 // Migration is one numbered schema change of a domain. Released migrations
 // are never edited: a change to the schema is a new migration.
 type Migration struct {
 	Version int
 	SQL     string
+	// Postgres, when set, replaces SQL on PostgreSQL, for the few
+	// migrations whose meaning cannot be kept by translating the text
+	// (see translateDDL): SQLite's FTS5, json_extract.
+	Postgres string
 }
 
 // Migrate brings a domain's tables up to date, each migration in its own
-// transaction together with the record that it ran.
+// transaction together with the record that it ran. On PostgreSQL each
+// transaction first takes an advisory lock, so that two processes starting
+// together run each migration once (SQLite's write lock does the same).
 func (db *DB) Migrate(ctx context.Context, domain string, migrations []Migration) error {
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		domain TEXT NOT NULL,
-		version INTEGER NOT NULL,
-		PRIMARY KEY (domain, version)
-	)`); err != nil {
+	err := db.WithTx(ctx, func(tx *Tx) error {
+		if err := db.lockMigrations(ctx, tx); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			domain TEXT NOT NULL,
+			version INTEGER NOT NULL,
+			PRIMARY KEY (domain, version)
+		)`)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	for i, m := range migrations {
@@ -339,6 +397,9 @@ func (db *DB) Migrate(ctx context.Context, domain string, migrations []Migration
 			return fmt.Errorf("%s migration %d is numbered %d: migrations must be numbered 1, 2, 3, ...", domain, i+1, m.Version)
 		}
 		err := db.WithTx(ctx, func(tx *Tx) error {
+			if err := db.lockMigrations(ctx, tx); err != nil {
+				return err
+			}
 			var done int
 			err := tx.QueryRowContext(ctx,
 				`SELECT COUNT(*) FROM schema_migrations WHERE domain = $1 AND version = $2`,
@@ -346,7 +407,7 @@ func (db *DB) Migrate(ctx context.Context, domain string, migrations []Migration
 			if err != nil || done > 0 {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+			if _, err := tx.ExecContext(ctx, db.migrationSQL(m)); err != nil {
 				return err
 			}
 			_, err = tx.ExecContext(ctx,

@@ -148,7 +148,7 @@ func New(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*Server, 
 	if err != nil {
 		return nil, err
 	}
-	db, err := database.Open(cfg.Database.Path, database.Options{})
+	db, err := OpenDatabase(ctx, cfg.Database)
 	if err != nil {
 		return nil, err
 	}
@@ -641,7 +641,7 @@ func (s *Server) Serve(l net.Listener) error {
 	s.log.WithFields(logrus.Fields{
 		"server_name": s.cfg.ServerName,
 		"address":     l.Addr().String(),
-		"database":    s.db.Path(),
+		"database":    describeDatabase(s.cfg.Database),
 	}).Info("Tessera is listening")
 	if err := s.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)

@@ -1,5 +1,6 @@
 // Package testserver starts a real Tessera for tests: the same wiring the
-// binary uses, on 127.0.0.1:0, with a real SQLite file in a temp directory.
+// binary uses, on 127.0.0.1:0, with a real SQLite file in a temp directory
+// (or a fresh PostgreSQL database: see package dbtest).
 // Tests drive it over HTTP with mautrix-go, a client library the Matrix
 // world uses for bots and bridges.
 package testserver
@@ -103,6 +104,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	cfg.Passwords.HashMemoryKiB = 64
 	cfg.Passwords.HashIterations = 1
 	cfg.Logging.Level = "warn"
+	usePostgres(t, &cfg)
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -1,0 +1,145 @@
+package database_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
+)
+
+// These run on the engine the test run asks for (see package dbtest):
+// the helpers whose SQL differs between the engines.
+
+func TestEngineUniqueViolation(t *testing.T) {
+	db := dbtest.Open(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE u (k TEXT PRIMARY KEY, v TEXT UNIQUE)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO u (k, v) VALUES ($1, $2)`, "a", "x"); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]any{{"a", "y"}, {"b", "x"}} {
+		_, err := db.ExecContext(ctx, `INSERT INTO u (k, v) VALUES ($1, $2)`, args...)
+		if !database.IsUniqueViolation(err) {
+			t.Errorf("insert %v: %v is not a unique violation", args, err)
+		}
+	}
+	_, err := db.ExecContext(ctx, `INSERT INTO nope (k) VALUES ($1)`, "a")
+	if err == nil || database.IsUniqueViolation(err) || database.IsUniqueViolation(errors.New("x")) {
+		t.Errorf("other errors count as unique violations: %v", err)
+	}
+}
+
+func TestEngineJSONValuesAndBooleans(t *testing.T) {
+	db := dbtest.Open(t)
+	ctx := context.Background()
+	err := db.Migrate(ctx, "t", []database.Migration{{Version: 1, SQL: `
+		CREATE TABLE f (id INTEGER PRIMARY KEY, name TEXT NOT NULL, flag INTEGER NOT NULL, big INTEGER NOT NULL);`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"a", "b", "c"} {
+		// 1<<40 overflows a 32-bit INTEGER: the translation must give BIGINT.
+		if _, err := db.ExecContext(ctx, `INSERT INTO f (name, flag, big) VALUES ($1, $2, $3)`, name, i%2 == 0, int64(1)<<40+int64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := db.QueryContext(ctx, `SELECT id, name, flag, big FROM f WHERE name IN `+db.JSONValues("$1")+` ORDER BY id`, `["a","c","zz"]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var id, big int64
+		var name string
+		var flag bool
+		if err := rows.Scan(&id, &name, &flag, &big); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%d %s %v %d", id, name, flag, big))
+	}
+	want := fmt.Sprintf("[1 a true %d 3 c true %d]", int64(1)<<40, int64(1)<<40+2)
+	if fmt.Sprint(got) != want {
+		t.Fatalf("rows = %v, want %v", got, want)
+	}
+}
+
+// TestEngineConcurrentMigrations: two processes (here two pools) starting
+// together run each migration once.
+func TestEngineConcurrentMigrations(t *testing.T) {
+	if !dbtest.Postgres() {
+		t.Skip("SQLite's write lock serialises migrations; this is PostgreSQL's advisory lock")
+	}
+	dsn := dbtest.CreatePostgres(t)
+	ctx := context.Background()
+	migs := []database.Migration{
+		{Version: 1, SQL: `CREATE TABLE m (x INTEGER); INSERT INTO m VALUES (1);`},
+		{Version: 2, SQL: `INSERT INTO m VALUES (2);`},
+	}
+	dbs := make([]*database.DB, 4)
+	for i := range dbs {
+		db, err := database.OpenPostgres(ctx, dsn, database.Options{Readers: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		dbs[i] = db
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make([]error, len(dbs))
+	for i, db := range dbs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = db.Migrate(ctx, "m", migs)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	db, err := database.OpenPostgres(ctx, dsn, database.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	xs, err := database.Int64s(ctx, db, `SELECT x FROM m ORDER BY x`)
+	if err != nil || fmt.Sprint(xs) != "[1 2]" {
+		t.Fatalf("rows = %v, %v; want each migration once", xs, err)
+	}
+}
+
+func TestEngineJSONText(t *testing.T) {
+	db := dbtest.Open(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE j (json TEXT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO j (json) VALUES ($1)`,
+		`{"content":{"membership":"join","m.relates_to":{"rel_type":"m.thread"}}}`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		keys []string
+		want sql.NullString
+	}{
+		{[]string{"content", "membership"}, sql.NullString{String: "join", Valid: true}},
+		{[]string{"content", "m.relates_to", "rel_type"}, sql.NullString{String: "m.thread", Valid: true}},
+		{[]string{"content", "nope"}, sql.NullString{}},
+	} {
+		var got sql.NullString
+		if err := db.QueryRowContext(ctx, `SELECT `+db.JSONText("json", tt.keys...)+` FROM j`).Scan(&got); err != nil || got != tt.want {
+			t.Errorf("JSONText %v = %v, %v; want %v", tt.keys, got, err, tt.want)
+		}
+	}
+}

@@ -1,0 +1,23 @@
+package testserver
+
+import (
+	"testing"
+
+	"github.com/tessera-hs/tessera/internal/config"
+	"github.com/tessera-hs/tessera/internal/database/dbtest"
+)
+
+// usePostgres points cfg at a fresh PostgreSQL database when the tests run
+// on PostgreSQL (see package dbtest); the database is dropped when the
+// test ends, after the server has stopped.
+func usePostgres(t testing.TB, cfg *config.Config) {
+	t.Helper()
+	if !dbtest.Postgres() {
+		return
+	}
+	cfg.Database.Engine = "postgres"
+	cfg.Database.DSN = dbtest.CreatePostgres(t)
+	// Many test servers share one PostgreSQL server: small pools.
+	cfg.Database.MaxOpenConns = 6
+	cfg.Database.MaxIdleConns = 2
+}
