@@ -187,7 +187,7 @@ func (s *Service) CreateRegistrationToken(ctx context.Context, nt NewRegToken) (
 	}
 	_, err := s.db.ExecContext(ctx, `INSERT INTO registration_tokens (token, uses_allowed, expiry_ts, created_ts)
 		VALUES ($1, $2, $3, $4)`, nt.Token, nt.UsesAllowed, nt.ExpiryTime, s.nowMS())
-	if isUniqueViolation(err) {
+	if database.IsUniqueViolation(err) {
 		return nil, mxerr.InvalidParam("Token already exists")
 	}
 	if err != nil {
