@@ -61,7 +61,9 @@ func TestBadInput(t *testing.T) {
 			http.StatusNotFound, "M_UNRECOGNIZED"},
 		{"unknown API version", req{Method: "GET", Path: "/_matrix/client/v9/login"},
 			http.StatusNotFound, "M_UNRECOGNIZED"},
-		{"root", req{Method: "GET", Path: "/"}, http.StatusNotFound, "M_UNRECOGNIZED"},
+		// "/" is the web client (web/), on by default; a path beside the
+		// APIs that nothing serves is still the Matrix 404.
+		{"unknown top-level path", req{Method: "GET", Path: "/_nothing/here"}, http.StatusNotFound, "M_UNRECOGNIZED"},
 		{"wrong method", req{Method: "PUT", Path: v3 + "/login", Body: `{}`},
 			http.StatusMethodNotAllowed, "M_UNRECOGNIZED"},
 		{"wrong method, authed endpoint", req{Method: "DELETE", Path: v3 + "/account/whoami"},

@@ -223,8 +223,10 @@ async function chat() {
   await a.click("#createroom button[type=submit]");
   await a.waitForSelector("#composer");
   const club = await a.evaluate(() => decodeURIComponent(location.hash.replace("#/room/", "")));
-  const roomName = await a.$eval("#roomname", (el) => el.textContent);
-  if (roomName !== "Book club") throw new Error(`room name ${roomName}`);
+  // The composer shows as soon as the room exists; its name comes with the
+  // next sync, so wait for it rather than read it at once.
+  await a.waitForFunction(() => document.querySelector("#roomname")?.textContent === "Book club", { timeout: 15 * SECOND })
+    .catch(async () => { throw new Error(`room name ${await a.$eval("#roomname", (el) => el.textContent)}`); });
   const joinB = await b.waitForSelector(`.invite[data-room-id="${club}"] button.primary`, { timeout: 15 * SECOND });
   await joinB.click();
   await b.waitForSelector("#composer");
