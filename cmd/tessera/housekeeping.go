@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/tessera-hs/tessera/housekeeping"
+	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/database"
 )
 
@@ -25,6 +26,9 @@ func cmdBackup(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
+		return err
+	}
+	if err := sqliteOnly(cfg); err != nil {
 		return err
 	}
 	m, err := housekeeping.Backup(context.Background(), housekeeping.PathsOf(cfg), *out)
@@ -52,6 +56,9 @@ func cmdRestore(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := sqliteOnly(cfg); err != nil {
+		return err
+	}
 	m, err := housekeeping.Restore(context.Background(), housekeeping.PathsOf(cfg), *in, *force)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
@@ -71,6 +78,9 @@ func cmdDBStats(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := sqliteOnly(cfg); err != nil {
+		return err
+	}
 	if _, err := os.Stat(cfg.Database.Path); err != nil {
 		return fmt.Errorf("db-stats: %w", err)
 	}
@@ -84,4 +94,14 @@ func cmdDBStats(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("db-stats: %w", err)
 	}
 	return st.Print(stdout)
+}
+
+// sqliteOnly refuses the commands that work on the SQLite file itself
+// when the deployment is on PostgreSQL, whose own tools do those jobs.
+func sqliteOnly(cfg *config.Config) error {
+	if cfg.Database.Engine == "postgres" {
+		return errors.New("this deployment is on PostgreSQL: back it up with pg_dump and restore it with pg_restore " +
+			"(docs/postgresql.md), and copy the media store and signing key yourself")
+	}
+	return nil
 }

@@ -57,3 +57,32 @@ func TestBackupRestoreDBStats(t *testing.T) {
 	}
 	srv2.stop(t)
 }
+
+// TestFileCommandsRefusePostgres: backup, restore and db-stats work on the
+// SQLite file; on a PostgreSQL deployment they say what to use instead
+// rather than failing on a file that is not there.
+func TestFileCommandsRefusePostgres(t *testing.T) {
+	dir := t.TempDir()
+	path := generate(t, dir)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(raw), "  engine: sqlite\n", "  engine: postgres\n", 1)
+	cfg = strings.Replace(cfg, "  dsn: \"\"\n", "  dsn: \"postgres://tessera@127.0.0.1:1/tessera\"\n", 1)
+	if cfg == string(raw) || !strings.Contains(cfg, "engine: postgres") || !strings.Contains(cfg, "127.0.0.1:1") {
+		t.Fatal("could not switch the generated config to PostgreSQL")
+	}
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"backup", "-config", path, "-o", filepath.Join(dir, "backup")},
+		{"restore", "-config", path, "-i", filepath.Join(dir, "backup")},
+		{"db-stats", "-config", path},
+	} {
+		if _, stderr, code := tessera(t, dir, args...); code != 1 || !strings.Contains(stderr, "pg_dump") {
+			t.Errorf("%s on PostgreSQL: exit %d %q", args[0], code, stderr)
+		}
+	}
+}
