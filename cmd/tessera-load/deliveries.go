@@ -229,16 +229,16 @@ func awaitDeliveries(ctx context.Context, e *env, recv []*fanoutReceiver, ids []
 }
 
 // awaitPollsSent waits until n long-polls have been written (one signal
-// each on started), stopping the polls if that takes over 30 seconds.
-func awaitPollsSent(ctx context.Context, e *env, started <-chan struct{}, n int, stopPolls context.CancelCauseFunc) {
+// each on started), stopping the polls if that takes longer than within.
+func awaitPollsSent(ctx context.Context, e *env, started <-chan struct{}, n int, within time.Duration, stopPolls context.CancelCauseFunc) {
 	e.logf("setup: waiting for %d long-polls to be sent", n)
-	timer := time.NewTimer(30 * time.Second)
+	timer := time.NewTimer(within)
 	defer timer.Stop()
 	for i := 0; i < n; i++ {
 		select {
 		case <-started:
 		case <-timer.C:
-			stopPolls(fmt.Errorf("setup: only %d of %d long-polls were sent within 30s", i, n))
+			stopPolls(fmt.Errorf("setup: only %d of %d long-polls were sent within %s", i, n, within))
 		case <-ctx.Done():
 		}
 		if ctx.Err() != nil {

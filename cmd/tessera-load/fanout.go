@@ -174,7 +174,7 @@ func (s *fanoutScenario) run(ctx context.Context, e *env) (report, error) {
 			pollReceiver(pollCtx, first, e.c, receivers[i].AccessToken, roomID, since[i], "", s.pollTimeout, maxPolls, r, stopPolls, notify)
 		})
 	}
-	awaitPollsSent(pollCtx, e, started, s.receivers, stopPolls)
+	awaitPollsSent(pollCtx, e, started, s.receivers, 30*time.Second, stopPolls)
 	// Let the server take them up before the first message.
 	sleepCtx(pollCtx, 200*time.Millisecond)
 	if pollCtx.Err() != nil {

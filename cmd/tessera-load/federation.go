@@ -187,7 +187,7 @@ func (s *federationScenario) run(ctx context.Context, e *env) (report, error) {
 			pollReceiver(pollCtx, first, c2, receivers[i].AccessToken, roomID, since[i], filter, s.pollTimeout, maxPolls, r, stopPolls, notify)
 		})
 	}
-	awaitPollsSent(pollCtx, e, started, s.receivers, stopPolls)
+	awaitPollsSent(pollCtx, e, started, s.receivers, 30*time.Second, stopPolls)
 	sleepCtx(pollCtx, 200*time.Millisecond)
 	if pollCtx.Err() != nil {
 		stopPolls(errPollsStopped)

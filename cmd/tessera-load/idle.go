@@ -200,17 +200,7 @@ func (s *idleScenario) run(ctx context.Context, e *env) (report, error) {
 			}
 		})
 	}
-	e.logf("setup: waiting for %d long-polls to be sent", s.users)
-	wait := time.NewTimer(time.Minute)
-	for n := 0; n < s.users && pollCtx.Err() == nil; n++ {
-		select {
-		case <-started:
-		case <-wait.C:
-			stopPolls(fmt.Errorf("setup: only %d of %d long-polls were sent within 1m", n, s.users))
-		case <-pollCtx.Done():
-		}
-	}
-	wait.Stop()
+	awaitPollsSent(pollCtx, e, started, s.users, time.Minute, stopPolls)
 	sleepCtx(pollCtx, s.settle)
 	if pollCtx.Err() != nil {
 		stopPolls(errPollsStopped)

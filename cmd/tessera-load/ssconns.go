@@ -273,17 +273,7 @@ func (s *ssConnsScenario) run(ctx context.Context, e *env) (report, error) {
 			}
 		})
 	}
-	e.logf("setup: waiting for %d long-polls to be sent", s.nconns)
-	wait := time.NewTimer(time.Minute)
-	for n := 0; n < s.nconns && pollCtx.Err() == nil; n++ {
-		select {
-		case <-started:
-		case <-wait.C:
-			stopPolls(fmt.Errorf("setup: only %d of %d long-polls were sent within 1m", n, s.nconns))
-		case <-pollCtx.Done():
-		}
-	}
-	wait.Stop()
+	awaitPollsSent(pollCtx, e, started, s.nconns, time.Minute, stopPolls)
 	sleepCtx(pollCtx, s.settle)
 	if pollCtx.Err() != nil {
 		stopPolls(errPollsStopped)

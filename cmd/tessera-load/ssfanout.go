@@ -173,7 +173,7 @@ func (s *ssFanoutScenario) run(ctx context.Context, e *env) (report, error) {
 			ssPollReceiver(pollCtx, first, e.c, clients[i], roomID, s.pollTimeout, maxPolls, r, stopPolls, notify)
 		})
 	}
-	awaitPollsSent(pollCtx, e, started, s.receivers, stopPolls)
+	awaitPollsSent(pollCtx, e, started, s.receivers, 30*time.Second, stopPolls)
 	// Let the server take them up before the first message.
 	sleepCtx(pollCtx, 200*time.Millisecond)
 	if pollCtx.Err() != nil {
