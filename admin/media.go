@@ -86,12 +86,13 @@ func (s *Service) deleteMedia(ctx context.Context, actor, action, target string,
 }
 
 // PurgeRemoteMedia deletes the cached copies of other servers' media
-// fetched before a time.
+// last accessed before a time (the housekeeping purge, as Synapse's
+// purge_media_cache).
 func (s *Service) PurgeRemoteMedia(ctx context.Context, actor string, before time.Time) (int, error) {
 	if err := s.mediaOn(); err != nil {
 		return 0, err
 	}
-	n, err := s.media.DeleteRemoteBefore(ctx, before)
+	n, err := s.media.PurgeRemote(ctx, before)
 	s.Audit(actor, "purge_remote_media", "", logrus.Fields{"before": before.UTC().Format(time.RFC3339), "deleted": n})
 	return n, err
 }

@@ -2,10 +2,7 @@ package media
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/tessera-hs/tessera/internal/database"
@@ -125,59 +122,12 @@ func (s *Service) LocalBefore(ctx context.Context, before time.Time, size int64)
 		ORDER BY media_id`, before.UnixMilli(), size)
 }
 
-// DeleteRemoteBefore deletes cached copies of other servers' media fetched
-// before a time (they are fetched again when asked for), and returns how
-// many it deleted.
-func (s *Service) DeleteRemoteBefore(ctx context.Context, before time.Time) (int, error) {
-	var n int
-	var sums []string
-	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
-		var err error
-		if sums, err = database.Strings(ctx, tx, `SELECT sha256 FROM media_remote WHERE fetched_ts < $1
-			UNION ALL SELECT t.sha256 FROM media_remote_thumbnails t JOIN media_remote r
-				ON r.origin = t.origin AND r.media_id = t.media_id WHERE r.fetched_ts < $1`, before.UnixMilli()); err != nil {
-			return fmt.Errorf("purge remote media: %w", err)
-		}
-		res, err := tx.ExecContext(ctx, `DELETE FROM media_remote WHERE fetched_ts < $1`, before.UnixMilli())
-		if err != nil {
-			return fmt.Errorf("purge remote media: %w", err)
-		}
-		c, _ := res.RowsAffected()
-		n = int(c)
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	return n, s.removeUnused(ctx, sums)
-}
-
 // removeUnused deletes the files of content no row refers to any more
 // (content is shared by hash between media IDs, thumbnails and remote
 // copies).
 func (s *Service) removeUnused(ctx context.Context, sums []string) error {
-	seen := map[string]bool{}
-	var errs []error
-	for _, sum := range sums {
-		if sum == "" || seen[sum] || strings.ContainsAny(sum, "/.") || len(sum) < 4 {
-			continue
-		}
-		seen[sum] = true
-		var used int
-		err := s.db.QueryRowContext(ctx, `SELECT
-			(SELECT COUNT(*) FROM media_local WHERE sha256 = $1) + (SELECT COUNT(*) FROM media_thumbnails WHERE sha256 = $1) +
-			(SELECT COUNT(*) FROM media_remote WHERE sha256 = $1) + (SELECT COUNT(*) FROM media_remote_thumbnails WHERE sha256 = $1)`,
-			sum).Scan(&used)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("media file %s: %w", sum, err))
-			continue
-		}
-		if used > 0 {
-			continue
-		}
-		if err := os.Remove(s.files.path(sum)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove media file: %w", err))
-		}
-	}
-	return errors.Join(errs...)
+	// Through the store, under its lock: an upload of the same content
+	// in between must not lose its file.
+	_, err := s.files.removeUnused(sums, func(sum string) (bool, error) { return s.contentUsed(ctx, sum) })
+	return err
 }

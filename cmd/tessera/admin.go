@@ -63,7 +63,7 @@ func cmdAdmin(args []string, stdout, stderr io.Writer) error {
 	newRoomUser := fs.String("new-room-user", "", "delete-room: create a room, as this user, to move members to")
 	roomName := fs.String("room-name", "", "delete-room: the new room's name")
 	message := fs.String("message", "", "delete-room: the message in the new room")
-	olderThan := fs.Duration("older-than", 0, "purge-remote-media: cached remote media fetched longer ago than this")
+	olderThan := fs.Duration("older-than", 0, "purge-remote-media: cached remote media last accessed longer ago than this")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
