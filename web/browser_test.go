@@ -469,3 +469,103 @@ func TestBrowserCall(t *testing.T) {
 	t.Logf("both pages decode the other's video %d ms after the first join (%dx%d, %dx%d)",
 		m.MS, got.AliceSees.Width, got.AliceSees.Height, got.BobSees.Width, got.BobSees.Height)
 }
+
+// TestBrowserElementCall: our web client and matrix-js-sdk's
+// MatrixRTCSession (the membership code of Element Call, Element Web and
+// Element X) in one call, each way round: whoever starts it, the other
+// follows its focus, gets a token from our /sfu/get for the same LiveKit
+// room, and each side sees the other as a call member and decodes the
+// other's video. See elementCall in scenario.mjs.
+func TestBrowserElementCall(t *testing.T) {
+	browserTools(t)
+	sdk := filepath.Join("..", "clientapi", "testdata", "jssdk", "node_modules", "matrix-js-sdk", "package.json")
+	if _, err := os.Stat(sdk); err != nil {
+		testserver.MissingTool(t)("matrix-js-sdk missing (run npm ci in clientapi/testdata/jssdk): %v", err)
+	}
+	srv := testserver.Start(t, testserver.Calls())
+	bob := srv.Register("bob", "bob password 1")
+	relay := httptest.NewServer(lkrelay.PublishAfterTrackPublished())
+	defer relay.Close()
+	steps := runScenario(t, []string{"BASE_URL=" + srv.URL, "SCENARIO=element-call",
+		"RELAY_URL=ws://" + strings.TrimPrefix(relay.URL, "http://"),
+		"BOB_USER=" + bob.UserID.String(), "BOB_TOKEN=" + bob.AccessToken, "BOB_DEVICE=" + bob.DeviceID.String()},
+		func(m scenarioMsg) any { return map[string]string{} })
+	service := srv.URL + "/_tessera/livekit/jwt"
+	aliceIdentity := ""
+	for _, name := range []string{"web-first", "js-sdk-first"} {
+		raw, ok := steps[name]
+		if !ok {
+			t.Errorf("step %s not done", name)
+			continue
+		}
+		var got interopStep
+		if err := json.Unmarshal(raw, &got); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		// matrix-js-sdk parses the web client's membership as a member of
+		// the room's call, with /sfu/get's identity and our focus.
+		a := got.AliceMember
+		if a.UserID != "@alice:tessera.test" || a.DeviceID == "" || a.Slot != "m.call#ROOM" ||
+			a.Identity != a.UserID+":"+a.DeviceID || a.Transport.LivekitServiceURL != service {
+			t.Errorf("%s: matrix-js-sdk sees the web client's membership as %+v", name, a)
+		}
+		if got.BobFocus.LivekitServiceURL != service || got.BobFocus.LivekitAlias == "" {
+			t.Errorf("%s: bob's focus %+v", name, got.BobFocus)
+		}
+		// Each decodes the other's video, from the identity the
+		// membership announces.
+		bobIdentity := bob.UserID.String() + ":" + bob.DeviceID.String()
+		if got.BobSees.From != a.Identity || got.BobSees.Width <= 0 {
+			t.Errorf("%s: bob's page sees %+v, want video from %s", name, got.BobSees, a.Identity)
+		}
+		if got.AliceSees.From != bobIdentity || got.AliceSees.Width <= 0 {
+			t.Errorf("%s: the web client sees %+v, want video from %s", name, got.AliceSees, bobIdentity)
+		}
+		if name == "web-first" {
+			aliceIdentity = a.Identity
+			if b := got.BobMember; b.UserID != bob.UserID.String() || b.Identity != bobIdentity {
+				t.Errorf("bob's own membership reads %+v", b)
+			}
+		} else {
+			if a.Identity != aliceIdentity {
+				t.Errorf("the web client's identity changed: %s then %s", aliceIdentity, a.Identity)
+			}
+			// The web client joined the call matrix-js-sdk started.
+			if got.Oldest != bob.UserID.String() {
+				t.Errorf("the oldest membership is %q's, want bob's", got.Oldest)
+			}
+		}
+		t.Logf("%s: bob (matrix-js-sdk) decodes %dx%d from %s; the web client decodes %dx%d from %s",
+			name, got.BobSees.Width, got.BobSees.Height, got.BobSees.From, got.AliceSees.Width, got.AliceSees.Height, got.AliceSees.From)
+	}
+}
+
+// interopStep is what TestBrowserElementCall's scenario reports of a call.
+type interopStep struct {
+	AliceMember rtcMember `json:"alice_member"`
+	BobMember   rtcMember `json:"bob_member"`
+	Oldest      string    `json:"oldest"`
+	BobFocus    struct {
+		LivekitServiceURL string `json:"livekit_service_url"`
+		LivekitAlias      string `json:"livekit_alias"`
+	} `json:"bob_focus"`
+	BobSees   decodedVideo `json:"bob_sees"`
+	AliceSees decodedVideo `json:"alice_sees"`
+}
+
+// rtcMember is a matrix-js-sdk CallMembership, as the scenario reads it.
+type rtcMember struct {
+	UserID    string `json:"user_id"`
+	DeviceID  string `json:"device_id"`
+	Identity  string `json:"identity"`
+	Slot      string `json:"slot"`
+	Transport struct {
+		LivekitServiceURL string `json:"livekit_service_url"`
+		LivekitAlias      string `json:"livekit_alias"`
+	} `json:"transport"`
+}
+
+type decodedVideo struct {
+	From          string `json:"from"`
+	Width, Height int
+}

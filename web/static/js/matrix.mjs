@@ -16,6 +16,9 @@ const FILTER = JSON.stringify({
   },
 });
 
+// The MatrixRTC membership state event types (unstable and stable).
+const CALL_MEMBER_TYPES = ["org.matrix.msc3401.call.member", "m.call.member"];
+
 // MatrixError carries the spec's errcode to the UI.
 export class MatrixError extends Error {
   constructor(status, body) {
@@ -584,8 +587,22 @@ export class Client {
       body.creation_content = { type: "org.matrix.msc3417.call" };
     }
     const r = await this.request("POST", `${API}/createRoom`, body);
+    if (!opts.video) await this.letMembersCall(r.room_id);
     if (opts.isDirect && opts.invite && opts.invite.length) await this.addDirect(opts.invite[0], r.room_id);
     return r.room_id;
+  }
+
+  // letMembersCall lets every member send their own MatrixRTC membership,
+  // which joining a call takes, as Element does in the rooms it creates
+  // (the server already does so in video rooms). Done after creation so
+  // that the server's other defaults stay as they are.
+  async letMembersCall(roomId) {
+    const path = `${API}/rooms/${encodeURIComponent(roomId)}/state/m.room.power_levels`;
+    const pl = await this.request("GET", path);
+    pl.events = pl.events || {};
+    if (CALL_MEMBER_TYPES.every((t) => pl.events[t] === 0)) return;
+    for (const t of CALL_MEMBER_TYPES) pl.events[t] = 0;
+    await this.request("PUT", path, pl);
   }
 
   async addDirect(userId, roomId) {

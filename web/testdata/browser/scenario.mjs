@@ -453,6 +453,181 @@ async function call() {
   step("call", { alice_sees: fa, bob_sees: fb, ms });
 }
 
+// elementCall: our web client (alice) and matrix-js-sdk's MatrixRTCSession
+// (bob: the membership code Element Call runs, here under Node) in one
+// call. Bob does what Element Call does in a room without end-to-end
+// encryption: he joins the session with the focus of the oldest
+// membership, asks that focus's token service for a LiveKit token
+// (/sfu/get with its livekit_alias) and connects with livekit-client in a
+// page of his own, publishing Chromium's fake camera and microphone.
+// First the web client starts the call and bob follows its focus; then,
+// after both left, bob starts it and the web client follows his.
+async function elementCall() {
+  // matrix-js-sdk 43 wants Node 22; Node 20 lacks Promise.withResolvers.
+  Promise.withResolvers ??= () => {
+    let resolve, reject;
+    const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
+    return { promise, resolve, reject };
+  };
+  const sdk = await import(new URL("../../../clientapi/testdata/jssdk/node_modules/matrix-js-sdk/lib/index.js", import.meta.url));
+  const { logger } = await import(new URL("../../../clientapi/testdata/jssdk/node_modules/matrix-js-sdk/lib/logger.js", import.meta.url));
+  logger.setLevel("warn");
+  for (const m of ["log", "info", "debug", "trace", "warn"]) console[m] = console.error.bind(console);
+  const bobUser = process.env.BOB_USER;
+  const bob = sdk.createClient({ baseUrl: base.replace(/\/$/, ""), accessToken: process.env.BOB_TOKEN, userId: bobUser, deviceId: process.env.BOB_DEVICE });
+  const prepared = new Promise((res) => bob.on(sdk.ClientEvent.Sync, (st) => { if (st === "PREPARED") res(); }));
+  await bob.startClient({ initialSyncLimit: 5 });
+  await prepared;
+
+  const a = await newPage("alice");
+  const lkPage = await newPage("bob-livekit");
+  for (const p of [a, lkPage]) {
+    await p.evaluateOnNewDocument(sdpWorkaround());
+    await p.setBypassCSP(true);
+    await p.evaluateOnNewDocument(throughRelay, process.env.RELAY_URL);
+  }
+  await signUp(a, "alice", "correct horse 1");
+  // A plain room (no encryption, as Element Call needs none there).
+  await a.goto(`${base}#/new`);
+  await a.waitForSelector("#createroom");
+  await a.type("#createroom input[name=name]", "Interop");
+  await a.type("#createroom input[name=invite]", bobUser);
+  await a.click("#createroom button[type=submit]");
+  await a.waitForFunction(() => document.querySelector("#roomname") && document.querySelector("#roomname").textContent === "Interop", { timeout: 15 * SECOND });
+  const roomId = await a.evaluate(() => decodeURIComponent(location.hash.replace("#/room/", "")));
+  await waitFor(() => bob.getRoom(roomId) && bob.getRoom(roomId).getMyMembership() === "invite", "bob's invite");
+  await bob.joinRoom(roomId);
+  await waitFor(() => bob.getRoom(roomId).getMyMembership() === "join", "bob's join");
+  const room = bob.getRoom(roomId);
+  const session = bob.matrixRTC.getRoomSession(room);
+  // The LiveKit page is any page of the server's origin (for the module).
+  await lkPage.goto(`${base}/vendor/livekit-client-2.23.0.mjs`);
+
+  // bobJoins is Element Call's join: membership, then the token of the
+  // oldest membership's focus, then LiveKit. It returns what bob's page
+  // sees of the web client: its LiveKit identity and decoded video.
+  const bobJoins = async (ownFocus) => {
+    const oldest = session.getOldestMembership();
+    const inUse = oldest ? oldest.getTransport(oldest) : undefined;
+    const focus = inUse || ownFocus;
+    // No multi-SFU transport: Element Call's legacy ("oldest_membership")
+    // mode, what it publishes today. No media keys: the room is not
+    // encrypted, and Element Call encrypts media only in encrypted rooms.
+    session.joinRoomSession([focus, ...(inUse ? [ownFocus] : [])], undefined, { manageMediaKeys: false, callIntent: "video" });
+    const openid = await bob.getOpenIdToken();
+    const r = await fetch(`${focus.livekit_service_url}/sfu/get`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ room: focus.livekit_alias, openid_token: openid, device_id: bob.getDeviceId() }),
+    });
+    const tok = await r.json();
+    if (!r.ok) throw new Error(`bob's /sfu/get: ${r.status} ${JSON.stringify(tok)}`);
+    await lkPage.evaluate(async (url, jwt) => {
+      const LK = await import("/vendor/livekit-client-2.23.0.mjs");
+      const lk = new LK.Room();
+      window.lk = lk;
+      await lk.connect(url, jwt);
+      await lk.localParticipant.setCameraEnabled(true);
+      await lk.localParticipant.setMicrophoneEnabled(true);
+    }, tok.url, tok.jwt);
+    return focus;
+  };
+  const bobSees = () => lkPage.evaluate(() => new Promise((resolve, reject) => {
+    const LK = window.lk.constructor;
+    const find = () => {
+      for (const p of window.lk.remoteParticipants.values()) {
+        for (const pub of p.videoTrackPublications.values()) {
+          if (pub.track) return { p, track: pub.track };
+        }
+      }
+      return null;
+    };
+    const watch = () => {
+      const got = find();
+      if (!got) return setTimeout(watch, 100);
+      const v = document.createElement("video");
+      v.muted = true;
+      v.autoplay = true;
+      document.body.append(v);
+      got.track.attach(v);
+      let frames = 0;
+      const tick = (now, meta) => {
+        frames++;
+        if (frames >= 5 && meta.width > 0) resolve({ from: got.p.identity, width: meta.width, height: meta.height });
+        else v.requestVideoFrameCallback(tick);
+      };
+      v.requestVideoFrameCallback(tick);
+      setTimeout(() => reject(new Error(`bob decoded only ${frames} frames`)), 30000);
+    };
+    watch();
+    void LK;
+  }));
+  const bobLeaves = async () => {
+    await lkPage.evaluate(async () => { await window.lk.disconnect(); document.querySelectorAll("video").forEach((v) => v.remove()); });
+    await session.leaveRoomSession(10 * SECOND);
+  };
+  // memberOf: the session's membership of a user, once it is there.
+  const memberOf = async (userId) => {
+    await waitFor(() => session.memberships.some((m) => m.userId === userId), `${userId} in bob's MatrixRTCSession`);
+    const m = session.memberships.find((x) => x.userId === userId);
+    return { user_id: m.userId, device_id: m.deviceId, identity: m.rtcBackendIdentity, slot: m.slotId, transport: m.getTransport(session.getOldestMembership()) };
+  };
+  const aliceSees = async () => {
+    await a.waitForSelector(".tile.remote video", { timeout: 30 * SECOND });
+    return a.evaluate(() => new Promise((resolve, reject) => {
+      const v = document.querySelector(".tile.remote video");
+      let frames = 0;
+      const tick = (now, meta) => {
+        frames++;
+        if (frames >= 5 && meta.width > 0) resolve({ from: v.closest(".tile").dataset.identity, width: meta.width, height: meta.height });
+        else v.requestVideoFrameCallback(tick);
+      };
+      v.requestVideoFrameCallback(tick);
+      setTimeout(() => reject(new Error(`alice decoded only ${frames} frames`)), 30000);
+    }));
+  };
+  // callCount: the web client's count of call members ("Call (n)").
+  const callCount = (n) => a.waitForFunction((want) => document.querySelector("#callbutton").textContent === (want ? `Call (${want})` : "Call"), { timeout: 30 * SECOND }, n);
+  const ownFocus = { type: "livekit", livekit_service_url: `${base.replace(/\/$/, "")}/_tessera/livekit/jwt`, livekit_alias: roomId };
+
+  // 1. The web client starts the call; Element Call's code follows it.
+  await a.click("#callbutton");
+  await a.click("#joincall");
+  await a.waitForSelector(".tile.local video", { timeout: 20 * SECOND });
+  const aliceMember = await memberOf(await a.evaluate(() => JSON.parse(localStorage.getItem("tessera.session")).user_id));
+  const focus1 = await bobJoins(ownFocus);
+  const [bobSaw1, aliceSaw1] = await Promise.all([bobSees(), aliceSees()]);
+  await callCount(2);
+  const bobMember = await memberOf(bobUser);
+  step("web-first", { alice_member: aliceMember, bob_member: bobMember, bob_focus: focus1, bob_sees: bobSaw1, alice_sees: aliceSaw1 });
+  await shoot(a, "element-call");
+  await bobLeaves();
+  await a.click("#leavecall");
+  await callCount(0);
+  await waitFor(() => session.memberships.length === 0, "an empty session");
+
+  // 2. Element Call's code starts it; the web client follows.
+  const focus2 = await bobJoins(ownFocus);
+  await callCount(1);
+  await a.click("#joincall");
+  const [bobSaw2, aliceSaw2] = await Promise.all([bobSees(), aliceSees()]);
+  await callCount(2);
+  const aliceMember2 = await memberOf(aliceMember.user_id);
+  const oldest = session.getOldestMembership();
+  step("js-sdk-first", { alice_member: aliceMember2, oldest: oldest && oldest.userId, bob_focus: focus2, bob_sees: bobSaw2, alice_sees: aliceSaw2 });
+  await a.click("#leavecall");
+  await bobLeaves();
+  bob.stopClient();
+}
+
+// waitFor polls cond (in Node) until it holds.
+async function waitFor(cond, what, timeout = 20 * SECOND) {
+  const end = Date.now() + timeout;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 // signupToken signs up on a server that wants a registration token and a
 // strong password: the page shows the policy's error, asks for the token,
 // and signs in.
@@ -500,6 +675,7 @@ async function signupToken() {
 try {
   if (process.env.SCENARIO === "signup-token") await signupToken();
   else if (process.env.SCENARIO === "call") await call();
+  else if (process.env.SCENARIO === "element-call") await elementCall();
   else if (process.env.SCENARIO === "rooms100") await rooms100();
   else await chat();
   emit({ done: true });
