@@ -290,14 +290,44 @@ func TestBrowserChat(t *testing.T) {
 			t.Errorf("step %s not done", want)
 		}
 	}
+	noTokenURLs(t, steps)
 	var chat struct{ TypingMS, MessageMS, ReceiptMS int }
 	if raw, ok := steps["chatted"]; ok {
 		var m map[string]int
 		_ = json.Unmarshal(raw, &m)
 		chat.TypingMS, chat.MessageMS, chat.ReceiptMS = m["typing_ms"], m["message_ms"], m["receipt_ms"]
 		t.Logf("seen by the other page after: typing %d ms, message %d ms, read receipt %d ms", chat.TypingMS, chat.MessageMS, chat.ReceiptMS)
+		// Measured inside the pages (key press to render), not across
+		// puppeteer's round trips, so that a loaded machine's scheduling
+		// of the test itself does not count.
+		for name, ms := range map[string]int{"typing": chat.TypingMS, "message": chat.MessageMS, "read receipt": chat.ReceiptMS} {
+			if ms < 0 || ms > 1000 {
+				t.Errorf("%s seen by the other page after %d ms, want within 1 s", name, ms)
+			}
+		}
 	}
 	t.Logf("screenshots in %s", artifactsDir(t))
+}
+
+// noTokenURLs checks the scenario's "urls" step: the pages opened the
+// WebSocket sync stream, and no URL they asked for (HTTP or WebSocket)
+// held an access token.
+func noTokenURLs(t *testing.T, steps map[string]json.RawMessage) {
+	t.Helper()
+	var got struct {
+		Requests  int      `json:"requests"`
+		Streams   int      `json:"streams"`
+		WithToken []string `json:"with_token"`
+	}
+	if err := json.Unmarshal(steps["urls"], &got); err != nil {
+		t.Fatalf("urls step: %v %s", err, steps["urls"])
+	}
+	if got.Streams == 0 || got.Requests == 0 {
+		t.Errorf("the pages opened %d streams in %d requests", got.Streams, got.Requests)
+	}
+	if len(got.WithToken) > 0 {
+		t.Errorf("URLs with an access token: %q", got.WithToken)
+	}
 }
 
 // hundredRooms starts a server with a user in 100 rooms (every tenth with

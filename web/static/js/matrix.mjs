@@ -5,6 +5,7 @@
 const SESSION_KEY = "tessera.session";
 const API = "/_matrix/client/v3";
 const STREAM = "/_matrix/client/unstable/org.tessera.stream";
+const TOKEN_PROTOCOL = "org.tessera.token.";
 
 // The filter every sync uses: members lazily (the member list is fetched
 // when opened), and a short timeline per room, so that the first sync
@@ -285,15 +286,17 @@ export class Client {
 
   connectStream(failures) {
     if (this.stopped) return;
-    // Browsers cannot set headers on a WebSocket, so the token goes in
-    // the query (docs/websocket.md); the server logs paths only.
-    const q = new URLSearchParams({ access_token: this.session.access_token, filter: FILTER });
+    // Browsers cannot set headers on a WebSocket, and a token in the URL
+    // would be logged by proxies: the token goes as a second subprotocol,
+    // which the server never echoes (docs/websocket.md). A token that does
+    // not work closes the stream with 4401, as below.
+    const q = new URLSearchParams({ filter: FILTER });
     if (this.nextBatch) q.set("since", this.nextBatch);
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     let opened = false;
     let ws;
     try {
-      ws = new WebSocket(`${proto}//${location.host}${STREAM}?${q}`, "m.json");
+      ws = new WebSocket(`${proto}//${location.host}${STREAM}?${q}`, ["m.json", `${TOKEN_PROTOCOL}${this.session.access_token}`]);
     } catch {
       this.longPoll();
       return;
