@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -598,4 +599,56 @@ type rtcMember struct {
 type decodedVideo struct {
 	From          string `json:"from"`
 	Width, Height int
+}
+
+// TestBrowserAccount: a user with another device (mautrix-go here) changes
+// the password in the web client (the other device stays logged in, as
+// the page asks), logs that device out from the device list after
+// re-entering the password (its token then gets 401 M_UNKNOWN_TOKEN), and
+// logs in again with the new password, the old one refused.
+func TestBrowserAccount(t *testing.T) {
+	browserTools(t)
+	srv := testserver.Start(t)
+	other := srv.Register("erin", "erin password 1")
+	steps := runScenario(t, []string{"BASE_URL=" + srv.URL, "SCENARIO=account", "USER_NAME=erin",
+		"PASSWORD=erin password 1", "NEW_PASSWORD=erin password 2"}, func(m scenarioMsg) any {
+		if m.Ask != "other-token" {
+			t.Errorf("unknown question %q", m.Ask)
+			return map[string]string{}
+		}
+		_, err := other.Whoami(context.Background())
+		var herr mautrix.HTTPError
+		switch {
+		case err == nil:
+			return map[string]string{"errcode": ""}
+		case errors.As(err, &herr) && herr.RespError != nil:
+			if herr.Response.StatusCode != 401 {
+				t.Errorf("the other device's token: %d %s", herr.Response.StatusCode, herr.RespError.ErrCode)
+			}
+			return map[string]string{"errcode": herr.RespError.ErrCode}
+		default:
+			return map[string]string{"errcode": err.Error()}
+		}
+	})
+	noTokenURLs(t, steps)
+	var removed struct {
+		DeviceID     string `json:"device_id"`
+		ListedBefore int    `json:"listed_before"`
+	}
+	if err := json.Unmarshal(steps["device-removed"], &removed); err != nil {
+		t.Fatalf("device-removed step: %v %s", err, steps["device-removed"])
+	}
+	if removed.DeviceID != other.DeviceID.String() || removed.ListedBefore != 2 {
+		t.Errorf("the page logged out %q of %d devices, want %s of 2", removed.DeviceID, removed.ListedBefore, other.DeviceID)
+	}
+	var relogged struct {
+		OldPasswordError string `json:"old_password_error"`
+	}
+	if err := json.Unmarshal(steps["relogged"], &relogged); err != nil {
+		t.Fatalf("relogged step: %v %s", err, steps["relogged"])
+	}
+	if relogged.OldPasswordError == "" {
+		t.Errorf("the old password got no error")
+	}
+	t.Logf("the old password reads %q", relogged.OldPasswordError)
 }

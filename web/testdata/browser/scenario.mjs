@@ -680,6 +680,60 @@ async function waitFor(cond, what, timeout = 20 * SECOND) {
   }
 }
 
+// account: a user with another device (the Go test's mautrix-go client)
+// logs in here, changes the password (the other device stays logged in),
+// logs the other device out from the device list (its token stops
+// working), then logs out and back in with the new password, the old one
+// refused.
+async function account() {
+  const user = process.env.USER_NAME;
+  const [oldPw, newPw] = [process.env.PASSWORD, process.env.NEW_PASSWORD];
+  const page = await newPage("account");
+  await logIn(page, user, oldPw);
+  await page.goto(`${base}#/settings`);
+  await page.waitForSelector("input[name=oldpw]");
+  await page.type("input[name=oldpw]", oldPw);
+  await page.type("input[name=newpw]", newPw);
+  await page.type("input[name=newpw2]", newPw);
+  await page.click("#passwordform button[type=submit]");
+  await page.waitForFunction(() => [...document.querySelectorAll("[role=status]")].some((el) => el.textContent === "Password changed."), { timeout: 15 * SECOND });
+  let other = await ask("other-token");
+  if (other.errcode !== "") throw new Error(`after the password change the other device's token fails: ${other.errcode}`);
+  step("password-changed");
+
+  const btn = await page.waitForSelector("button[data-device-id]", { timeout: 15 * SECOND });
+  const otherDevice = await btn.evaluate((el) => el.dataset.deviceId);
+  const listed = await page.$$eval("#devices li", (els) => els.length);
+  await shoot(page, "settings");
+  await btn.click();
+  await page.waitForSelector(`form[data-device-id="${otherDevice}"] input[name=devicepw]`);
+  // The old password is refused, the new one logs the device out.
+  await page.type("input[name=devicepw]", oldPw);
+  await page.click(`form[data-device-id="${otherDevice}"] button[type=submit]`);
+  await page.waitForSelector(".page .error[role=alert]", { timeout: 15 * SECOND });
+  await page.click("input[name=devicepw]", { clickCount: 3 });
+  await page.type("input[name=devicepw]", newPw);
+  await page.click(`form[data-device-id="${otherDevice}"] button[type=submit]`);
+  await page.waitForFunction((id) => !document.querySelector(`[data-device-id="${id}"]`) && document.querySelectorAll("#devices li").length === 1,
+    { timeout: 15 * SECOND }, otherDevice);
+  other = await ask("other-token");
+  if (other.errcode !== "M_UNKNOWN_TOKEN") throw new Error(`the logged-out device's token answers ${JSON.stringify(other)}`);
+  step("device-removed", { device_id: otherDevice, listed_before: listed });
+
+  await page.click("#logout");
+  await page.waitForSelector("#username", { timeout: 15 * SECOND });
+  await page.type("#username", user);
+  await page.type("#password", oldPw);
+  await page.click("form button[type=submit]");
+  const refused = await page.waitForSelector(".auth .error", { timeout: 15 * SECOND });
+  const refusedText = await refused.evaluate((el) => el.textContent);
+  await page.click("#password", { clickCount: 3 });
+  await page.type("#password", newPw);
+  await page.click("form button[type=submit]");
+  await page.waitForSelector("nav.sidebar", { timeout: 15 * SECOND });
+  step("relogged", { old_password_error: refusedText });
+}
+
 // signupToken signs up on a server that wants a registration token and a
 // strong password: the page shows the policy's error, asks for the token,
 // and signs in.
@@ -728,6 +782,7 @@ try {
   if (process.env.SCENARIO === "signup-token") await signupToken();
   else if (process.env.SCENARIO === "call") await call();
   else if (process.env.SCENARIO === "element-call") await elementCall();
+  else if (process.env.SCENARIO === "account") await account();
   else if (process.env.SCENARIO === "rooms100") await rooms100();
   else await chat();
   const tokens = pages.length ? await pages[0].evaluate(() => {
