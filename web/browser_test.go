@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -91,7 +92,8 @@ type scenarioMsg struct {
 func runScenario(t testing.TB, env []string, answer func(scenarioMsg) any) map[string]json.RawMessage {
 	t.Helper()
 	node, chromium := browserTools(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	// Calls on a loaded 2-core machine under -race take minutes.
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "scenario.mjs")
 	cmd.Dir = browserDir
@@ -292,18 +294,28 @@ func TestBrowserChat(t *testing.T) {
 		}
 	}
 	noTokenURLs(t, steps)
-	var chat struct{ TypingMS, MessageMS, ReceiptMS int }
+	// Five rounds of each, measured inside the pages (key press to render),
+	// not across puppeteer's round trips, so that a loaded machine's
+	// scheduling of the test itself does not count; the median of each
+	// must be within a second.
 	if raw, ok := steps["chatted"]; ok {
-		var m map[string]int
-		_ = json.Unmarshal(raw, &m)
-		chat.TypingMS, chat.MessageMS, chat.ReceiptMS = m["typing_ms"], m["message_ms"], m["receipt_ms"]
-		t.Logf("seen by the other page after: typing %d ms, message %d ms, read receipt %d ms", chat.TypingMS, chat.MessageMS, chat.ReceiptMS)
-		// Measured inside the pages (key press to render), not across
-		// puppeteer's round trips, so that a loaded machine's scheduling
-		// of the test itself does not count.
-		for name, ms := range map[string]int{"typing": chat.TypingMS, "message": chat.MessageMS, "read receipt": chat.ReceiptMS} {
-			if ms < 0 || ms > 1000 {
-				t.Errorf("%s seen by the other page after %d ms, want within 1 s", name, ms)
+		var got struct {
+			Typing  []int `json:"typing_ms"`
+			Message []int `json:"message_ms"`
+			Receipt []int `json:"receipt_ms"`
+		}
+		if err := json.Unmarshal(raw, &got); err != nil {
+			t.Fatalf("chatted step: %v %s", err, raw)
+		}
+		for name, ms := range map[string][]int{"typing": got.Typing, "message": got.Message, "read receipt": got.Receipt} {
+			if len(ms) != 5 {
+				t.Errorf("%s: %d rounds measured, want 5", name, len(ms))
+				continue
+			}
+			med := median(ms)
+			t.Logf("%s seen by the other page after %v ms (median %d ms)", name, ms, med)
+			if slices.Min(ms) < 0 || med > 1000 {
+				t.Errorf("%s seen by the other page after %v ms, want a median within 1 s", name, ms)
 			}
 		}
 	}
