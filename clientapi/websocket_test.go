@@ -345,10 +345,11 @@ func TestStreamConnect(t *testing.T) {
 		{},                                      // Authorization: Bearer
 		{tokenInQuery: true},                    // ?access_token=, as browsers must
 		{origin: "https://app.element.example"}, // a browser client from another origin
+		{tokenInProtocol: true},                 // org.tessera.token.<token>, as browsers should
 	} {
 		w := wsConnect(t, srv, alice.AccessToken, o)
 		if p := w.c.Subprotocol(); p != "m.json" {
-			t.Fatalf("subprotocol %q, want m.json", p)
+			t.Fatalf("subprotocol %q, want m.json (never the token)", p)
 		}
 		first := w.next(10 * time.Second)
 		if first.NextBatch == nil || *first.NextBatch == "" {

@@ -477,19 +477,23 @@ function throughRelay(relay) {
   window.WebSocket = Relayed;
 }
 
+// callPage is a page whose LiveKit signalling goes through the relay.
+async function callPage(name) {
+  const p = await newPage(name);
+  await p.evaluateOnNewDocument(sdpWorkaround());
+  // The relay is on another port, which the client's CSP (rightly) does
+  // not allow: these test pages only skip it.
+  await p.setBypassCSP(true);
+  await p.evaluateOnNewDocument(throughRelay, process.env.RELAY_URL);
+  return p;
+}
+
 // call: two people in a video room, each page must decode the other's
 // (fake) camera.
 async function call() {
   const password = "correct horse 1";
-  const a = await newPage("alice");
-  const b = await newPage("bob");
-  for (const p of [a, b]) {
-    await p.evaluateOnNewDocument(sdpWorkaround());
-    // The relay is on another port, which the client's CSP (rightly)
-    // does not allow: this test's pages only skip it.
-    await p.setBypassCSP(true);
-    await p.evaluateOnNewDocument(throughRelay, process.env.RELAY_URL);
-  }
+  const a = await callPage("alice");
+  const b = await callPage("bob");
   await signUp(a, "alice", password);
   await signUp(b, "bob", password);
   await a.goto(`${base}#/new`);
@@ -546,13 +550,8 @@ async function elementCall() {
   await bob.startClient({ initialSyncLimit: 5 });
   await prepared;
 
-  const a = await newPage("alice");
-  const lkPage = await newPage("bob-livekit");
-  for (const p of [a, lkPage]) {
-    await p.evaluateOnNewDocument(sdpWorkaround());
-    await p.setBypassCSP(true);
-    await p.evaluateOnNewDocument(throughRelay, process.env.RELAY_URL);
-  }
+  const a = await callPage("alice");
+  const lkPage = await callPage("bob-livekit");
   await signUp(a, "alice", "correct horse 1");
   // A plain room (no encryption, as Element Call needs none there).
   await a.goto(`${base}#/new`);
