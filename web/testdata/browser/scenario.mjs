@@ -423,19 +423,28 @@ async function rooms100() {
 
 // decodes waits for the video element sel in page to decode five frames,
 // and returns its size and the identity of the tile ([data-identity]) it
-// is in.
+// is in. The page may re-render the element (a tile whose track is
+// muted and unmuted): it follows the element that is there.
 async function decodes(page, sel) {
   await page.waitForSelector(sel, { timeout: 60 * SECOND });
   return page.evaluate((sel) => new Promise((resolve, reject) => {
-    const v = document.querySelector(sel);
     let frames = 0;
+    let v = null;
     const tick = (now, meta) => {
       frames++;
       if (frames >= 5 && meta.width > 0 && meta.height > 0) {
+        clearInterval(watchdog);
         resolve({ from: v.closest("[data-identity]").dataset.identity, width: meta.width, height: meta.height });
-      } else v.requestVideoFrameCallback(tick);
+      } else if (v.isConnected) v.requestVideoFrameCallback(tick);
     };
-    v.requestVideoFrameCallback(tick);
+    const bind = () => {
+      const el = document.querySelector(sel);
+      if (!el || el === v) return;
+      v = el;
+      v.requestVideoFrameCallback(tick);
+    };
+    const watchdog = setInterval(() => { if (!v || !v.isConnected) bind(); }, 200);
+    bind();
     // Generous: on a loaded 2-core machine under -race, the first frames
     // can take half a minute.
     setTimeout(() => reject(new Error(`${sel}: only ${frames} frames decoded`)), 60000);
@@ -511,7 +520,7 @@ async function call() {
   const t0 = performance.now();
   // One after the other, as clientapi's call test does.
   await a.click("#joincall");
-  await a.waitForSelector(".tile.local video", { timeout: 20 * SECOND });
+  await a.waitForSelector(".tile.local video", { timeout: 60 * SECOND });
   await b.click("#joincall");
   const [fa, fb] = await Promise.all([decodes(a, ".tile.remote video"), decodes(b, ".tile.remote video")]);
   const ms = Math.round(performance.now() - t0);
@@ -597,29 +606,38 @@ async function elementCall() {
     }, tok.url, tok.jwt);
     return focus;
   };
-  // bobSees shows the first remote camera in bob's page, as Element Call
-  // would, and waits for its frames.
+  // bobSees shows the remote camera in bob's page, as Element Call would,
+  // and waits for its frames. It follows the track: a participant that
+  // left and came back with the same identity (the web client, between
+  // the two calls) may still be listed for a moment with its old track.
   const bobSees = async () => {
-    await lkPage.waitForFunction(() => [...window.lk.remoteParticipants.values()].some((p) =>
-      [...p.videoTrackPublications.values()].some((pub) => pub.track)), { timeout: 30 * SECOND });
     await lkPage.evaluate(() => {
-      for (const p of window.lk.remoteParticipants.values()) {
-        const pub = [...p.videoTrackPublications.values()].find((x) => x.track);
-        if (!pub) continue;
-        const fig = document.createElement("figure");
-        fig.dataset.identity = p.identity;
-        const v = document.createElement("video");
-        v.muted = true;
-        fig.append(v);
-        document.body.append(fig);
-        pub.track.attach(v);
-        return;
-      }
+      const fig = document.createElement("figure");
+      const v = document.createElement("video");
+      v.muted = true;
+      fig.append(v);
+      document.body.append(fig);
+      let attached = null;
+      window.follow = setInterval(() => {
+        for (const p of window.lk.remoteParticipants.values()) {
+          const pub = [...p.videoTrackPublications.values()].find((x) => x.track && !x.isMuted);
+          if (!pub || pub.track === attached) continue;
+          if (attached) attached.detach(v);
+          attached = pub.track;
+          fig.dataset.identity = p.identity;
+          pub.track.attach(v);
+          return;
+        }
+      }, 250);
     });
     return decodes(lkPage, "figure[data-identity] video");
   };
   const bobLeaves = async () => {
-    await lkPage.evaluate(async () => { await window.lk.disconnect(); document.querySelectorAll("figure").forEach((f) => f.remove()); });
+    await lkPage.evaluate(async () => {
+      clearInterval(window.follow);
+      await window.lk.disconnect();
+      document.querySelectorAll("figure").forEach((f) => f.remove());
+    });
     await session.leaveRoomSession(10 * SECOND);
   };
   // memberOf: the session's membership of a user, once it is there.
@@ -636,7 +654,7 @@ async function elementCall() {
   // 1. The web client starts the call; Element Call's code follows it.
   await a.click("#callbutton");
   await a.click("#joincall");
-  await a.waitForSelector(".tile.local video", { timeout: 20 * SECOND });
+  await a.waitForSelector(".tile.local video", { timeout: 60 * SECOND });
   const aliceMember = await memberOf(await a.evaluate(() => JSON.parse(localStorage.getItem("tessera.session")).user_id));
   const focus1 = await bobJoins(ownFocus);
   const [bobSaw1, aliceSaw1] = await Promise.all([bobSees(), aliceSees()]);
