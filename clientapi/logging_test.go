@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix/synapseadmin"
@@ -126,6 +127,15 @@ func TestNoSecretsInLog(t *testing.T) {
 		bob.AccessToken, map[string]any{"msgtype": "m.text", "body": "later"}).expect(t, http.StatusOK, "").str("delay_id"))
 	post(t, srv, dlPrefix+"/"+delayID+"/restart", "", map[string]any{}).expect(t, http.StatusOK, "")
 	post(t, srv, dlPrefix+"/"+delayID, bob.AccessToken, map[string]any{"action": "send"}).expect(t, http.StatusOK, "")
+
+	// The sync stream with the token as a subprotocol, as browsers open
+	// it, and refused with an unknown one.
+	w := wsConnect(t, srv, bob.AccessToken, wsOpts{tokenInProtocol: true})
+	w.next(10 * time.Second)
+	w.c.CloseNow()
+	if c, _, err := wsDialRaw(srv, secret("syt_guessed-stream-token"), wsOpts{tokenInProtocol: true}); err == nil {
+		c.CloseNow()
+	}
 
 	logged := capture.all()
 	// The capture works: the requests above were logged.

@@ -189,7 +189,7 @@ func (h *streamHub) remove(c *streamConn) {
 func (h *streamHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a := h.a
 	fail := func(err error) { httpx.WriteError(w, r, a.log, err) }
-	token, err := accessToken(r)
+	token, inProtocol, err := streamToken(r)
 	if err != nil {
 		fail(err)
 		return
@@ -198,7 +198,9 @@ func (h *streamHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// device_id), as on every other endpoint.
 	who, err := a.authenticate(r, token)
 	if err != nil {
-		fail(err)
+		if !inProtocol || !refuseInStream(w, r, err) {
+			fail(err)
+		}
 		return
 	}
 	if !httpx.HeaderHasToken(r.Header, "Connection", "upgrade") || !httpx.HeaderHasToken(r.Header, "Upgrade", "websocket") {

@@ -123,9 +123,11 @@ func streamURL(srv *testserver.Server, q url.Values) string {
 type wsOpts struct {
 	query        url.Values
 	tokenInQuery bool
-	noSubproto   bool
-	origin       string
-	httpClient   *http.Client
+	// tokenInProtocol offers the token as a subprotocol, as browsers do.
+	tokenInProtocol bool
+	noSubproto      bool
+	origin          string
+	httpClient      *http.Client
 }
 
 // wsDialRaw dials the stream and returns the connection, or the refusal.
@@ -138,6 +140,8 @@ func wsDialRaw(srv *testserver.Server, token string, o wsOpts) (*websocket.Conn,
 	if token != "" {
 		if o.tokenInQuery {
 			q.Set("access_token", token)
+		} else if o.tokenInProtocol {
+			// set below, after m.json
 		} else {
 			h.Set("Authorization", "Bearer "+token)
 		}
@@ -148,6 +152,9 @@ func wsDialRaw(srv *testserver.Server, token string, o wsOpts) (*websocket.Conn,
 	opts := &websocket.DialOptions{HTTPHeader: h, HTTPClient: o.httpClient}
 	if !o.noSubproto {
 		opts.Subprotocols = []string{"m.json"}
+	}
+	if token != "" && o.tokenInProtocol {
+		opts.Subprotocols = append(opts.Subprotocols, clientapi.StreamTokenProtocolPrefix+token)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -338,10 +345,11 @@ func TestStreamConnect(t *testing.T) {
 		{},                                      // Authorization: Bearer
 		{tokenInQuery: true},                    // ?access_token=, as browsers must
 		{origin: "https://app.element.example"}, // a browser client from another origin
+		{tokenInProtocol: true},                 // org.tessera.token.<token>, as browsers should
 	} {
 		w := wsConnect(t, srv, alice.AccessToken, o)
 		if p := w.c.Subprotocol(); p != "m.json" {
-			t.Fatalf("subprotocol %q, want m.json", p)
+			t.Fatalf("subprotocol %q, want m.json (never the token)", p)
 		}
 		first := w.next(10 * time.Second)
 		if first.NextBatch == nil || *first.NextBatch == "" {

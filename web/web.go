@@ -134,18 +134,36 @@ func (c *Client) lookup(p string) *file {
 	return c.files[rel]
 }
 
+// bare reports whether p is the prefix without its trailing slash
+// ("/chat" for "/chat/"), which people type: it is redirected to the
+// prefix, under which the page's relative module paths resolve. (The
+// app's own routes are URL fragments, #/room/..., so no other path is
+// the app's.)
+func (c *Client) bare(p string) bool {
+	return c.prefix != "/" && p == strings.TrimSuffix(c.prefix, "/")
+}
+
 // Match is a gorilla/mux matcher: GET or HEAD of one of the client's
-// files. Registered after the APIs, it can never shadow them.
+// files (or of the bare prefix). Registered after the APIs, it can never
+// shadow them.
 func (c *Client) Match(r *http.Request) bool {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return false
 	}
-	return c.lookup(r.URL.Path) != nil
+	return c.bare(r.URL.Path) || c.lookup(r.URL.Path) != nil
 }
 
 // ServeHTTP serves a file with the security headers, gzip when the
 // browser takes it, and an ETag for revalidation.
 func (c *Client) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if c.bare(r.URL.Path) {
+		to := c.prefix
+		if r.URL.RawQuery != "" {
+			to += "?" + r.URL.RawQuery
+		}
+		http.Redirect(w, r, to, http.StatusMovedPermanently)
+		return
+	}
 	f := c.lookup(r.URL.Path)
 	if f == nil {
 		http.NotFound(w, r)

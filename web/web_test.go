@@ -197,3 +197,50 @@ func TestPreloads(t *testing.T) {
 		t.Errorf("followed only %v", seen)
 	}
 }
+
+// TestBarePath: with the client under /chat/, /chat (as people type it)
+// is redirected to /chat/, keeping the query; other methods and paths
+// below it that are not files stay the APIs' 404.
+func TestBarePath(t *testing.T) {
+	chat := testserver.Start(t, func(c *config.Config) { c.Web.Path = "/chat/" })
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		location     string
+	}{
+		{"GET", "/chat", http.StatusMovedPermanently, "/chat/"},
+		{"HEAD", "/chat", http.StatusMovedPermanently, "/chat/"},
+		{"GET", "/chat?lang=en", http.StatusMovedPermanently, "/chat/?lang=en"},
+		{"POST", "/chat", http.StatusNotFound, ""},
+		{"GET", "/chat/room/x", http.StatusNotFound, ""},
+		{"GET", "/chatter", http.StatusNotFound, ""},
+	} {
+		req, err := http.NewRequest(tc.method, chat.URL+tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || resp.Header.Get("Location") != tc.location {
+			t.Errorf("%s %s: %d Location %q, want %d %q", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Location"), tc.status, tc.location)
+		}
+		if tc.status == http.StatusNotFound && tc.method != "HEAD" && errcode(body) != "M_UNRECOGNIZED" {
+			t.Errorf("%s %s: %s, want M_UNRECOGNIZED", tc.method, tc.path, body)
+		}
+	}
+	// Followed, it is the app.
+	resp, err := http.Get(chat.URL + "/chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Request.URL.Path != "/chat/" || !strings.Contains(string(body), "<script") {
+		t.Fatalf("/chat followed: %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+}

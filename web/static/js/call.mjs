@@ -20,14 +20,46 @@ export function isVideoRoom(room) {
   return !!(c && c.content && c.content.type === "org.matrix.msc3417.call");
 }
 
-// callMembers are the devices with a live call membership in the room.
+// stateKey is the membership's state key as matrix-js-sdk's
+// MatrixRTCSession (Element Call, Element Web and X) writes it for the
+// room's call: "_" + user + "_" + device + "_" + application and call ID
+// ("m.call" and "" for the room call).
+export function stateKey(userId, deviceId) {
+  return `_${userId}_${deviceId}_m.call`;
+}
+
+// createdTs is when a membership began: its created_ts (kept by updates),
+// else the event's own timestamp.
+function createdTs(ev) {
+  const c = ev.content || {};
+  return typeof c.created_ts === "number" ? c.created_ts : ev.origin_server_ts;
+}
+
+// callMembers are the devices with a live membership of the room's call
+// (application "m.call", call ID ""; a "left" membership is empty),
+// oldest first, as matrix-js-sdk orders them.
 export function callMembers(room) {
   return room.stateEvents(MEMBER).filter((ev) => {
     const c = ev.content || {};
-    if (!c.application && !c.memberships) return false;
-    const expires = c.expires || EXPIRES_MS;
-    return ev.origin_server_ts + expires > Date.now();
-  });
+    if (c.application !== "m.call" || (c.call_id !== "" && c.call_id !== "ROOM") || typeof c.device_id !== "string") return false;
+    return createdTs(ev) + (c.expires || EXPIRES_MS) > Date.now();
+  }).sort((a, b) => createdTs(a) - createdTs(b));
+}
+
+// callFocus is the LiveKit service and alias a new participant must use.
+// Legacy MatrixRTC ("oldest_membership", what Element Call publishes
+// today) puts everyone on the SFU of the oldest membership; a call no one
+// is in yet, or one whose oldest member picks per member ("multi_sfu"),
+// gets ours.
+export function callFocus(members, ownService, roomId) {
+  const oldest = members[0];
+  const c = (oldest && oldest.content) || {};
+  const f = (c.foci_preferred || [])[0];
+  if (oldest && (!c.focus_active || c.focus_active.focus_selection === "oldest_membership") &&
+      f && f.type === "livekit" && f.livekit_service_url && f.livekit_alias) {
+    return { service: f.livekit_service_url.replace(/\/+$/, ""), alias: f.livekit_alias };
+  }
+  return { service: ownService, alias: roomId };
 }
 
 // Call is one device's presence in a room's call.
@@ -36,7 +68,7 @@ class Call {
     this.client = client;
     this.room = room;
     this.onUpdate = onUpdate;
-    this.stateKey = `_${client.userId}_${client.session.device_id}`;
+    this.stateKey = stateKey(client.userId, client.session.device_id);
     this.lk = null;
     this.LK = null;
     this.delayId = null;
@@ -62,12 +94,23 @@ class Call {
 
   async join() {
     const c = this.client;
-    const service = await this.serviceURL();
+    // Element Call encrypts the media of an encrypted room with keys sent
+    // over end-to-end encrypted messages, which this client cannot read.
+    if (c.isEncrypted(this.room)) {
+      throw new Error("This room is end-to-end encrypted, and so are its calls: join from an app with end-to-end encryption, such as Element.");
+    }
+    const own = await this.serviceURL();
+    const others = callMembers(this.room).filter((ev) => ev.state_key !== this.stateKey);
+    const focus = callFocus(others, own, this.room.id);
+    // The page may only talk to its own origin (its CSP's connect-src).
+    if (new URL(focus.service, location.href).origin !== location.origin) {
+      throw new Error(`This call runs on another server's media service (${new URL(focus.service).host}), which this web client cannot reach: join from Element.`);
+    }
     const openid = await c.request("POST", `/_matrix/client/v3/user/${encodeURIComponent(c.userId)}/openid/request_token`, {});
-    const r = await fetch(`${service}/sfu/get`, {
+    const r = await fetch(`${focus.service}/sfu/get`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ room: this.room.id, openid_token: openid, device_id: c.session.device_id }),
+      body: JSON.stringify({ room: focus.alias, openid_token: openid, device_id: c.session.device_id }),
     });
     const tok = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(tok.error || `The call service answered ${r.status}.`);
@@ -100,9 +143,13 @@ class Call {
       call_id: "",
       scope: "m.room",
       device_id: c.session.device_id,
+      // The LiveKit identity /sfu/get gives this device.
+      membershipID: `${c.userId}:${c.session.device_id}`,
       expires: EXPIRES_MS,
       focus_active: { type: "livekit", focus_selection: "oldest_membership" },
-      foci_preferred: [{ type: "livekit", livekit_service_url: service, livekit_alias: this.room.id }],
+      // As Element Call: the focus in use first, then our own.
+      foci_preferred: [{ type: "livekit", livekit_service_url: focus.service, livekit_alias: focus.alias },
+        ...(focus.service === own ? [] : [{ type: "livekit", livekit_service_url: own, livekit_alias: this.room.id }])],
       "m.call.intent": "video",
     });
     // One track at a time: each publication is negotiated on its own.
@@ -230,7 +277,7 @@ export function CallPanel({ client, room }) {
       setError(errorText(e));
     }
   };
-  const mine = `_${client.userId}_${client.session.device_id}`;
+  const mine = stateKey(client.userId, client.session.device_id);
   const others = callMembers(room).filter((ev) => ev.state_key !== mine);
   const c = call.current;
   const lp = c && c.lk && c.lk.localParticipant;

@@ -5,6 +5,7 @@
 const SESSION_KEY = "tessera.session";
 const API = "/_matrix/client/v3";
 const STREAM = "/_matrix/client/unstable/org.tessera.stream";
+const TOKEN_PROTOCOL = "org.tessera.token.";
 
 // The filter every sync uses: members lazily (the member list is fetched
 // when opened), and a short timeline per room, so that the first sync
@@ -15,6 +16,9 @@ const FILTER = JSON.stringify({
     state: { lazy_load_members: true },
   },
 });
+
+// The MatrixRTC membership state event types (unstable and stable).
+const CALL_MEMBER_TYPES = ["org.matrix.msc3401.call.member", "m.call.member"];
 
 // MatrixError carries the spec's errcode to the UI.
 export class MatrixError extends Error {
@@ -282,15 +286,17 @@ export class Client {
 
   connectStream(failures) {
     if (this.stopped) return;
-    // Browsers cannot set headers on a WebSocket, so the token goes in
-    // the query (docs/websocket.md); the server logs paths only.
-    const q = new URLSearchParams({ access_token: this.session.access_token, filter: FILTER });
+    // Browsers cannot set headers on a WebSocket, and a token in the URL
+    // would be logged by proxies: the token goes as a second subprotocol,
+    // which the server never echoes (docs/websocket.md). A token that does
+    // not work closes the stream with 4401, as below.
+    const q = new URLSearchParams({ filter: FILTER });
     if (this.nextBatch) q.set("since", this.nextBatch);
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     let opened = false;
     let ws;
     try {
-      ws = new WebSocket(`${proto}//${location.host}${STREAM}?${q}`, "m.json");
+      ws = new WebSocket(`${proto}//${location.host}${STREAM}?${q}`, ["m.json", `${TOKEN_PROTOCOL}${this.session.access_token}`]);
     } catch {
       this.longPoll();
       return;
@@ -584,8 +590,22 @@ export class Client {
       body.creation_content = { type: "org.matrix.msc3417.call" };
     }
     const r = await this.request("POST", `${API}/createRoom`, body);
+    if (!opts.video) await this.letMembersCall(r.room_id);
     if (opts.isDirect && opts.invite && opts.invite.length) await this.addDirect(opts.invite[0], r.room_id);
     return r.room_id;
+  }
+
+  // letMembersCall lets every member send their own MatrixRTC membership,
+  // which joining a call takes, as Element does in the rooms it creates
+  // (the server already does so in video rooms). Done after creation so
+  // that the server's other defaults stay as they are.
+  async letMembersCall(roomId) {
+    const path = `${API}/rooms/${encodeURIComponent(roomId)}/state/m.room.power_levels`;
+    const pl = await this.request("GET", path);
+    pl.events = pl.events || {};
+    if (CALL_MEMBER_TYPES.every((t) => pl.events[t] === 0)) return;
+    for (const t of CALL_MEMBER_TYPES) pl.events[t] = 0;
+    await this.request("PUT", path, pl);
   }
 
   async addDirect(userId, roomId) {

@@ -183,10 +183,15 @@ export function Settings({ client }) {
       setPwDone(true);
     });
   };
-  const removeDevice = (id) => {
-    const password = prompt("Your password, to log that device out:");
-    if (password) dev.run(async () => {
-      await client.deleteDevice(id, password);
+  // Logging a device out takes the password again (user-interactive
+  // auth): asked in a password field under the device, not a prompt().
+  const [removing, setRemoving] = useState(null);
+  const removeDevice = (ev) => {
+    ev.preventDefault();
+    const password = ev.target.elements.devicepw.value;
+    dev.run(async () => {
+      await client.deleteDevice(removing, password);
+      setRemoving(null);
       setDevices((await client.devices()).devices || []);
     });
   };
@@ -204,7 +209,7 @@ export function Settings({ client }) {
       </form>
       ${name.error && html`<p class="error" role="alert">${name.error}</p>`}
       <h2>Password</h2>
-      <form onSubmit=${changePassword}>
+      <form onSubmit=${changePassword} id="passwordform">
         <label>Current password <input name="oldpw" type="password" autocomplete="current-password" required /></label>
         <label>New password <input name="newpw" type="password" autocomplete="new-password" required /></label>
         <label>New password again <input name="newpw2" type="password" autocomplete="new-password" required /></label>
@@ -214,10 +219,16 @@ export function Settings({ client }) {
       </form>
       <h2>Devices</h2>
       ${dev.error && html`<p class="error" role="alert">${dev.error}</p>`}
-      <ul class="results">
+      <ul class="results" id="devices" aria-label="Your devices">
         ${devices.map((d) => html`<li key=${d.device_id}>
           <span><b>${d.display_name || d.device_id}</b> <span class="muted">${d.device_id}${d.last_seen_ts ? ` · last seen ${new Date(d.last_seen_ts).toLocaleString()}` : ""}</span></span>
-          ${d.device_id === client.session.device_id ? html`<span class="muted">this device</span>` : html`<button onClick=${() => removeDevice(d.device_id)} disabled=${dev.busy}>Log out</button>`}
+          ${d.device_id === client.session.device_id ? html`<span class="muted">this device</span>` : removing === d.device_id
+            ? html`<form onSubmit=${removeDevice} class="inline" data-device-id=${d.device_id}>
+                <label>Your password <input name="devicepw" type="password" autocomplete="current-password" required /></label>
+                <button type="submit" disabled=${dev.busy}>Log it out</button>
+                <button type="button" onClick=${() => setRemoving(null)}>Cancel</button>
+              </form>`
+            : html`<button onClick=${() => setRemoving(d.device_id)} disabled=${dev.busy} data-device-id=${d.device_id} aria-label=${`Log out ${d.display_name || d.device_id}`}>Log out</button>`}
         </li>`)}
       </ul>
       <button class="danger" onClick=${logout} id="logout">Log out</button>
