@@ -202,6 +202,7 @@ func (s *Service) processBatch(evs []*roomserver.Event) map[string]bool {
 	for _, r := range rows {
 		if r.outcome.Notify && !woken[r.userID] {
 			s.delivery.wakeUser(r.userID, false)
+			s.email.wake(r.userID)
 		}
 		woken[r.userID] = true
 	}

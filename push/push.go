@@ -15,7 +15,8 @@
 // later, so their notifications are missed (never the events).
 //
 // Notifications are delivered to the push gateways of HTTP pushers
-// (deliver.go, gateway.go); email pushers are not supported.
+// (deliver.go, gateway.go), and mailed to email pushers when an SMTP relay
+// is configured (email.go).
 package push
 
 import (
@@ -43,6 +44,8 @@ const TypePushRules = "m.push_rules"
 type Config struct {
 	ServerName spec.ServerName
 	Delivery   DeliveryConfig
+	// Email enables email pushers when its SMTPHost is set.
+	Email EmailConfig
 }
 
 // Rooms is what the push domain needs from the room server;
@@ -105,6 +108,7 @@ type Service struct {
 	roomCtxs  map[int64]*roomContext
 
 	delivery *deliverer
+	email    *emailer // nil: email pushers are refused
 }
 
 // maxCachedRulesets bounds the ruleset cache; it is emptied when full.
@@ -135,11 +139,24 @@ func New(ctx context.Context, db *database.DB, cfg Config, rooms Rooms, us Users
 		return nil, err
 	}
 	s.delivery = d
+	if cfg.Email.SMTPHost != "" {
+		if s.email, err = newEmailer(ctx, s, cfg.Email, d.cfg.GiveUpAfter); err != nil {
+			d.close()
+			return nil, err
+		}
+	}
 	// Every stored pusher starts, and delivers what came after its
 	// cursor before the last stop.
 	if err := d.resync(ctx, func(pusherKey) bool { return true }, "1 = 1"); err != nil {
 		d.close()
 		return nil, err
+	}
+	if s.email != nil {
+		if err := s.email.start(ctx); err != nil {
+			s.email.close()
+			d.close()
+			return nil, err
+		}
 	}
 	go s.loop()
 	return s, nil
@@ -159,6 +176,7 @@ func (s *Service) Close() {
 	// Delivery first: its cursors are saved; what it had not delivered
 	// is read again at the next start.
 	s.delivery.close()
+	s.email.close()
 	<-s.done
 }
 
