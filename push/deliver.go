@@ -574,13 +574,13 @@ func (d *deliverer) build(p *httpPusher, it pushItem) ([]byte, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	badge, err := s.badge(d.ctx, p.key.userID, false)
+	counts, err := s.badge(d.ctx, p.key.userID, false)
 	if err != nil {
 		return nil, 0, err
 	}
 	tw := tweaks(it.actions)
 	n := gatewayNotification{
-		EventID: it.eventID, RoomID: it.roomID, Prio: priority(info.typ, tw), Counts: gatewayCounts{Unread: badge},
+		EventID: it.eventID, RoomID: it.roomID, Prio: priority(info.typ, tw), Counts: counts,
 		Devices: []gatewayDevice{{AppID: p.key.appID, PushKey: p.key.pushKey, PushKeyTS: p.pushKeyTS, Data: p.data, Tweaks: tw}},
 	}
 	if !p.eventIDOnly {
@@ -595,7 +595,7 @@ func (d *deliverer) build(p *httpPusher, it pushItem) ([]byte, int, error) {
 		}
 	}
 	body, err := json.Marshal(gatewayRequest{Notification: n})
-	return body, badge, err
+	return body, counts.Unread, err
 }
 
 // sendBadge sends a counts-only notification when the user's unread count
@@ -607,7 +607,8 @@ func (d *deliverer) sendBadge(p *httpPusher) {
 		return
 	}
 	defer d.release()
-	badge, err := d.s.badge(d.ctx, p.key.userID, true)
+	counts, err := d.s.badge(d.ctx, p.key.userID, true)
+	badge := counts.Unread
 	if err != nil {
 		if d.ctx.Err() == nil {
 			d.log.WithError(err).Error("push: counting unread notifications")
@@ -618,7 +619,7 @@ func (d *deliverer) sendBadge(p *httpPusher) {
 		return
 	}
 	body, err := json.Marshal(gatewayRequest{Notification: gatewayNotification{
-		Counts:  gatewayCounts{Unread: badge},
+		Counts:  counts,
 		Devices: []gatewayDevice{{AppID: p.key.appID, PushKey: p.key.pushKey, PushKeyTS: p.pushKeyTS, Data: p.data}},
 	}})
 	if err != nil {
@@ -683,40 +684,52 @@ func (s *Service) unsentNotifications(ctx context.Context, userID string, after 
 	return out, nil
 }
 
-// badge is the unread count phones show: the number of joined rooms with
-// unread notifications (or of notifications, without grouping by room).
-// fresh counts from the receipts as stored instead of the count cache,
-// which a receipt that just moved may not have invalidated yet.
-func (s *Service) badge(ctx context.Context, userID string, fresh bool) (int, error) {
-	rooms, err := s.rooms.JoinedRooms(ctx, userID)
+// badge is the counts phones show, as Synapse's get_badge_count: unread,
+// the number of joined rooms with unread notifications (or of
+// notifications, without grouping by room) plus one for each pending
+// invite; and missed_calls, the unread notifications that rang (call
+// invitations the user has not read since). fresh counts from the
+// receipts as stored instead of the count cache, which a receipt that
+// just moved may not have invalidated yet.
+func (s *Service) badge(ctx context.Context, userID string, fresh bool) (gatewayCounts, error) {
+	// Memberships is cached by the room server: no query per notification.
+	ms, err := s.rooms.Memberships(ctx, userID)
 	if err != nil {
-		return 0, err
+		return gatewayCounts{}, err
 	}
-	n := 0
-	for _, roomID := range rooms {
-		var total int
+	var out gatewayCounts
+	for _, m := range ms {
+		switch m.Membership {
+		case "invite":
+			out.Unread++
+			continue
+		case "join":
+		default:
+			continue
+		}
+		var total Counts
 		if fresh {
-			byThread, _, err := s.countUnread(ctx, userID, roomID)
+			byThread, _, err := s.countUnread(ctx, userID, m.RoomID)
 			if err != nil {
-				return 0, err
+				return gatewayCounts{}, err
 			}
 			for _, c := range byThread {
-				total += c.Notifications
+				total.Notifications += c.Notifications
+				total.calls += c.calls
 			}
 		} else {
-			c, _, err := s.UnreadCounts(ctx, userID, roomID, 0)
-			if err != nil {
-				return 0, err
+			if total, _, err = s.UnreadCounts(ctx, userID, m.RoomID, 0); err != nil {
+				return gatewayCounts{}, err
 			}
-			total = c.Notifications
 		}
+		out.MissedCalls += total.calls
 		if !s.delivery.cfg.GroupUnreadCountByRoom {
-			n += total
-		} else if total > 0 {
-			n++
+			out.Unread += total.Notifications
+		} else if total.Notifications > 0 {
+			out.Unread++
 		}
 	}
-	return n, nil
+	return out, nil
 }
 
 // ReadMaybeChanged tells the pushers of a user that what they have read

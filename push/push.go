@@ -56,9 +56,9 @@ type Rooms interface {
 	StateAt(ctx context.Context, roomID string, pos int64) (map[roomserver.StateKey]*roomserver.Event, error)
 	Event(ctx context.Context, roomID, userID, eventID string) (*roomserver.Event, error)
 	Redaction(ctx context.Context, ev *roomserver.Event) *roomserver.Event
-	// JoinedRooms and OwnMembershipEvent serve push delivery (the badge,
+	// Memberships and OwnMembershipEvent serve push delivery (the badge,
 	// and invites, which the invited user can see outside the room).
-	JoinedRooms(ctx context.Context, userID string) ([]string, error)
+	Memberships(ctx context.Context, userID string) ([]roomserver.MembershipChange, error)
 	OwnMembershipEvent(ctx context.Context, userID, eventID string) (*roomserver.Event, error)
 }
 
