@@ -377,7 +377,11 @@ func (d *deliverer) sleep(p *httpPusher, wait time.Duration) bool {
 // deliver sends one notification, retrying it as long as it may; false
 // when the pusher must stop.
 func (d *deliverer) deliver(p *httpPusher, it pushItem) bool {
-	log := d.log.WithFields(logrus.Fields{"user_id": p.key.userID, "app_id": p.key.appID, "event_id": it.eventID})
+	// Made when needed: most notifications are delivered at once and log
+	// nothing.
+	log := func() logrus.FieldLogger {
+		return d.log.WithFields(logrus.Fields{"user_id": p.key.userID, "app_id": p.key.appID, "event_id": it.eventID})
+	}
 	for {
 		if !d.acquire() {
 			return false
@@ -406,11 +410,11 @@ func (d *deliverer) deliver(p *httpPusher, it pushItem) bool {
 			d.advance(p, it.pos)
 			return true
 		case rejected:
-			log.Info("push: the gateway rejected the pushkey; removing the pusher")
+			log().Info("push: the gateway rejected the pushkey; removing the pusher")
 			d.remove(p)
 			return false
 		case permanent:
-			log.WithError(err).Warn("push: notification refused; dropping it")
+			log().WithError(err).Warn("push: notification refused; dropping it")
 			d.advance(p, it.pos)
 			return !d.disableIfDead(p, now)
 		}
@@ -427,7 +431,7 @@ func (d *deliverer) deliver(p *httpPusher, it pushItem) bool {
 		if now-p.failingSince >= d.cfg.GiveUpAfter.Milliseconds() {
 			// As Synapse: given up so that a gateway that comes back
 			// does not get a day of old notifications at once.
-			log.WithError(err).Warn("push: giving up on a notification")
+			log().WithError(err).Warn("push: giving up on a notification")
 			p.failingSince, p.backoff = 0, 0
 			d.saveFailing(p)
 			d.advance(p, it.pos)
@@ -438,7 +442,7 @@ func (d *deliverer) deliver(p *httpPusher, it pushItem) bool {
 		} else {
 			p.backoff = min(2*p.backoff, d.cfg.MaxBackoff)
 		}
-		log.WithError(err).WithField("retry_in", p.backoff).Info("push: notification not delivered; retrying")
+		log().WithError(err).WithField("retry_in", p.backoff).Info("push: notification not delivered; retrying")
 		if !d.sleep(p, p.backoff) {
 			return false
 		}

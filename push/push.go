@@ -106,6 +106,7 @@ type Service struct {
 	pending   *pendingStore
 	counts    *countCache
 	roomCtxs  map[int64]*roomContext
+	roomLast  map[string]lastEvent // room -> last evaluated event
 
 	delivery *deliverer
 	email    *emailer // nil: email pushers are refused
@@ -126,6 +127,7 @@ func New(ctx context.Context, db *database.DB, cfg Config, rooms Rooms, us Users
 		cache: map[string]*Ruleset{}, gen: map[string]uint64{},
 		events: make(chan []*roomserver.Event, 1024), done: make(chan struct{}),
 		advanced: make(chan struct{}), roomCtxs: map[int64]*roomContext{},
+		roomLast: map[string]lastEvent{},
 	}
 	// Subscribe before reading the position: an event committed in between
 	// is then both delivered and already counted as processed, never lost
