@@ -106,23 +106,11 @@ func newEmailer(ctx context.Context, s *Service, cfg EmailConfig, giveUpAfter ti
 // start loads the email pushers and the waiting batches, and looks for
 // what was notified after each pusher's cursor while the server was down.
 func (e *emailer) start(ctx context.Context) error {
-	rows, err := e.s.db.QueryContext(ctx, `SELECT DISTINCT user_id FROM pushers WHERE kind = 'email' AND enabled = 1`)
+	users, err := database.Strings(ctx, e.s.db, `SELECT DISTINCT user_id FROM pushers WHERE kind = 'email' AND enabled = 1`)
 	if err != nil {
 		return fmt.Errorf("load email pushers: %w", err)
 	}
-	var users []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			rows.Close()
-			return err
-		}
-		users = append(users, u)
-	}
-	if err := rows.Close(); err != nil {
-		return err
-	}
-	rows, err = e.s.db.QueryContext(ctx, `SELECT user_id, address, room_id, due_ts FROM push_email_batches`)
+	rows, err := e.s.db.QueryContext(ctx, `SELECT user_id, address, room_id, due_ts FROM push_email_batches`)
 	if err != nil {
 		return fmt.Errorf("load email batches: %w", err)
 	}
