@@ -142,7 +142,7 @@ const emailTestBaseURL = "https://matrix.example.org"
 
 // emailDelay is how long a room's first notification waits for more in
 // these tests.
-const emailDelay = 1500 * time.Millisecond
+const emailDelay = 2500 * time.Millisecond
 
 func withEmail(sink *mailSink) testserver.Option {
 	return func(c *config.Config) {
