@@ -179,6 +179,7 @@ func (a *API) Register(r *mux.Router) {
 	a.registerMedia(r)
 	a.registerStream(r)
 	a.oauthRoutes(r)
+	a.emailLinkRoutes(r)
 	add("/_synapse/admin/v1", []route{
 		{http.MethodGet, "/register", a.sharedSecretNonce},
 		{http.MethodPost, "/register", a.sharedSecretRegister},

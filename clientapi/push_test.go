@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -755,5 +756,65 @@ func TestPushers(t *testing.T) {
 	}
 	if got := list(alice); len(got) != 0 {
 		t.Fatalf("a refused pusher was stored: %v", got)
+	}
+}
+
+// TestPushContextFollowsMembers: evaluation follows the room's members
+// as they join, rename and leave one event at a time (the context is
+// carried from event to event, not read again): the member count of
+// .m.rule.room_one_to_one and the display name of
+// .m.rule.contains_display_name.
+func TestPushContextFollowsMembers(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	alice := registerUser(t, srv, "alice", psPassword)
+	bob := registerUser(t, srv, "bob", psPassword)
+	carol := registerUser(t, srv, "carol", psPassword)
+	room := adCreateRoom(t, srv, bob, map[string]any{"preset": "public_chat"})
+	adJoin(t, srv, alice, room)
+	// latest is the actions of alice's latest notification.
+	latest := func(eventID string) []any {
+		t.Helper()
+		list := psNotifications(t, get(t, srv, v3+"/notifications", alice.AccessToken).expect(t, http.StatusOK, ""))
+		if len(list) == 0 || list[0].Event["event_id"] != eventID {
+			t.Fatalf("latest notification is not %s: %+v", eventID, list)
+		}
+		return list[0].Actions
+	}
+	sound := map[string]any{"set_tweak": "sound", "value": "default"}
+	has := func(actions []any, want map[string]any) bool {
+		for _, a := range actions {
+			if reflect.DeepEqual(a, want) {
+				return true
+			}
+		}
+		return false
+	}
+	highlight := map[string]any{"set_tweak": "highlight"}
+	steps := []struct {
+		name          string
+		before        func()
+		body          string
+		sound, highli bool
+	}{
+		{"two members: one to one", nil, "hello", true, false},
+		{"a third joins", func() { adJoin(t, srv, carol, room) }, "hello all", false, false},
+		{"alice renames", func() {
+			put(t, srv, adPath("profile", alice.UserID, "displayname"), alice.AccessToken,
+				map[string]any{"displayname": "Zed"}).expect(t, http.StatusOK, "")
+		}, "ask Zed", true, true},
+		{"carol leaves", func() {
+			post(t, srv, adPath("rooms", room, "leave"), carol.AccessToken, map[string]any{}).expect(t, http.StatusOK, "")
+		}, "just us", true, false},
+	}
+	for _, st := range steps {
+		if st.before != nil {
+			st.before()
+		}
+		ev := psSend(t, srv, bob, room, "m.room.message", psText(st.body))
+		a := latest(ev)
+		if has(a, sound) != st.sound || (has(a, highlight) || has(a, map[string]any{"set_tweak": "highlight", "value": true})) != st.highli {
+			t.Errorf("%s: actions %v, want sound %v, highlight %v", st.name, a, st.sound, st.highli)
+		}
 	}
 }

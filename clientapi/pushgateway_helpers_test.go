@@ -53,6 +53,13 @@ func (r pgRequest) unread() int {
 	return int(f)
 }
 
+// missedCalls is counts.missed_calls, 0 when omitted.
+func (r pgRequest) missedCalls() int {
+	c, _ := r.N["counts"].(map[string]any)
+	f, _ := c["missed_calls"].(float64)
+	return int(f)
+}
+
 // pgAnswer is how the gateway answers a request.
 type pgAnswer struct {
 	Status   int

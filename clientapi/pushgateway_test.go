@@ -33,12 +33,16 @@ func TestPushGatewayDelivery(t *testing.T) {
 	adJoin(t, srv, alice, group)
 	adJoin(t, srv, carol, group)
 
-	// An invite notifies its target (who is not in the room yet).
+	// An invite notifies its target (who is not in the room yet), and
+	// counts in the badge while pending, as in Synapse.
 	dm := adCreateRoom(t, srv, bob, map[string]any{"preset": "private_chat", "invite": []string{alice.UserID}, "is_direct": true})
 	gw.waitFor("the invite", func(reqs []pgRequest) bool {
 		for _, r := range reqs {
 			if r.N["room_id"] == dm && r.N["type"] == "m.room.member" && r.N["user_is_target"] == true &&
 				r.pushkey() == "full" && r.N["prio"] == "high" {
+				if r.unread() != 1 {
+					t.Errorf("invite notification unread = %d, want 1 (the pending invite)", r.unread())
+				}
 				return true
 			}
 		}
@@ -103,11 +107,18 @@ func TestPushGatewayDelivery(t *testing.T) {
 		"notification_type": "ring", "lifetime": 30000, "sender_ts": time.Now().UnixMilli()})
 	rtcStable := psSend(t, srv, bob, dm, "m.rtc.notification", map[string]any{
 		"notification_type": "ring", "lifetime": 30000, "sender_ts": time.Now().UnixMilli()})
-	for name, id := range map[string]string{"m.call.invite": call, "unstable rtc": rtcUnstable, "stable rtc": rtcStable} {
-		r = gw.waitDelivered(id, "full")
+	// Each unread ring is a missed call.
+	for i, c := range []struct{ name, id string }{{"m.call.invite", call}, {"unstable rtc", rtcUnstable}, {"stable rtc", rtcStable}} {
+		r = gw.waitDelivered(c.id, "full")
 		if r.N["prio"] != "high" || !reflect.DeepEqual(r.device()["tweaks"], ring) {
-			t.Errorf("%s: prio %v, tweaks %v", name, r.N["prio"], r.device()["tweaks"])
+			t.Errorf("%s: prio %v, tweaks %v", c.name, r.N["prio"], r.device()["tweaks"])
 		}
+		if r.missedCalls() != i+1 {
+			t.Errorf("%s: missed_calls = %d, want %d", c.name, r.missedCalls(), i+1)
+		}
+	}
+	if r := gw.waitDelivered(dmMsg, "full"); r.missedCalls() != 0 {
+		t.Errorf("missed_calls before any call = %d", r.missedCalls())
 	}
 
 	// Nothing for one's own event, for an ignored user's, or in a room
@@ -149,6 +160,9 @@ func TestPushGatewayDelivery(t *testing.T) {
 			if r.pushkey() == "full" && r.eventID() == "" && r.unread() == 0 {
 				if _, ok := r.N["room_id"]; ok {
 					t.Errorf("badge update with a room: %v", r.N)
+				}
+				if r.missedCalls() != 0 {
+					t.Errorf("missed calls after reading the room: %v", r.N)
 				}
 				return true
 			}

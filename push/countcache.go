@@ -101,6 +101,9 @@ func (c *countCache) addRows(rows []actionRow) {
 			n := e.byThread[r.threadID]
 			if r.outcome.Notify {
 				n.Notifications++
+				if rings(r.actions) {
+					n.calls++
+				}
 			}
 			if r.outcome.Highlight {
 				n.Highlights++

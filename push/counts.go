@@ -65,7 +65,17 @@ func (s *Service) readPositions(ctx context.Context, userID, roomID string) (rea
 type Counts struct {
 	Notifications int `json:"notification_count"`
 	Highlights    int `json:"highlight_count"`
+	// calls are the notifications that ring (call invitations): unread,
+	// they are the missed calls push gateways are told of.
+	calls int
 }
+
+// ringSQL counts the rows of event_push_actions whose actions ring: the
+// sound tweak "ring" of .m.rule.call and of MatrixRTC ring notifications.
+const ringSQL = `SUM(CASE WHEN notify = 1 AND actions LIKE '%"ring"%' THEN 1 ELSE 0 END)`
+
+// rings reports whether a notification's actions ring.
+func rings(actions []json.RawMessage) bool { return tweaks(actions)["sound"] == "ring" }
 
 // UnreadCounts returns a user's unread notification counts in a joined
 // room: the whole room's, and each thread's (the main timeline under
@@ -93,6 +103,7 @@ func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, pos i
 		}
 		total.Notifications += c.Notifications
 		total.Highlights += c.Highlights
+		total.calls += c.calls
 	}
 	return total, byThread, nil
 }
@@ -107,7 +118,7 @@ func (s *Service) countUnread(ctx context.Context, userID, roomID string) (map[s
 		return nil, readUpTo{}, err
 	}
 	byThread := map[string]Counts{}
-	rows, err := s.db.QueryContext(ctx, `SELECT thread_id, SUM(notify), SUM(highlight) FROM event_push_actions
+	rows, err := s.db.QueryContext(ctx, `SELECT thread_id, SUM(notify), SUM(highlight), `+ringSQL+` FROM event_push_actions
 		WHERE user_id = $1 AND room_id = $2 AND stream_pos > $3 AND stream_pos <= $4 GROUP BY thread_id`,
 		userID, roomID, read.unthreaded, flushed)
 	if err != nil {
@@ -116,7 +127,7 @@ func (s *Service) countUnread(ctx context.Context, userID, roomID string) (map[s
 	for rows.Next() {
 		var t string
 		var c Counts
-		if err := rows.Scan(&t, &c.Notifications, &c.Highlights); err != nil {
+		if err := rows.Scan(&t, &c.Notifications, &c.Highlights, &c.calls); err != nil {
 			rows.Close()
 			return nil, readUpTo{}, err
 		}
@@ -132,9 +143,10 @@ func (s *Service) countUnread(ctx context.Context, userID, roomID string) (map[s
 			continue
 		}
 		var c Counts
-		err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(notify), 0), COALESCE(SUM(highlight), 0) FROM event_push_actions
+		err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(notify), 0), COALESCE(SUM(highlight), 0),
+			COALESCE(`+ringSQL+`, 0) FROM event_push_actions
 			WHERE user_id = $1 AND room_id = $2 AND thread_id = $3 AND stream_pos > $4 AND stream_pos <= $5`,
-			userID, roomID, t, p, flushed).Scan(&c.Notifications, &c.Highlights)
+			userID, roomID, t, p, flushed).Scan(&c.Notifications, &c.Highlights, &c.calls)
 		if err != nil {
 			return nil, readUpTo{}, fmt.Errorf("unread thread counts: %w", err)
 		}
@@ -147,6 +159,9 @@ func (s *Service) countUnread(ctx context.Context, userID, roomID string) (map[s
 		c := byThread[r.threadID]
 		if r.outcome.Notify {
 			c.Notifications++
+			if rings(r.actions) {
+				c.calls++
+			}
 		}
 		if r.outcome.Highlight {
 			c.Highlights++

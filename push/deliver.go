@@ -377,7 +377,11 @@ func (d *deliverer) sleep(p *httpPusher, wait time.Duration) bool {
 // deliver sends one notification, retrying it as long as it may; false
 // when the pusher must stop.
 func (d *deliverer) deliver(p *httpPusher, it pushItem) bool {
-	log := d.log.WithFields(logrus.Fields{"user_id": p.key.userID, "app_id": p.key.appID, "event_id": it.eventID})
+	// Made when needed: most notifications are delivered at once and log
+	// nothing.
+	log := func() logrus.FieldLogger {
+		return d.log.WithFields(logrus.Fields{"user_id": p.key.userID, "app_id": p.key.appID, "event_id": it.eventID})
+	}
 	for {
 		if !d.acquire() {
 			return false
@@ -406,11 +410,11 @@ func (d *deliverer) deliver(p *httpPusher, it pushItem) bool {
 			d.advance(p, it.pos)
 			return true
 		case rejected:
-			log.Info("push: the gateway rejected the pushkey; removing the pusher")
+			log().Info("push: the gateway rejected the pushkey; removing the pusher")
 			d.remove(p)
 			return false
 		case permanent:
-			log.WithError(err).Warn("push: notification refused; dropping it")
+			log().WithError(err).Warn("push: notification refused; dropping it")
 			d.advance(p, it.pos)
 			return !d.disableIfDead(p, now)
 		}
@@ -427,7 +431,7 @@ func (d *deliverer) deliver(p *httpPusher, it pushItem) bool {
 		if now-p.failingSince >= d.cfg.GiveUpAfter.Milliseconds() {
 			// As Synapse: given up so that a gateway that comes back
 			// does not get a day of old notifications at once.
-			log.WithError(err).Warn("push: giving up on a notification")
+			log().WithError(err).Warn("push: giving up on a notification")
 			p.failingSince, p.backoff = 0, 0
 			d.saveFailing(p)
 			d.advance(p, it.pos)
@@ -438,7 +442,7 @@ func (d *deliverer) deliver(p *httpPusher, it pushItem) bool {
 		} else {
 			p.backoff = min(2*p.backoff, d.cfg.MaxBackoff)
 		}
-		log.WithError(err).WithField("retry_in", p.backoff).Info("push: notification not delivered; retrying")
+		log().WithError(err).WithField("retry_in", p.backoff).Info("push: notification not delivered; retrying")
 		if !d.sleep(p, p.backoff) {
 			return false
 		}
@@ -574,13 +578,13 @@ func (d *deliverer) build(p *httpPusher, it pushItem) ([]byte, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	badge, err := s.badge(d.ctx, p.key.userID, false)
+	counts, err := s.badge(d.ctx, p.key.userID, false)
 	if err != nil {
 		return nil, 0, err
 	}
 	tw := tweaks(it.actions)
 	n := gatewayNotification{
-		EventID: it.eventID, RoomID: it.roomID, Prio: priority(info.typ, tw), Counts: gatewayCounts{Unread: badge},
+		EventID: it.eventID, RoomID: it.roomID, Prio: priority(info.typ, tw), Counts: counts,
 		Devices: []gatewayDevice{{AppID: p.key.appID, PushKey: p.key.pushKey, PushKeyTS: p.pushKeyTS, Data: p.data, Tweaks: tw}},
 	}
 	if !p.eventIDOnly {
@@ -595,7 +599,7 @@ func (d *deliverer) build(p *httpPusher, it pushItem) ([]byte, int, error) {
 		}
 	}
 	body, err := json.Marshal(gatewayRequest{Notification: n})
-	return body, badge, err
+	return body, counts.Unread, err
 }
 
 // sendBadge sends a counts-only notification when the user's unread count
@@ -607,7 +611,8 @@ func (d *deliverer) sendBadge(p *httpPusher) {
 		return
 	}
 	defer d.release()
-	badge, err := d.s.badge(d.ctx, p.key.userID, true)
+	counts, err := d.s.badge(d.ctx, p.key.userID, true)
+	badge := counts.Unread
 	if err != nil {
 		if d.ctx.Err() == nil {
 			d.log.WithError(err).Error("push: counting unread notifications")
@@ -618,7 +623,7 @@ func (d *deliverer) sendBadge(p *httpPusher) {
 		return
 	}
 	body, err := json.Marshal(gatewayRequest{Notification: gatewayNotification{
-		Counts:  gatewayCounts{Unread: badge},
+		Counts:  counts,
 		Devices: []gatewayDevice{{AppID: p.key.appID, PushKey: p.key.pushKey, PushKeyTS: p.pushKeyTS, Data: p.data}},
 	}})
 	if err != nil {
@@ -683,40 +688,52 @@ func (s *Service) unsentNotifications(ctx context.Context, userID string, after 
 	return out, nil
 }
 
-// badge is the unread count phones show: the number of joined rooms with
-// unread notifications (or of notifications, without grouping by room).
-// fresh counts from the receipts as stored instead of the count cache,
-// which a receipt that just moved may not have invalidated yet.
-func (s *Service) badge(ctx context.Context, userID string, fresh bool) (int, error) {
-	rooms, err := s.rooms.JoinedRooms(ctx, userID)
+// badge is the counts phones show, as Synapse's get_badge_count: unread,
+// the number of joined rooms with unread notifications (or of
+// notifications, without grouping by room) plus one for each pending
+// invite; and missed_calls, the unread notifications that rang (call
+// invitations the user has not read since). fresh counts from the
+// receipts as stored instead of the count cache, which a receipt that
+// just moved may not have invalidated yet.
+func (s *Service) badge(ctx context.Context, userID string, fresh bool) (gatewayCounts, error) {
+	// Memberships is cached by the room server: no query per notification.
+	ms, err := s.rooms.Memberships(ctx, userID)
 	if err != nil {
-		return 0, err
+		return gatewayCounts{}, err
 	}
-	n := 0
-	for _, roomID := range rooms {
-		var total int
+	var out gatewayCounts
+	for _, m := range ms {
+		switch m.Membership {
+		case "invite":
+			out.Unread++
+			continue
+		case "join":
+		default:
+			continue
+		}
+		var total Counts
 		if fresh {
-			byThread, _, err := s.countUnread(ctx, userID, roomID)
+			byThread, _, err := s.countUnread(ctx, userID, m.RoomID)
 			if err != nil {
-				return 0, err
+				return gatewayCounts{}, err
 			}
 			for _, c := range byThread {
-				total += c.Notifications
+				total.Notifications += c.Notifications
+				total.calls += c.calls
 			}
 		} else {
-			c, _, err := s.UnreadCounts(ctx, userID, roomID, 0)
-			if err != nil {
-				return 0, err
+			if total, _, err = s.UnreadCounts(ctx, userID, m.RoomID, 0); err != nil {
+				return gatewayCounts{}, err
 			}
-			total = c.Notifications
 		}
+		out.MissedCalls += total.calls
 		if !s.delivery.cfg.GroupUnreadCountByRoom {
-			n += total
-		} else if total > 0 {
-			n++
+			out.Unread += total.Notifications
+		} else if total.Notifications > 0 {
+			out.Unread++
 		}
 	}
-	return n, nil
+	return out, nil
 }
 
 // ReadMaybeChanged tells the pushers of a user that what they have read

@@ -42,10 +42,10 @@ type gatewayNotification struct {
 	Devices           []gatewayDevice `json:"devices"`
 }
 
-// gatewayCounts: "Counts whose value is zero should be omitted". This
-// server counts no missed calls (nor does Synapse).
+// gatewayCounts: "Counts whose value is zero should be omitted".
 type gatewayCounts struct {
-	Unread int `json:"unread,omitempty"`
+	Unread      int `json:"unread,omitempty"`
+	MissedCalls int `json:"missed_calls,omitempty"`
 }
 
 type gatewayDevice struct {

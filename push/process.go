@@ -202,6 +202,7 @@ func (s *Service) processBatch(evs []*roomserver.Event) map[string]bool {
 	for _, r := range rows {
 		if r.outcome.Notify && !woken[r.userID] {
 			s.delivery.wakeUser(r.userID, false)
+			s.email.wake(r.userID)
 		}
 		woken[r.userID] = true
 	}
@@ -403,8 +404,71 @@ const maxRoomContexts = 256
 // evaluation goroutine calls it.
 func (s *Service) roomContext(ctx context.Context, ev *roomserver.Event) (*roomContext, error) {
 	if rc, ok := s.roomCtxs[ev.StateGroup]; ok && ev.StateGroup != 0 {
+		s.roomLast[ev.RoomID] = lastEvent{ev.EventID(), ev.StateGroup}
 		return rc, nil
 	}
+	if rc := s.memberChange(ev); rc != nil {
+		return rc, nil
+	}
+	rc, err := s.loadRoomContext(ctx, ev)
+	if err != nil {
+		return nil, err
+	}
+	if ev.StateGroup != 0 {
+		if len(s.roomCtxs) >= maxRoomContexts {
+			s.roomCtxs, s.roomLast = map[int64]*roomContext{}, map[string]lastEvent{}
+		}
+		s.roomCtxs[ev.StateGroup] = rc
+		s.roomLast[ev.RoomID] = lastEvent{ev.EventID(), ev.StateGroup}
+	}
+	return rc, nil
+}
+
+// lastEvent is the last event evaluated in a room and its state group.
+type lastEvent struct {
+	eventID string
+	group   int64
+}
+
+// memberChange derives the context after a membership event from the one
+// before it, when that is the context after its only prev event, the last
+// evaluated in the room (a room that grows one join at a time, as every
+// local room does): loading the room's whole state again for each join
+// would make a room's n joins cost n² (each member's event decoded for
+// each join). The context moves to the new state group (the old one's
+// entry is dropped, to be loaded again should an event on a fork need
+// it). nil when it does not apply.
+func (s *Service) memberChange(ev *roomserver.Event) *roomContext {
+	if ev.Type() != spec.MRoomMember || ev.StateKey() == nil || ev.StateGroup == 0 {
+		return nil
+	}
+	prev := ev.PrevEventIDs()
+	last, ok := s.roomLast[ev.RoomID]
+	if len(prev) != 1 || !ok || last.eventID != prev[0] || last.group == ev.StateGroup {
+		return nil
+	}
+	rc, ok := s.roomCtxs[last.group]
+	if !ok {
+		return nil
+	}
+	user := *ev.StateKey()
+	if m, _ := ev.Membership(); m == spec.Join {
+		var c struct {
+			DisplayName string `json:"displayname"`
+		}
+		_ = json.Unmarshal(ev.Content(), &c)
+		rc.members[user] = c.DisplayName
+	} else {
+		delete(rc.members, user)
+	}
+	delete(s.roomCtxs, last.group)
+	s.roomCtxs[ev.StateGroup] = rc
+	s.roomLast[ev.RoomID] = lastEvent{ev.EventID(), ev.StateGroup}
+	return rc
+}
+
+// loadRoomContext reads the context after ev from the room's state.
+func (s *Service) loadRoomContext(ctx context.Context, ev *roomserver.Event) (*roomContext, error) {
 	st, err := s.rooms.StateAt(ctx, ev.RoomID, ev.StreamPos)
 	if err != nil {
 		return nil, err
@@ -426,12 +490,6 @@ func (s *Service) roomContext(ctx context.Context, ev *roomserver.Event) (*roomC
 	rc.pl = powerLevels(st)
 	rc.name = stateString(st, "m.room.name", "name")
 	rc.alias = stateString(st, "m.room.canonical_alias", "alias")
-	if ev.StateGroup != 0 {
-		if len(s.roomCtxs) >= maxRoomContexts {
-			s.roomCtxs = map[int64]*roomContext{}
-		}
-		s.roomCtxs[ev.StateGroup] = rc
-	}
 	return rc, nil
 }
 

@@ -15,7 +15,8 @@
 // later, so their notifications are missed (never the events).
 //
 // Notifications are delivered to the push gateways of HTTP pushers
-// (deliver.go, gateway.go); email pushers are not supported.
+// (deliver.go, gateway.go), and mailed to email pushers when an SMTP relay
+// is configured (email.go).
 package push
 
 import (
@@ -43,6 +44,8 @@ const TypePushRules = "m.push_rules"
 type Config struct {
 	ServerName spec.ServerName
 	Delivery   DeliveryConfig
+	// Email enables email pushers when its SMTPHost is set.
+	Email EmailConfig
 }
 
 // Rooms is what the push domain needs from the room server;
@@ -53,9 +56,9 @@ type Rooms interface {
 	StateAt(ctx context.Context, roomID string, pos int64) (map[roomserver.StateKey]*roomserver.Event, error)
 	Event(ctx context.Context, roomID, userID, eventID string) (*roomserver.Event, error)
 	Redaction(ctx context.Context, ev *roomserver.Event) *roomserver.Event
-	// JoinedRooms and OwnMembershipEvent serve push delivery (the badge,
+	// Memberships and OwnMembershipEvent serve push delivery (the badge,
 	// and invites, which the invited user can see outside the room).
-	JoinedRooms(ctx context.Context, userID string) ([]string, error)
+	Memberships(ctx context.Context, userID string) ([]roomserver.MembershipChange, error)
 	OwnMembershipEvent(ctx context.Context, userID, eventID string) (*roomserver.Event, error)
 }
 
@@ -103,8 +106,10 @@ type Service struct {
 	pending   *pendingStore
 	counts    *countCache
 	roomCtxs  map[int64]*roomContext
+	roomLast  map[string]lastEvent // room -> last evaluated event
 
 	delivery *deliverer
+	email    *emailer // nil: email pushers are refused
 }
 
 // maxCachedRulesets bounds the ruleset cache; it is emptied when full.
@@ -122,6 +127,7 @@ func New(ctx context.Context, db *database.DB, cfg Config, rooms Rooms, us Users
 		cache: map[string]*Ruleset{}, gen: map[string]uint64{},
 		events: make(chan []*roomserver.Event, 1024), done: make(chan struct{}),
 		advanced: make(chan struct{}), roomCtxs: map[int64]*roomContext{},
+		roomLast: map[string]lastEvent{},
 	}
 	// Subscribe before reading the position: an event committed in between
 	// is then both delivered and already counted as processed, never lost
@@ -135,11 +141,24 @@ func New(ctx context.Context, db *database.DB, cfg Config, rooms Rooms, us Users
 		return nil, err
 	}
 	s.delivery = d
+	if cfg.Email.SMTPHost != "" {
+		if s.email, err = newEmailer(ctx, s, cfg.Email, d.cfg.GiveUpAfter); err != nil {
+			d.close()
+			return nil, err
+		}
+	}
 	// Every stored pusher starts, and delivers what came after its
 	// cursor before the last stop.
 	if err := d.resync(ctx, func(pusherKey) bool { return true }, "1 = 1"); err != nil {
 		d.close()
 		return nil, err
+	}
+	if s.email != nil {
+		if err := s.email.start(ctx); err != nil {
+			s.email.close()
+			d.close()
+			return nil, err
+		}
 	}
 	go s.loop()
 	return s, nil
@@ -159,6 +178,7 @@ func (s *Service) Close() {
 	// Delivery first: its cursors are saved; what it had not delivered
 	// is read again at the next start.
 	s.delivery.close()
+	s.email.close()
 	<-s.done
 }
 

@@ -18,7 +18,8 @@ import (
 // https://spec.matrix.org/v1.19/client-server-api/#push-notifications
 //
 // HTTP pushers receive notifications through their push gateways
-// (deliver.go). Email pushers are refused: this server sends no email.
+// (deliver.go); email pushers get mails through the SMTP relay of the
+// config (email.go), and are refused when there is none.
 
 // Pusher is one pusher as GET /pushers lists it.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3pushers
@@ -112,9 +113,15 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, body [
 		return mxerr.InvalidParam("app_id must be at most %d characters", maxAppIDChars)
 	}
 	if string(kindRaw) == "null" {
+		if p.AppID == EmailAppID {
+			p.PushKey = strings.ToLower(strings.TrimSpace(p.PushKey)) // as stored
+		}
 		if _, err := s.db.ExecContext(ctx, `DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3`,
 			userID, p.AppID, p.PushKey); err != nil {
 			return fmt.Errorf("delete pusher: %w", err)
+		}
+		if err := s.email.reload(ctx, userID); err != nil {
+			return err
 		}
 		return s.resyncPushKey(ctx, p.AppID, p.PushKey)
 	}
@@ -149,6 +156,7 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, body [
 			return mxerr.BadJSON("'append' must be a boolean")
 		}
 	}
+	enabled, mailConfirm := true, false
 	var d map[string]json.RawMessage
 	if json.Unmarshal(data, &d) != nil || d == nil {
 		return mxerr.BadJSON("'data' must be an object")
@@ -159,9 +167,23 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, body [
 			return err
 		}
 	case "email":
-		// Email pushers need a verified email address, and this server
-		// does not handle third-party identifiers.
-		return mxerr.InvalidParam("Email pushers are not supported by this server")
+		if s.email == nil {
+			return mxerr.InvalidParam("Email notifications are not enabled on this server")
+		}
+		if p.AppID != EmailAppID {
+			return mxerr.InvalidParam("An email pusher's app_id must be %s", EmailAppID)
+		}
+		addr, err := canonicalEmail(p.PushKey)
+		if err != nil {
+			return err
+		}
+		p.PushKey = addr
+		// Synapse takes only an address that is a verified 3PID of the
+		// user. This server keeps no 3PIDs: the address proves itself by
+		// a link mailed to it, and until then the pusher is disabled.
+		if enabled, mailConfirm, err = s.email.prepareAddress(ctx, userID, addr); err != nil {
+			return err
+		}
 	default:
 		return mxerr.InvalidParam("Unknown pusher kind %q", p.Kind)
 	}
@@ -174,15 +196,15 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, body [
 	// keeps its place, and is enabled again with its failures forgotten.
 	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name,
-			device_display_name, profile_tag, lang, data, device_id, created_ts, last_stream_pos, last_success_ts)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $11)
+			device_display_name, profile_tag, lang, data, device_id, created_ts, last_stream_pos, last_success_ts, enabled)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $11, $13)
 			ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET kind = excluded.kind,
 				app_display_name = excluded.app_display_name, device_display_name = excluded.device_display_name,
 				profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data,
-				device_id = excluded.device_id, enabled = 1, failing_since = 0,
+				device_id = excluded.device_id, enabled = excluded.enabled, failing_since = 0,
 				last_success_ts = excluded.last_success_ts`,
 			userID, p.AppID, p.PushKey, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang,
-			compact.String(), deviceID, now, s.processedPos()); err != nil {
+			compact.String(), deviceID, now, s.processedPos(), enabled); err != nil {
 			return fmt.Errorf("store pusher: %w", err)
 		}
 		if !appendPusher {
@@ -197,6 +219,12 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, body [
 	})
 	if err != nil {
 		return err
+	}
+	if p.Kind == "email" {
+		if mailConfirm {
+			s.email.mailConfirmation(userID, p.PushKey)
+		}
+		return s.email.reload(ctx, userID)
 	}
 	return s.resyncPushKey(ctx, p.AppID, p.PushKey)
 }
@@ -245,6 +273,9 @@ func (s *Service) DevicesDeleted(ctx context.Context, userID string, deviceIDs [
 		if _, err := s.db.ExecContext(ctx, `DELETE FROM pushers WHERE user_id = $1 AND device_id = $2`, userID, d); err != nil {
 			return fmt.Errorf("delete pushers of a deleted device: %w", err)
 		}
+	}
+	if err := s.email.reload(ctx, userID); err != nil {
+		return err
 	}
 	return s.delivery.resync(ctx, func(k pusherKey) bool { return k.userID == userID }, "user_id = $1", userID)
 }

@@ -117,4 +117,41 @@ ALTER TABLE pushers ADD COLUMN failing_since INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE pushers ADD COLUMN last_success_ts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE pushers ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
 `},
+	{Version: 4, SQL: `
+-- Email pushers (kind "email", app_id "m.email", the address as pushkey).
+-- This server keeps no third-party identifiers, so an address is proved by
+-- a link mailed to it: push_email_addresses holds the addresses each user
+-- confirmed, and when the last confirmation mail was sent (to throttle
+-- them). An email pusher for an address not yet confirmed is stored
+-- disabled. An email pusher's pushers.last_stream_pos is the last
+-- notification it put in a batch.
+CREATE TABLE push_email_addresses (
+	user_id         TEXT NOT NULL,
+	address         TEXT NOT NULL,
+	confirmed       INTEGER NOT NULL DEFAULT 0,
+	confirm_sent_ts INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (user_id, address)
+);
+
+-- A room's notifications waiting to be mailed together: first_pos is the
+-- stream position of the first, due_ts when the mail goes (the delay after
+-- the first notification; later after a failed attempt), failing_since
+-- when attempts started failing (0: none failed).
+CREATE TABLE push_email_batches (
+	user_id       TEXT NOT NULL,
+	address       TEXT NOT NULL,
+	room_id       TEXT NOT NULL,
+	first_pos     INTEGER NOT NULL,
+	due_ts        INTEGER NOT NULL,
+	failing_since INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (user_id, address, room_id)
+);
+
+-- The key that signs the confirmation and unsubscribe links of emails,
+-- made at the first start.
+CREATE TABLE push_secrets (
+	name  TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+`},
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/mail"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -491,6 +492,28 @@ type Push struct {
 	// this host or the private network).
 	IPRangeBlacklist []string `yaml:"ip_range_blacklist"`
 	IPRangeWhitelist []string `yaml:"ip_range_whitelist"`
+	// Email is the SMTP relay of email pushers; off (pushers of kind
+	// email refused) while SMTPHost is empty.
+	Email PushEmail `yaml:"email"`
+}
+
+// PushEmail is how email pushers send their mail (Synapse's email
+// section): through one SMTP relay, batched per room.
+type PushEmail struct {
+	SMTPHost string `yaml:"smtp_host"`
+	// SMTPPort 0 is the port of the TLS mode: 587, 465 or 25.
+	SMTPPort int `yaml:"smtp_port"`
+	// TLS is "starttls" (required, not opportunistic), "tls" (implicit
+	// TLS) or "none" (only for a relay on this host).
+	TLS      string `yaml:"tls"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// From is the sender, "Name <address>" or an address.
+	From    string `yaml:"from"`
+	AppName string `yaml:"app_name"`
+	// Delay is how long after a room's first unread notification its
+	// email waits for more (and for the user to read them elsewhere).
+	Delay Duration `yaml:"delay"`
 }
 
 // Duration is a time.Duration written as "5m", "1h30m" or "0".
@@ -584,7 +607,9 @@ func Default() Config {
 		// to 1 h, a notification dropped after a day).
 		Push: Push{IncludeContent: true, GroupUnreadCountByRoom: true, Timeout: Duration(30 * time.Second),
 			InitialBackoff: Duration(time.Second), MaxBackoff: Duration(time.Hour),
-			GiveUpAfter: Duration(24 * time.Hour), DisableAfter: Duration(72 * time.Hour)},
+			GiveUpAfter: Duration(24 * time.Hour), DisableAfter: Duration(72 * time.Hour),
+			// Synapse's notif_delay_before_mail and app_name.
+			Email: PushEmail{TLS: "starttls", AppName: "Matrix", Delay: Duration(10 * time.Minute)}},
 		// Synapse's max_spider_size; previews are off as in Synapse.
 		URLPreviews: URLPreviews{
 			MaxResponseBytes: 10 << 20,
@@ -851,6 +876,9 @@ func (c *Config) Validate() error {
 	if c.Push.MaxBackoff < c.Push.InitialBackoff {
 		return errors.New("push.max_backoff: expected at least push.initial_backoff")
 	}
+	if err := c.Push.Email.validate(c.PublicBaseURL); err != nil {
+		return err
+	}
 	if err := c.Calls.validate(); err != nil {
 		return err
 	}
@@ -1070,6 +1098,33 @@ func (w *Webhooks) validate() error {
 	}
 	if w.Rate.PerSecond <= 0 || w.Rate.Burst < 1 {
 		return fmt.Errorf("webhooks.rate: expected per_second > 0 and burst >= 1")
+	}
+	return nil
+}
+
+func (e *PushEmail) validate(publicBaseURL string) error {
+	if e.SMTPHost == "" {
+		return nil
+	}
+	switch e.TLS {
+	case "starttls", "tls", "none":
+	default:
+		return fmt.Errorf("push.email.tls: expected starttls, tls or none, got %q", e.TLS)
+	}
+	if e.SMTPPort < 0 || e.SMTPPort > 65535 {
+		return fmt.Errorf("push.email.smtp_port: expected a port, got %d", e.SMTPPort)
+	}
+	if e.TLS == "none" && e.Password != "" && e.SMTPHost != "localhost" && !net.ParseIP(e.SMTPHost).IsLoopback() {
+		return errors.New("push.email.tls: none would send the password in clear to a relay on another host")
+	}
+	if _, err := mail.ParseAddress(e.From); err != nil {
+		return fmt.Errorf("push.email.from: expected an address such as \"Matrix <noreply@example.org>\", got %q", e.From)
+	}
+	if publicBaseURL == "" {
+		return errors.New("push.email: public_baseurl is needed for the links in the emails")
+	}
+	if e.Delay < 0 {
+		return errors.New("push.email.delay: expected a duration")
 	}
 	return nil
 }

@@ -82,6 +82,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad webhooks bot", "webhooks:\n  enabled: true\n  bot_localpart: 'Web Hooks'\n", "webhooks.bot_localpart"},
 		{"small webhooks body", "webhooks:\n  enabled: true\n  max_body_bytes: 10\n", "webhooks.max_body_bytes: expected at least 1024"},
 		{"bad webhooks rate", "webhooks:\n  enabled: true\n  rate:\n    per_second: 0\n    burst: 1\n", "webhooks.rate"},
+		{"email without public url", "push:\n  email:\n    smtp_host: smtp.example.org\n    from: a@example.org\n", "push.email: public_baseurl"},
+		{"email bad from", "public_baseurl: https://x.org\npush:\n  email:\n    smtp_host: smtp.example.org\n    from: nobody\n", "push.email.from"},
+		{"email bad tls", "public_baseurl: https://x.org\npush:\n  email:\n    smtp_host: smtp.example.org\n    from: a@example.org\n    tls: maybe\n", "push.email.tls"},
+		{"email password in clear", "public_baseurl: https://x.org\npush:\n  email:\n    smtp_host: smtp.example.org\n    from: a@example.org\n    tls: none\n    password: p\n", "push.email.tls: none"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

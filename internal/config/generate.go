@@ -343,6 +343,22 @@ push:
   # CIDRs allowed even though they are in a refused range, e.g. a gateway
   # on this host: ["127.0.0.1/32"], or on the private network.
   ip_range_whitelist: []
+  # Email pushers (kind "email") mail each room's unread notifications
+  # through this SMTP relay, once per room after delay. Off while
+  # smtp_host is empty. Needs public_baseurl (for the links in the mails).
+  email:
+    smtp_host: ""
+    # 0: the TLS mode's port (587 starttls, 465 tls, 25 none).
+    smtp_port: 0
+    # starttls (required), tls (implicit TLS), or none (a relay on this
+    # host only).
+    tls: starttls
+    username: ""
+    password: ""
+    # The sender, e.g. "Matrix <noreply@example.org>".
+    from: ""
+    app_name: Matrix
+    delay: 10m
 
 federation:
   # Talk to other Matrix servers (the server-server API): join rooms on
