@@ -52,6 +52,12 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{get, "/username_available", ad(a.adminUsernameAvailable)},
 		{get, "/users/{userId}/media", ad(a.adminUserMedia)},
 		{del, "/users/{userId}/media", ad(a.adminDeleteUserMedia)},
+		{post, "/users/{userId}/shadow_ban", ad(a.adminShadowBan)},
+		{del, "/users/{userId}/shadow_ban", ad(a.adminShadowBan)},
+		{put, "/suspend/{userId}", ad(a.adminSuspend)},
+		{get, "/users/{userId}/override_ratelimit", ad(a.adminGetRatelimit)},
+		{post, "/users/{userId}/override_ratelimit", ad(a.adminSetRatelimit)},
+		{del, "/users/{userId}/override_ratelimit", ad(a.adminDeleteRatelimit)},
 
 		{post, "/media/delete", ad(a.adminDeleteMediaBefore)},
 		{post, "/media/{serverName}/delete", ad(a.adminDeleteMediaBefore)},

@@ -85,6 +85,12 @@ func TestAdminRefusesNonAdmins(t *testing.T) {
 		{http.MethodGet, adminV1 + "/event_reports/1"},
 		{http.MethodDelete, adminV1 + "/event_reports/1"},
 		{http.MethodPost, adminV1 + "/send_server_notice"},
+		{http.MethodPost, adminV1 + "/users/" + u + "/shadow_ban"},
+		{http.MethodDelete, adminV1 + "/users/" + u + "/shadow_ban"},
+		{http.MethodPut, adminV1 + "/suspend/" + u},
+		{http.MethodGet, adminV1 + "/users/" + u + "/override_ratelimit"},
+		{http.MethodPost, adminV1 + "/users/" + u + "/override_ratelimit"},
+		{http.MethodDelete, adminV1 + "/users/" + u + "/override_ratelimit"},
 	}
 	for _, rt := range routes {
 		t.Run(rt.method+" "+rt.path, func(t *testing.T) {

@@ -193,8 +193,8 @@ func (a *API) v3Routes() []route {
 		{get, "/login", a.loginFlows},
 		{post, "/login", a.login},
 		{post, "/refresh", a.refresh},
-		{post, "/logout", a.authed(a.logout, guestOK)},
-		{post, "/logout/all", a.authed(a.logoutAll, guestOK)},
+		{post, "/logout", a.authedEvenLocked(a.logout, guestOK)},
+		{post, "/logout/all", a.authedEvenLocked(a.logoutAll, guestOK)},
 
 		{post, "/register", a.register},
 		{get, "/register/available", a.registerAvailable},
