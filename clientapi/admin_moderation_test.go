@@ -3,6 +3,7 @@ package clientapi_test
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -11,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
@@ -246,4 +248,78 @@ func TestAdminLock(t *testing.T) {
 	put(t, srv, user, tok, map[string]any{"locked": true}).expect(t, http.StatusOK, "")
 	post(t, srv, v3+"/logout", alice.AccessToken, map[string]any{}).expect(t, http.StatusOK, "")
 	put(t, srv, user, tok, map[string]any{"locked": "yes"}).expect(t, http.StatusBadRequest, "M_BAD_JSON")
+}
+
+// TestAdminOverrideRatelimit: GET/POST/DELETE override_ratelimit, and the
+// event rate limit honouring a user's override: other rates, or none
+// (messages_per_second 0), and the configured rate once it is deleted.
+func TestAdminOverrideRatelimit(t *testing.T) {
+	srv := testserver.Start(t, rateLimited(func(rl *config.RateLimits) {
+		rl.MessagesPerUser = config.Rate{PerSecond: 0.001, Burst: 2}
+	}))
+	root := registerAdmin(t, srv)
+	tok := root.AccessToken
+	alice := srv.Register("alice", "alice-password")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	must(t, err, "create room")
+	n := 0
+	send := func() resp {
+		n++
+		return put(t, srv, v3+"/rooms/"+url.PathEscape(string(room.RoomID))+"/send/m.room.message/t"+strconv.Itoa(n),
+			alice.AccessToken, map[string]any{"msgtype": "m.text", "body": "hi"})
+	}
+	// sendsUntilLimited sends until a 429, failing after max, and returns
+	// how many went through.
+	sendsUntilLimited := func(max int) int {
+		t.Helper()
+		for i := 0; i < max; i++ {
+			if r := send(); r.Status == http.StatusTooManyRequests {
+				expectLimited(t, r)
+				return i
+			} else {
+				r.expect(t, http.StatusOK, "")
+			}
+		}
+		t.Fatalf("no 429 after %d sends", max)
+		return max
+	}
+	if got := sendsUntilLimited(5); got != 2 {
+		t.Fatalf("%d sends before the configured limit, want 2", got)
+	}
+
+	path := adminV1 + "/users/" + url.PathEscape(string(alice.UserID)) + "/override_ratelimit"
+	if r := get(t, srv, path, tok).expect(t, http.StatusOK, ""); len(r.Body) != 0 {
+		t.Fatalf("no override yet, got %s", r.Raw)
+	}
+	r := post(t, srv, path, tok, map[string]any{"messages_per_second": 0, "burst_count": 0}).expect(t, http.StatusOK, "")
+	if r.Body["messages_per_second"] != float64(0) || r.Body["burst_count"] != float64(0) {
+		t.Fatalf("POST answered %s", r.Raw)
+	}
+	for range 10 {
+		send().expect(t, http.StatusOK, "")
+	}
+
+	r = post(t, srv, path, tok, map[string]any{"messages_per_second": 1, "burst_count": 4}).expect(t, http.StatusOK, "")
+	if r = get(t, srv, path, tok).expect(t, http.StatusOK, ""); r.Body["messages_per_second"] != float64(1) || r.Body["burst_count"] != float64(4) {
+		t.Fatalf("GET answered %s", r.Raw)
+	}
+	// 4 at once, and one more a second: a slow machine may fit one more in.
+	if got := sendsUntilLimited(10); got < 4 || got > 6 {
+		t.Fatalf("%d sends under an override of burst 4", got)
+	}
+
+	del(t, srv, path, tok, nil).expect(t, http.StatusOK, "")
+	if r := get(t, srv, path, tok).expect(t, http.StatusOK, ""); len(r.Body) != 0 {
+		t.Fatalf("override still there: %s", r.Raw)
+	}
+	if got := sendsUntilLimited(3); got > 2 {
+		t.Fatalf("%d sends after the override was deleted", got)
+	}
+
+	post(t, srv, path, tok, map[string]any{"messages_per_second": -1}).expect(t, http.StatusBadRequest, "M_INVALID_PARAM")
+	post(t, srv, path, tok, map[string]any{"messages_per_second": "many"}).expect(t, http.StatusBadRequest, "M_BAD_JSON")
+	get(t, srv, adminV1+"/users/"+url.PathEscape("@nobody:tessera.test")+"/override_ratelimit", tok).
+		expect(t, http.StatusNotFound, "M_NOT_FOUND")
+	get(t, srv, adminV1+"/users/"+url.PathEscape("@x:elsewhere.test")+"/override_ratelimit", tok).
+		expect(t, http.StatusBadRequest, "M_UNKNOWN")
 }

@@ -492,6 +492,9 @@ func (a *API) sendEvent(r *http.Request, who *users.Requester, stateKey *string,
 	if done, resp, err := restrict(who, users.ActionSend, fakeEventID); done {
 		return resp, err
 	}
+	if err := a.limitMessages(who); err != nil {
+		return nil, err
+	}
 	if txn != nil {
 		req.Txn = txn(id)
 	}
@@ -559,6 +562,9 @@ func (a *API) redact(r *http.Request, who *users.Requester) (any, error) {
 	}
 	if done, resp, err := shadowAnswer(who.CheckRedact(ownEvent), fakeEventID); done {
 		return resp, err
+	}
+	if err := a.limitMessages(who); err != nil {
+		return nil, err
 	}
 	ev, err := a.rooms.Redact(r.Context(), id, who.UserID, pathVar(r, "eventId"), body.Reason,
 		&roomserver.TxnKey{UserID: who.UserID, DeviceID: who.DeviceID, TxnID: pathVar(r, "txnId"),
