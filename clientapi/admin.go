@@ -72,6 +72,7 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{get, "/federation/destinations", ad(a.adminDestinations)},
 		{get, "/federation/destinations/{destination}", ad(a.adminDestination)},
 		{post, "/federation/destinations/{destination}/reset_connection", ad(a.adminResetConnection)},
+		{get, "/federation/destinations/{destination}/rooms", ad(a.adminDestinationRooms)},
 		{get, "/event_reports/{reportId}", ad(a.adminEventReport)},
 		{del, "/event_reports/{reportId}", ad(a.adminDeleteEventReport)},
 
@@ -85,6 +86,7 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{put, "/rooms/{roomId}/block", ad(inRoom(a.adminPutBlock))},
 		{post, "/rooms/{roomId}/make_room_admin", ad(a.adminMakeRoomAdmin)},
 		{get, "/rooms/{roomId}/forward_extremities", ad(inRoom(a.adminForwardExtremities))},
+		{del, "/rooms/{roomId}/forward_extremities", ad(inRoom(a.adminDeleteForwardExtremities))},
 		{post, "/join/{roomId}", ad(a.adminJoin)},
 	})
 	add("/_synapse/admin/v2", []route{

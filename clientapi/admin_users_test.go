@@ -61,6 +61,8 @@ func TestAdminRefusesNonAdmins(t *testing.T) {
 		{http.MethodPut, adminV1 + "/rooms/" + room + "/block"},
 		{http.MethodPost, adminV1 + "/rooms/" + room + "/make_room_admin"},
 		{http.MethodGet, adminV1 + "/rooms/" + room + "/forward_extremities"},
+		{http.MethodDelete, adminV1 + "/rooms/" + room + "/forward_extremities"},
+		{http.MethodGet, adminV1 + "/federation/destinations/x.test/rooms"},
 		{http.MethodPost, adminV1 + "/join/" + room},
 		{http.MethodDelete, adminV2 + "/rooms/" + room},
 		{http.MethodGet, adminV2 + "/rooms/" + room + "/delete_status"},
