@@ -59,6 +59,13 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{post, "/users/{userId}/override_ratelimit", ad(a.adminSetRatelimit)},
 		{del, "/users/{userId}/override_ratelimit", ad(a.adminDeleteRatelimit)},
 
+		{post, "/media/quarantine/{serverName}/{mediaId}", ad(a.adminQuarantineMedia(true))},
+		{post, "/media/unquarantine/{serverName}/{mediaId}", ad(a.adminQuarantineMedia(false))},
+		{post, "/media/protect/{mediaId}", ad(a.adminProtectMedia(true))},
+		{post, "/media/unprotect/{mediaId}", ad(a.adminProtectMedia(false))},
+		{post, "/room/{roomId}/media/quarantine", ad(inRoom(a.adminQuarantineRoomMedia))},
+		{get, "/room/{roomId}/media", ad(inRoom(a.adminRoomMedia))},
+		{post, "/user/{userId}/media/quarantine", ad(a.adminQuarantineUserMedia)},
 		{post, "/media/delete", ad(a.adminDeleteMediaBefore)},
 		{post, "/media/{serverName}/delete", ad(a.adminDeleteMediaBefore)},
 		{del, "/media/{serverName}/{mediaId}", ad(a.adminDeleteMedia)},

@@ -273,6 +273,45 @@ func (s *Service) DeleteForwardExtremities(ctx context.Context, roomID string) (
 	return n, err
 }
 
+// MediaURIs lists the mxc:// URIs a room's events refer to, as Synapse's
+// admin API finds them: each event's content.url and
+// content.info.thumbnail_url, once each, newest event first.
+func (s *Service) MediaURIs(ctx context.Context, roomID string) ([]string, error) {
+	// LIKE skips the events that cannot hold one without decoding them.
+	rows, err := s.db.QueryContext(ctx, `SELECT json FROM events WHERE room_id = $1 AND stream_pos > 0
+		AND json LIKE '%mxc://%' ORDER BY stream_pos DESC`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("media of room %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	seen := map[string]bool{}
+	out := []string{}
+	for rows.Next() {
+		var raw string
+		if err := rows.Scan(&raw); err != nil {
+			return nil, fmt.Errorf("read event of room %s: %w", roomID, err)
+		}
+		var ev struct {
+			Content struct {
+				URL  any `json:"url"`
+				Info struct {
+					ThumbnailURL any `json:"thumbnail_url"`
+				} `json:"info"`
+			} `json:"content"`
+		}
+		if json.Unmarshal([]byte(raw), &ev) != nil {
+			continue
+		}
+		for _, v := range []any{ev.Content.URL, ev.Content.Info.ThumbnailURL} {
+			if u, ok := v.(string); ok && strings.HasPrefix(u, "mxc://") && !seen[u] {
+				seen[u] = true
+				out = append(out, u)
+			}
+		}
+	}
+	return out, rows.Err()
+}
+
 // RoomPosition is a room and the stream position of its latest event.
 type RoomPosition struct {
 	RoomID    string `json:"room_id"`
