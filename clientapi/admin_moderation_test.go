@@ -44,15 +44,22 @@ func messageBodies(t *testing.T, c *mautrix.Client, roomID id.RoomID) []string {
 	return out
 }
 
-// TestAdminShadowBan: a shadow-banned user's messages, redactions and
-// invites answer as if they had worked, and nobody sees them; rooms they
-// create lose their invites; lifting the ban lets them through again.
-func TestAdminShadowBan(t *testing.T) {
+// auditedAdminServer starts a server with a server admin, capturing the
+// admin action log lines.
+func auditedAdminServer(t *testing.T) (*testserver.Server, *captureHook, *mautrix.RespRegister) {
+	t.Helper()
 	srv := testserver.Start(t)
 	logs := &captureHook{}
 	srv.Log.AddHook(logs)
 	srv.Log.SetLevel(logrus.InfoLevel)
-	root := registerAdmin(t, srv)
+	return srv, logs, registerAdmin(t, srv)
+}
+
+// TestAdminShadowBan: a shadow-banned user's messages, redactions and
+// invites answer as if they had worked, and nobody sees them; rooms they
+// create lose their invites; lifting the ban lets them through again.
+func TestAdminShadowBan(t *testing.T) {
+	srv, logs, root := auditedAdminServer(t)
 	tok := root.AccessToken
 	alice := srv.Register("alice", "alice-password")
 	bob := srv.Register("bob", "bob-password")

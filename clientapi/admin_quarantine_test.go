@@ -9,11 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
-
-	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
 // served checks that a download answered 200 (with the content, which is
@@ -30,20 +27,11 @@ func served(t *testing.T, r resp) {
 // unquarantined; protected media is never quarantined and survives the
 // deletion by date; a room's media lists its local and remote mxc URIs.
 func TestAdminQuarantine(t *testing.T) {
-	srv := testserver.Start(t)
-	logs := &captureHook{}
-	srv.Log.AddHook(logs)
-	srv.Log.SetLevel(logrus.InfoLevel)
-	root := registerAdmin(t, srv)
+	srv, logs, root := auditedAdminServer(t)
 	tok := root.AccessToken
 	alice := srv.Register("alice", "alice-password")
 	bob := srv.Register("bob", "bob-password")
-	upload := func(c *mautrix.Client, body string) string {
-		t.Helper()
-		resp, err := c.UploadBytesWithName(ctx, []byte(body), "text/plain", "note.txt")
-		must(t, err, "upload")
-		return resp.ContentURI.FileID
-	}
+	upload := func(c *mautrix.Client, body string) string { return uploadNote(t, c, body) }
 	download := func(mediaID string) resp {
 		return get(t, srv, "/_matrix/client/v1/media/download/tessera.test/"+mediaID, bob.AccessToken)
 	}
