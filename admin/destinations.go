@@ -9,6 +9,7 @@ import (
 
 	"github.com/tessera-hs/tessera/federation/queue"
 	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/roomserver"
 )
 
 // Destinations is what the admin domain needs of the federation sender.
@@ -58,6 +59,16 @@ func (s *Service) Destination(ctx context.Context, name string) (*queue.Health, 
 		}
 	}
 	return nil, mxerr.NotFound("Unknown destination")
+}
+
+// DestinationRooms lists the rooms a destination has a joined member in,
+// by room ID, with the stream position of each room's latest event.
+// https://element-hq.github.io/synapse/latest/usage/administration/admin_api/federation.html#destination-rooms
+func (s *Service) DestinationRooms(ctx context.Context, name string) ([]roomserver.RoomPosition, error) {
+	if _, err := s.Destination(ctx, name); err != nil {
+		return nil, err
+	}
+	return s.rooms.RoomsWithServer(ctx, spec.ServerName(name))
 }
 
 // ResetConnection ends a destination's backoff so that what is queued for

@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/tessera-hs/tessera/roomserver"
 )
 
@@ -155,4 +157,19 @@ func (s *Service) ForwardExtremities(ctx context.Context, roomID string) ([]room
 		return nil, err
 	}
 	return s.rooms.ForwardExtremities(ctx, roomID)
+}
+
+// DeleteForwardExtremities deletes all but the most recent of a room's
+// forward extremities and returns how many went.
+// https://element-hq.github.io/synapse/latest/admin_api/rooms.html#deleting-forward-extremities
+func (s *Service) DeleteForwardExtremities(ctx context.Context, actor, roomID string) (int64, error) {
+	if _, err := s.Room(ctx, roomID); err != nil {
+		return 0, err
+	}
+	n, err := s.rooms.DeleteForwardExtremities(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	s.Audit(actor, "delete_forward_extremities", roomID, logrus.Fields{"deleted": n})
+	return n, nil
 }

@@ -33,6 +33,9 @@ type UserUpdate struct {
 	AvatarURL     *string `json:"avatar_url"`
 	Admin         *bool   `json:"admin"`
 	Deactivated   *bool   `json:"deactivated"`
+	// Locked locks the account (401 M_USER_LOCKED to all but logout) or
+	// unlocks it.
+	Locked *bool `json:"locked"`
 }
 
 // PutUser creates an account or changes one, and reports whether it
@@ -88,6 +91,11 @@ func (s *Service) PutUser(ctx context.Context, actor, userID string, u UserUpdat
 			}
 		}
 	}
+	if u.Locked != nil {
+		if err := s.users.SetLocked(ctx, userID, *u.Locked); err != nil {
+			return false, err
+		}
+	}
 	for field, v := range map[string]*string{"displayname": u.DisplayName, "avatar_url": u.AvatarURL} {
 		if v == nil {
 			continue
@@ -107,6 +115,9 @@ func (s *Service) PutUser(ctx context.Context, actor, userID string, u UserUpdat
 	}
 	if u.Deactivated != nil {
 		fields["deactivated"] = *u.Deactivated
+	}
+	if u.Locked != nil {
+		fields["locked"] = *u.Locked
 	}
 	s.Audit(actor, action, userID, fields)
 	return created, nil

@@ -52,7 +52,20 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{get, "/username_available", ad(a.adminUsernameAvailable)},
 		{get, "/users/{userId}/media", ad(a.adminUserMedia)},
 		{del, "/users/{userId}/media", ad(a.adminDeleteUserMedia)},
+		{post, "/users/{userId}/shadow_ban", ad(a.adminShadowBan)},
+		{del, "/users/{userId}/shadow_ban", ad(a.adminShadowBan)},
+		{put, "/suspend/{userId}", ad(a.adminSuspend)},
+		{get, "/users/{userId}/override_ratelimit", ad(a.adminGetRatelimit)},
+		{post, "/users/{userId}/override_ratelimit", ad(a.adminSetRatelimit)},
+		{del, "/users/{userId}/override_ratelimit", ad(a.adminDeleteRatelimit)},
 
+		{post, "/media/quarantine/{serverName}/{mediaId}", ad(a.adminQuarantineMedia(true))},
+		{post, "/media/unquarantine/{serverName}/{mediaId}", ad(a.adminQuarantineMedia(false))},
+		{post, "/media/protect/{mediaId}", ad(a.adminProtectMedia(true))},
+		{post, "/media/unprotect/{mediaId}", ad(a.adminProtectMedia(false))},
+		{post, "/room/{roomId}/media/quarantine", ad(inRoom(a.adminQuarantineRoomMedia))},
+		{get, "/room/{roomId}/media", ad(inRoom(a.adminRoomMedia))},
+		{post, "/user/{userId}/media/quarantine", ad(a.adminQuarantineUserMedia)},
 		{post, "/media/delete", ad(a.adminDeleteMediaBefore)},
 		{post, "/media/{serverName}/delete", ad(a.adminDeleteMediaBefore)},
 		{del, "/media/{serverName}/{mediaId}", ad(a.adminDeleteMedia)},
@@ -66,6 +79,7 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{get, "/federation/destinations", ad(a.adminDestinations)},
 		{get, "/federation/destinations/{destination}", ad(a.adminDestination)},
 		{post, "/federation/destinations/{destination}/reset_connection", ad(a.adminResetConnection)},
+		{get, "/federation/destinations/{destination}/rooms", ad(a.adminDestinationRooms)},
 		{get, "/event_reports/{reportId}", ad(a.adminEventReport)},
 		{del, "/event_reports/{reportId}", ad(a.adminDeleteEventReport)},
 
@@ -79,6 +93,7 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{put, "/rooms/{roomId}/block", ad(inRoom(a.adminPutBlock))},
 		{post, "/rooms/{roomId}/make_room_admin", ad(a.adminMakeRoomAdmin)},
 		{get, "/rooms/{roomId}/forward_extremities", ad(inRoom(a.adminForwardExtremities))},
+		{del, "/rooms/{roomId}/forward_extremities", ad(inRoom(a.adminDeleteForwardExtremities))},
 		{post, "/join/{roomId}", ad(a.adminJoin)},
 	})
 	add("/_synapse/admin/v2", []route{

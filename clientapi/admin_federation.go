@@ -2,7 +2,9 @@ package clientapi
 
 import (
 	"net/http"
+	"slices"
 	"sort"
+	"strconv"
 
 	"github.com/tessera-hs/tessera/federation/queue"
 	"github.com/tessera-hs/tessera/internal/mxerr"
@@ -74,6 +76,29 @@ func (a *API) adminDestination(r *http.Request, _ *users.Requester) (any, error)
 		return nil, err
 	}
 	return destinationJSON(*h), nil
+}
+
+// adminDestinationRooms: GET
+// /_synapse/admin/v1/federation/destinations/{destination}/rooms (from,
+// limit, dir over the rooms ordered by ID).
+func (a *API) adminDestinationRooms(r *http.Request, _ *users.Requester) (any, error) {
+	from, limit, backwards, err := queryPage(r)
+	if err != nil {
+		return nil, err
+	}
+	all, err := a.admin.DestinationRooms(r.Context(), pathVar(r, "destination"))
+	if err != nil {
+		return nil, err
+	}
+	if backwards {
+		slices.Reverse(all)
+	}
+	start, end := min(from, len(all)), min(from+limit, len(all))
+	out := map[string]any{"rooms": all[start:end], "total": len(all)}
+	if end < len(all) {
+		out["next_token"] = strconv.Itoa(end)
+	}
+	return out, nil
 }
 
 // adminResetConnection: POST /_synapse/admin/v1/federation/destinations/{destination}/reset_connection.

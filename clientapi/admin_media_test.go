@@ -11,6 +11,14 @@ import (
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
+// uploadNote uploads body as a text/plain note.txt and returns its media ID.
+func uploadNote(t *testing.T, c *mautrix.Client, body string) string {
+	t.Helper()
+	resp, err := c.UploadBytesWithName(ctx, []byte(body), "text/plain", "note.txt")
+	must(t, err, "upload")
+	return resp.ContentURI.FileID
+}
+
 // TestAdminMedia covers a user's media list, the media statistics, and
 // deleting media by ID, by user and by date and size: deleted media cannot
 // be downloaded.
@@ -20,12 +28,7 @@ func TestAdminMedia(t *testing.T) {
 	tok := root.AccessToken
 	alice := srv.Register("alice", "alice-password")
 	bob := srv.Register("bob", "bob-password")
-	upload := func(c *mautrix.Client, body string) string {
-		t.Helper()
-		resp, err := c.UploadBytesWithName(ctx, []byte(body), "text/plain", "note.txt")
-		must(t, err, "upload")
-		return resp.ContentURI.FileID
-	}
+	upload := func(c *mautrix.Client, body string) string { return uploadNote(t, c, body) }
 	small := upload(alice, "a")
 	big := upload(alice, "a much longer piece of content")
 	bobs := upload(bob, "bob's file")

@@ -179,6 +179,16 @@ func (a *API) adminForwardExtremities(r *http.Request, _ *users.Requester, id st
 	return map[string]any{"count": len(xs), "results": xs}, nil
 }
 
+// adminDeleteForwardExtremities: DELETE
+// /_synapse/admin/v1/rooms/{roomId}/forward_extremities.
+func (a *API) adminDeleteForwardExtremities(r *http.Request, who *users.Requester, id string) (any, error) {
+	n, err := a.admin.DeleteForwardExtremities(r.Context(), who.UserID, id)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]int64{"deleted": n}, nil
+}
+
 // adminDeleteRoom: DELETE /_synapse/admin/v2/rooms/{roomId}: starts the
 // deletion and answers with its ID.
 func (a *API) adminDeleteRoom(r *http.Request, who *users.Requester, id string) (any, error) {

@@ -125,6 +125,13 @@ func TestAdminRooms(t *testing.T) {
 		if r.Body["count"] != float64(1) || len(res) != 1 || res[0].(map[string]any)["event_id"] == "" {
 			t.Fatalf("forward extremities: %s", r.Raw)
 		}
+		// One extremity: nothing to delete (roomserver's
+		// TestDeleteForwardExtremities forks a room to delete some).
+		r = del(t, srv, adminV1+"/rooms/"+url.PathEscape(string(big.RoomID))+"/forward_extremities", tok, nil).expect(t, http.StatusOK, "")
+		if r.Body["deleted"] != float64(0) {
+			t.Fatalf("delete forward extremities: %s", r.Raw)
+		}
+		del(t, srv, adminV1+"/rooms/!nope:tessera.test/forward_extremities", tok, nil).expect(t, http.StatusNotFound, "M_NOT_FOUND")
 	})
 }
 

@@ -14,13 +14,13 @@ import (
 // https://element-hq.github.io/synapse/latest/admin_api/user_admin_api.html
 
 // adminUserJSON is a user as the list and the details show it; Tessera
-// has no shadow bans, locks, suspensions, user types or third-party IDs,
-// so those fields carry their "none" values.
+// has no user types or third-party IDs, so those fields carry their
+// "none" values.
 func adminUserJSON(u *users.AdminUser) map[string]any {
 	return map[string]any{
 		"name": u.UserID, "displayname": u.DisplayName, "avatar_url": u.AvatarURL,
 		"is_guest": u.IsGuest, "admin": u.IsAdmin, "deactivated": u.Deactivated, "erased": u.Erased,
-		"shadow_banned": false, "locked": false, "suspended": false, "user_type": nil, "approved": true,
+		"shadow_banned": u.ShadowBanned, "locked": u.Locked, "suspended": u.Suspended, "user_type": nil, "approved": true,
 		"creation_ts": u.CreatedTS, "last_seen_ts": u.LastSeenTS,
 	}
 }

@@ -61,6 +61,8 @@ func TestAdminRefusesNonAdmins(t *testing.T) {
 		{http.MethodPut, adminV1 + "/rooms/" + room + "/block"},
 		{http.MethodPost, adminV1 + "/rooms/" + room + "/make_room_admin"},
 		{http.MethodGet, adminV1 + "/rooms/" + room + "/forward_extremities"},
+		{http.MethodDelete, adminV1 + "/rooms/" + room + "/forward_extremities"},
+		{http.MethodGet, adminV1 + "/federation/destinations/x.test/rooms"},
 		{http.MethodPost, adminV1 + "/join/" + room},
 		{http.MethodDelete, adminV2 + "/rooms/" + room},
 		{http.MethodGet, adminV2 + "/rooms/" + room + "/delete_status"},
@@ -85,6 +87,12 @@ func TestAdminRefusesNonAdmins(t *testing.T) {
 		{http.MethodGet, adminV1 + "/event_reports/1"},
 		{http.MethodDelete, adminV1 + "/event_reports/1"},
 		{http.MethodPost, adminV1 + "/send_server_notice"},
+		{http.MethodPost, adminV1 + "/users/" + u + "/shadow_ban"},
+		{http.MethodDelete, adminV1 + "/users/" + u + "/shadow_ban"},
+		{http.MethodPut, adminV1 + "/suspend/" + u},
+		{http.MethodGet, adminV1 + "/users/" + u + "/override_ratelimit"},
+		{http.MethodPost, adminV1 + "/users/" + u + "/override_ratelimit"},
+		{http.MethodDelete, adminV1 + "/users/" + u + "/override_ratelimit"},
 	}
 	for _, rt := range routes {
 		t.Run(rt.method+" "+rt.path, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -36,11 +37,34 @@ func (a *API) appService(who *users.Requester) (*appservice.Registration, error)
 	return reg, nil
 }
 
-// unlimited reports whether the requester is an application service
-// registered with rate_limited: false, which no rate limit applies to.
+// unlimited reports whether no rate limit applies to the requester: an
+// application service registered with rate_limited: false, or a user a
+// server admin lifted the limits of (override_ratelimit with
+// messages_per_second 0, which Synapse reads so for every limit).
 func (a *API) unlimited(who *users.Requester) bool {
+	if o := who.Ratelimit; o != nil && o.MessagesPerSecond == 0 {
+		return true
+	}
 	reg := a.users.AppService(who)
 	return reg != nil && !reg.IsRateLimited()
+}
+
+// limitMessages applies the per-user rate limit on sending events, or the
+// rate and burst an admin set for the user (override_ratelimit).
+func (a *API) limitMessages(who *users.Requester) error {
+	if a.unlimited(who) {
+		return nil
+	}
+	if o := who.Ratelimit; o != nil {
+		// Each override has its own bucket, which starts full: the user's
+		// history under other limits does not count against new ones.
+		key := fmt.Sprintf("%s|%d|%d", who.UserID, o.MessagesPerSecond, o.BurstCount)
+		if ok, wait := a.sentEvents.AllowAt(key, float64(o.MessagesPerSecond), max(int(o.BurstCount), 1)); !ok {
+			return mxerr.LimitExceeded(wait.Milliseconds())
+		}
+		return nil
+	}
+	return limit(a.sentEvents, who.UserID)
 }
 
 // limitUser takes a token from l for the requester, unless no limit

@@ -23,14 +23,28 @@ const (
 // M_GUEST_ACCESS_FORBIDDEN unless the endpoint is one the spec opens to them.
 // https://spec.matrix.org/v1.19/client-server-api/#client-behaviour-14
 func (a *API) authed(h authedFunc, guests guestPolicy) httpx.HandlerFunc {
+	return a.authedMaybeLocked(h, guests, false)
+}
+
+// authedEvenLocked is authed for the endpoints a locked account may still
+// use: logging out.
+// https://spec.matrix.org/v1.19/client-server-api/#account-locking
+func (a *API) authedEvenLocked(h authedFunc, guests guestPolicy) httpx.HandlerFunc {
+	return a.authedMaybeLocked(h, guests, true)
+}
+
+func (a *API) authedMaybeLocked(h authedFunc, guests guestPolicy, allowLocked bool) httpx.HandlerFunc {
 	return func(r *http.Request) (any, error) {
 		token, err := accessToken(r)
 		if err != nil {
 			return nil, err
 		}
-		who, err := a.authenticate(r, token)
+		who, err := a.users.AuthenticateAs(r.Context(), token, a.clientInfo(r), assertion(r))
 		if err != nil {
 			return nil, err
+		}
+		if who.Locked && !allowLocked {
+			return nil, mxerr.UserLocked()
 		}
 		if who.IsGuest && guests == noGuests {
 			return nil, mxerr.GuestAccessForbidden()
@@ -58,10 +72,15 @@ func accessToken(r *http.Request) (string, error) {
 
 // authenticate checks an access token; an application service's as_token
 // acts as the user (?user_id=) and device (?device_id=, or MSC3202's
-// org.matrix.msc3202.device_id) the request asserts.
+// org.matrix.msc3202.device_id) the request asserts. A locked account
+// gets 401 M_USER_LOCKED.
 // https://spec.matrix.org/v1.19/application-service-api/#identity-assertion
 func (a *API) authenticate(r *http.Request, token string) (*users.Requester, error) {
-	return a.users.AuthenticateAs(r.Context(), token, a.clientInfo(r), assertion(r))
+	who, err := a.users.AuthenticateAs(r.Context(), token, a.clientInfo(r), assertion(r))
+	if err == nil && who.Locked {
+		return nil, mxerr.UserLocked()
+	}
+	return who, err
 }
 
 // assertion is the identity a request asserts, used only when its token is

@@ -98,7 +98,7 @@ type API struct {
 
 	// Rate limiters; nil when limits are off (a nil limiter allows all).
 	loginPerAddress, loginPerAccount, loginFailures, registerPerAddress *ratelimit.Limiter
-	mediaUploads                                                        *ratelimit.Limiter
+	mediaUploads, sentEvents                                            *ratelimit.Limiter
 	callTokens, delayedActions                                          *ratelimit.Limiter
 }
 
@@ -121,6 +121,7 @@ func New(cfg *config.Config, log logrus.FieldLogger, us *users.Service, rs *room
 		a.loginFailures = ratelimit.New(rl.LoginFailures.PerSecond, rl.LoginFailures.Burst)
 		a.registerPerAddress = ratelimit.New(rl.RegisterPerAddress.PerSecond, rl.RegisterPerAddress.Burst)
 		a.mediaUploads = ratelimit.New(rl.MediaUploadsPerUser.PerSecond, rl.MediaUploadsPerUser.Burst)
+		a.sentEvents = ratelimit.New(rl.MessagesPerUser.PerSecond, rl.MessagesPerUser.Burst)
 		a.callTokens = ratelimit.New(rl.CallTokens.PerSecond, rl.CallTokens.Burst)
 		a.delayedActions = ratelimit.New(rl.DelayedEventActions.PerSecond, rl.DelayedEventActions.Burst)
 	}
@@ -194,8 +195,8 @@ func (a *API) v3Routes() []route {
 		{get, "/login", a.loginFlows},
 		{post, "/login", a.login},
 		{post, "/refresh", a.refresh},
-		{post, "/logout", a.authed(a.logout, guestOK)},
-		{post, "/logout/all", a.authed(a.logoutAll, guestOK)},
+		{post, "/logout", a.authedEvenLocked(a.logout, guestOK)},
+		{post, "/logout/all", a.authedEvenLocked(a.logoutAll, guestOK)},
 
 		{post, "/register", a.register},
 		{get, "/register/available", a.registerAvailable},

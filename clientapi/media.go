@@ -125,8 +125,12 @@ func (a *API) uploadError(body *bodyReader, err error) error {
 	return httpx.BodyError(body.err)
 }
 
-// uploadAllowed applies the per-user rate limit on uploads and upload IDs.
+// uploadAllowed applies the requester's restrictions (no uploads while
+// suspended) and the per-user rate limit on uploads and upload IDs.
 func (a *API) uploadAllowed(who *users.Requester) error {
+	if err := who.Check(users.ActionUpload); err != nil {
+		return err
+	}
 	if a.unlimited(who) {
 		return nil
 	}

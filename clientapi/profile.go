@@ -75,6 +75,9 @@ func (a *API) setProfileField(r *http.Request, who *users.Requester) (any, error
 	if err != nil {
 		return nil, err
 	}
+	if err := who.Check(users.ActionUpdateProfile); err != nil {
+		return nil, err
+	}
 	// An invalid key is reported as such, even if the body lacks it too.
 	key := pathVar(r, "keyName")
 	if err := users.ValidateProfileKey(key); err != nil {
@@ -107,6 +110,9 @@ func (a *API) setProfileField(r *http.Request, who *users.Requester) (any, error
 func (a *API) deleteProfileField(r *http.Request, who *users.Requester) (any, error) {
 	userID, err := a.ownProfile(r, who)
 	if err != nil {
+		return nil, err
+	}
+	if err := who.Check(users.ActionUpdateProfile); err != nil {
 		return nil, err
 	}
 	if err := a.users.DeleteProfileField(r.Context(), userID, pathVar(r, "keyName")); err != nil {

@@ -90,6 +90,13 @@ func (a *API) createRoom(r *http.Request, who *users.Requester) (any, error) {
 			return nil, err
 		}
 	}
+	if err := who.Check(users.ActionCreateRoom); err != nil {
+		return nil, err
+	}
+	if who.InvitesDropped() {
+		// The room is made; the invites of a shadow-banned user are not.
+		req.Invite = nil
+	}
 	id, err := a.rooms.CreateRoom(r.Context(), who.UserID, req)
 	if err != nil {
 		return nil, err
@@ -141,6 +148,9 @@ func joinContent(r *http.Request) (map[string]any, error) {
 func (a *API) doJoin(r *http.Request, who *users.Requester, target string) (any, error) {
 	content, err := joinContent(r)
 	if err != nil {
+		return nil, err
+	}
+	if err := who.Check(users.ActionJoin); err != nil {
 		return nil, err
 	}
 	if who.IsGuest {
@@ -262,6 +272,9 @@ func (a *API) knock(r *http.Request, who *users.Requester) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := who.Check(users.ActionKnock); err != nil {
+		return nil, err
+	}
 	if a.remote != nil {
 		var via []spec.ServerName
 		if a.queries != nil && a.remoteAlias(target) {
@@ -309,8 +322,9 @@ type targetBody struct {
 	IsDirect bool   `json:"is_direct"`
 }
 
-// targetOp runs a membership change that names a target user.
-func (a *API) targetOp(r *http.Request, who *users.Requester, op func(roomID string, b targetBody) error) (any, error) {
+// targetOp runs a membership change that names a target user, if the
+// requester's restrictions allow action.
+func (a *API) targetOp(r *http.Request, who *users.Requester, action users.Action, op func(roomID string, b targetBody) error) (any, error) {
 	id, err := roomID(r)
 	if err != nil {
 		return nil, err
@@ -325,6 +339,9 @@ func (a *API) targetOp(r *http.Request, who *users.Requester, op func(roomID str
 	if _, err := checkUserID(body.UserID, "user_id"); err != nil {
 		return nil, err
 	}
+	if done, resp, err := restrict(who, action, nil); done {
+		return resp, err
+	}
 	if err := op(id, body); err != nil {
 		return nil, err
 	}
@@ -332,25 +349,25 @@ func (a *API) targetOp(r *http.Request, who *users.Requester, op func(roomID str
 }
 
 func (a *API) invite(r *http.Request, who *users.Requester) (any, error) {
-	return a.targetOp(r, who, func(id string, b targetBody) error {
+	return a.targetOp(r, who, users.ActionInvite, func(id string, b targetBody) error {
 		return a.rooms.Invite(r.Context(), who.UserID, id, b.UserID, b.Reason, b.IsDirect)
 	})
 }
 
 func (a *API) kick(r *http.Request, who *users.Requester) (any, error) {
-	return a.targetOp(r, who, func(id string, b targetBody) error {
+	return a.targetOp(r, who, users.ActionModerate, func(id string, b targetBody) error {
 		return a.rooms.Kick(r.Context(), who.UserID, id, b.UserID, b.Reason)
 	})
 }
 
 func (a *API) ban(r *http.Request, who *users.Requester) (any, error) {
-	return a.targetOp(r, who, func(id string, b targetBody) error {
+	return a.targetOp(r, who, users.ActionModerate, func(id string, b targetBody) error {
 		return a.rooms.Ban(r.Context(), who.UserID, id, b.UserID, b.Reason)
 	})
 }
 
 func (a *API) unban(r *http.Request, who *users.Requester) (any, error) {
-	return a.targetOp(r, who, func(id string, b targetBody) error {
+	return a.targetOp(r, who, users.ActionModerate, func(id string, b targetBody) error {
 		return a.rooms.Unban(r.Context(), who.UserID, id, b.UserID, b.Reason)
 	})
 }
@@ -472,6 +489,12 @@ func (a *API) sendEvent(r *http.Request, who *users.Requester, stateKey *string,
 			}
 		}
 	}
+	if done, resp, err := restrict(who, users.ActionSend, fakeEventID); done {
+		return resp, err
+	}
+	if err := a.limitMessages(who); err != nil {
+		return nil, err
+	}
 	if txn != nil {
 		req.Txn = txn(id)
 	}
@@ -527,6 +550,20 @@ func (a *API) redact(r *http.Request, who *users.Requester) (any, error) {
 	}
 	var body reasonBody
 	if err := httpx.DecodeJSON(r, &body, true); err != nil {
+		return nil, err
+	}
+	eventID := pathVar(r, "eventId")
+	ownEvent := func() (bool, error) {
+		ev, err := a.rooms.Event(r.Context(), id, who.UserID, eventID)
+		if err != nil {
+			return false, err
+		}
+		return string(ev.SenderID()) == who.UserID, nil
+	}
+	if done, resp, err := shadowAnswer(who.CheckRedact(ownEvent), fakeEventID); done {
+		return resp, err
+	}
+	if err := a.limitMessages(who); err != nil {
 		return nil, err
 	}
 	ev, err := a.rooms.Redact(r.Context(), id, who.UserID, pathVar(r, "eventId"), body.Reason,
@@ -757,6 +794,9 @@ func (a *API) putAlias(r *http.Request, who *users.Requester) (any, error) {
 	}
 	if body.RoomID == "" {
 		return nil, mxerr.MissingParam("room_id is required")
+	}
+	if err := who.Check(users.ActionSetAlias); err != nil {
+		return nil, err
 	}
 	if _, err := checkRoomID(body.RoomID, "room_id"); err != nil {
 		return nil, err

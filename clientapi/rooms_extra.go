@@ -168,6 +168,9 @@ func (a *API) upgradeRoom(r *http.Request, who *users.Requester) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := who.Check(users.ActionUpgradeRoom); err != nil {
+		return nil, err
+	}
 	var body struct {
 		NewVersion         string   `json:"new_version"`
 		AdditionalCreators []string `json:"additional_creators"`

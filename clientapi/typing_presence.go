@@ -69,6 +69,9 @@ func (a *API) setTyping(r *http.Request, who *users.Requester) (any, error) {
 	if membership != "join" {
 		return nil, mxerr.Forbidden("You are not joined to this room")
 	}
+	if done, resp, err := restrict(who, users.ActionTyping, nil); done {
+		return resp, err
+	}
 	a.syncs.Typing().Set(roomID, who.UserID, *body.Typing, timeout)
 	if a.edus != nil {
 		a.edus.Typing(r.Context(), roomID, who.UserID, *body.Typing, timeout)

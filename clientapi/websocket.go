@@ -448,9 +448,12 @@ func (c *streamConn) keepalive() {
 // checkToken re-authenticates the stream's access token, closing the
 // stream (4401) when it is no longer valid.
 func (c *streamConn) checkToken() bool {
-	_, err := c.hub.a.users.AuthenticateAs(c.ctx, c.token, users.ClientInfo{
+	who, err := c.hub.a.users.AuthenticateAs(c.ctx, c.token, users.ClientInfo{
 		IP: c.clientIP(), UserAgent: c.header.Get("User-Agent"),
 	}, c.assertion)
+	if err == nil && who.Locked {
+		err = mxerr.UserLocked()
+	}
 	if err == nil {
 		return true
 	}

@@ -76,6 +76,32 @@ func TestAdminFederationDestinations(t *testing.T) {
 		t.Fatalf("non-admin: %d", status)
 	}
 
+	// The destination's rooms: the one bob joined, not alice's other one.
+	if _, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{}); err != nil {
+		t.Fatal(err)
+	}
+	status, rooms := adminCall(t, a, http.MethodGet, destPath+"/rooms", root.AccessToken)
+	if status != 200 || rooms["total"] != float64(1) {
+		t.Fatalf("destination rooms: %d %v", status, rooms)
+	}
+	room := rooms["rooms"].([]any)[0].(map[string]any)
+	if room["room_id"] != string(created.RoomID) || room["stream_ordering"].(float64) <= 0 {
+		t.Fatalf("destination room: %v", room)
+	}
+	if _, more := rooms["next_token"]; more {
+		t.Fatalf("next_token on the only page: %v", rooms)
+	}
+	if status, page := adminCall(t, a, http.MethodGet, destPath+"/rooms?from=1", root.AccessToken); status != 200 ||
+		len(page["rooms"].([]any)) != 0 || page["total"] != float64(1) {
+		t.Fatalf("past the end: %d %v", status, page)
+	}
+	if status, body := adminCall(t, a, http.MethodGet, "/_synapse/admin/v1/federation/destinations/nowhere.test/rooms", root.AccessToken); status != 404 || body["errcode"] != "M_NOT_FOUND" {
+		t.Fatalf("rooms of an unknown destination: %d %v", status, body)
+	}
+	if status, body := adminCall(t, a, http.MethodGet, destPath+"/rooms", alice.AccessToken); status != 403 || body["errcode"] != "M_FORBIDDEN" {
+		t.Fatalf("non-admin rooms: %d %v", status, body)
+	}
+
 	b.Stop()
 	sendText(t, alice, created.RoomID, "while you were away")
 	deadline := time.Now().Add(30 * time.Second)

@@ -21,6 +21,10 @@ type LocalMedia struct {
 	CreatedTS   int64   `json:"created_ts"`
 	// LastAccessTS: we do not record accesses; the upload time stands in.
 	LastAccessTS int64 `json:"last_access_ts"`
+	// QuarantinedBy is the admin who quarantined it, nil if nobody.
+	QuarantinedBy *string `json:"quarantined_by"`
+	// SafeFromQuarantine: an admin protected it.
+	SafeFromQuarantine bool `json:"safe_from_quarantine"`
 }
 
 // UserMediaOrders maps the admin API's order_by values to columns.
@@ -43,8 +47,10 @@ func (s *Service) UserMedia(ctx context.Context, userID string, from, limit int,
 	if backwards {
 		dir = "DESC"
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT media_id, content_type, upload_name, size, created_ts, COALESCE(uploaded_ts, created_ts)
-		FROM media_local WHERE uploader = $1 ORDER BY `+col+` `+dir+`, media_id `+dir+` LIMIT $2 OFFSET $3`, userID, limit, from)
+	rows, err := s.db.QueryContext(ctx, `SELECT media_id, content_type, upload_name, size, created_ts, COALESCE(uploaded_ts, created_ts),
+			(SELECT quarantined_by FROM media_quarantine q WHERE q.origin = m.server_name AND q.media_id = m.media_id),
+			EXISTS (SELECT 1 FROM media_protected p WHERE p.media_id = m.media_id)
+		FROM media_local m WHERE uploader = $1 ORDER BY `+col+` `+dir+`, media_id `+dir+` LIMIT $2 OFFSET $3`, userID, limit, from)
 	if err != nil {
 		return nil, 0, fmt.Errorf("user media: %w", err)
 	}
@@ -52,7 +58,8 @@ func (s *Service) UserMedia(ctx context.Context, userID string, from, limit int,
 	out := []LocalMedia{}
 	for rows.Next() {
 		var m LocalMedia
-		if err := rows.Scan(&m.MediaID, &m.MediaType, &m.UploadName, &m.MediaLength, &m.CreatedTS, &m.LastAccessTS); err != nil {
+		if err := rows.Scan(&m.MediaID, &m.MediaType, &m.UploadName, &m.MediaLength, &m.CreatedTS, &m.LastAccessTS,
+			&m.QuarantinedBy, &m.SafeFromQuarantine); err != nil {
 			return nil, 0, fmt.Errorf("read user media: %w", err)
 		}
 		out = append(out, m)
@@ -114,11 +121,14 @@ func (s *Service) DeleteLocal(ctx context.Context, mediaIDs []string) ([]string,
 	return deleted, s.removeUnused(ctx, sums)
 }
 
-// LocalBefore lists local media created before a time, bigger than size
-// bytes, not uploaded by the excluded users (the profile pictures
-// Synapse's keep_profiles spares are left to the caller).
+// LocalBefore lists local media created before a time and bigger than
+// size bytes (the profile pictures Synapse's keep_profiles spares are left
+// to the caller). Protected and quarantined media are kept, as Synapse
+// keeps them.
 func (s *Service) LocalBefore(ctx context.Context, before time.Time, size int64) ([]string, error) {
-	return database.Strings(ctx, s.db, `SELECT media_id FROM media_local WHERE created_ts < $1 AND COALESCE(size, 0) > $2
+	return database.Strings(ctx, s.db, `SELECT media_id FROM media_local m WHERE created_ts < $1 AND COALESCE(size, 0) > $2
+		AND NOT EXISTS (SELECT 1 FROM media_protected p WHERE p.media_id = m.media_id)
+		AND NOT EXISTS (SELECT 1 FROM media_quarantine q WHERE q.origin = m.server_name AND q.media_id = m.media_id)
 		ORDER BY media_id`, before.UnixMilli(), size)
 }
 

@@ -381,6 +381,9 @@ func (s *Service) Get(ctx context.Context, serverName spec.ServerName, mediaID s
 	if serverName != s.cfg.ServerName || !ValidMediaID(mediaID) {
 		return nil, mxerr.NotFound("Media not found")
 	}
+	if err := s.quarantined(ctx, serverName, mediaID); err != nil {
+		return nil, err
+	}
 	deadline := s.now().Add(wait)
 	for {
 		woken := s.waitChan() // before the lookup: no upload slips between

@@ -105,6 +105,9 @@ func (s *Service) GetRemote(ctx context.Context, origin spec.ServerName, mediaID
 	if _, _, ok := spec.ParseAndValidateServerName(origin); !ok || origin == s.cfg.ServerName || !ValidMediaID(mediaID) {
 		return nil, mxerr.NotFound("Media not found")
 	}
+	if err := s.quarantined(ctx, origin, mediaID); err != nil {
+		return nil, err
+	}
 	m, err := s.lookupRemote(ctx, origin, mediaID)
 	if err != nil {
 		return nil, err

@@ -96,4 +96,21 @@ CREATE INDEX media_remote_last_access ON media_remote(last_access_ts);
 CREATE INDEX media_thumbnails_sha256 ON media_thumbnails(sha256);
 CREATE INDEX media_remote_thumbnails_sha256 ON media_remote_thumbnails(sha256);
 `},
+	{Version: 5, SQL: `
+-- Quarantined media (the admin API): served to nobody (404), local or
+-- remote, cached here or not yet. quarantined_by is the admin who did it.
+CREATE TABLE media_quarantine (
+	origin         TEXT NOT NULL,
+	media_id       TEXT NOT NULL,
+	quarantined_by TEXT NOT NULL,
+	quarantined_ts INTEGER NOT NULL,
+	PRIMARY KEY (origin, media_id)
+);
+
+-- Local media an admin protected: never quarantined, and kept by the
+-- admin API's deletion by age and size.
+CREATE TABLE media_protected (
+	media_id TEXT PRIMARY KEY
+);
+`},
 }

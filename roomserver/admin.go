@@ -253,6 +253,102 @@ func (s *Service) ForwardExtremities(ctx context.Context, roomID string) ([]Extr
 	return out, rows.Err()
 }
 
+// DeleteForwardExtremities deletes all but the most recent of a room's
+// forward extremities, as Synapse's admin API does to mend a room that
+// has gathered too many (each new event would reference them all); the
+// room's next event is built on the one left. It returns how many went.
+func (s *Service) DeleteForwardExtremities(ctx context.Context, roomID string) (int64, error) {
+	var n int64
+	req := &buildReq{ctx: ctx, resp: make(chan buildResult, 1), exclusive: func(ctx context.Context) error {
+		res, err := s.db.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = $1 AND event_id <> (
+			SELECT f.event_id FROM forward_extremities f JOIN events e ON e.event_id = f.event_id
+			WHERE f.room_id = $1 ORDER BY e.stream_pos DESC LIMIT 1)`, roomID)
+		if err != nil {
+			return fmt.Errorf("delete forward extremities of %s: %w", roomID, err)
+		}
+		n, err = res.RowsAffected()
+		return err
+	}}
+	_, err := s.enqueue(ctx, roomID, req)
+	return n, err
+}
+
+// MediaURIs lists the mxc:// URIs a room's events refer to, as Synapse's
+// admin API finds them: each event's content.url and
+// content.info.thumbnail_url, once each, newest event first.
+func (s *Service) MediaURIs(ctx context.Context, roomID string) ([]string, error) {
+	// LIKE skips the events that cannot hold one without decoding them.
+	rows, err := s.db.QueryContext(ctx, `SELECT json FROM events WHERE room_id = $1 AND stream_pos > 0
+		AND json LIKE '%mxc://%' ORDER BY stream_pos DESC`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("media of room %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	seen := map[string]bool{}
+	out := []string{}
+	for rows.Next() {
+		var raw string
+		if err := rows.Scan(&raw); err != nil {
+			return nil, fmt.Errorf("read event of room %s: %w", roomID, err)
+		}
+		var ev struct {
+			Content struct {
+				URL  any `json:"url"`
+				Info struct {
+					ThumbnailURL any `json:"thumbnail_url"`
+				} `json:"info"`
+			} `json:"content"`
+		}
+		if json.Unmarshal([]byte(raw), &ev) != nil {
+			continue
+		}
+		for _, v := range []any{ev.Content.URL, ev.Content.Info.ThumbnailURL} {
+			if u, ok := v.(string); ok && strings.HasPrefix(u, "mxc://") && !seen[u] {
+				seen[u] = true
+				out = append(out, u)
+			}
+		}
+	}
+	return out, rows.Err()
+}
+
+// RoomPosition is a room and the stream position of its latest event.
+type RoomPosition struct {
+	RoomID    string `json:"room_id"`
+	StreamPos int64  `json:"stream_ordering"`
+}
+
+// RoomsWithServer lists the rooms where a server has a joined member (the
+// rooms this server sends it events of), ordered by room ID, each with the
+// stream position of its latest event.
+func (s *Service) RoomsWithServer(ctx context.Context, server spec.ServerName) ([]RoomPosition, error) {
+	// LIKE narrows the scan; the exact domain is checked below, as LIKE
+	// ignores case and treats _ as a wildcard.
+	rows, err := s.db.QueryContext(ctx, `SELECT m.room_id, m.user_id,
+			(SELECT MAX(e.stream_pos) FROM events e WHERE e.room_id = m.room_id)
+		FROM memberships m WHERE m.membership = 'join' AND m.user_id LIKE $1 ORDER BY m.room_id`, "%:"+string(server))
+	if err != nil {
+		return nil, fmt.Errorf("rooms with %s: %w", server, err)
+	}
+	defer rows.Close()
+	out := []RoomPosition{}
+	for rows.Next() {
+		var rp RoomPosition
+		var userID string
+		var pos sql.NullInt64
+		if err := rows.Scan(&rp.RoomID, &userID, &pos); err != nil {
+			return nil, fmt.Errorf("read room with %s: %w", server, err)
+		}
+		u, err := spec.NewUserID(userID, true)
+		if err != nil || u.Domain() != server || (len(out) > 0 && out[len(out)-1].RoomID == rp.RoomID) {
+			continue
+		}
+		rp.StreamPos = pos.Int64
+		out = append(out, rp)
+	}
+	return out, rows.Err()
+}
+
 // AliasesOf lists a room's local aliases.
 func (s *Service) AliasesOf(ctx context.Context, roomID string) ([]string, error) {
 	return database.Strings(ctx, s.db, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, roomID)

@@ -66,6 +66,10 @@ type buildReq struct {
 	// reset drops the sequencer's copy of the room state (the room was
 	// written behind its back, as by a join over federation).
 	reset bool
+	// exclusive, if set, runs in the sequencer between batches (no event
+	// of the room is being built or committed) and is followed by a
+	// reset: for admin changes to what the sequencer keeps.
+	exclusive func(context.Context) error
 }
 
 type buildResult struct {
@@ -234,9 +238,13 @@ func (s *Service) roomIdle() time.Duration {
 func (s *Service) processBatch(r *room, batch []*buildReq) {
 	ctx := context.Background()
 	for i := 0; i < len(batch); i++ {
-		if batch[i].reset {
+		if batch[i].reset || batch[i].exclusive != nil {
+			var err error
+			if batch[i].exclusive != nil {
+				err = batch[i].exclusive(batch[i].ctx)
+			}
 			r.st = nil
-			batch[i].resp <- buildResult{}
+			batch[i].resp <- buildResult{err: err}
 			batch = slices.Delete(batch, i, i+1)
 			i--
 		}

@@ -206,12 +206,13 @@ func errBadCredentials() *mxerr.Error { return mxerr.Forbidden("Invalid username
 
 // CheckPassword verifies a user's password. It answers M_FORBIDDEN for a
 // missing account or a wrong password (taking the same time for both) and
-// M_USER_DEACTIVATED for a deactivated account with the right password.
+// M_USER_DEACTIVATED for a deactivated account with the right password,
+// M_USER_LOCKED for a locked one.
 func (s *Service) CheckPassword(ctx context.Context, userID, password string) error {
 	var hash sql.NullString
-	var deactivated bool
-	err := s.db.QueryRowContext(ctx, `SELECT password_hash, deactivated FROM accounts WHERE user_id = $1`, userID).
-		Scan(&hash, &deactivated)
+	var deactivated, locked bool
+	err := s.db.QueryRowContext(ctx, `SELECT password_hash, deactivated, locked FROM accounts WHERE user_id = $1`, userID).
+		Scan(&hash, &deactivated, &locked)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !hash.Valid) {
 		_, _ = s.verifyPassword(ctx, s.dummyHash, password)
 		if err == nil && deactivated {
@@ -231,6 +232,11 @@ func (s *Service) CheckPassword(ctx context.Context, userID, password string) er
 	}
 	if deactivated {
 		return mxerr.UserDeactivated()
+	}
+	if locked {
+		// A new session would answer M_USER_LOCKED to every request; as
+		// Synapse, say so at once (only to the password's owner).
+		return mxerr.UserLocked()
 	}
 	return nil
 }

@@ -24,6 +24,9 @@ type AdminUser struct {
 	LastSeenTS *int64
 	// Erased: deactivated with erase, so the profile is gone.
 	Erased bool
+	// ShadowBanned, Suspended and Locked are the account's moderation
+	// flags (moderation.go).
+	ShadowBanned, Suspended, Locked bool
 }
 
 // UserListQuery filters and orders ListUsers, as Synapse's
@@ -46,11 +49,12 @@ type UserListQuery struct {
 // listing query.
 var UserOrderColumns = map[string]string{
 	"name": "a.user_id", "is_guest": "a.is_guest", "admin": "a.is_admin", "user_type": "a.user_id",
-	"deactivated": "a.deactivated", "shadow_banned": "a.user_id", "displayname": "displayname",
+	"deactivated": "a.deactivated", "shadow_banned": "a.shadow_banned", "displayname": "displayname",
 	"avatar_url": "avatar_url", "creation_ts": "a.created_ts", "last_seen_ts": "last_seen_ts",
 }
 
 const adminUserSelect = `SELECT a.user_id, a.localpart, a.created_ts, a.is_admin, a.is_guest, a.deactivated,
+	a.shadow_banned, a.suspended, a.locked,
 	(SELECT value_json FROM profile_fields p WHERE p.user_id = a.user_id AND p.field = 'displayname') AS displayname,
 	(SELECT value_json FROM profile_fields p WHERE p.user_id = a.user_id AND p.field = 'avatar_url') AS avatar_url,
 	(SELECT MAX(last_seen_ts) FROM devices d WHERE d.user_id = a.user_id) AS last_seen_ts
@@ -134,7 +138,7 @@ func scanAdminUser(rows *sql.Rows) (*AdminUser, error) {
 	var name, avatar sql.NullString
 	var seen sql.NullInt64
 	if err := rows.Scan(&u.UserID, &u.Localpart, &u.CreatedTS, &u.IsAdmin, &u.IsGuest, &u.Deactivated,
-		&name, &avatar, &seen); err != nil {
+		&u.ShadowBanned, &u.Suspended, &u.Locked, &name, &avatar, &seen); err != nil {
 		return nil, fmt.Errorf("read user: %w", err)
 	}
 	u.DisplayName, u.AvatarURL = jsonString(name), jsonString(avatar)

@@ -86,7 +86,11 @@ func (s *Service) appServiceRequester(ctx context.Context, reg *appservice.Regis
 		}
 		return nil, err
 	}
-	who := &Requester{UserID: userID, IsAdmin: acc.IsAdmin, AppService: reg.ID}
+	restr, err := s.Restrictions(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	who := &Requester{UserID: userID, IsAdmin: acc.IsAdmin, AppService: reg.ID, Restrictions: restr}
 	// Device masquerading (MSC4326) is open to every service, as user
 	// masquerading is; a device the user does not have is refused.
 	if as.DeviceID != "" {

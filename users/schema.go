@@ -180,4 +180,21 @@ DROP TABLE presence;
 ALTER TABLE presence_new RENAME TO presence;
 CREATE INDEX presence_stream ON presence(stream_pos);
 `},
+	{Version: 8, SQL: `
+-- What server admins set on an account (the admin API): a shadow-banned
+-- user's events and invites are dropped while they appear to succeed; a
+-- suspended user may read but not write (MSC3823); a locked user may do
+-- nothing but log out.
+ALTER TABLE accounts ADD COLUMN shadow_banned INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;
+
+-- Per-user rate limits an admin set (override_ratelimit), replacing the
+-- configured ones for that user; 0 and 0 is no limit at all.
+CREATE TABLE ratelimit_overrides (
+	user_id             TEXT PRIMARY KEY REFERENCES accounts(user_id),
+	messages_per_second INTEGER NOT NULL,
+	burst_count         INTEGER NOT NULL
+);
+`},
 }

@@ -23,6 +23,10 @@ type Requester struct {
 	// treat services differently (rate limits, exclusive namespaces,
 	// MSC4190 devices) look it up with Service.AppService.
 	AppService string
+	// Restrictions are what server admins set on the account (shadow
+	// ban, suspension, lock, rate limit override), read with the token
+	// so that the checks cost no query of their own.
+	Restrictions
 }
 
 // Session is a freshly issued set of tokens for a device.
@@ -166,15 +170,19 @@ func (s *Service) Authenticate(ctx context.Context, token string, client ClientI
 		refreshID, prevID sql.NullInt64
 		deactivated       bool
 		lastSeen          sql.NullInt64
+		perSecond, burst  sql.NullInt64
 	)
 	err := s.db.QueryRowContext(ctx, `SELECT t.user_id, t.device_id, t.expires_ts, t.refresh_id, rt.prev_id,
-			a.is_guest, a.is_admin, a.deactivated, d.last_seen_ts
+			a.is_guest, a.is_admin, a.deactivated, d.last_seen_ts,
+			a.shadow_banned, a.suspended, a.locked, o.messages_per_second, o.burst_count
 		FROM access_tokens t
 		JOIN accounts a ON a.user_id = t.user_id
+		LEFT JOIN ratelimit_overrides o ON o.user_id = t.user_id
 		JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
 		LEFT JOIN refresh_tokens rt ON rt.id = t.refresh_id
 		WHERE t.token_hash = $1`, hash).
-		Scan(&r.UserID, &r.DeviceID, &expires, &refreshID, &prevID, &r.IsGuest, &r.IsAdmin, &deactivated, &lastSeen)
+		Scan(&r.UserID, &r.DeviceID, &expires, &refreshID, &prevID, &r.IsGuest, &r.IsAdmin, &deactivated, &lastSeen,
+			&r.ShadowBanned, &r.Suspended, &r.Locked, &perSecond, &burst)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, mxerr.UnknownToken(false)
 	}
@@ -183,6 +191,9 @@ func (s *Service) Authenticate(ctx context.Context, token string, client ClientI
 	}
 	if deactivated {
 		return nil, mxerr.UnknownToken(false)
+	}
+	if perSecond.Valid {
+		r.Ratelimit = &RatelimitOverride{MessagesPerSecond: perSecond.Int64, BurstCount: burst.Int64}
 	}
 	if expires != 0 && now >= expires {
 		return nil, mxerr.UnknownToken(true)

@@ -429,6 +429,9 @@ type RateLimits struct {
 	LoginPerAccount    Rate `yaml:"login_per_account"`
 	LoginFailures      Rate `yaml:"login_failures"`
 	RegisterPerAddress Rate `yaml:"register_per_address"`
+	// MessagesPerUser: events a user sends (messages, state,
+	// redactions); an admin's override_ratelimit replaces it per user.
+	MessagesPerUser Rate `yaml:"messages_per_user"`
 	// MediaUploadsPerUser: uploads and upload IDs created, per user.
 	MediaUploadsPerUser Rate `yaml:"media_uploads_per_user"`
 	// CallTokens: LiveKit token requests (MSC4195's get_token, the token
@@ -582,6 +585,8 @@ func Default() Config {
 			LoginPerAccount:    Rate{PerSecond: 0.003, Burst: 5},
 			LoginFailures:      Rate{PerSecond: 0.17, Burst: 3},
 			RegisterPerAddress: Rate{PerSecond: 0.17, Burst: 3},
+			// Synapse's rc_message.
+			MessagesPerUser: Rate{PerSecond: 0.2, Burst: 10},
 			// Synapse's rc_media_create.
 			MediaUploadsPerUser: Rate{PerSecond: 10, Burst: 50},
 			// A client asks once per SFU when it joins a call (and on
@@ -841,7 +846,7 @@ func (c *Config) Validate() error {
 		"login_per_address": c.RateLimits.LoginPerAddress, "login_per_account": c.RateLimits.LoginPerAccount,
 		"login_failures": c.RateLimits.LoginFailures, "register_per_address": c.RateLimits.RegisterPerAddress,
 		"media_uploads_per_user": c.RateLimits.MediaUploadsPerUser, "call_tokens": c.RateLimits.CallTokens,
-		"delayed_event_actions": c.RateLimits.DelayedEventActions,
+		"delayed_event_actions": c.RateLimits.DelayedEventActions, "messages_per_user": c.RateLimits.MessagesPerUser,
 	} {
 		if r.PerSecond <= 0 || r.Burst < 1 {
 			return fmt.Errorf("rate_limits.%s: expected per_second > 0 and burst >= 1", name)

@@ -230,6 +230,12 @@ rate_limits:
   register_per_address:
     per_second: 0.17
     burst: 3
+  # Events a user sends (messages, state, redactions), per user. A server
+  # admin can set other rates for one user, or none, with the admin API's
+  # override_ratelimit.
+  messages_per_user:
+    per_second: 0.2
+    burst: 10
   # Media uploads and reserved upload IDs, per user.
   media_uploads_per_user:
     per_second: 10

@@ -127,6 +127,20 @@ func WeakPassword(format string, a ...any) *Error {
 func UserDeactivated() *Error {
 	return newf(http.StatusForbidden, "M_USER_DEACTIVATED", "This account has been deactivated")
 }
+
+// UserLocked answers every request of an account a server admin locked;
+// soft_logout tells the client to keep its data for when it is unlocked.
+// https://spec.matrix.org/v1.19/client-server-api/#account-locking
+func UserLocked() *Error {
+	return newf(http.StatusUnauthorized, "M_USER_LOCKED", "User account has been locked").With("soft_logout", true)
+}
+
+// UserSuspended refuses what a suspended account may not do (MSC3823):
+// the account can still read, leave rooms and log out.
+// https://spec.matrix.org/v1.19/client-server-api/#account-suspension
+func UserSuspended(format string, a ...any) *Error {
+	return newf(http.StatusForbidden, "M_USER_SUSPENDED", format, a...)
+}
 func GuestAccessForbidden() *Error {
 	return newf(http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is not allowed for this endpoint")
 }

@@ -23,6 +23,8 @@ type Limiter struct {
 type bucket struct {
 	tokens float64
 	at     time.Time
+	// rate and burst are the limiter's, or a key's own (AllowAt).
+	rate, burst float64
 }
 
 // New makes a limiter that allows burst requests at once per key, refilled
@@ -37,15 +39,27 @@ func (l *Limiter) Allow(key string) (bool, time.Duration) {
 	if l == nil {
 		return true, 0
 	}
+	return l.allow(key, l.rate, l.burst)
+}
+
+// AllowAt is Allow for a key with its own rate and burst instead of the
+// limiter's, such as a user an admin gave other limits.
+func (l *Limiter) AllowAt(key string, perSecond float64, burst int) (bool, time.Duration) {
+	if l == nil {
+		return true, 0
+	}
+	return l.allow(key, perSecond, float64(burst))
+}
+
+func (l *Limiter) allow(key string, rate, burst float64) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := l.now()
-	b := l.refill(key, now)
+	b := l.refill(key, l.now(), rate, burst)
 	if b.tokens >= 1 {
 		b.tokens--
 		return true, 0
 	}
-	return false, l.wait(b)
+	return false, b.wait()
 }
 
 // Check reports, without taking a token, whether key has one left.
@@ -55,27 +69,30 @@ func (l *Limiter) Check(key string) (bool, time.Duration) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.refill(key, l.now())
+	b := l.refill(key, l.now(), l.rate, l.burst)
 	if b.tokens >= 1 {
 		return true, 0
 	}
-	return false, l.wait(b)
+	return false, b.wait()
 }
 
-func (l *Limiter) wait(b *bucket) time.Duration {
-	secs := (1 - b.tokens) / l.rate
+func (b *bucket) wait() time.Duration {
+	secs := (1 - b.tokens) / b.rate
 	return time.Duration(math.Ceil(secs*1000)) * time.Millisecond
 }
 
-func (l *Limiter) refill(key string, now time.Time) *bucket {
+// refill brings key's bucket up to now at rate and burst (which replace
+// the bucket's own: a key whose limits changed keeps its tokens, capped).
+func (l *Limiter) refill(key string, now time.Time, rate, burst float64) *bucket {
 	l.sweep(now)
 	b, ok := l.buckets[key]
 	if !ok {
-		b = &bucket{tokens: l.burst, at: now}
+		b = &bucket{tokens: burst, at: now, rate: rate, burst: burst}
 		l.buckets[key] = b
 		return b
 	}
-	b.tokens = math.Min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate)
+	b.rate, b.burst = rate, burst
+	b.tokens = math.Min(burst, b.tokens+now.Sub(b.at).Seconds()*rate)
 	b.at = now
 	return b
 }
@@ -89,7 +106,7 @@ func (l *Limiter) sweep(now time.Time) {
 	}
 	l.lastSweep = now
 	for k, b := range l.buckets {
-		if b.tokens+now.Sub(b.at).Seconds()*l.rate >= l.burst {
+		if b.tokens+now.Sub(b.at).Seconds()*b.rate >= b.burst {
 			delete(l.buckets, k)
 		}
 	}

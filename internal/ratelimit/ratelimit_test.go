@@ -68,3 +68,26 @@ func TestSweepForgetsFullBuckets(t *testing.T) {
 		t.Fatalf("%d buckets after a sweep, want 1", len(l.buckets))
 	}
 }
+
+// TestAllowAt: a key with its own rate and burst is limited by them, and
+// goes back to the limiter's when they are gone.
+func TestAllowAt(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := New(1, 1)
+	l.now = func() time.Time { return now }
+	for i := 0; i < 5; i++ {
+		if ok, _ := l.AllowAt("k", 0.5, 5); !ok {
+			t.Fatalf("request %d of a burst of 5 refused", i)
+		}
+	}
+	if ok, wait := l.AllowAt("k", 0.5, 5); ok || wait != 2*time.Second {
+		t.Fatalf("sixth = %v, %v; want refused for 2 s", ok, wait)
+	}
+	now = now.Add(time.Hour)
+	if ok, _ := l.Allow("k"); !ok {
+		t.Fatal("the limiter's own rate refused a refilled key")
+	}
+	if ok, wait := l.Allow("k"); ok || wait != time.Second {
+		t.Fatalf("second at the limiter's burst of 1 = %v, %v", ok, wait)
+	}
+}
