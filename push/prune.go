@@ -88,3 +88,15 @@ func (s *Service) EventsPurged(ctx context.Context, roomID string, eventIDs []st
 	s.counts.invalidateRoom(roomID)
 	return nil
 }
+
+// PurgeRoom deletes what push holds of a purged room: its push actions
+// (notifications and unread counts) and the marks of what its members
+// sent, as Synapse's purge_room deletes event_push_actions and
+// event_push_summary.
+func (s *Service) PurgeRoom(ctx context.Context, roomID string) error {
+	if err := s.db.DeleteRoomRows(ctx, roomID, "event_push_actions", "push_sent_marks"); err != nil {
+		return err
+	}
+	s.counts.invalidateRoom(roomID)
+	return nil
+}

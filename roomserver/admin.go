@@ -281,14 +281,8 @@ var purgeRoomTables = []string{
 // a sequencer that held it loads nothing and answers M_NOT_FOUND.
 func (s *Service) PurgeRoom(ctx context.Context, roomID string, force bool) error {
 	if !force {
-		joined, err := s.RoomMembers(ctx, roomID, "join")
-		if err != nil {
+		if err := s.CheckPurgeRoom(ctx, roomID); err != nil {
 			return err
-		}
-		for _, u := range joined {
-			if s.isLocal(u) {
-				return mxerr.Unknown(400, "Users are still joined to this room")
-			}
 		}
 	}
 	var eventIDs []string
@@ -329,6 +323,21 @@ func (s *Service) PurgeRoom(ctx context.Context, roomID string, force bool) erro
 	s.memberships.Invalidate()
 	s.membership.Invalidate()
 	s.resetRoom(roomID)
+	return nil
+}
+
+// CheckPurgeRoom refuses (400 M_UNKNOWN) to purge a room a local user is
+// still joined to.
+func (s *Service) CheckPurgeRoom(ctx context.Context, roomID string) error {
+	joined, err := s.RoomMembers(ctx, roomID, "join")
+	if err != nil {
+		return err
+	}
+	for _, u := range joined {
+		if s.isLocal(u) {
+			return mxerr.Unknown(400, "Users are still joined to this room")
+		}
+	}
 	return nil
 }
 

@@ -47,3 +47,10 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int64, error) {
 	}
 	return total, nil
 }
+
+// PurgeRoom deletes what the users domain holds of a purged room: its
+// receipts and its members' room account data, tags included (Synapse's
+// purge_room deletes receipts, room_account_data and room_tags).
+func (s *Service) PurgeRoom(ctx context.Context, roomID string) error {
+	return s.db.DeleteRoomRows(ctx, roomID, "receipts", "account_data")
+}

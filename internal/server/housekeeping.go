@@ -6,6 +6,7 @@ import (
 	"github.com/tessera-hs/tessera/clientapi"
 	"github.com/tessera-hs/tessera/housekeeping"
 	"github.com/tessera-hs/tessera/media"
+	"github.com/tessera-hs/tessera/notices"
 )
 
 // initHousekeeping builds the housekeeping domain: the room server's
@@ -25,4 +26,19 @@ func (s *Server) initHousekeeping(api *clientapi.API, ms *media.Service) {
 	api.SetHousekeeping(hk)
 	s.Housekeeping = hk
 	hk.Start()
+}
+
+// addRoomPurgers gives the admin's room purge every domain that keeps
+// rows about rooms, so that a purged room leaves nothing behind. After
+// the domains are built.
+func (s *Server) addRoomPurgers(ns *notices.Service) {
+	s.Admin.AddRoomPurger("users", s.Users)
+	s.Admin.AddRoomPurger("push", s.Push)
+	s.Admin.AddRoomPurger("keybackup", s.keyBackup)
+	s.Admin.AddRoomPurger("delayed", s.delayed)
+	s.Admin.AddRoomPurger("slidingsync", s.sliding)
+	s.Admin.AddRoomPurger("notices", ns)
+	if s.webhooks != nil {
+		s.Admin.AddRoomPurger("webhooks", s.webhooks)
+	}
 }

@@ -359,6 +359,7 @@ func (s *Server) init(ctx context.Context) error {
 	api.SetMedia(ms)
 	s.initHousekeeping(api, ms)
 	s.Admin.SetMedia(ms)
+	s.addRoomPurgers(ns)
 
 	s.api = api
 	if s.cfg.Federation.Enabled {
