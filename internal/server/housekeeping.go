@@ -5,8 +5,10 @@ import (
 
 	"github.com/tessera-hs/tessera/clientapi"
 	"github.com/tessera-hs/tessera/housekeeping"
+	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/media"
 	"github.com/tessera-hs/tessera/notices"
+	"github.com/tessera-hs/tessera/roomserver"
 )
 
 // initHousekeeping builds the housekeeping domain: the room server's
@@ -40,5 +42,17 @@ func (s *Server) addRoomPurgers(ns *notices.Service) {
 	s.Admin.AddRoomPurger("notices", ns)
 	if s.webhooks != nil {
 		s.Admin.AddRoomPurger("webhooks", s.webhooks)
+	}
+}
+
+// retentionConfig is the room server's view of the retention settings:
+// reads hide what the housekeeping job will purge.
+func retentionConfig(r config.Retention) roomserver.RetentionConfig {
+	return roomserver.RetentionConfig{
+		Enabled:            r.Enabled,
+		DefaultMinLifetime: r.DefaultMinLifetime.Std(),
+		DefaultMaxLifetime: r.DefaultMaxLifetime.Std(),
+		AllowedLifetimeMin: r.AllowedLifetimeMin.Std(),
+		AllowedLifetimeMax: r.AllowedLifetimeMax.Std(),
 	}
 }
