@@ -25,6 +25,8 @@ func (s *Server) initHousekeeping(api *clientapi.API, ms *media.Service) {
 	hk.AddPruner("txn_ids", s.Rooms.TxnPruner(s.cfg.Housekeeping.TxnIDLifetime.Std()))
 	hk.AddPruner("push_actions", s.Push)
 	hk.AddPruner("tokens", s.Users)
+	hk.AddPruner("stale_devices", s.Users.StaleDevicePruner(s.cfg.Housekeeping.DeleteStaleDevicesAfter.Std()))
+	hk.AddPruner("to_device_orphans", s.Sync.ToDevice())
 	api.SetHousekeeping(hk)
 	s.Housekeeping = hk
 	hk.Start()
