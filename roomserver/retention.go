@@ -161,3 +161,25 @@ func (p txnPruner) Prune(ctx context.Context, now time.Time) (int64, error) {
 	}
 	return res.RowsAffected()
 }
+
+// rejectedJSONLifetime is how long a rejected event's JSON is kept, for
+// an operator to look at why it was rejected.
+const rejectedJSONLifetime = 30 * 24 * time.Hour
+
+// RejectedPruner is the housekeeping job's pruning of rejected events: a
+// month after its arrival, a rejected event's JSON (its bulk, never read
+// by the server) is dropped. The row stays: the DAG needs to know the ID
+// was rejected, so that an event citing it is not taken for a gap to
+// backfill, and a copy sent again is refused without a new check.
+func (s *Service) RejectedPruner() rejectedPruner { return rejectedPruner{s} }
+
+type rejectedPruner struct{ s *Service }
+
+func (p rejectedPruner) Prune(ctx context.Context, now time.Time) (int64, error) {
+	res, err := p.s.db.ExecContext(ctx, `UPDATE rejected_events SET json = '' WHERE received_ts < $1 AND json != ''`,
+		now.Add(-rejectedJSONLifetime).UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("prune rejected events: %w", err)
+	}
+	return res.RowsAffected()
+}

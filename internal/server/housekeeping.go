@@ -27,6 +27,7 @@ func (s *Server) initHousekeeping(api *clientapi.API, ms *media.Service) {
 	hk.AddPruner("tokens", s.Users)
 	hk.AddPruner("stale_devices", s.Users.StaleDevicePruner(s.cfg.Housekeeping.DeleteStaleDevicesAfter.Std()))
 	hk.AddPruner("to_device_orphans", s.Sync.ToDevice())
+	hk.AddPruner("rejected_events", s.Rooms.RejectedPruner())
 	api.SetHousekeeping(hk)
 	s.Housekeeping = hk
 	hk.Start()
