@@ -32,7 +32,7 @@ var keptAfterRoomPurge = map[string]bool{
 // per-room data (messages, a thread, a reaction and a redaction, push
 // actions, receipts, typing, tags and room account data, search, sliding
 // sync, a delayed event, an alias in the directory, a key backup, a
-// report, a webhook) is deleted with the admin API and purged: afterwards
+// report, a webhook, a history purge) is deleted with the admin API and purged: afterwards
 // no row of any table of the SQLite file names the room, except the ones
 // kept on purpose.
 func TestRoomDeleteLeavesNoTrace(t *testing.T) {
@@ -110,6 +110,12 @@ func TestRoomDeleteLeavesNoTrace(t *testing.T) {
 	mustOK("room key", alice, http.MethodPut, v3+"/room_keys/keys/"+rp+"/session1?version="+version, map[string]any{
 		"first_message_index": 0, "forwarded_count": 0, "is_verified": true, "session_data": map[string]any{"ciphertext": "x"}})
 	mustOK("webhook", alice, http.MethodPost, "/_tessera/webhooks/v1/rooms/"+rp+"/hooks", map[string]any{"kind": "generic"})
+	// An earlier purge of the room's history leaves its mark.
+	purgeAndWait(t, s, admin, "/_synapse/admin/v1/purge_history/"+rp+"/"+url.PathEscape(last.String()),
+		map[string]any{"delete_local_events": true})
+	if roomRows(t, s, roomID)["room_purges"] != 1 {
+		t.Fatal("the history purge left no mark: the scan would prove nothing")
+	}
 	// bob's push actions for alice's messages (a two-member room
 	// notifies) are written after the send returns: wait for them, so
 	// that the scan below has something to find.

@@ -272,7 +272,7 @@ func (s *Service) MoveAliases(ctx context.Context, from, to string) error {
 // index) are deleted first, by the room's events.
 var purgeRoomTables = []string{
 	"event_relations", "threads", "pending_redactions", "rejected_events", "forward_extremities",
-	"current_state", "memberships", "room_aliases", "appservice_room_lists", "reports",
+	"current_state", "memberships", "room_aliases", "appservice_room_lists", "reports", "room_purges",
 }
 
 // PurgeRoom deletes everything the room server holds of a room: events,
