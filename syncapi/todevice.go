@@ -196,25 +196,9 @@ func (t *ToDevice) Prune(ctx context.Context, _ time.Time) (int64, error) {
 	if err := t.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM to_device_messages`).Scan(&upTo); err != nil {
 		return 0, fmt.Errorf("to-device queues: %w", err)
 	}
-	rows, err := t.db.QueryContext(ctx, `SELECT DISTINCT user_id, device_id FROM to_device_messages WHERE stream_pos <= $1
-		ORDER BY user_id, device_id`, upTo)
+	users, queued, err := database.GroupedStrings(ctx, t.db, `SELECT DISTINCT user_id, device_id FROM to_device_messages
+		WHERE stream_pos <= $1 ORDER BY user_id, device_id`, upTo)
 	if err != nil {
-		return 0, fmt.Errorf("to-device queues: %w", err)
-	}
-	queued := map[string][]string{}
-	var users []string
-	for rows.Next() {
-		var userID, deviceID string
-		if err := rows.Scan(&userID, &deviceID); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("to-device queues: %w", err)
-		}
-		if queued[userID] == nil {
-			users = append(users, userID)
-		}
-		queued[userID] = append(queued[userID], deviceID)
-	}
-	if err := rows.Close(); err != nil {
 		return 0, fmt.Errorf("to-device queues: %w", err)
 	}
 	var total int64

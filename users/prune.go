@@ -73,27 +73,11 @@ func (p staleDevicePruner) Prune(ctx context.Context, now time.Time) (int64, err
 	if p.after <= 0 {
 		return 0, nil
 	}
-	rows, err := p.s.db.QueryContext(ctx, `SELECT d.user_id, d.device_id FROM devices d
+	users, byUser, err := database.GroupedStrings(ctx, p.s.db, `SELECT d.user_id, d.device_id FROM devices d
 		WHERE COALESCE(d.last_seen_ts, d.created_ts) < $1
 		AND NOT EXISTS (SELECT 1 FROM dehydrated_devices h WHERE h.user_id = d.user_id AND h.device_id = d.device_id)
 		ORDER BY d.user_id, d.device_id`, now.Add(-p.after).UnixMilli())
 	if err != nil {
-		return 0, fmt.Errorf("stale devices: %w", err)
-	}
-	byUser := map[string][]string{}
-	var users []string
-	for rows.Next() {
-		var userID, deviceID string
-		if err := rows.Scan(&userID, &deviceID); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("stale devices: %w", err)
-		}
-		if byUser[userID] == nil {
-			users = append(users, userID)
-		}
-		byUser[userID] = append(byUser[userID], deviceID)
-	}
-	if err := rows.Close(); err != nil {
 		return 0, fmt.Errorf("stale devices: %w", err)
 	}
 	var n int64

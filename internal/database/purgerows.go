@@ -18,3 +18,27 @@ func (db *DB) DeleteRoomRows(ctx context.Context, roomID string, tables ...strin
 		return nil
 	})
 }
+
+// GroupedStrings runs a query whose rows are two text columns, ordered by
+// the first, and returns the distinct first values in order with, for
+// each, its second values (user IDs and their device IDs, say).
+func GroupedStrings(ctx context.Context, q Querier, query string, args ...any) ([]string, map[string][]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var keys []string
+	groups := map[string][]string{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, nil, err
+		}
+		if _, seen := groups[k]; !seen {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], v)
+	}
+	return keys, groups, rows.Err()
+}
