@@ -29,8 +29,10 @@ type Service struct {
 	rooms *roomserver.Service
 	media *media.Service // nil until SetMedia
 	dests Destinations   // nil until SetDestinations (federation off)
-	log   logrus.FieldLogger
-	name  spec.ServerName
+	// purgers delete what the other domains hold of a purged room.
+	purgers []namedPurger
+	log     logrus.FieldLogger
+	name    spec.ServerName
 
 	// deletes tracks room deletions (DELETE /v2/rooms/{id}); they run in
 	// the background and are kept in memory, as Synapse keeps them.
@@ -49,6 +51,23 @@ func New(ctx context.Context, db *database.DB, us *users.Service, rs *roomserver
 		db: db, users: us, rooms: rs, log: log, name: us.ServerName(),
 		deletes: map[string]*DeleteStatus{}, byRoom: map[string][]string{},
 	}, nil
+}
+
+// RoomPurger is a domain that keeps rows about rooms (receipts, push
+// actions, account data, ...): when a room is purged, it deletes them.
+type RoomPurger interface {
+	PurgeRoom(ctx context.Context, roomID string) error
+}
+
+type namedPurger struct {
+	name string
+	p    RoomPurger
+}
+
+// AddRoomPurger adds a domain to those a room purge clears, under name
+// (for errors). Call before serving.
+func (s *Service) AddRoomPurger(name string, p RoomPurger) {
+	s.purgers = append(s.purgers, namedPurger{name, p})
 }
 
 // Close waits for room deletions in progress.

@@ -382,7 +382,29 @@ func (s *Service) deleteRoom(ctx context.Context, actor, roomID string, known bo
 	s.mu.Lock()
 	st.Status = StatusPurging
 	s.mu.Unlock()
-	return s.rooms.PurgeRoom(ctx, roomID, req.ForcePurge)
+	return s.purgeRoom(ctx, roomID, req.ForcePurge)
+}
+
+// purgeRoom deletes everything the server holds of a room, as Synapse's
+// purge_room: the room server's events, state and memberships last, after
+// every other domain's rows (so that a failure leaves a room that is still
+// known, whose deletion can be run again).
+// What stays: the block, if any (it outlives the room), the federation
+// queues (they hold the shutdown's leave events on their way to the other
+// servers), and media, which Synapse does not delete with a room either.
+func (s *Service) purgeRoom(ctx context.Context, roomID string, force bool) error {
+	if !force {
+		// The room server's own check, before anything is deleted.
+		if err := s.rooms.CheckPurgeRoom(ctx, roomID); err != nil {
+			return err
+		}
+	}
+	for _, p := range s.purgers {
+		if err := p.p.PurgeRoom(ctx, roomID); err != nil {
+			return fmt.Errorf("purge room %s from %s: %w", roomID, p.name, err)
+		}
+	}
+	return s.rooms.PurgeRoom(ctx, roomID, force)
 }
 
 // DeleteStatusByID returns a copy of one deletion's status.

@@ -132,3 +132,10 @@ func scanScheduled(rows *sql.Rows, ev *Scheduled) error {
 	}
 	return nil
 }
+
+// PurgeRoom deletes a purged room's delayed events: the pending ones are
+// cancelled (there is no room to send them to) and the finalised ones go
+// with the room's history.
+func (s *Service) PurgeRoom(ctx context.Context, roomID string) error {
+	return s.db.DeleteRoomRows(ctx, roomID, "delayed_events")
+}

@@ -18,7 +18,9 @@ type Rooms interface {
 	PurgePoint(ctx context.Context, req roomserver.PurgeRequest) (roomserver.Token, error)
 	PurgeHistory(ctx context.Context, req roomserver.PurgeRequest) (int, error)
 	RoomIDs(ctx context.Context) ([]string, error)
-	RoomRetention(ctx context.Context, roomID string) (roomserver.RetentionPolicy, bool, error)
+	// MaxLifetime is the room's effective message lifetime (its policy
+	// or the default, bounded by the server's); 0 keeps everything.
+	MaxLifetime(ctx context.Context, roomID string) (time.Duration, error)
 }
 
 // Pruner deletes what a domain keeps only for a while, as of now, and
@@ -156,8 +158,7 @@ func (s *Service) RunOnce(ctx context.Context, now time.Time) (Report, error) {
 // or the server's default), the messages older than it.
 // https://element-hq.github.io/synapse/latest/message_retention_policies.html
 func (s *Service) applyRetention(ctx context.Context, now time.Time) (int, error) {
-	r := s.cfg.Retention
-	if !r.Enabled {
+	if !s.cfg.Retention.Enabled {
 		return 0, nil
 	}
 	rooms, err := s.rooms.RoomIDs(ctx)
@@ -166,14 +167,9 @@ func (s *Service) applyRetention(ctx context.Context, now time.Time) (int, error
 	}
 	total := 0
 	for _, roomID := range rooms {
-		p, set, err := s.rooms.RoomRetention(ctx, roomID)
+		maxLife, err := s.rooms.MaxLifetime(ctx, roomID)
 		if err != nil {
 			return total, err
-		}
-		// A room whose policy has no max_lifetime gets the default's.
-		maxLife := r.DefaultMaxLifetime.Std()
-		if set && p.MaxLifetime > 0 {
-			maxLife = clampLifetime(p.MaxLifetime, r)
 		}
 		if maxLife <= 0 {
 			continue
@@ -188,17 +184,6 @@ func (s *Service) applyRetention(ctx context.Context, now time.Time) (int, error
 		}
 	}
 	return total, nil
-}
-
-// clampLifetime bounds a room's max_lifetime by the allowed range.
-func clampLifetime(d time.Duration, r config.Retention) time.Duration {
-	if lo := r.AllowedLifetimeMin.Std(); lo > 0 && d < lo {
-		d = lo
-	}
-	if hi := r.AllowedLifetimeMax.Std(); hi > 0 && d > hi {
-		d = hi
-	}
-	return d
 }
 
 // applyMediaRetention deletes media not accessed within the configured

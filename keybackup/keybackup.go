@@ -418,3 +418,24 @@ func (s *Service) DeleteKeys(ctx context.Context, userID, version, roomID, sessi
 	}
 	return &res, nil
 }
+
+// PurgeRoom deletes every user's backed-up keys of a purged room, as
+// Synapse's purge_room deletes e2e_room_keys: each backup that loses keys
+// gets a new etag and its count, so that clients see the change.
+func (s *Service) PurgeRoom(ctx context.Context, roomID string) error {
+	return s.db.WithTx(ctx, func(tx *database.Tx) error {
+		for _, q := range []string{
+			`UPDATE keybackup_versions SET etag = etag + 1, key_count = key_count -
+				(SELECT COUNT(*) FROM keybackup_keys k WHERE k.user_id = keybackup_versions.user_id
+					AND k.version = keybackup_versions.version AND k.room_id = $1)
+			WHERE EXISTS (SELECT 1 FROM keybackup_keys k WHERE k.user_id = keybackup_versions.user_id
+				AND k.version = keybackup_versions.version AND k.room_id = $1)`,
+			`DELETE FROM keybackup_keys WHERE room_id = $1`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, roomID); err != nil {
+				return fmt.Errorf("purge the backed-up keys of %s: %w", roomID, err)
+			}
+		}
+		return nil
+	})
+}

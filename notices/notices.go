@@ -301,3 +301,9 @@ func (s *Service) ensureMember(ctx context.Context, roomID, userID string) error
 	}
 	return nil
 }
+
+// PurgeRoom forgets a purged room as a user's server notices room: their
+// next notice makes a new one.
+func (s *Service) PurgeRoom(ctx context.Context, roomID string) error {
+	return s.db.DeleteRoomRows(ctx, roomID, "server_notice_rooms")
+}

@@ -34,6 +34,14 @@ func (p *pendingStore) add(rows []actionRow, marks []sentMark) {
 	}
 }
 
+// writtenThrough reports whether every row and mark of the events up to
+// pos, once evaluated, is in the database: flushed, or none pending.
+func (p *pendingStore) writtenThrough(pos int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.flushedPos >= pos || (p.n == 0 && len(p.marks) == 0)
+}
+
 // size is the number of pending rows.
 func (p *pendingStore) size() int {
 	p.mu.Lock()

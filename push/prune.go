@@ -88,3 +88,36 @@ func (s *Service) EventsPurged(ctx context.Context, roomID string, eventIDs []st
 	s.counts.invalidateRoom(roomID)
 	return nil
 }
+
+// PurgeRoom deletes what push holds of a purged room: its push actions
+// (notifications and unread counts) and the marks of what its members
+// sent, as Synapse's purge_room deletes event_push_actions and
+// event_push_summary.
+func (s *Service) PurgeRoom(ctx context.Context, roomID string) error {
+	// The room's last events may be evaluated but not yet written (see
+	// flushDelay): wait until they are in the database, so that the
+	// deletion finds them instead of a flush writing them after it.
+	pos := s.rooms.CurrentPos()
+	s.waitProcessed(ctx, pos)
+	s.waitFlushed(ctx, pos)
+	if err := s.db.DeleteRoomRows(ctx, roomID, "event_push_actions", "push_sent_marks"); err != nil {
+		return err
+	}
+	s.counts.invalidateRoom(roomID)
+	return nil
+}
+
+// waitFlushed waits, a few seconds at most, until every notification of
+// the events up to pos (evaluated: see waitProcessed) is in the database.
+func (s *Service) waitFlushed(ctx context.Context, pos int64) {
+	deadline := time.Now().Add(maxCountWait)
+	for !s.pending.writtenThrough(pos) && time.Now().Before(deadline) && ctx.Err() == nil {
+		select {
+		case <-time.After(flushDelay / 4):
+		case <-s.done:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}

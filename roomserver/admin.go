@@ -368,7 +368,7 @@ func (s *Service) MoveAliases(ctx context.Context, from, to string) error {
 // index) are deleted first, by the room's events.
 var purgeRoomTables = []string{
 	"event_relations", "threads", "pending_redactions", "rejected_events", "forward_extremities",
-	"current_state", "memberships", "room_aliases", "appservice_room_lists", "reports",
+	"current_state", "memberships", "room_aliases", "appservice_room_lists", "reports", "room_purges",
 }
 
 // PurgeRoom deletes everything the room server holds of a room: events,
@@ -377,14 +377,8 @@ var purgeRoomTables = []string{
 // a sequencer that held it loads nothing and answers M_NOT_FOUND.
 func (s *Service) PurgeRoom(ctx context.Context, roomID string, force bool) error {
 	if !force {
-		joined, err := s.RoomMembers(ctx, roomID, "join")
-		if err != nil {
+		if err := s.CheckPurgeRoom(ctx, roomID); err != nil {
 			return err
-		}
-		for _, u := range joined {
-			if s.isLocal(u) {
-				return mxerr.Unknown(400, "Users are still joined to this room")
-			}
 		}
 	}
 	var eventIDs []string
@@ -425,6 +419,21 @@ func (s *Service) PurgeRoom(ctx context.Context, roomID string, force bool) erro
 	s.memberships.Invalidate()
 	s.membership.Invalidate()
 	s.resetRoom(roomID)
+	return nil
+}
+
+// CheckPurgeRoom refuses (400 M_UNKNOWN) to purge a room a local user is
+// still joined to.
+func (s *Service) CheckPurgeRoom(ctx context.Context, roomID string) error {
+	joined, err := s.RoomMembers(ctx, roomID, "join")
+	if err != nil {
+		return err
+	}
+	for _, u := range joined {
+		if s.isLocal(u) {
+			return mxerr.Unknown(400, "Users are still joined to this room")
+		}
+	}
 	return nil
 }
 

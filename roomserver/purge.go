@@ -70,9 +70,15 @@ func (s *Service) PurgeHistory(ctx context.Context, req PurgeRequest) (int, erro
 			return total, err
 		}
 		if n < purgeBatch {
-			return total, nil
+			break
 		}
 	}
+	if total > 0 {
+		if _, err := s.pruneStateGroups(ctx, req.RoomID); err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // PurgePoint checks a purge request and turns it into a topological

@@ -31,6 +31,8 @@ type Config struct {
 	KeyID              gomatrixserverlib.KeyID
 	PrivateKey         ed25519.PrivateKey
 	DefaultRoomVersion gomatrixserverlib.RoomVersion
+	// Retention is the message retention policy reads apply.
+	Retention RetentionConfig
 }
 
 // Profiles looks up the display name and avatar of local users, which
@@ -46,6 +48,8 @@ type Listener func(events []*Event)
 
 // Service is the room server.
 type Service struct {
+	// clock is the time retention is judged by (retention.go).
+	clock clock
 	// aliasGuard checks new local aliases (SetAliasGuard); nil: none.
 	aliasGuard AliasGuard
 	db         *database.DB

@@ -42,6 +42,9 @@ type visibilityFilter struct {
 	byGroup  map[int64]visibilityAt
 	// everything lets every event through (a server admin's read).
 	everything bool
+	// expiredBefore hides the messages (not state) sent before it, in
+	// ms: they are past the room's retention lifetime. 0 for none.
+	expiredBefore int64
 }
 
 type visibilityAt struct {
@@ -54,6 +57,9 @@ func (s *Service) newVisibilityFilter(ctx context.Context, roomID, userID string
 		return nil, err
 	}
 	f := &visibilityFilter{s: s, userID: userID, current: m, byGroup: map[int64]visibilityAt{}}
+	if f.expiredBefore, err = s.expiredBefore(ctx, roomID); err != nil {
+		return nil, err
+	}
 	if m == "leave" || m == "ban" {
 		if f.lastJoin, err = s.lastJoin(ctx, roomID, userID); err != nil {
 			return nil, err
@@ -127,6 +133,11 @@ func (f *visibilityFilter) at(ctx context.Context, group int64) (visibilityAt, e
 func (f *visibilityFilter) allowed(ctx context.Context, ev *Event) (bool, error) {
 	if f.everything {
 		return true, nil
+	}
+	// As Synapse: a message past the room's lifetime is hidden even
+	// before the housekeeping job purges it; state stays (it is kept).
+	if ev.StateKey() == nil && int64(ev.OriginServerTS()) < f.expiredBefore {
+		return false, nil
 	}
 	// Users always see their own membership events, so that, for one, a
 	// rejected invite or a kick does not vanish from their view.

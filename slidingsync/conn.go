@@ -546,3 +546,9 @@ func (s *Service) expire(ctx context.Context) error {
 		return s.dropConns(ctx, tx, keys)
 	})
 }
+
+// PurgeRoom forgets what every connection was sent of a purged room: the
+// room is gone, and no list can hold it again.
+func (s *Service) PurgeRoom(ctx context.Context, roomID string) error {
+	return s.db.DeleteRoomRows(ctx, roomID, "sliding_sync_rooms", "sliding_sync_room_pending")
+}

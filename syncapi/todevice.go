@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -159,17 +160,73 @@ func (t *ToDevice) Send(ctx context.Context, sender, senderDevice, txnID, evType
 // devices that no longer exist, so that a device created later with the
 // same ID does not receive its predecessor's messages.
 func (t *ToDevice) DevicesDeleted(ctx context.Context, userID string, deviceIDs []string) error {
-	return t.db.WithTx(ctx, func(tx *database.Tx) error {
+	_, err := t.dropQueues(ctx, userID, deviceIDs, math.MaxInt64)
+	return err
+}
+
+// dropQueues deletes the devices' messages up to stream position upTo and
+// their remembered transactions, and says how many messages went.
+func (t *ToDevice) dropQueues(ctx context.Context, userID string, deviceIDs []string, upTo int64) (int64, error) {
+	var n int64
+	err := t.db.WithTx(ctx, func(tx *database.Tx) error {
+		n = 0
 		for _, d := range deviceIDs {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2`, userID, d); err != nil {
+			res, err := tx.ExecContext(ctx, `DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3`,
+				userID, d, upTo)
+			if err != nil {
 				return fmt.Errorf("delete to-device queue: %w", err)
 			}
+			k, _ := res.RowsAffected()
+			n += k
 			if _, err := tx.ExecContext(ctx, `DELETE FROM to_device_txns WHERE user_id = $1 AND device_id = $2`, userID, d); err != nil {
 				return fmt.Errorf("delete to-device transactions: %w", err)
 			}
 		}
 		return nil
 	})
+	return n, err
+}
+
+// Prune drops, for the housekeeping job, the queues of devices that no
+// longer exist: left behind when a device is deleted while a message for
+// it is being queued, or when the deletion hook failed. Messages queued
+// after the check began are left alone (their device may be new).
+func (t *ToDevice) Prune(ctx context.Context, _ time.Time) (int64, error) {
+	var upTo int64
+	if err := t.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM to_device_messages`).Scan(&upTo); err != nil {
+		return 0, fmt.Errorf("to-device queues: %w", err)
+	}
+	users, queued, err := database.GroupedStrings(ctx, t.db, `SELECT DISTINCT user_id, device_id FROM to_device_messages
+		WHERE stream_pos <= $1 ORDER BY user_id, device_id`, upTo)
+	if err != nil {
+		return 0, fmt.Errorf("to-device queues: %w", err)
+	}
+	var total int64
+	for _, userID := range users {
+		devices, err := t.users.Devices(ctx, userID)
+		if err != nil {
+			return total, err
+		}
+		exists := make(map[string]bool, len(devices))
+		for _, d := range devices {
+			exists[d.DeviceID] = true
+		}
+		var gone []string
+		for _, d := range queued[userID] {
+			if !exists[d] {
+				gone = append(gone, d)
+			}
+		}
+		if len(gone) == 0 {
+			continue
+		}
+		n, err := t.dropQueues(ctx, userID, gone, upTo)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 func (t *ToDevice) current(context.Context) (int64, error) { return t.pos.Load(), nil }

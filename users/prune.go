@@ -47,3 +47,45 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int64, error) {
 	}
 	return total, nil
 }
+
+// PurgeRoom deletes what the users domain holds of a purged room: its
+// receipts and its members' room account data, tags included (Synapse's
+// purge_room deletes receipts, room_account_data and room_tags).
+func (s *Service) PurgeRoom(ctx context.Context, roomID string) error {
+	return s.db.DeleteRoomRows(ctx, roomID, "receipts", "account_data")
+}
+
+// StaleDevicePruner deletes, for the housekeeping job, the devices not
+// used for after (Synapse's delete_stale_devices_after): their tokens go,
+// and the device deletion hooks drop their to-device queues, keys and
+// pushers. A dehydrated device is never used by a client until it is
+// rehydrated, so it is kept. 0 turns it off.
+func (s *Service) StaleDevicePruner(after time.Duration) staleDevicePruner {
+	return staleDevicePruner{s: s, after: after}
+}
+
+type staleDevicePruner struct {
+	s     *Service
+	after time.Duration
+}
+
+func (p staleDevicePruner) Prune(ctx context.Context, now time.Time) (int64, error) {
+	if p.after <= 0 {
+		return 0, nil
+	}
+	users, byUser, err := database.GroupedStrings(ctx, p.s.db, `SELECT d.user_id, d.device_id FROM devices d
+		WHERE COALESCE(d.last_seen_ts, d.created_ts) < $1
+		AND NOT EXISTS (SELECT 1 FROM dehydrated_devices h WHERE h.user_id = d.user_id AND h.device_id = d.device_id)
+		ORDER BY d.user_id, d.device_id`, now.Add(-p.after).UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("stale devices: %w", err)
+	}
+	var n int64
+	for _, userID := range users {
+		if err := p.s.DeleteDevices(ctx, userID, byUser[userID]); err != nil {
+			return n, fmt.Errorf("delete stale devices of %s: %w", userID, err)
+		}
+		n += int64(len(byUser[userID]))
+	}
+	return n, nil
+}

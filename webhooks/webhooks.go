@@ -322,3 +322,19 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// PurgeRoom deletes a purged room's hooks and the delivery IDs they saw:
+// their URLs answer 404 from then on.
+func (s *Service) PurgeRoom(ctx context.Context, roomID string) error {
+	return s.db.WithTx(ctx, func(tx *database.Tx) error {
+		for _, q := range []string{
+			`DELETE FROM webhook_deliveries WHERE hook_id IN (SELECT hook_id FROM webhooks WHERE room_id = $1)`,
+			`DELETE FROM webhooks WHERE room_id = $1`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, roomID); err != nil {
+				return fmt.Errorf("purge the webhooks of %s: %w", roomID, err)
+			}
+		}
+		return nil
+	})
+}

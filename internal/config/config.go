@@ -77,12 +77,16 @@ type Housekeeping struct {
 	// Media not downloaded for this long is deleted; 0 keeps it.
 	LocalMediaLifetime  Duration `yaml:"local_media_lifetime"`
 	RemoteMediaLifetime Duration `yaml:"remote_media_lifetime"`
+	// DeleteStaleDevicesAfter deletes devices not used for this long
+	// (Synapse's delete_stale_devices_after); 0 keeps them.
+	DeleteStaleDevicesAfter Duration `yaml:"delete_stale_devices_after"`
 }
 
 func (h Housekeeping) validate() error {
 	for key, d := range map[string]Duration{
 		"interval": h.Interval, "txn_id_lifetime": h.TxnIDLifetime,
 		"local_media_lifetime": h.LocalMediaLifetime, "remote_media_lifetime": h.RemoteMediaLifetime,
+		"delete_stale_devices_after":     h.DeleteStaleDevicesAfter,
 		"retention.default_min_lifetime": h.Retention.DefaultMinLifetime, "retention.default_max_lifetime": h.Retention.DefaultMaxLifetime,
 		"retention.allowed_lifetime_min": h.Retention.AllowedLifetimeMin, "retention.allowed_lifetime_max": h.Retention.AllowedLifetimeMax,
 	} {

@@ -522,6 +522,11 @@ housekeeping:
   # local media is gone for good. "0" keeps media forever.
   local_media_lifetime: "0"
   remote_media_lifetime: "0"
+  # Devices not used for this long are deleted (logged out), with their
+  # undelivered to-device messages, keys and pushers, as Synapse's
+  # delete_stale_devices_after. Dehydrated devices are kept. "0" keeps
+  # devices forever (their to-device messages wait for them).
+  delete_stale_devices_after: "0"
 web:
   # The web client built into the binary: open the server's address in a
   # browser to sign up, chat and call. No Node or build step; the pages

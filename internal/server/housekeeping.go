@@ -5,7 +5,10 @@ import (
 
 	"github.com/tessera-hs/tessera/clientapi"
 	"github.com/tessera-hs/tessera/housekeeping"
+	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/media"
+	"github.com/tessera-hs/tessera/notices"
+	"github.com/tessera-hs/tessera/roomserver"
 )
 
 // initHousekeeping builds the housekeeping domain: the room server's
@@ -22,7 +25,37 @@ func (s *Server) initHousekeeping(api *clientapi.API, ms *media.Service) {
 	hk.AddPruner("txn_ids", s.Rooms.TxnPruner(s.cfg.Housekeeping.TxnIDLifetime.Std()))
 	hk.AddPruner("push_actions", s.Push)
 	hk.AddPruner("tokens", s.Users)
+	hk.AddPruner("stale_devices", s.Users.StaleDevicePruner(s.cfg.Housekeeping.DeleteStaleDevicesAfter.Std()))
+	hk.AddPruner("to_device_orphans", s.Sync.ToDevice())
+	hk.AddPruner("rejected_events", s.Rooms.RejectedPruner())
 	api.SetHousekeeping(hk)
 	s.Housekeeping = hk
 	hk.Start()
+}
+
+// addRoomPurgers gives the admin's room purge every domain that keeps
+// rows about rooms, so that a purged room leaves nothing behind. After
+// the domains are built.
+func (s *Server) addRoomPurgers(ns *notices.Service) {
+	s.Admin.AddRoomPurger("users", s.Users)
+	s.Admin.AddRoomPurger("push", s.Push)
+	s.Admin.AddRoomPurger("keybackup", s.keyBackup)
+	s.Admin.AddRoomPurger("delayed", s.delayed)
+	s.Admin.AddRoomPurger("slidingsync", s.sliding)
+	s.Admin.AddRoomPurger("notices", ns)
+	if s.webhooks != nil {
+		s.Admin.AddRoomPurger("webhooks", s.webhooks)
+	}
+}
+
+// retentionConfig is the room server's view of the retention settings:
+// reads hide what the housekeeping job will purge.
+func retentionConfig(r config.Retention) roomserver.RetentionConfig {
+	return roomserver.RetentionConfig{
+		Enabled:            r.Enabled,
+		DefaultMinLifetime: r.DefaultMinLifetime.Std(),
+		DefaultMaxLifetime: r.DefaultMaxLifetime.Std(),
+		AllowedLifetimeMin: r.AllowedLifetimeMin.Std(),
+		AllowedLifetimeMax: r.AllowedLifetimeMax.Std(),
+	}
 }

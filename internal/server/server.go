@@ -183,6 +183,7 @@ func (s *Server) init(ctx context.Context) error {
 		PrivateKey: s.key.PrivateKey,
 
 		DefaultRoomVersion: gomatrixserverlib.RoomVersion(s.cfg.Rooms.DefaultRoomVersion),
+		Retention:          retentionConfig(s.cfg.Housekeeping.Retention),
 	}, us, s.log)
 	if err != nil {
 		return err
@@ -362,6 +363,7 @@ func (s *Server) init(ctx context.Context) error {
 	api.SetMedia(ms)
 	s.initHousekeeping(api, ms)
 	s.Admin.SetMedia(ms)
+	s.addRoomPurgers(ns)
 
 	s.api = api
 	if s.cfg.Federation.Enabled {
