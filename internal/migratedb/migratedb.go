@@ -223,44 +223,48 @@ func (s *source) checkTables(ctx context.Context, target []table) error {
 // this binary ran on the target: the tables then have the same columns.
 func sameMigrations(ctx context.Context, src *source, dst *pgx.Conn) error {
 	const q = `SELECT domain, version FROM schema_migrations ORDER BY domain, version`
-	var want, got []string
 	rows, err := src.tx.QueryContext(ctx, q)
 	if err != nil {
 		return fmt.Errorf("read SQLite migrations: %w", err)
 	}
-	for rows.Next() {
-		var d string
-		var v int64
-		if err := rows.Scan(&d, &v); err != nil {
-			rows.Close()
-			return err
-		}
-		want = append(want, fmt.Sprintf("%s %d", d, v))
-	}
+	want, err := migrationList(rows)
 	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("read SQLite migrations: %w", err)
 	}
-	prow, err := dst.Query(ctx, q)
+	prows, err := dst.Query(ctx, q)
 	if err != nil {
 		return fmt.Errorf("read PostgreSQL migrations: %w", err)
 	}
-	for prow.Next() {
-		var d string
-		var v int64
-		if err := prow.Scan(&d, &v); err != nil {
-			prow.Close()
-			return err
-		}
-		got = append(got, fmt.Sprintf("%s %d", d, v))
-	}
-	prow.Close()
-	if err := prow.Err(); err != nil {
-		return err
+	got, err := migrationList(prows)
+	prows.Close()
+	if err != nil {
+		return fmt.Errorf("read PostgreSQL migrations: %w", err)
 	}
 	if !slices.Equal(want, got) {
 		return fmt.Errorf("the SQLite database's schema is not this version's: start this version of Tessera " +
 			"on it once (and stop it) before migrating, or use the version that made it")
 	}
 	return nil
+}
+
+// scanner is what database/sql's and pgx's rows share.
+type scanner interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// migrationList reads schema_migrations rows as "domain version".
+func migrationList(rows scanner) ([]string, error) {
+	var out []string
+	for rows.Next() {
+		var d string
+		var v int64
+		if err := rows.Scan(&d, &v); err != nil {
+			return nil, err
+		}
+		out = append(out, fmt.Sprintf("%s %d", d, v))
+	}
+	return out, rows.Err()
 }
