@@ -323,13 +323,16 @@ func TestDelayedVersions(t *testing.T) {
 
 func TestDelayedSurvivesRestart(t *testing.T) {
 	srv, alice, _, roomID := dlSetup(t)
-	dlSend(t, srv, alice, roomID, dlTxn(), "after restart", "1000").expect(t, http.StatusOK, "")
+	// The delay outlasts the restart, which takes more than a second on
+	// a loaded machine (on PostgreSQL especially): the event must still be
+	// scheduled when it is listed afterwards.
+	dlSend(t, srv, alice, roomID, dlTxn(), "after restart", "5000").expect(t, http.StatusOK, "")
 	since := dlSyncToken(t, srv, alice)
 	srv.Restart()
 	if l, _ := get(t, srv, dlPrefix, alice.AccessToken).Body["delayed_events"].([]any); len(l) != 1 {
 		t.Fatalf("after restart, scheduled = %v", l)
 	}
-	evs, _ := dlTimeline(t, srv, alice, roomID, since, 2*time.Second)
+	evs, _ := dlTimeline(t, srv, alice, roomID, since, 8*time.Second)
 	if !dlHas(evs, "after restart") {
 		t.Fatal("delayed event pending at restart never fired")
 	}

@@ -19,7 +19,8 @@ import (
 // has every message acknowledged before the backup began.
 func TestBackupUnderWriteLoad(t *testing.T) {
 	ctx := context.Background()
-	s := testserver.Start(t)
+	// The backup copies the SQLite file: PostgreSQL is backed up with pg_dump.
+	s := testserver.Start(t, testserver.SQLite())
 	alice := s.Register("alice", "password")
 	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
 	if err != nil {
@@ -97,7 +98,7 @@ func TestBackupUnderWriteLoad(t *testing.T) {
 		t.Error("a second restore over the database without force succeeded")
 	}
 	s.Stop()
-	s2 := testserver.Start(t, func(c *config.Config) { c.DataDir = dataDir })
+	s2 := testserver.Start(t, testserver.SQLite(), func(c *config.Config) { c.DataDir = dataDir })
 	// The access token is in the backup too.
 	alice2 := s2.Client(alice.UserID, alice.AccessToken)
 	for _, ev := range before {

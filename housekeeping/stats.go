@@ -30,7 +30,14 @@ type DBStats struct {
 // Stats measures the database's tables. It counts rows, which reads each
 // table once: for an operator's command and a daily log line, not a
 // request.
-func Stats(ctx context.Context, q database.Querier) (DBStats, error) {
+func Stats(ctx context.Context, db *database.DB) (DBStats, error) {
+	if db.Engine() == database.Postgres {
+		return postgresStats(ctx, db)
+	}
+	return sqliteStats(ctx, db)
+}
+
+func sqliteStats(ctx context.Context, q database.Querier) (DBStats, error) {
 	var st DBStats
 	var pages, pageSize, free int64
 	if err := q.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages); err != nil {
@@ -62,12 +69,54 @@ func Stats(ctx context.Context, q database.Querier) (DBStats, error) {
 		}
 		st.Tables = append(st.Tables, t)
 	}
+	st.sortTables()
+	return st, nil
+}
+
+// sortTables puts the biggest tables first.
+func (st *DBStats) sortTables() {
 	sort.SliceStable(st.Tables, func(i, j int) bool {
 		if st.Tables[i].Bytes != st.Tables[j].Bytes {
 			return st.Tables[i].Bytes > st.Tables[j].Bytes
 		}
 		return st.Tables[i].Rows > st.Tables[j].Rows
 	})
+}
+
+// postgresStats is Stats on PostgreSQL. FileBytes is the database's size
+// on disk. PostgreSQL has no free list to read: a deleted row's space is
+// reused once (auto)vacuum has seen it, and stays in the files. FreeBytes
+// is therefore measured per table: the part of its heap not taken by its
+// live rows (sum of pg_column_size, read with the row count), applied to
+// the table with its indexes and TOAST. That is the space PostgreSQL
+// reuses before the files grow, as SQLite's free list is.
+func postgresStats(ctx context.Context, db *database.DB) (DBStats, error) {
+	var st DBStats
+	if err := db.QueryRowContext(ctx, `SELECT pg_database_size(current_database())`).Scan(&st.FileBytes); err != nil {
+		return st, fmt.Errorf("database size: %w", err)
+	}
+	names, err := database.Strings(ctx, db, `SELECT tablename FROM pg_catalog.pg_tables
+		WHERE schemaname = current_schema() ORDER BY tablename`)
+	if err != nil {
+		return st, fmt.Errorf("list tables: %w", err)
+	}
+	var free float64
+	for _, name := range names {
+		t := TableStat{Name: name}
+		var heap, live int64
+		// name comes from pg_tables, not from a user.
+		q := `SELECT COUNT(*), COALESCE(SUM(pg_column_size(t.*)), 0), pg_total_relation_size('"` + name + `"'),
+			pg_relation_size('"` + name + `"') FROM "` + name + `" t`
+		if err := db.QueryRowContext(ctx, q).Scan(&t.Rows, &live, &t.Bytes, &heap); err != nil {
+			return st, fmt.Errorf("measure %s: %w", name, err)
+		}
+		if heap > 0 {
+			free += float64(t.Bytes) * max(0, 1-float64(live)/float64(heap))
+		}
+		st.Tables = append(st.Tables, t)
+	}
+	st.FreeBytes = int64(free)
+	st.sortTables()
 	return st, nil
 }
 

@@ -234,11 +234,11 @@ func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *co
 			return fmt.Errorf("queue %s for other servers: %w", pe.ev.EventID(), err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, req.roomID); err != nil {
+	if err := tx.ExecLater(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, req.roomID); err != nil {
 		return err
 	}
 	for _, id := range req.extremities {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, req.roomID, id); err != nil {
+		if err := tx.ExecLater(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, req.roomID, id); err != nil {
 			return err
 		}
 	}
@@ -248,9 +248,8 @@ func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *co
 			bump = pe.ev.StreamPos
 		}
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE rooms SET state_group = $1,
+	return tx.ExecLater(ctx, `UPDATE rooms SET state_group = $1,
 		bump_pos = CASE WHEN $3 > bump_pos THEN $3 ELSE bump_pos END WHERE room_id = $2`, req.stateGroup, req.roomID, bump)
-	return err
 }
 
 func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
@@ -268,7 +267,9 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 		s := string(b)
 		unsigned = &s
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO events
+	// The writes of an event go through ExecLater: on PostgreSQL they
+	// reach the server together, one round trip instead of one each.
+	err := tx.ExecLater(ctx, `INSERT INTO events
 		(stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts, state_group, json, unsigned)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		ev.StreamPos, ev.EventID(), ev.RoomID, ev.Type(), ev.StateKey(), string(ev.SenderID()), ev.Depth(),
@@ -277,12 +278,12 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 		return fmt.Errorf("insert event: %w", err)
 	}
 	if ev.RedactedBy != "" {
-		if _, err := tx.ExecContext(ctx, `UPDATE events SET redacted_by = $1 WHERE event_id = $2`, ev.RedactedBy, ev.EventID()); err != nil {
+		if err := tx.ExecLater(ctx, `UPDATE events SET redacted_by = $1 WHERE event_id = $2`, ev.RedactedBy, ev.EventID()); err != nil {
 			return fmt.Errorf("mark event redacted: %w", err)
 		}
 	}
 	for _, prev := range ev.PrevEventIDs() {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)`, ev.EventID(), prev); err != nil {
+		if err := tx.ExecLater(ctx, `INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)`, ev.EventID(), prev); err != nil {
 			return fmt.Errorf("insert edge: %w", err)
 		}
 	}
@@ -295,7 +296,7 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 		}
 	}
 	if sk := ev.StateKey(); sk != nil && !pe.outlier && pe.currentState == nil {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
+		if err := tx.ExecLater(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id`,
 			ev.RoomID, ev.Type(), *sk, ev.EventID()); err != nil {
 			return fmt.Errorf("update current state: %w", err)
@@ -305,7 +306,7 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 			if err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten)
+			if err := tx.ExecLater(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten)
 				VALUES ($1, $2, $3, $4, $5, 0)
 				ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
 					event_id = excluded.event_id, stream_pos = excluded.stream_pos, forgotten = 0`,
@@ -336,7 +337,7 @@ func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
 		}
 	}
 	if t := pe.txn; t != nil {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO txn_ids (user_id, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)`,
+		if err := tx.ExecLater(ctx, `INSERT INTO txn_ids (user_id, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)`,
 			t.UserID, t.DeviceID, t.storeKey(), ev.EventID(), time.Now().UnixMilli()); err != nil {
 			return fmt.Errorf("record transaction: %w", err)
 		}

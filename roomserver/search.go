@@ -45,7 +45,7 @@ func indexEvent(ctx context.Context, tx *database.Tx, ev *Event) error {
 		if !ok || text == "" {
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO event_search (rowid, key, value) VALUES ($1, $2, $3)`,
+		if err := tx.ExecLater(ctx, `INSERT INTO event_search (rowid, key, value) VALUES ($1, $2, $3)`,
 			ev.StreamPos, key, text); err != nil {
 			return fmt.Errorf("index %s for search: %w", ev.EventID(), err)
 		}

@@ -312,6 +312,25 @@ func TestSend(t *testing.T) {
 	}
 }
 
+// TestSendManyRooms: -rooms spreads the senders over several rooms, and
+// -verify finds each room's events in that room.
+func TestSendManyRooms(t *testing.T) {
+	t.Parallel()
+	f := newFakeHS()
+	code, res, stdout, stderr := runTool(t, f, "-shared-secret", f.secret, "send", "-c", "4", "-m", "5", "-rooms", "2", "-verify")
+	if code != exitOK {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	wantFields(t, res, map[string]float64{"concurrency": 4, "rooms": 2, "messages": 20, "ok": 20, "errors": 0})
+	v, _ := res["verify"].(map[string]any)
+	if v["ok"] != true || v["missing"] != 0.0 || v["duplicates"] != 0.0 {
+		t.Errorf("verify = %v, want ok with nothing missing or duplicated", res["verify"])
+	}
+	if !strings.Contains(stdout, "into 2 room(s)") {
+		t.Errorf("summary does not name the rooms:\n%s", stdout)
+	}
+}
+
 func TestRoomsWithOpenRegistration(t *testing.T) {
 	t.Parallel()
 	f := newFakeHS()
@@ -400,6 +419,7 @@ func TestUsage(t *testing.T) {
 		{"no scenario", []string{"-hs", "http://127.0.0.1:1", "-shared-secret", "s"}, "no scenario"},
 		{"unknown scenario", []string{"-hs", "http://127.0.0.1:1", "-shared-secret", "s", "sync"}, "unknown scenario"},
 		{"bad count", []string{"-hs", "http://127.0.0.1:1", "-shared-secret", "s", "send", "-c", "0"}, "-c must be"},
+		{"more rooms than senders", []string{"-hs", "http://127.0.0.1:1", "-shared-secret", "s", "send", "-c", "2", "-rooms", "3"}, "-rooms must be"},
 		{"stray argument", []string{"-hs", "http://127.0.0.1:1", "-shared-secret", "s", "rooms", "extra"}, "unexpected argument"},
 	}
 	for _, tt := range tests {

@@ -18,16 +18,20 @@ const verifyPageLimit = 100
 // sendScenario: C users in one public room each send M messages one after
 // another, all C at once. It measures the latency of each send and the
 // events per second the room takes, which is bounded by the server's
-// per-room write path (one sequencer per room in Tessera).
+// per-room write path (one sequencer per room in Tessera). With -rooms R
+// the senders are spread over R rooms (sender i in room i mod R), which
+// measures the database's shared write path instead of one room's.
 type sendScenario struct {
 	senders   int
 	perSender int
+	rooms     int
 	verify    bool
 }
 
 func (s *sendScenario) addFlags(fs *flag.FlagSet) {
 	fs.IntVar(&s.senders, "c", 8, "concurrent senders, each a separate user")
 	fs.IntVar(&s.perSender, "m", 250, "messages each sender sends, one after another")
+	fs.IntVar(&s.rooms, "rooms", 1, "rooms the senders are spread over (sender i sends into room i mod rooms)")
 	fs.BoolVar(&s.verify, "verify", false,
 		"afterwards page /messages backwards and check that every sent event_id is there exactly once")
 }
@@ -39,6 +43,9 @@ func (s *sendScenario) check() error {
 	if s.perSender < 1 || s.perSender > 1_000_000 {
 		return errors.New("-m must be between 1 and 1000000")
 	}
+	if s.rooms < 1 || s.rooms > s.senders {
+		return errors.New("-rooms must be between 1 and -c")
+	}
 	return nil
 }
 
@@ -48,6 +55,7 @@ type sendReport struct {
 	Scenario     string        `json:"scenario"`
 	HS           string        `json:"hs"`
 	Concurrency  int           `json:"concurrency"`
+	Rooms        int           `json:"rooms"`
 	Messages     int           `json:"messages"` // planned: concurrency × messages per sender
 	OK           int           `json:"ok"`
 	Errors       int           `json:"errors"`
@@ -69,8 +77,8 @@ type verifyResult struct {
 
 func (r *sendReport) human() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "send: %d senders × %d messages = %d events into one room\n",
-		r.Concurrency, r.Messages/max(r.Concurrency, 1), r.Messages)
+	fmt.Fprintf(&b, "send: %d senders × %d messages = %d events into %d room(s)\n",
+		r.Concurrency, r.Messages/max(r.Concurrency, 1), r.Messages, r.Rooms)
 	fmt.Fprintf(&b, "  sent       %d ok, %d errors in %s\n", r.OK, r.Errors, fmtSeconds(r.Seconds))
 	fmt.Fprintf(&b, "  throughput %.1f events/s\n", r.EventsPerSec)
 	fmt.Fprintf(&b, "  latency    %s\n", r.latencyStats)
@@ -99,20 +107,22 @@ func (s *sendScenario) run(ctx context.Context, e *env) (report, error) {
 	}
 	creator, senders := users[0], users[1:]
 
-	var roomID string
-	err = e.c.retry429(ctx, "createRoom", func() (err error) {
-		roomID, err = createRoom(ctx, e.c, creator.AccessToken, map[string]any{
-			"preset": "public_chat", "name": "tessera-load send " + e.runID,
+	roomIDs := make([]string, s.rooms)
+	for r := range roomIDs {
+		err = e.c.retry429(ctx, "createRoom", func() (err error) {
+			roomIDs[r], err = createRoom(ctx, e.c, creator.AccessToken, map[string]any{
+				"preset": "public_chat", "name": "tessera-load send " + e.runID,
+			})
+			return err
 		})
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("setup: %w", err)
+		if err != nil {
+			return nil, fmt.Errorf("setup: %w", err)
+		}
 	}
-	e.logf("setup: %d senders joining %s", len(senders), roomID)
+	e.logf("setup: %d senders joining %v", len(senders), roomIDs)
 	err = forEach(ctx, len(senders), joinParallel, func(ctx context.Context, i int) error {
 		return e.c.retry429(ctx, "join", func() error {
-			return joinRoom(ctx, e.c, senders[i].AccessToken, roomID)
+			return joinRoom(ctx, e.c, senders[i].AccessToken, roomIDs[i%s.rooms])
 		})
 	})
 	if err != nil {
@@ -126,7 +136,7 @@ func (s *sendScenario) run(ctx context.Context, e *env) (report, error) {
 			txnID := fmt.Sprintf("%s.%d.%d", e.runID, w, j)
 			body := fmt.Sprintf("tessera-load %s: message %d from sender %d", e.runID, j, w)
 			t0 := time.Now()
-			id, err := sendText(ctx, e.c, senders[w].AccessToken, roomID, txnID, body)
+			id, err := sendText(ctx, e.c, senders[w].AccessToken, roomIDs[w%s.rooms], txnID, body)
 			if !t.record(ctx, time.Since(t0), err) {
 				return
 			}
@@ -140,7 +150,7 @@ func (s *sendScenario) run(ctx context.Context, e *env) (report, error) {
 	}
 	lat, nerr, firstErr := merge(tallies)
 	rep := &sendReport{
-		Scenario: "send", HS: e.hs, Concurrency: s.senders, Messages: s.senders * s.perSender,
+		Scenario: "send", HS: e.hs, Concurrency: s.senders, Rooms: s.rooms, Messages: s.senders * s.perSender,
 		OK: len(lat), Errors: nerr, Seconds: seconds(elapsed), EventsPerSec: perSecond(len(lat), elapsed),
 		latencyStats: summarize(lat),
 	}
@@ -152,9 +162,20 @@ func (s *sendScenario) run(ctx context.Context, e *env) (report, error) {
 
 	if s.verify {
 		e.logf("verifying: paging /messages backwards")
-		v, err := verifySent(ctx, e, creator, roomID, ids)
-		if err != nil {
-			return rep, errors.Join(failed, fmt.Errorf("verify: %w", err))
+		v := &verifyResult{OK: true}
+		for r, roomID := range roomIDs {
+			var inRoom [][]string
+			for w := r; w < len(ids); w += s.rooms {
+				inRoom = append(inRoom, ids[w])
+			}
+			rv, err := verifySent(ctx, e, creator, roomID, inRoom)
+			if err != nil {
+				return rep, errors.Join(failed, fmt.Errorf("verify: %w", err))
+			}
+			v.OK = v.OK && rv.OK
+			v.Pages += rv.Pages
+			v.Missing += rv.Missing
+			v.Duplicates += rv.Duplicates
 		}
 		rep.Verify = v
 		if !v.OK {

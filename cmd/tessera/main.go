@@ -68,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdDBStats(args[1:], stdout, stderr)
 	case "admin":
 		return cmdAdmin(args[1:], stdout, stderr)
+	case "migrate-db":
+		return cmdMigrateDB(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "tessera", buildVersion())
 		return nil
@@ -90,6 +92,7 @@ const usage = `usage:
   tessera db-stats -config FILE            rows and size of each database table
   tessera admin COMMAND ...        reset-password, make-admin, deactivate, delete-room,
                                    purge-remote-media (tessera admin -h for details)
+  tessera migrate-db -from FILE -to DSN     copy a stopped SQLite deployment into an empty PostgreSQL database
   tessera version
 `
 

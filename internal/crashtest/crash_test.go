@@ -25,8 +25,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/tessera-hs/tessera/internal/database"
 )
 
 var binary string
@@ -266,10 +264,10 @@ func TestKillNineLosesNoAcknowledgedEvent(t *testing.T) {
 	if !strings.Contains(cfg, "open: true") {
 		t.Fatalf("registration is not open in the generated config")
 	}
+	cfg, tdb := useTestDatabase(t, cfg, filepath.Join(dir, "data"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	dbPath := filepath.Join(dir, "data", "tessera.db")
 
 	srv := start(t, cfgPath)
 	tokens := make([]string, clients)
@@ -333,7 +331,7 @@ func TestKillNineLosesNoAcknowledgedEvent(t *testing.T) {
 
 	// The database as the kill left it: every acknowledged event is there,
 	// in one linear chain with one forward extremity.
-	ids := checkLinearDAG(t, dbPath, roomID)
+	ids := checkLinearDAG(t, tdb, roomID)
 	inDB := map[string]int{}
 	for i, id := range ids {
 		inDB[id] = i
@@ -423,7 +421,7 @@ func TestKillNineLosesNoAcknowledgedEvent(t *testing.T) {
 		t.Fatalf("retry of %s after the crash gave %v", a.eventID, retry["event_id"])
 	}
 	srv.stop(t)
-	after := checkLinearDAG(t, dbPath, roomID)
+	after := checkLinearDAG(t, tdb, roomID)
 	if len(after) != len(ids)+clients || !slices.Equal(after[:len(ids)], ids) {
 		t.Fatalf("after the restart: %d events, want the %d from before and %d new", len(after), len(ids), clients)
 	}
@@ -433,13 +431,10 @@ func TestKillNineLosesNoAcknowledgedEvent(t *testing.T) {
 // and checks they form one chain: depths 1..N in stream order, each
 // event's only prev_event the one before it, and one forward extremity,
 // the newest event.
-func checkLinearDAG(t *testing.T, path, roomID string) []string {
+func checkLinearDAG(t *testing.T, tdb testDatabase, roomID string) []string {
 	t.Helper()
 	ctx := context.Background()
-	db, err := database.Open(path, database.Options{Readers: 1})
-	if err != nil {
-		t.Fatalf("open database: %v", err)
-	}
+	db := tdb.open(t)
 	defer db.Close()
 	var ids []string
 	rows, err := db.QueryContext(ctx, `SELECT event_id, depth FROM events WHERE room_id = $1 ORDER BY stream_pos`, roomID)

@@ -53,6 +53,7 @@ func newFedServer(t *testing.T, ip string) fedServer {
 		}
 		cfg = re.ReplaceAllString(cfg, edit.repl)
 	}
+	cfg, _ = useTestDatabase(t, cfg, filepath.Join(dir, "data"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -282,6 +282,9 @@ type Tx struct {
 	tx          *sql.Tx
 	db          *DB
 	afterCommit []func()
+	// pipe holds the writes queued by ExecLater on PostgreSQL (see
+	// pipeline.go).
+	pipe pipeline
 }
 
 // AfterCommit runs f once the transaction has committed (not if it rolls
@@ -310,6 +313,9 @@ func (t *Tx) stmt(ctx context.Context, query string) *sql.Stmt {
 }
 
 func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := t.pipe.flush(ctx); err != nil {
+		return nil, err
+	}
 	q := t.db.rewrite(query)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.ExecContext(ctx, args...)
@@ -317,6 +323,9 @@ func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Re
 	return t.tx.ExecContext(ctx, q, t.db.args(args)...)
 }
 func (t *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if err := t.pipe.flush(ctx); err != nil {
+		return nil, err
+	}
 	q := t.db.rewrite(query)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryContext(ctx, args...)
@@ -324,6 +333,9 @@ func (t *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.
 	return t.tx.QueryContext(ctx, q, t.db.args(args)...)
 }
 func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	// A failed flush aborts the PostgreSQL transaction: the query then
+	// fails too, and the commit returns the flush's error.
+	_ = t.pipe.flush(ctx)
 	q := t.db.rewrite(query)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
@@ -347,12 +359,31 @@ func (db *DB) WithTx(ctx context.Context, fn func(tx *Tx) error) error {
 // runTx runs fn in a transaction on the writer, committing if fn returns
 // nil and rolling back otherwise.
 func (db *DB) runTx(ctx context.Context, fn func(tx *Tx) error) (*Tx, error) {
-	sqlTx, err := db.writer.BeginTx(ctx, nil)
+	var conn *sql.Conn
+	if db.engine == Postgres {
+		// The transaction's connection, for ExecLater's pipeline.
+		var err error
+		if conn, err = db.writer.Conn(ctx); err != nil {
+			return nil, fmt.Errorf("begin transaction: %w", err)
+		}
+		defer conn.Close()
+	}
+	var sqlTx *sql.Tx
+	var err error
+	if conn != nil {
+		sqlTx, err = conn.BeginTx(ctx, nil)
+	} else {
+		sqlTx, err = db.writer.BeginTx(ctx, nil)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
-	tx := &Tx{tx: sqlTx, db: db}
+	tx := &Tx{tx: sqlTx, db: db, pipe: pipeline{conn: conn}}
 	if err := fn(tx); err != nil {
+		_ = sqlTx.Rollback()
+		return nil, err
+	}
+	if err := tx.pipe.flush(ctx); err != nil {
 		_ = sqlTx.Rollback()
 		return nil, err
 	}

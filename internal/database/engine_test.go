@@ -143,3 +143,54 @@ func TestEngineJSONText(t *testing.T) {
 		}
 	}
 }
+
+// ExecLater's writes are seen by the transaction's next statement, in
+// order, and are committed with it; a failing one fails the commit and
+// rolls back the writes before it.
+func TestEngineExecLater(t *testing.T) {
+	db := dbtest.Open(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE l (k TEXT PRIMARY KEY, n INTEGER NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	err := db.WithTx(ctx, func(tx *database.Tx) error {
+		for i := range 5 {
+			if err := tx.ExecLater(ctx, `INSERT INTO l (k, n) VALUES ($1, $2)`, fmt.Sprint("k", i), i); err != nil {
+				return err
+			}
+		}
+		if err := tx.ExecLater(ctx, `UPDATE l SET n = n + 10 WHERE k = $1`, "k4"); err != nil {
+			return err
+		}
+		var sum int64
+		if err := tx.QueryRowContext(ctx, `SELECT SUM(n) FROM l`).Scan(&sum); err != nil {
+			return err
+		}
+		if sum != 20 {
+			t.Errorf("inside the transaction: sum %d, want 20", sum)
+		}
+		return tx.ExecLater(ctx, `INSERT INTO l (k, n) VALUES ($1, $2)`, "last", true)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n, sum int64
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*), SUM(n) FROM l`).Scan(&n, &sum); err != nil || n != 6 || sum != 21 {
+		t.Fatalf("after commit: %d rows, sum %d, %v; want 6 rows, sum 21", n, sum, err)
+	}
+
+	err = db.WithTx(ctx, func(tx *database.Tx) error {
+		if err := tx.ExecLater(ctx, `INSERT INTO l (k, n) VALUES ($1, $2)`, "new", 1); err != nil {
+			return err
+		}
+		// A duplicate key: on PostgreSQL it fails only when sent, at
+		// the commit.
+		return tx.ExecLater(ctx, `INSERT INTO l (k, n) VALUES ($1, $2)`, "k0", 1)
+	})
+	if !database.IsUniqueViolation(err) {
+		t.Fatalf("duplicate queued write: %v, want a unique violation", err)
+	}
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM l`).Scan(&n); err != nil || n != 6 {
+		t.Fatalf("after the failed transaction: %d rows, %v; want the 6 from before", n, err)
+	}
+}

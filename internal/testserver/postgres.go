@@ -21,3 +21,12 @@ func usePostgres(t testing.TB, cfg *config.Config) {
 	cfg.Database.MaxOpenConns = 6
 	cfg.Database.MaxIdleConns = 2
 }
+
+// SQLite runs the server on SQLite whatever engine the test run asks for,
+// for the tests of what only exists on SQLite (the file backup, which
+// PostgreSQL deployments do with pg_dump).
+func SQLite() Option {
+	return func(c *config.Config) {
+		c.Database = config.Database{Engine: "sqlite"}
+	}
+}
