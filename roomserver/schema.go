@@ -227,6 +227,10 @@ CREATE TABLE room_purges (
 ALTER TABLE txn_ids ADD COLUMN created_ts INTEGER NOT NULL DEFAULT 0;
 UPDATE txn_ids SET created_ts = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
 CREATE INDEX txn_ids_created ON txn_ids(created_ts);
+`, Postgres: `
+ALTER TABLE txn_ids ADD COLUMN created_ts BIGINT NOT NULL DEFAULT 0;
+UPDATE txn_ids SET created_ts = CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) * 1000;
+CREATE INDEX txn_ids_created ON txn_ids(created_ts);
 `},
 }
 
