@@ -30,6 +30,7 @@ import (
 	"github.com/tessera-hs/tessera/federation/keyring"
 	"github.com/tessera-hs/tessera/federation/queue"
 	"github.com/tessera-hs/tessera/housekeeping"
+	"github.com/tessera-hs/tessera/internal/cluster"
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/httpx"
@@ -105,9 +106,12 @@ type Server struct {
 	delegations *calls.Delegations
 
 	notifier *syncapi.Notifier
-	api      *clientapi.API
-	handler  http.Handler
-	http     *http.Server
+	// cluster is the instance map of a deployment of several processes
+	// (docs/scaling.md); nil for one.
+	cluster *cluster.Map
+	api     *clientapi.API
+	handler http.Handler
+	http    *http.Server
 }
 
 // NewLogger builds the logger the config asks for, writing to w.
@@ -153,6 +157,10 @@ func New(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*Server, 
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, db: db, key: key, appServices: appServices}
+	if s.cluster, err = cluster.New(cfg); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.init(ctx); err != nil {
 		if s.guard != nil {
 			s.guard.Close()
@@ -183,6 +191,7 @@ func (s *Server) init(ctx context.Context) error {
 		PrivateKey: s.key.PrivateKey,
 
 		DefaultRoomVersion: gomatrixserverlib.RoomVersion(s.cfg.Rooms.DefaultRoomVersion),
+		Cluster:            roomCluster(s.cluster),
 	}, us, s.log)
 	if err != nil {
 		return err
@@ -427,7 +436,7 @@ func (s *Server) init(ctx context.Context) error {
 	r.NotFoundHandler = httpx.NotFoundOr405(r, clientapi.NotFound(s.log), clientapi.MethodNotAllowed(s.log))
 	r.MethodNotAllowedHandler = clientapi.MethodNotAllowed(s.log)
 
-	var h http.Handler = r
+	var h http.Handler = s.clusterHandler(r)
 	// Media uploads get media.max_upload_bytes, the rest the JSON limit.
 	h = clientapi.BodyLimit(s.cfg, h)
 	h = httpx.UTF8Params(h)
@@ -450,6 +459,7 @@ func (s *Server) init(ctx context.Context) error {
 	// What application services missed while the server was down (and
 	// the transaction that was being delivered) goes out now.
 	s.asPush.Start()
+	s.startCluster()
 	return nil
 }
 
