@@ -3,7 +3,7 @@ package roomserver
 import (
 	"bytes"
 	"context"
-		"fmt"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync/atomic"

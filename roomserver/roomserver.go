@@ -111,8 +111,8 @@ type Service struct {
 	listeners   []Listener
 	// allListeners hear other processes' commits too (SubscribeAll).
 	allListeners []Listener
-	closed      bool
-	wg          sync.WaitGroup
+	closed       bool
+	wg           sync.WaitGroup
 }
 
 // New runs migrations, starts the committer and returns the service.
