@@ -52,6 +52,10 @@ type committer struct {
 	// published is the last stream position whose events have committed
 	// (read atomically by sync).
 	published int64
+	// localPublished is the last position of this process's own commits
+	// (read atomically): published in one process; in a cluster, other
+	// processes' commits move only published.
+	localPublished int64
 	// lastMember is the stream position of the latest committed
 	// membership change (read atomically): sync skips looking for
 	// membership changes in a window that ends before it.
@@ -78,6 +82,7 @@ func newCommitter(ctx context.Context, s *Service) (*committer, error) {
 		return nil, fmt.Errorf("read state group id: %w", err)
 	}
 	c.published = c.lastPos
+	c.localPublished = c.lastPos
 	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MIN(stream_pos), 0) FROM events`).Scan(&c.lastOutlier); err != nil {
 		return nil, fmt.Errorf("read outlier position: %w", err)
 	}
@@ -218,6 +223,7 @@ func (c *committer) commit(batch []*commitReq) {
 	}
 	c.s.recent.add(startPos, all)
 	atomic.StoreInt64(&c.published, c.lastPos)
+	atomic.StoreInt64(&c.localPublished, c.lastPos)
 	for _, req := range batch {
 		req.done <- nil
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tessera-hs/tessera/internal/cluster"
+	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 )
 
@@ -34,4 +35,20 @@ func (s *Server) clusterHandler(h http.Handler) http.Handler {
 		return h
 	}
 	return s.cluster.Forward(s.log, h)
+}
+
+// localRooms is the room server as push sees it in a cluster: push
+// evaluates the events this process commits (each event once in the
+// deployment), so the position it keeps up with is this process's last
+// commit, not the last of the deployment.
+type localRooms struct{ *roomserver.Service }
+
+func (r localRooms) CurrentPos() int64 { return r.LocalPos() }
+
+// pushRooms is the room server push gets.
+func (s *Server) pushRooms() push.Rooms {
+	if s.cluster == nil {
+		return s.Rooms
+	}
+	return localRooms{s.Rooms}
 }

@@ -274,7 +274,7 @@ func (s *Server) init(ctx context.Context) error {
 		IncludeContent: pc.IncludeContent, GroupUnreadCountByRoom: pc.GroupUnreadCountByRoom, Timeout: pc.Timeout.Std(),
 		InitialBackoff: pc.InitialBackoff.Std(), MaxBackoff: pc.MaxBackoff.Std(), GiveUpAfter: pc.GiveUpAfter.Std(),
 		DisableAfter: pc.DisableAfter.Std(), IPRangeBlacklist: pc.IPRangeBlacklist, IPRangeWhitelist: pc.IPRangeWhitelist,
-	}}, rs, us, s.notifier.Wake, s.log)
+	}}, s.pushRooms(), us, s.notifier.Wake, s.log)
 	if err != nil {
 		return err
 	}
