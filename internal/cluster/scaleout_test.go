@@ -323,3 +323,33 @@ func TestScaleOutOwnerDown(t *testing.T) {
 		t.Errorf("send to b's room after b is back: %v", err)
 	}
 }
+
+// A token logged out through one process stops working on the others,
+// which had it cached: the logout's NOTIFY empties their token caches.
+func TestScaleOutLogout(t *testing.T) {
+	names := []string{"a", "b", "c"}
+	srv := testserver.StartCluster(t, names)
+	ctx := context.Background()
+	alice := srv["a"].Register("alice", "password-alice")
+	for _, via := range []string{"b", "c"} {
+		if _, err := as(srv[via], alice).Whoami(ctx); err != nil {
+			t.Fatalf("whoami through %s: %v", via, err)
+		}
+	}
+	if _, err := alice.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, via := range []string{"b", "c"} {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			_, err := as(srv[via], alice).Whoami(ctx)
+			if errors.Is(err, mautrix.MUnknownToken) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("whoami through %s 5 s after logout through a: %v, want M_UNKNOWN_TOKEN", via, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -26,7 +27,35 @@ func (s *Server) startCluster() {
 		return
 	}
 	dsn := s.cfg.Database.DSN
-	s.Rooms.ListenCluster(func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, dsn) })
+	connect := func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, dsn) }
+	s.Rooms.ListenCluster(connect)
+	s.bus = s.cluster.NewBus(s.db, s.log)
+	s.bus.Handle(tokensKind, func(userID string) {
+		s.Users.TokensRevokedElsewhere()
+		if userID != "" && s.api != nil {
+			// Its WebSockets check their tokens again.
+			s.api.TokensRevoked(userID)
+		}
+	})
+	s.bus.Start(connect)
+}
+
+// tokensKind is the invalidation of revoked tokens; its key the user ID.
+const tokensKind = "tokens"
+
+// publishTokensRevoked tells the other processes that userID's tokens
+// were revoked, so that their token caches forget them.
+func (s *Server) publishTokensRevoked(userID string) {
+	if s.bus == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.bus.Publish(ctx, tokensKind, userID); err != nil {
+		// The others keep accepting the revoked tokens until their next
+		// reconnection: worth an operator's attention.
+		s.log.WithError(err).WithField("user_id", userID).Error("telling other processes of revoked tokens")
+	}
 }
 
 // clusterHandler forwards room writes to their owners.

@@ -109,6 +109,7 @@ type Server struct {
 	// cluster is the instance map of a deployment of several processes
 	// (docs/scaling.md); nil for one.
 	cluster *cluster.Map
+	bus     *cluster.Bus // the cluster's invalidations; nil for one process
 	api     *clientapi.API
 	handler http.Handler
 	http    *http.Server
@@ -248,6 +249,7 @@ func (s *Server) init(ctx context.Context) error {
 			if s.api != nil {
 				s.api.TokensRevoked(userID)
 			}
+			s.publishTokensRevoked(userID)
 		},
 		Deactivated: func(ctx context.Context, userID string) {
 			// Keys first, so that room-mates still hear of the change.
@@ -729,6 +731,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.Housekeeping != nil {
 		// Before the room server: running purges stop at their batch.
 		s.Housekeeping.Close()
+	}
+	if s.bus != nil {
+		s.bus.Stop()
 	}
 	if s.Rooms != nil {
 		// After HTTP has drained: finish queued events, then close.
