@@ -167,6 +167,7 @@ func serve(path, instance string, stderr io.Writer) error {
 	if err := cfg.CheckInstance(); err != nil {
 		return usageError{err}
 	}
+	cfg.ApplyInstance()
 	log := server.NewLogger(cfg.Logging, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -519,12 +519,14 @@ app_services: []
 
 # Several processes serving one deployment on one PostgreSQL database
 # (docs/scaling.md; experimental). Every process reads the same map, of
-# each process's name and the URL the others reach its listener at, and
-# is started with its name (tessera run -instance NAME, or instance:
-# here). Empty: one process, as usual.
+# each process's name and the URL the others reach its listener at (and,
+# for several on one machine, its own listen address), and is started
+# with its name (tessera run -instance NAME, or instance: here). Empty:
+# one process, as usual.
 #   instances:
 #     a: {internal_url: "http://10.0.0.1:8008"}
 #     b: {internal_url: "http://10.0.0.2:8008"}
+#     c: {internal_url: "http://10.0.0.2:8009", listen: "0.0.0.0:8009"}
 instances: {}
 instance: ""
 # Authenticates the requests the processes forward to each other: at

@@ -13,6 +13,17 @@ type Instance struct {
 	// InternalURL is where the other processes reach this one's client
 	// listener, for the requests they forward to it.
 	InternalURL string `yaml:"internal_url"`
+	// Listen, if set, replaces the top-level listen for this process:
+	// several processes on one machine need a port each.
+	Listen string `yaml:"listen"`
+}
+
+// ApplyInstance makes the config this process's: its own listen address,
+// if the map gives one. Call it once the process knows its name.
+func (c *Config) ApplyInstance() {
+	if l := c.Instances[c.Instance].Listen; l != "" {
+		c.Listen = l
+	}
 }
 
 // minInstanceSecret is the shortest instance_secret accepted: it is all
