@@ -7,13 +7,12 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgxlisten"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/tessera-hs/tessera/internal/cluster"
 	"github.com/tessera-hs/tessera/internal/database"
 )
 
@@ -166,26 +165,7 @@ func (s *Service) SubscribeAll(l Listener) {
 // listener holds (it is reopened after a failure, and what was committed
 // meanwhile is applied then).
 func (s *Service) ListenCluster(connect func(context.Context) (*pgx.Conn, error)) {
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &pgxlisten.Listener{
-		Connect:        connect,
-		ReconnectDelay: time.Second,
-		LogError: func(_ context.Context, err error) {
-			if ctx.Err() == nil {
-				s.log.WithError(err).Warn("listening for other processes' events")
-			}
-		},
-	}
-	l.Handle(eventsChannel, clusterHandler{s})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = l.Listen(ctx)
-	}()
-	s.stopListening = func() {
-		cancel()
-		<-done
-	}
+	s.stopListening = cluster.Listen(connect, eventsChannel, clusterHandler{s}, s.log.WithField("channel", eventsChannel))
 }
 
 type clusterHandler struct{ s *Service }

@@ -51,23 +51,31 @@ func (b *Bus) Publish(ctx context.Context, kind, key string) error {
 
 // Start listens until Stop, on a connection of its own from connect.
 func (b *Bus) Start(connect func(context.Context) (*pgx.Conn, error)) {
+	b.stop = Listen(connect, invalidateChannel, busHandler{b}, b.log.WithField("channel", invalidateChannel))
+}
+
+// Listen handles the notifications of channel (and, with a
+// pgxlisten.BacklogHandler, what may have been missed, on every
+// connection) on a connection of its own from connect, opened again a
+// second after a failure, until the returned stop is called.
+func Listen(connect func(context.Context) (*pgx.Conn, error), channel string, h pgxlisten.Handler, log logrus.FieldLogger) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &pgxlisten.Listener{
 		Connect:        connect,
 		ReconnectDelay: time.Second,
 		LogError: func(_ context.Context, err error) {
 			if ctx.Err() == nil {
-				b.log.WithError(err).Warn("listening for other processes' invalidations")
+				log.WithError(err).Warn("listening for other processes' notifications")
 			}
 		},
 	}
-	l.Handle(invalidateChannel, busHandler{b})
+	l.Handle(channel, h)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		_ = l.Listen(ctx)
 	}()
-	b.stop = func() {
+	return func() {
 		cancel()
 		<-done
 	}
