@@ -52,6 +52,10 @@ type committer struct {
 	// published is the last stream position whose events have committed
 	// (read atomically by sync).
 	published int64
+	// localPublished is the last position of this process's own commits
+	// (read atomically): published in one process; in a cluster, other
+	// processes' commits move only published.
+	localPublished int64
 	// lastMember is the stream position of the latest committed
 	// membership change (read atomically): sync skips looking for
 	// membership changes in a window that ends before it.
@@ -78,6 +82,7 @@ func newCommitter(ctx context.Context, s *Service) (*committer, error) {
 		return nil, fmt.Errorf("read state group id: %w", err)
 	}
 	c.published = c.lastPos
+	c.localPublished = c.lastPos
 	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MIN(stream_pos), 0) FROM events`).Scan(&c.lastOutlier); err != nil {
 		return nil, fmt.Errorf("read outlier position: %w", err)
 	}
@@ -122,14 +127,25 @@ func (c *committer) loop() {
 				break drain
 			}
 		}
+		c.s.applyMu.Lock()
 		c.commit(batch)
+		c.s.applyMu.Unlock()
 	}
 }
 
 func (c *committer) commit(batch []*commitReq) {
 	ctx := context.Background()
 	startPos, startOutlier := c.lastPos, c.lastOutlier
+	cluster := c.s.cfg.Cluster != nil
 	err := c.s.db.WithTx(ctx, func(tx *database.Tx) error {
+		if cluster {
+			// Other processes write events too: the positions follow
+			// theirs, taken under a lock held until commit.
+			var err error
+			if startPos, c.lastOutlier, err = lockPositions(ctx, tx); err != nil {
+				return err
+			}
+		}
 		pos := startPos
 		for _, req := range batch {
 			if err := c.writeRoomBatch(ctx, tx, req, &pos); err != nil {
@@ -137,6 +153,9 @@ func (c *committer) commit(batch []*commitReq) {
 			}
 		}
 		c.lastPos = pos
+		if cluster {
+			return c.s.announce(ctx, tx, startPos, pos)
+		}
 		return nil
 	})
 	if err != nil {
@@ -153,6 +172,19 @@ func (c *committer) commit(batch []*commitReq) {
 		return
 	}
 	var all []*Event
+	if cluster {
+		// What the other processes committed before this transaction is
+		// published first, keeping positions in order.
+		if err := c.s.catchUp(ctx, startPos); err != nil {
+			// This batch is published when a later catch-up reads it.
+			c.s.log.WithError(err).Error("reading other processes' events")
+			for _, req := range batch {
+				req.done <- nil
+			}
+			c.s.publishLocal(batch)
+			return
+		}
+	}
 	members := false
 	var targets []string
 	for _, req := range batch {
@@ -191,10 +223,31 @@ func (c *committer) commit(batch []*commitReq) {
 	}
 	c.s.recent.add(startPos, all)
 	atomic.StoreInt64(&c.published, c.lastPos)
+	atomic.StoreInt64(&c.localPublished, c.lastPos)
 	for _, req := range batch {
 		req.done <- nil
 	}
 	c.s.publish(all)
+}
+
+// publishLocal tells the listeners that hear only this process's commits
+// of a batch that could not be published in order to all of them (the
+// others hear of it from a later catch-up).
+func (s *Service) publishLocal(batch []*commitReq) {
+	var evs []*Event
+	for _, req := range batch {
+		for _, pe := range req.events {
+			if !pe.outlier {
+				evs = append(evs, pe.ev)
+			}
+		}
+	}
+	s.mu.Lock()
+	ls := s.listeners
+	s.mu.Unlock()
+	for _, l := range ls {
+		l(evs)
+	}
 }
 
 func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *commitReq, pos *int64) error {

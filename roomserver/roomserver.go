@@ -33,6 +33,9 @@ type Config struct {
 	DefaultRoomVersion gomatrixserverlib.RoomVersion
 	// Retention is the message retention policy reads apply.
 	Retention RetentionConfig
+	// Cluster, when set, is this process's place in a deployment of
+	// several on one PostgreSQL database (cluster.go).
+	Cluster *Cluster
 }
 
 // Profiles looks up the display name and avatar of local users, which
@@ -60,8 +63,16 @@ type Service struct {
 	cache      *eventCache
 	// groupCache holds recently read state snapshots.
 	groupCache *stateGroupCache
-	// lastGroupID is the last state group ID handed out (atomic).
+	// lastGroupID is the last state group ID handed out (atomic), and
+	// groupStride the step to the next one (1, or in a cluster the
+	// number of ID classes, so that processes take different IDs).
 	lastGroupID int64
+	groupStride int64
+	// applyMu orders the publishing of committed events: this process's
+	// commits and, in a cluster, the others' (cluster.go).
+	applyMu sync.Mutex
+	// stopListening stops the cluster listener; nil outside a cluster.
+	stopListening func()
 	// inviter has other servers sign our invites of their users; nil
 	// without federation.
 	inviter RemoteInviter
@@ -102,8 +113,10 @@ type Service struct {
 	// idleTimeout, if set (by tests), replaces roomIdleTimeout.
 	idleTimeout time.Duration
 	listeners   []Listener
-	closed      bool
-	wg          sync.WaitGroup
+	// allListeners hear other processes' commits too (SubscribeAll).
+	allListeners []Listener
+	closed       bool
+	wg           sync.WaitGroup
 }
 
 // New runs migrations, starts the committer and returns the service.
@@ -133,6 +146,10 @@ func New(ctx context.Context, db *database.DB, cfg Config, profiles Profiles, lo
 		return nil, err
 	}
 	s.commit = c
+	if err := s.clusterStart(); err != nil {
+		c.close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -146,9 +163,12 @@ func (s *Service) Subscribe(l Listener) {
 
 func (s *Service) publish(events []*Event) {
 	s.mu.Lock()
-	ls := s.listeners
+	ls, all := s.listeners, s.allListeners
 	s.mu.Unlock()
 	for _, l := range ls {
+		l(events)
+	}
+	for _, l := range all {
 		l(events)
 	}
 }
@@ -162,6 +182,12 @@ func (s *Service) Close() {
 		return
 	}
 	s.closed = true
+	if s.stopListening != nil {
+		// Outside s.mu, which catching up takes.
+		s.mu.Unlock()
+		s.stopListening()
+		s.mu.Lock()
+	}
 	for _, r := range s.rooms {
 		close(r.reqs)
 	}

@@ -453,7 +453,7 @@ func (s *Service) apply(rs *roomState, pe *pendingEvent) {
 	}
 }
 
-func (s *Service) nextGroupID() int64 { return atomic.AddInt64(&s.lastGroupID, 1) }
+func (s *Service) nextGroupID() int64 { return atomic.AddInt64(&s.lastGroupID, s.groupStride) }
 
 // txnEvent returns the event ID an earlier request with this transaction
 // key produced, or "".

@@ -19,6 +19,12 @@ import (
 // CurrentPos is the stream position of the last committed event.
 func (s *Service) CurrentPos() int64 { return atomic.LoadInt64(&s.commit.published) }
 
+// LocalPos is the last stream position this process committed: the
+// events whose listeners (push evaluation above all) run here. It is
+// CurrentPos in one process; in a cluster, other processes evaluate their
+// own events (docs/scaling.md).
+func (s *Service) LocalPos() int64 { return atomic.LoadInt64(&s.commit.localPublished) }
+
 // MembershipChange is a user's current membership of a room and the
 // stream position of the event that set it.
 type MembershipChange struct {

@@ -99,7 +99,7 @@ func New(ctx context.Context, db *database.DB, rooms *roomserver.Service, us *us
 	if err != nil {
 		return nil, err
 	}
-	rooms.Subscribe(notifier.OnEvents)
+	rooms.SubscribeAll(notifier.OnEvents)
 	s := &Service{rooms: rooms, users: us, notifier: notifier, stop: make(chan struct{}), lazy: newLazyMembers()}
 	// In the order of streamNames after "events".
 	s.streams = []stream{accountDataStream{us}, receiptStream{us}, newTypingStream(notifier),

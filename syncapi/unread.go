@@ -31,7 +31,9 @@ func (s *Service) unread(ctx context.Context, userID, roomID string, threads boo
 	if c == nil {
 		return map[string]int{}, nil, nil
 	}
-	total, byThread, err := c.UnreadCounts(ctx, userID, roomID, s.rooms.CurrentPos())
+	// The counts of the events this process committed: push evaluates
+	// them here (another process evaluates its own; docs/scaling.md).
+	total, byThread, err := c.UnreadCounts(ctx, userID, roomID, s.rooms.LocalPos())
 	if err != nil {
 		return nil, nil, err
 	}

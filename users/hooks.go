@@ -62,3 +62,9 @@ func (s *Service) tokensRevoked(tx interface{ AfterCommit(func()) }, userID stri
 		}
 	})
 }
+
+// TokensRevokedElsewhere drops the cached token lookups after another
+// process of the deployment revoked tokens, so that a token logged out
+// there stops working here too (docs/scaling.md). The TokensRevoked hook
+// is not run: that process ran it.
+func (s *Service) TokensRevokedElsewhere() { s.auth.Invalidate() }

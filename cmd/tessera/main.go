@@ -83,7 +83,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 const usage = `usage:
   tessera                          run with ./tessera.yaml, creating it if missing
-  tessera run -config FILE         run the server
+  tessera run -config FILE [-instance NAME]   run the server (NAME: docs/scaling.md)
   tessera generate-config -server-name NAME -data-dir DIR -listen HOST:PORT
                           [-registration-shared-secret S] [-open-registration] -o FILE
   tessera register-user -config FILE -user NAME -password PW [-admin]
@@ -144,23 +144,33 @@ func runDefault(stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "Created %s (server name localhost, data in ./data, listening on 127.0.0.1:8008).\n"+
 			"Create a user with: tessera register-user -config %s -user NAME -password PASSWORD\n", path, path)
 	}
-	return serve(path, stderr)
+	return serve(path, "", stderr)
 }
 
 func cmdRun(args []string, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
 	path := fs.String("config", "tessera.yaml", "config file")
+	instance := fs.String("instance", "", "this process's name in the config's instances map (docs/scaling.md)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	return serve(*path, stderr)
+	return serve(*path, *instance, stderr)
 }
 
-func serve(path string, stderr io.Writer) error {
+// serve runs the server with the config at path; instance, if set, is the
+// process's name in the config's instances map.
+func serve(path, instance string, stderr io.Writer) error {
 	cfg, err := loadConfig(path)
 	if err != nil {
 		return err
 	}
+	if instance != "" {
+		cfg.Instance = instance
+	}
+	if err := cfg.CheckInstance(); err != nil {
+		return usageError{err}
+	}
+	cfg.ApplyInstance()
 	log := server.NewLogger(cfg.Logging, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

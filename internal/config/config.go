@@ -65,6 +65,15 @@ type Config struct {
 	// AppServices are the registration files of the application services
 	// (bridges, bots), relative to the config file's directory.
 	AppServices []string `yaml:"app_services"`
+
+	// Instances, when set, are the processes of a deployment that runs
+	// several on one PostgreSQL database (docs/scaling.md); Instance is
+	// this process's name in it (or `tessera run -instance NAME`), and
+	// InstanceSecret authenticates the requests they forward to each
+	// other.
+	Instances      map[string]Instance `yaml:"instances"`
+	Instance       string              `yaml:"instance"`
+	InstanceSecret string              `yaml:"instance_secret"`
 }
 
 // Housekeeping configures the periodic job of the housekeeping domain.
@@ -772,6 +781,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("database.engine: expected sqlite or postgres, got %q", c.Database.Engine)
+	}
+	if err := c.validateInstances(); err != nil {
+		return err
 	}
 	if c.Database.MaxOpenConns < 0 || c.Database.MaxIdleConns < 0 {
 		return errors.New("database.max_open_conns / max_idle_conns: expected 0 (the default) or more")

@@ -136,3 +136,39 @@ func TestLoadResolvesPaths(t *testing.T) {
 		t.Fatalf("missing file error: %v", err)
 	}
 }
+
+func TestInstances(t *testing.T) {
+	const base = "server_name: example.org\ndata_dir: /tmp/x\n"
+	const pg = "database: {engine: postgres, dsn: \"postgres://x/y\"}\n"
+	const secret = "instance_secret: 0123456789abcdef0123456789abcdef\n"
+	const two = "instances: {a: {internal_url: \"http://10.0.0.1:8008\"}, b: {internal_url: \"http://10.0.0.2:8008\"}}\n"
+	for _, tc := range []struct {
+		name, yaml, err, checkErr string
+	}{
+		{"none", base, "", ""},
+		{"ok", base + pg + secret + two, "", "instance: this deployment has an instances map"},
+		{"ok with name", base + pg + secret + two + "instance: b\n", "", ""},
+		{"sqlite", base + secret + two, "instances: several processes need database.engine postgres", ""},
+		{"short secret", base + pg + two + "instance_secret: short\n", "instance_secret: expected at least 32", ""},
+		{"bad url", base + pg + secret + "instances: {a: {internal_url: \"10.0.0.1:8008\"}}\n", "instances.a.internal_url", ""},
+		{"unknown name", base + pg + secret + two + "instance: c\n", `instance: "c" is not in the instances map`, ""},
+		{"name without map", base + "instance: a\n", `instance: "a" is set but there is no instances map`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tc.yaml))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.CheckInstance()
+			if (err == nil) != (tc.checkErr == "") || err != nil && !strings.Contains(err.Error(), tc.checkErr) {
+				t.Fatalf("CheckInstance: %v, want %q", err, tc.checkErr)
+			}
+		})
+	}
+}

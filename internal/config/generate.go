@@ -543,4 +543,20 @@ web:
 # A bad file stops the server at start, naming the file and the field. How
 # to register a bridge: docs/appservices.md.
 app_services: []
+
+# Several processes serving one deployment on one PostgreSQL database
+# (docs/scaling.md; experimental). Every process reads the same map, of
+# each process's name and the URL the others reach its listener at (and,
+# for several on one machine, its own listen address), and is started
+# with its name (tessera run -instance NAME, or instance: here). Empty:
+# one process, as usual.
+#   instances:
+#     a: {internal_url: "http://10.0.0.1:8008"}
+#     b: {internal_url: "http://10.0.0.2:8008"}
+#     c: {internal_url: "http://10.0.0.2:8009", listen: "0.0.0.0:8009"}
+instances: {}
+instance: ""
+# Authenticates the requests the processes forward to each other: at
+# least 32 characters, the same on every process.
+instance_secret: ""
 `))

@@ -30,6 +30,7 @@ import (
 	"github.com/tessera-hs/tessera/federation/keyring"
 	"github.com/tessera-hs/tessera/federation/queue"
 	"github.com/tessera-hs/tessera/housekeeping"
+	"github.com/tessera-hs/tessera/internal/cluster"
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/httpx"
@@ -105,9 +106,13 @@ type Server struct {
 	delegations *calls.Delegations
 
 	notifier *syncapi.Notifier
-	api      *clientapi.API
-	handler  http.Handler
-	http     *http.Server
+	// cluster is the instance map of a deployment of several processes
+	// (docs/scaling.md); nil for one.
+	cluster *cluster.Map
+	bus     *cluster.Bus // the cluster's invalidations; nil for one process
+	api     *clientapi.API
+	handler http.Handler
+	http    *http.Server
 }
 
 // NewLogger builds the logger the config asks for, writing to w.
@@ -153,6 +158,10 @@ func New(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*Server, 
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, db: db, key: key, appServices: appServices}
+	if s.cluster, err = cluster.New(cfg); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.init(ctx); err != nil {
 		if s.guard != nil {
 			s.guard.Close()
@@ -184,6 +193,7 @@ func (s *Server) init(ctx context.Context) error {
 
 		DefaultRoomVersion: gomatrixserverlib.RoomVersion(s.cfg.Rooms.DefaultRoomVersion),
 		Retention:          retentionConfig(s.cfg.Housekeeping.Retention),
+		Cluster:            roomCluster(s.cluster),
 	}, us, s.log)
 	if err != nil {
 		return err
@@ -240,6 +250,7 @@ func (s *Server) init(ctx context.Context) error {
 			if s.api != nil {
 				s.api.TokensRevoked(userID)
 			}
+			s.publishTokensRevoked(userID)
 		},
 		Deactivated: func(ctx context.Context, userID string) {
 			// Keys first, so that room-mates still hear of the change.
@@ -269,7 +280,7 @@ func (s *Server) init(ctx context.Context) error {
 	}, Email: push.EmailConfig{SMTPHost: pc.Email.SMTPHost, SMTPPort: pc.Email.SMTPPort, TLS: pc.Email.TLS,
 		Username: pc.Email.Username, Password: pc.Email.Password, From: pc.Email.From, AppName: pc.Email.AppName,
 		Delay: pc.Email.Delay.Std(), PublicBaseURL: s.cfg.PublicBaseURL,
-	}}, rs, us, s.notifier.Wake, s.log)
+	}}, s.pushRooms(), us, s.notifier.Wake, s.log)
 	if err != nil {
 		return err
 	}
@@ -432,7 +443,7 @@ func (s *Server) init(ctx context.Context) error {
 	r.NotFoundHandler = httpx.NotFoundOr405(r, clientapi.NotFound(s.log), clientapi.MethodNotAllowed(s.log))
 	r.MethodNotAllowedHandler = clientapi.MethodNotAllowed(s.log)
 
-	var h http.Handler = r
+	var h http.Handler = s.clusterHandler(r)
 	// Media uploads get media.max_upload_bytes, the rest the JSON limit.
 	h = clientapi.BodyLimit(s.cfg, h)
 	h = httpx.UTF8Params(h)
@@ -455,6 +466,7 @@ func (s *Server) init(ctx context.Context) error {
 	// What application services missed while the server was down (and
 	// the transaction that was being delivered) goes out now.
 	s.asPush.Start()
+	s.startCluster()
 	return nil
 }
 
@@ -724,6 +736,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.Housekeeping != nil {
 		// Before the room server: running purges stop at their batch.
 		s.Housekeeping.Close()
+	}
+	if s.bus != nil {
+		s.bus.Stop()
 	}
 	if s.Rooms != nil {
 		// After HTTP has drained: finish queued events, then close.

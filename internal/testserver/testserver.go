@@ -128,7 +128,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		writeKey(t, cfg.SigningKeyPath)
 	}
 	s := &Server{Config: &cfg, t: t}
-	s.start("127.0.0.1:0", fedListener)
+	s.start(cfg.Listen, fedListener)
 	t.Cleanup(func() { s.Stop() })
 	return s
 }

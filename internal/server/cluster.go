@@ -1,0 +1,83 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tessera-hs/tessera/internal/cluster"
+	"github.com/tessera-hs/tessera/push"
+	"github.com/tessera-hs/tessera/roomserver"
+)
+
+// roomCluster is the room server's view of the instance map; nil for one
+// process.
+func roomCluster(m *cluster.Map) *roomserver.Cluster {
+	if m == nil {
+		return nil
+	}
+	return &roomserver.Cluster{Instance: m.Self(), Index: m.Index(), Size: m.Size()}
+}
+
+// startCluster starts applying the events the other processes commit.
+func (s *Server) startCluster() {
+	if s.cluster == nil {
+		return
+	}
+	dsn := s.cfg.Database.DSN
+	connect := func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, dsn) }
+	s.Rooms.ListenCluster(connect)
+	s.bus = s.cluster.NewBus(s.db, s.log)
+	s.bus.Handle(tokensKind, func(userID string) {
+		s.Users.TokensRevokedElsewhere()
+		if userID != "" && s.api != nil {
+			// Its WebSockets check their tokens again.
+			s.api.TokensRevoked(userID)
+		}
+	})
+	s.bus.Start(connect)
+}
+
+// tokensKind is the invalidation of revoked tokens; its key the user ID.
+const tokensKind = "tokens"
+
+// publishTokensRevoked tells the other processes that userID's tokens
+// were revoked, so that their token caches forget them.
+func (s *Server) publishTokensRevoked(userID string) {
+	if s.bus == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.bus.Publish(ctx, tokensKind, userID); err != nil {
+		// The others keep accepting the revoked tokens until their next
+		// reconnection: worth an operator's attention.
+		s.log.WithError(err).WithField("user_id", userID).Error("telling other processes of revoked tokens")
+	}
+}
+
+// clusterHandler forwards room writes to their owners.
+func (s *Server) clusterHandler(h http.Handler) http.Handler {
+	if s.cluster == nil {
+		return h
+	}
+	return s.cluster.Forward(s.log, h)
+}
+
+// localRooms is the room server as push sees it in a cluster: push
+// evaluates the events this process commits (each event once in the
+// deployment), so the position it keeps up with is this process's last
+// commit, not the last of the deployment.
+type localRooms struct{ *roomserver.Service }
+
+func (r localRooms) CurrentPos() int64 { return r.LocalPos() }
+
+// pushRooms is the room server push gets.
+func (s *Server) pushRooms() push.Rooms {
+	if s.cluster == nil {
+		return s.Rooms
+	}
+	return localRooms{s.Rooms}
+}
