@@ -19,6 +19,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/tessera-hs/tessera/internal/database/dbtest"
+	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
 // TestMigrateDBToPostgres is the operator's path from SQLite to PostgreSQL:
@@ -28,9 +29,7 @@ import (
 // PostgreSQL then serves the same /messages, /sync and media, and goes on
 // from there.
 func TestMigrateDBToPostgres(t *testing.T) {
-	if os.Getenv(dbtest.EnvPostgresDSN) == "" {
-		t.Skipf("needs a PostgreSQL server to migrate to: %s (see docs/postgresql.md)", dbtest.EnvPostgresDSN)
-	}
+	testserver.MissingPostgres(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	path := generate(t, dir, "-open-registration")
