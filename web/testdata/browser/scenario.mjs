@@ -247,7 +247,10 @@ async function chat() {
   await timelineHas(a, "hi alice", SECOND);
   step("chatted", { typing_ms: ms.typing, message_ms: ms.message, receipt_ms: ms.receipt });
 
-  const lastOwn = await b.$$eval("#timeline .msg.mine", (els) => els[els.length - 1].dataset.eventId);
+  // Bob's own copy may render after Alice's (it comes back through his
+  // sync): wait for it before taking its event ID.
+  await b.waitForFunction(() => [...document.querySelectorAll("#timeline .msg.mine")].some((el) => el.dataset.eventId && /hi alice/.test(el.textContent)), { timeout: 15 * SECOND });
+  const lastOwn = await b.$$eval("#timeline .msg.mine", (els) => els.filter((el) => el.dataset.eventId && /hi alice/.test(el.textContent)).pop().dataset.eventId);
   await b.hover(`[data-event-id="${lastOwn}"]`);
   await b.click(`[data-event-id="${lastOwn}"] button[aria-label=Edit]`);
   await b.click("#composer");
