@@ -198,13 +198,10 @@ func (s *Service) processBatch(evs []*roomserver.Event) map[string]bool {
 	}
 	// A sender's own event wakes them already, and the sync that carries
 	// it waits for this evaluation: marks need no wake of their own.
-	woken := map[string]bool{}
-	for _, r := range rows {
-		if r.outcome.Notify && !woken[r.userID] {
-			s.delivery.wakeUser(r.userID, false)
-			s.email.wake(r.userID)
-		}
-		woken[r.userID] = true
+	woken, notified := wakes(rows)
+	for u := range notified {
+		s.delivery.wakeUser(u, false)
+		s.email.wake(u)
 	}
 	// (A user's own event marks what came before it read, but sends no
 	// badge update, as in Synapse: counting a user's badge reads every
@@ -576,4 +573,19 @@ func (s *Service) threadOf(ctx context.Context, ev *roomserver.Event) string {
 		content = parent.Content()
 	}
 	return MainThread
+}
+
+// wakes returns the users whose notifications changed (their syncs are
+// woken) and, among them, those with a new notification (their pushers
+// are woken): a user's rows of a batch may start with one that does not
+// notify, so the second set is not the first row's outcome.
+func wakes(rows []actionRow) (changed, notified map[string]bool) {
+	changed, notified = map[string]bool{}, map[string]bool{}
+	for _, r := range rows {
+		changed[r.userID] = true
+		if r.outcome.Notify {
+			notified[r.userID] = true
+		}
+	}
+	return changed, notified
 }
