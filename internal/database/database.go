@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
 )
@@ -51,6 +52,10 @@ type stmtCache struct {
 	closed bool
 	// pending: queries being prepared in the background.
 	pending map[string]bool
+	// background counts the preparations running in the background, which
+	// close waits for: one finishing after the pools closed would keep
+	// its connection open.
+	background sync.WaitGroup
 }
 
 // lookup returns query's statement if it is prepared.
@@ -76,7 +81,15 @@ func (c *stmtCache) preparing(query string) bool {
 		c.pending = map[string]bool{}
 	}
 	c.pending[query] = true
+	c.background.Add(1)
 	return true
+}
+
+// prepareInBackground prepares query, which preparing reported the caller
+// should, on pool.
+func (c *stmtCache) prepareInBackground(pool *sql.DB, query string) {
+	defer c.background.Done()
+	c.get(context.Background(), pool, query)
 }
 
 // get returns the prepared statement of query (already rewritten) on pool,
@@ -115,6 +128,10 @@ func (c *stmtCache) get(ctx context.Context, pool *sql.DB, query string) *sql.St
 }
 
 func (c *stmtCache) close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.background.Wait()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var errs []error
@@ -203,8 +220,25 @@ func (db *DB) Engine() Engine { return db.engine }
 // Close closes every connection. SQLite checkpoints the WAL when the last
 // connection closes, so a cleanly stopped server leaves one database file.
 func (db *DB) Close() error {
-	return errors.Join(db.readStmts.close(), db.writeStmts.close(), db.reader.Close(), db.writer.Close())
+	err := errors.Join(db.readStmts.close(), db.writeStmts.close(), db.reader.Close(), db.writer.Close())
+	// sql.DB.Close leaves a connection still in use open until it is
+	// released: a transaction whose context was cancelled is rolled back
+	// by a goroutine of database/sql, after its caller has returned.
+	// Closing means closed, so that the files can be copied or removed
+	// once Close returns.
+	deadline := time.Now().Add(closeWait)
+	for db.reader.Stats().OpenConnections+db.writer.Stats().OpenConnections > 0 {
+		if time.Now().After(deadline) {
+			return errors.Join(err, fmt.Errorf("close database: connections still in use after %s", closeWait))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return err
 }
+
+// closeWait bounds how long Close waits for connections in use; SQLite's
+// busy timeout is the longest a statement waits for a lock.
+const closeWait = 15 * time.Second
 
 // rewrite turns $1 placeholders into ?1, leaving string literals alone.
 // PostgreSQL takes the query as written.
@@ -307,7 +341,7 @@ func (t *Tx) stmt(ctx context.Context, query string) *sql.Stmt {
 		return t.tx.StmtContext(ctx, st)
 	}
 	if t.db.writeStmts.preparing(query) {
-		go t.db.writeStmts.get(context.Background(), t.db.writer, query)
+		go t.db.writeStmts.prepareInBackground(t.db.writer, query)
 	}
 	return nil
 }
