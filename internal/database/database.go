@@ -220,20 +220,31 @@ func (db *DB) Engine() Engine { return db.engine }
 // Close closes every connection. SQLite checkpoints the WAL when the last
 // connection closes, so a cleanly stopped server leaves one database file.
 func (db *DB) Close() error {
-	err := errors.Join(db.readStmts.close(), db.writeStmts.close(), db.reader.Close(), db.writer.Close())
-	// sql.DB.Close leaves a connection still in use open until it is
-	// released: a transaction whose context was cancelled is rolled back
-	// by a goroutine of database/sql, after its caller has returned.
-	// Closing means closed, so that the files can be copied or removed
-	// once Close returns.
+	// The writer closes last: a read-only connection cannot checkpoint,
+	// so when one is the last to close, the WAL stays behind. The writer
+	// may have no connection open (a cancelled transaction discards its
+	// connection), so it gets one first.
+	if db.engine == SQLite {
+		_ = db.writer.Ping()
+	}
+	err := errors.Join(db.readStmts.close(), db.writeStmts.close(), db.reader.Close(), waitClosed(db.reader))
+	return errors.Join(err, db.writer.Close(), waitClosed(db.writer))
+}
+
+// waitClosed waits for pool's connections to close. sql.DB.Close leaves a
+// connection still in use open until it is released: a transaction whose
+// context was cancelled is rolled back by a goroutine of database/sql,
+// after its caller has returned. Closing means closed, so that the files
+// can be copied or removed once Close returns.
+func waitClosed(pool *sql.DB) error {
 	deadline := time.Now().Add(closeWait)
-	for db.reader.Stats().OpenConnections+db.writer.Stats().OpenConnections > 0 {
+	for pool.Stats().OpenConnections > 0 {
 		if time.Now().After(deadline) {
-			return errors.Join(err, fmt.Errorf("close database: connections still in use after %s", closeWait))
+			return fmt.Errorf("close database: connections still in use after %s", closeWait)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return err
+	return nil
 }
 
 // closeWait bounds how long Close waits for connections in use; SQLite's

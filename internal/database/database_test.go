@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -189,5 +190,54 @@ func TestPreparedStatements(t *testing.T) {
 	}
 	if n := len(db.readStmts.stmts); n > maxCachedStmts {
 		t.Fatalf("%d cached statements, bound %d", n, maxCachedStmts)
+	}
+}
+
+// TestCloseLeavesOneFile: once Close returns, the database is one file,
+// even after a cancelled transaction made database/sql discard the writer
+// connection (the readers, read-only, cannot checkpoint the WAL when they
+// are the last to close), and with a statement still being prepared in
+// the background.
+func TestCloseLeavesOneFile(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(filepath.Join(dir, "test.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	err = db.WithTx(cctx, func(tx *Tx) error {
+		if _, err := tx.ExecContext(cctx, `INSERT INTO kv (k, v) VALUES ($1, $2)`, "a", "1"); err != nil {
+			return err
+		}
+		// Cancelled while a statement runs: SQLite is interrupted.
+		time.AfterFunc(20*time.Millisecond, cancel)
+		var n int64
+		return tx.QueryRowContext(cctx, `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c`).Scan(&n)
+	})
+	if err == nil {
+		t.Fatal("a transaction whose context was cancelled committed")
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM kv`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("rows after the rollback: %d, %v", n, err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != 1 || names[0] != "test.db" {
+		t.Fatalf("after Close the directory holds %v, want [test.db]", names)
 	}
 }
