@@ -28,8 +28,11 @@ func TestVersions(t *testing.T) {
 		}
 		versions = append(versions, s)
 	}
-	if !slices.Contains(versions, "v1.1") {
-		t.Errorf("versions %v lack v1.1", versions)
+	// v1.11 tells clients to use authenticated media, which we serve.
+	for _, want := range []string{"v1.1", "v1.11", "v1.12"} {
+		if !slices.Contains(versions, want) {
+			t.Errorf("versions %v lack %s", versions, want)
+		}
 	}
 	if _, ok := r.Body["unstable_features"].(map[string]any); !ok {
 		t.Errorf("unstable_features is not an object: %s", r.Raw)

@@ -10,10 +10,13 @@ import (
 )
 
 // supportedVersions are the spec versions whose client API we serve.
-// Versions from v1.11 on make authenticated media mandatory, so they are
-// listed once the media repository is served.
+// v1.11 brought authenticated media (clients that see it download through
+// /_matrix/client/v1/media), MSC4115's unsigned.membership and cross-signing
+// keys' first upload without UIA; v1.12 `via` on join and knock, account
+// locking and guests' authenticated downloads. v1.13 and later are not
+// listed until their changes are checked against what we serve.
 var supportedVersions = []string{
-	"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+	"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12",
 }
 
 // versions: GET /_matrix/client/versions.
