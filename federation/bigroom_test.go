@@ -28,6 +28,10 @@ func TestJoinRoomWith1000StateEvents(t *testing.T) {
 		key := fmt.Sprintf("item%04d", i)
 		initial = append(initial, &event.Event{Type: typ, StateKey: &key, Content: event.Content{Raw: map[string]any{"n": i}}})
 	}
+	// Creating a room with 1,000 state events takes seconds under -race and
+	// more on a loaded machine: more than the test client's 30 s (CI saw it).
+	alice.Client.Timeout = 3 * time.Minute
+	bob.Client.Timeout = 3 * time.Minute
 	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: initial})
 	if err != nil {
 		t.Fatal(err)
