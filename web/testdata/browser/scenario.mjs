@@ -824,6 +824,63 @@ async function ecWidget() {
   await callCount(0);
 }
 
+// callPermission: rooms made elsewhere (by the Go test's mautrix-go user,
+// with the server's default power levels) where joining a call takes
+// power level 50. Alice, at 0 in the first, is told so and cannot join,
+// until the room's creator lowers the level. At 100 in the second, she
+// may join, and is offered to let the other members join too; she does,
+// and joins.
+async function callPermission() {
+  const a = await callPage("alice");
+  await signUp(a, "alice", "correct horse 1");
+  const { plain, admin, error } = await ask("rooms");
+  if (error) throw new Error(`the Go side could not make the rooms: ${error}`);
+  const open = async (roomId) => {
+    await openRoom(a, roomId);
+    await a.waitForFunction(() => document.querySelector("#callbutton"));
+    // The call panel stays open from room to room.
+    if (await a.$eval("#callbutton", (b) => b.getAttribute("aria-pressed") !== "true")) await a.click("#callbutton");
+    await a.waitForSelector("#joincall");
+  };
+  const accept = async (roomId) => {
+    const b = await a.waitForSelector(`.invite[data-room-id="${roomId}"] button.primary`, { timeout: 15 * SECOND });
+    await b.click();
+    await a.waitForFunction((id) => !document.querySelector(`.invite[data-room-id="${id}"]`), { timeout: 15 * SECOND }, roomId);
+    await open(roomId);
+  };
+  const state = () => a.evaluate(() => ({
+    forbidden: document.querySelector("#callforbidden") ? document.querySelector("#callforbidden").textContent : "",
+    members: document.querySelector("#callmembers") ? document.querySelector("#callmembers").textContent : "",
+    join_disabled: document.querySelector("#joincall").disabled,
+    can_allow: !!document.querySelector("#allowcalls"),
+  }));
+
+  await accept(plain);
+  await a.waitForSelector("#callforbidden", { timeout: 15 * SECOND });
+  // Trying anyway does nothing (the button is disabled).
+  await a.click("#joincall");
+  step("forbidden", await state());
+  await shoot(a, "call-forbidden");
+
+  await accept(admin);
+  await a.waitForSelector("#callmembers", { timeout: 15 * SECOND });
+  step("offered", await state());
+  await a.click("#allowcalls");
+  await a.waitForFunction(() => !document.querySelector("#callmembers"), { timeout: 15 * SECOND });
+  await a.click("#joincall");
+  await a.waitForSelector(".tile.local video", { timeout: 60 * SECOND });
+  await a.waitForFunction(() => document.querySelector("#callbutton").textContent === "Call (1)", { timeout: 30 * SECOND });
+  step("allowed-joined");
+  await a.click("#leavecall");
+  await a.waitForFunction(() => document.querySelector("#callbutton").textContent === "Call", { timeout: 30 * SECOND });
+
+  // The creator of the first room lets members call: the page follows.
+  await open(plain);
+  await ask("lower-plain");
+  await a.waitForFunction(() => !document.querySelector("#callforbidden") && !document.querySelector("#joincall").disabled, { timeout: 15 * SECOND });
+  step("unblocked", await state());
+}
+
 // waitFor polls cond (in Node) until it holds.
 async function waitFor(cond, what, timeout = 20 * SECOND) {
   const end = Date.now() + timeout;
@@ -936,6 +993,7 @@ try {
   else if (process.env.SCENARIO === "call") await call();
   else if (process.env.SCENARIO === "element-call") await elementCall();
   else if (process.env.SCENARIO === "element-call-widget") await ecWidget();
+  else if (process.env.SCENARIO === "call-permission") await callPermission();
   else if (process.env.SCENARIO === "account") await account();
   else if (process.env.SCENARIO === "rooms100") await rooms100();
   else await chat();
