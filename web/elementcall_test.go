@@ -55,6 +55,9 @@ func TestBrowserElementCallWidget(t *testing.T) {
 		if err := json.Unmarshal(raw, &got); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
+		if name == "ec-first" {
+			checkECMembership(t, raw, srv.URL+"/_tessera/livekit/jwt")
+		}
 		// The web client's tile is the LiveKit identity; Element Call's
 		// names the user.
 		if got.AliceSees.From != bobIdentity || got.AliceSees.Width <= 0 {
@@ -70,4 +73,34 @@ func TestBrowserElementCallWidget(t *testing.T) {
 		t.Logf("%s: the web client decodes %dx%d from %s; Element Call decodes %dx%d from %s", name,
 			got.AliceSees.Width, got.AliceSees.Height, got.AliceSees.From, got.BobSees.Width, got.BobSees.Height, got.BobSees.From)
 	}
+}
+
+// checkECMembership reads the membership Element Call published (its
+// default "compatibility" mode, see docs/web.md): the legacy state event
+// for the room's call, with a multi-SFU focus on our token service.
+func checkECMembership(t *testing.T, raw json.RawMessage, service string) {
+	t.Helper()
+	var got struct {
+		Membership struct {
+			Application string `json:"application"`
+			CallID      string `json:"call_id"`
+			FocusActive struct {
+				Type           string `json:"type"`
+				FocusSelection string `json:"focus_selection"`
+			} `json:"focus_active"`
+			FociPreferred []struct {
+				Type              string `json:"type"`
+				LivekitServiceURL string `json:"livekit_service_url"`
+			} `json:"foci_preferred"`
+		} `json:"ec_membership"`
+	}
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatalf("ec_membership: %v", err)
+	}
+	m := got.Membership
+	if m.Application != "m.call" || m.CallID != "" || m.FocusActive.Type != "livekit" || m.FocusActive.FocusSelection != "multi_sfu" ||
+		len(m.FociPreferred) == 0 || m.FociPreferred[0].LivekitServiceURL != service {
+		t.Errorf("Element Call's membership: %+v", m)
+	}
+	t.Logf("Element Call's membership: %+v", m)
 }

@@ -796,13 +796,19 @@ async function ecWidget() {
   // 1. Element Call starts the call (skipLobby: it joins by itself).
   await h.evaluate(() => window.openCall("start_call"));
   await callCount(1);
+  // Element Call's membership, as the host's client has it.
+  const ecMembership = await (await h.waitForFunction(() => {
+    const { client, roomId, userId, deviceId } = window.host;
+    const ev = client.getRoom(roomId).currentState.getStateEvents("org.matrix.msc3401.call.member", `_${userId}_${deviceId}_m.call`);
+    return ev && ev.getContent().application ? ev.getContent() : null;
+  }, { timeout: 30 * SECOND })).jsonValue();
   await a.click("#callbutton");
   await a.click("#joincall");
   const [aliceSaw1, bobSaw1] = await Promise.all([decodes(a, ".tile.remote video"), ecDecodes(await ecFrame())]);
   await callCount(2);
   await shoot(a, "element-call-widget-web");
   await shoot(h, "element-call-widget-ec");
-  step("ec-first", { alice_sees: aliceSaw1, bob_sees: bobSaw1, actions: await actions() });
+  step("ec-first", { alice_sees: aliceSaw1, bob_sees: bobSaw1, actions: await actions(), ec_membership: ecMembership });
   await a.click("#leavecall");
   await callCount(1);
   await h.evaluate(() => window.call.hangUp());
