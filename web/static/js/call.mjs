@@ -62,6 +62,15 @@ export function callFocus(members, ownService, roomId) {
   return { service: ownService, alias: roomId };
 }
 
+// forbiddenText says why this user cannot join the room's call: joining
+// is sending one's own membership state, and the room's power levels ask
+// more for it than the user has (a room made before calls, by a client
+// that did not lower that level as Element and this client do).
+function forbiddenText(client, room) {
+  const mine = client.powerLevel(room, client.userId);
+  return `Joining a call in this room takes power level ${client.stateLevel(room, MEMBER)}, and yours is ${mine}.`;
+}
+
 // Call is one device's presence in a room's call.
 class Call {
   constructor(client, room, onUpdate) {
@@ -94,6 +103,7 @@ class Call {
 
   async join() {
     const c = this.client;
+    if (!c.canSendState(this.room, MEMBER)) throw new Error(forbiddenText(c, this.room));
     // Element Call encrypts the media of an encrypted room with keys sent
     // over end-to-end encrypted messages, which this client cannot read.
     if (c.isEncrypted(this.room)) {
@@ -277,6 +287,23 @@ export function CallPanel({ client, room }) {
       setError(errorText(e));
     }
   };
+  // Letting members call is lowering the membership's level in the
+  // power levels, which Element offers in a room's "Voice & video"
+  // settings to those who may change them.
+  const allowCalls = async () => {
+    setError("");
+    try {
+      await client.letMembersCall(room.id);
+    } catch (e) {
+      setError(errorText(e));
+    }
+  };
+  const allowed = client.canSendState(room, MEMBER);
+  // Members at the room's default level who could not join: those who
+  // may change the power levels are offered to let them.
+  const pl = room.stateEvent("m.room.power_levels");
+  const membersLevel = (pl && pl.content.users_default) || 0;
+  const canAllow = membersLevel < client.stateLevel(room, MEMBER) && client.canSendState(room, "m.room.power_levels");
   const mine = stateKey(client.userId, client.session.device_id);
   const others = callMembers(room).filter((ev) => ev.state_key !== mine);
   const c = call.current;
@@ -285,7 +312,14 @@ export function CallPanel({ client, room }) {
     <section class="call" aria-label="Call">
       ${phase !== "joined" && html`<div class="callbar">
         <span>${others.length ? `${others.length} in the call` : "No one is in the call."}</span>
-        <button class="primary" onClick=${join} disabled=${phase === "joining"} id="joincall">${phase === "joining" ? "Joining…" : "Join with camera and microphone"}</button>
+        <button class="primary" onClick=${join} disabled=${phase === "joining" || !allowed} id="joincall">${phase === "joining" ? "Joining…" : "Join with camera and microphone"}</button>
+      </div>`}
+      ${phase !== "joined" && !allowed && html`<div class="callbar" id="callforbidden" role="status">
+        <span>${forbiddenText(client, room)} ${canAllow ? "" : "Ask a room admin to let members join calls (in Element: Room settings, Voice & video)."}</span>
+      </div>`}
+      ${phase !== "joined" && canAllow && html`<div class="callbar" id="callmembers" role="status">
+        <span>${allowed ? "Other members" : "Members"} cannot join calls here: it takes power level ${client.stateLevel(room, MEMBER)}, and members have ${membersLevel}.</span>
+        <button onClick=${allowCalls} id="allowcalls">Let members join calls</button>
       </div>`}
       ${phase === "joined" && c && html`
         <div class="tiles" id="tiles">${c.tiles().map((t) => html`<${Tile} key=${t.id} client=${client} room=${room} tile=${t} />`)}</div>

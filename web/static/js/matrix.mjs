@@ -538,12 +538,17 @@ export class Client {
     return this.powerLevel(room, this.userId) >= needed;
   }
 
-  canSendState(room, type) {
+  // stateLevel is the power level sending a state event of type takes
+  // (0 in a room without power levels, as the auth rules have it).
+  stateLevel(room, type) {
     const pl = room.stateEvent("m.room.power_levels");
-    if (!pl) return true;
+    if (!pl) return 0;
     const events = pl.content.events || {};
-    const needed = events[type] !== undefined ? events[type] : pl.content.state_default !== undefined ? pl.content.state_default : 50;
-    return this.powerLevel(room, this.userId) >= needed;
+    return events[type] !== undefined ? events[type] : pl.content.state_default !== undefined ? pl.content.state_default : 50;
+  }
+
+  canSendState(room, type) {
+    return this.powerLevel(room, this.userId) >= this.stateLevel(room, type);
   }
 
   // --- actions ---

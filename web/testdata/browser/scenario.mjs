@@ -13,8 +13,10 @@
 
 import puppeteer from "puppeteer-core";
 import { createInterface } from "node:readline";
-import { mkdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { createServer } from "node:http";
+import { extname, join, normalize } from "node:path";
+import { fileURLToPath } from "node:url";
 
 const base = process.env.BASE_URL;
 const artifacts = process.env.ARTIFACTS;
@@ -68,7 +70,8 @@ async function newPage(name) {
   page.on("console", (m) => {
     // 401s are the sign-up's user-interactive auth; CSP reports come from
     // DOMPurify parsing hostile HTML in an inert document (nothing runs).
-    if (m.type() === "error" && !/status of 401|violates the following Content Security Policy/.test(m.text())) emit({ log: `${name} console: ${m.text()}` });
+    if (process.env.DEBUG_CONSOLE) emit({ log: `${name} console ${m.type()}: ${m.text().slice(0, 500)}` });
+    else if (m.type() === "error" && !/status of 401|violates the following Content Security Policy/.test(m.text())) emit({ log: `${name} console: ${m.text()}` });
   });
   page.on("dialog", (d) => d.accept());
   // Every URL the page asks for, WebSockets included (which puppeteer's
@@ -684,6 +687,206 @@ async function elementCall() {
   bob.stopClient();
 }
 
+// serveWidgetHost bundles ecwidget/host.mjs (matrix-js-sdk and
+// matrix-widget-api from clientapi/testdata/jssdk) with esbuild and serves
+// it, with npm's Element Call embedded build under /ec/, on a loopback port
+// of its own: the host's origin, as Element Web serves
+// widgets/element-call/ beside itself. It returns the host page's URL.
+async function serveWidgetHost() {
+  const esbuild = await import("esbuild");
+  const jssdk = fileURLToPath(new URL("../../../clientapi/testdata/jssdk/node_modules", import.meta.url));
+  const out = await esbuild.build({
+    entryPoints: [fileURLToPath(new URL("ecwidget/host.mjs", import.meta.url))], bundle: true, format: "esm",
+    platform: "browser", target: "chrome120", nodePaths: [jssdk], write: false, logLevel: "error",
+  });
+  const files = {
+    "/host.html": [readFileSync(new URL("ecwidget/host.html", import.meta.url)), "text/html"],
+    "/host.js": [Buffer.from(out.outputFiles[0].contents), "text/javascript"],
+  };
+  const ecDir = fileURLToPath(new URL("node_modules/@element-hq/element-call-embedded/dist/", import.meta.url));
+  const types = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".json": "application/json",
+    ".wasm": "application/wasm", ".svg": "image/svg+xml", ".woff2": "font/woff2", ".mp3": "audio/mpeg", ".ogg": "audio/ogg",
+    ".png": "image/png", ".tflite": "application/octet-stream", ".webm": "video/webm" };
+  const server = createServer((req, res) => {
+    const path = new URL(req.url, "http://x").pathname;
+    let body, type;
+    if (files[path]) [body, type] = files[path];
+    else if (path.startsWith("/ec/")) {
+      const f = normalize(join(ecDir, decodeURIComponent(path.slice(4)) || "index.html"));
+      if (!f.startsWith(ecDir) || !existsSync(f) || !statSync(f).isFile()) { res.writeHead(404).end(); return; }
+      body = readFileSync(f);
+      type = types[extname(f)] || "application/octet-stream";
+    } else { res.writeHead(404).end(); return; }
+    res.writeHead(200, { "Content-Type": type }).end(body);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return `http://127.0.0.1:${server.address().port}/host.html`;
+}
+
+// ecDecodes waits for Element Call's tile of someone else (a video whose
+// track is not one of the page's cameras) in frame to decode five frames, and
+// returns its size and the user the tile is for (its avatar's label).
+async function ecDecodes(frame) {
+  return frame.evaluate(async () => {
+    const cameras = new Set((await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput").map((d) => d.label));
+    return new Promise((resolve, reject) => {
+    let frames = 0;
+    let v = null;
+    const remote = (el) => {
+      const t = el.srcObject && el.srcObject.getVideoTracks()[0];
+      return t && !cameras.has(t.label);
+    };
+    const tick = (now, meta) => {
+      frames++;
+      if (frames >= 5 && meta.width > 0 && meta.height > 0) {
+        clearInterval(watchdog);
+        let el = v;
+        while (el && !el.querySelector("[aria-label^='@']")) el = el.parentElement;
+        const who = el ? el.querySelector("[aria-label^='@']").getAttribute("aria-label") : "";
+        resolve({ from: who, width: meta.width, height: meta.height });
+      } else if (v.isConnected) v.requestVideoFrameCallback(tick);
+    };
+    const bind = () => {
+      const el = [...document.querySelectorAll("video")].find(remote);
+      if (!el || el === v) return;
+      v = el;
+      v.requestVideoFrameCallback(tick);
+    };
+    const watchdog = setInterval(() => { if (!v || !v.isConnected) bind(); }, 200);
+    bind();
+    setTimeout(() => reject(new Error(`Element Call: only ${frames} frames decoded; videos: ${JSON.stringify([...document.querySelectorAll("video")].map((x) => ({
+      w: x.videoWidth, shown: x.checkVisibility(), tracks: x.srcObject ? x.srcObject.getVideoTracks().map((t) => [t.label, t.readyState, t.muted]) : null })))}`)), 90000);
+    });
+  });
+}
+
+// ecWidget: the real Element Call (npm's @element-hq/element-call-embedded,
+// what Element Web embeds) in a widget host page for bob, and our web
+// client for alice, in one call in a plain room. First Element Call
+// starts it and the web client joins; then, after both left, the web
+// client starts it and Element Call joins. Each time each decodes the
+// other's video, and each side's leaving shows on the other.
+async function ecWidget() {
+  const hostUrl = await serveWidgetHost();
+  const bobUser = process.env.BOB_USER;
+  const a = await callPage("alice");
+  const h = await callPage("bob-element-call");
+  // What Element Call asks for that fails, or that would leave the machine.
+  h.on("response", (r) => { if (r.status() >= 400) emit({ log: `element call: ${r.status()} ${r.request().method()} ${r.url()}` }); });
+  h.on("requestfailed", (r) => emit({ log: `element call: failed ${r.url()} ${r.failure() && r.failure().errorText}` }));
+  await signUp(a, "alice", "correct horse 1");
+  await a.goto(`${base}#/new`);
+  await a.waitForSelector("#createroom");
+  await a.type("#createroom input[name=name]", "Element Call");
+  await a.type("#createroom input[name=invite]", bobUser);
+  await a.click("#createroom button[type=submit]");
+  await a.waitForFunction(() => document.querySelector("#roomname") && document.querySelector("#roomname").textContent === "Element Call", { timeout: 15 * SECOND });
+  const roomId = await a.evaluate(() => decodeURIComponent(location.hash.replace("#/room/", "")));
+  await h.goto(hostUrl);
+  await h.waitForFunction(() => typeof window.startHost === "function", { timeout: 30 * SECOND });
+  await h.evaluate((cfg) => window.startHost(cfg), {
+    baseUrl: base.replace(/\/$/, ""), userId: bobUser, accessToken: process.env.BOB_TOKEN,
+    deviceId: process.env.BOB_DEVICE, roomId,
+  });
+  // callCount: the web client's count of call members ("Call (n)").
+  const callCount = (n) => a.waitForFunction((want) => document.querySelector("#callbutton").textContent === (want ? `Call (${want})` : "Call"), { timeout: 90 * SECOND }, n);
+  const ecFrame = () => h.waitForFrame((f) => f.url().includes("/ec/index.html"), { timeout: 30 * SECOND });
+  const actions = () => h.evaluate(() => window.call.actions);
+
+  // 1. Element Call starts the call (skipLobby: it joins by itself).
+  await h.evaluate(() => window.openCall("start_call"));
+  await callCount(1);
+  // Element Call's membership, as the host's client has it.
+  const ecMembership = await (await h.waitForFunction(() => {
+    const { client, roomId, userId, deviceId } = window.host;
+    const ev = client.getRoom(roomId).currentState.getStateEvents("org.matrix.msc3401.call.member", `_${userId}_${deviceId}_m.call`);
+    return ev && ev.getContent().application ? ev.getContent() : null;
+  }, { timeout: 30 * SECOND })).jsonValue();
+  await a.click("#callbutton");
+  await a.click("#joincall");
+  const [aliceSaw1, bobSaw1] = await Promise.all([decodes(a, ".tile.remote video"), ecDecodes(await ecFrame())]);
+  await callCount(2);
+  await shoot(a, "element-call-widget-web");
+  await shoot(h, "element-call-widget-ec");
+  step("ec-first", { alice_sees: aliceSaw1, bob_sees: bobSaw1, actions: await actions(), ec_membership: ecMembership });
+  await a.click("#leavecall");
+  await callCount(1);
+  await h.evaluate(() => window.call.hangUp());
+  await callCount(0);
+
+  // 2. The web client starts it; Element Call joins the existing call.
+  await a.click("#joincall");
+  await a.waitForSelector(".tile.local video", { timeout: 60 * SECOND });
+  await callCount(1);
+  await h.evaluate(() => window.openCall("join_existing"));
+  const [aliceSaw2, bobSaw2] = await Promise.all([decodes(a, ".tile.remote video"), ecDecodes(await ecFrame())]);
+  await callCount(2);
+  step("web-first", { alice_sees: aliceSaw2, bob_sees: bobSaw2, actions: await actions() });
+  // Element Call hangs up: the web client sees it leave.
+  await h.evaluate(() => window.call.hangUp());
+  await a.waitForFunction(() => !document.querySelector(".tile.remote"), { timeout: 60 * SECOND });
+  await callCount(1);
+  await a.click("#leavecall");
+  await callCount(0);
+}
+
+// callPermission: rooms made elsewhere (by the Go test's mautrix-go user,
+// with the server's default power levels) where joining a call takes
+// power level 50. Alice, at 0 in the first, is told so and cannot join,
+// until the room's creator lowers the level. At 100 in the second, she
+// may join, and is offered to let the other members join too; she does,
+// and joins.
+async function callPermission() {
+  const a = await callPage("alice");
+  await signUp(a, "alice", "correct horse 1");
+  const { plain, admin, error } = await ask("rooms");
+  if (error) throw new Error(`the Go side could not make the rooms: ${error}`);
+  const open = async (roomId) => {
+    await openRoom(a, roomId);
+    await a.waitForFunction(() => document.querySelector("#callbutton"));
+    // The call panel stays open from room to room.
+    if (await a.$eval("#callbutton", (b) => b.getAttribute("aria-pressed") !== "true")) await a.click("#callbutton");
+    await a.waitForSelector("#joincall");
+  };
+  const accept = async (roomId) => {
+    const b = await a.waitForSelector(`.invite[data-room-id="${roomId}"] button.primary`, { timeout: 15 * SECOND });
+    await b.click();
+    await a.waitForFunction((id) => !document.querySelector(`.invite[data-room-id="${id}"]`), { timeout: 15 * SECOND }, roomId);
+    await open(roomId);
+  };
+  const state = () => a.evaluate(() => ({
+    forbidden: document.querySelector("#callforbidden") ? document.querySelector("#callforbidden").textContent : "",
+    members: document.querySelector("#callmembers") ? document.querySelector("#callmembers").textContent : "",
+    join_disabled: document.querySelector("#joincall").disabled,
+    can_allow: !!document.querySelector("#allowcalls"),
+  }));
+
+  await accept(plain);
+  await a.waitForSelector("#callforbidden", { timeout: 15 * SECOND });
+  // Trying anyway does nothing (the button is disabled).
+  await a.click("#joincall");
+  step("forbidden", await state());
+  await shoot(a, "call-forbidden");
+
+  await accept(admin);
+  await a.waitForSelector("#callmembers", { timeout: 15 * SECOND });
+  step("offered", await state());
+  await a.click("#allowcalls");
+  await a.waitForFunction(() => !document.querySelector("#callmembers"), { timeout: 15 * SECOND });
+  await a.click("#joincall");
+  await a.waitForSelector(".tile.local video", { timeout: 60 * SECOND });
+  await a.waitForFunction(() => document.querySelector("#callbutton").textContent === "Call (1)", { timeout: 30 * SECOND });
+  step("allowed-joined");
+  await a.click("#leavecall");
+  await a.waitForFunction(() => document.querySelector("#callbutton").textContent === "Call", { timeout: 30 * SECOND });
+
+  // The creator of the first room lets members call: the page follows.
+  await open(plain);
+  await ask("lower-plain");
+  await a.waitForFunction(() => !document.querySelector("#callforbidden") && !document.querySelector("#joincall").disabled, { timeout: 15 * SECOND });
+  step("unblocked", await state());
+}
+
 // waitFor polls cond (in Node) until it holds.
 async function waitFor(cond, what, timeout = 20 * SECOND) {
   const end = Date.now() + timeout;
@@ -795,6 +998,8 @@ try {
   if (process.env.SCENARIO === "signup-token") await signupToken();
   else if (process.env.SCENARIO === "call") await call();
   else if (process.env.SCENARIO === "element-call") await elementCall();
+  else if (process.env.SCENARIO === "element-call-widget") await ecWidget();
+  else if (process.env.SCENARIO === "call-permission") await callPermission();
   else if (process.env.SCENARIO === "account") await account();
   else if (process.env.SCENARIO === "rooms100") await rooms100();
   else await chat();
