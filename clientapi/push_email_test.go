@@ -2,7 +2,10 @@ package clientapi_test
 
 import (
 	"bytes"
+	"crypto/tls"
+	"errors"
 	"io"
+	"log"
 	"mime"
 	"mime/multipart"
 	"net"
@@ -14,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/tessera-hs/tessera/internal/config"
@@ -30,23 +34,48 @@ type mailSink struct {
 
 type sunkMail struct {
 	to               []string
+	tls              bool   // the session was encrypted
+	user             string // who authenticated (AUTH PLAIN)
 	header           mail.Header
 	subject          string
 	text, html       string
 	unsubscribeLinks string
 }
 
-func newMailSink(t testing.TB) *mailSink {
+func newMailSink(t testing.TB) *mailSink { return newMailSinkWith(t, sinkOptions{}) }
+
+// sinkOptions make the sink a relay that speaks TLS and wants a password.
+type sinkOptions struct {
+	// tls is offered as STARTTLS, or from the first byte if implicit.
+	tls      *tls.Config
+	implicit bool
+	// password, when set, is asked for with AUTH PLAIN.
+	password string
+}
+
+func newMailSinkWith(t testing.TB, o sinkOptions) *mailSink {
 	t.Helper()
 	sink := &mailSink{}
 	s := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		sink.mu.Lock()
 		sink.conns++
 		sink.mu.Unlock()
-		return &sinkSession{t: t, sink: sink}, nil
+		base := &sinkSession{t: t, sink: sink, conn: c}
+		if o.password != "" {
+			return &authSinkSession{base, o.password}, nil
+		}
+		return base, nil
 	}))
 	s.Domain = "localhost"
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	s.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes
+	var l net.Listener
+	var err error
+	if o.tls != nil && o.implicit {
+		l, err = tls.Listen("tcp", "127.0.0.1:0", o.tls)
+	} else {
+		s.TLSConfig = o.tls
+		l, err = net.Listen("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +88,26 @@ func newMailSink(t testing.TB) *mailSink {
 type sinkSession struct {
 	t    testing.TB
 	sink *mailSink
+	conn *smtp.Conn
 	to   []string
+	user string
+}
+
+// authSinkSession asks for a password.
+type authSinkSession struct {
+	*sinkSession
+	password string
+}
+
+func (s *authSinkSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (s *authSinkSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if pass != s.password {
+			return errors.New("bad credentials")
+		}
+		s.user = user
+		return nil
+	}), nil
 }
 
 func (s *sinkSession) Reset()        { s.to = nil }
@@ -84,7 +132,8 @@ func (s *sinkSession) Data(r io.Reader) error {
 		s.t.Errorf("unparsable mail: %v\n%s", err, raw)
 		return err
 	}
-	got := sunkMail{to: s.to, header: m.Header, unsubscribeLinks: m.Header.Get("List-Unsubscribe")}
+	_, encrypted := s.conn.TLSConnectionState()
+	got := sunkMail{to: s.to, tls: encrypted, user: s.user, header: m.Header, unsubscribeLinks: m.Header.Get("List-Unsubscribe")}
 	got.subject, err = new(mime.WordDecoder).DecodeHeader(m.Header.Get("Subject"))
 	if err != nil {
 		s.t.Errorf("subject: %v", err)

@@ -14,6 +14,7 @@ package push
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -33,8 +34,17 @@ import (
 type EmailConfig struct {
 	SMTPHost string
 	SMTPPort int
-	// TLS is "starttls", "tls" or "none".
-	TLS                string
+	// TLS is "starttls" (required), "tls" (implicit) or "none"; empty is
+	// starttls.
+	TLS string
+	// TLSName is the name the relay's certificate must be valid for
+	// (empty: SMTPHost); CAFile a PEM file of the CAs to trust instead
+	// of the system's; InsecureSkipVerify accepts any certificate (tests).
+	TLSName, CAFile    string
+	InsecureSkipVerify bool
+	// AllowPlaintext allows TLS "none" to a relay that is not on
+	// loopback; without it such a connection is refused.
+	AllowPlaintext     bool
 	Username, Password string
 	From, AppName      string
 	// Delay is how long a room's first unread notification waits for
@@ -70,6 +80,8 @@ type emailer struct {
 	log    logrus.FieldLogger
 	secret []byte
 	from   *mail.Address
+	// tls is how the relay's certificate is checked (nil for TLS none).
+	tls *tls.Config
 	// giveUpAfter is how long a failing mail is retried.
 	giveUpAfter time.Duration
 	sem         chan struct{}
@@ -90,12 +102,16 @@ func newEmailer(ctx context.Context, s *Service, cfg EmailConfig, giveUpAfter ti
 	if err != nil {
 		return nil, fmt.Errorf("push: email from address: %w", err)
 	}
+	tlsConfig, err := smtpTLSConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
 	secret, err := linkSecret(ctx, s.db)
 	if err != nil {
 		return nil, err
 	}
 	e := &emailer{
-		s: s, cfg: cfg, log: s.log.WithField("component", "email pusher"), secret: secret, from: from,
+		s: s, cfg: cfg, log: s.log.WithField("component", "email pusher"), secret: secret, from: from, tls: tlsConfig,
 		giveUpAfter: giveUpAfter, sem: make(chan struct{}, maxMailsInFlight),
 		users: map[string]bool{}, scanning: map[string]bool{}, rescan: map[string]bool{}, timers: map[batchKey]*time.Timer{},
 	}

@@ -356,9 +356,21 @@ push:
     smtp_host: ""
     # 0: the TLS mode's port (587 starttls, 465 tls, 25 none).
     smtp_port: 0
-    # starttls (required), tls (implicit TLS), or none (a relay on this
-    # host only).
+    # starttls (required: a relay that does not offer it is refused), tls
+    # (implicit TLS, port 465), or none (a relay on this host only, unless
+    # allow_plaintext). Synapse's require_transport_security, enable_tls
+    # and force_tls are understood too (tls: leave it out then).
     tls: starttls
+    allow_plaintext: false
+    # The relay's certificate is checked against the system's CAs, or
+    # those of ca_file (PEM), for tlsname (default: smtp_host).
+    # insecure_skip_verify accepts any certificate: for tests only.
+    ca_file: ""
+    tlsname: ""
+    insecure_skip_verify: false
+    # require_transport_security: true
+    # enable_tls: true
+    # force_tls: false
     username: ""
     password: ""
     # The sender, e.g. "Matrix <noreply@example.org>".
