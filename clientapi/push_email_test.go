@@ -389,3 +389,48 @@ func TestEmailPushersOff(t *testing.T) {
 		t.Fatalf("%d SMTP connections with email off", sink.conns)
 	}
 }
+
+// TestEmailThrottle: as Synapse, a room's second mail waits at least the
+// delay after its first, and the third the grown throttle (144 times the
+// delay, up to a day); the throttle is stored, so it holds after a
+// restart, and another room is not held back by it.
+func TestEmailThrottle(t *testing.T) {
+	t.Parallel()
+	sink := newMailSink(t)
+	srv := testserver.Start(t, withEmail(sink))
+	alice := registerUser(t, srv, "alice", psPassword)
+	bob := registerUser(t, srv, "bob", psPassword)
+	busy := adCreateRoom(t, srv, bob, map[string]any{"preset": "public_chat", "name": "Busy"})
+	other := adCreateRoom(t, srv, bob, map[string]any{"preset": "public_chat", "name": "Other"})
+	adJoin(t, srv, alice, busy)
+	adJoin(t, srv, alice, other)
+	setEmailPusher(t, srv, alice, "alice@example.org").expect(t, http.StatusOK, "")
+	followLink(t, srv, linkPath(t, sink.waitMails(t, 1)[0].text), "Confirm")
+
+	psSend(t, srv, bob, busy, "m.room.message", psText("one"))
+	first := sink.waitMails(t, 2)[1]
+	firstAt := time.Now()
+	psSend(t, srv, bob, busy, "m.room.message", psText("two"))
+	second := sink.waitMails(t, 3)[2]
+	if waited := time.Since(firstAt); waited < emailDelay {
+		t.Errorf("second mail %v after the first, before the throttle (%v)", waited, emailDelay)
+	}
+	if !strings.Contains(first.text, "one") || !strings.Contains(second.text, "two") || strings.Contains(second.text, "one") {
+		t.Fatalf("mails: %q, %q", first.text, second.text)
+	}
+
+	// The throttle is now 144 × the delay: a third message, sent after a
+	// restart, is not mailed after the delay.
+	srv.Restart()
+	psSend(t, srv, bob, busy, "m.room.message", psText("three"))
+	psSend(t, srv, bob, other, "m.room.message", psText("elsewhere"))
+	sink.waitMails(t, 4)
+	time.Sleep(emailDelay + time.Second)
+	got := sink.received()
+	if len(got) != 4 || !strings.Contains(got[3].subject, "Other") {
+		for _, m := range got[3:] {
+			t.Errorf("mailed: %s: %q", m.subject, m.text)
+		}
+		t.Fatalf("want only the other room's mail while Busy is throttled, got %d mails", len(got)-3)
+	}
+}

@@ -268,9 +268,13 @@ func (e *emailer) scan(ctx context.Context, userID string) error {
 // addToBatches stores a batch for each room of items that has none, and
 // moves the pusher's cursor past them; it returns the new cursor.
 func (e *emailer) addToBatches(ctx context.Context, userID, address string, items []pushItem) (int64, error) {
-	due := e.s.now().Add(e.cfg.Delay).UnixMilli()
+	delayed := e.s.now().Add(e.cfg.Delay).UnixMilli()
 	last := items[len(items)-1].pos
-	var started []batchKey
+	type start struct {
+		k   batchKey
+		due int64
+	}
+	var started []start
 	err := e.s.db.WithTx(ctx, func(tx *database.Tx) error {
 		started = started[:0]
 		seen := map[string]bool{}
@@ -279,6 +283,13 @@ func (e *emailer) addToBatches(ctx context.Context, userID, address string, item
 				continue
 			}
 			seen[it.roomID] = true
+			k := batchKey{userID, address, it.roomID}
+			// A room mailed about recently waits for its throttle.
+			ready, err := roomReadyAt(ctx, tx, k)
+			if err != nil {
+				return err
+			}
+			due := max(delayed, ready)
 			res, err := tx.ExecContext(ctx, `INSERT INTO push_email_batches (user_id, address, room_id, first_pos, due_ts)
 				VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, address, room_id) DO NOTHING`,
 				userID, address, it.roomID, it.pos, due)
@@ -286,7 +297,7 @@ func (e *emailer) addToBatches(ctx context.Context, userID, address string, item
 				return err
 			}
 			if n, _ := res.RowsAffected(); n > 0 {
-				started = append(started, batchKey{userID, address, it.roomID})
+				started = append(started, start{k, due})
 			}
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE pushers SET last_stream_pos = $1
@@ -296,8 +307,8 @@ func (e *emailer) addToBatches(ctx context.Context, userID, address string, item
 	if err != nil {
 		return 0, fmt.Errorf("store email batches: %w", err)
 	}
-	for _, k := range started {
-		e.schedule(k, due)
+	for _, b := range started {
+		e.schedule(b.k, b.due)
 	}
 	return last, nil
 }
@@ -368,6 +379,13 @@ func (e *emailer) sendBatch(ctx context.Context, k batchKey) error {
 		}
 		if err := e.send(ctx, k.address, msg); err != nil {
 			return e.retryLater(ctx, k, failingSince, err)
+		}
+		// The mail went: note it even if the server is shutting down
+		// (close waits), or the batch would be mailed again after the
+		// restart; and a failure to note the throttle must not keep it.
+		ctx = context.WithoutCancel(ctx)
+		if err := e.mailed(ctx, k, firstPos, e.s.now()); err != nil {
+			e.log.WithError(err).WithField("user_id", k.userID).Error("push: updating the email throttle")
 		}
 	}
 	_, err = e.s.db.ExecContext(ctx, `DELETE FROM push_email_batches WHERE user_id = $1 AND address = $2 AND room_id = $3`,

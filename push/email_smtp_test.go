@@ -239,3 +239,29 @@ func testEmailer(t *testing.T, cfg EmailConfig) *emailer {
 	}
 	return &emailer{cfg: cfg, tls: tlsConfig, from: &mail.Address{Address: "noreply@example.org"}}
 }
+
+// TestNextThrottle: Synapse's throttle steps (the delay, then a day),
+// and its reset after a quiet half day.
+func TestNextThrottle(t *testing.T) {
+	const delay = 10 * time.Minute
+	tests := []struct {
+		name                string
+		current, delay, gap time.Duration
+		want                time.Duration
+	}{
+		{"first mail", 0, delay, 0, delay},
+		{"first mail after a quiet room", 0, delay, 13 * time.Hour, delay},
+		{"second mail", delay, delay, time.Minute, 24 * time.Hour},
+		{"at the cap", 24 * time.Hour, delay, time.Hour, 24 * time.Hour},
+		{"quiet for half a day", 24 * time.Hour, delay, 12*time.Hour + time.Second, delay},
+		{"not quite quiet", 24 * time.Hour, delay, 12 * time.Hour, 24 * time.Hour},
+		{"a short delay grows 144 times", 2 * time.Second, 2 * time.Second, 0, 288 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := nextThrottle(tt.current, tt.delay, tt.gap); got != tt.want {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
