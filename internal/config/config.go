@@ -455,6 +455,9 @@ type RateLimits struct {
 	// without an access token (by its delay ID, MSC4140), per client
 	// address. A service that keeps many users' calls alive may need more.
 	DelayedEventActions Rate `yaml:"delayed_event_actions"`
+	// OAuthTokenPerAddress: requests to the OAuth token endpoint (code
+	// exchanges, refreshes, device code polls), per client address.
+	OAuthTokenPerAddress Rate `yaml:"oauth_token_per_address"`
 }
 
 // Rate is a token bucket: Burst requests at once, refilled at PerSecond.
@@ -655,6 +658,9 @@ func Default() Config {
 			CallTokens: Rate{PerSecond: 1, Burst: 20},
 			// Element Call restarts each call's leave every few seconds.
 			DelayedEventActions: Rate{PerSecond: 10, Burst: 100},
+			// A device code flow polls every 5 s; the devices behind one
+			// address refresh their tokens every few minutes each.
+			OAuthTokenPerAddress: Rate{PerSecond: 1, Burst: 20},
 		},
 		Federation: Federation{
 			Listen:      "0.0.0.0:8448",
@@ -911,6 +917,7 @@ func (c *Config) Validate() error {
 		"login_failures": c.RateLimits.LoginFailures, "register_per_address": c.RateLimits.RegisterPerAddress,
 		"media_uploads_per_user": c.RateLimits.MediaUploadsPerUser, "call_tokens": c.RateLimits.CallTokens,
 		"delayed_event_actions": c.RateLimits.DelayedEventActions, "messages_per_user": c.RateLimits.MessagesPerUser,
+		"oauth_token_per_address": c.RateLimits.OAuthTokenPerAddress,
 	} {
 		if r.PerSecond <= 0 || r.Burst < 1 {
 			return fmt.Errorf("rate_limits.%s: expected per_second > 0 and burst >= 1", name)

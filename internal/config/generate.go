@@ -250,6 +250,12 @@ rate_limits:
   delayed_event_actions:
     per_second: 10
     burst: 100
+  # Requests to the OAuth token endpoint (code exchanges, token refreshes,
+  # device code polls) per client address; answered 429 in OAuth's error
+  # format with Retry-After.
+  oauth_token_per_address:
+    per_second: 1
+    burst: 20
 
 rooms:
   # The version of new rooms that do not ask for one (1-12). 12 is the
