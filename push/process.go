@@ -581,9 +581,6 @@ func (s *Service) threadOf(ctx context.Context, ev *roomserver.Event) string {
 	return MainThread
 }
 
-// wakes returns the users whose notifications changed (their syncs are
-// woken) and, among them, those with a new notification (their pushers
-// are woken): a user's rows of a batch may start with one that does not
 // membershipsLeftInvite are the local users whose membership events in
 // evs are not invites: those that may end an invite. (Which did is not
 // known here without reading the state before; the badge update is sent
@@ -602,6 +599,9 @@ func membershipsLeftInvite(evs []*roomserver.Event, isLocal func(string) bool) m
 	return out
 }
 
+// wakes returns the users whose notifications changed (their syncs are
+// woken) and, among them, those with a new notification (their pushers
+// are woken): a user's rows of a batch may start with one that does not
 // notify, so the second set is not the first row's outcome.
 func wakes(rows []actionRow) (changed, notified map[string]bool) {
 	changed, notified = map[string]bool{}, map[string]bool{}
