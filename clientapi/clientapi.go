@@ -98,6 +98,7 @@ type API struct {
 
 	// Rate limiters; nil when limits are off (a nil limiter allows all).
 	loginPerAddress, loginPerAccount, loginFailures, registerPerAddress *ratelimit.Limiter
+	oauthTokenPerAddress                                                *ratelimit.Limiter
 	mediaUploads, sentEvents                                            *ratelimit.Limiter
 	callTokens, delayedActions                                          *ratelimit.Limiter
 }
@@ -124,6 +125,7 @@ func New(cfg *config.Config, log logrus.FieldLogger, us *users.Service, rs *room
 		a.sentEvents = ratelimit.New(rl.MessagesPerUser.PerSecond, rl.MessagesPerUser.Burst)
 		a.callTokens = ratelimit.New(rl.CallTokens.PerSecond, rl.CallTokens.Burst)
 		a.delayedActions = ratelimit.New(rl.DelayedEventActions.PerSecond, rl.DelayedEventActions.Burst)
+		a.oauthTokenPerAddress = ratelimit.New(rl.OAuthTokenPerAddress.PerSecond, rl.OAuthTokenPerAddress.Burst)
 	}
 	return a
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/gorilla/mux"
 
@@ -85,16 +86,25 @@ func (a *API) authMetadata(r *http.Request) (any, error) {
 }
 
 // oauthJSON serves an OAuth endpoint: OAuth errors are RFC 6749's
-// {"error", "error_description"}; rate limits and internal failures keep
-// the Matrix error body. Answers are never cached (RFC 6749 section 5.1).
+// {"error", "error_description"}, and so is a rate limit (429 with
+// Retry-After, as RFC 6585; OAuth names no error code for it, so it is
+// "too_many_requests", as other OAuth servers answer); internal failures
+// keep the Matrix error body. Answers are never cached (RFC 6749 section
+// 5.1).
 func (a *API) oauthJSON(fn httpx.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		body, err := fn(r)
 		var oe *oauth.Error
+		me, isMatrix := mxerr.As(err)
 		switch {
 		case errors.As(err, &oe):
 			httpx.WriteJSON(w, oe.Status, map[string]string{"error": oe.Code, "error_description": oe.Description})
+		case isMatrix && me.Status == http.StatusTooManyRequests:
+			if ms, ok := me.Extra["retry_after_ms"].(int64); ok && ms > 0 {
+				w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
+			}
+			httpx.WriteJSON(w, me.Status, map[string]string{"error": "too_many_requests", "error_description": me.Message})
 		case err != nil:
 			httpx.WriteError(w, r, a.log, err)
 		default:
@@ -150,6 +160,10 @@ func (a *API) oauthRegisterClient(r *http.Request) (any, error) {
 // oauthToken: the token endpoint.
 // https://spec.matrix.org/v1.19/client-server-api/#token-request
 func (a *API) oauthToken(r *http.Request) (any, error) {
+	// Before the form is read: a flood costs as little as possible.
+	if err := limit(a.oauthTokenPerAddress, a.clientIP(r)); err != nil {
+		return nil, err
+	}
 	form, err := oauthForm(r)
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -372,5 +373,40 @@ func TestOAuthLogout(t *testing.T) {
 		oauthError(t, http.StatusBadRequest, "invalid_grant")
 	if ids := deviceIDs(t, srv, alice.AccessToken); len(ids) != 1 {
 		t.Fatalf("devices after logout = %v", ids)
+	}
+}
+
+// TestOAuthTokenRateLimit: the token endpoint has its own limit per client
+// address (rate_limits.oauth_token_per_address), answered in OAuth's error
+// format with 429 and Retry-After; the client registration endpoint's
+// limit answers the same way.
+func TestOAuthTokenRateLimit(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, rateLimited(func(l *config.RateLimits) {
+		l.OAuthTokenPerAddress = config.Rate{PerSecond: 0.001, Burst: 3}
+		l.RegisterPerAddress = config.Rate{PerSecond: 0.001, Burst: 2}
+	}))
+	conf := nativeClient(t, srv)
+	refresh := url.Values{"grant_type": {"refresh_token"}, "client_id": {conf.ClientID}, "refresh_token": {"tsr_nope"}}
+	// Failed requests count too: the limit is against guessing.
+	for i := 0; i < 3; i++ {
+		tokenForm(t, srv, refresh).oauthError(t, http.StatusBadRequest, "invalid_grant")
+	}
+	for _, r := range []resp{tokenForm(t, srv, refresh), tokenForm(t, srv, url.Values{"grant_type": {"authorization_code"}})} {
+		r.oauthError(t, http.StatusTooManyRequests, "too_many_requests")
+		if s, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || s < 1 {
+			t.Fatalf("Retry-After = %q", r.Header.Get("Retry-After"))
+		}
+		if r.str("error_description") == "" || r.Body["errcode"] != nil {
+			t.Fatalf("not an OAuth error body: %s", r.Raw)
+		}
+	}
+	// Registration's own limit (one client registered above).
+	registerOAuthClient(t, srv, map[string]any{"client_name": "Second", "client_uri": "https://client.example.org/",
+		"application_type": "native", "redirect_uris": []string{loopbackURI}, "token_endpoint_auth_method": "none"})
+	r := post(t, srv, "/_tessera/oauth2/register", "", map[string]any{"client_name": "Third"})
+	r.oauthError(t, http.StatusTooManyRequests, "too_many_requests")
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatal("no Retry-After on the registration limit")
 	}
 }

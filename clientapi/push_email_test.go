@@ -2,7 +2,10 @@ package clientapi_test
 
 import (
 	"bytes"
+	"crypto/tls"
+	"errors"
 	"io"
+	"log"
 	"mime"
 	"mime/multipart"
 	"net"
@@ -14,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/tessera-hs/tessera/internal/config"
@@ -30,23 +34,48 @@ type mailSink struct {
 
 type sunkMail struct {
 	to               []string
+	tls              bool   // the session was encrypted
+	user             string // who authenticated (AUTH PLAIN)
 	header           mail.Header
 	subject          string
 	text, html       string
 	unsubscribeLinks string
 }
 
-func newMailSink(t testing.TB) *mailSink {
+func newMailSink(t testing.TB) *mailSink { return newMailSinkWith(t, sinkOptions{}) }
+
+// sinkOptions make the sink a relay that speaks TLS and wants a password.
+type sinkOptions struct {
+	// tls is offered as STARTTLS, or from the first byte if implicit.
+	tls      *tls.Config
+	implicit bool
+	// password, when set, is asked for with AUTH PLAIN.
+	password string
+}
+
+func newMailSinkWith(t testing.TB, o sinkOptions) *mailSink {
 	t.Helper()
 	sink := &mailSink{}
 	s := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		sink.mu.Lock()
 		sink.conns++
 		sink.mu.Unlock()
-		return &sinkSession{t: t, sink: sink}, nil
+		base := &sinkSession{t: t, sink: sink, conn: c}
+		if o.password != "" {
+			return &authSinkSession{base, o.password}, nil
+		}
+		return base, nil
 	}))
 	s.Domain = "localhost"
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	s.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes
+	var l net.Listener
+	var err error
+	if o.tls != nil && o.implicit {
+		l, err = tls.Listen("tcp", "127.0.0.1:0", o.tls)
+	} else {
+		s.TLSConfig = o.tls
+		l, err = net.Listen("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +88,26 @@ func newMailSink(t testing.TB) *mailSink {
 type sinkSession struct {
 	t    testing.TB
 	sink *mailSink
+	conn *smtp.Conn
 	to   []string
+	user string
+}
+
+// authSinkSession asks for a password.
+type authSinkSession struct {
+	*sinkSession
+	password string
+}
+
+func (s *authSinkSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (s *authSinkSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if pass != s.password {
+			return errors.New("bad credentials")
+		}
+		s.user = user
+		return nil
+	}), nil
 }
 
 func (s *sinkSession) Reset()        { s.to = nil }
@@ -84,7 +132,8 @@ func (s *sinkSession) Data(r io.Reader) error {
 		s.t.Errorf("unparsable mail: %v\n%s", err, raw)
 		return err
 	}
-	got := sunkMail{to: s.to, header: m.Header, unsubscribeLinks: m.Header.Get("List-Unsubscribe")}
+	_, encrypted := s.conn.TLSConnectionState()
+	got := sunkMail{to: s.to, tls: encrypted, user: s.user, header: m.Header, unsubscribeLinks: m.Header.Get("List-Unsubscribe")}
 	got.subject, err = new(mime.WordDecoder).DecodeHeader(m.Header.Get("Subject"))
 	if err != nil {
 		s.t.Errorf("subject: %v", err)
@@ -338,5 +387,50 @@ func TestEmailPushersOff(t *testing.T) {
 	defer sink.mu.Unlock()
 	if sink.conns != 0 {
 		t.Fatalf("%d SMTP connections with email off", sink.conns)
+	}
+}
+
+// TestEmailThrottle: as Synapse, a room's second mail waits at least the
+// delay after its first, and the third the grown throttle (144 times the
+// delay, up to a day); the throttle is stored, so it holds after a
+// restart, and another room is not held back by it.
+func TestEmailThrottle(t *testing.T) {
+	t.Parallel()
+	sink := newMailSink(t)
+	srv := testserver.Start(t, withEmail(sink))
+	alice := registerUser(t, srv, "alice", psPassword)
+	bob := registerUser(t, srv, "bob", psPassword)
+	busy := adCreateRoom(t, srv, bob, map[string]any{"preset": "public_chat", "name": "Busy"})
+	other := adCreateRoom(t, srv, bob, map[string]any{"preset": "public_chat", "name": "Other"})
+	adJoin(t, srv, alice, busy)
+	adJoin(t, srv, alice, other)
+	setEmailPusher(t, srv, alice, "alice@example.org").expect(t, http.StatusOK, "")
+	followLink(t, srv, linkPath(t, sink.waitMails(t, 1)[0].text), "Confirm")
+
+	psSend(t, srv, bob, busy, "m.room.message", psText("one"))
+	first := sink.waitMails(t, 2)[1]
+	firstAt := time.Now()
+	psSend(t, srv, bob, busy, "m.room.message", psText("two"))
+	second := sink.waitMails(t, 3)[2]
+	if waited := time.Since(firstAt); waited < emailDelay {
+		t.Errorf("second mail %v after the first, before the throttle (%v)", waited, emailDelay)
+	}
+	if !strings.Contains(first.text, "one") || !strings.Contains(second.text, "two") || strings.Contains(second.text, "one") {
+		t.Fatalf("mails: %q, %q", first.text, second.text)
+	}
+
+	// The throttle is now 144 × the delay: a third message, sent after a
+	// restart, is not mailed after the delay.
+	srv.Restart()
+	psSend(t, srv, bob, busy, "m.room.message", psText("three"))
+	psSend(t, srv, bob, other, "m.room.message", psText("elsewhere"))
+	sink.waitMails(t, 4)
+	time.Sleep(emailDelay + time.Second)
+	got := sink.received()
+	if len(got) != 4 || !strings.Contains(got[3].subject, "Other") {
+		for _, m := range got[3:] {
+			t.Errorf("mailed: %s: %q", m.subject, m.text)
+		}
+		t.Fatalf("want only the other room's mail while Busy is throttled, got %d mails", len(got)-3)
 	}
 }

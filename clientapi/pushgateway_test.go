@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"reflect"
 	"sync"
 	"testing"
@@ -169,6 +170,50 @@ func TestPushGatewayDelivery(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestPushGatewayInviteBadge: invites count in the badge (as Synapse's
+// get_badge_count), so accepting one and rejecting another each send a
+// counts-only notification that lowers it.
+func TestPushGatewayInviteBadge(t *testing.T) {
+	t.Parallel()
+	gw, srv, alice, bob, _ := pgSetup(t)
+	accept := adCreateRoom(t, srv, bob, map[string]any{"preset": "private_chat", "invite": []string{alice.UserID}})
+	reject := adCreateRoom(t, srv, bob, map[string]any{"preset": "private_chat", "invite": []string{alice.UserID}})
+	gw.waitFor("the second invite, with both in the badge", func(reqs []pgRequest) bool {
+		for _, r := range reqs {
+			if r.N["room_id"] == reject && r.N["type"] == "m.room.member" && r.pushkey() == "phone" {
+				if r.unread() != 2 {
+					t.Errorf("second invite: unread = %d, want 2", r.unread())
+				}
+				return true
+			}
+		}
+		return false
+	})
+	badgeUpdate := func(what string, after, want int) {
+		t.Helper()
+		gw.waitFor(what, func(reqs []pgRequest) bool {
+			for _, r := range reqs[after:] {
+				if r.pushkey() == "phone" && r.eventID() == "" {
+					if r.unread() != want {
+						t.Fatalf("%s: unread = %d, want %d (%v)", what, r.unread(), want, r.N)
+					}
+					if _, ok := r.N["room_id"]; ok {
+						t.Errorf("badge update with a room: %v", r.N)
+					}
+					return true
+				}
+			}
+			return false
+		})
+	}
+	n := len(gw.requests())
+	adJoin(t, srv, alice, accept)
+	badgeUpdate("the badge after accepting an invite", n, 1)
+	n = len(gw.requests())
+	post(t, srv, v3+"/rooms/"+url.PathEscape(reject)+"/leave", alice.AccessToken, map[string]any{}).expect(t, http.StatusOK, "")
+	badgeUpdate("the badge after rejecting an invite", n, 0)
 }
 
 // failingGateway answers each (pushkey, message body) as plan says,

@@ -22,7 +22,7 @@ func rateLimited(adjust func(*config.RateLimits)) testserver.Option {
 			Enabled:         true,
 			LoginPerAddress: generous, LoginPerAccount: generous, LoginFailures: generous,
 			RegisterPerAddress: generous, MediaUploadsPerUser: generous, CallTokens: generous, DelayedEventActions: generous,
-			MessagesPerUser: generous,
+			MessagesPerUser: generous, OAuthTokenPerAddress: generous,
 		}
 		adjust(&c.RateLimits)
 	}

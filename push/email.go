@@ -14,6 +14,7 @@ package push
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -33,8 +34,17 @@ import (
 type EmailConfig struct {
 	SMTPHost string
 	SMTPPort int
-	// TLS is "starttls", "tls" or "none".
-	TLS                string
+	// TLS is "starttls" (required), "tls" (implicit) or "none"; empty is
+	// starttls.
+	TLS string
+	// TLSName is the name the relay's certificate must be valid for
+	// (empty: SMTPHost); CAFile a PEM file of the CAs to trust instead
+	// of the system's; InsecureSkipVerify accepts any certificate (tests).
+	TLSName, CAFile    string
+	InsecureSkipVerify bool
+	// AllowPlaintext allows TLS "none" to a relay that is not on
+	// loopback; without it such a connection is refused.
+	AllowPlaintext     bool
 	Username, Password string
 	From, AppName      string
 	// Delay is how long a room's first unread notification waits for
@@ -70,6 +80,8 @@ type emailer struct {
 	log    logrus.FieldLogger
 	secret []byte
 	from   *mail.Address
+	// tls is how the relay's certificate is checked (nil for TLS none).
+	tls *tls.Config
 	// giveUpAfter is how long a failing mail is retried.
 	giveUpAfter time.Duration
 	sem         chan struct{}
@@ -90,12 +102,16 @@ func newEmailer(ctx context.Context, s *Service, cfg EmailConfig, giveUpAfter ti
 	if err != nil {
 		return nil, fmt.Errorf("push: email from address: %w", err)
 	}
+	tlsConfig, err := smtpTLSConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
 	secret, err := linkSecret(ctx, s.db)
 	if err != nil {
 		return nil, err
 	}
 	e := &emailer{
-		s: s, cfg: cfg, log: s.log.WithField("component", "email pusher"), secret: secret, from: from,
+		s: s, cfg: cfg, log: s.log.WithField("component", "email pusher"), secret: secret, from: from, tls: tlsConfig,
 		giveUpAfter: giveUpAfter, sem: make(chan struct{}, maxMailsInFlight),
 		users: map[string]bool{}, scanning: map[string]bool{}, rescan: map[string]bool{}, timers: map[batchKey]*time.Timer{},
 	}
@@ -252,9 +268,13 @@ func (e *emailer) scan(ctx context.Context, userID string) error {
 // addToBatches stores a batch for each room of items that has none, and
 // moves the pusher's cursor past them; it returns the new cursor.
 func (e *emailer) addToBatches(ctx context.Context, userID, address string, items []pushItem) (int64, error) {
-	due := e.s.now().Add(e.cfg.Delay).UnixMilli()
+	delayed := e.s.now().Add(e.cfg.Delay).UnixMilli()
 	last := items[len(items)-1].pos
-	var started []batchKey
+	type start struct {
+		k   batchKey
+		due int64
+	}
+	var started []start
 	err := e.s.db.WithTx(ctx, func(tx *database.Tx) error {
 		started = started[:0]
 		seen := map[string]bool{}
@@ -263,6 +283,13 @@ func (e *emailer) addToBatches(ctx context.Context, userID, address string, item
 				continue
 			}
 			seen[it.roomID] = true
+			k := batchKey{userID, address, it.roomID}
+			// A room mailed about recently waits for its throttle.
+			ready, err := roomReadyAt(ctx, tx, k)
+			if err != nil {
+				return err
+			}
+			due := max(delayed, ready)
 			res, err := tx.ExecContext(ctx, `INSERT INTO push_email_batches (user_id, address, room_id, first_pos, due_ts)
 				VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, address, room_id) DO NOTHING`,
 				userID, address, it.roomID, it.pos, due)
@@ -270,7 +297,7 @@ func (e *emailer) addToBatches(ctx context.Context, userID, address string, item
 				return err
 			}
 			if n, _ := res.RowsAffected(); n > 0 {
-				started = append(started, batchKey{userID, address, it.roomID})
+				started = append(started, start{k, due})
 			}
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE pushers SET last_stream_pos = $1
@@ -280,8 +307,8 @@ func (e *emailer) addToBatches(ctx context.Context, userID, address string, item
 	if err != nil {
 		return 0, fmt.Errorf("store email batches: %w", err)
 	}
-	for _, k := range started {
-		e.schedule(k, due)
+	for _, b := range started {
+		e.schedule(b.k, b.due)
 	}
 	return last, nil
 }
@@ -352,6 +379,13 @@ func (e *emailer) sendBatch(ctx context.Context, k batchKey) error {
 		}
 		if err := e.send(ctx, k.address, msg); err != nil {
 			return e.retryLater(ctx, k, failingSince, err)
+		}
+		// The mail went: note it even if the server is shutting down
+		// (close waits), or the batch would be mailed again after the
+		// restart; and a failure to note the throttle must not keep it.
+		ctx = context.WithoutCancel(ctx)
+		if err := e.mailed(ctx, k, firstPos, e.s.now()); err != nil {
+			e.log.WithError(err).WithField("user_id", k.userID).Error("push: updating the email throttle")
 		}
 	}
 	_, err = e.s.db.ExecContext(ctx, `DELETE FROM push_email_batches WHERE user_id = $1 AND address = $2 AND room_id = $3`,

@@ -140,7 +140,10 @@ func (s *Service) UnsubscribeEmail(ctx context.Context, token string) error {
 			userID, address); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM push_email_batches WHERE user_id = $1 AND address = $2`, userID, address)
+		if _, err := tx.ExecContext(ctx, `DELETE FROM push_email_batches WHERE user_id = $1 AND address = $2`, userID, address); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM push_email_throttle WHERE user_id = $1 AND address = $2`, userID, address)
 		return err
 	})
 	if err != nil {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	htmltemplate "html/template"
 	"mime"
@@ -15,8 +17,10 @@ import (
 	"net"
 	"net/textproto"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	texttemplate "text/template"
 	"time"
 	"unicode/utf8"
@@ -243,16 +247,62 @@ func (e *emailer) compose(to, subject string, d mailData, text *texttemplate.Tem
 	return append(head.Bytes(), buf.Bytes()...), nil
 }
 
-// send hands a mail to the relay.
+// smtpTLSConfig is how the relay's certificate is checked: against the
+// system's CAs or those of cfg.CAFile, for cfg.TLSName or the host.
+func smtpTLSConfig(cfg EmailConfig) (*tls.Config, error) {
+	if cfg.TLS == "none" {
+		return nil, nil
+	}
+	name := cfg.TLSName
+	if name == "" {
+		name = cfg.SMTPHost
+	}
+	c := &tls.Config{ServerName: name, MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.InsecureSkipVerify}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("push: email ca_file: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("push: email ca_file %s: no PEM certificate in it", cfg.CAFile)
+		}
+	}
+	return c, nil
+}
+
+// errPlaintextRelay refuses to talk in clear to a relay off this host.
+var errPlaintextRelay = errors.New("tls is none and the relay is not on loopback (allow_plaintext allows it)")
+
+// send hands a mail to the relay: over TLS from the first byte (tls),
+// after a STARTTLS the relay must offer (starttls), or in clear only to
+// loopback (none), checked where the connection goes, not by the name.
 func (e *emailer) send(ctx context.Context, to string, msg []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, smtpTimeout)
 	defer cancel()
+	mode := e.cfg.TLS
+	if mode == "" {
+		mode = "starttls"
+	}
 	port := e.cfg.SMTPPort
 	if port == 0 {
-		port = map[string]int{"starttls": 587, "tls": 465, "none": 25}[e.cfg.TLS]
+		port = map[string]int{"starttls": 587, "tls": 465, "none": 25}[mode]
 	}
 	addr := net.JoinHostPort(e.cfg.SMTPHost, strconv.Itoa(port))
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	dialer := &net.Dialer{}
+	if mode == "none" && !e.cfg.AllowPlaintext {
+		dialer.ControlContext = func(_ context.Context, _, address string, _ syscall.RawConn) error {
+			host, _, err := net.SplitHostPort(address)
+			if err != nil {
+				return err
+			}
+			if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+				return errPlaintextRelay
+			}
+			return nil
+		}
+	}
+	conn, err := dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("smtp: %w", err)
 	}
@@ -260,13 +310,18 @@ func (e *emailer) send(ctx context.Context, to string, msg []byte) error {
 	_ = conn.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	tlsConfig := &tls.Config{ServerName: e.cfg.SMTPHost, MinVersion: tls.VersionTLS12}
 	var c *smtp.Client
-	switch e.cfg.TLS {
+	switch mode {
 	case "tls":
-		c = smtp.NewClient(tls.Client(conn, tlsConfig))
+		tc := tls.Client(conn, e.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return fmt.Errorf("smtp: tls: %w", err)
+		}
+		c = smtp.NewClient(tc)
 	case "starttls":
-		if c, err = smtp.NewClientStartTLS(conn, tlsConfig); err != nil {
+		// Refuses a relay that does not offer STARTTLS.
+		if c, err = smtp.NewClientStartTLS(conn, e.tls); err != nil {
 			conn.Close()
 			return fmt.Errorf("smtp: starttls: %w", err)
 		}
@@ -275,6 +330,7 @@ func (e *emailer) send(ctx context.Context, to string, msg []byte) error {
 	}
 	defer c.Close()
 	if e.cfg.Username != "" {
+		// The error is the relay's answer; the password is never in it.
 		if err := c.Auth(sasl.NewPlainClient("", e.cfg.Username, e.cfg.Password)); err != nil {
 			return fmt.Errorf("smtp: auth: %w", err)
 		}

@@ -203,6 +203,12 @@ func (s *Service) processBatch(evs []*roomserver.Event) map[string]bool {
 		s.delivery.wakeUser(u, false)
 		s.email.wake(u)
 	}
+	// Invites count in the badge (Synapse's get_badge_count): a local
+	// user's membership leaving invite (accepted, rejected, withdrawn)
+	// sends a badge update, which goes only if the count changed.
+	for u := range membershipsLeftInvite(evs, s.isLocal) {
+		s.delivery.wakeUser(u, true)
+	}
 	// (A user's own event marks what came before it read, but sends no
 	// badge update, as in Synapse: counting a user's badge reads every
 	// room they are in, too much for every message they send; the read
@@ -573,6 +579,24 @@ func (s *Service) threadOf(ctx context.Context, ev *roomserver.Event) string {
 		content = parent.Content()
 	}
 	return MainThread
+}
+
+// membershipsLeftInvite are the local users whose membership events in
+// evs are not invites: those that may end an invite. (Which did is not
+// known here without reading the state before; the badge update is sent
+// only if the count moved, so a join that ended no invite costs a count
+// but sends nothing.)
+func membershipsLeftInvite(evs []*roomserver.Event, isLocal func(string) bool) map[string]bool {
+	out := map[string]bool{}
+	for _, ev := range evs {
+		if ev.Type() != spec.MRoomMember || ev.StateKey() == nil || !isLocal(*ev.StateKey()) {
+			continue
+		}
+		if m, _ := ev.Membership(); m != spec.Invite {
+			out[*ev.StateKey()] = true
+		}
+	}
+	return out
 }
 
 // wakes returns the users whose notifications changed (their syncs are

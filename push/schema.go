@@ -154,4 +154,18 @@ CREATE TABLE push_secrets (
 	value TEXT NOT NULL
 );
 `},
+	{Version: 5, SQL: `
+-- Synapse's pusher_throttle: how often each email pusher may mail about a
+-- room. A room's next mail waits until last_sent_ts + throttle_ms (ms);
+-- throttle_ms grows with each mail (push/email_throttle.go) and falls back
+-- after a quiet period.
+CREATE TABLE push_email_throttle (
+	user_id      TEXT NOT NULL,
+	address      TEXT NOT NULL,
+	room_id      TEXT NOT NULL,
+	last_sent_ts INTEGER NOT NULL,
+	throttle_ms  INTEGER NOT NULL,
+	PRIMARY KEY (user_id, address, room_id)
+);
+`},
 }

@@ -455,6 +455,9 @@ type RateLimits struct {
 	// without an access token (by its delay ID, MSC4140), per client
 	// address. A service that keeps many users' calls alive may need more.
 	DelayedEventActions Rate `yaml:"delayed_event_actions"`
+	// OAuthTokenPerAddress: requests to the OAuth token endpoint (code
+	// exchanges, refreshes, device code polls), per client address.
+	OAuthTokenPerAddress Rate `yaml:"oauth_token_per_address"`
 }
 
 // Rate is a token bucket: Burst requests at once, refilled at PerSecond.
@@ -520,16 +523,64 @@ type PushEmail struct {
 	// SMTPPort 0 is the port of the TLS mode: 587, 465 or 25.
 	SMTPPort int `yaml:"smtp_port"`
 	// TLS is "starttls" (required, not opportunistic), "tls" (implicit
-	// TLS) or "none" (only for a relay on this host).
-	TLS      string `yaml:"tls"`
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
+	// TLS) or "none" (only for a relay on this host, unless
+	// AllowPlaintext). Empty: Synapse's keys below decide, else starttls.
+	TLS string `yaml:"tls"`
+	// RequireTransportSecurity, EnableTLS and ForceTLS are Synapse's
+	// names for the TLS mode, so that its email section can be copied:
+	// force_tls is tls, enable_tls: false is none, and otherwise
+	// starttls, always required (Synapse's default falls back to plain
+	// text when the relay offers no STARTTLS; Tessera does not).
+	RequireTransportSecurity *bool `yaml:"require_transport_security"`
+	EnableTLS                *bool `yaml:"enable_tls"`
+	ForceTLS                 *bool `yaml:"force_tls"`
+	// TLSName is the name the relay's certificate must be valid for
+	// (Synapse's tlsname); empty: SMTPHost.
+	TLSName string `yaml:"tlsname"`
+	// CAFile is a PEM file of the CAs the relay's certificate is checked
+	// against instead of the system's.
+	CAFile string `yaml:"ca_file"`
+	// InsecureSkipVerify accepts any certificate: for tests only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// AllowPlaintext allows tls: none to a relay on another host.
+	AllowPlaintext bool   `yaml:"allow_plaintext"`
+	Username       string `yaml:"username"`
+	Password       string `yaml:"password"`
 	// From is the sender, "Name <address>" or an address.
 	From    string `yaml:"from"`
 	AppName string `yaml:"app_name"`
 	// Delay is how long after a room's first unread notification its
 	// email waits for more (and for the user to read them elsewhere).
 	Delay Duration `yaml:"delay"`
+}
+
+// resolveSynapseTLS sets TLS from Synapse's require_transport_security,
+// enable_tls and force_tls when they are given, and to starttls when
+// nothing is.
+func (e *PushEmail) resolveSynapseTLS() error {
+	isSet := func(b *bool, v bool) bool { return b != nil && *b == v }
+	mode := ""
+	switch {
+	case isSet(e.EnableTLS, false):
+		if isSet(e.ForceTLS, true) || isSet(e.RequireTransportSecurity, true) {
+			return errors.New("push.email: enable_tls: false contradicts force_tls and require_transport_security")
+		}
+		mode = "none"
+	case isSet(e.ForceTLS, true):
+		mode = "tls"
+	case e.EnableTLS != nil || e.ForceTLS != nil || e.RequireTransportSecurity != nil:
+		mode = "starttls"
+	}
+	switch {
+	case mode == "" && e.TLS == "":
+		e.TLS = "starttls"
+	case mode == "":
+	case e.TLS == "":
+		e.TLS = mode
+	case e.TLS != mode:
+		return fmt.Errorf("push.email.tls: %s contradicts Synapse's keys (enable_tls, force_tls, require_transport_security), which say %s", e.TLS, mode)
+	}
+	return nil
 }
 
 // Duration is a time.Duration written as "5m", "1h30m" or "0".
@@ -607,6 +658,9 @@ func Default() Config {
 			CallTokens: Rate{PerSecond: 1, Burst: 20},
 			// Element Call restarts each call's leave every few seconds.
 			DelayedEventActions: Rate{PerSecond: 10, Burst: 100},
+			// A device code flow polls every 5 s; the devices behind one
+			// address refresh their tokens every few minutes each.
+			OAuthTokenPerAddress: Rate{PerSecond: 1, Burst: 20},
 		},
 		Federation: Federation{
 			Listen:      "0.0.0.0:8448",
@@ -627,7 +681,7 @@ func Default() Config {
 			InitialBackoff: Duration(time.Second), MaxBackoff: Duration(time.Hour),
 			GiveUpAfter: Duration(24 * time.Hour), DisableAfter: Duration(72 * time.Hour),
 			// Synapse's notif_delay_before_mail and app_name.
-			Email: PushEmail{TLS: "starttls", AppName: "Matrix", Delay: Duration(10 * time.Minute)}},
+			Email: PushEmail{AppName: "Matrix", Delay: Duration(10 * time.Minute)}},
 		// Synapse's max_spider_size; previews are off as in Synapse.
 		URLPreviews: URLPreviews{
 			MaxResponseBytes: 10 << 20,
@@ -863,6 +917,7 @@ func (c *Config) Validate() error {
 		"login_failures": c.RateLimits.LoginFailures, "register_per_address": c.RateLimits.RegisterPerAddress,
 		"media_uploads_per_user": c.RateLimits.MediaUploadsPerUser, "call_tokens": c.RateLimits.CallTokens,
 		"delayed_event_actions": c.RateLimits.DelayedEventActions, "messages_per_user": c.RateLimits.MessagesPerUser,
+		"oauth_token_per_address": c.RateLimits.OAuthTokenPerAddress,
 	} {
 		if r.PerSecond <= 0 || r.Burst < 1 {
 			return fmt.Errorf("rate_limits.%s: expected per_second > 0 and burst >= 1", name)
@@ -1079,6 +1134,7 @@ func (c *Config) resolvePaths(dir string) {
 	}
 	c.Federation.TLSCert = abs(c.Federation.TLSCert)
 	c.Federation.TLSKey = abs(c.Federation.TLSKey)
+	c.Push.Email.CAFile = abs(c.Push.Email.CAFile)
 }
 
 // Finalize fills derived paths for a config built in code (tests), relative
@@ -1128,15 +1184,26 @@ func (e *PushEmail) validate(publicBaseURL string) error {
 		return nil
 	}
 	switch e.TLS {
-	case "starttls", "tls", "none":
+	case "", "starttls", "tls", "none":
 	default:
 		return fmt.Errorf("push.email.tls: expected starttls, tls or none, got %q", e.TLS)
+	}
+	if err := e.resolveSynapseTLS(); err != nil {
+		return err
 	}
 	if e.SMTPPort < 0 || e.SMTPPort > 65535 {
 		return fmt.Errorf("push.email.smtp_port: expected a port, got %d", e.SMTPPort)
 	}
-	if e.TLS == "none" && e.Password != "" && e.SMTPHost != "localhost" && !net.ParseIP(e.SMTPHost).IsLoopback() {
-		return errors.New("push.email.tls: none would send the password in clear to a relay on another host")
+	// The check at connect time (the push domain's) also covers a name
+	// that resolves elsewhere; this one fails the start.
+	if e.TLS == "none" && !e.AllowPlaintext && e.SMTPHost != "localhost" && !net.ParseIP(e.SMTPHost).IsLoopback() {
+		return errors.New("push.email.tls: none would send mail (and the password) in clear to a relay on another host; set allow_plaintext to allow it")
+	}
+	if e.TLS == "none" && (e.CAFile != "" || e.InsecureSkipVerify || e.TLSName != "") {
+		return errors.New("push.email: ca_file, tlsname and insecure_skip_verify need tls: starttls or tls")
+	}
+	if e.CAFile != "" && e.InsecureSkipVerify {
+		return errors.New("push.email: ca_file and insecure_skip_verify contradict each other")
 	}
 	if _, err := mail.ParseAddress(e.From); err != nil {
 		return fmt.Errorf("push.email.from: expected an address such as \"Matrix <noreply@example.org>\", got %q", e.From)

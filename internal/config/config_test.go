@@ -86,6 +86,11 @@ func TestParseErrors(t *testing.T) {
 		{"email bad from", "public_baseurl: https://x.org\npush:\n  email:\n    smtp_host: smtp.example.org\n    from: nobody\n", "push.email.from"},
 		{"email bad tls", "public_baseurl: https://x.org\npush:\n  email:\n    smtp_host: smtp.example.org\n    from: a@example.org\n    tls: maybe\n", "push.email.tls"},
 		{"email password in clear", "public_baseurl: https://x.org\npush:\n  email:\n    smtp_host: smtp.example.org\n    from: a@example.org\n    tls: none\n    password: p\n", "push.email.tls: none"},
+		{"email in clear to another host", emailYAML + "    tls: none\n", "set allow_plaintext"},
+		{"email synapse keys contradict", emailYAML + "    enable_tls: false\n    force_tls: true\n", "push.email: enable_tls: false contradicts"},
+		{"email tls contradicts synapse", emailYAML + "    tls: none\n    allow_plaintext: true\n    force_tls: true\n", "push.email.tls: none contradicts"},
+		{"email ca_file without tls", emailYAML + "    tls: none\n    allow_plaintext: true\n    ca_file: ca.pem\n", "need tls: starttls or tls"},
+		{"email ca_file and skip verify", emailYAML + "    ca_file: ca.pem\n    insecure_skip_verify: true\n", "contradict"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,6 +102,38 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("error is not one line: %q", err)
 			}
 		})
+	}
+}
+
+// emailYAML is an email section that is valid alone.
+const emailYAML = "public_baseurl: https://x.org\npush:\n  email:\n    smtp_host: smtp.example.org\n    from: a@example.org\n"
+
+// TestPushEmailTLSModes: the TLS mode from tls or from Synapse's keys.
+func TestPushEmailTLSModes(t *testing.T) {
+	tests := []struct{ name, yaml, want string }{
+		{"default", "", "starttls"},
+		{"tls", "    tls: tls\n", "tls"},
+		{"plaintext allowed", "    tls: none\n    allow_plaintext: true\n", "none"},
+		{"force_tls", "    force_tls: true\n", "tls"},
+		{"require_transport_security", "    require_transport_security: true\n", "starttls"},
+		{"synapse default is required starttls", "    enable_tls: true\n    require_transport_security: false\n", "starttls"},
+		{"enable_tls false", "    enable_tls: false\n    allow_plaintext: true\n", "none"},
+		{"tls agrees with synapse", "    tls: tls\n    force_tls: true\n", "tls"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(emailYAML + tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Push.Email.TLS != tt.want {
+				t.Fatalf("tls = %q, want %q", cfg.Push.Email.TLS, tt.want)
+			}
+		})
+	}
+	local, err := Parse([]byte(strings.Replace(emailYAML, "smtp.example.org", "127.0.0.1", 1) + "    tls: none\n"))
+	if err != nil || local.Push.Email.TLS != "none" {
+		t.Fatalf("none to loopback: %v", err)
 	}
 }
 

@@ -250,6 +250,12 @@ rate_limits:
   delayed_event_actions:
     per_second: 10
     burst: 100
+  # Requests to the OAuth token endpoint (code exchanges, token refreshes,
+  # device code polls) per client address; answered 429 in OAuth's error
+  # format with Retry-After.
+  oauth_token_per_address:
+    per_second: 1
+    burst: 20
 
 rooms:
   # The version of new rooms that do not ask for one (1-12). 12 is the
@@ -356,9 +362,21 @@ push:
     smtp_host: ""
     # 0: the TLS mode's port (587 starttls, 465 tls, 25 none).
     smtp_port: 0
-    # starttls (required), tls (implicit TLS), or none (a relay on this
-    # host only).
+    # starttls (required: a relay that does not offer it is refused), tls
+    # (implicit TLS, port 465), or none (a relay on this host only, unless
+    # allow_plaintext). Synapse's require_transport_security, enable_tls
+    # and force_tls are understood too (tls: leave it out then).
     tls: starttls
+    allow_plaintext: false
+    # The relay's certificate is checked against the system's CAs, or
+    # those of ca_file (PEM), for tlsname (default: smtp_host).
+    # insecure_skip_verify accepts any certificate: for tests only.
+    ca_file: ""
+    tlsname: ""
+    insecure_skip_verify: false
+    # require_transport_security: true
+    # enable_tls: true
+    # force_tls: false
     username: ""
     password: ""
     # The sender, e.g. "Matrix <noreply@example.org>".

@@ -278,7 +278,8 @@ func (s *Server) init(ctx context.Context) error {
 		InitialBackoff: pc.InitialBackoff.Std(), MaxBackoff: pc.MaxBackoff.Std(), GiveUpAfter: pc.GiveUpAfter.Std(),
 		DisableAfter: pc.DisableAfter.Std(), IPRangeBlacklist: pc.IPRangeBlacklist, IPRangeWhitelist: pc.IPRangeWhitelist,
 	}, Email: push.EmailConfig{SMTPHost: pc.Email.SMTPHost, SMTPPort: pc.Email.SMTPPort, TLS: pc.Email.TLS,
-		Username: pc.Email.Username, Password: pc.Email.Password, From: pc.Email.From, AppName: pc.Email.AppName,
+		TLSName: pc.Email.TLSName, CAFile: pc.Email.CAFile, InsecureSkipVerify: pc.Email.InsecureSkipVerify,
+		AllowPlaintext: pc.Email.AllowPlaintext, Username: pc.Email.Username, Password: pc.Email.Password, From: pc.Email.From, AppName: pc.Email.AppName,
 		Delay: pc.Email.Delay.Std(), PublicBaseURL: s.cfg.PublicBaseURL,
 	}}, s.pushRooms(), us, s.notifier.Wake, s.log)
 	if err != nil {
