@@ -107,6 +107,11 @@ func (h Housekeeping) validate() error {
 	if r.AllowedLifetimeMax > 0 && r.AllowedLifetimeMin > r.AllowedLifetimeMax {
 		return errors.New("housekeeping.retention.allowed_lifetime_min: must not be above allowed_lifetime_max")
 	}
+	for i, j := range r.PurgeJobs {
+		if j.LongestMaxLifetime > 0 && j.ShortestMaxLifetime > j.LongestMaxLifetime {
+			return fmt.Errorf("housekeeping.retention.purge_jobs[%d]: shortest_max_lifetime must not be above longest_max_lifetime", i)
+		}
+	}
 	return nil
 }
 
@@ -119,6 +124,19 @@ type Retention struct {
 	DefaultMaxLifetime Duration `yaml:"default_max_lifetime"`
 	AllowedLifetimeMin Duration `yaml:"allowed_lifetime_min"`
 	AllowedLifetimeMax Duration `yaml:"allowed_lifetime_max"`
+	// PurgeJobs split the purge by rooms' lifetimes, so that rooms whose
+	// messages live briefly are purged often and the others rarely. None:
+	// one job for every room, at the housekeeping interval.
+	PurgeJobs []PurgeJob `yaml:"purge_jobs"`
+}
+
+// PurgeJob is one of Synapse's retention.purge_jobs: every Interval (0:
+// the housekeeping interval) it purges the rooms whose lifetime is above
+// ShortestMaxLifetime and at most LongestMaxLifetime (0: no bound).
+type PurgeJob struct {
+	ShortestMaxLifetime Duration `yaml:"shortest_max_lifetime"`
+	LongestMaxLifetime  Duration `yaml:"longest_max_lifetime"`
+	Interval            Duration `yaml:"interval"`
 }
 
 // ServerNotices configures Synapse-style server notices: messages the

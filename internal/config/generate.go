@@ -517,6 +517,19 @@ housekeeping:
     # Bounds on a room's max_lifetime; "0" is no bound.
     allowed_lifetime_min: "0"
     allowed_lifetime_max: "0"
+    # Purge jobs (Synapse's purge_jobs): each purges, every interval, the
+    # rooms whose lifetime is above shortest_max_lifetime and at most
+    # longest_max_lifetime ("0": no bound; interval "0": the housekeeping
+    # interval), so short-lived rooms are purged often and the others
+    # rarely. Rooms no job covers are not purged (reads still hide their
+    # expired messages). None: one job for every room at the housekeeping
+    # interval. For example:
+    #   purge_jobs:
+    #     - longest_max_lifetime: "72h"
+    #       interval: "12h"
+    #     - shortest_max_lifetime: "72h"
+    #       interval: "24h"
+    purge_jobs: []
   # Media retention: media not downloaded for this long is deleted, with
   # its thumbnails. Remote media is a cache and fetched again on demand;
   # local media is gone for good. "0" keeps media forever.
