@@ -59,6 +59,8 @@ type Config struct {
 	// Housekeeping keeps the disk in hand: retention, media retention and
 	// pruning (housekeeping/).
 	Housekeeping Housekeeping `yaml:"housekeeping"`
+	// Moderation tunes how the admin API's restrictions behave.
+	Moderation Moderation `yaml:"moderation"`
 	// Web is the web client served by Tessera itself (web/).
 	Web Web `yaml:"web"`
 
@@ -111,6 +113,24 @@ func (h Housekeeping) validate() error {
 		if j.LongestMaxLifetime > 0 && j.ShortestMaxLifetime > j.LongestMaxLifetime {
 			return fmt.Errorf("housekeeping.retention.purge_jobs[%d]: shortest_max_lifetime must not be above longest_max_lifetime", i)
 		}
+	}
+	return nil
+}
+
+// Moderation tunes the admin API's moderation.
+type Moderation struct {
+	// A shadow-banned user's dropped request (a message, an invite,
+	// typing) answers after a random delay in [ShadowBanDelayMin,
+	// ShadowBanDelayMax], as Synapse sleeps 1 to 10 s "to annoy the
+	// requester" (and to keep a script from telling the ban by fast
+	// answers).
+	ShadowBanDelayMin Duration `yaml:"shadow_ban_delay_min"`
+	ShadowBanDelayMax Duration `yaml:"shadow_ban_delay_max"`
+}
+
+func (m Moderation) validate() error {
+	if m.ShadowBanDelayMin > m.ShadowBanDelayMax {
+		return errors.New("moderation.shadow_ban_delay_min: must not be above shadow_ban_delay_max")
 	}
 	return nil
 }
@@ -636,6 +656,7 @@ func Default() Config {
 		VoIP:          VoIP{TURNUserLifetime: Duration(time.Hour), TURNAllowGuests: true},
 		ServerNotices: ServerNotices{RoomName: "Server Notices"},
 		Housekeeping:  Housekeeping{Interval: Duration(time.Hour), TxnIDLifetime: Duration(24 * time.Hour)},
+		Moderation:    Moderation{ShadowBanDelayMin: Duration(time.Second), ShadowBanDelayMax: Duration(10 * time.Second)},
 		Web:           Web{Enabled: true, Path: "/"},
 		Webhooks: Webhooks{BotLocalpart: "webhooks", BotDisplayName: "Webhooks", MaxBodyBytes: 1 << 20,
 			Rate: Rate{PerSecond: 5, Burst: 30}, DeliveryRetention: Duration(7 * 24 * time.Hour)},
@@ -777,6 +798,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Housekeeping.validate(); err != nil {
+		return err
+	}
+	if err := c.Moderation.validate(); err != nil {
 		return err
 	}
 	if err := c.Web.validate(); err != nil {

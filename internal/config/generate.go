@@ -540,6 +540,13 @@ housekeeping:
   # delete_stale_devices_after. Dehydrated devices are kept. "0" keeps
   # devices forever (their to-device messages wait for them).
   delete_stale_devices_after: "0"
+moderation:
+  # A shadow-banned user's dropped requests (messages, invites, typing)
+  # answer as if they worked after a random delay between these bounds,
+  # as Synapse's (1 to 10 s), so that quick answers do not give the ban
+  # away. "0" and "0": no delay.
+  shadow_ban_delay_min: "1s"
+  shadow_ban_delay_max: "10s"
 web:
   # The web client built into the binary: open the server's address in a
   # browser to sign up, chat and call. No Node or build step; the pages
