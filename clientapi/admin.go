@@ -64,6 +64,8 @@ func (a *API) adminRoutes(add func(string, []route)) {
 		{post, "/media/protect/{mediaId}", ad(a.adminProtectMedia(true))},
 		{post, "/media/unprotect/{mediaId}", ad(a.adminProtectMedia(false))},
 		{post, "/room/{roomId}/media/quarantine", ad(inRoom(a.adminQuarantineRoomMedia))},
+		// The older path, which Synapse still serves as an alias.
+		{post, "/quarantine_media/{roomId}", ad(inRoom(a.adminQuarantineRoomMedia))},
 		{get, "/room/{roomId}/media", ad(inRoom(a.adminRoomMedia))},
 		{post, "/user/{userId}/media/quarantine", ad(a.adminQuarantineUserMedia)},
 		{post, "/media/delete", ad(a.adminDeleteMediaBefore)},

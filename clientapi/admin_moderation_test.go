@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix"
@@ -329,4 +330,35 @@ func TestAdminOverrideRatelimit(t *testing.T) {
 		expect(t, http.StatusNotFound, "M_NOT_FOUND")
 	get(t, srv, adminV1+"/users/"+url.PathEscape("@x:elsewhere.test")+"/override_ratelimit", tok).
 		expect(t, http.StatusBadRequest, "M_UNKNOWN")
+}
+
+// TestShadowBanAnswerDelay: with moderation.shadow_ban_delay_min/max set,
+// a shadow-banned user's send answers no sooner than the minimum, while
+// the answer is still the fake success. (The test servers answer at once
+// otherwise, so the suite does not wait Synapse's 1 to 10 s.)
+func TestShadowBanAnswerDelay(t *testing.T) {
+	const lo, hi = 300 * time.Millisecond, 600 * time.Millisecond
+	srv := testserver.Start(t, func(c *config.Config) {
+		c.Moderation = config.Moderation{ShadowBanDelayMin: config.Duration(lo), ShadowBanDelayMax: config.Duration(hi)}
+	})
+	root := registerAdmin(t, srv)
+	alice := srv.Register("alice", "alice-password")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	must(t, err, "create room")
+	post(t, srv, adminV1+"/users/"+url.PathEscape(string(alice.UserID))+"/shadow_ban", root.AccessToken, map[string]any{}).
+		expect(t, http.StatusOK, "")
+	for _, send := range []struct {
+		name string
+		do   func() error
+	}{
+		{"message", func() error { _, err := alice.SendText(ctx, room.RoomID, "hidden"); return err }},
+		{"typing", func() error { _, err := alice.UserTyping(ctx, room.RoomID, true, time.Second); return err }},
+	} {
+		start := time.Now()
+		must(t, send.do(), "shadow-banned "+send.name)
+		// Only the lower bound: a loaded machine may answer late.
+		if took := time.Since(start); took < lo {
+			t.Errorf("shadow-banned %s answered after %v, want at least %v", send.name, took, lo)
+		}
+	}
 }

@@ -134,3 +134,90 @@ func TestAdminQuarantine(t *testing.T) {
 			expect(t, http.StatusForbidden, "M_FORBIDDEN")
 	}
 }
+
+// TestAdminQuarantineByHash: quarantining one media quarantines every
+// copy of its content (the same SHA-256), whoever uploaded it, except
+// protected media; lifting it lifts them all; a new upload of quarantined
+// content succeeds but is served to nobody, quarantined by "system", as in
+// Synapse.
+func TestAdminQuarantineByHash(t *testing.T) {
+	srv, _, root := auditedAdminServer(t)
+	tok := root.AccessToken
+	alice := srv.Register("alice", "alice-password")
+	bob := srv.Register("bob", "bob-password")
+	download := func(mediaID string) resp {
+		return get(t, srv, "/_matrix/client/v1/media/download/tessera.test/"+mediaID, bob.AccessToken)
+	}
+	quarantinedBy := func(c *mautrix.Client, mediaID string) any {
+		t.Helper()
+		r := get(t, srv, adminV1+"/users/"+url.PathEscape(string(c.UserID))+"/media", tok).expect(t, http.StatusOK, "")
+		for _, m := range r.Body["media"].([]any) {
+			if m := m.(map[string]any); m["media_id"] == mediaID {
+				return m["quarantined_by"]
+			}
+		}
+		t.Fatalf("%s not in %s's media: %s", mediaID, c.UserID, r.Raw)
+		return nil
+	}
+	a1, a2, b1 := uploadNote(t, alice, "the same"), uploadNote(t, alice, "the same"), uploadNote(t, bob, "the same")
+	other := uploadNote(t, alice, "something else")
+
+	post(t, srv, adminV1+"/media/quarantine/tessera.test/"+a1, tok, map[string]any{}).expect(t, http.StatusOK, "")
+	for _, id := range []string{a1, a2, b1} {
+		download(id).expect(t, http.StatusNotFound, "M_NOT_FOUND")
+	}
+	served(t, download(other))
+	if by := quarantinedBy(bob, b1); by != string(root.UserID) {
+		t.Errorf("bob's copy quarantined by %v, want %s", by, root.UserID)
+	}
+
+	// Lifting the quarantine of one copy lifts it from all.
+	post(t, srv, adminV1+"/media/unquarantine/tessera.test/"+a2, tok, map[string]any{}).expect(t, http.StatusOK, "")
+	for _, id := range []string{a1, a2, b1} {
+		served(t, download(id))
+	}
+
+	// A protected copy stays served.
+	post(t, srv, adminV1+"/media/protect/"+a2, tok, map[string]any{}).expect(t, http.StatusOK, "")
+	post(t, srv, adminV1+"/media/quarantine/tessera.test/"+b1, tok, map[string]any{}).expect(t, http.StatusOK, "")
+	served(t, download(a2))
+	download(a1).expect(t, http.StatusNotFound, "M_NOT_FOUND")
+
+	// A new upload of the quarantined content is taken and quarantined.
+	again := uploadNote(t, bob, "the same")
+	download(again).expect(t, http.StatusNotFound, "M_NOT_FOUND")
+	if by := quarantinedBy(bob, again); by != "system" {
+		t.Errorf("the new upload is quarantined by %v, want system", by)
+	}
+	served(t, download(uploadNote(t, bob, "fresh content")))
+	// So is content uploaded to an ID created first (POST /media/v1/create).
+	created, err := bob.CreateMXC(ctx)
+	must(t, err, "create media ID")
+	_, err = bob.UploadMedia(ctx, mautrix.ReqUploadMedia{ContentBytes: []byte("the same"), ContentType: "text/plain",
+		MXC: created.ContentURI})
+	must(t, err, "upload to the created ID")
+	download(created.ContentURI.FileID).expect(t, http.StatusNotFound, "M_NOT_FOUND")
+}
+
+// TestAdminQuarantineMediaOldPath: POST /_synapse/admin/v1/quarantine_media/{roomId},
+// the older path Synapse still serves, quarantines a room's media as
+// /v1/room/{roomId}/media/quarantine does, for admins only.
+func TestAdminQuarantineMediaOldPath(t *testing.T) {
+	srv, _, root := auditedAdminServer(t)
+	alice := srv.Register("alice", "alice-password")
+	mediaID := uploadNote(t, alice, "in a room")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	must(t, err, "create room")
+	_, err = alice.SendMessageEvent(ctx, room.RoomID, event.EventMessage,
+		map[string]any{"msgtype": "m.file", "body": "note", "url": "mxc://tessera.test/" + mediaID})
+	must(t, err, "send")
+	path := adminV1 + "/quarantine_media/" + url.PathEscape(string(room.RoomID))
+	post(t, srv, path, alice.AccessToken, map[string]any{}).expect(t, http.StatusForbidden, "M_FORBIDDEN")
+	r := post(t, srv, path, root.AccessToken, map[string]any{}).expect(t, http.StatusOK, "")
+	if r.Body["num_quarantined"] != float64(1) {
+		t.Fatalf("quarantine_media: %s", r.Raw)
+	}
+	get(t, srv, "/_matrix/client/v1/media/download/tessera.test/"+mediaID, alice.AccessToken).expect(t, http.StatusNotFound, "M_NOT_FOUND")
+	post(t, srv, adminV1+"/quarantine_media/"+url.PathEscape("!nope:tessera.test"), root.AccessToken, map[string]any{}).
+		expect(t, http.StatusNotFound, "M_NOT_FOUND")
+}

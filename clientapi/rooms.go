@@ -93,9 +93,13 @@ func (a *API) createRoom(r *http.Request, who *users.Requester) (any, error) {
 	if err := who.Check(users.ActionCreateRoom); err != nil {
 		return nil, err
 	}
-	if who.InvitesDropped() {
-		// The room is made; the invites of a shadow-banned user are not.
+	if who.InvitesDropped() && len(req.Invite) > 0 {
+		// The room is made; the invites of a shadow-banned user are not,
+		// and the answer waits as for their other dropped invites.
 		req.Invite = nil
+		if err := a.shadowBanWait(r.Context()); err != nil {
+			return nil, err
+		}
 	}
 	id, err := a.rooms.CreateRoom(r.Context(), who.UserID, req)
 	if err != nil {
@@ -339,7 +343,7 @@ func (a *API) targetOp(r *http.Request, who *users.Requester, action users.Actio
 	if _, err := checkUserID(body.UserID, "user_id"); err != nil {
 		return nil, err
 	}
-	if done, resp, err := restrict(who, action, nil); done {
+	if done, resp, err := a.restrict(r.Context(), who, action, nil); done {
 		return resp, err
 	}
 	if err := op(id, body); err != nil {
@@ -489,7 +493,7 @@ func (a *API) sendEvent(r *http.Request, who *users.Requester, stateKey *string,
 			}
 		}
 	}
-	if done, resp, err := restrict(who, users.ActionSend, fakeEventID); done {
+	if done, resp, err := a.restrict(r.Context(), who, users.ActionSend, fakeEventID); done {
 		return resp, err
 	}
 	if err := a.limitMessages(who); err != nil {
@@ -560,7 +564,7 @@ func (a *API) redact(r *http.Request, who *users.Requester) (any, error) {
 		}
 		return string(ev.SenderID()) == who.UserID, nil
 	}
-	if done, resp, err := shadowAnswer(who.CheckRedact(ownEvent), fakeEventID); done {
+	if done, resp, err := a.shadowAnswer(r.Context(), who.CheckRedact(ownEvent), fakeEventID); done {
 		return resp, err
 	}
 	if err := a.limitMessages(who); err != nil {

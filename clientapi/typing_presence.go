@@ -69,7 +69,7 @@ func (a *API) setTyping(r *http.Request, who *users.Requester) (any, error) {
 	if membership != "join" {
 		return nil, mxerr.Forbidden("You are not joined to this room")
 	}
-	if done, resp, err := restrict(who, users.ActionTyping, nil); done {
+	if done, resp, err := a.restrict(r.Context(), who, users.ActionTyping, nil); done {
 		return resp, err
 	}
 	a.syncs.Typing().Set(roomID, who.UserID, *body.Typing, timeout)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"testing"
 	"time"
 
@@ -17,7 +18,8 @@ import (
 
 // TestRetentionHidesExpiredMessages: between two runs of the job, a
 // message past its room's lifetime is not served by /messages, /sync,
-// /context, /event or search, while the room's state is; the lifetime is
+// /context, /event, search or the admin API's /messages, while the room's
+// state is; the lifetime is
 // the room's max_lifetime or the server's default, at least its
 // min_lifetime, bounded by allowed_lifetime_min/max. The room server's
 // clock is moved, not the messages'.
@@ -31,6 +33,7 @@ func TestRetentionHidesExpiredMessages(t *testing.T) {
 		r.AllowedLifetimeMax = config.Duration(10 * day)
 	})
 	alice := s.Register("alice", "password-alice")
+	admin := registerAdmin(t, s)
 	ms := func(d time.Duration) int64 { return d.Milliseconds() }
 	for _, tc := range []struct {
 		name   string
@@ -64,8 +67,10 @@ func TestRetentionHidesExpiredMessages(t *testing.T) {
 
 			s.Server().Rooms.SetClock(func() time.Time { return sent.Add(tc.life - time.Minute) })
 			checkServed(t, alice, room.RoomID, msg.EventID, body, name, true)
+			checkAdminServed(t, s, admin, room.RoomID, msg.EventID, true)
 			s.Server().Rooms.SetClock(func() time.Time { return done.Add(tc.life + time.Minute) })
 			checkServed(t, alice, room.RoomID, msg.EventID, body, name, false)
+			checkAdminServed(t, s, admin, room.RoomID, msg.EventID, false)
 		})
 	}
 }
@@ -125,5 +130,24 @@ func checkServed(t *testing.T, c *mautrix.Client, roomID id.RoomID, eventID id.E
 	}
 	if msg != want {
 		t.Errorf("search: message found %v, want %v", msg, want)
+	}
+}
+
+// checkAdminServed checks that GET /_synapse/admin/v1/rooms/{roomId}/messages
+// serves the message (or not), and the room's create event either way.
+func checkAdminServed(t *testing.T, s *testserver.Server, token string, roomID id.RoomID, eventID id.EventID, want bool) {
+	t.Helper()
+	status, body := call(t, s, "GET", "/_synapse/admin/v1/rooms/"+url.PathEscape(roomID.String())+"/messages?limit=100", token, nil)
+	if status != 200 {
+		t.Fatalf("admin /messages: %d %v", status, body)
+	}
+	served, create := false, false
+	for _, ev := range body["chunk"].([]any) {
+		ev := ev.(map[string]any)
+		served = served || ev["event_id"] == eventID.String()
+		create = create || ev["type"] == "m.room.create"
+	}
+	if served != want || !create {
+		t.Errorf("admin /messages serves the message: %v, want %v (the create event: %v)", served, want, create)
 	}
 }

@@ -102,18 +102,3 @@ func TestStaleDevicesAndOrphanedToDevice(t *testing.T) {
 		t.Errorf("alice's to-device events: %v", resp.ToDevice.Events)
 	}
 }
-
-// countRows counts a table's rows in the server's SQLite file.
-func countRows(t *testing.T, s *testserver.Server, table string) int {
-	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+s.Config.Database.Path+"?mode=ro&_busy_timeout=5000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var n int
-	if err := db.QueryRow(`SELECT COUNT(*) FROM ` + table).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}

@@ -184,10 +184,16 @@ func (s *Service) Upload(ctx context.Context, uploader, contentType, uploadName 
 		ContentType: contentType, UploadName: uploadName, Size: size, SHA256: sum, Created: now,
 	}
 	// The file is in place before the row that names it commits.
-	_, err = s.db.ExecContext(ctx, `
+	err = s.db.WithTx(ctx, func(tx *database.Tx) error {
+		_, err := tx.ExecContext(ctx, `
 INSERT INTO media_local (media_id, server_name, uploader, content_type, upload_name, size, sha256, created_ts, uploaded_ts, last_access_ts)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)`,
-		m.MediaID, string(m.ServerName), uploader, contentType, uploadName, size, sum, now.UnixMilli())
+			m.MediaID, string(m.ServerName), uploader, contentType, uploadName, size, sum, now.UnixMilli())
+		if err != nil {
+			return err
+		}
+		return s.quarantineIfKnownBad(ctx, tx, MXC{Origin: m.ServerName, MediaID: m.MediaID}, sum)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("insert media: %w", err)
 	}
@@ -326,7 +332,7 @@ WHERE media_id = $6 AND uploader = $7 AND sha256 IS NULL AND unused_expires_ts >
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 1 {
-			return nil
+			return s.quarantineIfKnownBad(ctx, tx, MXC{Origin: s.cfg.ServerName, MediaID: mediaID}, sum)
 		}
 		return cannotOverwrite() // refined below
 	})

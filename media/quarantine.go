@@ -59,43 +59,156 @@ func (s *Service) quarantined(ctx context.Context, origin spec.ServerName, media
 	return mxerr.NotFound("Media not found")
 }
 
-// Quarantine quarantines media, skipping protected local media, and
-// returns how many it newly quarantined.
+// Quarantine quarantines media, and every other copy of the same content
+// (local uploads and cached remote media with the same SHA-256, as
+// Synapse's quarantine does), skipping protected local media; it returns
+// how many it newly quarantined.
 func (s *Service) Quarantine(ctx context.Context, by string, media []MXC) (int, error) {
 	n := 0
 	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
 		n = 0
-		for _, m := range media {
-			if m.Origin == s.cfg.ServerName {
-				protected, err := database.Strings(ctx, tx, `SELECT media_id FROM media_protected WHERE media_id = $1`, m.MediaID)
-				if err != nil {
-					return fmt.Errorf("quarantine %s: %w", m, err)
-				}
-				if len(protected) > 0 {
-					continue
-				}
-			}
-			res, err := tx.ExecContext(ctx, `INSERT INTO media_quarantine (origin, media_id, quarantined_by, quarantined_ts)
-				VALUES ($1, $2, $3, $4) ON CONFLICT (origin, media_id) DO NOTHING`,
-				string(m.Origin), m.MediaID, by, s.now().UnixMilli())
+		all, err := s.sameContent(ctx, tx, media)
+		if err != nil {
+			return err
+		}
+		for _, m := range all {
+			k, err := s.quarantineOne(ctx, tx, by, m)
 			if err != nil {
-				return fmt.Errorf("quarantine %s: %w", m, err)
+				return err
 			}
-			k, _ := res.RowsAffected()
-			n += int(k)
+			n += k
 		}
 		return nil
 	})
 	return n, err
 }
 
-// Unquarantine lifts a quarantine.
-func (s *Service) Unquarantine(ctx context.Context, m MXC) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM media_quarantine WHERE origin = $1 AND media_id = $2`,
-		string(m.Origin), m.MediaID); err != nil {
-		return fmt.Errorf("unquarantine %s: %w", m, err)
+// quarantineOne quarantines one media unless it is protected local media,
+// and returns 1 if it was not quarantined yet.
+func (s *Service) quarantineOne(ctx context.Context, tx *database.Tx, by string, m MXC) (int, error) {
+	if m.Origin == s.cfg.ServerName {
+		protected, err := database.Strings(ctx, tx, `SELECT media_id FROM media_protected WHERE media_id = $1`, m.MediaID)
+		if err != nil {
+			return 0, fmt.Errorf("quarantine %s: %w", m, err)
+		}
+		if len(protected) > 0 {
+			return 0, nil
+		}
 	}
-	return nil
+	res, err := tx.ExecContext(ctx, `INSERT INTO media_quarantine (origin, media_id, quarantined_by, quarantined_ts)
+		VALUES ($1, $2, $3, $4) ON CONFLICT (origin, media_id) DO NOTHING`,
+		string(m.Origin), m.MediaID, by, s.now().UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("quarantine %s: %w", m, err)
+	}
+	k, _ := res.RowsAffected()
+	return int(k), nil
+}
+
+// sameContent returns media and every local or cached remote media with
+// the same content as one of them (by SHA-256), each once. Media not
+// stored here (remote media not cached, a media ID without content yet)
+// is returned as it is.
+func (s *Service) sameContent(ctx context.Context, q database.Querier, media []MXC) ([]MXC, error) {
+	seen := map[MXC]bool{}
+	var out []MXC
+	add := func(m MXC) {
+		if !seen[m] {
+			seen[m] = true
+			out = append(out, m)
+		}
+	}
+	sums := map[string]bool{}
+	for _, m := range media {
+		add(m)
+		var sum sql.NullString
+		var err error
+		if m.Origin == s.cfg.ServerName {
+			err = q.QueryRowContext(ctx, `SELECT sha256 FROM media_local WHERE media_id = $1`, m.MediaID).Scan(&sum)
+		} else {
+			err = q.QueryRowContext(ctx, `SELECT sha256 FROM media_remote WHERE origin = $1 AND media_id = $2`,
+				string(m.Origin), m.MediaID).Scan(&sum)
+		}
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("content of %s: %w", m, err)
+		}
+		if sum.Valid && !sums[sum.String] {
+			sums[sum.String] = true
+			copies, err := s.copiesOf(ctx, q, sum.String)
+			if err != nil {
+				return nil, err
+			}
+			for _, c := range copies {
+				add(c)
+			}
+		}
+	}
+	return out, nil
+}
+
+// copiesOf lists the local and cached remote media whose content has the
+// SHA-256 sum.
+func (s *Service) copiesOf(ctx context.Context, q database.Querier, sum string) ([]MXC, error) {
+	rows, err := q.QueryContext(ctx, `SELECT server_name, media_id FROM media_local WHERE sha256 = $1
+		UNION ALL SELECT origin, media_id FROM media_remote WHERE sha256 = $1`, sum)
+	if err != nil {
+		return nil, fmt.Errorf("media with content %s: %w", sum, err)
+	}
+	defer rows.Close()
+	var out []MXC
+	for rows.Next() {
+		var origin string
+		var m MXC
+		if err := rows.Scan(&origin, &m.MediaID); err != nil {
+			return nil, err
+		}
+		m.Origin = spec.ServerName(origin)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// quarantinedBySystem is who quarantined an upload whose content was
+// already quarantined, as Synapse names it.
+const quarantinedBySystem = "system"
+
+// quarantineIfKnownBad quarantines new media (an upload, or remote media
+// just cached) whose content is that of quarantined media, as Synapse
+// quarantines such uploads: the upload succeeds, and the media is served
+// to nobody.
+func (s *Service) quarantineIfKnownBad(ctx context.Context, tx *database.Tx, m MXC, sum string) error {
+	var one int
+	err := tx.QueryRowContext(ctx, `SELECT 1 FROM media_quarantine q JOIN media_local l ON q.origin = l.server_name AND q.media_id = l.media_id
+			WHERE l.sha256 = $1
+		UNION ALL SELECT 1 FROM media_quarantine q JOIN media_remote r ON q.origin = r.origin AND q.media_id = r.media_id
+			WHERE r.sha256 = $1
+		LIMIT 1`, sum).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up quarantined content: %w", err)
+	}
+	_, err = s.quarantineOne(ctx, tx, quarantinedBySystem, m)
+	return err
+}
+
+// Unquarantine lifts a quarantine, from every copy of the same content
+// (as Synapse lifts it by hash).
+func (s *Service) Unquarantine(ctx context.Context, m MXC) error {
+	return s.db.WithTx(ctx, func(tx *database.Tx) error {
+		all, err := s.sameContent(ctx, tx, []MXC{m})
+		if err != nil {
+			return err
+		}
+		for _, c := range all {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM media_quarantine WHERE origin = $1 AND media_id = $2`,
+				string(c.Origin), c.MediaID); err != nil {
+				return fmt.Errorf("unquarantine %s: %w", c, err)
+			}
+		}
+		return nil
+	})
 }
 
 // Protect protects local media from quarantine (protected) or lifts the

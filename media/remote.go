@@ -26,6 +26,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/mxerr"
 )
 
@@ -315,10 +316,16 @@ func (s *Service) storeRemote(ctx context.Context, origin spec.ServerName, media
 	if ctype == "" {
 		ctype = "application/octet-stream"
 	}
-	_, err = s.db.ExecContext(ctx, `
+	err = s.db.WithTx(ctx, func(tx *database.Tx) error {
+		_, err := tx.ExecContext(ctx, `
 INSERT INTO media_remote (origin, media_id, content_type, upload_name, size, sha256, fetched_ts, last_access_ts)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (origin, media_id) DO NOTHING`,
-		string(origin), mediaID, ctype, dispositionFileName(c.disposition), size, sum, s.now().UnixMilli())
+			string(origin), mediaID, ctype, dispositionFileName(c.disposition), size, sum, s.now().UnixMilli())
+		if err != nil {
+			return err
+		}
+		return s.quarantineIfKnownBad(ctx, tx, MXC{Origin: origin, MediaID: mediaID}, sum)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("record remote media: %w", err)
 	}

@@ -118,20 +118,36 @@ func (s *Service) countUnread(ctx context.Context, userID, roomID string) (map[s
 		return nil, readUpTo{}, err
 	}
 	byThread := map[string]Counts{}
-	rows, err := s.db.QueryContext(ctx, `SELECT thread_id, SUM(notify), SUM(highlight), `+ringSQL+` FROM event_push_actions
-		WHERE user_id = $1 AND room_id = $2 AND stream_pos > $3 AND stream_pos <= $4 GROUP BY thread_id`,
+	// The rows after the unthreaded receipt, and the summaries of the rows
+	// folded out of them (see Prune), in one statement so that a fold
+	// running meanwhile is seen whole or not at all.
+	type summary struct {
+		Counts
+		pos int64
+	}
+	summaries := map[string]summary{}
+	rows, err := s.db.QueryContext(ctx, `SELECT 0, thread_id, SUM(notify), SUM(highlight), `+ringSQL+`, 0 FROM event_push_actions
+		WHERE user_id = $1 AND room_id = $2 AND stream_pos > $3 AND stream_pos <= $4 GROUP BY thread_id
+		UNION ALL
+		SELECT 1, thread_id, notif_count, highlight_count, ring_count, stream_pos FROM event_push_summary
+		WHERE user_id = $1 AND room_id = $2`,
 		userID, roomID, read.unthreaded, flushed)
 	if err != nil {
 		return nil, readUpTo{}, fmt.Errorf("unread counts: %w", err)
 	}
 	for rows.Next() {
+		var folded int
 		var t string
-		var c Counts
-		if err := rows.Scan(&t, &c.Notifications, &c.Highlights, &c.calls); err != nil {
+		var c summary
+		if err := rows.Scan(&folded, &t, &c.Notifications, &c.Highlights, &c.calls, &c.pos); err != nil {
 			rows.Close()
 			return nil, readUpTo{}, err
 		}
-		byThread[t] = c
+		if folded == 1 {
+			summaries[t] = c
+		} else {
+			byThread[t] = c.Counts
+		}
 	}
 	if err := rows.Close(); err != nil {
 		return nil, readUpTo{}, err
@@ -150,6 +166,21 @@ func (s *Service) countUnread(ctx context.Context, userID, roomID string) (map[s
 		if err != nil {
 			return nil, readUpTo{}, fmt.Errorf("unread thread counts: %w", err)
 		}
+		byThread[t] = c
+	}
+	// A summary is unread unless the thread is read up to its newest
+	// notification. (A receipt that lands among the folded notifications,
+	// rather than after them, leaves them all unread: the summary does not
+	// know where each was. Receipts go forward, and the folded ones are
+	// older than a week, so it is the rare receipt for an old event.)
+	for t, sum := range summaries {
+		if read.isRead(t, sum.pos) {
+			continue
+		}
+		c := byThread[t]
+		c.Notifications += sum.Notifications
+		c.Highlights += sum.Highlights
+		c.calls += sum.calls
 		byThread[t] = c
 	}
 	for _, r := range pending {

@@ -168,4 +168,22 @@ CREATE TABLE push_email_throttle (
 	PRIMARY KEY (user_id, address, room_id)
 );
 `},
+	{Version: 6, SQL: `
+-- Unread notifications folded out of event_push_actions (Synapse's
+-- event_push_summary): once older than the actions are kept, a user's
+-- unread rows of a room's thread are summed here, so that the counts stay
+-- right while the table of actions stays bounded. stream_pos is the
+-- position of the newest notification folded in: a read position at or
+-- after it reads them all.
+CREATE TABLE event_push_summary (
+	user_id         TEXT NOT NULL,
+	room_id         TEXT NOT NULL,
+	thread_id       TEXT NOT NULL,
+	notif_count     INTEGER NOT NULL,
+	highlight_count INTEGER NOT NULL,
+	ring_count      INTEGER NOT NULL,
+	stream_pos      INTEGER NOT NULL,
+	PRIMARY KEY (user_id, room_id, thread_id)
+);
+`},
 }

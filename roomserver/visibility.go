@@ -40,7 +40,8 @@ type visibilityFilter struct {
 	// left since (nil if they never joined, or are joined now).
 	lastJoin *Token
 	byGroup  map[int64]visibilityAt
-	// everything lets every event through (a server admin's read).
+	// everything lets every event through (a server admin's read), but
+	// those past the room's lifetime.
 	everything bool
 	// expiredBefore hides the messages (not state) sent before it, in
 	// ms: they are past the room's retention lifetime. 0 for none.
@@ -131,13 +132,15 @@ func (f *visibilityFilter) at(ctx context.Context, group int64) (visibilityAt, e
 
 // allowed reports whether the user may see ev.
 func (f *visibilityFilter) allowed(ctx context.Context, ev *Event) (bool, error) {
-	if f.everything {
-		return true, nil
-	}
 	// As Synapse: a message past the room's lifetime is hidden even
-	// before the housekeeping job purges it; state stays (it is kept).
+	// before the housekeeping job purges it, from server admins too (the
+	// admin API's /messages filters as /messages does); state stays (it is
+	// kept).
 	if ev.StateKey() == nil && int64(ev.OriginServerTS()) < f.expiredBefore {
 		return false, nil
+	}
+	if f.everything {
+		return true, nil
 	}
 	// Users always see their own membership events, so that, for one, a
 	// rejected invite or a kick does not vanish from their view.

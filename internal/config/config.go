@@ -59,6 +59,8 @@ type Config struct {
 	// Housekeeping keeps the disk in hand: retention, media retention and
 	// pruning (housekeeping/).
 	Housekeeping Housekeeping `yaml:"housekeeping"`
+	// Moderation tunes how the admin API's restrictions behave.
+	Moderation Moderation `yaml:"moderation"`
 	// Web is the web client served by Tessera itself (web/).
 	Web Web `yaml:"web"`
 
@@ -107,6 +109,29 @@ func (h Housekeeping) validate() error {
 	if r.AllowedLifetimeMax > 0 && r.AllowedLifetimeMin > r.AllowedLifetimeMax {
 		return errors.New("housekeeping.retention.allowed_lifetime_min: must not be above allowed_lifetime_max")
 	}
+	for i, j := range r.PurgeJobs {
+		if j.LongestMaxLifetime > 0 && j.ShortestMaxLifetime > j.LongestMaxLifetime {
+			return fmt.Errorf("housekeeping.retention.purge_jobs[%d]: shortest_max_lifetime must not be above longest_max_lifetime", i)
+		}
+	}
+	return nil
+}
+
+// Moderation tunes the admin API's moderation.
+type Moderation struct {
+	// A shadow-banned user's dropped request (a message, an invite,
+	// typing) answers after a random delay in [ShadowBanDelayMin,
+	// ShadowBanDelayMax], as Synapse sleeps 1 to 10 s "to annoy the
+	// requester" (and to keep a script from telling the ban by fast
+	// answers).
+	ShadowBanDelayMin Duration `yaml:"shadow_ban_delay_min"`
+	ShadowBanDelayMax Duration `yaml:"shadow_ban_delay_max"`
+}
+
+func (m Moderation) validate() error {
+	if m.ShadowBanDelayMin > m.ShadowBanDelayMax {
+		return errors.New("moderation.shadow_ban_delay_min: must not be above shadow_ban_delay_max")
+	}
 	return nil
 }
 
@@ -119,6 +144,19 @@ type Retention struct {
 	DefaultMaxLifetime Duration `yaml:"default_max_lifetime"`
 	AllowedLifetimeMin Duration `yaml:"allowed_lifetime_min"`
 	AllowedLifetimeMax Duration `yaml:"allowed_lifetime_max"`
+	// PurgeJobs split the purge by rooms' lifetimes, so that rooms whose
+	// messages live briefly are purged often and the others rarely. None:
+	// one job for every room, at the housekeeping interval.
+	PurgeJobs []PurgeJob `yaml:"purge_jobs"`
+}
+
+// PurgeJob is one of Synapse's retention.purge_jobs: every Interval (0:
+// the housekeeping interval) it purges the rooms whose lifetime is above
+// ShortestMaxLifetime and at most LongestMaxLifetime (0: no bound).
+type PurgeJob struct {
+	ShortestMaxLifetime Duration `yaml:"shortest_max_lifetime"`
+	LongestMaxLifetime  Duration `yaml:"longest_max_lifetime"`
+	Interval            Duration `yaml:"interval"`
 }
 
 // ServerNotices configures Synapse-style server notices: messages the
@@ -672,6 +710,7 @@ func Default() Config {
 		VoIP:          VoIP{TURNUserLifetime: Duration(time.Hour), TURNAllowGuests: true},
 		ServerNotices: ServerNotices{RoomName: "Server Notices"},
 		Housekeeping:  Housekeeping{Interval: Duration(time.Hour), TxnIDLifetime: Duration(24 * time.Hour)},
+		Moderation:    Moderation{ShadowBanDelayMin: Duration(time.Second), ShadowBanDelayMax: Duration(10 * time.Second)},
 		Web:           Web{Enabled: true, Path: "/"},
 		Webhooks: Webhooks{BotLocalpart: "webhooks", BotDisplayName: "Webhooks", MaxBodyBytes: 1 << 20,
 			Rate: Rate{PerSecond: 5, Burst: 30}, DeliveryRetention: Duration(7 * 24 * time.Hour)},
@@ -813,6 +852,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Housekeeping.validate(); err != nil {
+		return err
+	}
+	if err := c.Moderation.validate(); err != nil {
 		return err
 	}
 	if err := c.Web.validate(); err != nil {

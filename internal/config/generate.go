@@ -535,6 +535,19 @@ housekeeping:
     # Bounds on a room's max_lifetime; "0" is no bound.
     allowed_lifetime_min: "0"
     allowed_lifetime_max: "0"
+    # Purge jobs (Synapse's purge_jobs): each purges, every interval, the
+    # rooms whose lifetime is above shortest_max_lifetime and at most
+    # longest_max_lifetime ("0": no bound; interval "0": the housekeeping
+    # interval), so short-lived rooms are purged often and the others
+    # rarely. Rooms no job covers are not purged (reads still hide their
+    # expired messages). None: one job for every room at the housekeeping
+    # interval. For example:
+    #   purge_jobs:
+    #     - longest_max_lifetime: "72h"
+    #       interval: "12h"
+    #     - shortest_max_lifetime: "72h"
+    #       interval: "24h"
+    purge_jobs: []
   # Media retention: media not downloaded for this long is deleted, with
   # its thumbnails. Remote media is a cache and fetched again on demand;
   # local media is gone for good. "0" keeps media forever.
@@ -545,6 +558,13 @@ housekeeping:
   # delete_stale_devices_after. Dehydrated devices are kept. "0" keeps
   # devices forever (their to-device messages wait for them).
   delete_stale_devices_after: "0"
+moderation:
+  # A shadow-banned user's dropped requests (messages, invites, typing)
+  # answer as if they worked after a random delay between these bounds,
+  # as Synapse's (1 to 10 s), so that quick answers do not give the ban
+  # away. "0" and "0": no delay.
+  shadow_ban_delay_min: "1s"
+  shadow_ban_delay_max: "10s"
 web:
   # The web client built into the binary: open the server's address in a
   # browser to sign up, chat and call. No Node or build step; the pages

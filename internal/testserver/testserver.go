@@ -104,6 +104,9 @@ func Start(t testing.TB, opts ...Option) *Server {
 	cfg.Passwords.HashMemoryKiB = 64
 	cfg.Passwords.HashIterations = 1
 	cfg.Logging.Level = "warn"
+	// Shadow-banned requests answer at once (tests that time the delay
+	// set it themselves).
+	cfg.Moderation = config.Moderation{}
 	usePostgres(t, &cfg)
 	for _, o := range opts {
 		o(&cfg)
