@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -33,22 +34,29 @@ type commitReq struct {
 // errAliasTaken fails a room creation whose alias another room took first.
 var errAliasTaken = errors.New("room alias already taken")
 
-// committer is the single writer of events. It takes every batch waiting
-// when it starts a transaction and commits them together: one fsync for
-// all of them. That is group commit: the busier the server, the more events
-// share each fsync.
+// committer writes events. It takes every batch waiting when it starts a
+// transaction and commits them together: one fsync for all of them. That
+// is group commit: the busier the server, the more events share each
+// fsync.
+//
+// On SQLite, and in a cluster, it is the single writer: transactions
+// commit one at a time, in stream order. On PostgreSQL in one process,
+// several transactions run at once (concurrent.go): a room has one batch
+// in flight at a time, positions come from a sequence, and batches are
+// published in stream order whatever order they commit in.
 type committer struct {
 	s       *Service
 	reqs    chan *commitReq
 	stopped chan struct{}
 	lastPos int64 // last stream position written; owned by the loop
-	// lastOutlier is the last (negative) position given to an outlier;
-	// owned by the loop.
-	lastOutlier int64
+	// lastOutlier is the last (negative) position given to an outlier.
+	lastOutlier atomic.Int64
 	// servers caches the servers with a member in each room, for the
-	// outbox; owned by the loop, dropped for a room whenever its
-	// membership changes.
-	servers map[string][]spec.ServerName
+	// outbox; dropped for a room whenever its membership changes.
+	serversMu sync.Mutex
+	servers   map[string][]spec.ServerName
+	// conc runs the concurrent writers; nil for the single writer.
+	conc *concurrentCommits
 	// published is the last stream position whose events have committed
 	// (read atomically by sync).
 	published int64
@@ -83,16 +91,24 @@ func newCommitter(ctx context.Context, s *Service) (*committer, error) {
 	}
 	c.published = c.lastPos
 	c.localPublished = c.lastPos
-	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MIN(stream_pos), 0) FROM events`).Scan(&c.lastOutlier); err != nil {
+	var lastOutlier int64
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MIN(stream_pos), 0) FROM events`).Scan(&lastOutlier); err != nil {
 		return nil, fmt.Errorf("read outlier position: %w", err)
 	}
-	c.lastOutlier = min(c.lastOutlier, 0)
+	c.lastOutlier.Store(min(lastOutlier, 0))
 	var lastMember int64
 	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM memberships`).Scan(&lastMember); err != nil {
 		return nil, fmt.Errorf("read membership position: %w", err)
 	}
 	c.lastMember.Store(lastMember)
 	s.recent = newRecentEvents(recentPerRoom, recentRooms, c.lastPos)
+	if s.db.ConcurrentWriters() > 1 && s.cfg.Cluster == nil {
+		conc, err := newConcurrentCommits(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		c.conc = conc
+	}
 	go c.loop()
 	return c, nil
 }
@@ -127,28 +143,38 @@ func (c *committer) loop() {
 				break drain
 			}
 		}
+		if c.conc != nil {
+			c.conc.dispatch(batch)
+			continue
+		}
 		c.s.applyMu.Lock()
 		c.commit(batch)
 		c.s.applyMu.Unlock()
+	}
+	if c.conc != nil {
+		c.conc.wait()
 	}
 }
 
 func (c *committer) commit(batch []*commitReq) {
 	ctx := context.Background()
-	startPos, startOutlier := c.lastPos, c.lastOutlier
+	startPos, startOutlier := c.lastPos, c.lastOutlier.Load()
 	cluster := c.s.cfg.Cluster != nil
 	err := c.s.db.WithTx(ctx, func(tx *database.Tx) error {
 		if cluster {
 			// Other processes write events too: the positions follow
 			// theirs, taken under a lock held until commit.
-			var err error
-			if startPos, c.lastOutlier, err = lockPositions(ctx, tx); err != nil {
+			last, lastOutlier, err := lockPositions(ctx, tx)
+			if err != nil {
 				return err
 			}
+			startPos = last
+			c.lastOutlier.Store(lastOutlier)
 		}
 		pos := startPos
+		next := func() int64 { pos++; return pos }
 		for _, req := range batch {
-			if err := c.writeRoomBatch(ctx, tx, req, &pos); err != nil {
+			if err := c.writeRoomBatch(ctx, tx, req, next); err != nil {
 				return fmt.Errorf("room %s: %w", req.roomID, err)
 			}
 		}
@@ -159,8 +185,9 @@ func (c *committer) commit(batch []*commitReq) {
 		return nil
 	})
 	if err != nil {
-		c.lastPos, c.lastOutlier = startPos, startOutlier
-		c.servers = nil // it may hold what the failed transaction read
+		c.lastPos = startPos
+		c.lastOutlier.Store(startOutlier)
+		c.dropServers() // it may hold what the failed transaction read
 		// One bad batch must not fail the others: retry each on its own.
 		if len(batch) > 1 {
 			for _, req := range batch {
@@ -171,7 +198,6 @@ func (c *committer) commit(batch []*commitReq) {
 		batch[0].done <- err
 		return
 	}
-	var all []*Event
 	if cluster {
 		// What the other processes committed before this transaction is
 		// published first, keeping positions in order.
@@ -185,6 +211,15 @@ func (c *committer) commit(batch []*commitReq) {
 			return
 		}
 	}
+	c.apply(batch, startPos, c.lastPos)
+}
+
+// apply brings the in-memory state up to the committed batch, whose events
+// hold the positions from < p <= to (all of them that committed), makes
+// those positions readable, answers the batch's senders and tells the
+// listeners.
+func (c *committer) apply(batch []*commitReq, from, to int64) {
+	var all []*Event
 	members := false
 	var targets []string
 	for _, req := range batch {
@@ -221,9 +256,9 @@ func (c *committer) commit(batch []*commitReq) {
 		c.s.memberships.Invalidate()
 		c.s.membership.Invalidate()
 	}
-	c.s.recent.add(startPos, all)
-	atomic.StoreInt64(&c.published, c.lastPos)
-	atomic.StoreInt64(&c.localPublished, c.lastPos)
+	c.s.recent.add(from, all)
+	atomic.StoreInt64(&c.published, to)
+	atomic.StoreInt64(&c.localPublished, to)
 	for _, req := range batch {
 		req.done <- nil
 	}
@@ -250,7 +285,16 @@ func (s *Service) publishLocal(batch []*commitReq) {
 	}
 }
 
-func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *commitReq, pos *int64) error {
+// dropServers forgets the servers of every room.
+func (c *committer) dropServers() {
+	c.serversMu.Lock()
+	c.servers = nil
+	c.serversMu.Unlock()
+}
+
+// writeRoomBatch writes a room's batch, each event that is not an outlier
+// at the position next returns.
+func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *commitReq, next func() int64) error {
 	if req.newRoom != "" {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO rooms (room_id, room_version, created_ts) VALUES ($1, $2, $3)`,
 			req.roomID, req.newRoom, int64(req.events[0].ev.OriginServerTS())); err != nil {
@@ -269,11 +313,9 @@ func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *co
 	}
 	for _, pe := range req.events {
 		if pe.outlier {
-			c.lastOutlier--
-			pe.ev.StreamPos = c.lastOutlier
+			pe.ev.StreamPos = c.lastOutlier.Add(-1)
 		} else {
-			*pos++
-			pe.ev.StreamPos = *pos
+			pe.ev.StreamPos = next()
 		}
 		if err := writeEvent(ctx, tx, pe); err != nil {
 			return err

@@ -35,10 +35,12 @@ func (c *committer) queueOut(ctx context.Context, tx *database.Tx, roomID string
 	}
 	ev := pe.ev
 	isMember := ev.Type() == spec.MRoomMember && ev.StateKey() != nil
+	c.serversMu.Lock()
 	if isMember || pe.currentState != nil {
 		delete(c.servers, roomID) // read again, this change included
 	}
 	servers, ok := c.servers[roomID]
+	c.serversMu.Unlock()
 	if !ok {
 		rows, err := tx.QueryContext(ctx, `SELECT user_id FROM memberships WHERE room_id = $1 AND membership = 'join'`, roomID)
 		if err != nil {
@@ -57,10 +59,12 @@ func (c *committer) queueOut(ctx context.Context, tx *database.Tx, roomID string
 		if err := rows.Close(); err != nil {
 			return err
 		}
+		c.serversMu.Lock()
 		if c.servers == nil || len(c.servers) >= maxServerCache {
 			c.servers = map[string][]spec.ServerName{}
 		}
 		c.servers[roomID] = servers
+		c.serversMu.Unlock()
 	}
 	dests := slices.Clone(servers)
 	if isMember {

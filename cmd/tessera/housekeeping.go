@@ -67,7 +67,8 @@ func cmdRestore(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// cmdDBStats prints the size of each table.
+// cmdDBStats prints the size of each table, on either engine; it may run
+// while the server does.
 func cmdDBStats(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("db-stats", stderr)
 	path := fs.String("config", "tessera.yaml", "config file")
@@ -78,18 +79,21 @@ func cmdDBStats(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := sqliteOnly(cfg); err != nil {
-		return err
+	ctx := context.Background()
+	var db *database.DB
+	if cfg.Database.Engine == "postgres" {
+		db, err = database.OpenPostgres(ctx, cfg.Database.DSN, database.Options{Readers: 1, Writers: 1})
+	} else {
+		if _, err := os.Stat(cfg.Database.Path); err != nil {
+			return fmt.Errorf("db-stats: %w", err)
+		}
+		db, err = database.Open(cfg.Database.Path, database.Options{Readers: 1})
 	}
-	if _, err := os.Stat(cfg.Database.Path); err != nil {
-		return fmt.Errorf("db-stats: %w", err)
-	}
-	db, err := database.Open(cfg.Database.Path, database.Options{Readers: 1})
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	st, err := housekeeping.Stats(context.Background(), db)
+	st, err := housekeeping.Stats(ctx, db)
 	if err != nil {
 		return fmt.Errorf("db-stats: %w", err)
 	}

@@ -58,9 +58,10 @@ func TestBackupRestoreDBStats(t *testing.T) {
 	srv2.stop(t)
 }
 
-// TestFileCommandsRefusePostgres: backup, restore and db-stats work on the
-// SQLite file; on a PostgreSQL deployment they say what to use instead
-// rather than failing on a file that is not there.
+// TestFileCommandsRefusePostgres: backup and restore work on the SQLite
+// file; on a PostgreSQL deployment they say what to use instead rather
+// than failing on a file that is not there. db-stats reads PostgreSQL
+// (TestMigrateDBToPostgres): here it reports the server it cannot reach.
 func TestFileCommandsRefusePostgres(t *testing.T) {
 	dir := t.TempDir()
 	path := generate(t, dir)
@@ -79,10 +80,12 @@ func TestFileCommandsRefusePostgres(t *testing.T) {
 	for _, args := range [][]string{
 		{"backup", "-config", path, "-o", filepath.Join(dir, "backup")},
 		{"restore", "-config", path, "-i", filepath.Join(dir, "backup")},
-		{"db-stats", "-config", path},
 	} {
 		if _, stderr, code := tessera(t, dir, args...); code != 1 || !strings.Contains(stderr, "pg_dump") {
 			t.Errorf("%s on PostgreSQL: exit %d %q", args[0], code, stderr)
 		}
+	}
+	if _, stderr, code := tessera(t, dir, "db-stats", "-config", path); code != 1 || !strings.Contains(stderr, "open postgres database") {
+		t.Errorf("db-stats on an unreachable PostgreSQL: exit %d %q", code, stderr)
 	}
 }

@@ -131,6 +131,13 @@ func TestMigrateDBToPostgres(t *testing.T) {
 	}
 	registerClient(t, base, "carol")
 	srv.stop(t)
+
+	// db-stats reads the sizes of PostgreSQL's tables.
+	out, stderr, code = tessera(t, dir, "db-stats", "-config", path)
+	if code != 0 || !strings.Contains(out, "accounts") || !strings.Contains(out, "events") {
+		t.Errorf("db-stats on PostgreSQL: exit %d %q %q", code, out, stderr)
+	}
+	t.Logf("db-stats:\n%s", out)
 }
 
 // editConfig replaces text in the config file, in pairs of old and new.

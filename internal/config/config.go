@@ -378,10 +378,14 @@ type Database struct {
 	// "host=... dbname=..."), for engine postgres.
 	DSN string `yaml:"dsn"`
 	// MaxOpenConns bounds the read pool (writes use one more
-	// connection); 0 means 4 (SQLite) or 16 (PostgreSQL).
+	// connection, and on PostgreSQL WriterConns more); 0 means 4 (SQLite)
+	// or 16 (PostgreSQL).
 	MaxOpenConns int `yaml:"max_open_conns"`
 	// MaxIdleConns is how many of those stay open when idle; 0 means all.
 	MaxIdleConns int `yaml:"max_idle_conns"`
+	// WriterConns is how many event transactions PostgreSQL commits at
+	// once (rooms in parallel); 0 means 4. SQLite has one writer.
+	WriterConns int `yaml:"writer_conns"`
 }
 
 type Logging struct {
@@ -881,8 +885,8 @@ func (c *Config) Validate() error {
 	if err := c.validateInstances(); err != nil {
 		return err
 	}
-	if c.Database.MaxOpenConns < 0 || c.Database.MaxIdleConns < 0 {
-		return errors.New("database.max_open_conns / max_idle_conns: expected 0 (the default) or more")
+	if c.Database.MaxOpenConns < 0 || c.Database.MaxIdleConns < 0 || c.Database.WriterConns < 0 {
+		return errors.New("database.max_open_conns / max_idle_conns / writer_conns: expected 0 (the default) or more")
 	}
 	switch c.Logging.Level {
 	case "debug", "info", "warn", "error":

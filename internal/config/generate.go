@@ -127,12 +127,15 @@ database:
   # postgres://tessera:PASSWORD@localhost/tessera?sslmode=disable or
   # "host=/var/run/postgresql dbname=tessera user=tessera".
   dsn: ""
-  # Connections in the read pool; writes use one more. 0 means 4 for
-  # SQLite and 16 for PostgreSQL (keep it under the server's
-  # max_connections).
+  # Connections in the read pool; writes use one more (and on
+  # PostgreSQL writer_conns more). 0 means 4 for SQLite and 16 for
+  # PostgreSQL (keep the sum under the server's max_connections).
   max_open_conns: 0
   # How many of those stay open while idle. 0 means all of them.
   max_idle_conns: 0
+  # PostgreSQL: how many event transactions commit at once (rooms in
+  # parallel; each a connection). 0 means 4. SQLite has one writer.
+  writer_conns: 0
 
 logging:
   # debug, info, warn or error.

@@ -25,10 +25,13 @@ import (
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
 )
 
-// DB is the database: one writer connection and a pool of readers.
+// DB is the database: one writer connection and a pool of readers, and on
+// PostgreSQL a pool of concurrent writers (WithConcurrentTx).
 type DB struct {
-	writer  *sql.DB
-	reader  *sql.DB
+	writer *sql.DB
+	reader *sql.DB
+	// writers is PostgreSQL's pool of concurrent writers; nil on SQLite.
+	writers *sql.DB
 	path    string
 	queries sync.Map // original query -> rewritten query
 
@@ -150,6 +153,9 @@ type Options struct {
 	// Idle is how many pooled connections stay open when unused. Zero
 	// means all of them.
 	Idle int
+	// Writers is how many WithConcurrentTx transactions PostgreSQL runs
+	// at once. Zero means 4. SQLite has one writer, whatever this says.
+	Writers int
 }
 
 // Open opens (creating if needed) the SQLite database at path.
@@ -228,6 +234,9 @@ func (db *DB) Close() error {
 		_ = db.writer.Ping()
 	}
 	err := errors.Join(db.readStmts.close(), db.writeStmts.close(), db.reader.Close(), waitClosed(db.reader))
+	if db.writers != nil {
+		err = errors.Join(err, db.writers.Close(), waitClosed(db.writers))
+	}
 	return errors.Join(err, db.writer.Close(), waitClosed(db.writer))
 }
 
@@ -389,9 +398,37 @@ func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sq
 }
 
 // WithTx runs fn in a write transaction on the writer connection, committing
-// if fn returns nil and rolling back otherwise.
+// if fn returns nil and rolling back otherwise. Transactions of WithTx run
+// one at a time, so they commit in the order they began.
 func (db *DB) WithTx(ctx context.Context, fn func(tx *Tx) error) error {
-	tx, err := db.runTx(ctx, fn)
+	return db.withTx(ctx, db.writer, fn)
+}
+
+// ConcurrentWriters is how many WithConcurrentTx transactions can run at
+// once: Options.Writers on PostgreSQL, 1 on SQLite.
+func (db *DB) ConcurrentWriters() int {
+	if db.writers == nil {
+		return 1
+	}
+	return db.writers.Stats().MaxOpenConnections
+}
+
+// WithConcurrentTx is WithTx for writers that do not need transactions to
+// commit one at a time: on PostgreSQL it runs on a pool of connections, so
+// that several commit at once, alongside WithTx's writer. Its caller keeps
+// its own order (the room server: one transaction per room at a time, and
+// stream positions from a sequence, published in order by
+// streampos.Writers), and retries a transaction that fails with
+// IsConflict. On SQLite, which has one writer, it is WithTx.
+func (db *DB) WithConcurrentTx(ctx context.Context, fn func(tx *Tx) error) error {
+	if db.writers == nil {
+		return db.WithTx(ctx, fn)
+	}
+	return db.withTx(ctx, db.writers, fn)
+}
+
+func (db *DB) withTx(ctx context.Context, pool *sql.DB, fn func(tx *Tx) error) error {
+	tx, err := db.runTx(ctx, pool, fn)
 	if err != nil {
 		return err
 	}
@@ -401,14 +438,14 @@ func (db *DB) WithTx(ctx context.Context, fn func(tx *Tx) error) error {
 	return nil
 }
 
-// runTx runs fn in a transaction on the writer, committing if fn returns
-// nil and rolling back otherwise.
-func (db *DB) runTx(ctx context.Context, fn func(tx *Tx) error) (*Tx, error) {
+// runTx runs fn in a transaction on pool, committing if fn returns nil and
+// rolling back otherwise.
+func (db *DB) runTx(ctx context.Context, pool *sql.DB, fn func(tx *Tx) error) (*Tx, error) {
 	var conn *sql.Conn
 	if db.engine == Postgres {
 		// The transaction's connection, for ExecLater's pipeline.
 		var err error
-		if conn, err = db.writer.Conn(ctx); err != nil {
+		if conn, err = pool.Conn(ctx); err != nil {
 			return nil, fmt.Errorf("begin transaction: %w", err)
 		}
 		defer conn.Close()
@@ -418,7 +455,7 @@ func (db *DB) runTx(ctx context.Context, fn func(tx *Tx) error) (*Tx, error) {
 	if conn != nil {
 		sqlTx, err = conn.BeginTx(ctx, nil)
 	} else {
-		sqlTx, err = db.writer.BeginTx(ctx, nil)
+		sqlTx, err = pool.BeginTx(ctx, nil)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("begin transaction: %w", err)

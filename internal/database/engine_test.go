@@ -194,3 +194,59 @@ func TestEngineExecLater(t *testing.T) {
 		t.Fatalf("after the failed transaction: %d rows, %v; want the 6 from before", n, err)
 	}
 }
+
+// TestEngineConcurrentTx: on PostgreSQL two WithConcurrentTx transactions
+// run at once (the first commits only after the second has), alongside
+// WithTx's writer; on SQLite there is one writer, so they take turns.
+func TestEngineConcurrentTx(t *testing.T) {
+	db := dbtest.Open(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE c (k TEXT PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	if db.Engine() == database.SQLite {
+		if n := db.ConcurrentWriters(); n != 1 {
+			t.Fatalf("SQLite has %d concurrent writers, want 1", n)
+		}
+	} else if n := db.ConcurrentWriters(); n < 2 {
+		t.Fatalf("PostgreSQL has %d concurrent writers, want at least 2", n)
+	}
+	second := make(chan error, 1)
+	err := db.WithConcurrentTx(ctx, func(tx *database.Tx) error {
+		if err := tx.ExecLater(ctx, `INSERT INTO c (k) VALUES ($1)`, "first"); err != nil {
+			return err
+		}
+		if db.ConcurrentWriters() == 1 {
+			return nil
+		}
+		go func() {
+			second <- db.WithConcurrentTx(ctx, func(tx *database.Tx) error {
+				_, err := tx.ExecContext(ctx, `INSERT INTO c (k) VALUES ($1)`, "second")
+				return err
+			})
+		}()
+		// The second commits while this one is open; WithTx's writer
+		// is free too.
+		if err := <-second; err != nil {
+			return fmt.Errorf("second transaction: %w", err)
+		}
+		return db.WithTx(ctx, func(tx *database.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO c (k) VALUES ($1)`, "third")
+			return err
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"first"}
+	if db.ConcurrentWriters() > 1 {
+		want = []string{"first", "second", "third"}
+	}
+	got, err := database.Strings(ctx, db, `SELECT k FROM c ORDER BY k`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("rows %v, want %v", got, want)
+	}
+}

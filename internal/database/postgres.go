@@ -24,16 +24,20 @@ const (
 // OpenPostgres opens the PostgreSQL database at dsn (a postgres:// URL or
 // a "host=... dbname=..." string, as libpq takes them) through pgx.
 //
-// As on SQLite, writes go through one connection and reads through a pool.
-// PostgreSQL could take concurrent writers, but the domains allocate
-// stream positions in memory inside their write transactions and rely on
-// those transactions committing in position order, so that a reader never
-// sees position N+1 before N: the single writer keeps that order, and group
-// commit still shares one transaction between the events that arrive
-// together. A separate connection, rather than a lock on one shared pool,
-// means a reader holding a connection while it waits to write can never
-// starve the writer of one. One Tessera process per database, then, as
-// with SQLite.
+// As on SQLite, WithTx's writes go through one connection and reads
+// through a pool: most domains allocate stream positions in memory inside
+// their write transactions and rely on those transactions committing in
+// position order, so that a reader never sees position N+1 before N. The
+// single writer keeps that order, and group commit still shares one
+// transaction between the writes that arrive together. A separate
+// connection, rather than a lock on one shared pool, means a reader
+// holding a connection while it waits to write can never starve the
+// writer of one. One Tessera process per database, then, as with SQLite.
+//
+// The room server's event commits, the busiest writes, use a third pool
+// (WithConcurrentTx, Options.Writers connections): rooms commit in
+// parallel, their stream positions taken from a sequence and published in
+// order (streampos.Writers).
 func OpenPostgres(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	writer, err := sql.Open("pgx", dsn)
 	if err != nil {
@@ -57,7 +61,29 @@ func OpenPostgres(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	}
 	reader.SetMaxOpenConns(n)
 	reader.SetMaxIdleConns(idleConns(opts, n))
-	return &DB{writer: writer, reader: reader, engine: Postgres}, nil
+	writers, err := sql.Open("pgx", dsn)
+	if err != nil {
+		writer.Close()
+		reader.Close()
+		return nil, fmt.Errorf("open postgres database writers: %w", err)
+	}
+	w := opts.Writers
+	if w <= 0 {
+		w = 4
+	}
+	writers.SetMaxOpenConns(w)
+	writers.SetMaxIdleConns(idleConns(opts, w))
+	writers.SetConnMaxLifetime(0)
+	return &DB{writer: writer, reader: reader, writers: writers, engine: Postgres}, nil
+}
+
+// IsConflict reports whether err is PostgreSQL ending a transaction that
+// conflicted with a concurrent one (a deadlock, or a serialization
+// failure): the transaction did nothing and may be run again. Never true
+// on SQLite, whose writes go through one connection.
+func IsConflict(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001") // deadlock_detected, serialization_failure
 }
 
 // migrationLockKey is the pg_advisory_xact_lock key Tessera's migrations

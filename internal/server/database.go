@@ -10,7 +10,7 @@ import (
 
 // OpenDatabase opens the database the config names, on its engine.
 func OpenDatabase(ctx context.Context, cfg config.Database) (*database.DB, error) {
-	opts := database.Options{Readers: cfg.MaxOpenConns, Idle: cfg.MaxIdleConns}
+	opts := database.Options{Readers: cfg.MaxOpenConns, Idle: cfg.MaxIdleConns, Writers: cfg.WriterConns}
 	if database.Engine(cfg.Engine) == database.Postgres {
 		return database.OpenPostgres(ctx, cfg.DSN, opts)
 	}

@@ -30,3 +30,17 @@ func SQLite() Option {
 		c.Database = config.Database{Engine: "sqlite"}
 	}
 }
+
+// Postgres runs the server on PostgreSQL whatever engine the test run asks
+// for, for the tests of what only PostgreSQL does (concurrent writers). It
+// skips the test without PostgreSQL, or fails it (see MissingPostgres).
+func Postgres(t testing.TB) Option {
+	t.Helper()
+	MissingPostgres(t)
+	return func(c *config.Config) {
+		if c.Database.Engine == "postgres" {
+			return
+		}
+		c.Database = config.Database{Engine: "postgres", DSN: dbtest.CreatePostgres(t), MaxOpenConns: 6, MaxIdleConns: 2}
+	}
+}
