@@ -5,9 +5,13 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
+	"github.com/sirupsen/logrus"
 
 	"github.com/tessera-hs/tessera/internal/cluster"
+	"github.com/tessera-hs/tessera/internal/httpx"
+	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 )
@@ -18,7 +22,57 @@ func roomCluster(m *cluster.Map) *roomserver.Cluster {
 	if m == nil {
 		return nil
 	}
-	return &roomserver.Cluster{Instance: m.Self(), Index: m.Index(), Size: m.Size()}
+	return &roomserver.Cluster{
+		Instance: m.Self(), Index: m.Index(), Size: m.Size(),
+		Owns: m.Owns,
+		Delegate: func(ctx context.Context, roomID, op, userID string) error {
+			return m.Call(ctx, m.Owner(roomID), op, delegated{RoomID: roomID, UserID: userID})
+		},
+	}
+}
+
+// delegated is the body of a room write one process asks the room's
+// owner to run (roomserver.Cluster.Delegate).
+type delegated struct {
+	RoomID string `json:"room_id"`
+	UserID string `json:"user_id"`
+}
+
+// registerInternal serves the calls the other instances make (under
+// cluster.InternalPrefix, which the forwarder lets through only with the
+// instance secret).
+func (s *Server) registerInternal(r *mux.Router) {
+	if s.cluster == nil {
+		return
+	}
+	ops := map[string]func(ctx context.Context, d delegated) error{
+		roomserver.DelegateProfile: func(ctx context.Context, d delegated) error {
+			return s.Rooms.UpdateMemberProfileIn(ctx, d.RoomID, d.UserID)
+		},
+		roomserver.DelegateLeave: func(ctx context.Context, d delegated) error {
+			return s.Rooms.Leave(ctx, d.UserID, d.RoomID, "")
+		},
+	}
+	for op, f := range ops {
+		r.Methods(http.MethodPost).Path(cluster.InternalPrefix + op).HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !cluster.FromInstance(r) {
+				httpx.WriteJSON(w, http.StatusForbidden, mxerr.Forbidden("Internal endpoint").Body())
+				return
+			}
+			var d delegated
+			if err := httpx.DecodeJSON(r, &d, false); err != nil {
+				httpx.WriteJSON(w, http.StatusBadRequest, mxerr.BadJSON("%v", err).Body())
+				return
+			}
+			if err := f(r.Context(), d); err != nil {
+				s.log.WithError(err).WithFields(logrus.Fields{"op": op, "room_id": d.RoomID, "user_id": d.UserID}).
+					Warn("running a room write for another instance")
+				httpx.WriteJSON(w, http.StatusInternalServerError, mxerr.Unknown(http.StatusInternalServerError, "%v", err).Body())
+				return
+			}
+			httpx.WriteJSON(w, http.StatusOK, struct{}{})
+		})
+	}
 }
 
 // startCluster starts applying the events the other processes commit.
@@ -63,7 +117,7 @@ func (s *Server) clusterHandler(h http.Handler) http.Handler {
 	if s.cluster == nil {
 		return h
 	}
-	return s.cluster.Forward(s.log, h)
+	return s.cluster.Forward(s.log, s.Rooms.ResolveAlias, h)
 }
 
 // localRooms is the room server as push sees it in a cluster: push

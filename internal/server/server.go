@@ -419,6 +419,7 @@ func (s *Server) init(ctx context.Context) error {
 
 	r := mux.NewRouter().UseEncodedPath()
 	api.Register(r)
+	s.registerInternal(r)
 	if s.calls != nil {
 		r.PathPrefix(calls.ProxyPrefix + "/").Handler(s.calls.Handler())
 	}
