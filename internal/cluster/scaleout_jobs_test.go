@@ -124,4 +124,3 @@ namespaces:
 	}
 	t.Logf("%d events in %d transactions", len(sent), len(w.txns))
 }
-
