@@ -61,6 +61,11 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// MaxEvents bounds the room events of one transaction (100).
 	MaxEvents int
+	// Owns, in a deployment of several processes (docs/scaling.md),
+	// reports whether this process pushes to the service with this ID:
+	// one process does, so that each transaction goes out once. nil:
+	// every service.
+	Owns func(asID string) bool
 }
 
 // Service pushes what each application service is interested in to it:
@@ -124,7 +129,7 @@ func New(ctx context.Context, db *database.DB, set *Set, rooms Rooms, toDevice T
 		s.receiptStart = pos
 	}
 	for _, r := range set.All() {
-		if r.URL == nil || *r.URL == "" {
+		if r.URL == nil || *r.URL == "" || cfg.Owns != nil && !cfg.Owns(r.ID) {
 			continue
 		}
 		w, err := s.newSender(ctx, r)

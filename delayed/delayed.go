@@ -49,7 +49,25 @@ type Config struct {
 	// Retention is how long finalised events stay listed; 0 means
 	// DefaultRetention.
 	Retention time.Duration
+	// Owns, in a deployment of several processes (docs/scaling.md),
+	// reports whether this process owns a room: its timer sends the
+	// events of the rooms it owns, so that each is sent once and by the
+	// room's sequencer. nil: every room.
+	Owns func(roomID string) bool
+	// Elsewhere is told, inside the transaction that schedules an event
+	// in a room another process owns, to wake that process's timer (Wake)
+	// once it commits. nil with Owns nil.
+	Elsewhere func(ctx context.Context, tx *database.Tx, roomID string) error
 }
+
+// owns reports whether this process's timer sends roomID's events.
+func (s *Service) owns(roomID string) bool {
+	return s.cfg.Owns == nil || s.cfg.Owns(roomID)
+}
+
+// Wake makes the timer look again for the next due event: another
+// process scheduled one in a room this one owns.
+func (s *Service) Wake() { s.kick() }
 
 const (
 	// DefaultMaxPerUser matches Synapse's default.
@@ -115,9 +133,8 @@ func (s *Service) MaxDelay() time.Duration { return s.cfg.MaxDelay }
 // Start starts the timer. Events that fell due while the server was down
 // are sent at once, and sends a crash cut short are tried again.
 func (s *Service) Start(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx,
-		`UPDATE delayed_events SET processing = 0 WHERE processing = 1 AND finalised_ts IS NULL`); err != nil {
-		return fmt.Errorf("delayed events: reset interrupted sends: %w", err)
+	if err := s.resetInterrupted(ctx); err != nil {
+		return err
 	}
 	// The loop outlives the start-up context: Stop ends it.
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -222,6 +239,9 @@ func (s *Service) Schedule(ctx context.Context, req ScheduleRequest) (string, er
 			req.Delay.Milliseconds(), now+req.Delay.Milliseconds(), txnKey)
 		if err != nil {
 			return fmt.Errorf("insert: %w", err)
+		}
+		if !s.owns(req.RoomID) && s.cfg.Elsewhere != nil {
+			return s.cfg.Elsewhere(ctx, tx, req.RoomID)
 		}
 		return nil
 	})
@@ -335,9 +355,56 @@ func (s *Service) run(ctx context.Context) {
 	}
 }
 
+// resetInterrupted makes the sends a crash cut short due again: those
+// of the rooms this process owns (another process's may be in progress).
+func (s *Service) resetInterrupted(ctx context.Context) error {
+	if s.cfg.Owns == nil {
+		if _, err := s.db.ExecContext(ctx,
+			`UPDATE delayed_events SET processing = 0 WHERE processing = 1 AND finalised_ts IS NULL`); err != nil {
+			return fmt.Errorf("delayed events: reset interrupted sends: %w", err)
+		}
+		return nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT delay_id, room_id FROM delayed_events WHERE processing = 1 AND finalised_ts IS NULL`)
+	if err != nil {
+		return fmt.Errorf("delayed events: find interrupted sends: %w", err)
+	}
+	ids, err := s.ownedIDs(rows)
+	if err != nil {
+		return fmt.Errorf("delayed events: find interrupted sends: %w", err)
+	}
+	for _, id := range ids {
+		if _, err := s.db.ExecContext(ctx, `UPDATE delayed_events SET processing = 0
+			WHERE delay_id = $1 AND processing = 1 AND finalised_ts IS NULL`, id); err != nil {
+			return fmt.Errorf("delayed events: reset interrupted sends: %w", err)
+		}
+	}
+	return nil
+}
+
+// ownedIDs reads rows of (delay_id, room_id) and returns the IDs of the
+// events of rooms this process owns, in order, then closes rows.
+func (s *Service) ownedIDs(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id, roomID string
+		if err := rows.Scan(&id, &roomID); err != nil {
+			return nil, err
+		}
+		if s.owns(roomID) {
+			ids = append(ids, id)
+		}
+	}
+	return ids, rows.Err()
+}
+
 // sendDue sends every event due now and returns the next send time (zero
 // when nothing is scheduled).
 func (s *Service) sendDue(ctx context.Context) (time.Time, error) {
+	if s.cfg.Owns != nil {
+		return s.sendDueOwned(ctx)
+	}
 	for {
 		ids, err := database.Strings(ctx, s.db, `SELECT delay_id FROM delayed_events
 			WHERE finalised_ts IS NULL AND processing = 0 AND send_ts <= $1
@@ -345,14 +412,8 @@ func (s *Service) sendDue(ctx context.Context) (time.Time, error) {
 		if err != nil {
 			return time.Time{}, fmt.Errorf("list due: %w", err)
 		}
-		for _, id := range ids {
-			// A failed send is recorded as the event's outcome; only
-			// database trouble stops the batch.
-			if err := s.fire(ctx, id, "", "delay"); err != nil {
-				if _, ok := mxerr.As(err); !ok {
-					return time.Time{}, err
-				}
-			}
+		if err := s.fireAll(ctx, ids); err != nil {
+			return time.Time{}, err
 		}
 		if len(ids) < batchSize {
 			break
@@ -367,6 +428,63 @@ func (s *Service) sendDue(ctx context.Context) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	return time.UnixMilli(next.Int64), nil
+}
+
+// sendDueOwned is sendDue in a cluster: the due events of the rooms this
+// process owns, and the next send time among them. Ownership is a hash
+// of the room ID, which SQL cannot filter on: every due row is read (the
+// due ones are few but while an owner is down), and the next time per
+// room.
+func (s *Service) sendDueOwned(ctx context.Context) (time.Time, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT delay_id, room_id FROM delayed_events
+		WHERE finalised_ts IS NULL AND processing = 0 AND send_ts <= $1 ORDER BY send_ts`, time.Now().UnixMilli())
+	if err != nil {
+		return time.Time{}, fmt.Errorf("list due: %w", err)
+	}
+	ids, err := s.ownedIDs(rows)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("list due: %w", err)
+	}
+	if err := s.fireAll(ctx, ids); err != nil {
+		return time.Time{}, err
+	}
+	rows, err = s.db.QueryContext(ctx, `SELECT room_id, MIN(send_ts) FROM delayed_events
+		WHERE finalised_ts IS NULL AND processing = 0 GROUP BY room_id`)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("next due: %w", err)
+	}
+	defer rows.Close()
+	var next int64
+	for rows.Next() {
+		var roomID string
+		var ts int64
+		if err := rows.Scan(&roomID, &ts); err != nil {
+			return time.Time{}, fmt.Errorf("next due: %w", err)
+		}
+		if s.owns(roomID) && (next == 0 || ts < next) {
+			next = ts
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return time.Time{}, fmt.Errorf("next due: %w", err)
+	}
+	if next == 0 {
+		return time.Time{}, nil
+	}
+	return time.UnixMilli(next), nil
+}
+
+// fireAll sends the events ids. A failed send is recorded as the event's
+// outcome; only database trouble stops the batch.
+func (s *Service) fireAll(ctx context.Context, ids []string) error {
+	for _, id := range ids {
+		if err := s.fire(ctx, id, "", "delay"); err != nil {
+			if _, ok := mxerr.As(err); !ok {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // fire sends one scheduled event now. userID, when set, must own it. The

@@ -29,6 +29,39 @@ type Cluster struct {
 	// Index is its place among the Size instances (0 <= Index < Size);
 	// it keeps the state group IDs each process allocates apart.
 	Index, Size int
+	// Owns reports whether this process owns a room: runs its sequencer
+	// (a hash of the room ID). The rooms this process creates are chosen
+	// so that it owns them. nil: every room.
+	Owns func(roomID string) bool
+	// Delegate asks the owner of roomID to run one of the writes below
+	// for userID there, for the writes a process makes of its own accord
+	// (not a client's request the forwarder sends on): DelegateProfile,
+	// DelegateLeave.
+	Delegate func(ctx context.Context, roomID, op, userID string) error
+}
+
+// The writes Cluster.Delegate asks the owner to run.
+const (
+	// DelegateProfile updates the user's member event (UpdateMemberProfileIn).
+	DelegateProfile = "member_profile"
+	// DelegateLeave makes the user leave (a deactivation).
+	DelegateLeave = "leave"
+)
+
+// owns reports whether this process runs roomID's sequencer.
+func (s *Service) owns(roomID string) bool {
+	cl := s.cfg.Cluster
+	return cl == nil || cl.Owns == nil || cl.Owns(roomID)
+}
+
+// elsewhere runs op for userID in roomID on the room's owner and reports
+// true, or reports false when this process is the owner (the caller runs
+// it).
+func (s *Service) elsewhere(ctx context.Context, roomID, op, userID string) (bool, error) {
+	if s.owns(roomID) || s.cfg.Cluster.Delegate == nil {
+		return false, nil
+	}
+	return true, s.cfg.Cluster.Delegate(ctx, roomID, op, userID)
 }
 
 // maxInstances bounds the instances, whose indexes partition the state

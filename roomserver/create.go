@@ -117,7 +117,12 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 
 	rs := &roomState{version: verImpl, state: map[tuple]*Event{}}
 	if !verImpl.DomainlessRoomIDs() {
-		rs.roomID = "!" + randomAlnum(18) + ":" + string(s.cfg.ServerName)
+		// In a cluster, an ID this process owns: the room is created
+		// where the request landed, by the process every later write
+		// goes to (about as many draws as instances).
+		for rs.roomID == "" || !s.owns(rs.roomID) {
+			rs.roomID = "!" + randomAlnum(18) + ":" + string(s.cfg.ServerName)
+		}
 	}
 
 	// 1. m.room.create
@@ -262,6 +267,13 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 			er.ts = s.createTime()
 		}
 		pe, err := s.build(ctx, rs, er)
+		for err == nil && e.typ == spec.MRoomCreate && !s.owns(pe.ev.RoomID) {
+			// From room version 12 the room ID is the create event's
+			// hash: another timestamp gives another ID, until one this
+			// process owns (see above).
+			er.ts = s.createTime()
+			pe, err = s.build(ctx, rs, er)
+		}
 		if err != nil {
 			if me, ok := mxerr.As(err); ok && me.Code == "M_FORBIDDEN" {
 				// The creator may do anything at creation; a refusal means

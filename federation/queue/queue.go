@@ -61,6 +61,16 @@ type Config struct {
 	// doubles with each further failure up to MaxBackoff. Zero means
 	// DefaultMinBackoff and DefaultMaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
+	// Owns, in a deployment of several processes (docs/scaling.md),
+	// reports whether this process sends to a destination: each
+	// destination's queue has one sender, so that a PDU goes out once.
+	// nil: every destination.
+	Owns func(dest spec.ServerName) bool
+	// Elsewhere is told, inside the transaction that queues something
+	// for a destination another process sends to, to tell that process
+	// to look (Kick) once the transaction commits (a NOTIFY). nil with
+	// Owns nil.
+	Elsewhere func(ctx context.Context, tx *database.Tx, dest spec.ServerName) error
 }
 
 // The default backoff: quick enough that a server that restarts is caught
@@ -146,6 +156,48 @@ func New(ctx context.Context, db *database.DB, cfg Config, send SendFunc, log lo
 	return q, nil
 }
 
+// owns reports whether this process sends to dest.
+func (q *Queue) owns(dest spec.ServerName) bool {
+	return q.cfg.Owns == nil || q.cfg.Owns(dest)
+}
+
+// tellOwners tells the processes that send to dests, within tx, that
+// something is queued for them.
+func (q *Queue) tellOwners(ctx context.Context, tx *database.Tx, dests []spec.ServerName) error {
+	if q.cfg.Elsewhere == nil {
+		return nil
+	}
+	for _, d := range dests {
+		if !q.owns(d) {
+			if err := q.cfg.Elsewhere(ctx, tx, d); err != nil {
+				return fmt.Errorf("tell the sender to %s: %w", d, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Kick tells the queue that something may have been queued for dest by
+// another process: if this process sends to dest, its worker looks. With
+// dest "", every destination with something queued is looked at (after
+// kicks may have been missed).
+func (q *Queue) Kick(ctx context.Context, dest spec.ServerName) error {
+	if dest != "" {
+		q.kick(dest)
+		return nil
+	}
+	dests, err := queuedDestinations(ctx, q.db)
+	if err != nil {
+		return fmt.Errorf("federation queue: %w", err)
+	}
+	for _, d := range dests {
+		if d != q.cfg.Origin {
+			q.kick(d)
+		}
+	}
+	return nil
+}
+
 // SendPDU queues pdu, an event in its room version's federation format, for
 // every destination in dests. It is in the database when SendPDU returns,
 // and each destination receives the PDUs queued for it in the order they
@@ -179,6 +231,9 @@ func (q *Queue) SendPDUTx(ctx context.Context, tx *database.Tx, dests []spec.Ser
 			q.kick(dest)
 		}
 	})
+	if err == nil {
+		err = q.tellOwners(ctx, tx, dests)
+	}
 	if err != nil {
 		return fmt.Errorf("queue PDU: %w", err)
 	}
@@ -203,10 +258,15 @@ func (q *Queue) enqueue(ctx context.Context, t table, dests []spec.ServerName, j
 	if len(dests) == 0 {
 		return nil
 	}
-	return enqueue(ctx, q.db, t, dests, js, func() {
-		for _, dest := range dests {
-			q.kick(dest)
+	return q.db.WithTx(ctx, func(tx *database.Tx) error {
+		if err := enqueueTx(ctx, tx, t, dests, js, func() {
+			for _, dest := range dests {
+				q.kick(dest)
+			}
+		}); err != nil {
+			return err
 		}
+		return q.tellOwners(ctx, tx, dests)
 	})
 }
 
@@ -261,6 +321,9 @@ func (q *Queue) Close() {
 // kick makes sure dest's worker will look at its queue: it starts one, or
 // tells the running one that something new is there.
 func (q *Queue) kick(dest spec.ServerName) {
+	if !q.owns(dest) {
+		return
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {

@@ -71,13 +71,8 @@ func (b *batch) size() int { return len(b.pdus) + len(b.edus) }
 // maxItemsPerTxn is the most PDUs and EDUs one transaction carries.
 const maxItemsPerTxn = maxPDUsPerTxn + maxEDUsPerTxn
 
-// enqueue stores js once and queues it for every destination in dests, in
-// one database transaction. onCommit runs only if it committed.
-func enqueue(ctx context.Context, db *database.DB, t table, dests []spec.ServerName, js []byte, onCommit func()) error {
-	return db.WithTx(ctx, func(tx *database.Tx) error { return enqueueTx(ctx, tx, t, dests, js, onCommit) })
-}
-
-// enqueueTx is enqueue inside the caller's transaction.
+// enqueueTx stores js once and queues it for every destination in dests,
+// in the caller's transaction. onCommit runs only if it committed.
 func enqueueTx(ctx context.Context, tx *database.Tx, t table, dests []spec.ServerName, js []byte, onCommit func()) error {
 	var nid int64
 	err := tx.QueryRowContext(ctx,
@@ -132,41 +127,73 @@ func nextBatch(ctx context.Context, db *database.DB, dest spec.ServerName, done 
 		}
 
 		limit = max(limit, 1)
-		lastPDU, err := loadRows(ctx, tx, pduTable.claimable, &b.pdus, &b.nids, string(dest), min(limit, pduTable.limit))
-		if err != nil {
-			return fmt.Errorf("load queued PDUs: %w", err)
-		}
-		var lastEDU int64
-		if n := min(limit-len(b.pdus), eduTable.limit); n > 0 {
-			if lastEDU, err = loadRows(ctx, tx, eduTable.claimable, &b.edus, &b.nids, string(dest), n); err != nil {
-				return fmt.Errorf("load queued EDUs: %w", err)
+		// Claimed by id range, so a row with a lower id that commits
+		// between the read and the claim (several processes queue for
+		// one destination, docs/scaling.md) would be claimed unread and
+		// deleted unsent: when the claim takes more rows than were read,
+		// it is undone and the batch read again.
+		for attempt := 0; ; attempt++ {
+			*b = batch{}
+			claimed, err := claimBatch(ctx, tx, dest, b, limit)
+			if err != nil || claimed == int64(b.size()) {
+				return err
+			}
+			if attempt == 10 {
+				return fmt.Errorf("claim a batch for %s: rows keep arriving below the last one read", dest)
+			}
+			for _, t := range []table{pduTable, eduTable} {
+				if _, err := tx.ExecContext(ctx, t.release, string(dest), string(b.txnID)); err != nil {
+					return fmt.Errorf("release claimed rows: %w", err)
+				}
 			}
 		}
-		if b.empty() {
-			return nil
-		}
-		// Random rather than counted: unique across restarts and across
-		// servers sharing nothing, with no counter to persist.
-		b.txnID = gomatrixserverlib.TransactionID(rand.Text())
-		// Every unclaimed row of dest up to the last one loaded is in the
-		// batch: they were loaded oldest first, and rows queued since have
-		// higher ids (the writer is ours until this transaction ends).
-		if len(b.pdus) > 0 {
-			if _, err := tx.ExecContext(ctx, pduTable.claim, string(b.txnID), string(dest), lastPDU); err != nil {
-				return fmt.Errorf("assign PDUs to transaction: %w", err)
-			}
-		}
-		if len(b.edus) > 0 {
-			if _, err := tx.ExecContext(ctx, eduTable.claim, string(b.txnID), string(dest), lastEDU); err != nil {
-				return fmt.Errorf("assign EDUs to transaction: %w", err)
-			}
-		}
-		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+// claimBatch reads up to limit of dest's oldest unclaimed rows into b,
+// gives them a new transaction ID and claims every unclaimed row up to the
+// last one read; it returns how many rows the claim took.
+func claimBatch(ctx context.Context, tx *database.Tx, dest spec.ServerName, b *batch, limit int) (int64, error) {
+	lastPDU, err := loadRows(ctx, tx, pduTable.claimable, &b.pdus, &b.nids, string(dest), min(limit, pduTable.limit))
+	if err != nil {
+		return 0, fmt.Errorf("load queued PDUs: %w", err)
+	}
+	var lastEDU int64
+	if n := min(limit-len(b.pdus), eduTable.limit); n > 0 {
+		if lastEDU, err = loadRows(ctx, tx, eduTable.claimable, &b.edus, &b.nids, string(dest), n); err != nil {
+			return 0, fmt.Errorf("load queued EDUs: %w", err)
+		}
+	}
+	if b.empty() {
+		return 0, nil
+	}
+	// Random rather than counted: unique across restarts and across
+	// servers sharing nothing, with no counter to persist.
+	b.txnID = gomatrixserverlib.TransactionID(rand.Text())
+	var claimed int64
+	for _, c := range []struct {
+		t    table
+		n    int
+		last int64
+	}{{pduTable, len(b.pdus), lastPDU}, {eduTable, len(b.edus), lastEDU}} {
+		if c.n == 0 {
+			continue
+		}
+		res, err := tx.ExecContext(ctx, c.t.claim, string(b.txnID), string(dest), c.last)
+		if err != nil {
+			return 0, fmt.Errorf("assign queued rows to transaction: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("assign queued rows to transaction: %w", err)
+		}
+		claimed += n
+	}
+	return claimed, nil
 }
 
 // loadRows runs query, whose rows are (id, json_nid, json), appending the

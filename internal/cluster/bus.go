@@ -49,6 +49,16 @@ func (b *Bus) Publish(ctx context.Context, kind, key string) error {
 	return nil
 }
 
+// PublishTx tells the other processes of an invalidation when tx
+// commits (PostgreSQL delivers a NOTIFY only then): what they read again
+// is the new state, and nothing is said of a change rolled back.
+func (b *Bus) PublishTx(ctx context.Context, tx *database.Tx, kind, key string) error {
+	if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, invalidateChannel, b.m.self+" "+kind+" "+key); err != nil {
+		return fmt.Errorf("publish %s invalidation: %w", kind, err)
+	}
+	return nil
+}
+
 // Start listens until Stop, on a connection of its own from connect.
 func (b *Bus) Start(connect func(context.Context) (*pgx.Conn, error)) {
 	b.stop = Listen(connect, invalidateChannel, busHandler{b}, b.log.WithField("channel", invalidateChannel))

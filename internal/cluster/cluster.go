@@ -9,6 +9,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 
@@ -21,6 +22,7 @@ type Map struct {
 	names  []string // sorted: an instance's index is its place here
 	urls   map[string]*url.URL
 	secret string
+	client *http.Client // for Call
 }
 
 // New builds the map from the config; nil when the config has no
@@ -32,7 +34,7 @@ func New(cfg *config.Config) (*Map, error) {
 	if err := cfg.CheckInstance(); err != nil {
 		return nil, err
 	}
-	m := &Map{self: cfg.Instance, urls: map[string]*url.URL{}, secret: cfg.InstanceSecret}
+	m := &Map{self: cfg.Instance, urls: map[string]*url.URL{}, secret: cfg.InstanceSecret, client: &http.Client{}}
 	for name, inst := range cfg.Instances {
 		u, err := url.Parse(inst.InternalURL)
 		if err != nil {

@@ -61,7 +61,7 @@ func TestOwner(t *testing.T) {
 	}
 }
 
-func TestWriteRoom(t *testing.T) {
+func TestWriteTarget(t *testing.T) {
 	for _, tc := range []struct {
 		method, path, room string
 	}{
@@ -70,14 +70,25 @@ func TestWriteRoom(t *testing.T) {
 		{"PUT", "/_matrix/client/v3/rooms/!abc:example.org/redact/%24ev/t", "!abc:example.org"},
 		{"POST", "/_matrix/client/v3/rooms/%21abc%3Aexample.org/invite", "!abc:example.org"},
 		{"POST", "/_matrix/client/v3/join/%21abc%3Aexample.org", "!abc:example.org"},
-		{"POST", "/_matrix/client/v3/join/%23alias%3Aexample.org", ""},
+		{"POST", "/_matrix/client/v3/join/%23alias%3Aexample.org", "#alias:example.org"},
+		{"POST", "/_matrix/client/v3/knock/%23alias%3Aexample.org", "#alias:example.org"},
+		{"POST", "/_matrix/client/v3/rooms/%23alias%3Aexample.org/join", ""},
+		{"POST", "/_matrix/client/v3/rooms/%21abc%3Aexample.org/upgrade", "!abc:example.org"},
+		{"DELETE", "/_synapse/admin/v1/rooms/%21abc%3Aexample.org", "!abc:example.org"},
+		{"DELETE", "/_synapse/admin/v2/rooms/%21abc%3Aexample.org", "!abc:example.org"},
+		{"GET", "/_synapse/admin/v2/rooms/%21abc%3Aexample.org/delete_status", "!abc:example.org"},
+		{"GET", "/_synapse/admin/v2/rooms/delete_status/abc", ""},
+		{"POST", "/_synapse/admin/v1/rooms/%21abc%3Aexample.org/make_room_admin", "!abc:example.org"},
+		{"GET", "/_synapse/admin/v1/rooms/%21abc%3Aexample.org", ""},
+		{"POST", "/_synapse/admin/v1/join/%23alias%3Aexample.org", "#alias:example.org"},
+		{"POST", "/_synapse/admin/v1/knock/%23alias%3Aexample.org", ""},
 		{"GET", "/_matrix/client/v3/rooms/%21abc%3Aexample.org/state/m.room.name/", ""},
 		{"GET", "/_matrix/client/v3/rooms/%21abc%3Aexample.org/messages", ""},
 		{"POST", "/_matrix/client/v3/rooms/%21abc%3Aexample.org/receipt/m.read/%24ev", ""},
 		{"GET", "/_matrix/client/v3/sync", ""},
 		{"POST", "/_matrix/client/v3/createRoom", ""},
 	} {
-		got, ok := writeRoom(httptest.NewRequest(tc.method, tc.path, nil))
+		got, ok := writeTarget(httptest.NewRequest(tc.method, tc.path, nil))
 		if got != tc.room || ok != (tc.room != "") {
 			t.Errorf("%s %s: room %q, %v; want %q", tc.method, tc.path, got, ok, tc.room)
 		}

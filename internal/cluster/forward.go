@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -23,41 +24,69 @@ var roomWrites = map[string]string{
 	"send": http.MethodPut, "state": http.MethodPut, "redact": http.MethodPut,
 	"join": http.MethodPost, "leave": http.MethodPost, "invite": http.MethodPost,
 	"kick": http.MethodPost, "ban": http.MethodPost, "unban": http.MethodPost,
+	// The old room's tombstone and power levels; the new room is created
+	// by the same process, so it owns that too (see roomserver.Cluster).
+	"upgrade": http.MethodPost,
 }
 
-// writeRoom returns the room a client request writes to, if it is one of
-// the writes forwarded to the room's owner.
-func writeRoom(r *http.Request) (string, bool) {
+// adminRoomWrites are the admin endpoints under /rooms/{roomId} that write
+// the room's events (kicks, power levels) or keep what they started in
+// the owner's memory (a deletion's status): "METHOD /SUFFIX" after the
+// room ID.
+var adminRoomWrites = map[string]bool{
+	"DELETE ":               true, // v1 and v2: kick everyone, then purge
+	"POST /make_room_admin": true,
+	"GET /delete_status":    true, // v2: the deletion runs on the owner
+}
+
+// writeTarget returns the room (a room ID, or an alias to resolve first) a
+// request writes to, if it is one of the writes served by the room's
+// owner.
+func writeTarget(r *http.Request) (string, bool) {
+	path := r.URL.EscapedPath()
 	var rest string
-	for _, p := range []string{"/_matrix/client/v3/", "/_matrix/client/r0/"} {
-		if s, ok := strings.CutPrefix(r.URL.EscapedPath(), p); ok {
-			rest = s
+	admin := false
+	for _, p := range []string{"/_matrix/client/v3/", "/_matrix/client/r0/", "/_synapse/admin/v1/", "/_synapse/admin/v2/"} {
+		if s, ok := strings.CutPrefix(path, p); ok {
+			rest, admin = s, strings.HasPrefix(p, "/_synapse/")
 			break
 		}
 	}
 	parts := strings.Split(rest, "/")
 	switch {
-	case len(parts) >= 3 && parts[0] == "rooms":
+	case admin && len(parts) >= 2 && parts[0] == "rooms":
+		if !adminRoomWrites[r.Method+" "+strings.Join(append([]string{""}, parts[2:]...), "/")] {
+			return "", false
+		}
+	case len(parts) >= 3 && parts[0] == "rooms" && !admin:
 		if m, ok := roomWrites[parts[2]]; !ok || m != r.Method {
 			return "", false
 		}
-	case len(parts) == 2 && parts[0] == "join" && r.Method == http.MethodPost:
-		// By room ID only: an alias is resolved where the request lands.
+	case len(parts) == 2 && (parts[0] == "join" || parts[0] == "knock" && !admin) && r.Method == http.MethodPost:
+		// By room ID or alias: an alias is resolved to find the owner.
 	default:
 		return "", false
 	}
-	roomID, err := url.PathUnescape(parts[1])
-	if err != nil || !strings.HasPrefix(roomID, "!") {
+	target, err := url.PathUnescape(parts[1])
+	if err != nil || !strings.HasPrefix(target, "!") && !strings.HasPrefix(target, "#") {
 		return "", false
 	}
-	return roomID, true
+	if strings.HasPrefix(target, "#") && parts[0] == "rooms" {
+		return "", false // the endpoint refuses aliases itself
+	}
+	return target, true
 }
+
+// Resolver turns a room alias into the room ID it points to, or "" when
+// it is unknown here (the request is then served where it lands, which
+// answers it as one process would).
+type Resolver func(ctx context.Context, alias string) (string, error)
 
 // Forward serves the writes to rooms another instance owns by forwarding
 // them to it, and everything else with next. A request another instance
 // forwarded (it carries the secret) is always served here, so that two
 // processes with different maps cannot bounce it between them.
-func (m *Map) Forward(log logrus.FieldLogger, next http.Handler) http.Handler {
+func (m *Map) Forward(log logrus.FieldLogger, resolve Resolver, next http.Handler) http.Handler {
 	proxies := map[string]*httputil.ReverseProxy{}
 	for name, u := range m.urls {
 		proxies[name] = m.proxy(name, u, log)
@@ -69,13 +98,28 @@ func (m *Map) Forward(log logrus.FieldLogger, next http.Handler) http.Handler {
 				return
 			}
 			r.Header.Del(SecretHeader)
-			next.ServeHTTP(w, r)
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), fromInstanceKey{}, true)))
 			return
 		}
-		roomID, ok := writeRoom(r)
+		if strings.HasPrefix(r.URL.Path, InternalPrefix) {
+			// Only for the other instances.
+			httpx.WriteJSON(w, http.StatusForbidden, mxerr.Forbidden("Internal endpoint").Body())
+			return
+		}
+		roomID, ok := writeTarget(r)
 		if !ok {
 			next.ServeHTTP(w, r)
 			return
+		}
+		if strings.HasPrefix(roomID, "#") {
+			id, err := resolve(r.Context(), roomID)
+			if err != nil || id == "" {
+				// Unknown or unreachable here: the local handler
+				// answers (M_NOT_FOUND, or a join over federation).
+				next.ServeHTTP(w, r)
+				return
+			}
+			roomID = id
 		}
 		owner := m.Owner(roomID)
 		if owner == m.self {
@@ -112,4 +156,13 @@ func (m *Map) proxy(name string, u *url.URL, log logrus.FieldLogger) *httputil.R
 				mxerr.Unknown(http.StatusBadGateway, "Instance %s, which owns this room, is unavailable; retry later", name).Body())
 		},
 	}
+}
+
+type fromInstanceKey struct{}
+
+// FromInstance reports whether r came from another instance of the
+// deployment (it carried the instance secret, which Forward checked).
+func FromInstance(r *http.Request) bool {
+	v, _ := r.Context().Value(fromInstanceKey{}).(bool)
+	return v
 }

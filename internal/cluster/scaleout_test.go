@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -12,39 +11,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/tessera-hs/tessera/internal/cluster"
-	"github.com/tessera-hs/tessera/internal/testserver"
 )
-
-// as returns a client of srv logged in with c's credentials (the same
-// device: tokens live in the shared database).
-func as(srv *testserver.Server, c *mautrix.Client) *mautrix.Client {
-	cc := srv.Client(c.UserID, c.AccessToken)
-	cc.DeviceID = c.DeviceID
-	return cc
-}
-
-// roomsOwnedBy creates rooms through creator until there is one owned by
-// each instance, and returns them by owner.
-func roomsOwnedBy(t *testing.T, m *cluster.Map, creator *mautrix.Client, invite id.UserID, names []string) map[string]id.RoomID {
-	t.Helper()
-	ctx := context.Background()
-	out := map[string]id.RoomID{}
-	for i := 0; len(out) < len(names); i++ {
-		if i == 30 {
-			t.Fatalf("30 rooms and not one owned by each instance: %v", out)
-		}
-		resp, err := creator.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Invite: []id.UserID{invite}})
-		if err != nil {
-			t.Fatalf("create room: %v", err)
-		}
-		if o := m.Owner(resp.RoomID.String()); out[o] == "" {
-			out[o] = resp.RoomID
-		}
-	}
-	return out
-}
 
 type seen struct {
 	room   id.RoomID
@@ -87,16 +54,9 @@ func syncMessages(t *testing.T, c *mautrix.Client, since, filter string, want in
 // them reach the room's owner, syncs on another see every message once and
 // in order, with writers in all three at once.
 func TestScaleOutSendAndSync(t *testing.T) {
-	names := []string{"a", "b", "c"}
-	srv := testserver.StartCluster(t, names)
-	m, err := cluster.New(srv["a"].Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := startScaleOut(t)
+	names, srv, alice, bob, rooms := c.names, c.srv, c.alice, c.bob, c.rooms
 	ctx := context.Background()
-	alice := srv["a"].Register("alice", "password-alice")
-	bob := srv["c"].Register("bob", "password-bob")
-	rooms := roomsOwnedBy(t, m, alice, bob.UserID, names)
 	// Bob joins each room through c: forwarded to the owner but one.
 	for _, roomID := range rooms {
 		if _, err := bob.JoinRoomByID(ctx, roomID); err != nil {
@@ -118,14 +78,14 @@ func TestScaleOutSendAndSync(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(names)*len(rooms))
 	for _, via := range names {
-		c := as(srv[via], alice)
+		cl := as(srv[via], alice)
 		for _, roomID := range rooms {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for i := range perWriter {
 					body := fmt.Sprintf("%s %d", via, i)
-					if _, err := c.SendMessageEvent(ctx, roomID, event.EventMessage,
+					if _, err := cl.SendMessageEvent(ctx, roomID, event.EventMessage,
 						map[string]any{"msgtype": "m.text", "body": body}); err != nil {
 						errs <- fmt.Errorf("send %q to %s through %s: %w", body, roomID, via, err)
 						return
@@ -185,16 +145,9 @@ func TestScaleOutSendAndSync(t *testing.T) {
 // A retry with the same transaction ID gives the first attempt's event,
 // whichever process it reaches.
 func TestScaleOutTxnRetry(t *testing.T) {
-	names := []string{"a", "b", "c"}
-	srv := testserver.StartCluster(t, names)
-	m, err := cluster.New(srv["a"].Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := startScaleOut(t)
+	srv, alice, rooms := c.srv, c.alice, c.rooms
 	ctx := context.Background()
-	alice := srv["a"].Register("alice", "password-alice")
-	bob := srv["b"].Register("bob", "password-bob")
-	rooms := roomsOwnedBy(t, m, alice, bob.UserID, names)
 	for owner, roomID := range rooms {
 		var first id.EventID
 		for _, via := range []string{"a", "b", "c", "b"} {
@@ -228,21 +181,10 @@ func TestScaleOutTxnRetry(t *testing.T) {
 // A long-polling /sync on every process wakes for an event another process
 // commits: the commit's NOTIFY reaches them all.
 func TestScaleOutWakeUps(t *testing.T) {
-	names := []string{"a", "b", "c"}
-	srv := testserver.StartCluster(t, names)
-	m, err := cluster.New(srv["a"].Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := startScaleOut(t)
+	names, srv, alice, bob, rooms := c.names, c.srv, c.alice, c.bob, c.rooms
 	ctx := context.Background()
-	alice := srv["a"].Register("alice", "password-alice")
-	bob := srv["b"].Register("bob", "password-bob")
-	rooms := roomsOwnedBy(t, m, alice, bob.UserID, names)
-	for _, roomID := range rooms {
-		if _, err := bob.JoinRoomByID(ctx, roomID); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.joinAll(t, bob)
 	for owner, roomID := range rooms {
 		start, err := bob.SyncRequest(ctx, 0, "", "", false, "")
 		if err != nil {
@@ -296,21 +238,12 @@ func TestScaleOutWakeUps(t *testing.T) {
 // other rooms keep working, and its rooms take writes again once it is
 // back.
 func TestScaleOutOwnerDown(t *testing.T) {
-	names := []string{"a", "b", "c"}
-	srv := testserver.StartCluster(t, names)
-	m, err := cluster.New(srv["a"].Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := startScaleOut(t)
+	srv, alice, rooms := c.srv, c.alice, c.rooms
 	ctx := context.Background()
-	alice := srv["a"].Register("alice", "password-alice")
-	bob := srv["c"].Register("bob", "password-bob")
-	rooms := roomsOwnedBy(t, m, alice, bob.UserID, names)
 	srv["b"].Stop()
-	_, err = alice.SendText(ctx, rooms["b"], "to b's room while b is down")
-	var he mautrix.HTTPError
-	if !errors.As(err, &he) || he.Response == nil || he.Response.StatusCode != http.StatusBadGateway ||
-		he.RespError == nil || he.RespError.ErrCode != "M_UNKNOWN" {
+	_, err := alice.SendText(ctx, rooms["b"], "to b's room while b is down")
+	if !isBadGateway(err) {
 		t.Fatalf("send to b's room while b is down: %v, want 502 M_UNKNOWN", err)
 	}
 	for _, owner := range []string{"a", "c"} {
@@ -327,10 +260,9 @@ func TestScaleOutOwnerDown(t *testing.T) {
 // A token logged out through one process stops working on the others,
 // which had it cached: the logout's NOTIFY empties their token caches.
 func TestScaleOutLogout(t *testing.T) {
-	names := []string{"a", "b", "c"}
-	srv := testserver.StartCluster(t, names)
+	c := startScaleOut(t)
+	srv, alice := c.srv, c.alice
 	ctx := context.Background()
-	alice := srv["a"].Register("alice", "password-alice")
 	for _, via := range []string{"b", "c"} {
 		if _, err := as(srv[via], alice).Whoami(ctx); err != nil {
 			t.Fatalf("whoami through %s: %v", via, err)

@@ -18,19 +18,34 @@ import (
 func (s *Server) initAppServices(ctx context.Context) error {
 	td := s.Sync.ToDevice()
 	svc, err := appservice.New(ctx, s.db, s.appServices, s.Rooms, toDeviceReader{td}, receiptsReader{s.Users}, s.Keys,
-		appservice.Config{}, s.log.WithField("component", "appservice"))
+		s.appServiceConfig(), s.log.WithField("component", "appservice"))
 	if err != nil {
 		return err
 	}
 	s.asPush = svc
 	s.Users.SetUnknownUserQuery(svc.QueryUser)
 	s.Rooms.SetAliasQuery(svc.QueryAlias)
-	s.Rooms.Subscribe(svc.OnEvents)
+	if s.cluster != nil {
+		// The process that pushes to a service reads every event from
+		// the database, whoever committed it, and must be woken by all.
+		s.Rooms.SubscribeAll(svc.OnEvents)
+	} else {
+		s.Rooms.Subscribe(svc.OnEvents)
+	}
 	s.Sync.Typing().SetChangeHook(svc.Typing)
 	td.SetDeliveredHook(svc.ToDeviceDelivered)
 	// Federation replaces this hook with one that calls presenceToAppServices too.
 	s.Sync.Presence().SetPublishHook(func(_ context.Context, userID string) { s.presenceToAppServices(userID) })
 	return nil
+}
+
+// appServiceConfig is the application services' config: in a cluster,
+// each service is pushed to by one process, its ID's owner.
+func (s *Server) appServiceConfig() appservice.Config {
+	if s.cluster == nil {
+		return appservice.Config{}
+	}
+	return appservice.Config{Owns: func(asID string) bool { return s.cluster.Owns("appservice " + asID) }}
 }
 
 // presenceToAppServices hands a published presence change to the services.

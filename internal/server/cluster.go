@@ -5,9 +5,18 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
+	"github.com/sirupsen/logrus"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/tessera-hs/tessera/delayed"
+	"github.com/tessera-hs/tessera/federation/queue"
 	"github.com/tessera-hs/tessera/internal/cluster"
+	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/httpx"
+	"github.com/tessera-hs/tessera/internal/mxerr"
 	"github.com/tessera-hs/tessera/push"
 	"github.com/tessera-hs/tessera/roomserver"
 )
@@ -18,7 +27,57 @@ func roomCluster(m *cluster.Map) *roomserver.Cluster {
 	if m == nil {
 		return nil
 	}
-	return &roomserver.Cluster{Instance: m.Self(), Index: m.Index(), Size: m.Size()}
+	return &roomserver.Cluster{
+		Instance: m.Self(), Index: m.Index(), Size: m.Size(),
+		Owns: m.Owns,
+		Delegate: func(ctx context.Context, roomID, op, userID string) error {
+			return m.Call(ctx, m.Owner(roomID), op, delegated{RoomID: roomID, UserID: userID})
+		},
+	}
+}
+
+// delegated is the body of a room write one process asks the room's
+// owner to run (roomserver.Cluster.Delegate).
+type delegated struct {
+	RoomID string `json:"room_id"`
+	UserID string `json:"user_id"`
+}
+
+// registerInternal serves the calls the other instances make (under
+// cluster.InternalPrefix, which the forwarder lets through only with the
+// instance secret).
+func (s *Server) registerInternal(r *mux.Router) {
+	if s.cluster == nil {
+		return
+	}
+	ops := map[string]func(ctx context.Context, d delegated) error{
+		roomserver.DelegateProfile: func(ctx context.Context, d delegated) error {
+			return s.Rooms.UpdateMemberProfileIn(ctx, d.RoomID, d.UserID)
+		},
+		roomserver.DelegateLeave: func(ctx context.Context, d delegated) error {
+			return s.Rooms.Leave(ctx, d.UserID, d.RoomID, "")
+		},
+	}
+	for op, f := range ops {
+		r.Methods(http.MethodPost).Path(cluster.InternalPrefix + op).HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !cluster.FromInstance(r) {
+				httpx.WriteJSON(w, http.StatusForbidden, mxerr.Forbidden("Internal endpoint").Body())
+				return
+			}
+			var d delegated
+			if err := httpx.DecodeJSON(r, &d, false); err != nil {
+				httpx.WriteJSON(w, http.StatusBadRequest, mxerr.BadJSON("%v", err).Body())
+				return
+			}
+			if err := f(r.Context(), d); err != nil {
+				s.log.WithError(err).WithFields(logrus.Fields{"op": op, "room_id": d.RoomID, "user_id": d.UserID}).
+					Warn("running a room write for another instance")
+				httpx.WriteJSON(w, http.StatusInternalServerError, mxerr.Unknown(http.StatusInternalServerError, "%v", err).Body())
+				return
+			}
+			httpx.WriteJSON(w, http.StatusOK, struct{}{})
+		})
+	}
 }
 
 // startCluster starts applying the events the other processes commit.
@@ -29,7 +88,6 @@ func (s *Server) startCluster() {
 	dsn := s.cfg.Database.DSN
 	connect := func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, dsn) }
 	s.Rooms.ListenCluster(connect)
-	s.bus = s.cluster.NewBus(s.db, s.log)
 	s.bus.Handle(tokensKind, func(userID string) {
 		s.Users.TokensRevokedElsewhere()
 		if userID != "" && s.api != nil {
@@ -40,8 +98,60 @@ func (s *Server) startCluster() {
 	s.bus.Start(connect)
 }
 
-// tokensKind is the invalidation of revoked tokens; its key the user ID.
-const tokensKind = "tokens"
+// The kinds of the cluster bus's messages (cluster.Bus).
+const (
+	// tokensKind is the invalidation of revoked tokens; its key the user ID.
+	tokensKind = "tokens"
+	// fedQueueKind says something was queued for a destination, its key,
+	// that the receiving process sends to.
+	fedQueueKind = "fedqueue"
+	// delayedKind says a delayed event was scheduled in a room, its key,
+	// that the receiving process may own.
+	delayedKind = "delayed"
+)
+
+// delayedConfig is the delayed events' config: in a cluster, each room's
+// delayed events are sent by the room's owner, whose timer is woken by
+// the process that schedules them.
+func (s *Server) delayedConfig() delayed.Config {
+	cfg := delayed.Config{MaxDelay: s.cfg.Rooms.MaxDelayedEventDelay.Std()}
+	if s.cluster == nil {
+		return cfg
+	}
+	cfg.Owns = s.cluster.Owns
+	cfg.Elsewhere = func(ctx context.Context, tx *database.Tx, roomID string) error {
+		return s.bus.PublishTx(ctx, tx, delayedKind, roomID)
+	}
+	s.bus.Handle(delayedKind, func(roomID string) {
+		if roomID == "" || s.cluster.Owns(roomID) {
+			s.delayed.Wake()
+		}
+	})
+	return cfg
+}
+
+// fedQueueCluster is the federation queue's share of a deployment of
+// several processes: it sends to the destinations this process owns (a
+// hash of the server name), and tells their owners of what it queues for
+// the others.
+func (s *Server) fedQueueCluster(cfg *queue.Config, q func() *queue.Queue) {
+	if s.cluster == nil {
+		return
+	}
+	cfg.Owns = func(d spec.ServerName) bool { return s.cluster.Owns(string(d)) }
+	cfg.Elsewhere = func(ctx context.Context, tx *database.Tx, d spec.ServerName) error {
+		return s.bus.PublishTx(ctx, tx, fedQueueKind, string(d))
+	}
+	s.bus.Handle(fedQueueKind, func(dest string) {
+		// The bus's goroutine: the kick starts a worker at most, but
+		// an empty key reads the queue's destinations.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := q().Kick(ctx, spec.ServerName(dest)); err != nil {
+			s.log.WithError(err).Error("looking for federation queues owned here")
+		}
+	})
+}
 
 // publishTokensRevoked tells the other processes that userID's tokens
 // were revoked, so that their token caches forget them.
@@ -63,7 +173,7 @@ func (s *Server) clusterHandler(h http.Handler) http.Handler {
 	if s.cluster == nil {
 		return h
 	}
-	return s.cluster.Forward(s.log, h)
+	return s.cluster.Forward(s.log, s.Rooms.ResolveAlias, h)
 }
 
 // localRooms is the room server as push sees it in a cluster: push

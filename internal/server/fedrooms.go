@@ -22,7 +22,9 @@ import (
 // event that must go out is queued for the other servers of its room, and
 // joins of rooms elsewhere go through the federation edge.
 func (s *Server) startFederationRooms(ctx context.Context, api *federation.API, client fclient.FederationClient, keyRing *gomatrixserverlib.KeyRing) error {
-	q, err := queue.New(ctx, s.db, queue.Config{Origin: spec.ServerName(s.cfg.ServerName)},
+	qc := queue.Config{Origin: spec.ServerName(s.cfg.ServerName)}
+	s.fedQueueCluster(&qc, func() *queue.Queue { return s.fedQueue })
+	q, err := queue.New(ctx, s.db, qc,
 		func(ctx context.Context, t gomatrixserverlib.Transaction) error {
 			_, err := client.SendTransaction(ctx, t)
 			return err

@@ -30,7 +30,12 @@ func (s *Server) initHousekeeping(api *clientapi.API, ms *media.Service) {
 	hk.AddPruner("rejected_events", s.Rooms.RejectedPruner())
 	api.SetHousekeeping(hk)
 	s.Housekeeping = hk
-	hk.Start()
+	if s.cluster == nil || s.cluster.Index() == 0 {
+		// One job for the deployment (its work is the shared
+		// database's): the first instance by name runs it. The admin
+		// API's runs still happen where they are asked for.
+		hk.Start()
+	}
 }
 
 // addRoomPurgers gives the admin's room purge every domain that keeps

@@ -162,6 +162,11 @@ func New(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*Server, 
 		db.Close()
 		return nil, err
 	}
+	if s.cluster != nil {
+		// Before the domains, which register their handlers on it;
+		// it starts listening once they are all built.
+		s.bus = s.cluster.NewBus(db, log)
+	}
 	if err := s.init(ctx); err != nil {
 		if s.guard != nil {
 			s.guard.Close()
@@ -323,7 +328,7 @@ func (s *Server) init(ctx context.Context) error {
 	api.SetPush(ps)
 	api.SetKeys(s.Keys)
 	api.SetKeyBackup(s.keyBackup)
-	if s.delayed, err = delayed.New(ctx, s.db, rs, delayed.Config{MaxDelay: s.cfg.Rooms.MaxDelayedEventDelay.Std()},
+	if s.delayed, err = delayed.New(ctx, s.db, rs, s.delayedConfig(),
 		s.log.WithField("component", "delayed")); err != nil {
 		return err
 	}
@@ -420,6 +425,7 @@ func (s *Server) init(ctx context.Context) error {
 
 	r := mux.NewRouter().UseEncodedPath()
 	api.Register(r)
+	s.registerInternal(r)
 	if s.calls != nil {
 		r.PathPrefix(calls.ProxyPrefix + "/").Handler(s.calls.Handler())
 	}
