@@ -91,9 +91,15 @@ type scenarioMsg struct {
 // answer; it returns the steps' data by name.
 func runScenario(t testing.TB, env []string, answer func(scenarioMsg) any) map[string]json.RawMessage {
 	t.Helper()
-	node, chromium := browserTools(t)
 	// Calls on a loaded 2-core machine under -race take minutes.
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	return runScenarioFor(t, 6*time.Minute, env, answer)
+}
+
+// runScenarioFor is runScenario with a time limit of its own.
+func runScenarioFor(t testing.TB, limit time.Duration, env []string, answer func(scenarioMsg) any) map[string]json.RawMessage {
+	t.Helper()
+	node, chromium := browserTools(t)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "scenario.mjs")
 	cmd.Dir = browserDir

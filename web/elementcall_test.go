@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tessera-hs/tessera/internal/lkrelay"
 	"github.com/tessera-hs/tessera/internal/testserver"
@@ -36,7 +37,9 @@ func TestBrowserElementCallWidget(t *testing.T) {
 	bob := srv.Register("bob", "bob password 1")
 	relay := httptest.NewServer(lkrelay.PublishAfterTrackPublished())
 	defer relay.Close()
-	steps := runScenario(t, []string{"BASE_URL=" + srv.URL, "SCENARIO=element-call-widget",
+	// Two calls with Element Call, which may rejoin once in each: 343 s
+	// under -race at load average 28-34 with one rejoin.
+	steps := runScenarioFor(t, 12*time.Minute, []string{"BASE_URL=" + srv.URL, "SCENARIO=element-call-widget",
 		"RELAY_URL=ws://" + strings.TrimPrefix(relay.URL, "http://"),
 		"BOB_USER=" + bob.UserID.String(), "BOB_TOKEN=" + bob.AccessToken, "BOB_DEVICE=" + bob.DeviceID.String()},
 		func(m scenarioMsg) any { return map[string]string{} })

@@ -402,9 +402,16 @@ async function rooms100() {
   let js = 0;
   for (let i = 0; i < Number(process.env.RUNS || 5); i++) {
     await page.reload({ waitUntil: "domcontentloaded" });
-    await page.waitForFunction(() => document.querySelectorAll("#roomlist a.roomitem").length >= 100, { timeout: 20 * SECOND, polling: "mutation" });
+    // The time is taken in the page, at the mutation that completes the
+    // list, so that puppeteer's round trips (long on a loaded machine)
+    // do not count.
+    await page.waitForFunction(() => {
+      if (document.querySelectorAll("#roomlist a.roomitem").length < 100) return false;
+      window.listShownAt ??= performance.now();
+      return true;
+    }, { timeout: 20 * SECOND, polling: "mutation" });
     const r = await page.evaluate(() => ({
-      ms: performance.now(),
+      ms: window.listShownAt,
       js: performance.getEntriesByType("resource")
         .filter((e) => /\.m?js$/.test(new URL(e.name).pathname))
         .reduce((n, e) => n + e.decodedBodySize, 0),
@@ -792,6 +799,22 @@ async function ecWidget() {
   const callCount = (n) => a.waitForFunction((want) => document.querySelector("#callbutton").textContent === (want ? `Call (${want})` : "Call"), { timeout: 90 * SECOND }, n);
   const ecFrame = () => h.waitForFrame((f) => f.url().includes("/ec/index.html"), { timeout: 30 * SECOND });
   const actions = () => h.evaluate(() => window.call.actions);
+  // ecSees is Element Call decoding alice's video. On a loaded machine
+  // under -race its LiveKit negotiation can time out (seen at load
+  // average 37: "NegotiationError: negotiation timed out", inside Element
+  // Call): then it hangs up and joins again, once, as a person would.
+  const ecSees = async () => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await ecDecodes(await ecFrame());
+      } catch (e) {
+        if (attempt >= 2) throw e;
+        emit({ log: `Element Call shows no video of alice (${e.message}); it rejoins once` });
+        await h.evaluate(() => window.call.hangUp()).catch((err) => emit({ log: `hang-up: ${err.message}` }));
+        await h.evaluate(() => window.openCall("join_existing"));
+      }
+    }
+  };
 
   // 1. Element Call starts the call (skipLobby: it joins by itself).
   await h.evaluate(() => window.openCall("start_call"));
@@ -804,7 +827,8 @@ async function ecWidget() {
   }, { timeout: 30 * SECOND })).jsonValue();
   await a.click("#callbutton");
   await a.click("#joincall");
-  const [aliceSaw1, bobSaw1] = await Promise.all([decodes(a, ".tile.remote video"), ecDecodes(await ecFrame())]);
+  const bobSaw1 = await ecSees();
+  const aliceSaw1 = await decodes(a, ".tile.remote video");
   await callCount(2);
   await shoot(a, "element-call-widget-web");
   await shoot(h, "element-call-widget-ec");
@@ -819,7 +843,8 @@ async function ecWidget() {
   await a.waitForSelector(".tile.local video", { timeout: 60 * SECOND });
   await callCount(1);
   await h.evaluate(() => window.openCall("join_existing"));
-  const [aliceSaw2, bobSaw2] = await Promise.all([decodes(a, ".tile.remote video"), ecDecodes(await ecFrame())]);
+  const bobSaw2 = await ecSees();
+  const aliceSaw2 = await decodes(a, ".tile.remote video");
   await callCount(2);
   step("web-first", { alice_sees: aliceSaw2, bob_sees: bobSaw2, actions: await actions() });
   // Element Call hangs up: the web client sees it leave.

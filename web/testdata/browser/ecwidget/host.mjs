@@ -206,7 +206,8 @@ window.openCall = (intent) => {
       });
       const sent = api.transport.send("im.vector.hangup", {}).then(
         () => log("hangup acknowledged"), (e) => log("hangup refused", e.message));
-      await back;
+      // A widget whose call broke may never answer: give it 20 s.
+      await Promise.race([back, new Promise((res) => setTimeout(res, 20000))]);
       log("widget hung up", actions);
       await Promise.race([sent, new Promise((res) => setTimeout(res, 5000))]);
       client.off(ClientEvent.Event, onEvent);
