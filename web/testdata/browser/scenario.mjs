@@ -65,6 +65,9 @@ const streams = { count: 0 };
 async function newPage(name) {
   const ctx = await browser.createBrowserContext();
   const page = await ctx.newPage();
+  // Loading a page (livekit-client's 1.4 MB module above all) under -race
+  // on a loaded machine took more than puppeteer's 30 s default (CI saw it).
+  page.setDefaultNavigationTimeout(120_000);
   await page.setViewport({ width: 1280, height: 800 });
   page.on("pageerror", (e) => emit({ log: `${name} pageerror: ${e.message}` }));
   page.on("console", (m) => {
