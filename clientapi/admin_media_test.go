@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
-
-	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
 // uploadNote uploads body as a text/plain note.txt and returns its media ID.
@@ -23,11 +21,8 @@ func uploadNote(t *testing.T, c *mautrix.Client, body string) string {
 // deleting media by ID, by user and by date and size: deleted media cannot
 // be downloaded.
 func TestAdminMedia(t *testing.T) {
-	srv := testserver.Start(t)
-	root := registerAdmin(t, srv)
+	srv, root, alice, bob := adminWithUsers(t)
 	tok := root.AccessToken
-	alice := srv.Register("alice", "alice-password")
-	bob := srv.Register("bob", "bob-password")
 	upload := func(c *mautrix.Client, body string) string { return uploadNote(t, c, body) }
 	small := upload(alice, "a")
 	big := upload(alice, "a much longer piece of content")

@@ -45,6 +45,14 @@ func messageBodies(t *testing.T, c *mautrix.Client, roomID id.RoomID) []string {
 	return out
 }
 
+// adminWithUsers starts a server with its admin (root) and two users,
+// alice and bob: where most admin tests begin.
+func adminWithUsers(t *testing.T) (*testserver.Server, *mautrix.RespRegister, *mautrix.Client, *mautrix.Client) {
+	t.Helper()
+	srv := testserver.Start(t)
+	return srv, registerAdmin(t, srv), srv.Register("alice", "alice-password"), srv.Register("bob", "bob-password")
+}
+
 // auditedAdminServer starts a server with a server admin, capturing the
 // admin action log lines.
 func auditedAdminServer(t *testing.T) (*testserver.Server, *captureHook, *mautrix.RespRegister) {
@@ -159,11 +167,8 @@ func roomMembership(t *testing.T, srv *testserver.Server, token string, roomID i
 // their own events, and every write answers 403 M_USER_SUSPENDED, until
 // the suspension is lifted.
 func TestAdminSuspend(t *testing.T) {
-	srv := testserver.Start(t)
-	root := registerAdmin(t, srv)
+	srv, root, alice, bob := adminWithUsers(t)
 	tok := root.AccessToken
-	alice := srv.Register("alice", "alice-password")
-	bob := srv.Register("bob", "bob-password")
 	room, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	must(t, err, "create room")
 	other, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})

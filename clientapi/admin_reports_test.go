@@ -6,18 +6,13 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix"
-
-	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
 // TestAdminEventReports: a report's details carry the event and its room;
 // deleting it takes it off the list.
 func TestAdminEventReports(t *testing.T) {
-	srv := testserver.Start(t)
-	root := registerAdmin(t, srv)
+	srv, root, alice, bob := adminWithUsers(t)
 	tok := root.AccessToken
-	alice := srv.Register("alice", "alice-password")
-	bob := srv.Register("bob", "bob-password")
 	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Reported"})
 	must(t, err, "create room")
 	_, err = bob.JoinRoom(ctx, string(room.RoomID), nil)

@@ -10,19 +10,14 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/synapseadmin"
-
-	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
 // TestAdminRooms covers the room admin API's reads: the list with search,
 // order and paging, details, members, state, forward extremities.
 func TestAdminRooms(t *testing.T) {
-	srv := testserver.Start(t)
-	root := registerAdmin(t, srv)
+	srv, root, alice, bob := adminWithUsers(t)
 	ac := adminClient(srv, root)
 	tok := root.AccessToken
-	alice := srv.Register("alice", "alice-password")
-	bob := srv.Register("bob", "bob-password")
 
 	big, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Big Room", RoomAliasName: "big",
 		Topic: "everyone", Visibility: "public"})
@@ -137,12 +132,9 @@ func TestAdminRooms(t *testing.T) {
 
 // TestAdminRoomActions covers blocking, make_room_admin and force joins.
 func TestAdminRoomActions(t *testing.T) {
-	srv := testserver.Start(t)
-	root := registerAdmin(t, srv)
+	srv, root, alice, bob := adminWithUsers(t)
 	ac := adminClient(srv, root)
 	tok := root.AccessToken
-	alice := srv.Register("alice", "alice-password")
-	bob := srv.Register("bob", "bob-password")
 	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Private"})
 	must(t, err, "create room")
 	roomPath := adminV1 + "/rooms/" + url.PathEscape(string(room.RoomID))
@@ -205,12 +197,9 @@ func TestAdminRoomActions(t *testing.T) {
 // member joined; its members land in the new room, its alias follows,
 // and it stays blocked.
 func TestAdminDeleteRoom(t *testing.T) {
-	srv := testserver.Start(t)
-	root := registerAdmin(t, srv)
+	srv, root, alice, bob := adminWithUsers(t)
 	ac := adminClient(srv, root)
 	tok := root.AccessToken
-	alice := srv.Register("alice", "alice-password")
-	bob := srv.Register("bob", "bob-password")
 	mod := srv.Register("mod", "mod-password")
 	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "doomed", Name: "Doomed"})
 	must(t, err, "create room")

@@ -40,7 +40,11 @@ func (a *API) shadowAnswer(ctx context.Context, err error, fake func(*users.Shad
 // shadowBanWait waits the shadow ban delay, or until ctx ends.
 func (a *API) shadowBanWait(ctx context.Context) error {
 	m := a.cfg.Moderation
-	return sleep(ctx, shadowBanDelay(m.ShadowBanDelayMin.Std(), m.ShadowBanDelayMax.Std(), rand.N[time.Duration]))
+	d := shadowBanDelay(m.ShadowBanDelayMin.Std(), m.ShadowBanDelayMax.Std(), rand.N[time.Duration])
+	if d > 0 && !sleepCtx(ctx, d) {
+		return ctx.Err()
+	}
+	return nil
 }
 
 // shadowBanDelay is how long a shadow-banned user's dropped request waits
@@ -52,21 +56,6 @@ func shadowBanDelay(lo, hi time.Duration, randN func(time.Duration) time.Duratio
 		return lo
 	}
 	return lo + randN(hi-lo+1)
-}
-
-// sleep waits for d, or until ctx ends (the client went away).
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // fakeEventID answers a shadow-banned send or redaction with an event ID

@@ -75,3 +75,32 @@ func TestRetentionPurgeJobs(t *testing.T) {
 		t.Errorf("the room without a policy serves %d messages, want %d", len(got), n)
 	}
 }
+
+// TestRetentionPurgeJobsRunOnTheirOwn: with a running job (a short
+// housekeeping interval and a shorter purge job), a room whose messages
+// live a second loses them without anyone calling the job: Start's timer
+// wakes for the purge job.
+func TestRetentionPurgeJobsRunOnTheirOwn(t *testing.T) {
+	ctx := context.Background()
+	s := testserver.Start(t, func(c *config.Config) {
+		c.Housekeeping.Retention.Enabled = true
+		c.Housekeeping.Interval = config.Duration(time.Hour)
+		c.Housekeeping.Retention.PurgeJobs = []config.PurgeJob{{Interval: config.Duration(200 * time.Millisecond)}}
+	})
+	alice := s.Register("alice", "password-alice")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{InitialState: []*event.Event{{Type: event.NewEventType("m.room.retention"),
+		Content: event.Content{Raw: map[string]any{"max_lifetime": 1000}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := countRows(t, s, "events")
+	sendMany(t, alice, created.RoomID, 5, "short-lived")
+	// Generous: the machine may be loaded.
+	deadline := time.Now().Add(30 * time.Second)
+	for countRows(t, s, "events") > before+1 { // the last message stays, the forward extremity
+		if time.Now().After(deadline) {
+			t.Fatalf("no purge after 30 s: %d events, %d before the messages", countRows(t, s, "events"), before)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

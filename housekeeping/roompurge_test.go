@@ -2,7 +2,6 @@ package housekeeping_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -10,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -33,13 +31,13 @@ var keptAfterRoomPurge = map[string]bool{
 // actions, receipts, typing, tags and room account data, search, sliding
 // sync, a delayed event, an alias in the directory, a key backup, a
 // report, a webhook, a history purge) is deleted with the admin API and purged: afterwards
-// no row of any table of the SQLite file names the room, except the ones
+// no row of any table of the database names the room, except the ones
 // kept on purpose.
 func TestRoomDeleteLeavesNoTrace(t *testing.T) {
 	ctx := context.Background()
-	// Pinned to SQLite (in both CI runs): the check scans the SQLite file's
-	// tables directly.
-	s := testserver.Start(t, testserver.SQLite(), func(c *config.Config) {
+	// The check scans every table of the server's database (either
+	// engine).
+	s := testserver.Start(t, func(c *config.Config) {
 		c.Housekeeping.Interval = 0
 		c.Webhooks.Enabled = true
 	})
@@ -157,48 +155,48 @@ func TestRoomDeleteLeavesNoTrace(t *testing.T) {
 	}
 }
 
-// roomRows counts, in every table of the server's SQLite file, the rows
+// roomRows counts, in every table of the server's database, the rows
 // with a column whose text contains the room ID.
 func roomRows(t *testing.T, s *testserver.Server, roomID id.RoomID) map[string]int {
 	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+s.Config.Database.Path+"?mode=ro&_busy_timeout=5000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	// Virtual tables' shadow tables hold the index in their own
-	// encoding; the virtual table itself is scanned.
-	rows, err := db.Query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+	db := openDB(t, s)
+	postgres := s.Config.Database.Engine == "postgres"
+	// Each table's columns. On SQLite, virtual tables' shadow tables hold
+	// the index in their own encoding; the virtual table itself is
+	// scanned.
+	listTables, listColumns := `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
 		AND name NOT IN (SELECT m.name || s.suffix FROM sqlite_master m,
 			(SELECT '_data' AS suffix UNION SELECT '_idx' UNION SELECT '_content' UNION SELECT '_docsize' UNION SELECT '_config') s
-			WHERE m.sql LIKE 'CREATE VIRTUAL TABLE%')`)
-	if err != nil {
-		t.Fatal(err)
+			WHERE m.sql LIKE 'CREATE VIRTUAL TABLE%')`, `SELECT name FROM pragma_table_info($1)`
+	contains := `instr(CAST("%s" AS TEXT), $1) > 0`
+	if postgres {
+		listTables = `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'`
+		listColumns = `SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1`
+		contains = `strpos(CAST("%s" AS TEXT), $1) > 0`
 	}
-	var tables []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			t.Fatal(err)
-		}
-		tables = append(tables, name)
-	}
-	rows.Close()
-	out := map[string]int{}
-	for _, table := range tables {
-		cols, err := db.Query(`SELECT name FROM pragma_table_info($1)`, table)
+	strs := func(q string, args ...any) []string {
+		t.Helper()
+		rows, err := db.Query(q, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var conds []string
-		for cols.Next() {
-			var col string
-			if err := cols.Scan(&col); err != nil {
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var v string
+			if err := rows.Scan(&v); err != nil {
 				t.Fatal(err)
 			}
-			conds = append(conds, `instr(CAST("`+col+`" AS TEXT), $1) > 0`)
+			out = append(out, v)
 		}
-		cols.Close()
+		return out
+	}
+	out := map[string]int{}
+	for _, table := range strs(listTables) {
+		var conds []string
+		for _, col := range strs(listColumns, table) {
+			conds = append(conds, fmt.Sprintf(contains, col))
+		}
 		if len(conds) == 0 {
 			continue
 		}

@@ -2,7 +2,6 @@ package housekeeping_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"net/url"
 	"testing"
@@ -20,9 +19,8 @@ import (
 // same and the room goes on.
 func TestPurgeDropsUnusedStateGroups(t *testing.T) {
 	ctx := context.Background()
-	// Pinned to SQLite (in both CI runs): the set-up writes into the SQLite
-	// file directly.
-	s := testserver.Start(t, testserver.SQLite())
+	// The set-up writes into the server's database (either engine).
+	s := testserver.Start(t)
 	admin := registerAdmin(t, s)
 	alice := s.Register("alice", "password-alice")
 	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
@@ -41,21 +39,20 @@ func TestPurgeDropsUnusedStateGroups(t *testing.T) {
 		}
 		ids = append(ids, resp.EventID)
 	}
-	db, err := sql.Open("sqlite3", "file:"+s.Config.Database.Path+"?_busy_timeout=5000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openDB(t, s)
 	// What a purged merge event leaves: its own full group and a delta
 	// on it, used by nothing (made here directly: a merge needs two
 	// servers racing).
-	for _, q := range []string{
-		`INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES (1000000001, $1, NULL, 0)`,
-		`INSERT INTO state_group_entries (group_id, type, state_key, event_id) SELECT 1000000001, type, state_key, event_id FROM current_state WHERE room_id = $1`,
-		`INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES (1000000002, $1, 1000000001, 1)`,
-		`INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (1000000002, 'm.room.topic', '', '$gone')`,
+	for _, st := range []struct {
+		q    string
+		args []any
+	}{
+		{`INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES (1000000001, $1, NULL, 0)`, []any{room.RoomID}},
+		{`INSERT INTO state_group_entries (group_id, type, state_key, event_id) SELECT 1000000001, type, state_key, event_id FROM current_state WHERE room_id = $1`, []any{room.RoomID}},
+		{`INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES (1000000002, $1, 1000000001, 1)`, []any{room.RoomID}},
+		{`INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (1000000002, 'm.room.topic', '', '$gone')`, nil},
 	} {
-		if _, err := db.Exec(q, room.RoomID); err != nil {
+		if _, err := db.Exec(st.q, st.args...); err != nil {
 			t.Fatal(err)
 		}
 	}
