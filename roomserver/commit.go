@@ -348,8 +348,10 @@ func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *co
 }
 
 func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {
-	if err := applyPendingRedaction(ctx, tx, pe.ev); err != nil {
-		return err
+	if !pe.built {
+		if err := applyPendingRedaction(ctx, tx, pe.ev); err != nil {
+			return err
+		}
 	}
 	ev := pe.ev
 	var unsigned *string

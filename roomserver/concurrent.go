@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/tessera-hs/tessera/internal/database"
@@ -20,7 +21,9 @@ import (
 //     the extremities and state the one before it left.
 //   - Stream positions come from the sequence events_stream_pos, taken at
 //     the start of the batch's transaction (streampos.Writers registers
-//     them in the order they were taken). Transactions may commit out of
+//     them in the order they were taken). The sequence hands out blocks
+//     of positionBlock, so that most transactions take theirs from memory
+//     rather than with a round trip. Transactions may commit out of
 //     position order, so a committed batch is published (caches, the
 //     readers' position, its senders' answers, the listeners) only once
 //     every lower position has committed or been abandoned: readers and
@@ -33,6 +36,10 @@ import (
 // writes events outside a cluster, and clusters take their positions under
 // a lock instead (cluster.go).
 const positionSeq = "events_stream_pos"
+
+// positionBlock is the sequence's increment: each nextval reserves the
+// positions (v-positionBlock, v].
+const positionBlock = 64
 
 // maxConflictRetries bounds the runs of a transaction that PostgreSQL
 // ended for a conflict with a concurrent one (a deadlock).
@@ -52,6 +59,10 @@ type concurrentCommits struct {
 	// ready holds committed batches waiting for lower positions to
 	// finish; guarded by the Service's applyMu.
 	ready []readyBatch
+
+	// next to end: the positions of the reserved block not handed out
+	// yet; used only by take, under the lock of positions.Allocate.
+	next, end int64
 }
 
 type readyBatch struct {
@@ -61,7 +72,7 @@ type readyBatch struct {
 
 func newConcurrentCommits(ctx context.Context, c *committer) (*concurrentCommits, error) {
 	db := c.s.db
-	if _, err := db.ExecContext(ctx, `CREATE SEQUENCE IF NOT EXISTS `+positionSeq+` MINVALUE 0`); err != nil {
+	if _, err := db.ExecContext(ctx, `CREATE SEQUENCE IF NOT EXISTS `+positionSeq+` MINVALUE 0 INCREMENT BY `+strconv.Itoa(positionBlock)); err != nil {
 		return nil, fmt.Errorf("create stream position sequence: %w", err)
 	}
 	// After the largest position stored (by a cluster, say, or migrate-db).
@@ -71,6 +82,7 @@ func newConcurrentCommits(ctx context.Context, c *committer) (*concurrentCommits
 	}
 	cc := &concurrentCommits{
 		c:         c,
+		next:      1,
 		positions: streampos.NewWriters(c.lastPos),
 		slots:     make(chan struct{}, db.ConcurrentWriters()),
 		inFlight:  map[string]bool{},
@@ -125,9 +137,7 @@ func (cc *concurrentCommits) commit(batch []*commitReq) {
 		ids = nil
 		err = cc.c.s.db.WithConcurrentTx(ctx, func(tx *database.Tx) error {
 			var err error
-			ids, err = cc.positions.Allocate(n, func(n int) ([]int64, error) {
-				return database.Int64s(ctx, tx, `SELECT nextval('`+positionSeq+`') FROM generate_series(1, $1)`, n)
-			})
+			ids, err = cc.positions.Allocate(n, func(n int) ([]int64, error) { return cc.take(ctx, tx, n) })
 			if err != nil {
 				return fmt.Errorf("take stream positions: %w", err)
 			}
@@ -161,6 +171,25 @@ func (cc *concurrentCommits) commit(batch []*commitReq) {
 		return
 	}
 	cc.finish(batch, ids)
+}
+
+// take hands out n positions from the reserved block, reserving more from
+// the sequence when it runs out. Called under the lock of
+// positions.Allocate, which orders them.
+func (cc *concurrentCommits) take(ctx context.Context, tx *database.Tx, n int) ([]int64, error) {
+	ids := make([]int64, 0, n)
+	for len(ids) < n {
+		if cc.next > cc.end {
+			var v int64
+			if err := tx.QueryRowContext(ctx, `SELECT nextval('`+positionSeq+`')`).Scan(&v); err != nil {
+				return nil, err
+			}
+			cc.next, cc.end = v-positionBlock+1, v
+		}
+		ids = append(ids, cc.next)
+		cc.next++
+	}
+	return ids, nil
 }
 
 // finish marks ids finished (committed with batch, or abandoned when batch

@@ -96,6 +96,11 @@ type pendingEvent struct {
 	// state is the resolution of theirs, not the state after one event.
 	currentGroup *newStateGroup
 	currentState map[tuple]*Event
+	// built: this server built and signed the event just now, so its ID
+	// (a hash of it, or random before room version 3) is new, and no
+	// redaction of it can be waiting in pending_redactions: committing it
+	// skips that lookup, a round trip on PostgreSQL.
+	built bool
 }
 
 type newStateGroup struct {
@@ -392,7 +397,7 @@ func (s *Service) build(ctx context.Context, rs *roomState, er EventRequest) (*p
 	if isCreate {
 		roomID = pdu.RoomID().String()
 	}
-	pe := &pendingEvent{ev: &Event{PDU: pdu, RoomID: roomID}, stateGroup: rs.group}
+	pe := &pendingEvent{ev: &Event{PDU: pdu, RoomID: roomID}, stateGroup: rs.group, built: true}
 	if er.Txn != nil {
 		pe.ev.TxnUser, pe.ev.TxnDevice, pe.ev.TxnID = er.Txn.UserID, er.Txn.DeviceID, er.Txn.TxnID
 	}
