@@ -94,6 +94,10 @@ type Service struct {
 	cacheMu sync.Mutex
 	cache   map[string]*Ruleset // user -> evaluated ruleset
 	gen     map[string]uint64   // user -> changes so far, to drop stale loads
+	genAll  uint64              // times the whole cache was dropped, likewise
+	// rulesChanged is told of each committed change of a user's rules
+	// (SetRulesChangedHook); nil: nobody.
+	rulesChanged func(userID string)
 
 	// The evaluation goroutine's input and progress.
 	inMu      sync.RWMutex
@@ -246,14 +250,14 @@ func (s *Service) ruleset(ctx context.Context, userID string) (*Ruleset, error) 
 		s.cacheMu.Unlock()
 		return rs, nil
 	}
-	g := s.gen[userID]
+	g, ga := s.gen[userID], s.genAll
 	s.cacheMu.Unlock()
 	rs, err := s.loadRuleset(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
 	s.cacheMu.Lock()
-	if s.gen[userID] == g {
+	if s.gen[userID] == g && s.genAll == ga {
 		if len(s.cache) >= maxCachedRulesets {
 			s.cache = map[string]*Ruleset{}
 		}
@@ -268,6 +272,25 @@ func (s *Service) invalidate(userID string) {
 	s.cacheMu.Lock()
 	delete(s.cache, userID)
 	s.gen[userID]++
+	s.cacheMu.Unlock()
+}
+
+// SetRulesChangedHook sets f to be told of each committed change of a
+// user's push rules: in a deployment of several processes, the others
+// drop their cached copy (RulesChangedElsewhere). Call it before serving.
+func (s *Service) SetRulesChangedHook(f func(userID string)) { s.rulesChanged = f }
+
+// RulesChangedElsewhere drops the cached ruleset of userID, whose rules
+// another process changed, or every cached ruleset when userID is "" (such
+// changes may have been missed).
+func (s *Service) RulesChangedElsewhere(userID string) {
+	if userID != "" {
+		s.invalidate(userID)
+		return
+	}
+	s.cacheMu.Lock()
+	s.cache = map[string]*Ruleset{}
+	s.genAll++
 	s.cacheMu.Unlock()
 }
 

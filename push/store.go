@@ -296,5 +296,8 @@ func (s *Service) update(ctx context.Context, userID, kind, ruleID, defaultSQL s
 // account data is rewritten. The caller holds writeMu.
 func (s *Service) changed(ctx context.Context, userID string) error {
 	s.invalidate(userID)
+	if s.rulesChanged != nil {
+		s.rulesChanged(userID)
+	}
 	return s.writeAccountData(ctx, userID, true)
 }

@@ -108,7 +108,32 @@ const (
 	// delayedKind says a delayed event was scheduled in a room, its key,
 	// that the receiving process may own.
 	delayedKind = "delayed"
+	// pushRulesKind is the invalidation of a user's push rules, its key.
+	pushRulesKind = "push_rules"
 )
+
+// pushRulesCluster has the other processes drop their cached copy of a
+// user's push rules when they change here: each event is evaluated by the
+// process that commits it, with the rules as they are.
+func (s *Server) pushRulesCluster() {
+	if s.cluster == nil {
+		return
+	}
+	s.Push.SetRulesChangedHook(func(userID string) { s.publish(pushRulesKind, userID) })
+	s.bus.Handle(pushRulesKind, s.Push.RulesChangedElsewhere)
+}
+
+// publish tells the other processes of an invalidation of kind for key,
+// after it committed here.
+func (s *Server) publish(kind, key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.bus.Publish(ctx, kind, key); err != nil {
+		// The others keep their copy until their next reconnection:
+		// worth an operator's attention.
+		s.log.WithError(err).WithField("kind", kind).Error("telling other processes of a change")
+	}
+}
 
 // delayedConfig is the delayed events' config: in a cluster, each room's
 // delayed events are sent by the room's owner, whose timer is woken by

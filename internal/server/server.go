@@ -291,6 +291,7 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	s.Push = ps
+	s.pushRulesCluster()
 	s.Sync.SetUnreadCounter(ps)
 	s.Sync.SetPushRules(ps)
 	if s.Keys, err = keys.New(ctx, s.db, us, s.log); err != nil {

@@ -1,0 +1,82 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+)
+
+// A push rule changed through one process applies to the events another
+// process commits (and evaluates) from then on: the change's NOTIFY drops
+// that process's cached copy of the rules.
+func TestScaleOutPushRules(t *testing.T) {
+	c := startScaleOut(t)
+	ctx := context.Background()
+	c.joinAll(t, c.bob)
+	muted, other := c.rooms["b"], c.createRoom(t, "b", &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if _, err := c.bob.JoinRoomByID(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	viaB := as(c.srv["b"], c.alice)
+	// count waits until bob's notification count in room is at least
+	// min (evaluation is asynchronous), and returns it. It syncs through
+	// b, which evaluates: a sync through another process does not show
+	// the counts of b's events (docs/scaling.md, "not done").
+	count := func(room id.RoomID, min int) int {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			resp, err := as(c.srv["b"], c.bob).SyncRequest(ctx, 0, "", "", false, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			if r := resp.Rooms.Join[room]; r != nil && r.UnreadNotifications != nil {
+				n = r.UnreadNotifications.NotificationCount
+			}
+			if n >= min || time.Now().After(deadline) {
+				return n
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// b evaluates (and caches bob's rules) for its room's first message.
+	if _, err := viaB.SendText(ctx, muted, "before"); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(muted, 1); n != 1 {
+		t.Fatalf("notification count before the rule: %d, want 1", n)
+	}
+	// Bob mutes the room through a.
+	if _, err := as(c.srv["a"], c.bob).MakeRequest(ctx, "PUT",
+		as(c.srv["a"], c.bob).BuildClientURL("v3", "pushrules", "global", "room", muted),
+		map[string]any{"actions": []any{}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Until the rule applies on b (within 5 s), a message to the muted
+	// room still counts; each is followed by one to the other room, whose
+	// count tells that b has evaluated it.
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 1; ; i++ {
+		if _, err := viaB.SendText(ctx, muted, fmt.Sprintf("after %d", i)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := viaB.SendText(ctx, other, fmt.Sprintf("probe %d", i)); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(other, i); n != i {
+			t.Fatalf("other room: count %d after %d messages", n, i)
+		}
+		n := count(muted, 0)
+		if n == i {
+			break // the last message did not count: the rule applied
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("muted room: count %d after %d messages since the rule, 5 s on", n, i)
+		}
+	}
+}
