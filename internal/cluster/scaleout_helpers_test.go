@@ -3,7 +3,9 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -85,4 +87,36 @@ func isBadGateway(err error) bool {
 	var he mautrix.HTTPError
 	return errors.As(err, &he) && he.Response != nil && he.Response.StatusCode == http.StatusBadGateway &&
 		he.RespError != nil && he.RespError.ErrCode == "M_UNKNOWN"
+}
+
+// sendFromAll has alice send perWriter messages into every room of the
+// set-up through every instance at once (a writer per instance and room),
+// and returns the IDs of the events sent.
+func (c *scaleOut) sendFromAll(t *testing.T, perWriter int) []string {
+	t.Helper()
+	var (
+		mu   sync.Mutex
+		sent []string
+		wg   sync.WaitGroup
+	)
+	for _, via := range c.names {
+		for owner, roomID := range c.rooms {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range perWriter {
+					resp, err := as(c.srv[via], c.alice).SendText(context.Background(), roomID, fmt.Sprintf("%s %s %d", via, owner, i))
+					if err != nil {
+						t.Errorf("send through %s: %v", via, err)
+						return
+					}
+					mu.Lock()
+					sent = append(sent, resp.EventID.String())
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	return sent
 }

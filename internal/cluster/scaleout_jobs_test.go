@@ -1,9 +1,7 @@
 package cluster_test
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -73,32 +71,8 @@ namespaces:
 		t.Fatal(err)
 	}
 	c := startScaleOut(t, func(cfg *config.Config) { cfg.AppServices = []string{reg} })
-	ctx := context.Background()
-	var (
-		mu   sync.Mutex
-		sent []string
-		wg   sync.WaitGroup
-	)
 	const perWriter = 10
-	for _, via := range c.names {
-		for owner, roomID := range c.rooms {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range perWriter {
-					resp, err := as(c.srv[via], c.alice).SendText(ctx, roomID, fmt.Sprintf("%s %s %d", via, owner, i))
-					if err != nil {
-						t.Errorf("send through %s: %v", via, err)
-						return
-					}
-					mu.Lock()
-					sent = append(sent, resp.EventID.String())
-					mu.Unlock()
-				}
-			}()
-		}
-	}
-	wg.Wait()
+	sent := c.sendFromAll(t, perWriter)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		w.mu.Lock()

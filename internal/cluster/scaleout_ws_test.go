@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -99,30 +98,7 @@ func TestScaleOutWebSockets(t *testing.T) {
 			results <- result{via, got, err}
 		}()
 	}
-	var (
-		mu   sync.Mutex
-		sent []string
-		wg   sync.WaitGroup
-	)
-	for _, via := range c.names {
-		for _, roomID := range c.rooms {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range perWriter {
-					resp, err := as(c.srv[via], c.alice).SendText(ctx, roomID, fmt.Sprint(i))
-					if err != nil {
-						t.Errorf("send through %s: %v", via, err)
-						return
-					}
-					mu.Lock()
-					sent = append(sent, resp.EventID.String())
-					mu.Unlock()
-				}
-			}()
-		}
-	}
-	wg.Wait()
+	sent := c.sendFromAll(t, perWriter)
 	for range conns {
 		r := <-results
 		if r.err != nil {
