@@ -217,7 +217,7 @@ func (d *deliverer) resync(ctx context.Context, match func(pusherKey) bool, wher
 	if err != nil {
 		return fmt.Errorf("load pushers: %w", err)
 	}
-	from := d.s.processedPos()
+	from := d.s.startPos()
 	want := map[pusherKey]pusherRow{}
 	for _, r := range stored {
 		want[r.key] = r

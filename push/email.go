@@ -247,7 +247,7 @@ func (e *emailer) scan(ctx context.Context, userID string) error {
 	for _, p := range pushers {
 		pos := p.pos.Int64
 		if !p.pos.Valid {
-			pos = e.s.processedPos()
+			pos = e.s.startPos()
 		}
 		for {
 			items, err := e.s.unsentNotifications(ctx, userID, pos, emailScanBatch)

@@ -118,7 +118,7 @@ func (s *Service) ConfirmEmail(ctx context.Context, token string) error {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE pushers SET enabled = 1, last_stream_pos = $1
-			WHERE user_id = $2 AND kind = 'email' AND pushkey = $3 AND enabled = 0`, s.processedPos(), userID, address)
+			WHERE user_id = $2 AND kind = 'email' AND pushkey = $3 AND enabled = 0`, s.startPos(), userID, address)
 		return err
 	})
 	if err != nil {

@@ -107,6 +107,16 @@ func (s *Service) processedPos() int64 {
 	return s.processed
 }
 
+// startPos is where a pusher made or enabled now starts: after every event
+// committed so far, evaluated or not. Evaluation runs behind the commits,
+// so processedPos alone could be below an event whose send has already
+// returned, and the new pusher would deliver it (a mail about a message
+// sent before the address was confirmed: CI saw it on PostgreSQL). An
+// event at or below it that is evaluated later is skipped, as it should be.
+func (s *Service) startPos() int64 {
+	return max(s.processedPos(), s.rooms.CurrentPos())
+}
+
 // advance records that every event up to pos has been evaluated.
 func (s *Service) advance(pos int64) {
 	s.posMu.Lock()

@@ -204,7 +204,7 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, body [
 				device_id = excluded.device_id, enabled = excluded.enabled, failing_since = 0,
 				last_success_ts = excluded.last_success_ts`,
 			userID, p.AppID, p.PushKey, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang,
-			compact.String(), deviceID, now, s.processedPos(), enabled); err != nil {
+			compact.String(), deviceID, now, s.startPos(), enabled); err != nil {
 			return fmt.Errorf("store pusher: %w", err)
 		}
 		if !appendPusher {
