@@ -50,31 +50,34 @@ func OpenPostgres(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		writer.Close()
 		return nil, fmt.Errorf("open postgres database: %w", err)
 	}
-	reader, err := sql.Open("pgx", dsn)
+	reader, err := pgPool(dsn, opts.Readers, 16, opts)
 	if err != nil {
 		writer.Close()
 		return nil, fmt.Errorf("open postgres database readers: %w", err)
 	}
-	n := opts.Readers
-	if n <= 0 {
-		n = 16
-	}
-	reader.SetMaxOpenConns(n)
-	reader.SetMaxIdleConns(idleConns(opts, n))
-	writers, err := sql.Open("pgx", dsn)
+	writers, err := pgPool(dsn, opts.Writers, 4, opts)
 	if err != nil {
 		writer.Close()
 		reader.Close()
 		return nil, fmt.Errorf("open postgres database writers: %w", err)
 	}
-	w := opts.Writers
-	if w <= 0 {
-		w = 4
-	}
-	writers.SetMaxOpenConns(w)
-	writers.SetMaxIdleConns(idleConns(opts, w))
-	writers.SetConnMaxLifetime(0)
 	return &DB{writer: writer, reader: reader, writers: writers, engine: Postgres}, nil
+}
+
+// pgPool opens a pool of at most n connections (def when n is not set),
+// kept open: the readers' and the concurrent writers' pools.
+func pgPool(dsn string, n, def int, opts Options) (*sql.DB, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, err
+	}
+	if n <= 0 {
+		n = def
+	}
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(idleConns(opts, n))
+	db.SetConnMaxLifetime(0)
+	return db, nil
 }
 
 // IsConflict reports whether err is PostgreSQL ending a transaction that
