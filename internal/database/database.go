@@ -333,7 +333,7 @@ func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *s
 
 // Tx is a write transaction. Its reads see its own writes.
 type Tx struct {
-	tx          *sql.Tx
+	tx          *sql.Tx // SQLite's; on PostgreSQL the transaction is pipe's
 	db          *DB
 	afterCommit []func()
 	// pipe holds the writes queued by ExecLater on PostgreSQL (see
@@ -374,6 +374,9 @@ func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Re
 	if st := t.stmt(ctx, q); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
+	if t.pipe.conn != nil {
+		return t.pipe.conn.ExecContext(ctx, q, t.db.args(args)...)
+	}
 	return t.tx.ExecContext(ctx, q, t.db.args(args)...)
 }
 func (t *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
@@ -384,6 +387,9 @@ func (t *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
+	if t.pipe.conn != nil {
+		return t.pipe.conn.QueryContext(ctx, q, t.db.args(args)...)
+	}
 	return t.tx.QueryContext(ctx, q, t.db.args(args)...)
 }
 func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
@@ -393,6 +399,9 @@ func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sq
 	q := t.db.rewrite(query)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
+	}
+	if t.pipe.conn != nil {
+		return t.pipe.conn.QueryRowContext(ctx, q, t.db.args(args)...)
 	}
 	return t.tx.QueryRowContext(ctx, q, t.db.args(args)...)
 }
@@ -441,31 +450,31 @@ func (db *DB) withTx(ctx context.Context, pool *sql.DB, fn func(tx *Tx) error) e
 // runTx runs fn in a transaction on pool, committing if fn returns nil and
 // rolling back otherwise.
 func (db *DB) runTx(ctx context.Context, pool *sql.DB, fn func(tx *Tx) error) (*Tx, error) {
-	var conn *sql.Conn
 	if db.engine == Postgres {
-		// The transaction's connection, for ExecLater's pipeline.
-		var err error
-		if conn, err = pool.Conn(ctx); err != nil {
+		// The transaction holds its connection, and begins on it lazily
+		// (pipeline.go).
+		conn, err := pool.Conn(ctx)
+		if err != nil {
 			return nil, fmt.Errorf("begin transaction: %w", err)
 		}
 		defer conn.Close()
+		tx := &Tx{db: db, pipe: pipeline{conn: conn}}
+		if err := fn(tx); err != nil {
+			tx.pipe.rollback(ctx)
+			return nil, err
+		}
+		if err := tx.pipe.commit(ctx); err != nil {
+			tx.pipe.rollback(ctx)
+			return nil, err
+		}
+		return tx, nil
 	}
-	var sqlTx *sql.Tx
-	var err error
-	if conn != nil {
-		sqlTx, err = conn.BeginTx(ctx, nil)
-	} else {
-		sqlTx, err = pool.BeginTx(ctx, nil)
-	}
+	sqlTx, err := pool.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
-	tx := &Tx{tx: sqlTx, db: db, pipe: pipeline{conn: conn}}
+	tx := &Tx{tx: sqlTx, db: db}
 	if err := fn(tx); err != nil {
-		_ = sqlTx.Rollback()
-		return nil, err
-	}
-	if err := tx.pipe.flush(ctx); err != nil {
 		_ = sqlTx.Rollback()
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/database/dbtest"
@@ -248,5 +249,99 @@ func TestEngineConcurrentTx(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("rows %v, want %v", got, want)
+	}
+}
+
+// TestEngineTxEnds: whichever way a transaction ends (its function fails
+// before or after a statement was sent, a statement fails and the
+// function carries on, a queued write fails at the commit), nothing of it
+// is kept and its connection goes back to the pool outside any
+// transaction: the transactions after it, more than the pools have
+// connections, are each atomic and see only committed rows.
+func TestEngineTxEnds(t *testing.T) {
+	db := dbtest.Open(t)
+	// A connection left inside a transaction holds its locks: the next
+	// writer would wait for ever.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE e (k TEXT PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO e (k) VALUES ('kept')`); err != nil {
+		t.Fatal(err)
+	}
+	errFn := errors.New("fn failed")
+	ends := []struct {
+		name string
+		fn   func(tx *database.Tx, k string) error
+		want func(error) bool
+	}{
+		{"fails before any statement", func(tx *database.Tx, k string) error {
+			return errFn
+		}, func(err error) bool { return errors.Is(err, errFn) }},
+		{"fails with writes queued", func(tx *database.Tx, k string) error {
+			if err := tx.ExecLater(ctx, `INSERT INTO e (k) VALUES ($1)`, k); err != nil {
+				return err
+			}
+			return errFn
+		}, func(err error) bool { return errors.Is(err, errFn) }},
+		{"fails after a statement", func(tx *database.Tx, k string) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO e (k) VALUES ($1)`, k); err != nil {
+				return err
+			}
+			return errFn
+		}, func(err error) bool { return errors.Is(err, errFn) }},
+		{"carries on after a failed statement", func(tx *database.Tx, k string) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO e (k) VALUES ($1)`, k); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO e (k) VALUES ('kept')`); err == nil {
+				return errors.New("duplicate key accepted")
+			}
+			if db.Engine() == database.SQLite {
+				return errFn // SQLite's transaction goes on; end it here
+			}
+			return tx.ExecLater(ctx, `INSERT INTO e (k) VALUES ($1)`, k+"-after")
+		}, func(err error) bool { return err != nil }},
+		{"queued write fails at commit", func(tx *database.Tx, k string) error {
+			if err := tx.ExecLater(ctx, `INSERT INTO e (k) VALUES ($1)`, k); err != nil {
+				return err
+			}
+			return tx.ExecLater(ctx, `INSERT INTO e (k) VALUES ('kept')`)
+		}, database.IsUniqueViolation},
+	}
+	rounds := 2 * (db.ConcurrentWriters() + 1)
+	for i := range rounds {
+		for _, end := range ends {
+			k := fmt.Sprintf("%d %s", i, end.name)
+			for _, with := range []func(context.Context, func(*database.Tx) error) error{db.WithTx, db.WithConcurrentTx} {
+				if err := with(ctx, func(tx *database.Tx) error { return end.fn(tx, k) }); !end.want(err) {
+					t.Fatalf("%s: %v", end.name, err)
+				}
+			}
+		}
+		// A transaction after them commits alone, on a connection that
+		// is not inside an earlier transaction.
+		ok := fmt.Sprint(i, " ok")
+		err := db.WithConcurrentTx(ctx, func(tx *database.Tx) error {
+			var n int64
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM e`).Scan(&n); err != nil {
+				return err
+			}
+			if want := int64(1 + i); n != want {
+				return fmt.Errorf("%d rows seen, want %d", n, want)
+			}
+			return tx.ExecLater(ctx, `INSERT INTO e (k) VALUES ($1)`, ok)
+		})
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+	}
+	got, err := database.Strings(ctx, db, `SELECT k FROM e ORDER BY k`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1+rounds || got[len(got)-1] != "kept" {
+		t.Fatalf("rows %q, want 'kept' and one 'N ok' per round", got)
 	}
 }
