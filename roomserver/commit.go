@@ -1,6 +1,7 @@
 package roomserver
 
 import (
+	"slices"
 	"time"
 
 	"bytes"
@@ -27,8 +28,12 @@ type commitReq struct {
 	alias, aliasCreator string
 	events              []*pendingEvent
 	extremities         []string // the room's forward extremities after the batch
-	stateGroup          int64    // the room's current state group after the batch
-	done                chan error
+	// replaces, when not nil, is the room's forward extremities before
+	// the batch, as stored: only the rows that change are written. When
+	// nil, every row of the room is replaced.
+	replaces   []string
+	stateGroup int64 // the room's current state group after the batch
+	done       chan error
 }
 
 // errAliasTaken fails a room creation whose alias another room took first.
@@ -329,13 +334,8 @@ func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *co
 			return fmt.Errorf("queue %s for other servers: %w", pe.ev.EventID(), err)
 		}
 	}
-	if err := tx.ExecLater(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, req.roomID); err != nil {
+	if err := writeExtremities(ctx, tx, req); err != nil {
 		return err
-	}
-	for _, id := range req.extremities {
-		if err := tx.ExecLater(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, req.roomID, id); err != nil {
-			return err
-		}
 	}
 	var bump int64
 	for _, pe := range req.events {
@@ -345,6 +345,44 @@ func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *co
 	}
 	return tx.ExecLater(ctx, `UPDATE rooms SET state_group = $1,
 		bump_pos = CASE WHEN $3 > bump_pos THEN $3 ELSE bump_pos END WHERE room_id = $2`, req.stateGroup, req.roomID, bump)
+}
+
+// writeExtremities stores the room's forward extremities after the batch.
+// When the ones before it are known, only the rows that change are
+// written, each by its key: deleting every row of the room instead makes
+// PostgreSQL scan the table, whose dead rows (a delete and an insert per
+// event, faster than autovacuum clears them) grow it to tens of pages
+// between vacuums.
+func writeExtremities(ctx context.Context, tx *database.Tx, req *commitReq) error {
+	if req.replaces == nil {
+		if err := tx.ExecLater(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, req.roomID); err != nil {
+			return err
+		}
+		for _, id := range req.extremities {
+			if err := tx.ExecLater(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, req.roomID, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, id := range req.replaces {
+		if slices.Contains(req.extremities, id) {
+			continue
+		}
+		if err := tx.ExecLater(ctx, `DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2`, req.roomID, id); err != nil {
+			return err
+		}
+	}
+	for _, id := range req.extremities {
+		if slices.Contains(req.replaces, id) {
+			continue
+		}
+		if err := tx.ExecLater(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)
+			ON CONFLICT (room_id, event_id) DO NOTHING`, req.roomID, id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func writeEvent(ctx context.Context, tx *database.Tx, pe *pendingEvent) error {

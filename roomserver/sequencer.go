@@ -271,6 +271,8 @@ func (s *Service) processBatch(r *room, batch []*buildReq) {
 		r.st = st
 	}
 	r.st.annotations = nil // the previous batch's are committed (or failed)
+	// As stored: build may trim the list before referencing it.
+	before := slices.Clone(r.st.extremities)
 	results := make([]buildResult, len(batch))
 	var pending []*pendingEvent
 	pendingIdx := map[int]int{}   // batch index -> pending index
@@ -328,7 +330,7 @@ func (s *Service) processBatch(r *room, batch []*buildReq) {
 	}
 	if len(pending) > 0 {
 		err := s.commit.submit(&commitReq{
-			roomID: r.id, events: pending, extremities: r.st.extremities, stateGroup: r.st.group,
+			roomID: r.id, events: pending, extremities: r.st.extremities, replaces: before, stateGroup: r.st.group,
 		})
 		if err != nil {
 			// The in-memory state ran ahead of the database: reload it.
