@@ -416,6 +416,7 @@ func (s *Service) PurgeRoom(ctx context.Context, roomID string, force bool) erro
 	s.facts.mu.Lock()
 	delete(s.facts.rooms, roomID)
 	s.facts.mu.Unlock()
+	s.versions.Delete(roomID)
 	s.memberships.Invalidate()
 	s.membership.Invalidate()
 	s.resetRoom(roomID)

@@ -62,6 +62,9 @@ func (s *Service) ResolveRoom(ctx context.Context, roomIDOrAlias string) (string
 
 // RoomVersion returns a known room's version; M_NOT_FOUND otherwise.
 func (s *Service) RoomVersion(ctx context.Context, roomID string) (gomatrixserverlib.RoomVersion, error) {
+	if v, ok := s.versions.Load(roomID); ok {
+		return v.(gomatrixserverlib.RoomVersion), nil
+	}
 	var v string
 	err := s.db.QueryRowContext(ctx, `SELECT room_version FROM rooms WHERE room_id = $1`, roomID).Scan(&v)
 	if isNoRows(err) {
@@ -70,6 +73,7 @@ func (s *Service) RoomVersion(ctx context.Context, roomID string) (gomatrixserve
 	if err != nil {
 		return "", fmt.Errorf("room version: %w", err)
 	}
+	s.versions.Store(roomID, gomatrixserverlib.RoomVersion(v))
 	return gomatrixserverlib.RoomVersion(v), nil
 }
 

@@ -93,6 +93,10 @@ type Service struct {
 	recent *recentEvents
 	// facts caches what room lists are sorted and filtered by.
 	facts *roomFacts
+	// versions caches room versions (roomID -> gomatrixserverlib.RoomVersion),
+	// which never change: every send asks. A deleted room's entry goes
+	// with it.
+	versions sync.Map
 	// noRels remembers events without child relations (aggregate.go).
 	noRels *noRelations
 	// memberships and membership cache a user's room list and one
