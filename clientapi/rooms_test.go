@@ -1050,6 +1050,50 @@ func TestTxnIdempotency(t *testing.T) {
 		}
 	}
 
+	// Retries among new sends: each retry gets its first event, each new
+	// send its own event, even when they are committed together.
+	var mixed sync.Map
+	for i := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			txn := fmt.Sprint("mixed-", i)
+			if i%2 == 1 {
+				txn = "txn1"
+			}
+			r, err := tryDo(srv, req{Method: http.MethodPut, Path: rmRoom(room, "send", "m.room.message", txn),
+				Token: alice.AccessToken, Body: msg})
+			if err != nil || r.Status != 200 {
+				t.Errorf("send %s: %v %d %s", txn, err, r.Status, r.Raw)
+				return
+			}
+			mixed.Store(i, r.str("event_id"))
+		}()
+	}
+	wg.Wait()
+	newIDs := map[string]bool{}
+	mixed.Range(func(k, v any) bool {
+		if k.(int)%2 == 1 {
+			if v != first {
+				t.Errorf("retry among new sends gave %v, want %s", v, first)
+			}
+		} else {
+			newIDs[v.(string)] = true
+		}
+		return true
+	})
+	if len(newIDs) != 6 || newIDs[first] {
+		t.Fatalf("new sends among retries gave %d distinct events (%v), want 6 new", len(newIDs), newIDs)
+	}
+	// A retry after its sender left the room still gets its event.
+	bobs := rmSendRaw(t, srv, bob, room, "m.room.message", "bob-txn", msg).expect(t, 200, "").str("event_id")
+	rmOp(t, srv, bob, room, "leave", nil).expect(t, 200, "")
+	if again := rmSendRaw(t, srv, bob, room, "m.room.message", "bob-txn", msg).expect(t, 200, "").str("event_id"); again != bobs {
+		t.Fatalf("retry after leaving gave %q, want %q", again, bobs)
+	}
+	rmSendRaw(t, srv, bob, room, "m.room.message", "bob-txn-2", msg).expect(t, 403, "M_FORBIDDEN")
+	rmJoin(t, srv, bob, room).expect(t, 200, "")
+
 	// Another device, another room, another event type: new events.
 	other := rmSendRaw(t, srv, phone, room, "m.room.message", "txn1", msg).expect(t, 200, "").str("event_id")
 	inRoom2 := rmSendRaw(t, srv, alice, room2, "m.room.message", "txn1", msg).expect(t, 200, "").str("event_id")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tessera-hs/tessera/internal/database"
 	"net/url"
 	"slices"
 	"sync/atomic"
@@ -294,33 +295,29 @@ func (s *Service) processBatch(r *room, batch []*buildReq) {
 				results[i] = buildResult{err: sameTxnErr{index: j}}
 				continue
 			}
-			if id, err := s.txnEvent(ctx, *req.ev.Txn); err != nil || id != "" {
-				if err == nil {
-					results[i].ev, results[i].err = s.event(ctx, id)
-				} else {
-					results[i].err = err
-				}
-				continue
-			}
+			// Whether an earlier request used this transaction ID is
+			// not looked up here, on every send: the commit's insert
+			// into txn_ids finds a repeat (below), and a request that
+			// fails looks it up before answering.
 			batchTxns[*req.ev.Txn] = i
 		}
 		if req.check != nil {
 			if err := req.check(req.ctx, r.st); err != nil {
-				results[i].err = err
+				results[i] = s.txnResult(ctx, req.ev.Txn, err)
 				continue
 			}
 		}
 		if req.content != nil {
 			c, err := req.content()
 			if err != nil {
-				results[i].err = err
+				results[i] = s.txnResult(ctx, req.ev.Txn, err)
 				continue
 			}
 			req.ev.Content = c
 		}
 		pe, err := s.build(ctx, r.st, req.ev)
 		if err != nil {
-			results[i].err = err
+			results[i] = s.txnResult(ctx, req.ev.Txn, err)
 			continue
 		}
 		pe.txn = req.ev.Txn
@@ -335,6 +332,9 @@ func (s *Service) processBatch(r *room, batch []*buildReq) {
 		if err != nil {
 			// The in-memory state ran ahead of the database: reload it.
 			r.st = nil
+			if database.IsUniqueViolation(err) && s.retryRepeatedTxns(ctx, r, batch, results, pending, pendingIdx) {
+				return
+			}
 			s.log.WithError(err).WithField("room_id", r.id).Error("commit failed")
 		}
 		for i, j := range pendingIdx {
@@ -351,6 +351,71 @@ func (s *Service) processBatch(r *room, batch []*buildReq) {
 		}
 		req.resp <- results[i]
 	}
+}
+
+// txnResult is the answer to a request that failed with err: the event of
+// an earlier request with the same transaction ID if there is one (a
+// retry gets the first answer even if it could not be sent now, as when
+// its sender has since left the room), err otherwise.
+func (s *Service) txnResult(ctx context.Context, txn *TxnKey, err error) buildResult {
+	if txn == nil {
+		return buildResult{err: err}
+	}
+	id, lerr := s.txnEvent(ctx, *txn)
+	if lerr != nil {
+		return buildResult{err: lerr}
+	}
+	if id == "" {
+		return buildResult{err: err}
+	}
+	ev, eerr := s.event(ctx, id)
+	return buildResult{ev: ev, err: eerr}
+}
+
+// retryRepeatedTxns handles a batch whose commit failed on a unique key:
+// requests that repeat the transaction ID of an earlier, committed one
+// (whose txn_ids row the commit collided with) get that one's event, and
+// the others of the batch, answered nothing yet, are built and committed
+// again. It reports false, having answered nobody, when no request of the
+// batch repeats a transaction: the failure was something else.
+func (s *Service) retryRepeatedTxns(ctx context.Context, r *room, batch []*buildReq, results []buildResult,
+	pending []*pendingEvent, pendingIdx map[int]int) bool {
+	repeated := map[int]bool{}
+	for i, j := range pendingIdx {
+		txn := pending[j].txn
+		if txn == nil {
+			continue
+		}
+		if id, err := s.txnEvent(ctx, *txn); err == nil && id != "" {
+			results[i].ev, results[i].err = s.event(ctx, id)
+			repeated[i] = true
+		}
+	}
+	if len(repeated) == 0 {
+		return false
+	}
+	requeue := func(i int) bool {
+		_, wasPending := pendingIdx[i]
+		return wasPending && !repeated[i]
+	}
+	var again []*buildReq
+	for i, req := range batch {
+		if e, ok := results[i].err.(sameTxnErr); ok {
+			if requeue(e.index) {
+				again = append(again, req)
+				continue
+			}
+			results[i] = results[e.index]
+		} else if requeue(i) {
+			again = append(again, req)
+			continue
+		}
+		req.resp <- results[i]
+	}
+	if len(again) > 0 {
+		s.processBatch(r, again)
+	}
+	return true
 }
 
 // sameTxnErr marks a request that repeats an earlier one in the batch; it
