@@ -92,7 +92,10 @@ func TestSSInitialFewRoomsAgainstTessera(t *testing.T) {
 func TestSSFanoutAgainstTessera(t *testing.T) {
 	t.Parallel()
 	srv := startSlidingSync(t)
-	code, res, stdout, stderr := runAgainst(t, srv, "ss-fanout", "-clients", "4", "-n", "12", "-interval", "5ms", "-drain", "5s")
+	// Fewer messages than the clients' timeline_limit (10): a client that
+	// the loaded machine keeps from polling for a while gets them all in
+	// one timeline instead of a limited one (seen on CI at load 30).
+	code, res, stdout, stderr := runAgainst(t, srv, "ss-fanout", "-clients", "4", "-n", "8", "-interval", "5ms", "-drain", "5s")
 	if code != exitOK {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -100,7 +103,7 @@ func TestSSFanoutAgainstTessera(t *testing.T) {
 		t.Errorf("scenario = %v", res["scenario"])
 	}
 	wantFields(t, res, map[string]float64{
-		"clients": 4, "messages": 12, "sent": 12, "send_errors": 0, "expected": 48, "deliveries": 48,
+		"clients": 4, "messages": 8, "sent": 8, "send_errors": 0, "expected": 32, "deliveries": 32,
 		"missing": 0, "duplicates": 0, "unexpected": 0, "poll_errors": 0, "pos_resets": 0, "interval_ms": 5,
 	})
 	for _, k := range []string{"seconds", "p50_ms", "p99_ms", "max_ms"} {
@@ -117,7 +120,7 @@ func TestSSFanoutAgainstTessera(t *testing.T) {
 	if p, _ := res["polls"].(float64); p < 4 {
 		t.Errorf("polls = %v, want at least one per client", res["polls"])
 	}
-	if !strings.Contains(stdout, "delivered  48 of 48") {
+	if !strings.Contains(stdout, "delivered  32 of 32") {
 		t.Errorf("summary:\n%s", stdout)
 	}
 }
