@@ -187,7 +187,8 @@ scenarios:
   messages [-n 2000] [-limit 100] [-c 8]    page backwards through a room of N messages
                                             (-c: parallel sends while filling it)
   fanout   [-s 50] [-n 100] [-interval 15ms] [-poll-timeout 30s] [-drain 10s]
-                                            S receivers long-poll /sync; one sender sends N
+                                            S receivers long-poll /sync (-via URL,...: spread
+                                            over more entry points); one sender sends N
                                             messages; latency of every delivery
   fanout-ws [-s 50] [-n 100]                the same over the WebSocket sync stream
   initialsync [-k 50] [-n 50] [-r 5] [-c 8] one user in K rooms of N messages: initial /sync, R times
