@@ -9,12 +9,14 @@
 # limits off, logging at warn), one warm-up run and RUNS=3 measured runs.
 # Each measured run prints one line:
 #   PROCS SCENARIO {tessera-load's JSON (less per_room) + "bench": {cpu_tessera_s,
-#       cpu_per_process_s, cpu_postgres_s, commits, wal_syncs, wal_bytes, load1}}
-# CPU is user+system time from /proc (PostgreSQL's: its postmaster's
-# children, live and exited); commits is the database's xact_commit delta
-# from pg_stat_database, which counts every transaction that ended in a
-# commit, reads included; wal_syncs and wal_bytes are pg_stat_wal's deltas
-# (the WAL flushes to disk: what durable write commits cost).
+#       cpu_per_process_s, cpu_postgres_s, write_xacts, wal_bytes, run_commits, load1}}
+# Over the measured phase only (from tessera-load's "measuring:" to its end
+# or its "verifying:"): CPU, user+system time from /proc (PostgreSQL's:
+# its postmaster's children, live and exited); write_xacts, transaction IDs
+# assigned (every write transaction takes one, reads none); wal_bytes, WAL
+# written. Over the whole tessera-load run, setup included: run_commits,
+# the database's xact_commit delta from pg_stat_database, which counts
+# every committed transaction, reads included.
 #
 # Scenarios (with 3 processes the tool sends through all three, -via):
 #   send30    send -c 60 -m 30 -rooms 30 -verify: room r created through
@@ -96,6 +98,17 @@ pg_ticks() {
 }
 hz=$(getconf CLK_TCK)
 secs() { awk -v t="$1" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }'; }
+
+# sample: tessera's CPU ticks (all processes), PostgreSQL's, the next
+# transaction ID (each write transaction takes one; reads take none), the
+# WAL position in bytes, then each tessera process's CPU ticks.
+sample() {
+	local n out=()
+	out+=("$(ticks "${pids[@]}")" "$(pg_ticks)")
+	out+=($(psql_ -F ' ' -c "SELECT pg_snapshot_xmax(pg_current_snapshot()), pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"))
+	for n in a b c; do [[ -n ${pids[$n]:-} ]] && out+=("$(ticks "${pids[$n]}")"); done
+	echo "${out[@]}"
+}
 
 # setup PROCS: a fresh database, config and PROCS running processes; sets
 # urls (the first is -hs) and pids.
@@ -204,33 +217,34 @@ for procs in $PROCS; do
 	for sc in $SCENARIOS; do
 		setup "$procs"
 		# shellcheck disable=SC2046
-		"$work/tessera-load" -hs "${urls[0]}" -shared-secret S -json-only $(args "$sc") >/dev/null
+		"$work/tessera-load" -hs "${urls[0]}" -shared-secret S -json-only $(args "$sc") >/dev/null || true
 		for ((r = 1; r <= RUNS; r++)); do
-			sleep 2 # let the statistics of the run before reach pg_stat_database
+			# pg_stat_database's counters reach it up to 10 s late (a
+			# backend flushes them when idle): let the last run's arrive.
+			sleep 11
 			c0=$(psql_ -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$dbname'")
-			read -r s0 w0 < <(psql_ -F ' ' -c "SELECT wal_sync, wal_bytes FROM pg_stat_wal")
-			t0=$(ticks "${pids[@]}")
-			per0=()
-			for n in a b c; do [[ -n ${pids[$n]:-} ]] && per0+=("$(ticks "${pids[$n]}")"); done
-			p0=$(pg_ticks)
 			# shellcheck disable=SC2046
-			out=$("$work/tessera-load" -hs "${urls[0]}" -shared-secret S -json-only $(args "$sc") | tail -1)
-			t1=$(ticks "${pids[@]}")
-			per1=()
-			for n in a b c; do [[ -n ${pids[$n]:-} ]] && per1+=("$(ticks "${pids[$n]}")"); done
-			p1=$(pg_ticks)
-			sleep 2
+			"$work/tessera-load" -hs "${urls[0]}" -shared-secret S $(args "$sc") >"$dir/out" 2>"$dir/err" &
+			lp=$!
+			# The measured phase only: from "measuring:" to the end of the
+			# run or to "verifying:".
+			until grep -q '^measuring:' "$dir/err" || ! kill -0 $lp 2>/dev/null; do sleep 0.02; done
+			sample0=($(sample))
+			while kill -0 $lp 2>/dev/null && ! grep -q '^verifying:' "$dir/err"; do sleep 0.02; done
+			sample1=($(sample))
+			wait $lp || true # a failed check still prints the JSON line: keep it, and go on
+			out=$(tail -1 "$dir/out")
+			sleep 11
 			c1=$(psql_ -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$dbname'")
-			read -r s1 w1 < <(psql_ -F ' ' -c "SELECT wal_sync, wal_bytes FROM pg_stat_wal")
 			per=()
-			for i in "${!per0[@]}"; do per+=("$(secs $((per1[i] - per0[i])))"); done
+			for ((i = 4; i < ${#sample0[@]}; i++)); do per+=("$(secs $((sample1[i] - sample0[i])))"); done
 			load1=$(cut -d' ' -f1 /proc/loadavg)
-			echo "$procs $sc $(echo "$out" | jq -c --argjson ct "$(secs $((t1 - t0)))" \
-				--argjson cp "$(secs $((p1 - p0)))" --argjson commits "$((c1 - c0))" \
-				--argjson syncs "$((s1 - s0))" --argjson walbytes "$((w1 - w0))" \
+			echo "$procs $sc $(echo "$out" | jq -c --argjson ct "$(secs $((sample1[0] - sample0[0])))" \
+				--argjson cp "$(secs $((sample1[1] - sample0[1])))" --argjson xids "$((sample1[2] - sample0[2]))" \
+				--argjson walbytes "$((sample1[3] - sample0[3]))" --argjson commits "$((c1 - c0))" \
 				--argjson load "$load1" --arg per "${per[*]}" \
-				'del(.per_room) + {bench: {cpu_tessera_s: $ct, cpu_per_process_s: ($per | split(" ") | map(tonumber)), cpu_postgres_s: $cp,
-					commits: $commits, wal_syncs: $syncs, wal_bytes: $walbytes, load1: $load}}')"
+				'del(.per_room) + {bench: {cpu_tessera_s: $ct, cpu_per_process_s: ($per | split(" ") | map(tonumber)),
+					cpu_postgres_s: $cp, write_xacts: $xids, wal_bytes: $walbytes, run_commits: $commits, load1: $load}}')"
 		done
 		stop_all
 	done
