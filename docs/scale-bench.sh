@@ -27,6 +27,10 @@
 #   fanout    fanout -s 30 -n 100: 30 receivers long-polling, spread over
 #             the processes; one sender through the first
 #
+# MODE=writes instead counts PostgreSQL's write transactions (transaction
+# IDs assigned) and WAL bytes per event, by the difference between send -c
+# 30 -m 1 and -m 61 over 30 rooms (setup excluded), RUNS times per PROCS.
+#
 # MODE=kill instead runs the kill -9 test by hand: 3 processes, tessera-load
 # send -c 60 -rooms 30 -duration 25s through all three with retries, process
 # b killed with SIGKILL 6 s into the sending and started again 3 s later;
@@ -36,6 +40,7 @@
 # usage: docs/scale-bench.sh
 #        PROCS=3 SCENARIOS=send30 RUNS=5 docs/scale-bench.sh
 #        MODE=kill docs/scale-bench.sh
+#        MODE=writes RUNS=1 docs/scale-bench.sh
 # Needs PostgreSQL (apt-get install postgresql), curl and jq.
 set -euo pipefail
 RUNS=${RUNS:-3}
@@ -103,11 +108,12 @@ secs() { awk -v t="$1" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }'; }
 # transaction ID (each write transaction takes one; reads take none), the
 # WAL position in bytes, then each tessera process's CPU ticks.
 sample() {
-	local n out=()
+	local n out=() per=()
+	# The /proc reads first, together: psql takes a while on a busy machine.
+	for n in a b c; do [[ -n ${pids[$n]:-} ]] && per+=("$(ticks "${pids[$n]}")"); done
 	out+=("$(ticks "${pids[@]}")" "$(pg_ticks)")
 	out+=($(psql_ -F ' ' -c "SELECT pg_snapshot_xmax(pg_current_snapshot()), pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"))
-	for n in a b c; do [[ -n ${pids[$n]:-} ]] && out+=("$(ticks "${pids[$n]}")"); done
-	echo "${out[@]}"
+	echo "${out[@]}" "${per[@]}"
 }
 
 # setup PROCS: a fresh database, config and PROCS running processes; sets
@@ -184,6 +190,28 @@ args() {
 	esac
 }
 
+if [[ $MODE == writes ]]; then
+	# Write transactions and WAL per event, by difference: the same send
+	# with 1 and with 61 messages per sender, each with its own setup; the
+	# difference is 1,800 events' writes, setup excluded.
+	for procs in $PROCS; do
+		setup "$procs"
+		for r in $(seq "$RUNS"); do
+			w=()
+			for m in 1 61; do
+				read -r x0 l0 < <(psql_ -F ' ' -c "SELECT pg_snapshot_xmax(pg_current_snapshot()), pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+				# shellcheck disable=SC2046
+				"$work/tessera-load" -hs "${urls[0]}" -shared-secret S -json-only send -c 30 -m $m -rooms 30 $(via_arg) >/dev/null
+				read -r x1 l1 < <(psql_ -F ' ' -c "SELECT pg_snapshot_xmax(pg_current_snapshot()), pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+				w+=($((x1 - x0)) $((l1 - l0)))
+			done
+			echo "$procs writes: 1,800 events: $((w[2] - w[0])) write transactions, $(((w[3] - w[1]) / 1800)) WAL bytes per event"
+		done
+		stop_all
+	done
+	exit 0
+fi
+
 if [[ $MODE == kill ]]; then
 	setup 3
 	log=$dir/load.err
@@ -223,15 +251,17 @@ for procs in $PROCS; do
 			# backend flushes them when idle): let the last run's arrive.
 			sleep 11
 			c0=$(psql_ -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$dbname'")
+			rm -f "$dir/out" "$dir/err"
 			# shellcheck disable=SC2046
 			"$work/tessera-load" -hs "${urls[0]}" -shared-secret S $(args "$sc") >"$dir/out" 2>"$dir/err" &
 			lp=$!
 			# The measured phase only: from "measuring:" to the end of the
 			# run or to "verifying:".
-			until grep -q '^measuring:' "$dir/err" || ! kill -0 $lp 2>/dev/null; do sleep 0.02; done
+			until grep -qs '^measuring:' "$dir/err" || ! kill -0 $lp 2>/dev/null; do sleep 0.02; done
 			sample0=($(sample))
 			while kill -0 $lp 2>/dev/null && ! grep -q '^verifying:' "$dir/err"; do sleep 0.02; done
 			sample1=($(sample))
+			[[ -n ${DEBUG:-} ]] && echo "samples: ${sample0[*]} / ${sample1[*]}" >&2
 			wait $lp || true # a failed check still prints the JSON line: keep it, and go on
 			out=$(tail -1 "$dir/out")
 			sleep 11
