@@ -9,12 +9,11 @@
 # limits off, logging at warn), one warm-up run and RUNS=3 measured runs.
 # Each measured run prints one line:
 #   PROCS SCENARIO {tessera-load's JSON (less per_room) + "bench": {cpu_tessera_s,
-#       cpu_per_process_s, cpu_postgres_s, write_xacts, wal_bytes, run_commits, load1}}
+#       cpu_per_process_s, cpu_postgres_s, run_commits, load1}}
 # Over the measured phase only (from tessera-load's "measuring:" to its end
 # or its "verifying:"): CPU, user+system time from /proc (PostgreSQL's:
-# its postmaster's children, live and exited); write_xacts, transaction IDs
-# assigned (every write transaction takes one, reads none); wal_bytes, WAL
-# written. Over the whole tessera-load run, setup included: run_commits,
+# its postmaster's children, live and exited). Over the whole tessera-load
+# run, setup included: run_commits,
 # the database's xact_commit delta from pg_stat_database, which counts
 # every committed transaction, reads included.
 #
@@ -104,16 +103,13 @@ pg_ticks() {
 hz=$(getconf CLK_TCK)
 secs() { awk -v t="$1" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }'; }
 
-# sample: tessera's CPU ticks (all processes), PostgreSQL's, the next
-# transaction ID (each write transaction takes one; reads take none), the
-# WAL position in bytes, then each tessera process's CPU ticks.
+# sample: tessera's CPU ticks (all processes), PostgreSQL's, then each
+# tessera process's. (No psql here: it takes most of a second to connect
+# on a busy machine, too late for a sample; see MODE=writes.)
 sample() {
-	local n out=() per=()
-	# The /proc reads first, together: psql takes a while on a busy machine.
+	local n per=()
 	for n in a b c; do [[ -n ${pids[$n]:-} ]] && per+=("$(ticks "${pids[$n]}")"); done
-	out+=("$(ticks "${pids[@]}")" "$(pg_ticks)")
-	out+=($(psql_ -F ' ' -c "SELECT pg_snapshot_xmax(pg_current_snapshot()), pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"))
-	echo "${out[@]}" "${per[@]}"
+	echo "$(ticks "${pids[@]}")" "$(pg_ticks)" "${per[@]}"
 }
 
 # setup PROCS: a fresh database, config and PROCS running processes; sets
@@ -234,9 +230,10 @@ if [[ $MODE == kill ]]; then
 	tail -1 "$dir/load.out" >"$dir/load.json"
 	cat "$dir/load.json"
 	jq -r --argjson back "$back" --argjson killed "$killed" '
-		"acknowledged \(.ok), failed attempts \(.errors), retries \(.retries), given up \(.unacknowledged); verify: \(.verify)",
+		"acknowledged \(.ok), failed attempts \(.errors), retries \(.retries // 0), given up \(.unacknowledged // 0); verify: \(.verify)",
 		(.per_room | group_by(.created_via)[] |
-			"owner \(["a","b","c"][.[0].created_via]): \(length) rooms, \(map(.acknowledged) | add) acknowledged, errors \(map(.errors | to_entries[] | .value) | add // 0), lost \(map(.lost) | add), duplicated \(map(.duplicated) | add), longest gap \(map(.longest_gap_ms) | max) ms, first write after the restart at most \(map(.gap_to_unix_ms - $back) | max) ms after b listened")' \
+			"owner \(["a","b","c"][.[0].created_via]): \(length) rooms, \(map(.acknowledged) | add) acknowledged, errors \(map(.errors | to_entries[] | .value) | add // 0), lost \(map(.lost) | add), duplicated \(map(.duplicated) | add), longest gap \(map(.longest_gap_ms) | max) ms" +
+			(if .[0].created_via == 1 then ", first write after the restart at most \(map(.gap_to_unix_ms - $back) | max) ms after b listened" else "" end))' \
 		"$dir/load.json"
 	exit 0
 fi
@@ -267,14 +264,13 @@ for procs in $PROCS; do
 			sleep 11
 			c1=$(psql_ -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$dbname'")
 			per=()
-			for ((i = 4; i < ${#sample0[@]}; i++)); do per+=("$(secs $((sample1[i] - sample0[i])))"); done
+			for ((i = 2; i < ${#sample0[@]}; i++)); do per+=("$(secs $((sample1[i] - sample0[i])))"); done
 			load1=$(cut -d' ' -f1 /proc/loadavg)
 			echo "$procs $sc $(echo "$out" | jq -c --argjson ct "$(secs $((sample1[0] - sample0[0])))" \
-				--argjson cp "$(secs $((sample1[1] - sample0[1])))" --argjson xids "$((sample1[2] - sample0[2]))" \
-				--argjson walbytes "$((sample1[3] - sample0[3]))" --argjson commits "$((c1 - c0))" \
+				--argjson cp "$(secs $((sample1[1] - sample0[1])))" --argjson commits "$((c1 - c0))" \
 				--argjson load "$load1" --arg per "${per[*]}" \
 				'del(.per_room) + {bench: {cpu_tessera_s: $ct, cpu_per_process_s: ($per | split(" ") | map(tonumber)),
-					cpu_postgres_s: $cp, write_xacts: $xids, wal_bytes: $walbytes, run_commits: $commits, load1: $load}}')"
+					cpu_postgres_s: $cp, run_commits: $commits, load1: $load}}')"
 		done
 		stop_all
 	done
