@@ -236,9 +236,10 @@ func TestKillNineInCluster(t *testing.T) {
 			r.RoomID, r.Acknowledged, r.Errors, r.LongestGapMS, from.Format("15:04:05.000"), to.Format("15:04:05.000"),
 			float64(to.Sub(back).Milliseconds()))
 		// The outage spans the kill and the restart: nothing was
-		// acknowledged while b was gone (1 ms of slack for the clocks'
-		// rounding to milliseconds).
-		if from.After(killed.Add(time.Millisecond)) || to.Before(back.Add(-downFor)) {
+		// acknowledged while b was gone. The slack is for answers b wrote
+		// just before it died that the loaded client read a little after,
+		// and for b listening a little before the test saw its log line.
+		if from.After(killed.Add(2*time.Second)) || to.Before(back.Add(-time.Second)) {
 			t.Errorf("room %s of b: longest gap %s to %s does not span the kill at %s", r.RoomID, from, to, killed)
 		}
 		if d := to.Sub(back); d > 5*time.Second {
