@@ -67,6 +67,9 @@ func sendText(ctx context.Context, c *client, token, roomID, txnID, body string)
 type event struct {
 	EventID string `json:"event_id"`
 	Type    string `json:"type"`
+	Content struct {
+		Body string `json:"body"` // of a message: send -verify finds its sends by it
+	} `json:"content"`
 }
 
 type messagesPage struct {

@@ -20,6 +20,7 @@ import (
 type fanoutScenario struct {
 	fanoutParams
 	pollTimeout time.Duration
+	via         string // more entry points of the deployment, comma-separated
 }
 
 // fanoutParams are what every fanout scenario (fanout, fanout-ws,
@@ -63,11 +64,20 @@ func (s *fanoutScenario) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&s.pollTimeout, "poll-timeout", 30*time.Second, "the timeout parameter of each long-poll /sync")
 	fs.DurationVar(&s.drain, "drain", 10*time.Second,
 		"after the last send, how long to wait for deliveries still outstanding")
+	fs.StringVar(&s.via, "via", "",
+		"more entry points of the same deployment (comma-separated URLs): receiver i long-polls through entry i mod n")
 }
 
 func (s *fanoutScenario) check() error {
 	if err := s.fanoutParams.check(); err != nil {
 		return err
+	}
+	if s.via != "" {
+		for _, u := range strings.Split(s.via, ",") {
+			if err := checkBaseURL("-via", u); err != nil {
+				return err
+			}
+		}
 	}
 	return checkPollTimeout(s.pollTimeout)
 }
@@ -153,7 +163,14 @@ func (s *fanoutScenario) run(ctx context.Context, e *env) (report, error) {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
 
-	// The long-polls.
+	// The long-polls, spread over the entry points (the sender and the
+	// initial syncs use -hs: a since token is good on every process).
+	clients := []*client{e.c}
+	if s.via != "" {
+		for _, u := range strings.Split(s.via, ",") {
+			clients = append(clients, newClient(u, e.c.timeout, s.conns(), e.logf))
+		}
+	}
 	pollCtx, stopPolls := context.WithCancelCause(ctx)
 	defer stopPolls(errPollsStopped)
 	recv := make([]*fanoutReceiver, s.receivers)
@@ -171,7 +188,7 @@ func (s *fanoutScenario) run(ctx context.Context, e *env) (report, error) {
 			first := httptrace.WithClientTrace(pollCtx, &httptrace.ClientTrace{
 				WroteRequest: func(httptrace.WroteRequestInfo) { once.Do(func() { started <- struct{}{} }) },
 			})
-			pollReceiver(pollCtx, first, e.c, receivers[i].AccessToken, roomID, since[i], "", s.pollTimeout, maxPolls, r, stopPolls, notify)
+			pollReceiver(pollCtx, first, clients[i%len(clients)], receivers[i].AccessToken, roomID, since[i], "", s.pollTimeout, maxPolls, r, stopPolls, notify)
 		})
 	}
 	awaitPollsSent(pollCtx, e, started, s.receivers, 30*time.Second, stopPolls)

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +32,8 @@ type fakeHS struct {
 	tokens   map[string]string // access token -> user ID
 	rooms    map[string]*fakeRoom
 	txns     map[string]string // token + room + txn -> event ID
+	bodies   map[string]string // event ID -> message body
+	fail502  int               // answer this many sends 502 before taking them
 	seq      int
 }
 
@@ -43,6 +47,7 @@ func newFakeHS() *fakeHS {
 	return &fakeHS{
 		secret: "s3cret", nonces: map[string]bool{}, sessions: map[string]bool{},
 		tokens: map[string]string{}, rooms: map[string]*fakeRoom{}, txns: map[string]string{},
+		bodies: map[string]string{},
 	}
 }
 
@@ -197,11 +202,17 @@ func (f *fakeHS) handler() http.Handler {
 			writeErr(w, 400, "M_BAD_JSON", "want an m.text")
 			return
 		}
+		if f.fail502 > 0 {
+			f.fail502--
+			writeErr(w, 502, "M_UNKNOWN", "the room's owner is not reachable")
+			return
+		}
 		key := r.Header.Get("Authorization") + "|" + r.PathValue("roomId") + "|" + r.PathValue("txnId")
 		id, ok := f.txns[key]
 		if !ok {
 			id = f.next("$msg")
 			f.txns[key] = id
+			f.bodies[id] = content.Body
 			room.events = append(room.events, id)
 		}
 		writeJSON(w, 200, map[string]string{"event_id": id})
@@ -227,9 +238,11 @@ func (f *fakeHS) handler() http.Handler {
 			}
 		}
 		start := max(0, n-limit)
-		chunk := []map[string]string{}
+		chunk := []map[string]any{}
 		for i := n - 1; i >= start; i-- {
-			chunk = append(chunk, map[string]string{"event_id": room.events[i], "type": "m.room.message"})
+			id := room.events[i]
+			chunk = append(chunk, map[string]any{"event_id": id, "type": "m.room.message",
+				"content": map[string]string{"msgtype": "m.text", "body": f.bodies[id]}})
 		}
 		resp := map[string]any{"start": fmt.Sprintf("t%d", n), "chunk": chunk}
 		if start > 0 { // as the spec says: no end once the start is reached
@@ -328,6 +341,74 @@ func TestSendManyRooms(t *testing.T) {
 	}
 	if !strings.Contains(stdout, "into 2 room(s)") {
 		t.Errorf("summary does not name the rooms:\n%s", stdout)
+	}
+}
+
+// TestSendFailureRun: a send answered 502 is retried with its transaction
+// ID until it succeeds, an entry point that drops the connection without
+// an answer hands the request to the next, and the per-room and per-entry
+// figures say so.
+func TestSendFailureRun(t *testing.T) {
+	t.Parallel()
+	f := newFakeHS()
+	f.fail502 = 5
+	fsrv := httptest.NewServer(f.handler())
+	t.Cleanup(fsrv.Close)
+	target, _ := url.Parse(fsrv.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	// An entry point that passes the setup on but dies under every send,
+	// as a process killed mid-request does.
+	dying := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPut {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(dying.Close)
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"-hs", fsrv.URL, "-shared-secret", f.secret, "send", "-c", "4", "-m", "5", "-rooms", "2",
+		"-via", dying.URL, "-retry-for", "10s", "-retry-wait", "1ms", "-verify"}, &out, &errOut)
+	stdout, stderr := out.String(), errOut.String()
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	var res map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("final line is not JSON: %v\n%s", err, stdout)
+	}
+	if code != exitOK {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	wantFields(t, res, map[string]float64{"ok": 20, "errors": 5, "retries": 5})
+	v, _ := res["verify"].(map[string]any)
+	if v["ok"] != true || v["missing"] != 0.0 || v["duplicates"] != 0.0 {
+		t.Errorf("verify = %v, want ok with nothing missing or duplicated", res["verify"])
+	}
+	entries, _ := res["entries"].([]any)
+	if len(entries) != 2 {
+		t.Fatalf("entries = %v, want 2", res["entries"])
+	}
+	// Senders 1 and 2 (i + i/2 odd) send through the dead entry: each of
+	// their 10 sends fails over once.
+	if e1, _ := entries[1].(map[string]any); e1["failovers"] != 10.0 || e1["answered"] != 0.0 {
+		t.Errorf("dead entry = %v, want 10 failovers and nothing answered", e1)
+	}
+	rooms, _ := res["per_room"].([]any)
+	var acked, errs float64
+	for _, r := range rooms {
+		rr, _ := r.(map[string]any)
+		acked += rr["acknowledged"].(float64)
+		for _, n := range rr["errors"].(map[string]any) {
+			errs += n.(float64)
+		}
+		if rr["lost"] != 0.0 || rr["duplicated"] != 0.0 || rr["longest_gap_ms"].(float64) <= 0 {
+			t.Errorf("room %v", rr)
+		}
+	}
+	if len(rooms) != 2 || acked != 20 || errs != 5 {
+		t.Errorf("per_room = %v, want 2 rooms with 20 acknowledged and 5 errors", res["per_room"])
 	}
 }
 

@@ -177,13 +177,18 @@ const usageHead = `usage: tessera-load -hs URL [-shared-secret S | -register-ope
        tessera-load -hs URL_A -hs2 URL_B [-shared-secret S [-shared-secret2 S2] | -register-open] federation [flags]
 
 scenarios:
-  send     [-c 8] [-m 250] [-verify]        C users each send M messages into one room
+  send     [-c 8] [-m 250] [-rooms 1] [-verify]
+                                            C users each send M messages into one room (or ROOMS)
+           [-via URL,...] [-retry-for D] [-retry-wait 100ms] [-duration D]
+                                            failure runs: more entry points, retries with the same
+                                            txn ID, send for D; per-room errors, outage, lost, duplicated
   rooms    [-c 8] [-n 200]                  C workers create R rooms in total
   users    [-c 16] [-n 200] [-server-pid P] C workers register N users; with P, the server's peak/median RSS
   messages [-n 2000] [-limit 100] [-c 8]    page backwards through a room of N messages
                                             (-c: parallel sends while filling it)
   fanout   [-s 50] [-n 100] [-interval 15ms] [-poll-timeout 30s] [-drain 10s]
-                                            S receivers long-poll /sync; one sender sends N
+                                            S receivers long-poll /sync (-via URL,...: spread
+                                            over more entry points); one sender sends N
                                             messages; latency of every delivery
   fanout-ws [-s 50] [-n 100]                the same over the WebSocket sync stream
   initialsync [-k 50] [-n 50] [-r 5] [-c 8] one user in K rooms of N messages: initial /sync, R times

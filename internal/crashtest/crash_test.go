@@ -27,9 +27,10 @@ import (
 	"time"
 )
 
-var binary string
+// binary is the built tessera; loadBinary the built tessera-load.
+var binary, loadBinary string
 
-// TestMain builds the real binary once.
+// TestMain builds the real binaries once.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "tessera-crash")
 	if err != nil {
@@ -37,6 +38,12 @@ func TestMain(m *testing.M) {
 	}
 	binary = filepath.Join(dir, "tessera")
 	if out, err := exec.Command("go", "build", "-tags", "sqlite_fts5", "-o", binary, "github.com/tessera-hs/tessera/cmd/tessera").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	loadBinary = filepath.Join(dir, "tessera-load")
+	if out, err := exec.Command("go", "build", "-o", loadBinary, "github.com/tessera-hs/tessera/cmd/tessera-load").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)
@@ -74,10 +81,11 @@ type server struct {
 
 var listening = regexp.MustCompile(`Tessera is listening" address="?([0-9.:]+)`)
 
-// start runs the binary with the config and waits until it listens.
-func start(t *testing.T, cfgPath string) *server {
+// start runs the binary with the config (and more arguments of run, such
+// as -instance) and waits until it listens.
+func start(t *testing.T, cfgPath string, args ...string) *server {
 	t.Helper()
-	cmd := exec.Command(binary, "run", "-config", cfgPath)
+	cmd := exec.Command(binary, append([]string{"run", "-config", cfgPath}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
