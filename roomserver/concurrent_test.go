@@ -10,6 +10,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/testserver"
 )
 
@@ -19,7 +20,8 @@ import (
 // token past the late event: the client gets both events, in one sync or
 // the next.
 func TestLateCommitNotSkipped(t *testing.T) {
-	srv := testserver.Start(t, testserver.Postgres(t))
+	// Rooms commit at once only with several writer connections.
+	srv := testserver.Start(t, testserver.Postgres(t), func(c *config.Config) { c.Database.WriterConns = 4 })
 	ctx := context.Background()
 	alice := srv.Register("alice", "password")
 	rooms := make([]id.RoomID, 2)

@@ -384,7 +384,7 @@ type Database struct {
 	// MaxIdleConns is how many of those stay open when idle; 0 means all.
 	MaxIdleConns int `yaml:"max_idle_conns"`
 	// WriterConns is how many event transactions PostgreSQL commits at
-	// once (rooms in parallel); 0 means 4. SQLite has one writer.
+	// once (rooms in parallel); 0 means 1. SQLite has one writer.
 	WriterConns int `yaml:"writer_conns"`
 }
 

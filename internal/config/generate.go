@@ -134,7 +134,8 @@ database:
   # How many of those stay open while idle. 0 means all of them.
   max_idle_conns: 0
   # PostgreSQL: how many event transactions commit at once (rooms in
-  # parallel; each a connection). 0 means 4. SQLite has one writer.
+  # parallel; each a connection). 0 means 1, which group commit makes
+  # the fastest on small machines. SQLite has one writer.
   writer_conns: 0
 
 logging:
