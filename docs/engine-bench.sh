@@ -12,11 +12,12 @@
 # usage: docs/engine-bench.sh                 all scenarios below, both engines
 #        ENGINES=postgres docs/engine-bench.sh
 #        SCENARIOS="send8" RUNS=5 docs/engine-bench.sh
+#        SCENARIOS="send8long" docs/engine-bench.sh   send8 for 8,000 events (sustained, ~5 s a run)
 #        PGEXTRA="-c shared_buffers=512MB" docs/engine-bench.sh     more postgres settings
 set -euo pipefail
 RUNS=${RUNS:-3}
 ENGINES=${ENGINES:-"sqlite postgres"}
-SCENARIOS=${SCENARIOS:-"send1 send8 rooms messages fanout initialsync"}
+SCENARIOS=${SCENARIOS:-"send1 send8 send8long rooms messages fanout initialsync"}
 cd "$(dirname "$0")/.."
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tessera-engines.XXXXXX")
@@ -46,6 +47,7 @@ args() {
 	case $1 in
 	send1) echo "send -c 8 -m 100" ;;
 	send8) echo "send -c 8 -m 100 -rooms 8" ;;
+	send8long) echo "send -c 8 -m 1000 -rooms 8" ;;
 	rooms) echo "rooms -c 8 -n 100" ;;
 	messages) echo "messages -n 1000 -limit 100" ;;
 	fanout) echo "fanout -s 20 -n 50" ;;
