@@ -3,7 +3,6 @@ package roomserver
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"math"
@@ -27,23 +26,22 @@ import (
 //     event again. Its commit transaction raises it to the sequence's
 //     value as it stands after the transaction took its positions (the
 //     process commits one event transaction at a time, so all it took is
-//     in that transaction), with a NOTIFY of the new bound. A process
-//     idle while others commit raises its own bound to theirs when it
-//     hears of them.
+//     in that transaction), with a NOTIFY of the new bound.
 //   - A reader (this process's catch-up, and through it sync, the
 //     application services and everything else that reads "the current
 //     position") goes up to the minimum of the live writers' bounds: an
 //     event that commits late, below a position another writer has
 //     committed, is waited for, never skipped.
 //   - A writer that takes positions holds a transaction-level shared
-//     advisory lock on its name. Another process that can take the lock
-//     exclusively knows the writer has no transaction in flight: a writer
-//     that lags for deadAfter while it holds the others back and has
-//     nothing in flight is marked dead (its process is gone, or it does
-//     not listen) and left out of the minimum. A writer checks that it is
-//     alive, under its shared lock, before taking positions, and
-//     registers again when it is not: so nothing it commits can fall
-//     below what readers have passed while it was counted out.
+//     advisory lock on its name until its transaction ends. A reader that
+//     can take the lock exclusively knows the writer has nothing in
+//     flight, and raises its bound to the sequence's value for itself
+//     (probe): so an idle writer, or one whose process died (its
+//     transaction rolled back with its session), holds nobody back and
+//     has nothing to publish.
+//   - A process that stops counts itself out (alive = false) so that no
+//     one probes it; it checks, under its shared lock, that it is counted
+//     in before taking positions, and registers again when it is not.
 
 // writersTable holds each writer's bound. It is created at start rather
 // than by a migration: like the sequence, it exists only on PostgreSQL.
@@ -54,36 +52,29 @@ const writersTable = "event_stream_writers"
 // writer look busy for longer.
 const writerLockClass = 0x7e55
 
-// deadAfter is how long a writer may hold the others back, with no
-// transaction in flight, before it is counted out.
-const deadAfter = 2 * time.Second
+// watchEvery is how often a process publishes what no notification
+// announced (watchWriters).
+const watchEvery = 500 * time.Millisecond
 
-// errWriterDead fails a transaction of a writer another process has
-// counted out; it registers again and the transaction is retried.
-var errWriterDead = errors.New("this process was counted out of the event writers")
+// errWriterDead fails a transaction of a writer that is counted out (a
+// process of the same name stopped); it registers again and the
+// transaction is retried.
+var errWriterDead = errors.New("this process is counted out of the event writers")
 
 // clusterPositions is a clustered process's view of the writers.
 type clusterPositions struct {
-	me        string
-	deadAfter time.Duration
+	me string
 
-	mu       sync.Mutex
-	bounds   map[string]int64 // each writer's persisted-up-to position
-	dead     map[string]bool
-	lagSince map[string]lagging
+	mu     sync.Mutex
+	bounds map[string]int64 // each writer's persisted-up-to position
+	dead   map[string]bool  // counted out (stopped)
 
 	// ready holds this process's committed batches that wait for lower
 	// positions of other writers; guarded by the Service's applyMu.
 	ready []ownBatch
 
-	kick chan struct{} // wakes the self-advancer
 	stop chan struct{}
 	done sync.WaitGroup
-}
-
-type lagging struct {
-	pos   int64
-	since time.Time
 }
 
 // ownBatch is one of this process's committed transactions.
@@ -98,9 +89,9 @@ type ownBatch struct {
 func (s *Service) clusterPositionsStart(ctx context.Context) error {
 	cl := s.cfg.Cluster
 	cp := &clusterPositions{
-		me: cl.Instance, deadAfter: deadAfter,
-		bounds: map[string]int64{}, dead: map[string]bool{}, lagSince: map[string]lagging{},
-		kick: make(chan struct{}, 1), stop: make(chan struct{}),
+		me:     cl.Instance,
+		bounds: map[string]int64{}, dead: map[string]bool{},
+		stop: make(chan struct{}),
 	}
 	for _, q := range []string{
 		`CREATE SEQUENCE IF NOT EXISTS ` + positionSeq + ` MINVALUE 0 INCREMENT BY ` + strconv.Itoa(positionBlock),
@@ -125,8 +116,7 @@ func (s *Service) clusterPositionsStart(ctx context.Context) error {
 	start := min(c.lastPos, cp.target())
 	c.published, c.localPublished = start, start
 	s.recent = newRecentEvents(recentPerRoom, recentRooms, start)
-	cp.done.Add(2)
-	go s.selfAdvancer()
+	cp.done.Add(1)
 	go s.watchWriters()
 	return nil
 }
@@ -210,21 +200,28 @@ func (s *Service) loadWriters(ctx context.Context) error {
 	return nil
 }
 
-// heard records a writer's bound and state, and wakes the self-advancer
-// when this process holds the others back. Notifications arrive in commit
-// order, so a later one about a writer is newer.
+// heard records a writer's bound and state. Notifications arrive in
+// commit order, so a later one about a writer is newer.
 func (cp *clusterPositions) heard(name string, pos int64, alive bool) {
 	cp.mu.Lock()
+	defer cp.mu.Unlock()
 	cp.bounds[name] = max(cp.bounds[name], pos)
 	cp.dead[name] = !alive
-	behind := cp.bounds[cp.me] < cp.maxLocked() || cp.dead[cp.me]
-	cp.mu.Unlock()
-	if behind {
-		select {
-		case cp.kick <- struct{}{}:
-		default:
+}
+
+// lagging returns the live writers other than this one whose bound is
+// below the highest: the ones to probe.
+func (cp *clusterPositions) lagging() []string {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	top := cp.maxLocked()
+	var out []string
+	for name, b := range cp.bounds {
+		if name != cp.me && !cp.dead[name] && b < top {
+			out = append(out, name)
 		}
 	}
+	return out
 }
 
 // maxLocked is the highest bound any writer has published.
@@ -304,98 +301,14 @@ func (s *Service) publishBound(ctx context.Context, tx *database.Tx) error {
 		SELECT pg_notify($2, $1::text || ' alive ' || pos) FROM u`, s.cpos.me, eventsChannel)
 }
 
-// selfAdvancer raises this process's bound to the highest one published
-// when it holds the others back, and registers it again when it was
-// counted out.
-func (s *Service) selfAdvancer() {
-	cp := s.cpos
-	defer cp.done.Done()
-	ctx := context.Background()
-	for {
-		select {
-		case <-cp.stop:
-			return
-		case <-cp.kick:
-		}
-		cp.mu.Lock()
-		dead, own, to := cp.dead[cp.me], cp.bounds[cp.me], cp.maxLocked()
-		cp.mu.Unlock()
-		var err error
-		switch {
-		case dead:
-			err = s.registerWriter(ctx)
-		case own < to:
-			err = s.advanceWriter(ctx, cp.me, to)
-		}
-		if err != nil {
-			s.log.WithError(err).Warn("publishing this process's event stream position")
-		}
-	}
-}
-
-// advanceWriter raises name's bound to pos if name has no transaction in
-// flight: every position it takes from now on is above pos, which is at
-// most the sequence's value. A busy writer publishes its bound when it
-// commits.
-func (s *Service) advanceWriter(ctx context.Context, name string, pos int64) error {
-	return s.db.WithConcurrentTx(ctx, func(tx *database.Tx) error {
-		var idle bool
-		if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock($1, hashtext($2))`, writerLockClass, name).Scan(&idle); err != nil {
-			return err
-		}
-		if !idle {
-			return nil
-		}
-		// Losing this write in a crash is harmless: a bound lower than it
-		// could be only makes readers wait.
-		if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `WITH u AS (
-			UPDATE `+writersTable+` SET pos = $3 WHERE instance = $1 AND alive AND pos < $3 RETURNING pos)
-			SELECT pg_notify($2, $1::text || ' alive ' || pos) FROM u`, name, eventsChannel, pos)
-		return err
-	})
-}
-
-// markDead counts name out of the writers if its bound is still pos and
-// it has no transaction in flight.
-func (s *Service) markDead(ctx context.Context, name string, pos int64) (bool, error) {
-	marked := false
-	err := s.db.WithConcurrentTx(ctx, func(tx *database.Tx) error {
-		var idle bool
-		if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock($1, hashtext($2))`, writerLockClass, name).Scan(&idle); err != nil {
-			return err
-		}
-		if !idle {
-			return nil
-		}
-		var got int64
-		err := tx.QueryRowContext(ctx, `UPDATE `+writersTable+` SET alive = FALSE, pos = GREATEST(pos, (SELECT last_value FROM `+positionSeq+`))
-			WHERE instance = $1 AND alive AND pos = $2 RETURNING pos`, name, pos).Scan(&got)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil // it moved meanwhile
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, eventsChannel, name+" dead "+strconv.FormatInt(got, 10)); err != nil {
-			return err
-		}
-		marked = true
-		return nil
-	})
-	return marked, err
-}
-
-// watchWriters counts out the writers that hold the others back for
-// deadAfter with nothing in flight, and retries publishing what a failed
-// catch-up left.
+// watchWriters publishes, every watchEvery, what no notification
+// announced: the positions a writer that died mid-transaction held back
+// (its lock is free now), and what a failed catch-up left.
 func (s *Service) watchWriters() {
 	cp := s.cpos
 	defer cp.done.Done()
 	ctx := context.Background()
-	t := time.NewTicker(cp.deadAfter / 4)
+	t := time.NewTicker(watchEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -408,39 +321,38 @@ func (s *Service) watchWriters() {
 			s.log.WithError(err).Error("reading other processes' events")
 		}
 		s.applyMu.Unlock()
-		for name, pos := range cp.laggards(time.Now()) {
-			marked, err := s.markDead(ctx, name, pos)
-			if err != nil {
-				s.log.WithError(err).WithField("instance", name).Warn("counting out an event writer")
-			} else if marked {
-				s.log.WithField("instance", name).Warn("counted out an event writer that held the others back with nothing in flight")
-			}
-		}
 	}
 }
 
-// laggards returns the live writers other than this one that have held
-// the others back at the same bound for deadAfter.
-func (cp *clusterPositions) laggards(now time.Time) map[string]int64 {
-	cp.mu.Lock()
-	defer cp.mu.Unlock()
-	top := cp.maxLocked()
-	out := map[string]int64{}
-	for name, b := range cp.bounds {
-		if name == cp.me || cp.dead[name] || b >= top {
-			delete(cp.lagSince, name)
-			continue
+// probe raises the bounds of the writers in names that have no
+// transaction in flight (their lock is free) to the sequence's value:
+// every position they take from now on is above it. One statement, in a
+// transaction of its own: the locks it takes end with it. The value is
+// read in the same statement, before or after the locks, both of which
+// are safe: a transaction a writer started before the lock was taken
+// would hold it.
+func (s *Service) probe(ctx context.Context, names []string) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT w, pg_try_advisory_xact_lock($1, hashtext(w)), (SELECT last_value FROM `+positionSeq+`)
+		FROM unnest($2::text[]) AS w`, writerLockClass, names)
+	if err != nil {
+		return fmt.Errorf("probe event writers: %w", err)
+	}
+	defer rows.Close()
+	cp := s.cpos
+	for rows.Next() {
+		var name string
+		var idle bool
+		var last int64
+		if err := rows.Scan(&name, &idle, &last); err != nil {
+			return fmt.Errorf("probe event writers: %w", err)
 		}
-		l, ok := cp.lagSince[name]
-		if !ok || l.pos != b {
-			cp.lagSince[name] = lagging{pos: b, since: now}
-			continue
-		}
-		if now.Sub(l.since) >= cp.deadAfter {
-			out[name] = b
+		if idle {
+			cp.mu.Lock()
+			cp.bounds[name] = max(cp.bounds[name], last)
+			cp.mu.Unlock()
 		}
 	}
-	return out
+	return rows.Err()
 }
 
 // clusterStop stops the background work and counts this process out, so
@@ -486,6 +398,12 @@ func (s *Service) committed(ctx context.Context, batch []*commitReq, ids []int64
 func (s *Service) advance(ctx context.Context) error {
 	cp := s.cpos
 	from := atomic.LoadInt64(&s.commit.published)
+	if lag := cp.lagging(); len(lag) > 0 {
+		// An idle writer publishes nothing: it is probed instead.
+		if err := s.probe(ctx, lag); err != nil {
+			return err
+		}
+	}
 	to := cp.target()
 	slices.SortFunc(cp.ready, func(a, b ownBatch) int { return cmp.Compare(a.ids[0], b.ids[0]) })
 	k := 0

@@ -15,9 +15,9 @@ import (
 // The event writers' positions across processes (roomserver/clusterpos.go,
 // docs/scaling.md "Stream positions across processes").
 
-// deadAfter is roomserver's: how long a writer with nothing in flight may
-// hold the others back before it is counted out.
-const deadAfter = 2 * time.Second
+// watchEvery is roomserver's: how often a process publishes what no
+// notification announced (a dead writer's positions).
+const watchEvery = 500 * time.Millisecond
 
 // waitUntil polls cond every 50 ms for up to 30 s.
 func waitUntil(t *testing.T, what string, cond func() bool) {
@@ -192,9 +192,8 @@ func TestScaleOutLateCommitAcrossProcesses(t *testing.T) {
 // A writer whose process dies mid-transaction (played by the test over
 // SQL as instance "d", the way a process takes its positions: in-process
 // servers cannot be killed) holds the others back only while its session
-// lives; once it is gone the others count it out within deadAfter and a
-// watcher tick, and everything they committed meanwhile is published, in
-// order.
+// lives: once it is gone, the others find its lock free within a watcher
+// tick, and everything they committed meanwhile is published, in order.
 func TestScaleOutWriterDiesMidTransaction(t *testing.T) {
 	c := startScaleOut(t)
 	ctx := context.Background()
@@ -225,9 +224,9 @@ func TestScaleOutWriterDiesMidTransaction(t *testing.T) {
 
 	const perWriter = 3
 	sent, n := c.sendAsync(c.names, []id.RoomID{c.rooms["a"], c.rooms["b"], c.rooms["c"]}, perWriter, "m")
-	// Well past deadAfter: d is alive (its transaction is open), so it
-	// is not counted out and nothing above its positions returns.
-	time.Sleep(2 * deadAfter)
+	// d is alive (its transaction is open): nothing above its positions
+	// returns, however long it takes.
+	time.Sleep(8 * watchEvery)
 	select {
 	case err := <-sent:
 		t.Fatalf("a send returned (%v) while d's transaction was open", err)
@@ -254,24 +253,11 @@ func TestScaleOutWriterDiesMidTransaction(t *testing.T) {
 			t.Fatal("a send did not return within 60 s of d's death")
 		}
 	}
-	t.Logf("the first send held back by d returned %s after its death, the last (each writer's %d sends in turn) %s (bound: %s and a watcher tick)",
-		first, perWriter, last, deadAfter)
-	// Generous for a loaded machine; in practice within a watcher tick,
-	// as d had lagged for longer than deadAfter already.
-	if first > 5*deadAfter {
+	t.Logf("the first send held back by d returned %s after its death, the last (each writer's %d sends in turn) %s (bound: a watcher tick, %s)",
+		first, perWriter, last, watchEvery)
+	// Generous for a loaded machine.
+	if first > 10*time.Second {
 		t.Errorf("the others stalled %s after d died", first)
-	}
-	q, err := pgx.Connect(ctx, c.srv["a"].Config.Database.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close(ctx)
-	var alive bool
-	if err := q.QueryRow(ctx, `SELECT alive FROM event_stream_writers WHERE instance = 'd'`).Scan(&alive); err != nil {
-		t.Fatal(err)
-	}
-	if alive {
-		t.Error("d is still counted in after its death")
 	}
 	for _, via := range c.names {
 		c.checkSynced(t, via, tokens[via], filter, n)
