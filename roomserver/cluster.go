@@ -2,8 +2,10 @@ package roomserver
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -17,10 +19,11 @@ import (
 )
 
 // Several processes on one PostgreSQL database (docs/scaling.md): event
-// transactions of all processes commit one at a time under an advisory
-// lock, each taking the stream positions after the last one committed, and
-// announce themselves with NOTIFY; every process applies the events others
-// committed, in stream order, to its caches and its syncing clients.
+// transactions of all processes commit at once, taking their stream
+// positions from one sequence, and each process publishes with NOTIFY the
+// position below which it will not commit again (clusterpos.go); every
+// process applies the events others committed, in stream order, to its
+// caches and its syncing clients.
 
 // Cluster is this process's place in a deployment of several.
 type Cluster struct {
@@ -65,20 +68,17 @@ func (s *Service) elsewhere(ctx context.Context, roomID, op, userID string) (boo
 }
 
 // maxInstances bounds the instances, whose indexes partition the state
-// group IDs modulo this.
+// group IDs and the outliers' positions modulo this.
 const maxInstances = 1024
 
-// eventsLockKey is the advisory lock that serialises event transactions
-// across processes ("tessera events" in no particular encoding).
-const eventsLockKey = 0x7e55e7a0_e0e47
-
-// eventsChannel is the NOTIFY channel of committed event transactions; the
-// payload is "INSTANCE FROM TO": the positions FROM < pos <= TO.
+// eventsChannel is the NOTIFY channel of the event writers' bounds; the
+// payload is "INSTANCE alive|dead POS" (clusterpos.go).
 const eventsChannel = "tessera_events"
 
-// clusterStart prepares a clustered service: state group IDs partitioned
-// between the instances.
-func (s *Service) clusterStart() error {
+// clusterStart prepares a clustered service: state group IDs and outlier
+// positions partitioned between the instances, and the multi-writer
+// stream positions (clusterpos.go).
+func (s *Service) clusterStart(ctx context.Context) error {
 	cl := s.cfg.Cluster
 	if cl == nil {
 		s.groupStride = 1
@@ -91,66 +91,73 @@ func (s *Service) clusterStart() error {
 		return fmt.Errorf("cluster: several processes need PostgreSQL")
 	}
 	// The first ID this process hands out is above every stored one and
-	// congruent to its index: no other process can hand it out.
+	// congruent to its index: no other process can hand it out. Both are
+	// taken before commit (state groups by the sequencers), without a
+	// round trip.
 	s.groupStride = maxInstances
 	s.lastGroupID = s.lastGroupID - s.lastGroupID%maxInstances + int64(cl.Index)
-	return nil
+	c := s.commit
+	low := -c.lastOutlier.Load()
+	c.lastOutlier.Store(-(low - low%maxInstances + int64(cl.Index)))
+	c.outlierStride = maxInstances
+	return s.clusterPositionsStart(ctx)
 }
 
-// lockPositions, the first statement of a clustered event transaction,
-// waits for the other processes' event transactions to end and returns the
-// last stream position and outlier position they committed.
-func lockPositions(ctx context.Context, tx *database.Tx) (last, lastOutlier int64, err error) {
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(eventsLockKey)); err != nil {
-		return 0, 0, fmt.Errorf("lock event positions: %w", err)
-	}
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0), LEAST(COALESCE(MIN(stream_pos), 0), 0) FROM events`).
-		Scan(&last, &lastOutlier); err != nil {
-		return 0, 0, fmt.Errorf("read event positions: %w", err)
-	}
-	return last, lastOutlier, nil
-}
-
-// announce tells the other processes, when tx commits, of the positions
-// from < pos <= to.
-func (s *Service) announce(ctx context.Context, tx *database.Tx, from, to int64) error {
-	if to <= from {
-		return nil
-	}
-	payload := fmt.Sprintf("%s %d %d", s.cfg.Cluster.Instance, from, to)
-	if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, eventsChannel, payload); err != nil {
-		return fmt.Errorf("announce events: %w", err)
-	}
-	return nil
-}
-
-// catchUp applies the events other processes committed up to position to,
-// in stream order. The caller holds s.applyMu.
-func (s *Service) catchUp(ctx context.Context, to int64) error {
-	from := atomic.LoadInt64(&s.commit.published)
-	if to <= from {
-		return nil
-	}
-	evs, err := s.queryEvents(ctx, `SELECT event_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos`, from, to)
-	if err != nil {
-		return fmt.Errorf("read events %d to %d: %w", from, to, err)
-	}
+// applyMerged brings the in-memory state up to the positions from < p <=
+// to: this process's committed batches own and the events other
+// processes committed, others, in stream order. It makes those positions
+// readable, answers own's senders and tells the listeners: the ones that
+// hear only this process's commits of own's events, the others of all.
+func (s *Service) applyMerged(own []*commitReq, others []*Event, from, to int64) {
+	c := s.commit
 	var targets []string
 	members := false
+	var mine []*Event
+	for _, req := range own {
+		for _, pe := range req.events {
+			if pe.outlier {
+				continue
+			}
+			if rel, ok := relationIn(pe.ev); ok {
+				targets = append(targets, rel)
+			}
+			mine = append(mine, pe.ev)
+		}
+	}
 	rooms := map[string]bool{}
-	for _, ev := range evs {
-		if bytes.Contains(ev.Content(), []byte(`"m.relates_to"`)) {
-			if rel, ok := RelationOf(ev.Content()); ok {
-				targets = append(targets, rel.EventID)
+	for _, ev := range others {
+		if rel, ok := relationIn(ev); ok {
+			targets = append(targets, rel)
+		}
+		rooms[ev.RoomID] = true
+	}
+	// Before the events are published: a reader woken by them must not
+	// trust an old "no relations".
+	s.noRels.related(targets)
+	for _, req := range own {
+		for _, pe := range req.events {
+			if pe.outlier {
+				continue
+			}
+			if pe.currentState != nil || pe.ev.Type() == spec.MRoomMember && pe.ev.StateKey() != nil {
+				c.lastMember.Store(max(c.lastMember.Load(), pe.ev.StreamPos))
+				members = true
+			}
+			s.cache.put(pe.ev)
+			s.facts.observe(pe.ev, pe.currentState != nil)
+			if pe.redaction != nil {
+				s.cache.forget(pe.redaction.targetID)
 			}
 		}
+	}
+	for _, ev := range others {
 		if ev.Type() == spec.MRoomRedaction {
 			// The cached copy of the target is not redacted yet.
 			s.cache.forget(redactsOf(ev))
 		}
 		if ev.StateKey() != nil {
 			if ev.Type() == spec.MRoomMember {
-				s.commit.lastMember.Store(max(s.commit.lastMember.Load(), ev.StreamPos))
+				c.lastMember.Store(max(c.lastMember.Load(), ev.StreamPos))
 			}
 			// State written elsewhere may be a resolution this process
 			// cannot see from the event: the room's facts load again.
@@ -158,28 +165,53 @@ func (s *Service) catchUp(ctx context.Context, to int64) error {
 			members = true
 		}
 		s.facts.observe(ev, ev.StateKey() != nil)
-		rooms[ev.RoomID] = true
 	}
-	s.noRels.related(targets)
 	if members {
 		s.memberships.Invalidate()
 		s.membership.Invalidate()
 	}
-	s.recent.add(from, evs)
-	atomic.StoreInt64(&s.commit.published, to)
-	// A sequencer here for one of these rooms holds state another
+	all := make([]*Event, 0, len(mine)+len(others))
+	all = append(append(all, mine...), others...)
+	slices.SortFunc(all, func(a, b *Event) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
+	s.recent.add(from, all)
+	atomic.StoreInt64(&c.published, to)
+	if len(mine) > 0 {
+		atomic.StoreInt64(&c.localPublished, max(atomic.LoadInt64(&c.localPublished), mine[len(mine)-1].StreamPos))
+	}
+	for _, req := range own {
+		req.done <- nil
+	}
+	// A sequencer here for one of the others' rooms holds state another
 	// process has moved past: it loads the room again before its next
 	// event. Not waited for: the sequencer may be busy.
 	for roomID := range rooms {
 		go s.resetRoom(roomID)
 	}
 	s.mu.Lock()
-	ls := s.allListeners
+	ls, all2 := s.listeners, s.allListeners
 	s.mu.Unlock()
-	for _, l := range ls {
-		l(evs)
+	if len(mine) > 0 {
+		for _, l := range ls {
+			l(mine)
+		}
 	}
-	return nil
+	if len(all) > 0 {
+		for _, l := range all2 {
+			l(all)
+		}
+	}
+}
+
+// relationIn returns the event an event relates to, if any.
+func relationIn(ev *Event) (string, bool) {
+	if !bytes.Contains(ev.Content(), []byte(`"m.relates_to"`)) {
+		return "", false
+	}
+	rel, ok := RelationOf(ev.Content())
+	if !ok {
+		return "", false
+	}
+	return rel.EventID, true
 }
 
 // SubscribeAll registers a listener for every committed event, including
@@ -205,26 +237,27 @@ type clusterHandler struct{ s *Service }
 
 func (h clusterHandler) HandleNotification(ctx context.Context, n *pgconn.Notification, _ *pgx.Conn) error {
 	f := strings.Fields(n.Payload)
-	if len(f) != 3 {
+	if len(f) != 3 || f[1] != "alive" && f[1] != "dead" {
 		return fmt.Errorf("bad %s payload %q", eventsChannel, n.Payload)
 	}
-	to, err := strconv.ParseInt(f[2], 10, 64)
+	pos, err := strconv.ParseInt(f[2], 10, 64)
 	if err != nil {
 		return fmt.Errorf("bad %s payload %q", eventsChannel, n.Payload)
 	}
+	h.s.cpos.heard(f[0], pos, f[1] == "alive")
 	h.s.applyMu.Lock()
 	defer h.s.applyMu.Unlock()
-	return h.s.catchUp(ctx, to)
+	return h.s.advance(ctx)
 }
 
-// HandleBacklog applies what was committed while the listener was not
-// listening (it is listening already, so nothing falls between).
-func (h clusterHandler) HandleBacklog(ctx context.Context, _ string, conn *pgx.Conn) error {
-	var last int64
-	if err := conn.QueryRow(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM events`).Scan(&last); err != nil {
-		return fmt.Errorf("read last event position: %w", err)
+// HandleBacklog reads every writer's bound again, as notifications may
+// have been lost while the listener was not listening (it is listening
+// already, so nothing falls between), and publishes what it can.
+func (h clusterHandler) HandleBacklog(ctx context.Context, _ string, _ *pgx.Conn) error {
+	if err := h.s.loadWriters(ctx); err != nil {
+		return err
 	}
 	h.s.applyMu.Lock()
 	defer h.s.applyMu.Unlock()
-	return h.s.catchUp(ctx, last)
+	return h.s.advance(ctx)
 }

@@ -44,8 +44,9 @@ var errAliasTaken = errors.New("room alias already taken")
 // is group commit: the busier the server, the more events share each
 // fsync.
 //
-// On SQLite, and in a cluster, it is the single writer: transactions
-// commit one at a time, in stream order. On PostgreSQL in one process,
+// On SQLite it is the single writer: transactions commit one at a time,
+// in stream order. In a cluster, each process commits one transaction at
+// a time, with positions from a sequence all share (clusterpos.go). On PostgreSQL in one process,
 // several transactions run at once (concurrent.go): a room has one batch
 // in flight at a time, positions come from a sequence, and batches are
 // published in stream order whatever order they commit in.
@@ -56,6 +57,9 @@ type committer struct {
 	lastPos int64 // last stream position written; owned by the loop
 	// lastOutlier is the last (negative) position given to an outlier.
 	lastOutlier atomic.Int64
+	// outlierStride is the step between them: 1, or in a cluster the
+	// number of classes the instances share out (cluster.go).
+	outlierStride int64
 	// servers caches the servers with a member in each room, for the
 	// outbox; dropped for a room whenever its membership changes.
 	serversMu sync.Mutex
@@ -87,7 +91,7 @@ const (
 const maxCommitEvents = 4096
 
 func newCommitter(ctx context.Context, s *Service) (*committer, error) {
-	c := &committer{s: s, reqs: make(chan *commitReq, 1024), stopped: make(chan struct{})}
+	c := &committer{s: s, reqs: make(chan *commitReq, 1024), stopped: make(chan struct{}), outlierStride: 1}
 	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM events`).Scan(&c.lastPos); err != nil {
 		return nil, fmt.Errorf("read stream position: %w", err)
 	}
@@ -162,20 +166,13 @@ func (c *committer) loop() {
 }
 
 func (c *committer) commit(batch []*commitReq) {
+	if c.s.cfg.Cluster != nil {
+		c.commitClustered(batch, true)
+		return
+	}
 	ctx := context.Background()
 	startPos, startOutlier := c.lastPos, c.lastOutlier.Load()
-	cluster := c.s.cfg.Cluster != nil
 	err := c.s.db.WithTx(ctx, func(tx *database.Tx) error {
-		if cluster {
-			// Other processes write events too: the positions follow
-			// theirs, taken under a lock held until commit.
-			last, lastOutlier, err := lockPositions(ctx, tx)
-			if err != nil {
-				return err
-			}
-			startPos = last
-			c.lastOutlier.Store(lastOutlier)
-		}
 		pos := startPos
 		next := func() int64 { pos++; return pos }
 		for _, req := range batch {
@@ -184,9 +181,6 @@ func (c *committer) commit(batch []*commitReq) {
 			}
 		}
 		c.lastPos = pos
-		if cluster {
-			return c.s.announce(ctx, tx, startPos, pos)
-		}
 		return nil
 	})
 	if err != nil {
@@ -203,20 +197,73 @@ func (c *committer) commit(batch []*commitReq) {
 		batch[0].done <- err
 		return
 	}
-	if cluster {
-		// What the other processes committed before this transaction is
-		// published first, keeping positions in order.
-		if err := c.s.catchUp(ctx, startPos); err != nil {
-			// This batch is published when a later catch-up reads it.
-			c.s.log.WithError(err).Error("reading other processes' events")
-			for _, req := range batch {
-				req.done <- nil
+	c.apply(batch, startPos, c.lastPos)
+}
+
+// commitClustered is commit in a cluster: the positions come from the
+// shared sequence (clusterpos.go), and the batch is published once the
+// other processes have committed every lower position. retry: register
+// again and retry once if the others counted this process out.
+func (c *committer) commitClustered(batch []*commitReq, retry bool) {
+	ctx := context.Background()
+	startOutlier := c.lastOutlier.Load()
+	n := 0
+	for _, req := range batch {
+		for _, pe := range req.events {
+			if !pe.outlier {
+				n++
 			}
-			c.s.publishLocal(batch)
-			return
 		}
 	}
-	c.apply(batch, startPos, c.lastPos)
+	var ids []int64
+	err := c.s.db.WithTx(ctx, func(tx *database.Tx) error {
+		ids = nil
+		if n > 0 {
+			var err error
+			if ids, err = c.s.takePositions(ctx, tx, n); err != nil {
+				return err
+			}
+		}
+		i := 0
+		next := func() int64 { i++; return ids[i-1] }
+		for _, req := range batch {
+			if err := c.writeRoomBatch(ctx, tx, req, next); err != nil {
+				return fmt.Errorf("room %s: %w", req.roomID, err)
+			}
+		}
+		if n > 0 {
+			return c.s.publishBound(ctx, tx)
+		}
+		return nil
+	})
+	if err != nil {
+		c.lastOutlier.Store(startOutlier)
+		c.dropServers() // it may hold what the failed transaction read
+		if errors.Is(err, errWriterDead) && retry {
+			if err := c.s.registerWriter(ctx); err != nil {
+				c.s.log.WithError(err).Error("registering again as an event writer")
+			}
+			c.commitClustered(batch, false)
+			return
+		}
+		// One bad batch must not fail the others: retry each on its own.
+		if len(batch) > 1 {
+			for _, req := range batch {
+				c.commitClustered([]*commitReq{req}, retry)
+			}
+			return
+		}
+		batch[0].done <- err
+		return
+	}
+	if n == 0 {
+		// Outliers only: nothing in the stream to wait for.
+		for _, req := range batch {
+			req.done <- nil
+		}
+		return
+	}
+	c.s.committed(ctx, batch, ids)
 }
 
 // apply brings the in-memory state up to the committed batch, whose events
@@ -318,7 +365,7 @@ func (c *committer) writeRoomBatch(ctx context.Context, tx *database.Tx, req *co
 	}
 	for _, pe := range req.events {
 		if pe.outlier {
-			pe.ev.StreamPos = c.lastOutlier.Add(-1)
+			pe.ev.StreamPos = c.lastOutlier.Add(-c.outlierStride)
 		} else {
 			pe.ev.StreamPos = next()
 		}

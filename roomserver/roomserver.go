@@ -71,6 +71,9 @@ type Service struct {
 	// applyMu orders the publishing of committed events: this process's
 	// commits and, in a cluster, the others' (cluster.go).
 	applyMu sync.Mutex
+	// cpos holds the event writers' positions in a cluster; nil outside
+	// one (clusterpos.go).
+	cpos *clusterPositions
 	// stopListening stops the cluster listener; nil outside a cluster.
 	stopListening func()
 	// inviter has other servers sign our invites of their users; nil
@@ -150,7 +153,7 @@ func New(ctx context.Context, db *database.DB, cfg Config, profiles Profiles, lo
 		return nil, err
 	}
 	s.commit = c
-	if err := s.clusterStart(); err != nil {
+	if err := s.clusterStart(ctx); err != nil {
 		c.close()
 		return nil, err
 	}
@@ -186,18 +189,18 @@ func (s *Service) Close() {
 		return
 	}
 	s.closed = true
-	if s.stopListening != nil {
-		// Outside s.mu, which catching up takes.
-		s.mu.Unlock()
-		s.stopListening()
-		s.mu.Lock()
-	}
 	for _, r := range s.rooms {
 		close(r.reqs)
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
 	s.commit.close()
+	// In a cluster, the last batches wait for the other processes'
+	// positions, which the listener hears: it stops after them.
+	if s.stopListening != nil {
+		s.stopListening()
+	}
+	s.clusterStop()
 }
 
 // DefaultRoomVersion is the version new rooms get unless they ask.
