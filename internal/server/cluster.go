@@ -110,17 +110,39 @@ const (
 	delayedKind = "delayed"
 	// pushRulesKind is the invalidation of a user's push rules, its key.
 	pushRulesKind = "push_rules"
+	// pushersKind says a user's pushers changed: the user's owner runs
+	// them as stored.
+	pushersKind = "pushers"
+	// pushReadKind says a user's read position may have moved: the
+	// user's owner updates their pushers' badges.
+	pushReadKind = "push_read"
 )
 
 // pushRulesCluster has the other processes drop their cached copy of a
-// user's push rules when they change here: each event is evaluated by the
-// process that commits it, with the rules as they are.
+// user's push rules when they change here (the user's owner evaluates
+// their rules), and the owner run a user's pushers changed here.
 func (s *Server) pushRulesCluster() {
 	if s.cluster == nil {
 		return
 	}
 	s.Push.SetRulesChangedHook(func(userID string) { s.publish(pushRulesKind, userID) })
 	s.bus.Handle(pushRulesKind, s.Push.RulesChangedElsewhere)
+	s.bus.Handle(pushersKind, s.Push.PushersChangedElsewhere)
+	s.bus.Handle(pushReadKind, s.Push.ReadChangedElsewhere)
+}
+
+// pushCluster is push's share of the deployment: each user's
+// notifications are evaluated and delivered by the user's owner (a hash
+// of the user ID), woken over the bus by changes made elsewhere.
+func (s *Server) pushCluster() *push.Cluster {
+	if s.cluster == nil {
+		return nil
+	}
+	return &push.Cluster{
+		Owns:           s.cluster.Owns,
+		PushersChanged: func(userID string) { s.publish(pushersKind, userID) },
+		ReadChanged:    func(userID string) { s.publish(pushReadKind, userID) },
+	}
 }
 
 // publish tells the other processes of an invalidation of kind for key,
@@ -201,18 +223,17 @@ func (s *Server) clusterHandler(h http.Handler) http.Handler {
 	return s.cluster.Forward(s.log, s.Rooms.ResolveAlias, h)
 }
 
-// localRooms is the room server as push sees it in a cluster: push
-// evaluates the events this process commits (each event once in the
-// deployment), so the position it keeps up with is this process's last
-// commit, not the last of the deployment.
-type localRooms struct{ *roomserver.Service }
+// allRooms is the room server as push sees it in a cluster: push
+// evaluates every event of the deployment, whichever process committed
+// it, for the users this process owns (push.Cluster).
+type allRooms struct{ *roomserver.Service }
 
-func (r localRooms) CurrentPos() int64 { return r.LocalPos() }
+func (r allRooms) Subscribe(l roomserver.Listener) { r.SubscribeAll(l) }
 
 // pushRooms is the room server push gets.
 func (s *Server) pushRooms() push.Rooms {
 	if s.cluster == nil {
 		return s.Rooms
 	}
-	return localRooms{s.Rooms}
+	return allRooms{s.Rooms}
 }

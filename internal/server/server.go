@@ -286,7 +286,7 @@ func (s *Server) init(ctx context.Context) error {
 		TLSName: pc.Email.TLSName, CAFile: pc.Email.CAFile, InsecureSkipVerify: pc.Email.InsecureSkipVerify,
 		AllowPlaintext: pc.Email.AllowPlaintext, Username: pc.Email.Username, Password: pc.Email.Password, From: pc.Email.From, AppName: pc.Email.AppName,
 		Delay: pc.Email.Delay.Std(), PublicBaseURL: s.cfg.PublicBaseURL,
-	}}, s.pushRooms(), us, s.notifier.Wake, s.log)
+	}, Cluster: s.pushCluster()}, s.pushRooms(), us, s.notifier.Wake, s.log)
 	if err != nil {
 		return err
 	}
