@@ -58,6 +58,9 @@ func (s *Server) registerInternal(r *mux.Router) {
 			return s.Rooms.Leave(ctx, d.UserID, d.RoomID, "")
 		},
 	}
+	if s.fedAPI != nil {
+		s.registerInternalFederation(r)
+	}
 	for op, f := range ops {
 		r.Methods(http.MethodPost).Path(cluster.InternalPrefix + op).HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !cluster.FromInstance(r) {

@@ -608,9 +608,10 @@ func (s *Server) initFederation(ctx context.Context) error {
 		PrivateKey:  s.key.PrivateKey,
 		KeyValidity: fc.KeyValidity.Std(),
 		Allowed:     allowed,
+		Cluster:     s.fedCluster(),
 	}, s.log, s.KeyRing, s.FederationClient, s.Rooms, s.Users)
 	s.fedHTTP = &http.Server{
-		Handler:           httpx.BodyDeadline(s.cfg.HTTP.BodyTimeout.Std(), s.cfg.HTTP.BodyMinRate, s.fedAPI.Handler()),
+		Handler:           httpx.BodyDeadline(s.cfg.HTTP.BodyTimeout.Std(), s.cfg.HTTP.BodyMinRate, s.fedHandler()),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
