@@ -87,6 +87,9 @@ func TestWriteTarget(t *testing.T) {
 		{"POST", "/_matrix/client/v3/rooms/%21abc%3Aexample.org/receipt/m.read/%24ev", ""},
 		{"GET", "/_matrix/client/v3/sync", ""},
 		{"POST", "/_matrix/client/v3/createRoom", ""},
+		{"POST", "/_synapse/admin/v1/send_server_notice", "server notices"},
+		{"PUT", "/_synapse/admin/v1/send_server_notice/txn1", "server notices"},
+		{"GET", "/_synapse/admin/v1/send_server_notice", ""},
 		// Other servers' joins, leaves, knocks and invites.
 		{"GET", "/_matrix/federation/v1/make_join/%21abc%3Aexample.org/%40u%3Ao.org?ver=10", "!abc:example.org"},
 		{"PUT", "/_matrix/federation/v2/send_join/%21abc%3Aexample.org/%24ev", "!abc:example.org"},

@@ -69,9 +69,16 @@ func fedWriteTarget(r *http.Request) (string, bool) {
 	return target, true
 }
 
+// ServerNoticesKey is the key whose owner sends every server notice: one
+// process at a time decides whether a user's notices room exists, so that
+// two notices sent at once through two processes cannot make two rooms;
+// the rooms it creates are its own (roomserver.CreateRoom picks IDs this
+// process owns), so that its writes to them need no forwarding.
+const ServerNoticesKey = "server notices"
+
 // writeTarget returns the room (a room ID, or an alias to resolve first) a
 // request writes to, if it is one of the writes served by the room's
-// owner.
+// owner; or the key of a singleton write (ServerNoticesKey).
 func writeTarget(r *http.Request) (string, bool) {
 	path := r.URL.EscapedPath()
 	if strings.HasPrefix(path, "/_matrix/federation/") {
@@ -86,6 +93,9 @@ func writeTarget(r *http.Request) (string, bool) {
 		}
 	}
 	parts := strings.Split(rest, "/")
+	if admin && parts[0] == "send_server_notice" && (r.Method == http.MethodPost || r.Method == http.MethodPut) {
+		return ServerNoticesKey, true
+	}
 	switch {
 	case admin && len(parts) >= 2 && parts[0] == "rooms":
 		if !adminRoomWrites[r.Method+" "+strings.Join(append([]string{""}, parts[2:]...), "/")] {

@@ -58,6 +58,7 @@ func (s *Server) registerInternal(r *mux.Router) {
 			return s.Rooms.Leave(ctx, d.UserID, d.RoomID, "")
 		},
 	}
+	s.registerOwnerCalls(r)
 	if s.fedAPI != nil {
 		s.registerInternalFederation(r)
 	}

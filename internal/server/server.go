@@ -329,7 +329,7 @@ func (s *Server) init(ctx context.Context) error {
 	api.SetPush(ps)
 	api.SetKeys(s.Keys)
 	api.SetKeyBackup(s.keyBackup)
-	if s.delayed, err = delayed.New(ctx, s.db, rs, s.delayedConfig(),
+	if s.delayed, err = delayed.New(ctx, s.db, s.roomsFor(), s.delayedConfig(),
 		s.log.WithField("component", "delayed")); err != nil {
 		return err
 	}
@@ -338,7 +338,7 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	api.SetSlidingSync(s.sliding)
-	ns, err := notices.New(ctx, s.db, rs, us, spec.ServerName(s.cfg.ServerName), s.cfg.ServerNotices,
+	ns, err := notices.New(ctx, s.db, s.roomsFor(), us, spec.ServerName(s.cfg.ServerName), s.cfg.ServerNotices,
 		s.log.WithField("component", "notices"))
 	if err != nil {
 		return err
@@ -359,7 +359,7 @@ func (s *Server) init(ctx context.Context) error {
 	rs.SetJoinGuard(s.Admin.CheckJoin)
 	api.SetAdmin(s.Admin)
 	if s.cfg.Webhooks.Enabled {
-		if s.webhooks, err = webhooks.New(ctx, s.db, rs, us, spec.ServerName(s.cfg.ServerName), s.cfg.PublicBaseURL,
+		if s.webhooks, err = webhooks.New(ctx, s.db, s.roomsFor(), us, spec.ServerName(s.cfg.ServerName), s.cfg.PublicBaseURL,
 			s.cfg.Webhooks, s.log.WithField("component", "webhooks")); err != nil {
 			return err
 		}
@@ -512,7 +512,9 @@ func (s *Server) initCalls(ctx context.Context) error {
 	}
 	s.sfu = sfu
 	guard.Attach(sfu.SignalAddr(), key, secret)
-	s.Rooms.Subscribe(guard.OnEvents)
+	// Every process's SFU has its own participants: each guard hears
+	// every leave of the deployment (one process: the same).
+	s.Rooms.SubscribeAll(guard.OnEvents)
 	s.calls = &calls.Service{
 		ServerName:    s.cfg.ServerName,
 		PublicBaseURL: s.cfg.PublicBaseURL,
