@@ -74,7 +74,8 @@ func (tl *timeline) once(t *testing.T, want []id.EventID) {
 // and it receives the messages sent through every instance, each once.
 // With the room's owner down, the peer's transaction is refused (502) and
 // sent again: nothing is ingested by a process that does not own the
-// room, and nothing is lost.
+// room, and nothing is lost. A join by an alias of the peer's runs on the
+// room's owner too.
 func TestScaleOutFederation(t *testing.T) {
 	ctx := context.Background()
 	srv := testserver.StartFederatedCluster(t, []string{"a", "b", "c"}, "127.0.0.1")
@@ -153,4 +154,29 @@ func TestScaleOutFederation(t *testing.T) {
 	bobTL.once(t, append(fromPete, late.EventID))
 	bobTL.once(t, fromCluster)
 	peteTL.once(t, append(fromPete, fromCluster...))
+
+	// A join by an alias of the peer runs on the room's owner: through
+	// another instance, it waits for the owner (502 while it is down).
+	lobby, err := pete.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "lobby"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alias := "#lobby:" + peer.Config.ServerName
+	owner := m.Owner(lobby.RoomID.String())
+	via := "a"
+	if owner == via {
+		via = "c"
+	}
+	srv[owner].Stop()
+	if _, err := as(srv[via], alice).JoinRoom(ctx, alias, nil); !isBadGateway(err) {
+		t.Fatalf("join %s through %s with the room's owner %s down: %v, want 502 M_UNKNOWN", alias, via, owner, err)
+	}
+	srv[owner].Restart()
+	joined, err := as(srv[via], alice).JoinRoom(ctx, alias, nil)
+	if err != nil {
+		t.Fatalf("join %s through %s: %v", alias, via, err)
+	}
+	if joined.RoomID != lobby.RoomID {
+		t.Fatalf("joined %s by %s, want %s", joined.RoomID, alias, lobby.RoomID)
+	}
 }

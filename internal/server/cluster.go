@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -224,7 +225,25 @@ func (s *Server) clusterHandler(h http.Handler) http.Handler {
 	if s.cluster == nil {
 		return h
 	}
-	return s.cluster.Forward(s.log, s.Rooms.ResolveAlias, h)
+	return s.cluster.Forward(s.log, s.resolveAlias, h)
+}
+
+// resolveAlias finds the room a join or knock by alias goes to, so that
+// the room's owner runs it: a local alias from the database (or the
+// application services), another server's by asking it. The owner
+// resolves the alias again as it runs the request: one more directory
+// query for a remote alias, which is the price of forwarding the request
+// unchanged.
+func (s *Server) resolveAlias(ctx context.Context, alias string) (string, error) {
+	id, err := s.Rooms.ResolveAlias(ctx, alias)
+	if err != nil || id != "" || s.fedAPI == nil {
+		return id, err
+	}
+	if _, domain, ok := strings.Cut(alias, ":"); !ok || domain == s.cfg.ServerName {
+		return "", nil
+	}
+	id, _, err = s.fedAPI.RemoteAlias(ctx, alias)
+	return id, err
 }
 
 // allRooms is the room server as push sees it in a cluster: push
