@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"sync"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
@@ -42,12 +43,14 @@ func rawPost(t *testing.T, srv *testserver.Server, path string, headers map[stri
 }
 
 // Writes the server makes of its own accord run on the room's owner: an
-// incoming webhook's notice (refused while the owner is down, rather than
-// written by the process it reached), and server notices, which one
+// incoming webhook's notice and a delayed event's send action (refused
+// while the owner is down, rather than written by the process they
+// reached; the delayed event stays scheduled), and server notices, which one
 // process sends (concurrent notices to a new user through every process
 // make one room, owned by that process).
 func TestScaleOutJobsOnOwner(t *testing.T) {
 	c := startScaleOut(t, func(cfg *config.Config) {
+		cfg.Rooms.MaxDelayedEventDelay = config.Duration(time.Hour)
 		cfg.Webhooks.Enabled = true
 		cfg.ServerNotices = config.ServerNotices{SystemMXIDLocalpart: "notices", RoomName: "Server Notices"}
 	})
@@ -76,13 +79,40 @@ func TestScaleOutJobsOnOwner(t *testing.T) {
 			t.Fatalf("webhook notice through %s: %v %v", via, err, ev)
 		}
 	}
+	// A delayed event in b's room, sent by the action through a.
+	delayedSend := func(via, txn string) string {
+		t.Helper()
+		cl := as(c.srv[via], c.alice)
+		var res struct {
+			DelayID string `json:"delay_id"`
+		}
+		u := cl.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "rooms", room.String(), "send", "m.room.message", txn},
+			map[string]string{"org.matrix.msc4140.delay": "600000"})
+		if _, err := cl.MakeRequest(ctx, http.MethodPut, u, map[string]any{"msgtype": "m.text", "body": "delayed " + txn}, &res); err != nil {
+			t.Fatalf("schedule through %s: %v", via, err)
+		}
+		return res.DelayID
+	}
+	action := func(via, delayID string) (int, map[string]any) {
+		return rawPost(t, c.srv[via], "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/"+delayID,
+			map[string]string{"Authorization": "Bearer " + c.alice.AccessToken}, map[string]any{"action": "send"})
+	}
+	delayID := delayedSend("c", "d1")
+
 	c.srv["b"].Stop()
 	if status, res := post("a", "while b is down"); status/100 != 5 {
 		t.Errorf("webhook through a with the room's owner down: %d %v, want a 5xx", status, res)
 	}
+	if status, res := action("a", delayID); status != http.StatusBadGateway {
+		t.Errorf("delayed send action through a with the room's owner down: %d %v, want 502", status, res)
+	}
 	c.srv["b"].Restart()
 	if status, res := post("a", "b is back"); status != http.StatusOK {
 		t.Errorf("webhook through a after b's restart: %d %v", status, res)
+	}
+	// Still scheduled: the action works once the owner is back.
+	if status, res := action("a", delayID); status != http.StatusOK {
+		t.Errorf("delayed send action through a after b's restart: %d %v", status, res)
 	}
 
 	// Server notices to a new user, through every process at once.
