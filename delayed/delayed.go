@@ -531,6 +531,17 @@ func (s *Service) fire(ctx context.Context, delayID, userID, reason string) erro
 		// Shutting down: leave the row claimed; Start retries it.
 		return fmt.Errorf("delayed events: send %s: %w", delayID, sendErr)
 	}
+	if _, refused := mxerr.As(sendErr); sendErr != nil && !refused && !s.owns(ev.roomID) {
+		// The room's owner, which sends for an action here, could not
+		// be reached: the event stays scheduled (its timer sends it
+		// when due), and the action may be retried.
+		if _, err := s.db.ExecContext(context.WithoutCancel(ctx), `UPDATE delayed_events SET processing = 0
+			WHERE delay_id = $1`, delayID); err != nil {
+			return fmt.Errorf("delayed events: unclaim %s: %w", delayID, err)
+		}
+		s.log.WithError(sendErr).WithField("room_id", ev.roomID).Warn("delayed events: the room's owner could not send an event")
+		return mxerr.Unknown(http.StatusBadGateway, "The process that owns this room is unavailable; retry later")
+	}
 	log := s.log.WithFields(logrus.Fields{"delay_id": httpx.LogID(delayID), "room_id": ev.roomID, "user_id": ev.userID})
 	var eventID, errJSON sql.NullString
 	if sendErr != nil {

@@ -46,6 +46,9 @@ type Config struct {
 	// Version is the software version GET /version reports; empty means
 	// the module version the binary was built from.
 	Version string
+	// Cluster is set in a deployment of several processes (cluster.go);
+	// nil for one.
+	Cluster *Cluster
 }
 
 // DefaultMaxBodyBytes is the request body limit of federation endpoints

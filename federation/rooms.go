@@ -213,7 +213,11 @@ func (a *API) send(r *http.Request, origin spec.ServerName, body []byte) (any, e
 	// its answer remembered for the retry, would lose the rest.
 	ctx := context.WithoutCancel(r.Context())
 	results := make(map[string]any, len(txn.PDUs))
-	for _, raw := range txn.PDUs {
+	local, elsewhere := a.splitPDUs(txn.PDUs)
+	if err := a.receiveElsewhere(ctx, origin, elsewhere, results); err != nil {
+		return nil, err
+	}
+	for _, raw := range local {
 		id, err := a.receivePDU(ctx, origin, raw)
 		if id == "" {
 			continue // not even an event: nothing to answer for

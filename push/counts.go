@@ -32,7 +32,7 @@ func (r readUpTo) isRead(threadID string, pos int64) bool {
 // recent/ahead must be used") with the events they sent themselves, which
 // mark their thread read.
 func (s *Service) readPositions(ctx context.Context, userID, roomID string) (readUpTo, error) {
-	pendingMarks := s.pending.marksFor(userID, roomID)
+	_, _, pendingMarks := s.pendingFor(userID, roomID)
 	unthreaded, threads, err := s.users.ReadPositions(ctx, userID, roomID)
 	if err != nil {
 		return readUpTo{}, err
@@ -84,8 +84,21 @@ func rings(actions []json.RawMessage) bool { return tweaks(actions)["sound"] == 
 // the count it caused.
 func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, pos int64) (Counts, map[string]Counts, error) {
 	s.waitProcessed(ctx, pos)
-	byThread, ok := s.counts.lookup(userID, roomID)
-	if !ok {
+	var byThread map[string]Counts
+	cached := false
+	if s.owns(userID) {
+		byThread, cached = s.counts.lookup(userID, roomID)
+	}
+	switch {
+	case cached:
+	case !s.owns(userID):
+		// The cache is kept current by evaluation, which runs on the
+		// user's owner: another process counts afresh.
+		var err error
+		if byThread, _, err = s.countUnread(ctx, userID, roomID); err != nil {
+			return Counts{}, nil, err
+		}
+	default:
 		e := s.counts.begin(userID, roomID)
 		var read readUpTo
 		var err error
@@ -112,7 +125,7 @@ func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, pos i
 // from the database up to the flushed position and the pending rows after
 // it, and returns the read positions it counted from.
 func (s *Service) countUnread(ctx context.Context, userID, roomID string) (map[string]Counts, readUpTo, error) {
-	flushed, pending, _ := s.pending.forUser(userID, roomID)
+	flushed, pending, _ := s.pendingFor(userID, roomID)
 	read, err := s.readPositions(ctx, userID, roomID)
 	if err != nil {
 		return nil, readUpTo{}, err
@@ -251,7 +264,7 @@ func (s *Service) Notifications(ctx context.Context, userID, from string, limit 
 		pos, ts                   int64
 	}
 	// The pending rows come first: they are newer than any written one.
-	flushed, pending, _ := s.pending.forUser(userID, "")
+	flushed, pending, _ := s.pendingFor(userID, "")
 	var list []row
 	for i := len(pending) - 1; i >= 0 && len(list) <= limit; i-- {
 		r := pending[i]

@@ -220,7 +220,9 @@ func (d *deliverer) resync(ctx context.Context, match func(pusherKey) bool, wher
 	from := d.s.startPos()
 	want := map[pusherKey]pusherRow{}
 	for _, r := range stored {
-		want[r.key] = r
+		if d.s.owns(r.key.userID) { // another process's user: run by its owner
+			want[r.key] = r
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -654,7 +656,7 @@ type pushItem struct {
 // unsentNotifications returns up to limit of a user's notifying rows after
 // stream position after, oldest first: the written ones, then the pending.
 func (s *Service) unsentNotifications(ctx context.Context, userID string, after int64, limit int) ([]pushItem, error) {
-	flushed, pending, _ := s.pending.forUser(userID, "")
+	flushed, pending, _ := s.pendingFor(userID, "")
 	var out []pushItem
 	if after < flushed {
 		rows, err := s.db.QueryContext(ctx, `SELECT room_id, event_id, stream_pos, actions FROM event_push_actions
@@ -740,5 +742,9 @@ func (s *Service) badge(ctx context.Context, userID string, fresh bool) (gateway
 // may have moved (a read receipt, a read marker), so that their phones'
 // badges follow.
 func (s *Service) ReadMaybeChanged(userID string) {
+	if !s.owns(userID) {
+		s.cfg.Cluster.ReadChanged(userID)
+		return
+	}
 	s.delivery.wakeUser(userID, true)
 }

@@ -122,9 +122,9 @@ func newEmailer(ctx context.Context, s *Service, cfg EmailConfig, giveUpAfter ti
 // start loads the email pushers and the waiting batches, and looks for
 // what was notified after each pusher's cursor while the server was down.
 func (e *emailer) start(ctx context.Context) error {
-	users, err := database.Strings(ctx, e.s.db, `SELECT DISTINCT user_id FROM pushers WHERE kind = 'email' AND enabled = 1`)
+	users, err := e.s.ownedEmailUsers(ctx)
 	if err != nil {
-		return fmt.Errorf("load email pushers: %w", err)
+		return err
 	}
 	rows, err := e.s.db.QueryContext(ctx, `SELECT user_id, address, room_id, due_ts FROM push_email_batches`)
 	if err != nil {
@@ -141,7 +141,9 @@ func (e *emailer) start(ctx context.Context) error {
 			rows.Close()
 			return err
 		}
-		batches = append(batches, d)
+		if e.s.owns(d.k.userID) { // another process's user: mailed by its owner
+			batches = append(batches, d)
+		}
 	}
 	if err := rows.Close(); err != nil {
 		return err
@@ -172,7 +174,7 @@ func (e *emailer) reload(ctx context.Context, userID string) error {
 		return fmt.Errorf("load email pushers: %w", err)
 	}
 	e.mu.Lock()
-	if n > 0 {
+	if n > 0 && e.s.owns(userID) {
 		e.users[userID] = true
 	} else {
 		delete(e.users, userID)

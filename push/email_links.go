@@ -124,7 +124,7 @@ func (s *Service) ConfirmEmail(ctx context.Context, token string) error {
 	if err != nil {
 		return fmt.Errorf("confirm an email address: %w", err)
 	}
-	return s.email.reload(ctx, userID)
+	return s.pushersChanged(ctx, userID)
 }
 
 // UnsubscribeEmail follows an unsubscribe link (or a mail client's
@@ -149,5 +149,5 @@ func (s *Service) UnsubscribeEmail(ctx context.Context, token string) error {
 	if err != nil {
 		return fmt.Errorf("unsubscribe: %w", err)
 	}
-	return s.email.reload(ctx, userID)
+	return s.pushersChanged(ctx, userID)
 }

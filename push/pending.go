@@ -115,9 +115,3 @@ func (p *pendingStore) forUser(userID, roomID string) (int64, []actionRow, map[s
 	}
 	return p.flushedPos, rows, marks
 }
-
-// marksFor returns a user's pending marks in a room, by thread.
-func (p *pendingStore) marksFor(userID, roomID string) map[string]int64 {
-	_, _, marks := p.forUser(userID, roomID)
-	return marks
-}

@@ -216,7 +216,7 @@ func (s *Service) processBatch(evs []*roomserver.Event) map[string]bool {
 	// Invites count in the badge (Synapse's get_badge_count): a local
 	// user's membership leaving invite (accepted, rejected, withdrawn)
 	// sends a badge update, which goes only if the count changed.
-	for u := range membershipsLeftInvite(evs, s.isLocal) {
+	for u := range membershipsLeftInvite(evs, s.evaluates) {
 		s.delivery.wakeUser(u, true)
 	}
 	// (A user's own event marks what came before it read, but sends no
@@ -318,13 +318,13 @@ func (s *Service) processEvent(ctx context.Context, ev *roomserver.Event) ([]act
 	}
 	candidates := make([]string, 0, len(rc.members))
 	for u := range rc.members {
-		if u != sender && s.isLocal(u) {
+		if u != sender && s.evaluates(u) {
 			candidates = append(candidates, u)
 		}
 	}
 	if ev.Type() == spec.MRoomMember && ev.StateKey() != nil {
 		target := *ev.StateKey()
-		if m, _ := ev.Membership(); m == spec.Invite && target != sender && s.isLocal(target) {
+		if m, _ := ev.Membership(); m == spec.Invite && target != sender && s.evaluates(target) {
 			candidates = append(candidates, target)
 		}
 	}
@@ -336,7 +336,7 @@ func (s *Service) processEvent(ctx context.Context, ev *roomserver.Event) ([]act
 		return threadID
 	}
 	var marks []sentMark
-	if s.isLocal(sender) {
+	if s.evaluates(sender) {
 		marks = append(marks, sentMark{userID: sender, roomID: ev.RoomID, threadID: thread(), pos: ev.StreamPos})
 	}
 	if len(candidates) == 0 {

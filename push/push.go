@@ -46,6 +46,9 @@ type Config struct {
 	Delivery   DeliveryConfig
 	// Email enables email pushers when its SMTPHost is set.
 	Email EmailConfig
+	// Cluster is set in a deployment of several processes (cluster.go);
+	// nil for one.
+	Cluster *Cluster
 }
 
 // Rooms is what the push domain needs from the room server;

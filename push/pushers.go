@@ -120,10 +120,7 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, body [
 			userID, p.AppID, p.PushKey); err != nil {
 			return fmt.Errorf("delete pusher: %w", err)
 		}
-		if err := s.email.reload(ctx, userID); err != nil {
-			return err
-		}
-		return s.resyncPushKey(ctx, p.AppID, p.PushKey)
+		return s.pushersChanged(ctx, userID)
 	}
 	if json.Unmarshal(kindRaw, &p.Kind) != nil {
 		return mxerr.BadJSON("'kind' must be a string or null")
@@ -194,6 +191,7 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, body [
 	now := s.now().UnixMilli()
 	// A new pusher delivers what is evaluated from now on; one set again
 	// keeps its place, and is enabled again with its failures forgotten.
+	var removed []string // the users whose pushers of this pushkey were removed
 	err := s.db.WithTx(ctx, func(tx *database.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name,
 			device_display_name, profile_tag, lang, data, device_id, created_ts, last_stream_pos, last_success_ts, enabled)
@@ -210,8 +208,20 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, body [
 		if !appendPusher {
 			// "Otherwise, the homeserver must remove any other pushers
 			// with the same App ID and pushkey for different users."
-			if _, err := tx.ExecContext(ctx, `DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id != $3`,
-				p.AppID, p.PushKey, userID); err != nil {
+			rows, err := tx.QueryContext(ctx, `DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id != $3
+				RETURNING user_id`, p.AppID, p.PushKey, userID)
+			if err != nil {
+				return fmt.Errorf("remove other pushers: %w", err)
+			}
+			for removed = removed[:0]; rows.Next(); {
+				var u string
+				if err := rows.Scan(&u); err != nil {
+					rows.Close()
+					return fmt.Errorf("remove other pushers: %w", err)
+				}
+				removed = append(removed, u)
+			}
+			if err := rows.Close(); err != nil {
 				return fmt.Errorf("remove other pushers: %w", err)
 			}
 		}
@@ -220,20 +230,15 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, body [
 	if err != nil {
 		return err
 	}
-	if p.Kind == "email" {
-		if mailConfirm {
-			s.email.mailConfirmation(userID, p.PushKey)
-		}
-		return s.email.reload(ctx, userID)
+	if p.Kind == "email" && mailConfirm {
+		s.email.mailConfirmation(userID, p.PushKey)
 	}
-	return s.resyncPushKey(ctx, p.AppID, p.PushKey)
-}
-
-// resyncPushKey brings the running pushers of an (app_id, pushkey) in
-// line with the stored ones after a change.
-func (s *Service) resyncPushKey(ctx context.Context, appID, pushKey string) error {
-	return s.delivery.resync(ctx, func(k pusherKey) bool { return k.appID == appID && k.pushKey == pushKey },
-		"app_id = $1 AND pushkey = $2", appID, pushKey)
+	for _, u := range append(removed, userID) {
+		if err := s.pushersChanged(ctx, u); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkHTTPPusherData checks an http pusher's data: a url, "an HTTPS URL
@@ -274,8 +279,5 @@ func (s *Service) DevicesDeleted(ctx context.Context, userID string, deviceIDs [
 			return fmt.Errorf("delete pushers of a deleted device: %w", err)
 		}
 	}
-	if err := s.email.reload(ctx, userID); err != nil {
-		return err
-	}
-	return s.delivery.resync(ctx, func(k pusherKey) bool { return k.userID == userID }, "user_id = $1", userID)
+	return s.pushersChanged(ctx, userID)
 }

@@ -31,9 +31,9 @@ func (s *Service) unread(ctx context.Context, userID, roomID string, threads boo
 	if c == nil {
 		return map[string]int{}, nil, nil
 	}
-	// The counts of the events this process committed: push evaluates
-	// them here (another process evaluates its own; docs/scaling.md).
-	total, byThread, err := c.UnreadCounts(ctx, userID, roomID, s.rooms.LocalPos())
+	// Push evaluates every event of the deployment in each process (for
+	// the users it owns, docs/scaling.md): wait for all of them.
+	total, byThread, err := c.UnreadCounts(ctx, userID, roomID, s.rooms.CurrentPos())
 	if err != nil {
 		return nil, nil, err
 	}

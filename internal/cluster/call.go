@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/tessera-hs/tessera/internal/mxerr"
 )
 
 // InternalPrefix is the path of the calls instances make to each other
@@ -23,6 +25,12 @@ const callTimeout = 30 * time.Second
 // deactivated user's leaves). A non-2xx answer is an error carrying its
 // body.
 func (m *Map) Call(ctx context.Context, instance, op string, req any) error {
+	return m.CallJSON(ctx, instance, op, req, nil)
+}
+
+// CallJSON is Call for an op that answers: its JSON body is decoded into
+// out (unless nil).
+func (m *Map) CallJSON(ctx context.Context, instance, op string, req, out any) error {
 	u, ok := m.urls[instance]
 	if !ok {
 		return fmt.Errorf("call %s on %s: no such instance", op, instance)
@@ -44,9 +52,24 @@ func (m *Map) Call(ctx context.Context, instance, op string, req any) error {
 		return fmt.Errorf("call %s on %s: %w", op, instance, err)
 	}
 	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		// The owner's answer to a request it refused (4xx) is the
+		// caller's: the same error as if it had run here.
+		var me struct {
+			Code    string `json:"errcode"`
+			Message string `json:"error"`
+		}
+		if resp.StatusCode/100 == 4 && json.Unmarshal(msg, &me) == nil && me.Code != "" {
+			return &mxerr.Error{Status: resp.StatusCode, Code: me.Code, Message: me.Message}
+		}
 		return fmt.Errorf("call %s on %s: %s: %s", op, instance, resp.Status, bytes.TrimSpace(msg))
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("call %s on %s: answer: %w", op, instance, err)
 	}
 	return nil
 }

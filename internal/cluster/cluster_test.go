@@ -87,6 +87,21 @@ func TestWriteTarget(t *testing.T) {
 		{"POST", "/_matrix/client/v3/rooms/%21abc%3Aexample.org/receipt/m.read/%24ev", ""},
 		{"GET", "/_matrix/client/v3/sync", ""},
 		{"POST", "/_matrix/client/v3/createRoom", ""},
+		{"POST", "/_synapse/admin/v1/send_server_notice", "server notices"},
+		{"PUT", "/_synapse/admin/v1/send_server_notice/txn1", "server notices"},
+		{"GET", "/_synapse/admin/v1/send_server_notice", ""},
+		// Other servers' joins, leaves, knocks and invites.
+		{"GET", "/_matrix/federation/v1/make_join/%21abc%3Aexample.org/%40u%3Ao.org?ver=10", "!abc:example.org"},
+		{"PUT", "/_matrix/federation/v2/send_join/%21abc%3Aexample.org/%24ev", "!abc:example.org"},
+		{"PUT", "/_matrix/federation/v1/send_join/%21abc%3Aexample.org/%24ev", "!abc:example.org"},
+		{"GET", "/_matrix/federation/v1/make_leave/%21abc%3Aexample.org/%40u%3Ao.org", "!abc:example.org"},
+		{"PUT", "/_matrix/federation/v2/send_leave/%21abc%3Aexample.org/%24ev", "!abc:example.org"},
+		{"GET", "/_matrix/federation/v1/make_knock/%21abc%3Aexample.org/%40u%3Ao.org", "!abc:example.org"},
+		{"PUT", "/_matrix/federation/v1/send_knock/%21abc%3Aexample.org/%24ev", "!abc:example.org"},
+		{"PUT", "/_matrix/federation/v2/invite/%21abc%3Aexample.org/%24ev", "!abc:example.org"},
+		{"PUT", "/_matrix/federation/v1/send/txn1", ""},
+		{"GET", "/_matrix/federation/v1/state/%21abc%3Aexample.org", ""},
+		{"POST", "/_matrix/federation/v1/make_join/%21abc%3Aexample.org/%40u%3Ao.org", ""},
 	} {
 		got, ok := writeTarget(httptest.NewRequest(tc.method, tc.path, nil))
 		if got != tc.room || ok != (tc.room != "") {

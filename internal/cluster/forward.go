@@ -39,11 +39,51 @@ var adminRoomWrites = map[string]bool{
 	"GET /delete_status":    true, // v2: the deletion runs on the owner
 }
 
+// fedRoomWrites are the federation endpoints, "METHOD VERSION/NAME"
+// before /{roomId}/, that the room's owner serves: the joins, leaves and
+// knocks of other servers' users (their templates too, built on the
+// owner's view of the room) and invites. Transactions (/send) carry PDUs
+// of many rooms: the federation edge hands each room's to its owner.
+var fedRoomWrites = map[string]bool{
+	"GET v1/make_join": true, "PUT v1/send_join": true, "PUT v2/send_join": true,
+	"GET v1/make_leave": true, "PUT v1/send_leave": true, "PUT v2/send_leave": true,
+	"GET v1/make_knock": true, "PUT v1/send_knock": true,
+	"PUT v1/invite": true, "PUT v2/invite": true,
+}
+
+// fedWriteTarget returns the room a federation request writes to, if its
+// owner serves it.
+func fedWriteTarget(r *http.Request) (string, bool) {
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/_matrix/federation/")
+	if !ok {
+		return "", false
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) < 3 || !fedRoomWrites[r.Method+" "+parts[0]+"/"+parts[1]] {
+		return "", false
+	}
+	target, err := url.PathUnescape(parts[2])
+	if err != nil || !strings.HasPrefix(target, "!") {
+		return "", false
+	}
+	return target, true
+}
+
+// ServerNoticesKey is the key whose owner sends every server notice: one
+// process at a time decides whether a user's notices room exists, so that
+// two notices sent at once through two processes cannot make two rooms;
+// the rooms it creates are its own (roomserver.CreateRoom picks IDs this
+// process owns), so that its writes to them need no forwarding.
+const ServerNoticesKey = "server notices"
+
 // writeTarget returns the room (a room ID, or an alias to resolve first) a
 // request writes to, if it is one of the writes served by the room's
-// owner.
+// owner; or the key of a singleton write (ServerNoticesKey).
 func writeTarget(r *http.Request) (string, bool) {
 	path := r.URL.EscapedPath()
+	if strings.HasPrefix(path, "/_matrix/federation/") {
+		return fedWriteTarget(r)
+	}
 	var rest string
 	admin := false
 	for _, p := range []string{"/_matrix/client/v3/", "/_matrix/client/r0/", "/_synapse/admin/v1/", "/_synapse/admin/v2/"} {
@@ -53,6 +93,9 @@ func writeTarget(r *http.Request) (string, bool) {
 		}
 	}
 	parts := strings.Split(rest, "/")
+	if admin && parts[0] == "send_server_notice" && (r.Method == http.MethodPost || r.Method == http.MethodPut) {
+		return ServerNoticesKey, true
+	}
 	switch {
 	case admin && len(parts) >= 2 && parts[0] == "rooms":
 		if !adminRoomWrites[r.Method+" "+strings.Join(append([]string{""}, parts[2:]...), "/")] {

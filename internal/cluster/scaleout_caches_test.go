@@ -24,8 +24,8 @@ func TestScaleOutPushRules(t *testing.T) {
 	viaB := as(c.srv["b"], c.alice)
 	// count waits until bob's notification count in room is at least
 	// min (evaluation is asynchronous), and returns it. It syncs through
-	// b, which evaluates: a sync through another process does not show
-	// the counts of b's events (docs/scaling.md, "not done").
+	// b, which may not be bob's owner (who evaluates his rules): such a
+	// process counts from the database, up to 100 ms behind.
 	count := func(room id.RoomID, min int) int {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)

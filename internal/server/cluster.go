@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -58,6 +59,10 @@ func (s *Server) registerInternal(r *mux.Router) {
 			return s.Rooms.Leave(ctx, d.UserID, d.RoomID, "")
 		},
 	}
+	s.registerOwnerCalls(r)
+	if s.fedAPI != nil {
+		s.registerInternalFederation(r)
+	}
 	for op, f := range ops {
 		r.Methods(http.MethodPost).Path(cluster.InternalPrefix + op).HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !cluster.FromInstance(r) {
@@ -110,17 +115,39 @@ const (
 	delayedKind = "delayed"
 	// pushRulesKind is the invalidation of a user's push rules, its key.
 	pushRulesKind = "push_rules"
+	// pushersKind says a user's pushers changed: the user's owner runs
+	// them as stored.
+	pushersKind = "pushers"
+	// pushReadKind says a user's read position may have moved: the
+	// user's owner updates their pushers' badges.
+	pushReadKind = "push_read"
 )
 
 // pushRulesCluster has the other processes drop their cached copy of a
-// user's push rules when they change here: each event is evaluated by the
-// process that commits it, with the rules as they are.
+// user's push rules when they change here (the user's owner evaluates
+// their rules), and the owner run a user's pushers changed here.
 func (s *Server) pushRulesCluster() {
 	if s.cluster == nil {
 		return
 	}
 	s.Push.SetRulesChangedHook(func(userID string) { s.publish(pushRulesKind, userID) })
 	s.bus.Handle(pushRulesKind, s.Push.RulesChangedElsewhere)
+	s.bus.Handle(pushersKind, s.Push.PushersChangedElsewhere)
+	s.bus.Handle(pushReadKind, s.Push.ReadChangedElsewhere)
+}
+
+// pushCluster is push's share of the deployment: each user's
+// notifications are evaluated and delivered by the user's owner (a hash
+// of the user ID), woken over the bus by changes made elsewhere.
+func (s *Server) pushCluster() *push.Cluster {
+	if s.cluster == nil {
+		return nil
+	}
+	return &push.Cluster{
+		Owns:           s.cluster.Owns,
+		PushersChanged: func(userID string) { s.publish(pushersKind, userID) },
+		ReadChanged:    func(userID string) { s.publish(pushReadKind, userID) },
+	}
 }
 
 // publish tells the other processes of an invalidation of kind for key,
@@ -198,21 +225,38 @@ func (s *Server) clusterHandler(h http.Handler) http.Handler {
 	if s.cluster == nil {
 		return h
 	}
-	return s.cluster.Forward(s.log, s.Rooms.ResolveAlias, h)
+	return s.cluster.Forward(s.log, s.resolveAlias, h)
 }
 
-// localRooms is the room server as push sees it in a cluster: push
-// evaluates the events this process commits (each event once in the
-// deployment), so the position it keeps up with is this process's last
-// commit, not the last of the deployment.
-type localRooms struct{ *roomserver.Service }
+// resolveAlias finds the room a join or knock by alias goes to, so that
+// the room's owner runs it: a local alias from the database (or the
+// application services), another server's by asking it. The owner
+// resolves the alias again as it runs the request: one more directory
+// query for a remote alias, which is the price of forwarding the request
+// unchanged.
+func (s *Server) resolveAlias(ctx context.Context, alias string) (string, error) {
+	id, err := s.Rooms.ResolveAlias(ctx, alias)
+	if err != nil || id != "" || s.fedAPI == nil {
+		return id, err
+	}
+	if _, domain, ok := strings.Cut(alias, ":"); !ok || domain == s.cfg.ServerName {
+		return "", nil
+	}
+	id, _, err = s.fedAPI.RemoteAlias(ctx, alias)
+	return id, err
+}
 
-func (r localRooms) CurrentPos() int64 { return r.LocalPos() }
+// allRooms is the room server as push sees it in a cluster: push
+// evaluates every event of the deployment, whichever process committed
+// it, for the users this process owns (push.Cluster).
+type allRooms struct{ *roomserver.Service }
+
+func (r allRooms) Subscribe(l roomserver.Listener) { r.SubscribeAll(l) }
 
 // pushRooms is the room server push gets.
 func (s *Server) pushRooms() push.Rooms {
 	if s.cluster == nil {
 		return s.Rooms
 	}
-	return localRooms{s.Rooms}
+	return allRooms{s.Rooms}
 }

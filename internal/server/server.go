@@ -286,7 +286,7 @@ func (s *Server) init(ctx context.Context) error {
 		TLSName: pc.Email.TLSName, CAFile: pc.Email.CAFile, InsecureSkipVerify: pc.Email.InsecureSkipVerify,
 		AllowPlaintext: pc.Email.AllowPlaintext, Username: pc.Email.Username, Password: pc.Email.Password, From: pc.Email.From, AppName: pc.Email.AppName,
 		Delay: pc.Email.Delay.Std(), PublicBaseURL: s.cfg.PublicBaseURL,
-	}}, s.pushRooms(), us, s.notifier.Wake, s.log)
+	}, Cluster: s.pushCluster()}, s.pushRooms(), us, s.notifier.Wake, s.log)
 	if err != nil {
 		return err
 	}
@@ -329,7 +329,7 @@ func (s *Server) init(ctx context.Context) error {
 	api.SetPush(ps)
 	api.SetKeys(s.Keys)
 	api.SetKeyBackup(s.keyBackup)
-	if s.delayed, err = delayed.New(ctx, s.db, rs, s.delayedConfig(),
+	if s.delayed, err = delayed.New(ctx, s.db, s.roomsFor(), s.delayedConfig(),
 		s.log.WithField("component", "delayed")); err != nil {
 		return err
 	}
@@ -338,7 +338,7 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	api.SetSlidingSync(s.sliding)
-	ns, err := notices.New(ctx, s.db, rs, us, spec.ServerName(s.cfg.ServerName), s.cfg.ServerNotices,
+	ns, err := notices.New(ctx, s.db, s.roomsFor(), us, spec.ServerName(s.cfg.ServerName), s.cfg.ServerNotices,
 		s.log.WithField("component", "notices"))
 	if err != nil {
 		return err
@@ -359,7 +359,7 @@ func (s *Server) init(ctx context.Context) error {
 	rs.SetJoinGuard(s.Admin.CheckJoin)
 	api.SetAdmin(s.Admin)
 	if s.cfg.Webhooks.Enabled {
-		if s.webhooks, err = webhooks.New(ctx, s.db, rs, us, spec.ServerName(s.cfg.ServerName), s.cfg.PublicBaseURL,
+		if s.webhooks, err = webhooks.New(ctx, s.db, s.roomsFor(), us, spec.ServerName(s.cfg.ServerName), s.cfg.PublicBaseURL,
 			s.cfg.Webhooks, s.log.WithField("component", "webhooks")); err != nil {
 			return err
 		}
@@ -512,7 +512,9 @@ func (s *Server) initCalls(ctx context.Context) error {
 	}
 	s.sfu = sfu
 	guard.Attach(sfu.SignalAddr(), key, secret)
-	s.Rooms.Subscribe(guard.OnEvents)
+	// Every process's SFU has its own participants: each guard hears
+	// every leave of the deployment (one process: the same).
+	s.Rooms.SubscribeAll(guard.OnEvents)
 	s.calls = &calls.Service{
 		ServerName:    s.cfg.ServerName,
 		PublicBaseURL: s.cfg.PublicBaseURL,
@@ -608,9 +610,10 @@ func (s *Server) initFederation(ctx context.Context) error {
 		PrivateKey:  s.key.PrivateKey,
 		KeyValidity: fc.KeyValidity.Std(),
 		Allowed:     allowed,
+		Cluster:     s.fedCluster(),
 	}, s.log, s.KeyRing, s.FederationClient, s.Rooms, s.Users)
 	s.fedHTTP = &http.Server{
-		Handler:           httpx.BodyDeadline(s.cfg.HTTP.BodyTimeout.Std(), s.cfg.HTTP.BodyMinRate, s.fedAPI.Handler()),
+		Handler:           httpx.BodyDeadline(s.cfg.HTTP.BodyTimeout.Std(), s.cfg.HTTP.BodyMinRate, s.fedHandler()),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
