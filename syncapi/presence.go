@@ -534,6 +534,10 @@ func (p *Presence) shareRoom(ctx context.Context, a, b string) (bool, error) {
 
 func (p *Presence) current(ctx context.Context) (int64, error) { return p.users.PresencePos(ctx) }
 
+func (p *Presence) catchUp(ctx context.Context) error {
+	return p.users.CatchUp(ctx, users.StreamPresence)
+}
+
 // fewChanges is how many changed users fill checks one by one (their
 // rooms against the syncing user's) before it lists the members of all the
 // syncing user's rooms instead.

@@ -249,6 +249,9 @@ func (s *Server) init(ctx context.Context) error {
 				}
 			}
 		},
+		PresenceChangedElsewhere: func(ctx context.Context, userID string) {
+			s.Sync.Presence().ChangedElsewhere(ctx, userID)
+		},
 		TokensRevoked: func(userID string) {
 			// s.api is set before the server serves, and tokens are
 			// revoked only by requests.
@@ -314,6 +317,7 @@ func (s *Server) init(ctx context.Context) error {
 			s.notifier.WakeRoom(roomID)
 		}
 	})
+	s.streamsCluster()
 	s.Keys.SetClaimHook(func(_ context.Context, claimed map[string][]string) {
 		if s.asPush != nil {
 			s.asPush.KeysClaimed(claimed)

@@ -1,0 +1,87 @@
+package server
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/users"
+)
+
+// streamKind is the cluster bus's message that a transaction took
+// positions of one of the streams other than events (account data,
+// receipts, presence, to-device, the key store's device lists); its key
+// is "STREAM POS". It is sent inside the transaction, so it arrives only
+// if the transaction commits, and the receiving process reads what
+// changed up to POS and wakes its own syncs (docs/scaling.md).
+const streamKind = "stream"
+
+// keysStream is the key store's name on the bus: every key store
+// transaction, which may have changed cached key counts, with the last
+// device list position it took (0: none).
+const keysStream = "keys"
+
+// streamsCluster shares the streams other than events with the other
+// processes of the deployment: each announces the positions it takes and
+// follows theirs.
+func (s *Server) streamsCluster() {
+	if s.cluster == nil {
+		return
+	}
+	announce := func(ctx context.Context, tx *database.Tx, stream string, pos int64) error {
+		return s.bus.PublishTx(ctx, tx, streamKind, stream+" "+strconv.FormatInt(pos, 10))
+	}
+	s.Users.SetStreamAnnouncer(announce)
+	s.Keys.SetAnnouncer(func(ctx context.Context, tx *database.Tx, pos int64) error {
+		return announce(ctx, tx, keysStream, pos)
+	})
+	s.Sync.ToDevice().SetAnnouncer(func(ctx context.Context, tx *database.Tx, pos int64) error {
+		return announce(ctx, tx, toDeviceStream, pos)
+	})
+	s.bus.Handle(streamKind, s.streamMovedElsewhere)
+}
+
+const toDeviceStream = "to_device"
+
+// streamMovedElsewhere applies another process's stream message (key
+// "STREAM POS"), or, with key "" (the listening connection was lost,
+// messages may be missing), every stream up to its committed position. It
+// runs on the bus's goroutine, one message after the other.
+func (s *Server) streamMovedElsewhere(key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if key == "" {
+		for _, stream := range users.Streams {
+			s.applyStream(ctx, stream, 0)
+		}
+		s.applyStream(ctx, keysStream, -1)
+		s.applyStream(ctx, toDeviceStream, 0)
+		return
+	}
+	stream, p, _ := strings.Cut(key, " ")
+	pos, err := strconv.ParseInt(p, 10, 64)
+	if err != nil || pos < 0 {
+		s.log.WithField("key", key).Warn("ignoring a malformed stream message from another process")
+		return
+	}
+	s.applyStream(ctx, stream, pos)
+}
+
+func (s *Server) applyStream(ctx context.Context, stream string, pos int64) {
+	var err error
+	switch stream {
+	case keysStream:
+		err = s.Keys.ChangedElsewhere(ctx, pos)
+	case toDeviceStream:
+		err = s.Sync.ToDevice().MovedElsewhere(ctx, pos)
+	default:
+		err = s.Users.StreamMovedElsewhere(ctx, stream, pos)
+	}
+	if err != nil {
+		// The next message, or the next reconnection, covers this one's
+		// range too; until then these syncs are not woken.
+		s.log.WithError(err).WithField("stream", stream).Error("applying another process's stream positions")
+	}
+}
