@@ -149,3 +149,12 @@ func (c *countCache) remove(k countKey) {
 		}
 	}
 }
+
+// invalidateAll drops (or marks dirty) every count.
+func (c *countCache) invalidateAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.entries {
+		c.invalidateLocked(k)
+	}
+}

@@ -1,9 +1,12 @@
 package push
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 
 	"github.com/tessera-hs/tessera/internal/mxerr"
@@ -116,6 +119,15 @@ func (s *Service) countUnread(ctx context.Context, userID, roomID string) (map[s
 	read, err := s.readPositions(ctx, userID, roomID)
 	if err != nil {
 		return nil, readUpTo{}, err
+	}
+	if s.elsewhere != nil {
+		// Other processes evaluate (and write) the events they commit,
+		// beyond this process's flushed position: read every row, and
+		// leave out the pending rows a flush here wrote meanwhile.
+		if pending, err = s.unwritten(ctx, userID, roomID, flushed, pending); err != nil {
+			return nil, readUpTo{}, err
+		}
+		flushed = math.MaxInt64
 	}
 	byThread := map[string]Counts{}
 	// The rows after the unthreaded receipt, and the summaries of the rows
@@ -260,14 +272,20 @@ func (s *Service) Notifications(ctx context.Context, userID, from string, limit 
 		}
 		list = append(list, row{roomID: r.roomID, eventID: r.eventID, threadID: r.threadID, actions: r.actions, pos: r.pos, ts: r.ts})
 	}
-	if len(list) <= limit {
+	dbLimit := limit + 1 - len(list)
+	if s.elsewhere != nil {
+		// Other processes' notifications can be newer than the pending
+		// ones (cluster.go): read a whole page and merge below.
+		flushed, dbLimit = math.MaxInt64, limit+1
+	}
+	if dbLimit > 0 {
 		q := `SELECT room_id, event_id, stream_pos, thread_id, actions, ts FROM event_push_actions
 			WHERE user_id = $1 AND notify = 1 AND stream_pos <= $2 AND ($3 < 0 OR stream_pos < $3)`
 		if onlyHighlight {
 			q += ` AND highlight = 1`
 		}
 		q += ` ORDER BY stream_pos DESC LIMIT $4`
-		rows, err := s.db.QueryContext(ctx, q, userID, flushed, before, limit+1-len(list))
+		rows, err := s.db.QueryContext(ctx, q, userID, flushed, before, dbLimit)
 		if err != nil {
 			return nil, fmt.Errorf("notifications: %w", err)
 		}
@@ -286,6 +304,12 @@ func (s *Service) Notifications(ctx context.Context, userID, from string, limit 
 		if err := rows.Close(); err != nil {
 			return nil, err
 		}
+	}
+	if s.elsewhere != nil {
+		// Newest first, once each: a flush here may have written a
+		// pending row since it was read.
+		slices.SortStableFunc(list, func(a, b row) int { return cmp.Compare(b.pos, a.pos) })
+		list = slices.CompactFunc(list, func(a, b row) bool { return a.pos == b.pos })
 	}
 	page := &NotificationsPage{Notifications: []Notification{}}
 	if len(list) > limit {

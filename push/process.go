@@ -93,7 +93,9 @@ func (s *Service) loop() {
 			timer.Stop()
 			armed = false
 			s.flush()
-		case n > 0 && !armed:
+		case (n > 0 || s.pending.hasMarks()) && !armed:
+			// Marks alone are written too: another process's counts
+			// read them from the database (cluster.go).
 			timer.Reset(flushDelay)
 			armed = true
 		}
@@ -256,7 +258,13 @@ func (s *Service) flush() {
 			chunkMarks = marks
 		}
 		if err := s.db.WithTx(ctx, func(tx *database.Tx) error {
-			return writeRows(ctx, tx, chunk, chunkMarks)
+			if err := writeRows(ctx, tx, chunk, chunkMarks); err != nil {
+				return err
+			}
+			if rooms := flushedRooms(chunk, chunkMarks); s.elsewhere != nil && len(rooms) > 0 {
+				return s.elsewhere(ctx, tx, rooms)
+			}
+			return nil
 		}); err != nil {
 			// Kept pending: the next flush tries again.
 			s.log.WithError(err).Error("push: recording notifications")

@@ -114,6 +114,9 @@ type Service struct {
 
 	delivery *deliverer
 	email    *emailer // nil: email pushers are refused
+	// elsewhere announces flushes to the other processes of a
+	// deployment (cluster.go); nil for one process.
+	elsewhere FlushAnnouncer
 }
 
 // maxCachedRulesets bounds the ruleset cache; it is emptied when full.

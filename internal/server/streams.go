@@ -41,7 +41,38 @@ func (s *Server) streamsCluster() {
 		return announce(ctx, tx, toDeviceStream, pos)
 	})
 	s.bus.Handle(streamKind, s.streamMovedElsewhere)
+	s.Push.SetFlushAnnouncer(func(ctx context.Context, tx *database.Tx, rooms []string) error {
+		// One message per ~7 kB of room IDs: PostgreSQL refuses a
+		// payload of 8000 bytes or more.
+		for len(rooms) > 0 {
+			n, size := 0, 0
+			for n < len(rooms) && (n == 0 || size+len(rooms[n])+1 < 7000) {
+				size += len(rooms[n]) + 1
+				n++
+			}
+			if err := s.bus.PublishTx(ctx, tx, pushCountsKind, strings.Join(rooms[:n], " ")); err != nil {
+				return err
+			}
+			rooms = rooms[n:]
+		}
+		return nil
+	})
+	s.bus.Handle(pushCountsKind, func(key string) {
+		if key == "" {
+			s.Push.CountsChangedElsewhere(nil)
+			return
+		}
+		rooms := strings.Fields(key)
+		s.Push.CountsChangedElsewhere(rooms)
+		for _, roomID := range rooms {
+			s.notifier.WakeRoom(roomID)
+		}
+	})
 }
+
+// pushCountsKind says another process wrote notifications (unread counts)
+// in the rooms of its key, separated by spaces.
+const pushCountsKind = "push_counts"
 
 const toDeviceStream = "to_device"
 
