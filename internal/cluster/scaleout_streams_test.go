@@ -429,3 +429,82 @@ func signed(t *testing.T, obj map[string]any, signer, keyName string, key ed2551
 	}
 	return m
 }
+
+// What the other processes write while one is down reaches its syncs once
+// it is back: positions and data are in the database, and a restarted
+// process starts from them.
+func TestScaleOutStreamsRestart(t *testing.T) {
+	c := startScaleOut(t)
+	ctx := context.Background()
+	c.joinAll(t, c.bob)
+	room := c.rooms["a"]
+	msg, err := as(c.srv["a"], c.alice).SendText(ctx, room, "read me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobB := login(t, c.srv["b"], c.bob.UserID, "password-bob")
+	first, err := syncRaw(ctx, bobB, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.srv["b"].Stop()
+	aliceA, aliceC := as(c.srv["a"], c.alice), as(c.srv["c"], c.alice)
+	if err := aliceA.SendReceipt(ctx, room, msg.EventID, event.ReceiptTypeRead, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := aliceC.SendToDevice(ctx, event.NewEventType("org.example.msg"), &mautrix.ReqSendToDevice{
+		Messages: map[id.UserID]map[id.DeviceID]*event.Content{c.bob.UserID: {bobB.DeviceID: {Raw: map[string]any{"n": 1}}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := aliceC.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceOnline, StatusMsg: "while b was down"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := as(c.srv["a"], c.bob).SetAccountData(ctx, "org.example.restart", map[string]any{"n": 1}); err != nil {
+		t.Fatal(err)
+	}
+	uploadDeviceKeys(t, login(t, c.srv["a"], c.alice.UserID, "password-alice"))
+	c.srv["b"].Restart()
+
+	s, err := syncRaw(ctx, bobB, first.NextBatch, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Whatever the first response left out comes with the next ones.
+	for range 5 {
+		more, err := syncRaw(ctx, bobB, s.NextBatch, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.AccountData.Events = append(s.AccountData.Events, more.AccountData.Events...)
+		s.ToDevice.Events = append(s.ToDevice.Events, more.ToDevice.Events...)
+		s.Presence.Events = append(s.Presence.Events, more.Presence.Events...)
+		s.DeviceLists.Changed = append(s.DeviceLists.Changed, more.DeviceLists.Changed...)
+		if r, ok := more.Rooms.Join[room.String()]; ok {
+			jr := s.Rooms.Join[room.String()]
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, r.Ephemeral.Events...)
+			s.Rooms.Join[room.String()] = jr
+		}
+		s.NextBatch = more.NextBatch
+	}
+	has := func(evs []rawEvent, typ, sender, inContent string) bool {
+		return slices.ContainsFunc(evs, func(ev rawEvent) bool {
+			return ev.Type == typ && (sender == "" || ev.Sender == sender) && strings.Contains(string(ev.Content), inContent)
+		})
+	}
+	checks := []struct {
+		what string
+		ok   bool
+	}{
+		{"receipt", has(s.Rooms.Join[room.String()].Ephemeral.Events, "m.receipt", "", msg.EventID.String())},
+		{"to-device message", has(s.ToDevice.Events, "org.example.msg", c.alice.UserID.String(), `"n":1`)},
+		{"presence", has(s.Presence.Events, "m.presence", c.alice.UserID.String(), "while b was down")},
+		{"account data", has(s.AccountData.Events, "org.example.restart", "", `"n":1`)},
+		{"device list change", slices.Contains(s.DeviceLists.Changed, c.alice.UserID.String())},
+	}
+	for _, ch := range checks {
+		if !ch.ok {
+			t.Errorf("the %s written while b was down is not in b's sync after its restart", ch.what)
+		}
+	}
+}
