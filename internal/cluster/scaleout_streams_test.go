@@ -265,6 +265,41 @@ func TestScaleOutStreams(t *testing.T) {
 		},
 		want: func(n int) string { return fmt.Sprintf("status %d", n) },
 	}, {
+		// Alice starts and stops typing in turn in b's room: b keeps the
+		// room's typing users, whichever process she tells.
+		name:    "typing",
+		readers: bobOn,
+		write: func(t *testing.T, n int, via string) {
+			if _, err := aliceOn(via).UserTyping(ctx, c.rooms["b"], n%2 == 0, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		},
+		// The items are numbered (the n-th change this reader saw):
+		// the sets repeat.
+		extract: func(r *streamReader, s *rawSync) []string {
+			var out []string
+			for _, ev := range s.Rooms.Join[c.rooms["b"].String()].Ephemeral.Events {
+				var body struct {
+					UserIDs []string `json:"user_ids"`
+				}
+				if ev.Type == "m.typing" && json.Unmarshal(ev.Content, &body) == nil {
+					k := 0
+					for r.seen[fmt.Sprint("typing ", k)] {
+						k++
+					}
+					r.seen[fmt.Sprint("typing ", k)] = true
+					out = append(out, fmt.Sprint(k, body.UserIDs))
+				}
+			}
+			return out
+		},
+		want: func(n int) string {
+			if n%2 == 0 {
+				return fmt.Sprint(n, []string{c.alice.UserID.String()})
+			}
+			return fmt.Sprint(n, []string{})
+		},
+	}, {
 		// Each write is a new device of alice's with its keys: bob's
 		// syncs hear that alice changed and, asking through their own
 		// instance, find the new device.
@@ -505,6 +540,73 @@ func TestScaleOutStreamsRestart(t *testing.T) {
 	for _, ch := range checks {
 		if !ch.ok {
 			t.Errorf("the %s written while b was down is not in b's sync after its restart", ch.what)
+		}
+	}
+}
+
+// A typing timeout runs once, on the room's owner, whichever process the
+// typing went through, and every process's syncs see it end.
+func TestScaleOutTypingTimeout(t *testing.T) {
+	c := startScaleOut(t)
+	c.joinAll(t, c.bob)
+	room := c.rooms["b"]
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	extract := func(_ *streamReader, s *rawSync) []string {
+		var out []string
+		for _, ev := range s.Rooms.Join[room.String()].Ephemeral.Events {
+			var body struct {
+				UserIDs []string `json:"user_ids"`
+			}
+			if ev.Type == "m.typing" && json.Unmarshal(ev.Content, &body) == nil {
+				out = append(out, fmt.Sprint(body.UserIDs))
+			}
+		}
+		return out
+	}
+	var readers []*streamReader
+	for _, inst := range c.names {
+		r := &streamReader{inst: inst, cli: as(c.srv[inst], c.bob), seen: map[string]bool{}}
+		first, err := syncRaw(ctx, r.cli, "", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readers = append(readers, r)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.run(ctx, first.NextBatch, extract)
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, err := as(c.srv["a"], c.alice).UserTyping(ctx, room, true, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{fmt.Sprint([]string{c.alice.UserID.String()}), fmt.Sprint([]string{})}
+	deadline := time.Now().Add(6 * time.Second)
+	for _, r := range readers {
+		for {
+			got, err := r.got()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) >= len(want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("through %s: typing %v, want %v within 6 s", r.inst, got, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	for _, r := range readers {
+		if got, _ := r.got(); !slices.Equal(got, want) {
+			t.Errorf("through %s: typing %v, want %v", r.inst, got, want)
 		}
 	}
 }

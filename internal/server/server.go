@@ -317,7 +317,9 @@ func (s *Server) init(ctx context.Context) error {
 			s.notifier.WakeRoom(roomID)
 		}
 	})
-	s.streamsCluster()
+	if err := s.streamsCluster(ctx); err != nil {
+		return err
+	}
 	s.Keys.SetClaimHook(func(_ context.Context, claimed map[string][]string) {
 		if s.asPush != nil {
 			s.asPush.KeysClaimed(claimed)

@@ -2,11 +2,18 @@ package server
 
 import (
 	"context"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/gorilla/mux"
+
+	"github.com/tessera-hs/tessera/internal/cluster"
 	"github.com/tessera-hs/tessera/internal/database"
+	"github.com/tessera-hs/tessera/internal/httpx"
+	"github.com/tessera-hs/tessera/internal/mxerr"
+	"github.com/tessera-hs/tessera/syncapi"
 	"github.com/tessera-hs/tessera/users"
 )
 
@@ -26,9 +33,9 @@ const keysStream = "keys"
 // streamsCluster shares the streams other than events with the other
 // processes of the deployment: each announces the positions it takes and
 // follows theirs.
-func (s *Server) streamsCluster() {
+func (s *Server) streamsCluster(ctx context.Context) error {
 	if s.cluster == nil {
-		return
+		return nil
 	}
 	announce := func(ctx context.Context, tx *database.Tx, stream string, pos int64) error {
 		return s.bus.PublishTx(ctx, tx, streamKind, stream+" "+strconv.FormatInt(pos, 10))
@@ -57,6 +64,18 @@ func (s *Server) streamsCluster() {
 		}
 		return nil
 	})
+	if err := s.Sync.Typing().SetCluster(ctx, s.db, syncapi.TypingCluster{
+		Owns: s.cluster.Owns,
+		Delegate: func(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error {
+			return s.cluster.Call(ctx, s.cluster.Owner(roomID), typingOp,
+				typingCall{RoomID: roomID, UserID: userID, Typing: typing, TimeoutMS: timeout.Milliseconds()})
+		},
+		Announce: func(ctx context.Context, tx *database.Tx, pos int64) error {
+			return announce(ctx, tx, typingStream, pos)
+		},
+	}); err != nil {
+		return err
+	}
 	s.bus.Handle(pushCountsKind, func(key string) {
 		if key == "" {
 			s.Push.CountsChangedElsewhere(nil)
@@ -68,13 +87,49 @@ func (s *Server) streamsCluster() {
 			s.notifier.WakeRoom(roomID)
 		}
 	})
+	return nil
+}
+
+// typingOp is the internal call that runs a typing change on the room's
+// owner, which keeps the room's typing users (syncapi.TypingCluster).
+const typingOp = "typing"
+
+type typingCall struct {
+	RoomID    string `json:"room_id"`
+	UserID    string `json:"user_id"`
+	Typing    bool   `json:"typing"`
+	TimeoutMS int64  `json:"timeout_ms"`
+}
+
+// registerStreamsInternal serves the typing changes other instances
+// delegate to this one.
+func (s *Server) registerStreamsInternal(r *mux.Router) {
+	r.Methods(http.MethodPost).Path(cluster.InternalPrefix + typingOp).HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !cluster.FromInstance(r) {
+			httpx.WriteJSON(w, http.StatusForbidden, mxerr.Forbidden("Internal endpoint").Body())
+			return
+		}
+		var c typingCall
+		if err := httpx.DecodeJSON(r, &c, false); err != nil {
+			httpx.WriteJSON(w, http.StatusBadRequest, mxerr.BadJSON("%v", err).Body())
+			return
+		}
+		// The instance that got the request checked that the user may
+		// type in the room.
+		s.Sync.Typing().Set(c.RoomID, c.UserID, c.Typing, time.Duration(c.TimeoutMS)*time.Millisecond)
+		httpx.WriteJSON(w, http.StatusOK, struct{}{})
+	})
 }
 
 // pushCountsKind says another process wrote notifications (unread counts)
 // in the rooms of its key, separated by spaces.
 const pushCountsKind = "push_counts"
 
-const toDeviceStream = "to_device"
+// The streams of the sync domain on the bus.
+const (
+	toDeviceStream = "to_device"
+	typingStream   = "typing"
+)
 
 // streamMovedElsewhere applies another process's stream message (key
 // "STREAM POS"), or, with key "" (the listening connection was lost,
@@ -89,6 +144,7 @@ func (s *Server) streamMovedElsewhere(key string) {
 		}
 		s.applyStream(ctx, keysStream, -1)
 		s.applyStream(ctx, toDeviceStream, 0)
+		s.applyStream(ctx, typingStream, 0)
 		return
 	}
 	stream, p, _ := strings.Cut(key, " ")
@@ -107,6 +163,8 @@ func (s *Server) applyStream(ctx context.Context, stream string, pos int64) {
 		err = s.Keys.ChangedElsewhere(ctx, pos)
 	case toDeviceStream:
 		err = s.Sync.ToDevice().MovedElsewhere(ctx, pos)
+	case typingStream:
+		err = s.Sync.Typing().MovedElsewhere(ctx, pos)
 	default:
 		err = s.Users.StreamMovedElsewhere(ctx, stream, pos)
 	}
