@@ -76,6 +76,12 @@ func (s *Server) streamsCluster(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	s.Sync.Presence().SetCluster(syncapi.PresenceCluster{
+		Owns: s.cluster.Owns,
+		Delegate: func(ctx context.Context, call syncapi.PresenceCall) error {
+			return s.cluster.Call(ctx, s.cluster.Owner(call.UserID), presenceOp, call)
+		},
+	})
 	s.bus.Handle(pushCountsKind, func(key string) {
 		if key == "" {
 			s.Push.CountsChangedElsewhere(nil)
@@ -101,9 +107,34 @@ type typingCall struct {
 	TimeoutMS int64  `json:"timeout_ms"`
 }
 
-// registerStreamsInternal serves the typing changes other instances
-// delegate to this one.
+// presenceOp is the internal call that runs a change of a user's presence
+// on the user's owner (syncapi.PresenceCluster).
+const presenceOp = "presence"
+
+// registerStreamsInternal serves the typing and presence changes other
+// instances delegate to this one.
 func (s *Server) registerStreamsInternal(r *mux.Router) {
+	r.Methods(http.MethodPost).Path(cluster.InternalPrefix + presenceOp).HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !cluster.FromInstance(r) {
+			httpx.WriteJSON(w, http.StatusForbidden, mxerr.Forbidden("Internal endpoint").Body())
+			return
+		}
+		var c syncapi.PresenceCall
+		if err := httpx.DecodeJSON(r, &c, false); err != nil {
+			httpx.WriteJSON(w, http.StatusBadRequest, mxerr.BadJSON("%v", err).Body())
+			return
+		}
+		if err := s.Sync.Presence().RunDelegated(r.Context(), c); err != nil {
+			if e, ok := mxerr.As(err); ok {
+				httpx.WriteJSON(w, e.Status, e.Body())
+				return
+			}
+			s.log.WithError(err).WithField("user_id", c.UserID).Warn("running a presence change for another instance")
+			httpx.WriteJSON(w, http.StatusInternalServerError, mxerr.Unknown(http.StatusInternalServerError, "%v", err).Body())
+			return
+		}
+		httpx.WriteJSON(w, http.StatusOK, struct{}{})
+	})
 	r.Methods(http.MethodPost).Path(cluster.InternalPrefix + typingOp).HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !cluster.FromInstance(r) {
 			httpx.WriteJSON(w, http.StatusForbidden, mxerr.Forbidden("Internal endpoint").Body())
