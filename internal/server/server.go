@@ -251,6 +251,9 @@ func (s *Server) init(ctx context.Context) error {
 		},
 		PresenceChangedElsewhere: func(ctx context.Context, userID string) {
 			s.Sync.Presence().ChangedElsewhere(ctx, userID)
+			// The services this process pushes to (the publishing
+			// process told those it pushes to).
+			s.presenceToAppServices(userID)
 		},
 		TokensRevoked: func(userID string) {
 			// s.api is set before the server serves, and tokens are
