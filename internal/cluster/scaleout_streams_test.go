@@ -610,3 +610,59 @@ func TestScaleOutTypingTimeout(t *testing.T) {
 		}
 	}
 }
+
+// A user who synced once through one process and then keeps syncing
+// through another (a load balancer without stickiness) stays online past
+// the offline timeout (30 s after the last sync ended): the timers run on
+// the user's owner, which counts the syncs of every process. With a timer
+// per process, the first would take the user offline 30 s after its sync,
+// and the second, which had published online already, would not say
+// otherwise.
+func TestScaleOutPresenceStaysOnline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs past the 30 s offline timeout")
+	}
+	c := startScaleOut(t)
+	ctx := context.Background()
+	c.joinAll(t, c.bob)
+	owner := c.m.Owner(c.bob.UserID.String())
+	var others []string
+	for _, inst := range c.names {
+		if inst != owner {
+			others = append(others, inst)
+		}
+	}
+	status := func() string {
+		t.Helper()
+		var body struct {
+			Presence string `json:"presence"`
+		}
+		alice := as(c.srv[owner], c.alice)
+		if _, err := alice.MakeRequest(ctx, "GET", alice.BuildClientURL("v3", "presence", c.bob.UserID, "status"), nil, &body); err != nil {
+			t.Fatal(err)
+		}
+		return body.Presence
+	}
+	since := ""
+	end := time.Now().Add(40 * time.Second)
+	for i := 0; time.Now().Before(end); i++ {
+		bob := as(c.srv[others[min(i, 1)]], c.bob)
+		q := map[string]string{"timeout": "2000"}
+		if since != "" {
+			q["since"] = since
+		}
+		var s rawSync
+		if _, err := bob.MakeRequest(ctx, "GET", bob.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "sync"}, q), nil, &s); err != nil {
+			t.Fatal(err)
+		}
+		since = s.NextBatch
+		if i > 0 && i%5 == 0 {
+			if p := status(); p != "online" {
+				t.Fatalf("bob, syncing through %s once and then through %s, is %q after %d syncs", others[0], others[1], p, i)
+			}
+		}
+	}
+	if p := status(); p != "online" {
+		t.Fatalf("bob, syncing through %s once and then through %s for 40 s, is %q", others[0], others[1], p)
+	}
+}
