@@ -82,8 +82,13 @@ func (p *Presence) elsewhere(userID string) bool {
 	return p.cluster != nil && !p.cluster.Owns(userID)
 }
 
+// delegate runs call on the user's owner. A sync waits for it, so it is
+// bounded well below a long-poll (an owner that is down refuses at once;
+// one that hangs costs a sync through another process this wait).
 func (p *Presence) delegate(ctx context.Context, call PresenceCall) error {
-	return p.cluster.Delegate(context.WithoutCancel(ctx), call)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), delegateTimeout/2)
+	defer cancel()
+	return p.cluster.Delegate(ctx, call)
 }
 
 // syncingElsewhere is Syncing for a user another process owns.
