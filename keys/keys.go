@@ -36,6 +36,11 @@ type Service struct {
 	// fed reaches other servers' key stores and tells them of our users'
 	// changes (remote.go); its zero value is "no federation".
 	fed Federation
+	// announce and follower share the device list stream and the key
+	// caches with the other processes of a deployment (cluster.go); nil
+	// for one process.
+	announce Announcer
+	follower *streampos.Follower
 }
 
 // streamDeviceLists is the name of the device list stream in
@@ -84,6 +89,8 @@ type changes struct {
 	// told of (remote.go).
 	devices []deviceChange
 	signing []string
+	// last is the last device list position taken; 0 for none.
+	last int64
 }
 
 // record takes the next device list position for userID inside tx (once
@@ -103,6 +110,7 @@ func (s *Service) record(ctx context.Context, tx *database.Tx, ch *changes, user
 	}
 	tx.AfterCommit(func() { s.pos.Advance(pos) })
 	ch.users = append(ch.users, userID)
+	ch.last = pos
 	return nil
 }
 
@@ -115,7 +123,15 @@ func (s *Service) withTx(ctx context.Context, fn func(tx *database.Tx, ch *chang
 		// Whatever the transaction changes, cached key counts go.
 		tx.AfterCommit(s.otkCounts.Invalidate)
 		tx.AfterCommit(s.fallbackTypes.Invalidate)
-		return fn(tx, &ch)
+		if err := fn(tx, &ch); err != nil {
+			return err
+		}
+		if s.announce != nil {
+			// The other processes' caches go too, and they follow the
+			// device list stream (cluster.go).
+			return s.announce(ctx, tx, ch.last)
+		}
+		return nil
 	})
 	if err != nil {
 		return err

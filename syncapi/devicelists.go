@@ -24,6 +24,9 @@ type KeyStore interface {
 	ChangedUsers(ctx context.Context, from, to int64) ([]string, error)
 	OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error)
 	UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error)
+	// CatchUp brings StreamPos up to what the other processes of a
+	// deployment committed (docs/scaling.md); a no-op for one process.
+	CatchUp(ctx context.Context) error
 }
 
 // SetKeyStore installs the key store; call it once, before serving
@@ -32,6 +35,13 @@ func (s *Service) SetKeyStore(k KeyStore) { s.keys = k }
 
 // deviceListStream is the device_lists stream's place in the token.
 type deviceListStream struct{ s *Service }
+
+func (d deviceListStream) catchUp(ctx context.Context) error {
+	if d.s.keys == nil {
+		return nil
+	}
+	return d.s.keys.CatchUp(ctx)
+}
 
 func (d deviceListStream) current(context.Context) (int64, error) {
 	if d.s.keys == nil {

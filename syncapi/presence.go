@@ -48,6 +48,9 @@ type Presence struct {
 	enabled bool
 	stopped bool
 	live    map[string]*livePresence
+	// cluster shares presence with the other processes of a deployment
+	// (presence_cluster.go); nil for one process.
+	cluster *presenceCluster
 	// onPublish, if set, is told of each published change of a local
 	// user's presence (presence_remote.go).
 	onPublish func(ctx context.Context, userID string)
@@ -183,6 +186,9 @@ func (p *Presence) Set(ctx context.Context, userID, presence, statusMsg string) 
 	if err := validPresence(presence); err != nil {
 		return err
 	}
+	if p.elsewhere(userID) {
+		return p.delegate(ctx, PresenceCall{Op: "set", UserID: userID, Presence: presence, StatusMsg: statusMsg})
+	}
 	return p.change(ctx, userID, func(st *users.PresenceState, now int64) {
 		st.Presence = presence
 		st.StatusMsg = statusMsg
@@ -199,6 +205,12 @@ func (p *Presence) Set(ctx context.Context, userID, presence, statusMsg string) 
 // change (typing, say): last_active moves to now, and an idle user is
 // online again. An offline user stays offline, as in Synapse.
 func (p *Presence) Active(ctx context.Context, userID string) error {
+	if p.elsewhere(userID) {
+		if !p.isEnabled() {
+			return nil
+		}
+		return p.delegate(ctx, PresenceCall{Op: "active", UserID: userID})
+	}
 	return p.change(ctx, userID, func(st *users.PresenceState, now int64) {
 		st.LastActiveTS = now
 		if st.Presence == users.PresenceUnavailable {
@@ -246,6 +258,10 @@ func (p *Presence) Syncing(ctx context.Context, userID, setPresence string) (don
 	if !p.enabled || p.stopped || setPresence == users.PresenceOffline || validPresence(setPresence) != nil {
 		p.mu.Unlock()
 		return func() {}
+	}
+	if p.elsewhere(userID) {
+		p.mu.Unlock()
+		return p.syncingElsewhere(ctx, userID, setPresence)
 	}
 	e, err := p.entryLocked(ctx, userID)
 	if err != nil {
@@ -533,6 +549,10 @@ func (p *Presence) shareRoom(ctx context.Context, a, b string) (bool, error) {
 }
 
 func (p *Presence) current(ctx context.Context) (int64, error) { return p.users.PresencePos(ctx) }
+
+func (p *Presence) catchUp(ctx context.Context) error {
+	return p.users.CatchUp(ctx, users.StreamPresence)
+}
 
 // fewChanges is how many changed users fill checks one by one (their
 // rooms against the syncing user's) before it lists the members of all the

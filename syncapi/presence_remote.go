@@ -31,3 +31,24 @@ func (p *Presence) SetRemote(ctx context.Context, st users.PresenceState) error 
 	p.wakeRooms(st.UserID)
 	return nil
 }
+
+// ChangedElsewhere is told that another process of the deployment
+// (docs/scaling.md) published a local user's presence: what this process
+// keeps live of the user follows the stored state, so that it does not
+// publish again from an older one, and the syncs here of those who see
+// the user wake. That process told other servers and application
+// services.
+func (p *Presence) ChangedElsewhere(ctx context.Context, userID string) {
+	p.mu.Lock()
+	if e, ok := p.live[userID]; ok {
+		st, err := p.users.Presence(ctx, userID)
+		if err != nil {
+			p.notifier.log.WithError(err).WithField("user_id", userID).Error("presence: reading a change made elsewhere")
+		} else if st != nil && st.StreamPos > e.pub.StreamPos {
+			e.pub = *st
+			e.lastActive = max(e.lastActive, st.LastActiveTS)
+		}
+	}
+	p.mu.Unlock()
+	p.wakeRooms(userID)
+}

@@ -53,4 +53,18 @@ CREATE TABLE to_device_received (
 );
 CREATE INDEX to_device_received_ts ON to_device_received(received_ts);
 `},
+	{Version: 3, SQL: `
+-- The typing stream of a deployment that runs several processes
+-- (docs/scaling.md): each room's typing users are kept by the room's
+-- owner, which writes every change here at the next position of the
+-- stream, for the other processes to read. One process keeps typing in
+-- memory only and does not use these.
+INSERT INTO syncapi_stream_positions (stream, pos) VALUES ('typing', 0);
+CREATE TABLE syncapi_typing (
+	room_id    TEXT PRIMARY KEY,
+	user_ids   TEXT NOT NULL,
+	stream_pos INTEGER NOT NULL
+);
+CREATE INDEX syncapi_typing_pos ON syncapi_typing(stream_pos);
+`},
 }

@@ -18,6 +18,15 @@ type stream interface {
 	fill(ctx context.Context, sc *syncContext, since, now int64) (bool, error)
 }
 
+// catchUpper is a stream whose position, in a deployment of several
+// processes (docs/scaling.md), this process learns of a moment after
+// another process commits it: a client's token from there can be ahead.
+// catchUp reads the committed position, so that the response does not
+// send back what the client has and its token never goes backwards.
+type catchUpper interface {
+	catchUp(ctx context.Context) error
+}
+
 // syncContext is what the streams share while a response is built.
 type syncContext struct {
 	req     Request
@@ -63,6 +72,10 @@ func (a accountDataStream) current(ctx context.Context) (int64, error) {
 	return a.users.AccountDataPos(ctx)
 }
 
+func (a accountDataStream) catchUp(ctx context.Context) error {
+	return a.users.CatchUp(ctx, users.StreamAccountData)
+}
+
 func (a accountDataStream) fill(ctx context.Context, sc *syncContext, since, now int64) (bool, error) {
 	if since >= now && !sc.initial {
 		return false, nil
@@ -103,6 +116,10 @@ func (a accountDataStream) fill(ctx context.Context, sc *syncContext, since, now
 type receiptStream struct{ users *users.Service }
 
 func (r receiptStream) current(ctx context.Context) (int64, error) { return r.users.ReceiptsPos(ctx) }
+
+func (r receiptStream) catchUp(ctx context.Context) error {
+	return r.users.CatchUp(ctx, users.StreamReceipts)
+}
 
 func (r receiptStream) fill(ctx context.Context, sc *syncContext, since, now int64) (bool, error) {
 	if (since >= now && !sc.initial) || len(sc.joined) == 0 {

@@ -417,6 +417,22 @@ func (s *Service) compute(ctx context.Context, req Request, f *filter) (*Respons
 		nowTok[i+1] = p
 	}
 	initial := req.Since == nil
+	if !initial {
+		for i, st := range s.streams {
+			c, ok := st.(catchUpper)
+			if !ok || req.Since.pos(i+1) <= nowTok[i+1] {
+				continue
+			}
+			if err := c.catchUp(ctx); err != nil {
+				return nil, false, err
+			}
+			p, err := st.current(ctx)
+			if err != nil {
+				return nil, false, err
+			}
+			nowTok[i+1] = p
+		}
+	}
 	sinceTok := make(Token, len(streamNames))
 	if !initial {
 		for i := range sinceTok {

@@ -45,6 +45,10 @@ type ToDevice struct {
 	// onDelivered, if set, is told of the recipients of committed
 	// messages (appservice.go).
 	onDelivered func(userIDs []string)
+	// announce and follower share the stream with the other processes of
+	// a deployment (todevice_cluster.go); nil for one process.
+	announce Announcer
+	follower *streampos.Follower
 
 	// acked remembers how far each device's queue is known deleted
 	// (Page); a device deleted and recreated starts from nothing, as its
@@ -145,7 +149,7 @@ func (t *ToDevice) Send(ctx context.Context, sender, senderDevice, txnID, evType
 			}
 		}
 		var err error
-		last, err = queueMessages(ctx, tx, sender, evType, out)
+		last, err = t.queueMessages(ctx, tx, sender, evType, out)
 		return err
 	})
 	if err != nil {
@@ -351,6 +355,14 @@ func (t *ToDevice) DeviceEvents(ctx context.Context, userID, deviceID, nextBatch
 // dehydrated devices' pages.
 func (t *ToDevice) Page(ctx context.Context, userID, deviceID string, since int64, limit int) ([]map[string]any, int64, error) {
 	cur := t.pos.Load()
+	if since > cur {
+		// From another process that is ahead of this one (a deployment
+		// of several): catch up rather than send back what it sent.
+		if err := t.catchUp(ctx); err != nil {
+			return nil, 0, err
+		}
+		cur = t.pos.Load()
+	}
 	since = min(since, cur)
 	if since > 0 && !t.ackedUpTo(userID, deviceID, since) {
 		if err := t.ack(ctx, userID, deviceID, since); err != nil {

@@ -67,7 +67,7 @@ func (t *ToDevice) expand(ctx context.Context, recipients []string, messages map
 
 // queueMessages stores messages from sender at the next positions of the
 // stream, inside tx, and returns the last position taken (0 for none).
-func queueMessages(ctx context.Context, tx *database.Tx, sender, evType string, out []toDeviceMessage) (int64, error) {
+func (t *ToDevice) queueMessages(ctx context.Context, tx *database.Tx, sender, evType string, out []toDeviceMessage) (int64, error) {
 	if len(out) == 0 {
 		return 0, nil
 	}
@@ -83,6 +83,11 @@ func queueMessages(ctx context.Context, tx *database.Tx, sender, evType string, 
 			(stream_pos, user_id, device_id, sender, type, content) VALUES ($1, $2, $3, $4, $5, $6)`,
 			pos, m.userID, m.deviceID, sender, evType, string(m.content)); err != nil {
 			return 0, fmt.Errorf("queue to-device message: %w", err)
+		}
+	}
+	if t.announce != nil {
+		if err := t.announce(ctx, tx, last); err != nil {
+			return 0, err
 		}
 	}
 	return last, nil
@@ -219,7 +224,7 @@ func (t *ToDevice) ReceiveRemote(ctx context.Context, origin spec.ServerName, m 
 			out = nil // delivered already
 			return nil
 		}
-		last, err = queueMessages(ctx, tx, m.Sender, m.Type, out)
+		last, err = t.queueMessages(ctx, tx, m.Sender, m.Type, out)
 		return err
 	})
 	if err != nil {

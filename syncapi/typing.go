@@ -35,6 +35,9 @@ type Typing struct {
 	// onChange, if set, is told of each change of a room's typing users
 	// (appservice.go).
 	onChange func(roomID string, userIDs []string)
+	// cluster shares typing with the other processes of a deployment
+	// (typing_cluster.go); nil for one process.
+	cluster *typingCluster
 }
 
 // typingRoom is a room's typing users. It stays after the last user stops,
@@ -78,6 +81,15 @@ func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) 
 		typing = false
 	}
 	timeout = min(timeout, maxTypingTimeout)
+	if c := t.cluster; c != nil {
+		if !c.Owns(roomID) {
+			t.delegate(roomID, userID, typing, timeout)
+			return
+		}
+		// Changes are stored in the order they are made.
+		c.pubMu.Lock()
+		defer c.pubMu.Unlock()
+	}
 	t.mu.Lock()
 	if t.stopped {
 		t.mu.Unlock()
@@ -91,7 +103,7 @@ func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) 
 			t.rooms[roomID] = room
 		}
 		if old, ok := room.users[userID]; ok {
-			old.timer.Stop()
+			old.stop()
 		} else {
 			changed = true
 		}
@@ -100,29 +112,54 @@ func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) 
 		room.users[userID] = tp
 	} else if room != nil {
 		if old, ok := room.users[userID]; ok {
-			old.timer.Stop()
+			old.stop()
 			delete(room.users, userID)
 			changed = true
 		}
 	}
 	var now []string
 	if changed {
-		t.pos++
-		room.pos = t.pos
 		now = t.usersLocked(room)
+		if t.cluster == nil {
+			t.pos++
+			room.pos = t.pos
+		}
 	}
 	t.mu.Unlock()
 	if changed {
-		t.notifier.WakeRoom(roomID)
-		if t.onChange != nil {
-			t.onChange(roomID, now)
-		}
+		t.changed(roomID, now)
+	}
+}
+
+// changed tells of a change of a room's typing users: it wakes the room's
+// members and the change hook, or, in a deployment of several processes,
+// stores the change for them all (typing_cluster.go).
+func (t *Typing) changed(roomID string, now []string) {
+	if t.cluster != nil {
+		t.publish(roomID, now)
+		return
+	}
+	t.notifier.WakeRoom(roomID)
+	if t.onChange != nil {
+		t.onChange(roomID, now)
+	}
+}
+
+// stop stops the typist's timer; a typist another process keeps
+// (typing_cluster.go) has none.
+func (tp *typist) stop() {
+	if tp.timer != nil {
+		tp.timer.Stop()
 	}
 }
 
 // expire ends a user's typing when its timer fires, unless the user has
 // started again (a new typist) or stopped since.
 func (t *Typing) expire(roomID, userID string, tp *typist) {
+	if c := t.cluster; c != nil {
+		c.pubMu.Lock()
+		defer c.pubMu.Unlock()
+	}
 	t.mu.Lock()
 	room := t.rooms[roomID]
 	if t.stopped || room == nil || room.users[userID] != tp {
@@ -130,14 +167,13 @@ func (t *Typing) expire(roomID, userID string, tp *typist) {
 		return
 	}
 	delete(room.users, userID)
-	t.pos++
-	room.pos = t.pos
+	if t.cluster == nil {
+		t.pos++
+		room.pos = t.pos
+	}
 	now := t.usersLocked(room)
 	t.mu.Unlock()
-	t.notifier.WakeRoom(roomID)
-	if t.onChange != nil {
-		t.onChange(roomID, now)
-	}
+	t.changed(roomID, now)
 }
 
 // Stop cancels every timer; later calls change nothing. For shutdown.
@@ -147,7 +183,7 @@ func (t *Typing) Stop() {
 	t.stopped = true
 	for _, room := range t.rooms {
 		for _, tp := range room.users {
-			tp.timer.Stop()
+			tp.stop()
 		}
 	}
 }

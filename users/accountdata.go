@@ -40,14 +40,22 @@ const (
 
 // nextStreamPos takes the next position of a stream inside tx. The single
 // writer connection serialises transactions, so positions become visible
-// in order: no reader sees position N+1 before N. The position is
-// published to streamPos's in-memory copy once tx commits.
+// in order: no reader sees position N+1 before N. With several processes
+// on one PostgreSQL database, the counter row's lock, held until tx ends,
+// does the same across them; the position is announced to them in tx
+// (streams.go). The position is published to streamPos's in-memory copy
+// once tx commits.
 func (s *Service) nextStreamPos(ctx context.Context, tx *database.Tx, stream string) (int64, error) {
 	var pos int64
 	err := tx.QueryRowContext(ctx, `UPDATE users_stream_positions SET pos = pos + 1 WHERE stream = $1 RETURNING pos`,
 		stream).Scan(&pos)
 	if err != nil {
 		return 0, fmt.Errorf("next %s position: %w", stream, err)
+	}
+	if s.announce != nil {
+		if err := s.announce(ctx, tx, stream, pos); err != nil {
+			return 0, err
+		}
 	}
 	tx.AfterCommit(func() { s.positions[stream].Advance(pos) })
 	return pos, nil

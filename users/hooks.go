@@ -18,6 +18,10 @@ type Hooks struct {
 	// ReceiptsChanged runs after receipts in a room may have changed, to
 	// wake the syncs of its members.
 	ReceiptsChanged func(ctx context.Context, roomID string)
+	// PresenceChangedElsewhere runs after another process of the
+	// deployment stored a user's presence (docs/scaling.md), to wake the
+	// syncs here of those who see it.
+	PresenceChangedElsewhere func(ctx context.Context, userID string)
 	// DevicesDeleted runs after devices were deleted (logout, device
 	// deletion, password change, deactivation), so that what other
 	// domains keep per device (to-device queues) goes with them.

@@ -197,4 +197,9 @@ CREATE TABLE ratelimit_overrides (
 	burst_count         INTEGER NOT NULL
 );
 `},
+	{Version: 9, SQL: `
+-- Another process of a deployment that runs several (docs/scaling.md)
+-- asks which users' account data changed in a range of positions.
+CREATE INDEX account_data_pos ON account_data(stream_pos);
+`},
 }

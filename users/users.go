@@ -21,6 +21,7 @@ import (
 	"github.com/tessera-hs/tessera/internal/config"
 	"github.com/tessera-hs/tessera/internal/database"
 	"github.com/tessera-hs/tessera/internal/gencache"
+	"github.com/tessera-hs/tessera/internal/streampos"
 )
 
 // Config is what the users domain needs from the configuration.
@@ -49,6 +50,10 @@ type Service struct {
 	dummyHash string
 	// positions: the committed position of each stream (accountdata.go).
 	positions streamPositions
+	// announce and followers share the streams with the other processes
+	// of a deployment (streams.go); nil for one process.
+	announce  StreamAnnouncer
+	followers map[string]*streampos.Follower
 	// auth caches token lookups by token hash: every request pays for
 	// authentication, and most come from a few long-lived sessions. Any
 	// commit that deletes tokens or devices, or deactivates an account,

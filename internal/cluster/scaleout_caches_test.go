@@ -80,3 +80,76 @@ func TestScaleOutPushRules(t *testing.T) {
 		}
 	}
 }
+
+// The unread counts of an event that one process committed and evaluated
+// show in the syncs and the notifications list of the others, and a read
+// receipt through a third clears them everywhere.
+func TestScaleOutUnreadCounts(t *testing.T) {
+	c := startScaleOut(t)
+	ctx := context.Background()
+	c.joinAll(t, c.bob)
+	room := c.rooms["b"] // b commits and evaluates
+	// Bob's join marks the invitation read once b has written the mark
+	// (a moment after the join): until then a and c count 1, and cache
+	// it. The write's announcement drops it.
+	for _, inst := range c.names {
+		waitUnread(t, c, inst, room, 0, "after the join")
+	}
+	resp, err := as(c.srv["a"], c.alice).SendText(ctx, room, "hello bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, inst := range c.names {
+		waitUnread(t, c, inst, room, 1, "after the message")
+		var page struct {
+			Notifications []struct {
+				RoomID string `json:"room_id"`
+				Event  struct {
+					EventID string `json:"event_id"`
+				} `json:"event"`
+			} `json:"notifications"`
+		}
+		bob := as(c.srv[inst], c.bob)
+		if _, err := bob.MakeRequest(ctx, "GET", bob.BuildClientURL("v3", "notifications"), nil, &page); err != nil {
+			t.Fatal(err)
+		}
+		// The newest first (the invitations come before).
+		if len(page.Notifications) == 0 || page.Notifications[0].Event.EventID != resp.EventID.String() {
+			t.Fatalf("through %s: notifications %+v, want %s first", inst, page.Notifications, resp.EventID)
+		}
+	}
+	if err := as(c.srv["c"], c.bob).SendReceipt(ctx, room, resp.EventID, "m.read", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, inst := range c.names {
+		waitUnread(t, c, inst, room, 0, "after the receipt")
+	}
+}
+
+// waitUnread waits up to 5 s for bob's count in room through inst to be
+// want.
+func waitUnread(t *testing.T, c *scaleOut, inst string, room id.RoomID, want int, when string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := unreadVia(t, c, inst, room)
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("through %s: count %d 5 s %s, want %d", inst, n, when, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// unreadVia is bob's notification count in room in an initial sync
+// through inst.
+func unreadVia(t *testing.T, c *scaleOut, inst string, room id.RoomID) int {
+	t.Helper()
+	s, err := syncRaw(context.Background(), as(c.srv[inst], c.bob), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Rooms.Join[room.String()].Unread.Notifications
+}

@@ -51,6 +51,7 @@ func (s *Server) registerInternal(r *mux.Router) {
 	if s.cluster == nil {
 		return
 	}
+	s.registerStreamsInternal(r)
 	ops := map[string]func(ctx context.Context, d delegated) error{
 		roomserver.DelegateProfile: func(ctx context.Context, d delegated) error {
 			return s.Rooms.UpdateMemberProfileIn(ctx, d.RoomID, d.UserID)

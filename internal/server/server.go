@@ -249,6 +249,12 @@ func (s *Server) init(ctx context.Context) error {
 				}
 			}
 		},
+		PresenceChangedElsewhere: func(ctx context.Context, userID string) {
+			s.Sync.Presence().ChangedElsewhere(ctx, userID)
+			// The services this process pushes to (the publishing
+			// process told those it pushes to).
+			s.presenceToAppServices(userID)
+		},
 		TokensRevoked: func(userID string) {
 			// s.api is set before the server serves, and tokens are
 			// revoked only by requests.
@@ -314,6 +320,9 @@ func (s *Server) init(ctx context.Context) error {
 			s.notifier.WakeRoom(roomID)
 		}
 	})
+	if err := s.streamsCluster(ctx); err != nil {
+		return err
+	}
 	s.Keys.SetClaimHook(func(_ context.Context, claimed map[string][]string) {
 		if s.asPush != nil {
 			s.asPush.KeysClaimed(claimed)

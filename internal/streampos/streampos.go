@@ -4,6 +4,7 @@
 package streampos
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -107,4 +108,56 @@ func (w *Writers) Persisted() int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.persisted
+}
+
+// Follower applies, in one process of a deployment of several sharing a
+// PostgreSQL database (docs/scaling.md), the positions the other processes
+// commit to a stream whose positions come from a counter row that each
+// write transaction increments (UPDATE ... SET pos = pos + 1): the row
+// lock makes the writers of all processes commit one after the other in
+// position order, so a committed position N means every position below N
+// has committed (or rolled back) too. A writer announces its position in
+// its transaction (NOTIFY, delivered only on commit); Moved then reads
+// what changed since the last position it applied and hands that range to
+// apply, which advances the stream's position and wakes whom the changes
+// concern. Ranges, not single positions, are applied: a notification that
+// arrives late, or was lost while the listening connection was down, is
+// covered by the next one.
+type Follower struct {
+	// read is the stream's committed position (the counter row).
+	read func(ctx context.Context) (int64, error)
+	// apply makes the changes in (from, to] visible and wakes their
+	// readers.
+	apply func(ctx context.Context, from, to int64) error
+
+	mu      sync.Mutex
+	applied int64
+}
+
+// NewFollower follows a stream from position start (what the process
+// loaded at start-up).
+func NewFollower(start int64, read func(ctx context.Context) (int64, error), apply func(ctx context.Context, from, to int64) error) *Follower {
+	return &Follower{read: read, apply: apply, applied: start}
+}
+
+// Moved applies the positions up to pos that another process committed;
+// pos 0 reads the counter (after a lost listening connection, or when a
+// client's token is ahead of this process).
+func (f *Follower) Moved(ctx context.Context, pos int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if pos == 0 {
+		var err error
+		if pos, err = f.read(ctx); err != nil {
+			return err
+		}
+	}
+	if pos <= f.applied {
+		return nil
+	}
+	if err := f.apply(ctx, f.applied, pos); err != nil {
+		return err
+	}
+	f.applied = pos
+	return nil
 }

@@ -1,6 +1,8 @@
 package streampos
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"testing"
 )
@@ -93,5 +95,51 @@ func TestWritersConcurrent(t *testing.T) {
 	wg.Wait()
 	if got := w.Persisted(); got != 150 {
 		t.Fatalf("persisted %d after 50 writers of 3 positions finished, want 150", got)
+	}
+}
+
+// A follower applies ranges: a notification that arrives late or out of
+// order is covered by the one before it, a lost one by the next, and a
+// failed apply is tried again by the next.
+func TestFollowerAppliesRanges(t *testing.T) {
+	ctx := context.Background()
+	committed := int64(0)
+	var ranges [][2]int64
+	fail := false
+	f := NewFollower(3, func(context.Context) (int64, error) { return committed, nil },
+		func(_ context.Context, from, to int64) error {
+			if fail {
+				return errors.New("database down")
+			}
+			ranges = append(ranges, [2]int64{from, to})
+			return nil
+		})
+	steps := []struct {
+		pos  int64
+		fail bool
+	}{
+		{pos: 5},             // (3, 5]
+		{pos: 4},             // late: covered
+		{pos: 5},             // again: nothing
+		{pos: 7, fail: true}, // not applied
+		{pos: 9},             // (5, 9]: 6 and 7 with it
+		{pos: 0},             // counter at 12: (9, 12]
+	}
+	committed = 12
+	for _, st := range steps {
+		fail = st.fail
+		err := f.Moved(ctx, st.pos)
+		if (err != nil) != st.fail {
+			t.Fatalf("Moved(%d): %v", st.pos, err)
+		}
+	}
+	want := [][2]int64{{3, 5}, {5, 9}, {9, 12}}
+	if len(ranges) != len(want) {
+		t.Fatalf("applied %v, want %v", ranges, want)
+	}
+	for i := range want {
+		if ranges[i] != want[i] {
+			t.Fatalf("applied %v, want %v", ranges, want)
+		}
 	}
 }
