@@ -42,6 +42,13 @@ func (p *pendingStore) writtenThrough(pos int64) bool {
 	return p.flushedPos >= pos || (p.n == 0 && len(p.marks) == 0)
 }
 
+// hasMarks reports whether sent marks are pending.
+func (p *pendingStore) hasMarks() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.marks) > 0
+}
+
 // size is the number of pending rows.
 func (p *pendingStore) size() int {
 	p.mu.Lock()

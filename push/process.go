@@ -93,7 +93,9 @@ func (s *Service) loop() {
 			timer.Stop()
 			armed = false
 			s.flush()
-		case n > 0 && !armed:
+		case (n > 0 || s.pending.hasMarks()) && !armed:
+			// Marks alone are written too: in a cluster, the other
+			// processes count from the database (cluster.go).
 			timer.Reset(flushDelay)
 			armed = true
 		}
